@@ -1,0 +1,141 @@
+//! The `wfhost` command line: parse arguments, call the library, render
+//! the result for people (default) or machines (`--json`).
+
+mod bench;
+mod inspect;
+mod output;
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code of a run that failed or of an operational error.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of invalid input: a bad workflow, bad arguments, an unknown run.
+pub const EXIT_INVALID: u8 = 2;
+
+/// A user mistake: reported on one line, exit code 2.
+#[derive(Debug)]
+pub struct Invalid(pub String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// wfhost runs workflows (YAML or JSON DAGs of steps) whose every step is a
+/// sandboxed WebAssembly component, and records every transition in SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "wfhost", version, about, long_about = None)]
+pub struct Cli {
+    /// Where runs are stored (SQLite database and run folders).
+    #[arg(long, global = true, env = "WFHOST_HOME", default_value = ".wfhost")]
+    home: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow; exits 0 when the run completed, 1 when it failed, 2 on invalid input.
+    Run(run::RunArgs),
+    /// Check a workflow without running it; exits 0 when valid, 2 with the problems.
+    Validate(validate::ValidateArgs),
+    /// Print a workflow's step graph as Mermaid or Graphviz dot.
+    Graph(validate::GraphArgs),
+    /// List recorded runs, newest first.
+    Runs(inspect::RunsArgs),
+    /// Show a run and its steps (run ids accept unique prefixes).
+    Status(inspect::StatusArgs),
+    /// Print the log of a run, or of one of its steps.
+    Logs(inspect::LogsArgs),
+    /// List the built-in step components.
+    Plugins(inspect::PluginsArgs),
+    /// Measure scheduling and persistence overhead on synthetic workflows.
+    Bench(bench::BenchArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&cli.home, args),
+        Command::Validate(args) => validate::validate(args),
+        Command::Graph(args) => validate::graph(args),
+        Command::Runs(args) => inspect::runs(&cli.home, args),
+        Command::Status(args) => inspect::status(&cli.home, args),
+        Command::Logs(args) => inspect::logs(&cli.home, args),
+        Command::Plugins(args) => inspect::plugins(args),
+        Command::Bench(args) => bench::bench(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            if let Some(invalid) = error.downcast_ref::<Invalid>() {
+                for line in invalid.0.lines() {
+                    eprintln!("error: {line}");
+                }
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                eprintln!("error: {error:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+/// Open the store under `home`, as an operational error if that fails.
+fn open_store(home: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::store::Store>> {
+    let store = crate::store::Store::open(home)
+        .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))?;
+    Ok(std::sync::Arc::new(store))
+}
+
+/// Resolve a run id prefix, turning "unknown" and "ambiguous" into user errors.
+fn resolve_run(store: &crate::store::Store, prefix: &str) -> anyhow::Result<String> {
+    use crate::store::StoreError;
+    match store.resolve_run_id(prefix) {
+        Ok(id) => Ok(id),
+        Err(error @ (StoreError::UnknownRun(_) | StoreError::AmbiguousRun { .. })) => {
+            Err(Invalid(error.to_string()).into())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Directory for compiled components shared by every run on this machine.
+fn component_cache_dir(home: &std::path::Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("WFHOST_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("wfhost");
+    }
+    if let Some(dir) = std::env::var_os("HOME") {
+        return PathBuf::from(dir).join(".cache").join("wfhost");
+    }
+    home.join("cache")
+}
+
+/// A multi-threaded tokio runtime for commands that execute steps.
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

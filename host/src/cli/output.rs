@@ -1,0 +1,131 @@
+//! Human output: colour only on a terminal and never with `NO_COLOR`, and
+//! the live progress printer used by `wfhost run`.
+
+use std::io::IsTerminal;
+
+use crate::engine::executor::LogLevel;
+use crate::engine::{RunEvent, RunListener};
+use crate::store::RunStatus;
+
+/// ANSI styling that switches itself off when it should.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    enabled: bool,
+}
+
+impl Style {
+    /// Styling for stderr (where progress goes).
+    pub fn for_stderr() -> Style {
+        Style {
+            enabled: std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    /// Styling for stdout.
+    pub fn for_stdout() -> Style {
+        Style {
+            enabled: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.enabled {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// Green.
+    pub fn ok(&self, text: &str) -> String {
+        self.paint("32", text)
+    }
+
+    /// Red.
+    pub fn bad(&self, text: &str) -> String {
+        self.paint("31", text)
+    }
+
+    /// Yellow.
+    pub fn warn(&self, text: &str) -> String {
+        self.paint("33", text)
+    }
+
+    /// Dim.
+    pub fn dim(&self, text: &str) -> String {
+        self.paint("2", text)
+    }
+
+    /// Bold.
+    pub fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    /// A status word coloured by its meaning.
+    pub fn status(&self, status: &str) -> String {
+        match status {
+            "completed" => self.ok(status),
+            "failed" => self.bad(status),
+            "skipped" | "pending" => self.dim(status),
+            "running" => self.warn(status),
+            _ => status.to_string(),
+        }
+    }
+}
+
+/// Prints run events to stderr as they happen.
+pub struct ProgressPrinter {
+    style: Style,
+    show_logs: bool,
+}
+
+impl ProgressPrinter {
+    /// A printer; `show_logs` also echoes step log lines.
+    pub fn new(show_logs: bool) -> ProgressPrinter {
+        ProgressPrinter {
+            style: Style::for_stderr(),
+            show_logs,
+        }
+    }
+}
+
+impl RunListener for ProgressPrinter {
+    fn on_event(&self, event: &RunEvent) {
+        let s = &self.style;
+        let line = match event {
+            RunEvent::Started { run_id, steps } => {
+                format!("{} {} ({steps} steps)", s.bold("run"), s.bold(run_id))
+            }
+            RunEvent::StepStarted { step, attempt } if *attempt > 1 => {
+                format!("  {} {step} (attempt {attempt})", s.warn("▶"))
+            }
+            RunEvent::StepStarted { step, .. } => format!("  {} {step}", s.warn("▶")),
+            RunEvent::StepCompleted { step, elapsed } => format!(
+                "  {} {step} {}",
+                s.ok("✓"),
+                s.dim(&crate::runtime::humanize(*elapsed))
+            ),
+            RunEvent::StepFailed { step, error } => {
+                let first = error.lines().next().unwrap_or_default();
+                format!("  {} {step}: {}", s.bad("✗"), s.bad(first))
+            }
+            RunEvent::StepSkipped { step, reason } => {
+                format!("  {} {step} {}", s.dim("○"), s.dim(&format!("skipped: {reason}")))
+            }
+            RunEvent::Log { step, level, message } if self.show_logs => {
+                let text = format!("    {step} │ {message}");
+                match level {
+                    LogLevel::Warn | LogLevel::Error => s.warn(&text),
+                    _ => s.dim(&text),
+                }
+            }
+            RunEvent::Log { .. } => return,
+            RunEvent::Finished { status } => {
+                let word = status.as_str();
+                let painted = if *status == RunStatus::Completed { s.ok(word) } else { s.bad(word) };
+                format!("{} {painted}", s.bold("run"))
+            }
+        };
+        eprintln!("{line}");
+    }
+}

@@ -1,0 +1,103 @@
+//! `wfhost run`: load, validate, resolve arguments, record and drive a run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+
+use super::output::{ProgressPrinter, Style};
+use super::{inspect, Invalid, EXIT_FAILED};
+use crate::engine::{Driver, RunListener, Silent};
+use crate::runtime::{Runtime, WasmExecutor};
+use crate::store::RunStatus;
+use crate::workflow::{self, LoadedWorkflow};
+
+/// Arguments of `wfhost run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Workflow file (`.yaml`, `.yml` or `.json`).
+    file: PathBuf,
+    /// A run argument as NAME=VALUE (repeatable). Typed by the workflow's
+    /// `args` schema: `--arg count=3` is a number when `count` is an integer.
+    #[arg(long = "arg", value_name = "NAME=VALUE")]
+    args: Vec<String>,
+    /// A JSON or YAML file holding an object of run arguments; `--arg`
+    /// values override it.
+    #[arg(long, value_name = "FILE")]
+    args_file: Option<PathBuf>,
+    /// Print the finished run as JSON on stdout (same shape as `status --json`).
+    #[arg(long)]
+    json: bool,
+    /// Print no progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Do not echo step log lines while running (they stay in `wfhost logs`).
+    #[arg(long)]
+    no_logs: bool,
+}
+
+/// Run `wfhost run`.
+pub fn run(home: &Path, args: RunArgs) -> Result<ExitCode> {
+    let workflow = load_workflow(&args.file)?;
+    let run_args = collect_args(&workflow, args.args_file.as_deref(), &args.args)?;
+
+    let store = super::open_store(home)?;
+    let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
+    let listener: Arc<dyn RunListener> = if args.quiet {
+        Arc::new(Silent)
+    } else {
+        Arc::new(ProgressPrinter::new(!args.no_logs))
+    };
+    let driver = Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener);
+    let run_id = driver.create_run(&workflow, &run_args)?;
+    let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run_args));
+
+    if args.json {
+        let status = inspect::status_json(&store, &run_id)?;
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else if !args.quiet {
+        let style = Style::for_stderr();
+        eprintln!("{}", style.dim(&format!("details: wfhost status {run_id} · wfhost logs {run_id}")));
+    }
+    let outcome = outcome?;
+    Ok(match outcome.status {
+        RunStatus::Completed => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_FAILED),
+    })
+}
+
+/// Load and validate a workflow file; problems become one [`Invalid`].
+pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow> {
+    let builtins = crate::runtime::builtin::names();
+    workflow::load(path, &builtins).map_err(|diagnostics| Invalid(diagnostics.to_string()).into())
+}
+
+/// Merge `--args-file` and `--arg` values, apply defaults and check the schema.
+fn collect_args(workflow: &LoadedWorkflow, args_file: Option<&Path>, pairs: &[String]) -> Result<Value> {
+    let schema = workflow.def.args.as_ref();
+    let mut given = Map::new();
+    if let Some(path) = args_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read args file '{}'", path.display()))
+            .map_err(|e| Invalid(format!("{e:#}")))?;
+        let value: Value = serde_yaml::from_str(&text)
+            .map_err(|e| Invalid(format!("{}: {e}", path.display())))?;
+        match value {
+            Value::Object(map) => given.extend(map),
+            Value::Null => {}
+            _ => return Err(Invalid(format!("{}: args file must hold an object", path.display())).into()),
+        }
+    }
+    for pair in pairs {
+        let Some((name, raw)) = pair.split_once('=') else {
+            return Err(Invalid(format!("--arg '{pair}': expected NAME=VALUE")).into());
+        };
+        if name.is_empty() {
+            return Err(Invalid(format!("--arg '{pair}': the name is empty")).into());
+        }
+        given.insert(name.to_string(), workflow::coerce_cli_arg(schema, name, raw));
+    }
+    workflow::resolve_args(schema, given).map_err(|diagnostics| Invalid(diagnostics.to_string()).into())
+}

@@ -1,0 +1,465 @@
+//! Drives one run: records it, starts steps from the ready queue up to the
+//! parallelism limit, renders their templates, persists every transition
+//! before acting on it, and decides the run's final status.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+use tokio::task::JoinSet;
+
+use super::executor::{
+    FailureKind, LogLevel, ResolvedGrants, StepExecutor, StepFailure, StepInvocation, StepObserver,
+};
+use super::progress::ProgressBoard;
+use super::scheduler::Scheduler;
+use crate::store::{NewRun, RunStatus, StepStatus, Store};
+use crate::workflow::model::{Access, Step};
+use crate::workflow::{parse_duration, step_kind, LoadedWorkflow, StepKind, Templates};
+
+/// Steps running at once when the workflow does not say.
+pub const DEFAULT_PARALLELISM: usize = 4;
+/// Per-attempt timeout when neither the step nor `config.timeout` says.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Something that happened in a run, for live display.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    /// The run is about to start its first step.
+    Started {
+        /// Run id.
+        run_id: String,
+        /// Number of steps.
+        steps: usize,
+    },
+    /// An attempt started.
+    StepStarted {
+        /// Step id.
+        step: String,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// A step completed.
+    StepCompleted {
+        /// Step id.
+        step: String,
+        /// How long the attempt took.
+        elapsed: Duration,
+    },
+    /// A step failed.
+    StepFailed {
+        /// Step id.
+        step: String,
+        /// Why.
+        error: String,
+    },
+    /// A step was skipped.
+    StepSkipped {
+        /// Step id.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+    /// A step logged a line.
+    Log {
+        /// Step id.
+        step: String,
+        /// Severity.
+        level: LogLevel,
+        /// The line.
+        message: String,
+    },
+    /// The run ended.
+    Finished {
+        /// Final status.
+        status: RunStatus,
+    },
+}
+
+/// Receives [`RunEvent`]s as they happen (the CLI prints them).
+pub trait RunListener: Send + Sync {
+    /// Called for every event, from the driving task.
+    fn on_event(&self, event: &RunEvent);
+}
+
+/// A listener that ignores everything.
+pub struct Silent;
+
+impl RunListener for Silent {
+    fn on_event(&self, _: &RunEvent) {}
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run id.
+    pub run_id: String,
+    /// Final status.
+    pub status: RunStatus,
+}
+
+/// Runs workflows against a store and an executor.
+pub struct Driver {
+    store: Arc<Store>,
+    executor: Arc<dyn StepExecutor>,
+    listener: Arc<dyn RunListener>,
+}
+
+impl Driver {
+    /// A driver recording into `store`, executing with `executor`.
+    pub fn new(store: Arc<Store>, executor: Arc<dyn StepExecutor>, listener: Arc<dyn RunListener>) -> Driver {
+        Driver {
+            store,
+            executor,
+            listener,
+        }
+    }
+
+    /// Record a new run of `workflow` with resolved `args`; returns its id.
+    pub fn create_run(&self, workflow: &LoadedWorkflow, args: &Value) -> Result<String> {
+        let run_id = crate::store::new_run_id();
+        let steps: Vec<&str> = workflow.def.steps.iter().map(|s| s.id.as_str()).collect();
+        self.store.create_run(&NewRun {
+            id: &run_id,
+            workflow_name: &workflow.def.name,
+            workflow_path: &workflow.file_name,
+            workflow_dir: &workflow.dir.to_string_lossy(),
+            definition: &workflow.source,
+            args,
+            steps: &steps,
+        })?;
+        Ok(run_id)
+    }
+
+    /// Drive a recorded run to its end.
+    pub async fn drive(&self, run_id: &str, workflow: &LoadedWorkflow, args: &Value) -> Result<RunOutcome> {
+        let def = &workflow.def;
+        let components: Vec<String> = def.steps.iter().map(|step| component_of(workflow, step)).collect();
+        let mut unique = components.clone();
+        unique.sort();
+        unique.dedup();
+        if let Err(error) = self.executor.prepare(&unique) {
+            let message = format!("cannot load plugins: {error}");
+            self.store.set_run_status(run_id, RunStatus::Failed, Some(&message))?;
+            anyhow::bail!(message);
+        }
+
+        self.store.set_run_status(run_id, RunStatus::Running, None)?;
+        self.listener.on_event(&RunEvent::Started {
+            run_id: run_id.to_string(),
+            steps: def.steps.len(),
+        });
+
+        let parallelism = def.config.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1);
+        let default_timeout = match &def.config.timeout {
+            Some(text) => parse_duration(text).map_err(|e| anyhow::anyhow!("config.timeout: {e}"))?,
+            None => DEFAULT_STEP_TIMEOUT,
+        };
+        let templates = Templates::new();
+        let mut scheduler = Scheduler::new(def.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice())));
+        let mut outputs: BTreeMap<String, Value> = BTreeMap::new();
+        let mut board = ProgressBoard::new(run_id, def, self.store.run_files(run_id));
+        let mut running: JoinSet<(usize, Duration, Result<Value, StepFailure>)> = JoinSet::new();
+        let mut failed_any = false;
+
+        loop {
+            while running.len() < parallelism {
+                let Some(index) = scheduler.next_ready() else { break };
+                let step = &def.steps[index];
+                let context = template_context(run_id, &def.name, args, &outputs);
+                let prepared = prepare_invocation(
+                    workflow,
+                    step,
+                    &components[index],
+                    run_id,
+                    args,
+                    &outputs,
+                    &context,
+                    &templates,
+                    default_timeout,
+                    self.store.run_files(run_id).step_dir(&step.id),
+                );
+                let input = match &prepared {
+                    Ok(invocation) => json!({
+                        "component": invocation.component,
+                        "config": invocation.config,
+                        "inputs": invocation.inputs,
+                        "args": invocation.args,
+                        "attempt": invocation.attempt,
+                        "idempotency_key": invocation.idempotency_key,
+                    }),
+                    Err(_) => json!({ "config": step.with, "run": step.run }),
+                };
+                self.store.start_attempt(run_id, &step.id, 1, &input)?;
+                board.started(index);
+                self.listener.on_event(&RunEvent::StepStarted {
+                    step: step.id.clone(),
+                    attempt: 1,
+                });
+                match prepared {
+                    Ok(invocation) => {
+                        let observer = Arc::new(StepLog {
+                            store: self.store.clone(),
+                            listener: self.listener.clone(),
+                            run_id: run_id.to_string(),
+                            step_id: step.id.clone(),
+                        });
+                        let future = self.executor.execute(invocation, observer);
+                        running.spawn(async move {
+                            let started = Instant::now();
+                            let result = future.await;
+                            (index, started.elapsed(), result)
+                        });
+                    }
+                    Err(failure) => {
+                        failed_any = true;
+                        self.record_failure(run_id, def, &mut scheduler, &mut board, index, &failure)?;
+                    }
+                }
+            }
+            let Some(joined) = running.join_next().await else { break };
+            let (index, elapsed, result) = joined.context("a step task panicked")?;
+            let step = &def.steps[index];
+            match result {
+                Ok(output) => {
+                    self.store
+                        .finish_attempt(run_id, &step.id, 1, StepStatus::Completed, Ok(&output))?;
+                    write_summary(&self.store, run_id, step, "completed", elapsed, None, Some(&output));
+                    outputs.insert(step.id.clone(), output);
+                    scheduler.complete(index);
+                    board.finished(index, "completed", elapsed);
+                    self.listener.on_event(&RunEvent::StepCompleted {
+                        step: step.id.clone(),
+                        elapsed,
+                    });
+                }
+                Err(failure) => {
+                    failed_any = true;
+                    write_summary(&self.store, run_id, step, "failed", elapsed, Some(&failure.message), None);
+                    board.finished(index, "failed", elapsed);
+                    self.record_failure(run_id, def, &mut scheduler, &mut board, index, &failure)?;
+                }
+            }
+            board.flush(false);
+        }
+
+        let status = if failed_any || !scheduler.is_finished() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Completed
+        };
+        let error = failed_any.then(|| "one or more steps failed".to_string());
+        self.store.set_run_status(run_id, status, error.as_deref())?;
+        board.set_status(status);
+        board.flush(true);
+        self.listener.on_event(&RunEvent::Finished { status });
+        Ok(RunOutcome {
+            run_id: run_id.to_string(),
+            status,
+        })
+    }
+
+    fn record_failure(
+        &self,
+        run_id: &str,
+        def: &crate::workflow::model::Workflow,
+        scheduler: &mut Scheduler,
+        board: &mut ProgressBoard,
+        index: usize,
+        failure: &StepFailure,
+    ) -> Result<()> {
+        let step = &def.steps[index];
+        let message = match failure.kind {
+            FailureKind::Timeout => format!("timeout: {}", failure.message),
+            _ => failure.message.clone(),
+        };
+        self.store
+            .finish_attempt(run_id, &step.id, 1, StepStatus::Failed, Err(&message))?;
+        self.listener.on_event(&RunEvent::StepFailed {
+            step: step.id.clone(),
+            error: message,
+        });
+        for (skipped, cause) in scheduler.fail(index) {
+            let reason = format!("needs '{}', which did not complete", def.steps[cause].id);
+            self.store.skip_step(run_id, &def.steps[skipped].id, &reason)?;
+            board.skipped(skipped);
+            self.listener.on_event(&RunEvent::StepSkipped {
+                step: def.steps[skipped].id.clone(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The component a step runs: a built-in name or an absolute `.wasm` path.
+pub fn component_of(workflow: &LoadedWorkflow, step: &Step) -> String {
+    match step_kind(step) {
+        StepKind::Script => "script".to_string(),
+        StepKind::Function { component } => {
+            if crate::runtime::builtin::builtin(&component).is_some() {
+                component
+            } else {
+                absolute(&workflow.dir, &component).to_string_lossy().into_owned()
+            }
+        }
+        StepKind::Plugin { name } => {
+            let path = workflow.def.plugins.get(&name).cloned().unwrap_or(name);
+            absolute(&workflow.dir, &path).to_string_lossy().into_owned()
+        }
+    }
+}
+
+fn absolute(base: &Path, path: &str) -> PathBuf {
+    let joined = base.join(path);
+    std::fs::canonicalize(&joined).unwrap_or(joined)
+}
+
+/// The template context: `args`, `steps.<id>.output`, `run`.
+pub fn template_context(run_id: &str, workflow: &str, args: &Value, outputs: &BTreeMap<String, Value>) -> Value {
+    let steps: Map<String, Value> = outputs
+        .iter()
+        .map(|(id, output)| (id.clone(), json!({ "output": output, "status": "completed" })))
+        .collect();
+    json!({
+        "args": args,
+        "steps": steps,
+        "run": { "id": run_id, "workflow": workflow },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_invocation(
+    workflow: &LoadedWorkflow,
+    step: &Step,
+    component: &str,
+    run_id: &str,
+    args: &Value,
+    outputs: &BTreeMap<String, Value>,
+    context: &Value,
+    templates: &Templates,
+    default_timeout: Duration,
+    scratch_dir: PathBuf,
+) -> Result<StepInvocation, StepFailure> {
+    let template_error = |what: &str, error: String| StepFailure::permanent(format!("template in {what}: {error}"));
+    let mut config = match &step.with {
+        Some(with) => templates
+            .render_value(with, context)
+            .map_err(|e| template_error("`with`", e))?,
+        None => json!({}),
+    };
+    let kind = step_kind(step);
+    let mut exec = step.grants.exec.clone();
+    if kind == StepKind::Script {
+        if let Some(script) = &step.run {
+            let rendered = templates.render_str(script, context).map_err(|e| template_error("`run`", e))?;
+            if let Value::Object(map) = &mut config {
+                map.insert("run".into(), Value::String(rendered));
+            }
+        }
+        // A script step may start its own shell; what the shell starts is
+        // the script's business (see the README's security model).
+        let shell = config.get("shell").and_then(Value::as_str).unwrap_or("sh").to_string();
+        if !exec.contains(&shell) {
+            exec.push(shell);
+        }
+    }
+    let inputs: Map<String, Value> = step
+        .needs
+        .iter()
+        .filter_map(|need| outputs.get(need).map(|output| (need.clone(), output.clone())))
+        .collect();
+    let timeout = match &step.timeout {
+        Some(text) => parse_duration(text).map_err(|e| StepFailure::permanent(format!("timeout: {e}")))?,
+        None => default_timeout,
+    };
+    let files = step
+        .grants
+        .files
+        .iter()
+        .map(|grant| (absolute(&workflow.dir, &grant.path), grant.access == Access::ReadWrite))
+        .collect();
+    Ok(StepInvocation {
+        run_id: run_id.to_string(),
+        step_id: step.id.clone(),
+        component: component.to_string(),
+        attempt: 1,
+        idempotency_key: format!("{run_id}:{}:0:1", step.id),
+        config,
+        inputs: Value::Object(inputs),
+        args: args.clone(),
+        workdir: workflow.dir.clone(),
+        grants: ResolvedGrants {
+            files,
+            env: step.grants.env.clone(),
+            exec,
+        },
+        timeout,
+        scratch_dir,
+    })
+}
+
+fn write_summary(
+    store: &Store,
+    run_id: &str,
+    step: &Step,
+    status: &str,
+    elapsed: Duration,
+    error: Option<&str>,
+    output: Option<&Value>,
+) {
+    let mut text = format!("# Step `{}`\n\n", step.id);
+    if let Some(name) = &step.name {
+        text.push_str(&format!("{name}\n\n"));
+    }
+    text.push_str(&format!(
+        "- status: **{status}**\n- run: `{run_id}`\n- duration: {}\n",
+        crate::runtime::humanize(elapsed)
+    ));
+    if let Some(error) = error {
+        text.push_str(&format!("\n## Error\n\n```\n{error}\n```\n"));
+    }
+    if let Some(output) = output {
+        let pretty = serde_json::to_string_pretty(output).unwrap_or_default();
+        text.push_str(&format!("\n## Output\n\n```json\n{pretty}\n```\n"));
+    }
+    if let Err(error) = store.run_files(run_id).write_step_file(&step.id, "summary.md", &text) {
+        tracing::warn!("cannot write summary of step '{}': {error}", step.id);
+    }
+}
+
+/// Forwards a step's logs to the store's journal and the listener.
+struct StepLog {
+    store: Arc<Store>,
+    listener: Arc<dyn RunListener>,
+    run_id: String,
+    step_id: String,
+}
+
+impl StepObserver for StepLog {
+    fn log(&self, level: LogLevel, message: &str) {
+        let data = json!({ "level": level.as_str(), "message": message });
+        if let Err(error) = self.store.append_event(&self.run_id, Some(&self.step_id), "log", &data) {
+            tracing::warn!("cannot record log line of step '{}': {error}", self.step_id);
+        }
+        self.listener.on_event(&RunEvent::Log {
+            step: self.step_id.clone(),
+            level,
+            message: message.to_string(),
+        });
+    }
+
+    fn progress(&self, message: &str, fraction: Option<f32>) {
+        let data = json!({ "message": message, "fraction": fraction });
+        if let Err(error) = self
+            .store
+            .append_event(&self.run_id, Some(&self.step_id), "progress", &data)
+        {
+            tracing::warn!("cannot record progress of step '{}': {error}", self.step_id);
+        }
+    }
+}
+

@@ -1,0 +1,155 @@
+//! The narrow interface between the engine and whatever executes a step.
+//!
+//! The engine never touches wasmtime: it hands a [`StepInvocation`] to a
+//! [`StepExecutor`] and gets an output or a [`StepFailure`] back. Tests use
+//! in-memory executors; `wfhost` uses the wasm runtime.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Everything needed to run one attempt of one step.
+#[derive(Debug, Clone)]
+pub struct StepInvocation {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+    /// The component to run: a built-in name (`script`) or an absolute
+    /// path of a `.wasm` file.
+    pub component: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// `run:step:iteration:attempt`.
+    pub idempotency_key: String,
+    /// Rendered `with:` config (for script steps, including `run`).
+    pub config: Value,
+    /// Outputs of the needed steps, keyed by step id.
+    pub inputs: Value,
+    /// The run's arguments.
+    pub args: Value,
+    /// Absolute directory of the workflow file.
+    pub workdir: PathBuf,
+    /// The step's grants, paths resolved.
+    pub grants: ResolvedGrants,
+    /// Per-attempt deadline.
+    pub timeout: Duration,
+    /// A private directory of this step in the run folder, for host-side files.
+    pub scratch_dir: PathBuf,
+}
+
+/// A step's grants with paths made absolute.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedGrants {
+    /// Absolute paths and whether they are writable.
+    pub files: Vec<(PathBuf, bool)>,
+    /// Host environment variable names passed through.
+    pub env: Vec<String>,
+    /// Programs the step may start (names or absolute paths).
+    pub exec: Vec<String>,
+}
+
+/// How a step attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    /// May succeed if tried again.
+    Transient,
+    /// Will fail again.
+    Permanent,
+    /// Ran past its deadline and was stopped.
+    Timeout,
+}
+
+/// A failed attempt: what kind, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure {
+    /// Kind of failure.
+    pub kind: FailureKind,
+    /// What happened.
+    pub message: String,
+}
+
+impl StepFailure {
+    /// A permanent failure with this message.
+    pub fn permanent(message: impl Into<String>) -> StepFailure {
+        StepFailure {
+            kind: FailureKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    /// A transient failure with this message.
+    pub fn transient(message: impl Into<String>) -> StepFailure {
+        StepFailure {
+            kind: FailureKind::Transient,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Severity of a step log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Very detailed.
+    Trace,
+    /// Detailed.
+    Debug,
+    /// Normal output.
+    Info,
+    /// Something looks wrong.
+    Warn,
+    /// Something went wrong.
+    Error,
+}
+
+impl LogLevel {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Receives what a running step reports.
+pub trait StepObserver: Send + Sync {
+    /// A log line.
+    fn log(&self, level: LogLevel, message: &str);
+    /// A progress report.
+    fn progress(&self, message: &str, fraction: Option<f32>);
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Executes step attempts.
+pub trait StepExecutor: Send + Sync {
+    /// Load (compile or fetch from cache) the given components before the
+    /// run starts, so a broken plugin fails the run early and compile time
+    /// does not count against any step's timeout.
+    fn prepare(&self, components: &[String]) -> Result<(), String> {
+        let _ = components;
+        Ok(())
+    }
+
+    /// Run one attempt to completion (or until `invocation.timeout`).
+    fn execute(
+        &self,
+        invocation: StepInvocation,
+        observer: Arc<dyn StepObserver>,
+    ) -> BoxFuture<Result<Value, StepFailure>>;
+}

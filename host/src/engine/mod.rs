@@ -1,0 +1,13 @@
+//! The run state machine and scheduler.
+//!
+//! [`driver::Driver`] records a run in the [`crate::store`], feeds ready
+//! steps from the [`scheduler::Scheduler`] to a [`executor::StepExecutor`]
+//! (the wasm runtime in production), and persists each transition before
+//! the next action.
+
+pub mod driver;
+pub mod executor;
+mod progress;
+pub mod scheduler;
+
+pub use driver::{Driver, RunEvent, RunListener, RunOutcome, Silent};

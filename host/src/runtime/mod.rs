@@ -1,0 +1,298 @@
+//! The wasmtime side: one engine, a compile cache, one store per step
+//! attempt built from the step's grants, and the host capabilities.
+//!
+//! Each capability lives in its own file: [`host_api`] (log, progress),
+//! [`process`] (start granted programs). WASI is linked too, shaped by the
+//! grants: preopened directories for `files`, variables for `env`, and no
+//! sockets at all.
+
+pub mod bindings;
+pub mod builtin;
+mod cache;
+mod host_api;
+mod limits;
+pub mod process;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::engine::executor::{
+    BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
+};
+use bindings::types::{FileGrant, StepError, StepRequest};
+use bindings::Step;
+use cache::{ComponentCache, Prepared};
+use limits::StepLimits;
+use state::{StepContext, StepState};
+
+/// How often the epoch advances; steps yield to the scheduler at each tick,
+/// which is also the granularity of timeouts.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Default linear-memory cap per step.
+pub const DEFAULT_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
+/// Bytes of a guest's own stdout/stderr kept for its log.
+const GUEST_STDIO_CAPACITY: usize = 1024 * 1024;
+
+/// The shared wasm runtime: one engine and compile cache for every step.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: ComponentCache,
+    ticker_stop: Arc<AtomicBool>,
+    memory_limit: usize,
+}
+
+impl Runtime {
+    /// A runtime whose compiled components are also cached in `cache_dir`.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Runtime>> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let ticking = engine.clone();
+        std::thread::Builder::new()
+            .name("wfhost-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })?;
+
+        Ok(Arc::new(Runtime {
+            cache: ComponentCache::new(&engine, cache_dir),
+            engine,
+            linker,
+            ticker_stop,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+        }))
+    }
+
+    /// Load a component by built-in name or `.wasm` path (cached).
+    pub fn load(&self, component: &str) -> Result<Prepared> {
+        let bytes: std::borrow::Cow<'static, [u8]> = match builtin::builtin(component) {
+            Some(found) => found.wasm.into(),
+            None => std::fs::read(component)
+                .with_context(|| format!("cannot read component '{component}'"))?
+                .into(),
+        };
+        self.cache
+            .get_or_load(&self.engine, &self.linker, &bytes)
+            .with_context(|| format!("cannot load component '{component}'"))
+    }
+
+    /// Ask a component to describe itself.
+    pub async fn describe(&self, component: &str) -> Result<bindings::types::PluginInfo> {
+        let prepared = self.load(component)?;
+        let mut store = Store::new(&self.engine, self.bare_state());
+        store.epoch_deadline_async_yield_and_update(1);
+        let step = prepared.instantiate_async(&mut store).await?;
+        Ok(step.call_describe(&mut store).await?)
+    }
+
+    fn bare_state(&self) -> StepState {
+        StepState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: Default::default(),
+            limits: StepLimits {
+                memory_bytes: self.memory_limit,
+                memory_exceeded: false,
+            },
+            step: Arc::new(StepContext {
+                invocation: StepInvocation {
+                    run_id: String::new(),
+                    step_id: String::new(),
+                    component: String::new(),
+                    attempt: 0,
+                    idempotency_key: String::new(),
+                    config: Value::Null,
+                    inputs: Value::Null,
+                    args: Value::Null,
+                    workdir: PathBuf::from("/"),
+                    grants: Default::default(),
+                    timeout: Duration::from_secs(5),
+                    scratch_dir: std::env::temp_dir(),
+                },
+                observer: Arc::new(NullObserver),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            }),
+        }
+    }
+
+    /// Run one step attempt in a fresh store built from its grants.
+    pub async fn run_step(
+        &self,
+        invocation: StepInvocation,
+        observer: Arc<dyn StepObserver>,
+    ) -> Result<Value, StepFailure> {
+        let prepared = self
+            .load(&invocation.component)
+            .map_err(|error| StepFailure::permanent(format!("{error:#}")))?;
+        let stdout = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
+        let wasi = build_wasi(&invocation, stdout.clone(), stderr.clone())?;
+        let request = step_request(&invocation);
+        let timeout = invocation.timeout;
+        let context = Arc::new(StepContext {
+            deadline: tokio::time::Instant::now() + timeout,
+            invocation,
+            observer: observer.clone(),
+        });
+        let mut store = Store::new(
+            &self.engine,
+            StepState {
+                wasi,
+                table: Default::default(),
+                limits: StepLimits {
+                    memory_bytes: self.memory_limit,
+                    memory_exceeded: false,
+                },
+                step: context,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let call = async {
+            let step = prepared.instantiate_async(&mut store).await?;
+            step.call_run(&mut store, &request).await
+        };
+        let outcome = tokio::time::timeout(timeout, call).await;
+        forward_guest_output(&*observer, &stdout, LogLevel::Info);
+        forward_guest_output(&*observer, &stderr, LogLevel::Warn);
+
+        match outcome {
+            Err(_) => Err(StepFailure {
+                kind: FailureKind::Timeout,
+                message: format!("timed out after {} and was stopped", humanize(timeout)),
+            }),
+            Ok(Err(trap)) if store.data().limits.memory_exceeded => Err(StepFailure::permanent(format!(
+                "ran out of memory: the limit is {} MiB per step ({})",
+                self.memory_limit / (1024 * 1024),
+                trap.root_cause()
+            ))),
+            Ok(Err(trap)) => Err(StepFailure::permanent(format!("plugin crashed: {}", trap.root_cause()))),
+            Ok(Ok(Err(StepError::Transient(message)))) => Err(StepFailure::transient(message)),
+            Ok(Ok(Err(StepError::Permanent(message)))) => Err(StepFailure::permanent(message)),
+            Ok(Ok(Ok(json))) => serde_json::from_str(&json)
+                .map_err(|error| StepFailure::permanent(format!("plugin returned invalid JSON output: {error}"))),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine's view of the runtime: a [`StepExecutor`] running steps as
+/// wasm components.
+#[derive(Clone)]
+pub struct WasmExecutor(pub Arc<Runtime>);
+
+impl StepExecutor for WasmExecutor {
+    fn prepare(&self, components: &[String]) -> Result<(), String> {
+        for component in components {
+            self.0.load(component).map_err(|error| format!("{error:#}"))?;
+        }
+        Ok(())
+    }
+
+    fn execute(&self, invocation: StepInvocation, observer: Arc<dyn StepObserver>) -> BoxFuture<Result<Value, StepFailure>> {
+        let runtime = self.0.clone();
+        Box::pin(async move { runtime.run_step(invocation, observer).await })
+    }
+}
+
+/// Build the WASI context for a step: preopens for file grants, granted
+/// environment variables, captured stdio, no network.
+fn build_wasi(
+    invocation: &StepInvocation,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+) -> Result<wasmtime_wasi::WasiCtx, StepFailure> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.stdout(stdout).stderr(stderr);
+    builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    for name in &invocation.grants.env {
+        if let Ok(value) = std::env::var(name) {
+            builder.env(name, value);
+        }
+    }
+    for (path, writable) in &invocation.grants.files {
+        if !path.is_dir() {
+            return Err(StepFailure::permanent(format!(
+                "files grant '{}' {}",
+                path.display(),
+                if path.exists() { "is not a directory (grant a directory)" } else { "does not exist" }
+            )));
+        }
+        let perms = if *writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        let guest_path = path.to_string_lossy();
+        builder
+            .preopened_dir(path, guest_path.as_ref(), perms)
+            .map_err(|error| StepFailure::permanent(format!("cannot open files grant '{}': {error}", path.display())))?;
+    }
+    Ok(builder.build())
+}
+
+fn step_request(invocation: &StepInvocation) -> StepRequest {
+    StepRequest {
+        run_id: invocation.run_id.clone(),
+        step_id: invocation.step_id.clone(),
+        attempt: invocation.attempt,
+        idempotency_key: invocation.idempotency_key.clone(),
+        config: invocation.config.to_string(),
+        inputs: invocation.inputs.to_string(),
+        args: invocation.args.to_string(),
+        workdir: invocation.workdir.to_string_lossy().into_owned(),
+        file_grants: invocation
+            .grants
+            .files
+            .iter()
+            .map(|(path, writable)| FileGrant {
+                path: path.to_string_lossy().into_owned(),
+                writable: *writable,
+            })
+            .collect(),
+    }
+}
+
+fn forward_guest_output(observer: &dyn StepObserver, pipe: &MemoryOutputPipe, level: LogLevel) {
+    let bytes = pipe.contents();
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        observer.log(level, line);
+    }
+}
+
+/// `1.5s`, `2m`, ... for messages.
+pub fn humanize(duration: Duration) -> String {
+    if duration < Duration::from_millis(1) {
+        return "<1ms".to_string();
+    }
+    humantime::format_duration(Duration::from_millis(duration.as_millis() as u64)).to_string()
+}
+
+struct NullObserver;
+
+impl StepObserver for NullObserver {
+    fn log(&self, _: LogLevel, _: &str) {}
+    fn progress(&self, _: &str, _: Option<f32>) {}
+}

@@ -1,0 +1,36 @@
+//! Per-step store data: WASI context, resource table, limits, and the
+//! step's context for host capabilities.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::engine::executor::{StepInvocation, StepObserver};
+
+/// What host capabilities know about the step they serve.
+pub struct StepContext {
+    /// The invocation (ids, grants, workdir, deadline).
+    pub invocation: StepInvocation,
+    /// Where logs and progress go.
+    pub observer: Arc<dyn StepObserver>,
+    /// When the attempt must end.
+    pub deadline: tokio::time::Instant,
+}
+
+/// The data of one step's wasmtime `Store`.
+pub struct StepState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: super::limits::StepLimits,
+    pub(crate) step: Arc<StepContext>,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Durable state in SQLite (WAL mode), plus a human-readable folder per run.
+//!
+//! Every state transition is written in one transaction together with its
+//! event row before the engine takes the next action. The `runs/<id>/`
+//! folder mirrors the journal for people: see [`files::RunFiles`].
+
+pub mod files;
+mod records;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+
+pub use files::RunFiles;
+pub use records::{EventRecord, RunRecord, RunStatus, StepRecord, StepStatus};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Reading or writing the run folder failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// No run matches the given id or prefix.
+    #[error("no run matches '{0}' (see `wfhost runs`)")]
+    UnknownRun(String),
+    /// A prefix matches more than one run.
+    #[error("run id prefix '{prefix}' is ambiguous: matches {}", candidates.join(", "))]
+    AmbiguousRun {
+        /// The prefix given.
+        prefix: String,
+        /// Some of the runs it matches.
+        candidates: Vec<String>,
+    },
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A new run, as handed to [`Store::create_run`].
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Fresh run id.
+    pub id: &'a str,
+    /// The workflow's `name`.
+    pub workflow_name: &'a str,
+    /// The workflow file as given on the command line.
+    pub workflow_path: &'a str,
+    /// Absolute directory of the workflow file.
+    pub workflow_dir: &'a str,
+    /// The workflow file's text: the pinned definition.
+    pub definition: &'a str,
+    /// The run's arguments, defaults applied.
+    pub args: &'a Value,
+    /// Step ids in file order.
+    pub steps: &'a [&'a str],
+}
+
+/// Handle on the SQLite database and run folders under one home directory.
+pub struct Store {
+    home: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Open (creating if needed) the store under `home` (e.g. `.wfhost/`).
+    pub fn open(home: &Path) -> Result<Store> {
+        std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
+            path: home.to_path_buf(),
+            source,
+        })?;
+        // Absolute, so paths handed to child processes (which run in the
+        // workflow's directory) still point here.
+        let home = std::fs::canonicalize(home).map_err(|source| StoreError::Io {
+            path: home.to_path_buf(),
+            source,
+        })?;
+        let mut conn = Connection::open(home.join("wfhost.db"))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        Ok(Store {
+            home,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The home directory this store lives in.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The human-readable folder of a run.
+    pub fn run_files(&self, run_id: &str) -> RunFiles {
+        RunFiles::new(self.home.join("runs").join(run_id))
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Record a new run (status `pending`) and its steps in one transaction.
+    pub fn create_run(&self, run: &NewRun<'_>) -> Result<()> {
+        let now = now();
+        let hash = definition_hash(run.definition);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO runs (id, workflow_name, workflow_path, workflow_dir, definition,
+                               definition_hash, args, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                run.id,
+                run.workflow_name,
+                run.workflow_path,
+                run.workflow_dir,
+                run.definition,
+                hash,
+                run.args.to_string(),
+                RunStatus::Pending.as_str(),
+                now
+            ],
+        )?;
+        for (position, step) in run.steps.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, ?4)",
+                params![run.id, step, position as i64, StepStatus::Pending.as_str()],
+            )?;
+        }
+        let data = serde_json::json!({ "workflow": run.workflow_name, "definition_hash": hash });
+        insert_event(&tx, run.id, None, &now, "run_created", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.run_files(run.id).init()?;
+        self.mirror_event(run.id, None, &now, "run_created", &data)
+    }
+
+    /// Move a run to a new status (and stamp start/finish times).
+    pub fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        match status {
+            RunStatus::Running => tx.execute(
+                "UPDATE runs SET status = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1",
+                params![run_id, status.as_str(), now],
+            )?,
+            _ if status.is_final() => tx.execute(
+                "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+                params![run_id, status.as_str(), error, now],
+            )?,
+            _ => tx.execute(
+                "UPDATE runs SET status = ?2 WHERE id = ?1",
+                params![run_id, status.as_str()],
+            )?,
+        };
+        let data = serde_json::json!({ "status": status.as_str(), "error": error });
+        insert_event(&tx, run_id, None, &now, "run_status", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, None, &now, "run_status", &data)
+    }
+
+    /// Start attempt `attempt` of a step with the given rendered input.
+    pub fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32, input: &Value) -> Result<()> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run_id, step_id, attempt, StepStatus::Running.as_str(), now, input.to_string()],
+        )?;
+        tx.execute(
+            "UPDATE steps SET status = ?3, attempts = ?4, started_at = COALESCE(started_at, ?5),
+                              finished_at = NULL, error = NULL
+             WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id, StepStatus::Running.as_str(), attempt, now],
+        )?;
+        let data = serde_json::json!({ "attempt": attempt });
+        insert_event(&tx, run_id, Some(step_id), &now, "step_started", &data)?;
+        tx.commit()?;
+        drop(conn);
+        let files = self.run_files(run_id);
+        files.write_step_json(step_id, "input.json", input)?;
+        self.mirror_event(run_id, Some(step_id), &now, "step_started", &data)
+    }
+
+    /// Finish an attempt: `Ok(output)` completes the step, `Err(message)`
+    /// fails it (the status says which kind of failure).
+    pub fn finish_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        status: StepStatus,
+        outcome: std::result::Result<&Value, &str>,
+    ) -> Result<()> {
+        let now = now();
+        let (output, error) = match outcome {
+            Ok(output) => (Some(output.to_string()), None),
+            Err(message) => (None, Some(message.to_string())),
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
+             WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            params![run_id, step_id, attempt, status.as_str(), now, output, error],
+        )?;
+        tx.execute(
+            "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
+             WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id, status.as_str(), now, output, error],
+        )?;
+        let data = serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
+        let kind = if status == StepStatus::Completed { "step_completed" } else { "step_failed" };
+        insert_event(&tx, run_id, Some(step_id), &now, kind, &data)?;
+        tx.commit()?;
+        drop(conn);
+        if let Ok(output) = outcome {
+            self.run_files(run_id).write_step_json(step_id, "output.json", output)?;
+        }
+        self.mirror_event(run_id, Some(step_id), &now, kind, &data)
+    }
+
+    /// Record that a step will not run, and why.
+    pub fn skip_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id, StepStatus::Skipped.as_str(), now, reason],
+        )?;
+        let data = serde_json::json!({ "reason": reason });
+        insert_event(&tx, run_id, Some(step_id), &now, "step_skipped", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, Some(step_id), &now, "step_skipped", &data)
+    }
+
+    /// Append a free-form event (log line, progress ...) to the journal.
+    pub fn append_event(&self, run_id: &str, step_id: Option<&str>, kind: &str, data: &Value) -> Result<()> {
+        let now = now();
+        insert_event(&self.conn(), run_id, step_id, &now, kind, data)?;
+        self.mirror_event(run_id, step_id, &now, kind, data)
+    }
+
+    fn mirror_event(&self, run_id: &str, step_id: Option<&str>, at: &str, kind: &str, data: &Value) -> Result<()> {
+        let line = serde_json::json!({ "at": at, "step": step_id, "kind": kind, "data": data });
+        self.run_files(run_id).append_event(step_id, &line)
+    }
+
+    /// Resolve a full run id or a unique prefix of one.
+    pub fn resolve_run_id(&self, prefix: &str) -> Result<String> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM runs WHERE substr(id, 1, length(?1)) = ?1 ORDER BY created_at DESC LIMIT 6",
+        )?;
+        let ids: Vec<String> = stmt
+            .query_map([prefix], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        match ids.as_slice() {
+            [] => Err(StoreError::UnknownRun(prefix.to_string())),
+            [only] => Ok(only.clone()),
+            _ if ids.iter().any(|id| id == prefix) => Ok(prefix.to_string()),
+            _ => Err(StoreError::AmbiguousRun {
+                prefix: prefix.to_string(),
+                candidates: ids,
+            }),
+        }
+    }
+
+    /// One run by exact id.
+    pub fn run(&self, run_id: &str) -> Result<RunRecord> {
+        let conn = self.conn();
+        conn.query_row(
+            &format!("SELECT {} FROM runs WHERE id = ?1", RunRecord::COLUMNS),
+            [run_id],
+            RunRecord::from_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))
+    }
+
+    /// All runs, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {} FROM runs ORDER BY created_at DESC, id",
+            RunRecord::COLUMNS
+        ))?;
+        let runs = stmt
+            .query_map([], RunRecord::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(runs)
+    }
+
+    /// The steps of a run in file order, with their latest state.
+    pub fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {} FROM steps WHERE run_id = ?1 ORDER BY position",
+            StepRecord::COLUMNS
+        ))?;
+        let steps = stmt
+            .query_map([run_id], StepRecord::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(steps)
+    }
+
+    /// Events of a run (optionally of one step), oldest first.
+    pub fn events(&self, run_id: &str, step_id: Option<&str>) -> Result<Vec<EventRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, step_id, at, kind, data FROM events
+             WHERE run_id = ?1 AND (?2 IS NULL OR step_id = ?2) ORDER BY seq",
+        )?;
+        let events = stmt
+            .query_map(params![run_id, step_id], EventRecord::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(events)
+    }
+}
+
+fn insert_event(
+    conn: &Connection,
+    run_id: &str,
+    step_id: Option<&str>,
+    at: &str,
+    kind: &str,
+    data: &Value,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO events (run_id, step_id, at, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![run_id, step_id, at, kind, data.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The current time as stored: RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// SHA-256 of a definition snapshot, hex encoded.
+pub fn definition_hash(definition: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(definition.as_bytes()))
+}
+
+/// A fresh run id: 12 lowercase hex characters, random.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}

@@ -1,0 +1,70 @@
+//! Schema migrations, applied in order and tracked with `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry upgrades the schema by one version.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id              TEXT PRIMARY KEY,
+    workflow_name   TEXT NOT NULL,
+    workflow_path   TEXT NOT NULL,
+    workflow_dir    TEXT NOT NULL,
+    definition      TEXT NOT NULL,
+    definition_hash TEXT NOT NULL,
+    args            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    error           TEXT,
+    created_at      TEXT NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT
+);
+CREATE INDEX runs_created ON runs(created_at);
+
+CREATE TABLE steps (
+    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id     TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    started_at  TEXT,
+    finished_at TEXT,
+    output      TEXT,
+    error       TEXT,
+    PRIMARY KEY (run_id, step_id)
+);
+
+CREATE TABLE step_attempts (
+    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id     TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    input       TEXT NOT NULL,
+    output      TEXT,
+    error       TEXT,
+    PRIMARY KEY (run_id, step_id, attempt)
+);
+
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id  TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id TEXT,
+    at      TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX events_run ON events(run_id, seq);
+"#];
+
+/// Bring the database up to the newest schema version.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! Workflow files: model, parsing, validation, graph, templates.
+//!
+//! Pure code: the only I/O is reading the workflow file ([`load`]) and
+//! checking that the `.wasm` files it names exist.
+//!
+//! Data flow: [`load()`] reads a file, [`parse_str`] turns it into the
+//! [`Workflow`] model, [`validate()`] checks it and builds its [`Graph`];
+//! [`Templates`] render step configuration at run time, and
+//! [`resolve_args`] checks a run's arguments against the `args` schema.
+
+pub mod args;
+pub mod diag;
+pub mod graph;
+mod locate;
+pub mod load;
+pub mod model;
+pub mod parse;
+pub mod template;
+pub mod validate;
+
+pub use args::{coerce_cli_arg, resolve_args};
+pub use diag::{Diagnostic, Diagnostics, Location};
+pub use graph::{to_dot, to_mermaid, Graph};
+pub use load::{load, load_from_source, parse_duration, LoadedWorkflow};
+pub use model::{Access, FileGrant, Grants, Phase, RunConfig, Step, Workflow};
+pub use parse::{parse_str, Format};
+pub use template::{references, Templates};
+pub use validate::{step_kind, validate, StepKind};

@@ -1,0 +1,890 @@
+//! Semantic checks of a parsed workflow. Every problem is collected (not just
+//! the first), each naming its step and, where the text can be found, its
+//! `file:line:col`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::diag::{Diagnostic, Diagnostics, Location};
+use super::graph::{cycle_text, Graph};
+use super::load::parse_duration;
+use super::locate::Locator;
+use super::model::{Step, Workflow};
+use super::template::references;
+
+/// The built-in step types (besides the workflow's `plugins`).
+pub const BUILTIN_TYPES: &[&str] = &["script", "function"];
+
+/// Fields of the `run` object in the template context.
+const RUN_FIELDS: &[&str] = &["id", "workflow"];
+
+/// Fields of each `steps.<id>` object in the template context.
+const STEP_FIELDS: &[&str] = &["output", "status"];
+
+/// How a (validated) step is executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepKind {
+    /// The built-in script plugin (`run`, or `type: script`).
+    Script,
+    /// `type: function`: a call into `component` (a built-in name or a
+    /// `.wasm` path as written in the file).
+    Function {
+        /// The component as written (built-in name or path).
+        component: String,
+    },
+    /// A step type registered under `plugins`.
+    Plugin {
+        /// The key in `plugins`.
+        name: String,
+    },
+}
+
+/// The kind of `step`. Meant for validated workflows: it does not check
+/// anything (a `function` step without `component` gets an empty one).
+pub fn step_kind(step: &Step) -> StepKind {
+    match step.step_type.as_deref() {
+        None | Some("script") => StepKind::Script,
+        Some("function") => StepKind::Function {
+            component: step.component.clone().unwrap_or_default(),
+        },
+        Some(other) => StepKind::Plugin {
+            name: other.to_string(),
+        },
+    }
+}
+
+/// True when `id` is a valid step id: non-empty, letters, digits, `_`, `-`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Checks `wf` (parsed from `source`, the content of `file_name`, found in
+/// `workflow_dir`) and returns its graph, or every problem found.
+///
+/// `builtin_components` are the component names `type: function` steps may
+/// use without a `.wasm` path.
+pub fn validate(
+    wf: &Workflow,
+    source: &str,
+    file_name: &str,
+    workflow_dir: &Path,
+    builtin_components: &[&str],
+) -> Result<Graph, Diagnostics> {
+    let mut checker = Checker {
+        wf,
+        loc: Locator::new(source, file_name, wf),
+        dir: workflow_dir,
+        builtins: builtin_components,
+        out: Diagnostics::new(),
+    };
+    checker.check_top_level();
+    checker.check_config();
+    checker.check_phases();
+    checker.check_plugins();
+    checker.check_args_schema();
+    let graph = checker.check_steps();
+    checker.out.into_result(graph)
+}
+
+struct Checker<'a> {
+    wf: &'a Workflow,
+    loc: Locator<'a>,
+    dir: &'a Path,
+    builtins: &'a [&'a str],
+    out: Diagnostics,
+}
+
+/// The path of a `.wasm` file as written in the workflow, resolved against
+/// the workflow's directory.
+fn resolve(dir: &Path, path: &str) -> std::path::PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+impl Checker<'_> {
+    fn report(&mut self, location: Location, step: Option<&str>, message: impl Into<String>) {
+        let mut d = Diagnostic::new(message).at(location);
+        if let Some(step) = step {
+            d = d.for_step(step);
+        }
+        self.out.push(d);
+    }
+
+    fn key_loc(&self, key: &str) -> Location {
+        self.loc.key(key).unwrap_or_else(|| self.loc.file())
+    }
+
+    fn check_top_level(&mut self) {
+        if self.wf.name.trim().is_empty() {
+            let at = self.key_loc("name");
+            self.report(at, None, "the workflow `name` is empty");
+        }
+        if self.wf.steps.is_empty() {
+            let at = self.key_loc("steps");
+            self.report(at, None, "the workflow has no steps");
+        }
+    }
+
+    fn check_config(&mut self) {
+        let config = &self.wf.config;
+        if config.parallelism == Some(0) {
+            let at = self
+                .loc
+                .key_value("parallelism", "0")
+                .unwrap_or_else(|| self.key_loc("config"));
+            self.report(at, None, "config.parallelism must be at least 1");
+        }
+        if let Some(timeout) = &config.timeout {
+            if let Err(e) = parse_duration(timeout) {
+                let at = self
+                    .loc
+                    .key_value("timeout", timeout)
+                    .unwrap_or_else(|| self.key_loc("config"));
+                self.report(at, None, format!("config.timeout: {e}"));
+            }
+        }
+    }
+
+    fn check_phases(&mut self) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, phase) in self.wf.phases.iter().enumerate() {
+            if phase.id.trim().is_empty() {
+                let at = self.key_loc("phases");
+                self.report(at, None, format!("phase #{} has an empty id", i + 1));
+                continue;
+            }
+            if seen.insert(&phase.id, i).is_some() {
+                let at = self
+                    .loc
+                    .key_value("id", &phase.id)
+                    .or_else(|| self.loc.key_value("key", &phase.id))
+                    .unwrap_or_else(|| self.key_loc("phases"));
+                self.report(at, None, format!("duplicate phase id '{}'", phase.id));
+            }
+        }
+    }
+
+    fn check_plugins(&mut self) {
+        for (name, path) in &self.wf.plugins {
+            let at = self
+                .loc
+                .key_value(name, path)
+                .or_else(|| self.loc.key(name))
+                .unwrap_or_else(|| self.key_loc("plugins"));
+            if !is_valid_id(name) {
+                self.report(
+                    at.clone(),
+                    None,
+                    format!("plugin name '{name}' is invalid: use letters, digits, '_' and '-'"),
+                );
+            }
+            if BUILTIN_TYPES.contains(&name.as_str()) {
+                self.report(
+                    at.clone(),
+                    None,
+                    format!("plugin '{name}' has the name of a built-in step type"),
+                );
+            }
+            if !path.ends_with(".wasm") {
+                self.report(
+                    at,
+                    None,
+                    format!("plugin '{name}': path '{path}' is not a .wasm file"),
+                );
+                continue;
+            }
+            let full = resolve(self.dir, path);
+            if !full.is_file() {
+                self.report(
+                    at,
+                    None,
+                    format!(
+                        "plugin '{name}': file '{path}' not found (looked for {})",
+                        full.display()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_args_schema(&mut self) {
+        let Some(schema) = &self.wf.args else {
+            return;
+        };
+        let at = self.key_loc("args");
+        if !schema.is_object() {
+            self.report(at, None, "args must be a JSON Schema object");
+            return;
+        }
+        if let Some(t) = schema.get("type") {
+            if t != "object" {
+                self.report(
+                    at.clone(),
+                    None,
+                    format!("args schema must have `type: object`, not {t}"),
+                );
+            }
+        }
+        if let Err(e) = jsonschema::validator_for(schema) {
+            let path = e.schema_path().as_str().to_string();
+            let message = if path.is_empty() {
+                format!("args is not a valid JSON Schema: {e}")
+            } else {
+                format!("args is not a valid JSON Schema at '{path}': {e}")
+            };
+            self.report(at, None, message);
+        }
+    }
+
+    fn check_steps(&mut self) -> Graph {
+        let wf = self.wf;
+        // ids
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (i, step) in wf.steps.iter().enumerate() {
+            if step.id.is_empty() {
+                let at = self.loc.step(i);
+                self.report(at, None, format!("step #{} has an empty id", i + 1));
+                continue;
+            }
+            if !is_valid_id(&step.id) {
+                let at = self.loc.step(i);
+                self.report(
+                    at,
+                    Some(&step.id),
+                    "invalid step id: use only letters, digits, '_' and '-'",
+                );
+            }
+            if let Some(&j) = first.get(step.id.as_str()) {
+                let at = self.loc.step(i);
+                let prev = self.loc.step(j);
+                self.report(
+                    at,
+                    Some(&step.id),
+                    format!("duplicate step id '{}' (first defined at {prev})", step.id),
+                );
+            } else {
+                first.insert(&step.id, i);
+            }
+        }
+        let graph = Graph::new(wf);
+        for (i, step) in wf.steps.iter().enumerate() {
+            self.check_needs(i, step, &first);
+            self.check_phase(i, step);
+            self.check_type(i, step);
+            if let Some(timeout) = &step.timeout {
+                if let Err(e) = parse_duration(timeout) {
+                    let at = self.loc.step_key(i, &["timeout"]);
+                    self.report(at, Some(&step.id), format!("timeout: {e}"));
+                }
+            }
+            self.check_templates(i, step, &graph, &first);
+        }
+        if let Some(cycle) = graph.find_cycle() {
+            let i = graph.index_of(&cycle[0]).unwrap_or(0);
+            let at = self.loc.step(i);
+            self.report(
+                at,
+                Some(&cycle[0]),
+                format!("cycle: {} (each step needs the next)", cycle_text(&cycle)),
+            );
+        }
+        graph
+    }
+
+    fn check_needs(&mut self, i: usize, step: &Step, ids: &HashMap<&str, usize>) {
+        let mut seen = BTreeSet::new();
+        for need in &step.needs {
+            let at = self
+                .loc
+                .step_token(i, &["needs", "dependencies"], need);
+            if need == &step.id {
+                self.report(at, Some(&step.id), "needs itself");
+            } else if !ids.contains_key(need.as_str()) {
+                self.report(at, Some(&step.id), format!("needs unknown step '{need}'"));
+            } else if !seen.insert(need.as_str()) {
+                self.report(at, Some(&step.id), format!("needs '{need}' more than once"));
+            }
+        }
+    }
+
+    fn check_phase(&mut self, i: usize, step: &Step) {
+        let Some(phase) = &step.phase else { return };
+        if self.wf.phases.is_empty() {
+            return;
+        }
+        if !self.wf.phases.iter().any(|p| &p.id == phase) {
+            let declared: Vec<&str> = self.wf.phases.iter().map(|p| p.id.as_str()).collect();
+            let at = self.loc.step_key(i, &["phase"]);
+            self.report(
+                at,
+                Some(&step.id),
+                format!(
+                    "unknown phase '{phase}' (declared: {})",
+                    list(&declared)
+                ),
+            );
+        }
+    }
+
+    fn check_type(&mut self, i: usize, step: &Step) {
+        let id = Some(step.id.as_str());
+        let with_run = step
+            .with
+            .as_ref()
+            .and_then(|w| w.get("run"))
+            .is_some_and(Value::is_string);
+        match step.step_type.as_deref() {
+            None => {
+                if step.run.is_none() {
+                    let at = self.loc.step(i);
+                    self.report(
+                        at,
+                        id,
+                        "no `type` and no `run`: add `run: <command>` for a script step, or a `type`",
+                    );
+                }
+            }
+            Some("script") => {
+                if step.run.is_none() && !with_run {
+                    let at = self.loc.step_key(i, &["type"]);
+                    self.report(at, id, "a script step needs `run` (the command or script to run)");
+                } else if step.run.is_some() && with_run {
+                    let at = self.loc.step_key(i, &["run"]);
+                    self.report(at, id, "both `run` and `with.run` are given: keep one");
+                }
+            }
+            Some(other) => {
+                if step.run.is_some() {
+                    let at = self.loc.step_key(i, &["run"]);
+                    self.report(
+                        at,
+                        id,
+                        format!("`run` is only for script steps, but the type is '{other}'"),
+                    );
+                }
+                if other == "function" {
+                    self.check_component(i, step);
+                } else if !self.wf.plugins.contains_key(other) {
+                    let mut known: Vec<&str> = BUILTIN_TYPES.to_vec();
+                    known.extend(self.wf.plugins.keys().map(String::as_str));
+                    let at = self.loc.step_key(i, &["type"]);
+                    self.report(
+                        at,
+                        id,
+                        format!("unknown step type '{other}' (known: {})", known.join(", ")),
+                    );
+                }
+            }
+        }
+        if step.component.is_some() && step.step_type.as_deref() != Some("function") {
+            let at = self.loc.step_key(i, &["component"]);
+            self.report(at, id, "`component` is only for `type: function` steps");
+        }
+    }
+
+    fn check_component(&mut self, i: usize, step: &Step) {
+        let id = Some(step.id.as_str());
+        let Some(component) = &step.component else {
+            let at = self.loc.step_key(i, &["type"]);
+            self.report(
+                at,
+                id,
+                "a function step needs `component` (a built-in component name or a path to a .wasm file)",
+            );
+            return;
+        };
+        if self.builtins.contains(&component.as_str()) {
+            return;
+        }
+        let at = self.loc.step_key(i, &["component"]);
+        if component.ends_with(".wasm") {
+            let full = resolve(self.dir, component);
+            if !full.is_file() {
+                self.report(
+                    at,
+                    id,
+                    format!(
+                        "component file '{component}' not found (looked for {})",
+                        full.display()
+                    ),
+                );
+            }
+        } else {
+            self.report(
+                at,
+                id,
+                format!(
+                    "unknown component '{component}' (built-in: {}; or give a path to a .wasm file)",
+                    list(self.builtins)
+                ),
+            );
+        }
+    }
+
+    fn check_templates(
+        &mut self,
+        i: usize,
+        step: &Step,
+        graph: &Graph,
+        ids: &HashMap<&str, usize>,
+    ) {
+        let mut strings: Vec<(String, &str)> = Vec::new();
+        if let Some(run) = &step.run {
+            strings.push(("run".to_string(), run));
+        }
+        if let Some(with) = &step.with {
+            collect_strings(with, "with".to_string(), &mut strings);
+        }
+        let ancestors = graph.ancestors(i);
+        let declared = declared_args(self.wf);
+        let mut reported = BTreeSet::new();
+        for (path, text) in strings {
+            let refs = match references(text) {
+                Ok(refs) => refs,
+                Err(e) => {
+                    let key = path.split(['.', '[']).nth(1).unwrap_or(&path).to_string();
+                    let at = self.loc.step_key(i, &[key.as_str(), "with", "run"]);
+                    self.report(at, Some(&step.id), format!("{path}: {e}"));
+                    continue;
+                }
+            };
+            for reference in refs {
+                let Some(message) =
+                    self.check_reference(&reference, step, &ancestors, ids, declared.as_deref())
+                else {
+                    continue;
+                };
+                if reported.insert(message.clone()) {
+                    let at = self.loc.step_token(i, &[], &reference);
+                    self.report(at, Some(&step.id), message);
+                }
+            }
+        }
+    }
+
+    /// Explains what is wrong with one dotted reference, if anything.
+    fn check_reference(
+        &self,
+        reference: &str,
+        step: &Step,
+        ancestors: &BTreeSet<usize>,
+        ids: &HashMap<&str, usize>,
+        declared_args: Option<&[&str]>,
+    ) -> Option<String> {
+        let segments: Vec<&str> = reference.split('.').collect();
+        let second = segments.get(1).copied();
+        match segments[0] {
+            "args" => {
+                let name = second?;
+                let declared = declared_args?;
+                if declared.contains(&name) {
+                    None
+                } else {
+                    Some(format!(
+                        "template references unknown arg '{name}' (declared: {})",
+                        list(declared)
+                    ))
+                }
+            }
+            "steps" => {
+                let name = second?;
+                let Some(&j) = ids.get(name) else {
+                    return Some(format!("template references unknown step '{name}'"));
+                };
+                if name == step.id || !ancestors.contains(&j) {
+                    return Some(format!(
+                        "template references step '{name}' which is not among its needs (add it to `needs`)"
+                    ));
+                }
+                match segments.get(2) {
+                    Some(field) if !STEP_FIELDS.contains(field) => Some(format!(
+                        "template references '{reference}': a step has only {}",
+                        STEP_FIELDS
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    )),
+                    _ => None,
+                }
+            }
+            "run" => {
+                let name = second?;
+                if RUN_FIELDS.contains(&name) {
+                    None
+                } else {
+                    Some(format!(
+                        "template references unknown run field '{name}' (known: {})",
+                        RUN_FIELDS.join(", ")
+                    ))
+                }
+            }
+            other => Some(format!(
+                "template references unknown variable '{other}' (known: args, steps, run)"
+            )),
+        }
+    }
+}
+
+/// Declared arg names, when the args schema lists `properties`.
+fn declared_args(wf: &Workflow) -> Option<Vec<&str>> {
+    let props = wf.args.as_ref()?.get("properties")?.as_object()?;
+    Some(props.keys().map(String::as_str).collect())
+}
+
+/// Collects every string in `value` with its path (`with.a.b[2]`).
+fn collect_strings<'v>(value: &'v Value, path: String, out: &mut Vec<(String, &'v str)>) {
+    match value {
+        Value::String(s) => out.push((path, s)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_strings(item, format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                collect_strings(item, format!("{path}.{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::parse::{parse_str, Format};
+
+    const BUILTINS: &[&str] = &["wordcount", "json-transform"];
+
+    fn check_in(src: &str, format: Format, dir: &Path) -> Result<Graph, Vec<String>> {
+        let file = if format == Format::Json { "wf.json" } else { "wf.yaml" };
+        let wf = parse_str(src, file, format).map_err(|d| vec![d.to_string()])?;
+        validate(&wf, src, file, dir, BUILTINS)
+            .map_err(|ds| ds.iter().map(ToString::to_string).collect())
+    }
+
+    fn check(src: &str) -> Result<Graph, Vec<String>> {
+        check_in(src, Format::Yaml, Path::new("/nonexistent-dir"))
+    }
+
+    fn errors(src: &str) -> Vec<String> {
+        match check(src) {
+            Ok(_) => panic!("expected errors for:\n{src}"),
+            Err(e) => e,
+        }
+    }
+
+    fn one_error(src: &str) -> String {
+        let e = errors(src);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        e.into_iter().next().unwrap_or_default()
+    }
+
+    #[test]
+    fn valid_workflow_gives_graph() {
+        let g = check(
+            "name: ok\nsteps:\n  - id: a\n    run: echo hi\n  - id: b\n    needs: [a]\n    run: echo {{ steps.a.output.stdout }}\n",
+        )
+        .unwrap();
+        assert_eq!(g.topo_order(), vec![0, 1]);
+    }
+
+    #[test]
+    fn valid_json_workflow() {
+        let src = r#"{
+  "name": "j",
+  "args": {"type": "object", "properties": {"who": {"type": "string"}}},
+  "steps": [
+    {"id": "a", "run": "echo {{ args.who }}"},
+    {"id": "b", "type": "function", "component": "wordcount", "needs": ["a"],
+     "with": {"text": "{{ steps.a.output.stdout }}", "n": 3}}
+  ]
+}"#;
+        let g = check_in(src, Format::Json, Path::new("/")).unwrap();
+        assert_eq!(g.len(), 2);
+    }
+
+    #[test]
+    fn invalid_and_empty_ids() {
+        let e = errors("name: x\nsteps:\n  - id: 'a b'\n    run: x\n  - id: ''\n    run: x\n");
+        assert_eq!(
+            e,
+            vec![
+                "wf.yaml:3:5: step 'a b': invalid step id: use only letters, digits, '_' and '-'",
+                "wf.yaml:5:5: step #2 has an empty id",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_id_names_both_locations() {
+        let e = one_error("name: x\nsteps:\n  - id: a\n    run: x\n  - id: b\n    run: x\n  - key: a\n    run: y\n");
+        assert_eq!(
+            e,
+            "wf.yaml:7:5: step 'a': duplicate step id 'a' (first defined at wf.yaml:3:5)"
+        );
+    }
+
+    #[test]
+    fn unknown_need_points_at_the_name() {
+        let e = one_error("name: x\nsteps:\n  - id: a\n    run: x\n  - id: b\n    run: x\n    needs:\n      - a\n      - zz\n");
+        assert_eq!(e, "wf.yaml:9:9: step 'b': needs unknown step 'zz'");
+    }
+
+    #[test]
+    fn unknown_need_in_json() {
+        let src = "{\"name\": \"x\", \"steps\": [\n  {\"id\": \"a\", \"run\": \"x\"},\n  {\"id\": \"b\", \"run\": \"x\", \"dependencies\": [\"a\", \"zz\"]}\n]}";
+        let e = check_in(src, Format::Json, Path::new("/")).unwrap_err();
+        assert_eq!(e, vec!["wf.json:3:50: step 'b': needs unknown step 'zz'"]);
+    }
+
+    #[test]
+    fn self_and_repeated_needs() {
+        let e = errors("name: x\nsteps:\n  - id: a\n    run: x\n  - id: b\n    run: x\n    needs: [b, a, a]\n");
+        assert_eq!(
+            e,
+            vec![
+                "wf.yaml:7:13: step 'b': needs itself",
+                "wf.yaml:7:16: step 'b': needs 'a' more than once",
+            ]
+        );
+    }
+
+    #[test]
+    fn cycle_prints_the_path() {
+        let e = one_error("name: x\nsteps:\n  - id: a\n    run: x\n    needs: [b]\n  - id: b\n    run: x\n    needs: [a]\n  - id: c\n    run: x\n");
+        assert_eq!(
+            e,
+            "wf.yaml:3:5: step 'a': cycle: a → b → a (each step needs the next)"
+        );
+    }
+
+    #[test]
+    fn all_problems_are_collected() {
+        let e = errors("name: x\nsteps:\n  - id: a\n    needs: [nope]\n  - id: a\n    type: weird\n");
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert!(e[0].ends_with("step 'a': duplicate step id 'a' (first defined at wf.yaml:3:5)"));
+        assert!(e[1].ends_with("step 'a': needs unknown step 'nope'"));
+        assert!(e[2].ends_with("step 'a': no `type` and no `run`: add `run: <command>` for a script step, or a `type`"));
+        assert!(e[3].ends_with("step 'a': unknown step type 'weird' (known: script, function)"));
+    }
+
+    #[test]
+    fn phases_must_be_declared_and_unique() {
+        let e = errors("name: x\nphases:\n  - id: p\n  - id: q\n  - id: p\nsteps:\n  - id: a\n    run: x\n    phase: r\n  - id: b\n    run: x\n    phase: q\n");
+        assert_eq!(
+            e,
+            vec![
+                "wf.yaml:3:5: duplicate phase id 'p'",
+                "wf.yaml:9:5: step 'a': unknown phase 'r' (declared: p, q, p)",
+            ]
+        );
+        // without declared phases, any phase name is fine
+        assert!(check("name: x\nsteps:\n  - id: a\n    run: x\n    phase: anything\n").is_ok());
+    }
+
+    #[test]
+    fn unknown_type_lists_known_types() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("up.wasm"), b"\0asm").unwrap();
+        let src = "name: x\nplugins:\n  upper: up.wasm\nsteps:\n  - id: a\n    type: lower\n  - id: b\n    type: upper\n    with: {text: hi}\n";
+        let e = check_in(src, Format::Yaml, dir.path()).unwrap_err();
+        assert_eq!(
+            e,
+            vec!["wf.yaml:6:5: step 'a': unknown step type 'lower' (known: script, function, upper)"]
+        );
+    }
+
+    #[test]
+    fn script_type_rules() {
+        assert_eq!(
+            one_error("name: x\nsteps:\n  - id: a\n    type: script\n"),
+            "wf.yaml:4:5: step 'a': a script step needs `run` (the command or script to run)"
+        );
+        assert!(check("name: x\nsteps:\n  - id: a\n    type: script\n    with: {run: echo}\n").is_ok());
+        assert_eq!(
+            one_error("name: x\nsteps:\n  - id: a\n    type: script\n    run: echo\n    with: {run: echo}\n"),
+            "wf.yaml:5:5: step 'a': both `run` and `with.run` are given: keep one"
+        );
+        assert_eq!(
+            one_error("name: x\nsteps:\n  - id: a\n    type: function\n    component: wordcount\n    run: echo\n"),
+            "wf.yaml:6:5: step 'a': `run` is only for script steps, but the type is 'function'"
+        );
+    }
+
+    #[test]
+    fn function_component_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        std::fs::write(dir.path().join("c/f.wasm"), b"\0asm").unwrap();
+        let abs = dir.path().join("c/f.wasm");
+        let ok = format!(
+            "name: x\nsteps:\n  - {{id: a, type: function, component: wordcount}}\n  - {{id: b, type: function, component: c/f.wasm}}\n  - {{id: c, type: function, component: '{}'}}\n",
+            abs.display()
+        );
+        assert!(check_in(&ok, Format::Yaml, dir.path()).is_ok());
+
+        let bad = "name: x\nsteps:\n  - id: a\n    type: function\n  - id: b\n    type: function\n    component: nope\n  - id: c\n    type: function\n    component: missing.wasm\n  - id: d\n    run: x\n    component: wordcount\n";
+        let e = check_in(bad, Format::Yaml, dir.path()).unwrap_err();
+        let looked = dir.path().join("missing.wasm");
+        assert_eq!(
+            e,
+            vec![
+                "wf.yaml:4:5: step 'a': a function step needs `component` (a built-in component name or a path to a .wasm file)".to_string(),
+                "wf.yaml:7:5: step 'b': unknown component 'nope' (built-in: wordcount, json-transform; or give a path to a .wasm file)".to_string(),
+                format!("wf.yaml:10:5: step 'c': component file 'missing.wasm' not found (looked for {})", looked.display()),
+                "wf.yaml:13:5: step 'd': `component` is only for `type: function` steps".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn plugin_paths_must_exist_and_be_wasm() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = "name: x\nplugins:\n  a: a.wasm\n  b: b.txt\n  script: s.wasm\nsteps:\n  - {id: s, run: x}\n";
+        let e = check_in(src, Format::Yaml, dir.path()).unwrap_err();
+        assert_eq!(e.len(), 4, "{e:#?}");
+        assert_eq!(
+            e[0],
+            format!(
+                "wf.yaml:3:3: plugin 'a': file 'a.wasm' not found (looked for {})",
+                dir.path().join("a.wasm").display()
+            )
+        );
+        assert_eq!(e[1], "wf.yaml:4:3: plugin 'b': path 'b.txt' is not a .wasm file");
+        assert_eq!(e[2], "wf.yaml:5:3: plugin 'script' has the name of a built-in step type");
+        assert!(e[3].starts_with("wf.yaml:5:3: plugin 'script': file 's.wasm' not found"));
+    }
+
+    #[test]
+    fn timeouts_and_parallelism() {
+        let e = errors("name: x\nconfig:\n  parallelism: 0\n  timeout: 5 parsecs\nsteps:\n  - id: a\n    run: x\n    timeout: soon\n");
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert_eq!(e[0], "wf.yaml:3:3: config.parallelism must be at least 1");
+        assert!(e[1].starts_with("wf.yaml:4:3: config.timeout: invalid duration '5 parsecs': "), "{}", e[1]);
+        assert!(e[2].starts_with("wf.yaml:8:5: step 'a': timeout: invalid duration 'soon': "), "{}", e[2]);
+        assert!(check("name: x\nconfig: {parallelism: 2, timeout: 1m}\nsteps:\n  - {id: a, run: x, timeout: 30s}\n").is_ok());
+    }
+
+    #[test]
+    fn template_referencing_non_ancestor_step() {
+        let e = errors("name: x\nsteps:\n  - id: a\n    run: x\n  - id: x\n    run: y\n  - id: report\n    needs: [a]\n    with:\n      run: |\n        echo {{ steps.a.output.stdout }}\n        echo {{ steps.x.output.stdout }}\n    type: script\n");
+        assert_eq!(
+            e,
+            vec!["wf.yaml:12:17: step 'report': template references step 'x' which is not among its needs (add it to `needs`)"]
+        );
+    }
+
+    #[test]
+    fn template_transitive_need_is_fine() {
+        assert!(check("name: x\nsteps:\n  - {id: a, run: x}\n  - {id: b, run: x, needs: [a]}\n  - {id: c, needs: [b], run: 'echo {{ steps.a.output.stdout }} {{ steps.b.status }}'}\n").is_ok());
+    }
+
+    #[test]
+    fn template_reference_errors() {
+        let e = errors("name: x\nargs:\n  type: object\n  properties:\n    who: {type: string}\nsteps:\n  - id: a\n    run: x\n  - id: b\n    needs: [a]\n    run: 'echo {{ steps.zz.output }} {{ args.whom }} {{ run.idd }} {{ foo }} {{ steps.a.outptu.x }} {{ steps.b.output }} {{ args.who }} {{ run.id }}'\n");
+        assert_eq!(
+            e,
+            vec![
+                "wf.yaml:11:53: step 'b': template references unknown arg 'whom' (declared: who)",
+                "wf.yaml:11:34: step 'b': template references unknown variable 'foo' (known: args, steps, run)",
+                "wf.yaml:11:69: step 'b': template references 'steps.a.outptu.x': a step has only `output` and `status`",
+                "wf.yaml:11:93: step 'b': template references step 'b' which is not among its needs (add it to `needs`)",
+                "wf.yaml:11:15: step 'b': template references unknown step 'zz'",
+                "wf.yaml:11:43: step 'b': template references unknown run field 'idd' (known: id, workflow)",
+            ]
+        );
+    }
+
+    #[test]
+    fn template_args_without_schema_are_not_checked() {
+        assert!(check("name: x\nsteps:\n  - {id: a, run: 'echo {{ args.anything }}'}\n").is_ok());
+    }
+
+    #[test]
+    fn template_syntax_error_is_reported() {
+        let e = one_error("name: x\nsteps:\n  - id: a\n    type: script\n    with:\n      run: 'echo {{ oops'\n");
+        assert!(e.starts_with("wf.yaml:6:7: step 'a': with.run: template `echo {{ oops`: syntax error: "), "{e}");
+    }
+
+    #[test]
+    fn templates_in_nested_with_values() {
+        let e = one_error("name: x\nsteps:\n  - id: a\n    type: function\n    component: wordcount\n    with:\n      list: [ok, {deep: '{{ nope.x }}'}]\n");
+        assert_eq!(
+            e,
+            "wf.yaml:7:30: step 'a': template references unknown variable 'nope' (known: args, steps, run)"
+        );
+    }
+
+    #[test]
+    fn args_schema_must_be_valid() {
+        let e = one_error("name: x\nargs:\n  type: object\n  properties:\n    n: {type: numbr}\nsteps:\n  - {id: a, run: x}\n");
+        assert!(e.starts_with("wf.yaml:2:1: args is not a valid JSON Schema"), "{e}");
+        let e = one_error("name: x\nargs: {type: string}\nsteps:\n  - {id: a, run: x}\n");
+        assert_eq!(e, "wf.yaml:2:1: args schema must have `type: object`, not \"string\"");
+        let e = one_error("name: x\nargs: 5\nsteps:\n  - {id: a, run: x}\n");
+        assert_eq!(e, "wf.yaml:2:1: args must be a JSON Schema object");
+    }
+
+    #[test]
+    fn empty_name_and_no_steps() {
+        let e = errors("name: ''\nsteps: []\n");
+        assert_eq!(
+            e,
+            vec![
+                "wf.yaml:1:1: the workflow `name` is empty",
+                "wf.yaml:2:1: the workflow has no steps",
+            ]
+        );
+    }
+
+    #[test]
+    fn step_kinds() {
+        let wf = parse_str(
+            "name: x\nsteps:\n  - {id: a, run: x}\n  - {id: b, type: script, run: x}\n  - {id: c, type: function, component: wc}\n  - {id: d, type: upper}\n",
+            "wf.yaml",
+            Format::Yaml,
+        )
+        .unwrap();
+        assert_eq!(step_kind(&wf.steps[0]), StepKind::Script);
+        assert_eq!(step_kind(&wf.steps[1]), StepKind::Script);
+        assert_eq!(
+            step_kind(&wf.steps[2]),
+            StepKind::Function {
+                component: "wc".into()
+            }
+        );
+        assert_eq!(
+            step_kind(&wf.steps[3]),
+            StepKind::Plugin {
+                name: "upper".into()
+            }
+        );
+    }
+
+    #[test]
+    fn valid_ids() {
+        assert!(is_valid_id("a-B_9"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a.b"));
+        assert!(!is_valid_id("é"));
+    }
+}

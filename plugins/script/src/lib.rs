@@ -1,0 +1,333 @@
+//! The built-in `script` step: runs a shell script through the host's
+//! `process` interface.
+//!
+//! Config (`with:`, or the `run:` shorthand of a step):
+//!
+//! ```yaml
+//! run: |            # required: the script, passed to `<shell> -e -c`
+//!   echo "hello"
+//!   echo "greeting=hi" >> "$WFHOST_OUTPUT"
+//! shell: bash       # optional, default `sh`; must be in the step's `exec` grant
+//! env: { NAME: x }  # optional extra environment variables
+//! cwd: sub/dir      # optional working directory, relative to the workflow's
+//! ```
+//!
+//! The script sees `WFHOST_RUN_ID`, `WFHOST_STEP_ID`, `WFHOST_ATTEMPT`,
+//! `WFHOST_IDEMPOTENCY_KEY` and (set by the host) `WFHOST_OUTPUT`. Every
+//! stdout line goes to the step log at info level, every stderr line at warn.
+//!
+//! Output: `{ "exit_code": 0, "stdout": "...", "stderr": "..." }` (stdout and
+//! stderr without their trailing line break) plus one string field per line
+//! the script wrote to `$WFHOST_OUTPUT`, GitHub-Actions style: `key=value`, or
+//!
+//! ```text
+//! key<<EOF
+//! several
+//! lines
+//! EOF
+//! ```
+//!
+//! Errors: a non-zero exit (`script exited with code 3` and the last stderr
+//! lines), a signal, a denied `exec`, a bad config or a malformed output line
+//! are permanent; a timeout is transient.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use wfhost_sdk::process::{self, Command, Output, ProcessError};
+use wfhost_sdk::{fs, log, Info, Plugin, Request, StepError};
+
+/// How many trailing stderr lines a failure message quotes.
+const STDERR_TAIL_LINES: usize = 10;
+
+/// Output fields a `$WFHOST_OUTPUT` line may not set.
+const RESERVED_KEYS: [&str; 3] = ["exit_code", "stdout", "stderr"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    run: String,
+    #[serde(default = "default_shell")]
+    shell: String,
+    #[serde(default)]
+    env: Map<String, Value>,
+    #[serde(default)]
+    cwd: Option<String>,
+}
+
+fn default_shell() -> String {
+    "sh".to_string()
+}
+
+struct Script;
+
+impl Plugin for Script {
+    fn describe() -> Info {
+        Info::new(
+            "script",
+            env!("CARGO_PKG_VERSION"),
+            "Runs a shell script (`<shell> -e -c <run>`); output is its exit code, stdout, \
+             stderr and the key=value lines it writes to $WFHOST_OUTPUT.",
+        )
+        .schema(json!({
+            "type": "object",
+            "required": ["run"],
+            "additionalProperties": false,
+            "properties": {
+                "run": { "type": "string", "description": "The script, run with `<shell> -e -c`." },
+                "shell": { "type": "string", "default": "sh", "description": "Shell program; must be granted in `exec`." },
+                "env": {
+                    "type": "object",
+                    "description": "Extra environment variables.",
+                    "additionalProperties": { "type": ["string", "number", "boolean"] }
+                },
+                "cwd": { "type": "string", "description": "Working directory, relative to the workflow's directory." }
+            }
+        }))
+    }
+
+    fn run(req: Request) -> Result<Value, StepError> {
+        let config: Config = req.parse_config()?;
+        let mut cmd = Command::new(&config.shell)
+            .args(["-e", "-c", config.run.as_str()])
+            .capture_output_file(true);
+        for (key, value) in &config.env {
+            let value = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(_) | Value::Bool(_) => value.to_string(),
+                _ => {
+                    return Err(StepError::permanent(format!(
+                        "invalid config: env.{key} must be a string, number or boolean"
+                    )))
+                }
+            };
+            cmd = cmd.env(key, value);
+        }
+        // Set last so a config `env` cannot spoof them.
+        cmd = cmd
+            .env("WFHOST_RUN_ID", &req.run_id)
+            .env("WFHOST_STEP_ID", &req.step_id)
+            .env("WFHOST_ATTEMPT", req.attempt.to_string())
+            .env("WFHOST_IDEMPOTENCY_KEY", &req.idempotency_key);
+        if let Some(cwd) = &config.cwd {
+            cmd = cmd.cwd(fs::resolve(&req, cwd));
+        }
+
+        let out = process::run(cmd).map_err(|e| match e {
+            ProcessError::Denied {
+                what,
+                missing_grant,
+            } => StepError::permanent(format!(
+                "cannot run the script: {what} is denied (add {missing_grant})"
+            )),
+            ProcessError::Failed(m) => StepError::permanent(format!(
+                "cannot run the script with '{}': {m}",
+                config.shell
+            )),
+        })?;
+
+        let stdout = out.stdout_text();
+        let stderr = out.stderr_text();
+        for line in stdout.lines() {
+            log::info(line);
+        }
+        for line in stderr.lines() {
+            log::warn(line);
+        }
+
+        check_status(&out, &stderr)?;
+
+        let mut output = Map::new();
+        output.insert("exit_code".into(), json!(out.exit_code.unwrap_or(0)));
+        output.insert("stdout".into(), json!(trim_line_break(&stdout)));
+        output.insert("stderr".into(), json!(trim_line_break(&stderr)));
+        if let Some(file) = &out.output_file {
+            let text = String::from_utf8_lossy(file);
+            for (key, value) in parse_output_file(&text).map_err(StepError::permanent)? {
+                output.insert(key, Value::String(value));
+            }
+        }
+        Ok(Value::Object(output))
+    }
+}
+
+wfhost_sdk::export_plugin!(Script);
+
+/// Turn a failed run into the step's error.
+fn check_status(out: &Output, stderr: &str) -> Result<(), StepError> {
+    let tail = stderr_tail(stderr);
+    if out.timed_out {
+        return Err(StepError::transient(format!(
+            "script timed out and was killed{tail}"
+        )));
+    }
+    match (out.exit_code, out.signal) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => Err(StepError::permanent(format!(
+            "script exited with code {code}{tail}"
+        ))),
+        (None, Some(signal)) => Err(StepError::permanent(format!(
+            "script was killed by signal {signal}{tail}"
+        ))),
+        (None, None) => Err(StepError::permanent(format!(
+            "script ended without an exit code{tail}"
+        ))),
+    }
+}
+
+/// `:\n<last lines of stderr>`, or nothing when stderr is empty.
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
+    format!(":\n{}", lines[start..].join("\n"))
+}
+
+fn trim_line_break(text: &str) -> &str {
+    text.strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(text)
+}
+
+/// Parse the `$WFHOST_OUTPUT` file: `key=value` lines and `key<<DELIM` blocks
+/// ending with a line `DELIM`. Empty lines are ignored; a later key replaces
+/// an earlier one. Errors name the 1-based line number.
+fn parse_output_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut lines = text
+        .lines()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .enumerate();
+    while let Some((index, line)) = lines.next() {
+        let number = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let eq = line.find('=');
+        let heredoc = line.find("<<");
+        let (key, value) = match (eq, heredoc) {
+            (Some(e), h) if h.is_none_or(|h| e < h) => {
+                (line[..e].to_string(), line[e + 1..].to_string())
+            }
+            (_, Some(h)) => {
+                let key = line[..h].to_string();
+                let delimiter = &line[h + 2..];
+                if delimiter.trim().is_empty() {
+                    return Err(format!(
+                        "$WFHOST_OUTPUT line {number}: missing delimiter after '<<' in '{line}'"
+                    ));
+                }
+                let mut body: Vec<&str> = Vec::new();
+                loop {
+                    match lines.next() {
+                        Some((_, l)) if l == delimiter => break,
+                        Some((_, l)) => body.push(l),
+                        None => {
+                            return Err(format!(
+                                "$WFHOST_OUTPUT line {number}: '{key}<<{delimiter}' is never \
+                                 closed by a line '{delimiter}'"
+                            ))
+                        }
+                    }
+                }
+                (key, body.join("\n"))
+            }
+            _ => {
+                return Err(format!(
+                    "$WFHOST_OUTPUT line {number}: expected 'key=value' or 'key<<DELIMITER', \
+                     got '{line}'"
+                ))
+            }
+        };
+        check_key(&key, number)?;
+        fields.retain(|(k, _)| *k != key);
+        fields.push((key, value));
+    }
+    Ok(fields)
+}
+
+/// Keys must be identifiers (usable as `steps.<id>.output.<key>`) and not
+/// shadow the built-in fields.
+fn check_key(key: &str, number: usize) -> Result<(), String> {
+    let mut chars = key.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(format!(
+            "$WFHOST_OUTPUT line {number}: invalid key '{key}' (use letters, digits, '_' and \
+             '-', starting with a letter or '_')"
+        ));
+    }
+    if RESERVED_KEYS.contains(&key) {
+        return Err(format!(
+            "$WFHOST_OUTPUT line {number}: key '{key}' collides with the built-in output field \
+             '{key}'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_key_value_and_heredoc() {
+        let text = "a=1\n\nb=x=y\r\nmsg<<EOF\nline one\nline two\nEOF\na=2\nempty=\n";
+        let fields = parse_output_file(text).unwrap();
+        assert_eq!(
+            fields,
+            vec![
+                ("b".to_string(), "x=y".to_string()),
+                ("msg".to_string(), "line one\nline two".to_string()),
+                ("a".to_string(), "2".to_string()),
+                ("empty".to_string(), String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_lines() {
+        let e = parse_output_file("a=1\nnonsense\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse_output_file("stdout=x\n").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("collides"), "{e}");
+        let e = parse_output_file("ok=1\nm<<END\nx\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("never closed"), "{e}");
+        let e = parse_output_file("bad key=1\n").unwrap_err();
+        assert!(e.contains("invalid key"), "{e}");
+        let e = parse_output_file("k<<\n").unwrap_err();
+        assert!(e.contains("missing delimiter"), "{e}");
+    }
+
+    #[test]
+    fn failure_messages() {
+        let out = Output {
+            exit_code: Some(3),
+            stderr: b"one\ntwo\n".to_vec(),
+            ..Default::default()
+        };
+        let e = check_status(&out, "one\ntwo\n").unwrap_err();
+        assert_eq!(
+            e,
+            StepError::permanent("script exited with code 3:\none\ntwo")
+        );
+        let out = Output {
+            timed_out: true,
+            signal: Some(9),
+            ..Default::default()
+        };
+        assert!(check_status(&out, "").unwrap_err().is_transient());
+        let out = Output {
+            signal: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_status(&out, "").unwrap_err().message(),
+            "script was killed by signal 9"
+        );
+    }
+}
