@@ -25,7 +25,7 @@ fn hello_runs_and_every_step_completes() {
     }
     let greet = step(&status, "greet");
     assert_eq!(greet["output"]["exit_code"], 0);
-    assert_eq!(greet["output"]["stdout"], "Hello, tester!\n");
+    assert_eq!(greet["output"]["stdout"], "Hello, tester!");
     assert_eq!(greet["output"]["greeting"], format!("Hello, tester, from run {id}"));
     assert_eq!(step(&status, "count")["output"]["words"], 5);
     assert!(text(&output.stderr).contains(&format!("run {id}")), "the run id is printed");
@@ -176,12 +176,12 @@ fn arguments_are_checked_against_the_schema() {
 
     let (output, status) = sandbox.run(&path, &["--arg", "count=21"]);
     assert_exit(&output, 0);
-    assert_eq!(step(&status.unwrap(), "show")["output"]["stdout"], "42 items\n");
+    assert_eq!(step(&status.unwrap(), "show")["output"]["stdout"], "42 items");
 
     let file = sandbox.write("args.json", "{\"count\": 2, \"label\": \"boxes\"}");
     let (output, status) = sandbox.run(&path, &["--args-file", file.to_str().unwrap()]);
     assert_exit(&output, 0);
-    assert_eq!(step(&status.unwrap(), "show")["output"]["stdout"], "4 boxes\n");
+    assert_eq!(step(&status.unwrap(), "show")["output"]["stdout"], "4 boxes");
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn script_output_file_becomes_output_fields() {
     let produce = step(&status, "produce");
     assert_eq!(produce["output"]["answer"], "42");
     assert_eq!(produce["output"]["notes"], "line one\nline two");
-    assert_eq!(step(&status, "consume")["output"]["stdout"], "got 42\n");
+    assert_eq!(step(&status, "consume")["output"]["stdout"], "got 42");
 }
 
 #[test]

@@ -14,7 +14,10 @@ use super::diag::{Diagnostic, Diagnostics};
 /// `additionalProperties` the JSON Schema rules apply. Every error is
 /// reported, each naming the argument (`arg 'count': "x" is not of type
 /// "integer"`). Without a schema the given object is returned as it is.
-pub fn resolve_args(schema: Option<&Value>, given: Map<String, Value>) -> Result<Value, Diagnostics> {
+pub fn resolve_args(
+    schema: Option<&Value>,
+    given: Map<String, Value>,
+) -> Result<Value, Diagnostics> {
     let Some(schema) = schema else {
         return Ok(Value::Object(given));
     };
@@ -172,15 +175,30 @@ mod tests {
             map(json!({"count": 0, "tags": ["a", 3]})),
         ));
         assert_eq!(msgs.len(), 3, "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.starts_with("arg 'count': 0 is less than the minimum of 1")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m == r#"arg 'tags.1': 3 is not of type "string""#), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m == r#"args: "verbose" is a required property"#), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("arg 'count': 0 is less than the minimum of 1")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m == r#"arg 'tags.1': 3 is not of type "string""#),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m == r#"args: "verbose" is a required property"#),
+            "{msgs:?}"
+        );
     }
 
     #[test]
     fn unknown_arg_is_an_error() {
         let s = schema();
-        let msgs = messages(resolve_args(Some(&s), map(json!({"verbose": true, "nmae": "x"}))));
+        let msgs = messages(resolve_args(
+            Some(&s),
+            map(json!({"verbose": true, "nmae": "x"})),
+        ));
         assert_eq!(
             msgs,
             vec!["arg 'nmae' is not declared (declared: count, either, free, name, opt, tags, verbose)"]
@@ -191,7 +209,8 @@ mod tests {
     fn explicit_additional_properties_follow_json_schema() {
         let open = json!({"type": "object", "properties": {"a": {}}, "additionalProperties": true});
         assert!(resolve_args(Some(&open), map(json!({"b": 1}))).is_ok());
-        let closed = json!({"type": "object", "properties": {"a": {}}, "additionalProperties": false});
+        let closed =
+            json!({"type": "object", "properties": {"a": {}}, "additionalProperties": false});
         let msgs = messages(resolve_args(Some(&closed), map(json!({"b": 1}))));
         assert_eq!(msgs.len(), 1);
         assert!(msgs[0].starts_with("args: "), "{msgs:?}");
@@ -203,7 +222,10 @@ mod tests {
         let bad = json!({"type": "object", "properties": {"a": {"type": "nope"}}});
         let msgs = messages(resolve_args(Some(&bad), Map::new()));
         assert_eq!(msgs.len(), 1);
-        assert!(msgs[0].starts_with("the workflow's args schema is invalid: "), "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("the workflow's args schema is invalid: "),
+            "{msgs:?}"
+        );
     }
 
     #[test]
@@ -238,7 +260,10 @@ mod tests {
     fn coerced_values_validate() {
         let s = schema();
         let mut given = Map::new();
-        given.insert("verbose".into(), coerce_cli_arg(Some(&s), "verbose", "false"));
+        given.insert(
+            "verbose".into(),
+            coerce_cli_arg(Some(&s), "verbose", "false"),
+        );
         given.insert("count".into(), coerce_cli_arg(Some(&s), "count", "x"));
         let msgs = messages(resolve_args(Some(&s), given));
         assert_eq!(msgs, vec![r#"arg 'count': "x" is not of type "integer""#]);

@@ -198,7 +198,10 @@ mod tests {
         let d = Diagnostic::new("needs unknown step 'zz'")
             .at(Location::new("wf.yaml", 3, 5))
             .for_step("b");
-        assert_eq!(d.to_string(), "wf.yaml:3:5: step 'b': needs unknown step 'zz'");
+        assert_eq!(
+            d.to_string(),
+            "wf.yaml:3:5: step 'b': needs unknown step 'zz'"
+        );
     }
 
     #[test]

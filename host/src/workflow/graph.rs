@@ -90,7 +90,9 @@ impl Graph {
 
     /// Steps with no needs, in file order.
     pub fn roots(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.deps[i].is_empty()).collect()
+        (0..self.len())
+            .filter(|&i| self.deps[i].is_empty())
+            .collect()
     }
 
     /// All steps `i` needs, directly or transitively (never `i` itself unless

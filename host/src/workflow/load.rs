@@ -164,8 +164,14 @@ mod tests {
         assert_eq!(loaded.path, PathBuf::from("/tmp/x/wf.yaml"));
         assert_eq!(loaded.dir, PathBuf::from("/tmp/x"));
         assert_eq!(loaded.file_name, "snap/wf.yaml");
-        let err = load_from_source("name: s\nsteps: [}", "s.yaml", Path::new("/"), Format::Yaml, &[])
-            .unwrap_err();
+        let err = load_from_source(
+            "name: s\nsteps: [}",
+            "s.yaml",
+            Path::new("/"),
+            Format::Yaml,
+            &[],
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("s.yaml:2:"), "{err}");
     }
 

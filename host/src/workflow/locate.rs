@@ -99,7 +99,10 @@ fn match_token(line: &str, token: &str) -> Option<usize> {
         let start = search + found;
         let end = start + token.len();
         search = start + 1;
-        let before_ok = line[..start].chars().next_back().is_none_or(|c| !is_ident_char(c));
+        let before_ok = line[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_ident_char(c));
         let after_ok = line[end..].chars().next().is_none_or(|c| !is_ident_char(c));
         if before_ok && after_ok {
             return Some(start);
@@ -119,7 +122,8 @@ impl<'a> Locator<'a> {
         let mut cursor = (steps_line, 0usize);
         for step in &wf.steps {
             let found = Self::find_from(&lines, cursor, |line| {
-                match_key(line, "id", Some(&step.id)).or_else(|| match_key(line, "key", Some(&step.id)))
+                match_key(line, "id", Some(&step.id))
+                    .or_else(|| match_key(line, "key", Some(&step.id)))
             });
             if let Some((l, byte)) = found {
                 cursor = (l, byte + 1);
@@ -133,7 +137,12 @@ impl<'a> Locator<'a> {
             .enumerate()
             .map(|(i, pos)| {
                 let (l, _) = (*pos)?;
-                let floor = ids[..i].iter().rev().flatten().next().map_or(steps_line, |p| p.0 + 1);
+                let floor = ids[..i]
+                    .iter()
+                    .rev()
+                    .flatten()
+                    .next()
+                    .map_or(steps_line, |p| p.0 + 1);
                 Some(Self::item_start(&lines, l, floor))
             })
             .collect();
@@ -141,7 +150,12 @@ impl<'a> Locator<'a> {
             .map(|i| match starts[i] {
                 None => 0..0,
                 Some(start) => {
-                    let end = starts[i + 1..].iter().flatten().next().copied().unwrap_or(lines.len());
+                    let end = starts[i + 1..]
+                        .iter()
+                        .flatten()
+                        .next()
+                        .copied()
+                        .unwrap_or(lines.len());
                     start..end.max(start + 1)
                 }
             })
@@ -159,7 +173,11 @@ impl<'a> Locator<'a> {
         lines
             .iter()
             .position(|l| indent(l) == 0 && match_key(l, "steps", None) == Some(0))
-            .or_else(|| lines.iter().position(|l| l.contains("\"steps\"") && match_key(l, "steps", None).is_some()))
+            .or_else(|| {
+                lines
+                    .iter()
+                    .position(|l| l.contains("\"steps\"") && match_key(l, "steps", None).is_some())
+            })
             .unwrap_or(0)
     }
 
@@ -199,7 +217,11 @@ impl<'a> Locator<'a> {
         Location::new(self.file, line + 1, col_of(text, byte))
     }
 
-    fn search(&self, range: Range<usize>, matcher: impl Fn(&str) -> Option<usize>) -> Option<Location> {
+    fn search(
+        &self,
+        range: Range<usize>,
+        matcher: impl Fn(&str) -> Option<usize>,
+    ) -> Option<Location> {
         let end = range.end.min(self.lines.len());
         (range.start..end).find_map(|l| matcher(self.lines[l]).map(|b| self.loc(l, b)))
     }
@@ -254,7 +276,9 @@ impl<'a> Locator<'a> {
 
     /// First `key: value` anywhere in the file.
     pub(crate) fn key_value(&self, key: &str, value: &str) -> Option<Location> {
-        self.search(0..self.lines.len(), |line| match_key(line, key, Some(value)))
+        self.search(0..self.lines.len(), |line| {
+            match_key(line, key, Some(value))
+        })
     }
 
     /// First `key:` anywhere in the file.
@@ -282,7 +306,10 @@ mod tests {
         assert_eq!(match_key("  - id: foo", "id", Some("foo")), Some(4));
         assert_eq!(match_key("  - id: \"foo\"", "id", Some("foo")), Some(4));
         assert_eq!(match_key("  - id: 'foo'  # c", "id", Some("foo")), Some(4));
-        assert_eq!(match_key("{\"id\": \"foo\", \"x\": 1}", "id", Some("foo")), Some(1));
+        assert_eq!(
+            match_key("{\"id\": \"foo\", \"x\": 1}", "id", Some("foo")),
+            Some(1)
+        );
         assert_eq!(match_key("  - id: foobar", "id", Some("foo")), None);
         assert_eq!(match_key("  - uid: foo", "id", Some("foo")), None);
         assert_eq!(match_key("  - {id: foo}", "id", Some("foo")), Some(5));
@@ -303,8 +330,16 @@ mod tests {
         let src = "name: x\nphases:\n  - id: a\nsteps:\n  - id: b\n    run: x\n  - name: Named\n    id: a\n    needs:\n      - b\n      - zz\n";
         let (loc, _) = locator(src, Format::Yaml);
         assert_eq!(lc(loc.step(0)), (5, 5));
-        assert_eq!(lc(loc.step(1)), (8, 5), "phase id 'a' before steps is skipped");
-        assert_eq!(lc(loc.step_key(1, &["name"])), (7, 5), "region starts at the item");
+        assert_eq!(
+            lc(loc.step(1)),
+            (8, 5),
+            "phase id 'a' before steps is skipped"
+        );
+        assert_eq!(
+            lc(loc.step_key(1, &["name"])),
+            (7, 5),
+            "region starts at the item"
+        );
         assert_eq!(lc(loc.step_token(1, &["needs"], "zz")), (11, 9));
         assert_eq!(lc(loc.step_token(1, &["needs"], "b")), (10, 9));
         assert_eq!(lc(loc.step_token(1, &["needs"], "nothere")), (8, 5));
@@ -325,7 +360,7 @@ mod tests {
         let (loc, _) = locator(src, Format::Json);
         assert_eq!(lc(loc.step(0)), (1, 26));
         assert_eq!(lc(loc.step(1)), (1, 51));
-        assert_eq!(lc(loc.step_token(1, &["needs"], "zz")), (1, 72));
+        assert_eq!(lc(loc.step_token(1, &["needs"], "zz")), (1, 78));
     }
 
     #[test]

@@ -11,8 +11,8 @@
 pub mod args;
 pub mod diag;
 pub mod graph;
-mod locate;
 pub mod load;
+mod locate;
 pub mod model;
 pub mod parse;
 pub mod template;

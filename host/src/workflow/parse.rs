@@ -242,7 +242,8 @@ steps:
 
     #[test]
     fn yaml_unknown_grant_key() {
-        let d = yaml_err("name: x\nsteps:\n  - id: a\n    run: 'true'\n    grants:\n      net: [x]\n");
+        let d =
+            yaml_err("name: x\nsteps:\n  - id: a\n    run: 'true'\n    grants:\n      net: [x]\n");
         assert_eq!(d.location.as_ref().map(|l| l.line), Some(6));
         assert!(d.message.contains("unknown field `net`"), "{}", d.message);
     }
@@ -272,7 +273,9 @@ steps:
 
     #[test]
     fn json_unknown_key_names_key_and_location() {
-        let d = json_err("{\n  \"name\": \"x\",\n  \"steps\": [\n    {\"id\": \"a\", \"bogus\": 1}\n  ]\n}");
+        let d = json_err(
+            "{\n  \"name\": \"x\",\n  \"steps\": [\n    {\"id\": \"a\", \"bogus\": 1}\n  ]\n}",
+        );
         assert!(d.message.contains("unknown field `bogus`"), "{}", d.message);
         assert_eq!(d.location.as_ref().map(|l| l.line), Some(4));
         assert!(!d.message.contains("line 4"), "{}", d.message);
@@ -316,7 +319,11 @@ steps:
             "oops".to_string()
         );
         assert_eq!(
-            clean_message("oops at line 3 column 4, while parsing at line 1 column 1", 3, 4),
+            clean_message(
+                "oops at line 3 column 4, while parsing at line 1 column 1",
+                3,
+                4
+            ),
             "oops, while parsing at line 1 column 1".to_string()
         );
         assert_eq!(clean_message("oops at position 12", 0, 0), "oops");

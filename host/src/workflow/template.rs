@@ -192,12 +192,17 @@ fn snippet(template: &str, line: Option<usize>) -> String {
 fn describe(template: &str, err: &minijinja::Error, ctx: &Value) -> String {
     let line = err.line().filter(|_| template.trim().contains('\n'));
     let reason = match err.kind() {
-        ErrorKind::UndefinedError => missing_reference(template, ctx).unwrap_or_else(|| reason(err)),
+        ErrorKind::UndefinedError => {
+            missing_reference(template, ctx).unwrap_or_else(|| reason(err))
+        }
         ErrorKind::SyntaxError => format!("syntax error: {}", detail(err)),
         _ => reason(err),
     };
     match line {
-        Some(n) => format!("template line {n} `{}`: {reason}", snippet(template, Some(n))),
+        Some(n) => format!(
+            "template line {n} `{}`: {reason}",
+            snippet(template, Some(n))
+        ),
         None => format!("template `{}`: {reason}", snippet(template, None)),
     }
 }
@@ -354,7 +359,9 @@ mod tests {
             err.contains("undefined value 'nothing' (the context has keys: args, run, steps)"),
             "{err}"
         );
-        let err = t.render_str("{{ steps.other.output.x }}", &ctx()).unwrap_err();
+        let err = t
+            .render_str("{{ steps.other.output.x }}", &ctx())
+            .unwrap_err();
         assert!(
             err.contains("undefined value 'steps.other.output.x' ('steps' has keys: plan)"),
             "{err}"
@@ -379,8 +386,11 @@ mod tests {
             "d"
         );
         assert_eq!(
-            t.render_str("{% if args.missing is defined %}y{% else %}n{% endif %}", &ctx())
-                .unwrap(),
+            t.render_str(
+                "{% if args.missing is defined %}y{% else %}n{% endif %}",
+                &ctx()
+            )
+            .unwrap(),
             "n"
         );
     }
@@ -401,7 +411,10 @@ mod tests {
     fn syntax_errors_are_reported() {
         let t = Templates::new();
         let err = t.render_str("{{ args.name ", &ctx()).unwrap_err();
-        assert!(err.starts_with("template `{{ args.name`: syntax error: "), "{err}");
+        assert!(
+            err.starts_with("template `{{ args.name`: syntax error: "),
+            "{err}"
+        );
         let err = references("{% if x %}").unwrap_err();
         assert!(err.contains("syntax error"), "{err}");
     }
@@ -409,16 +422,24 @@ mod tests {
     #[test]
     fn other_runtime_errors_keep_minijinja_reason() {
         let t = Templates::new();
-        let err = t.render_str("{{ args.name | nosuchfilter }}", &ctx()).unwrap_err();
+        let err = t
+            .render_str("{{ args.name | nosuchfilter }}", &ctx())
+            .unwrap_err();
         assert!(err.contains("nosuchfilter"), "{err}");
-        assert!(err.starts_with("template `{{ args.name | nosuchfilter }}`: "), "{err}");
+        assert!(
+            err.starts_with("template `{{ args.name | nosuchfilter }}`: "),
+            "{err}"
+        );
     }
 
     #[test]
     fn single_expression_keeps_json_type() {
         let t = Templates::new();
         let c = ctx();
-        assert_eq!(t.render_value(&json!("{{ args.count }}"), &c).unwrap(), json!(3));
+        assert_eq!(
+            t.render_value(&json!("{{ args.count }}"), &c).unwrap(),
+            json!(3)
+        );
         assert_eq!(
             t.render_value(&json!("  {{ steps.plan.output.items }} "), &c)
                 .unwrap(),
@@ -434,8 +455,14 @@ mod tests {
                 .unwrap(),
             json!(true)
         );
-        assert_eq!(t.render_value(&json!("{{ none }}"), &c).unwrap(), json!(null));
-        assert_eq!(t.render_value(&json!("{{ args.count + 1 }}"), &c).unwrap(), json!(4));
+        assert_eq!(
+            t.render_value(&json!("{{ none }}"), &c).unwrap(),
+            json!(null)
+        );
+        assert_eq!(
+            t.render_value(&json!("{{ args.count + 1 }}"), &c).unwrap(),
+            json!(4)
+        );
         assert_eq!(
             t.render_value(&json!("{{ args.name }}"), &c).unwrap(),
             json!("world")
@@ -490,7 +517,9 @@ mod tests {
             err.contains("undefined value 'steps.plan.output.missing'"),
             "{err}"
         );
-        let err = t.render_value(&json!("{{ args.name | nosuch }}"), &ctx()).unwrap_err();
+        let err = t
+            .render_value(&json!("{{ args.name | nosuch }}"), &ctx())
+            .unwrap_err();
         assert!(err.contains("nosuch"), "{err}");
     }
 

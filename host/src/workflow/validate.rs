@@ -311,9 +311,7 @@ impl Checker<'_> {
     fn check_needs(&mut self, i: usize, step: &Step, ids: &HashMap<&str, usize>) {
         let mut seen = BTreeSet::new();
         for need in &step.needs {
-            let at = self
-                .loc
-                .step_token(i, &["needs", "dependencies"], need);
+            let at = self.loc.step_token(i, &["needs", "dependencies"], need);
             if need == &step.id {
                 self.report(at, Some(&step.id), "needs itself");
             } else if !ids.contains_key(need.as_str()) {
@@ -335,10 +333,7 @@ impl Checker<'_> {
             self.report(
                 at,
                 Some(&step.id),
-                format!(
-                    "unknown phase '{phase}' (declared: {})",
-                    list(&declared)
-                ),
+                format!("unknown phase '{phase}' (declared: {})", list(&declared)),
             );
         }
     }
@@ -364,7 +359,11 @@ impl Checker<'_> {
             Some("script") => {
                 if step.run.is_none() && !with_run {
                     let at = self.loc.step_key(i, &["type"]);
-                    self.report(at, id, "a script step needs `run` (the command or script to run)");
+                    self.report(
+                        at,
+                        id,
+                        "a script step needs `run` (the command or script to run)",
+                    );
                 } else if step.run.is_some() && with_run {
                     let at = self.loc.step_key(i, &["run"]);
                     self.report(at, id, "both `run` and `with.run` are given: keep one");
@@ -575,7 +574,11 @@ mod tests {
     const BUILTINS: &[&str] = &["wordcount", "json-transform"];
 
     fn check_in(src: &str, format: Format, dir: &Path) -> Result<Graph, Vec<String>> {
-        let file = if format == Format::Json { "wf.json" } else { "wf.yaml" };
+        let file = if format == Format::Json {
+            "wf.json"
+        } else {
+            "wf.yaml"
+        };
         let wf = parse_str(src, file, format).map_err(|d| vec![d.to_string()])?;
         validate(&wf, src, file, dir, BUILTINS)
             .map_err(|ds| ds.iter().map(ToString::to_string).collect())
@@ -658,7 +661,9 @@ mod tests {
 
     #[test]
     fn self_and_repeated_needs() {
-        let e = errors("name: x\nsteps:\n  - id: a\n    run: x\n  - id: b\n    run: x\n    needs: [b, a, a]\n");
+        let e = errors(
+            "name: x\nsteps:\n  - id: a\n    run: x\n  - id: b\n    run: x\n    needs: [b, a, a]\n",
+        );
         assert_eq!(
             e,
             vec![
@@ -679,11 +684,14 @@ mod tests {
 
     #[test]
     fn all_problems_are_collected() {
-        let e = errors("name: x\nsteps:\n  - id: a\n    needs: [nope]\n  - id: a\n    type: weird\n");
+        let e =
+            errors("name: x\nsteps:\n  - id: a\n    needs: [nope]\n  - id: a\n    type: weird\n");
         assert_eq!(e.len(), 4, "{e:#?}");
         assert!(e[0].ends_with("step 'a': duplicate step id 'a' (first defined at wf.yaml:3:5)"));
         assert!(e[1].ends_with("step 'a': needs unknown step 'nope'"));
-        assert!(e[2].ends_with("step 'a': no `type` and no `run`: add `run: <command>` for a script step, or a `type`"));
+        assert!(e[2].ends_with(
+            "step 'a': no `type` and no `run`: add `run: <command>` for a script step, or a `type`"
+        ));
         assert!(e[3].ends_with("step 'a': unknown step type 'weird' (known: script, function)"));
     }
 
@@ -709,7 +717,9 @@ mod tests {
         let e = check_in(src, Format::Yaml, dir.path()).unwrap_err();
         assert_eq!(
             e,
-            vec!["wf.yaml:6:5: step 'a': unknown step type 'lower' (known: script, function, upper)"]
+            vec![
+                "wf.yaml:6:5: step 'a': unknown step type 'lower' (known: script, function, upper)"
+            ]
         );
     }
 
@@ -719,7 +729,9 @@ mod tests {
             one_error("name: x\nsteps:\n  - id: a\n    type: script\n"),
             "wf.yaml:4:5: step 'a': a script step needs `run` (the command or script to run)"
         );
-        assert!(check("name: x\nsteps:\n  - id: a\n    type: script\n    with: {run: echo}\n").is_ok());
+        assert!(
+            check("name: x\nsteps:\n  - id: a\n    type: script\n    with: {run: echo}\n").is_ok()
+        );
         assert_eq!(
             one_error("name: x\nsteps:\n  - id: a\n    type: script\n    run: echo\n    with: {run: echo}\n"),
             "wf.yaml:5:5: step 'a': both `run` and `with.run` are given: keep one"
@@ -769,8 +781,14 @@ mod tests {
                 dir.path().join("a.wasm").display()
             )
         );
-        assert_eq!(e[1], "wf.yaml:4:3: plugin 'b': path 'b.txt' is not a .wasm file");
-        assert_eq!(e[2], "wf.yaml:5:3: plugin 'script' has the name of a built-in step type");
+        assert_eq!(
+            e[1],
+            "wf.yaml:4:3: plugin 'b': path 'b.txt' is not a .wasm file"
+        );
+        assert_eq!(
+            e[2],
+            "wf.yaml:5:3: plugin 'script' has the name of a built-in step type"
+        );
         assert!(e[3].starts_with("wf.yaml:5:3: plugin 'script': file 's.wasm' not found"));
     }
 
@@ -779,8 +797,16 @@ mod tests {
         let e = errors("name: x\nconfig:\n  parallelism: 0\n  timeout: 5 parsecs\nsteps:\n  - id: a\n    run: x\n    timeout: soon\n");
         assert_eq!(e.len(), 3, "{e:#?}");
         assert_eq!(e[0], "wf.yaml:3:3: config.parallelism must be at least 1");
-        assert!(e[1].starts_with("wf.yaml:4:3: config.timeout: invalid duration '5 parsecs': "), "{}", e[1]);
-        assert!(e[2].starts_with("wf.yaml:8:5: step 'a': timeout: invalid duration 'soon': "), "{}", e[2]);
+        assert!(
+            e[1].starts_with("wf.yaml:4:3: config.timeout: invalid duration '5 parsecs': "),
+            "{}",
+            e[1]
+        );
+        assert!(
+            e[2].starts_with("wf.yaml:8:5: step 'a': timeout: invalid duration 'soon': "),
+            "{}",
+            e[2]
+        );
         assert!(check("name: x\nconfig: {parallelism: 2, timeout: 1m}\nsteps:\n  - {id: a, run: x, timeout: 30s}\n").is_ok());
     }
 
@@ -804,12 +830,12 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                "wf.yaml:11:53: step 'b': template references unknown arg 'whom' (declared: who)",
-                "wf.yaml:11:34: step 'b': template references unknown variable 'foo' (known: args, steps, run)",
-                "wf.yaml:11:69: step 'b': template references 'steps.a.outptu.x': a step has only `output` and `status`",
-                "wf.yaml:11:93: step 'b': template references step 'b' which is not among its needs (add it to `needs`)",
-                "wf.yaml:11:15: step 'b': template references unknown step 'zz'",
-                "wf.yaml:11:43: step 'b': template references unknown run field 'idd' (known: id, workflow)",
+                "wf.yaml:11:41: step 'b': template references unknown arg 'whom' (declared: who)",
+                "wf.yaml:11:71: step 'b': template references unknown variable 'foo' (known: args, steps, run)",
+                "wf.yaml:11:57: step 'b': template references unknown run field 'idd' (known: id, workflow)",
+                "wf.yaml:11:81: step 'b': template references 'steps.a.outptu.x': a step has only `output` and `status`",
+                "wf.yaml:11:104: step 'b': template references step 'b' which is not among its needs (add it to `needs`)",
+                "wf.yaml:11:19: step 'b': template references unknown step 'zz'",
             ]
         );
     }
@@ -821,8 +847,15 @@ mod tests {
 
     #[test]
     fn template_syntax_error_is_reported() {
-        let e = one_error("name: x\nsteps:\n  - id: a\n    type: script\n    with:\n      run: 'echo {{ oops'\n");
-        assert!(e.starts_with("wf.yaml:6:7: step 'a': with.run: template `echo {{ oops`: syntax error: "), "{e}");
+        let e = one_error(
+            "name: x\nsteps:\n  - id: a\n    type: script\n    with:\n      run: 'echo {{ oops'\n",
+        );
+        assert!(
+            e.starts_with(
+                "wf.yaml:6:7: step 'a': with.run: template `echo {{ oops`: syntax error: "
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -830,16 +863,22 @@ mod tests {
         let e = one_error("name: x\nsteps:\n  - id: a\n    type: function\n    component: wordcount\n    with:\n      list: [ok, {deep: '{{ nope.x }}'}]\n");
         assert_eq!(
             e,
-            "wf.yaml:7:30: step 'a': template references unknown variable 'nope' (known: args, steps, run)"
+            "wf.yaml:7:29: step 'a': template references unknown variable 'nope' (known: args, steps, run)"
         );
     }
 
     #[test]
     fn args_schema_must_be_valid() {
         let e = one_error("name: x\nargs:\n  type: object\n  properties:\n    n: {type: numbr}\nsteps:\n  - {id: a, run: x}\n");
-        assert!(e.starts_with("wf.yaml:2:1: args is not a valid JSON Schema"), "{e}");
+        assert!(
+            e.starts_with("wf.yaml:2:1: args is not a valid JSON Schema"),
+            "{e}"
+        );
         let e = one_error("name: x\nargs: {type: string}\nsteps:\n  - {id: a, run: x}\n");
-        assert_eq!(e, "wf.yaml:2:1: args schema must have `type: object`, not \"string\"");
+        assert_eq!(
+            e,
+            "wf.yaml:2:1: args schema must have `type: object`, not \"string\""
+        );
         let e = one_error("name: x\nargs: 5\nsteps:\n  - {id: a, run: x}\n");
         assert_eq!(e, "wf.yaml:2:1: args must be a JSON Schema object");
     }

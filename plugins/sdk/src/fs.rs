@@ -115,7 +115,7 @@ pub fn read_dir(req: &Request, path: impl AsRef<Path>) -> Result<Vec<PathBuf>, F
 pub fn walk(req: &Request, path: impl AsRef<Path>) -> Result<Vec<PathBuf>, FsError> {
     let given = path.as_ref();
     let root = resolve(req, given);
-    let meta = std::fs::metadata(&root).map_err(|e| explain(req, given, Op::Read, &e))?;
+    let meta = std::fs::metadata(&root).map_err(|e| explain(req, given, Op::Walk, &e))?;
     let mut files = Vec::new();
     if meta.is_dir() {
         walk_into(req, given, &root, &mut files)?;
@@ -166,6 +166,8 @@ fn list_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
 enum Op {
     Read,
     ReadDir,
+    /// The start of a walk: a file or a directory, unknown which.
+    Walk,
     Write,
 }
 
@@ -175,6 +177,7 @@ fn explain(req: &Request, given: &Path, op: Op, err: &io::Error) -> FsError {
     let verb = match op {
         Op::Read => "read",
         Op::ReadDir => "list",
+        Op::Walk => "read",
         Op::Write => "write",
     };
     let access = if op == Op::Write {
@@ -217,9 +220,15 @@ fn explain(req: &Request, given: &Path, op: Op, err: &io::Error) -> FsError {
 }
 
 /// The directory a grant should name: the path itself for a directory
-/// listing, else its parent (`.` for a bare relative file name).
+/// listing (or a walk of what looks like a directory: no extension), else
+/// its parent (`.` for a bare relative file name).
 fn suggested_grant_path(given: &Path, op: Op) -> String {
-    let dir = if op == Op::ReadDir {
+    let is_dir = match op {
+        Op::ReadDir => true,
+        Op::Walk => given.extension().is_none(),
+        Op::Read | Op::Write => false,
+    };
+    let dir = if is_dir {
         given
     } else {
         given.parent().unwrap_or(given)
@@ -311,6 +320,10 @@ mod tests {
         );
         let e = explain(&r, Path::new("src/../../x"), Op::Read, &err);
         assert!(e.message.contains("no files grant covers it"), "{e}");
+        let e = explain(&r, Path::new("docs"), Op::Walk, &err);
+        assert!(e.message.contains("{ path: docs, access: read }"), "{e}");
+        let e = explain(&r, Path::new("notes.txt"), Op::Read, &err);
+        assert!(e.message.contains("{ path: ., access: read }"), "{e}");
         let e = explain(&r, Path::new("src/a.rs"), Op::Write, &err);
         assert!(e.message.contains("is read-only"), "{e}");
         let e = explain(&r, Path::new("src/a.rs"), Op::Read, &err);
