@@ -9,7 +9,10 @@ use serde_json::Value;
 #[test]
 fn hello_runs_and_every_step_completes() {
     let sandbox = Sandbox::new();
-    let (output, status) = sandbox.run(&repo().join("workflows/hello.yaml"), &["--arg", "who=tester"]);
+    let (output, status) = sandbox.run(
+        &repo().join("workflows/hello.yaml"),
+        &["--arg", "who=tester"],
+    );
     assert_exit(&output, 0);
     let status = status.expect("run --json prints the run");
     let id = status["id"].as_str().unwrap();
@@ -26,26 +29,45 @@ fn hello_runs_and_every_step_completes() {
     let greet = step(&status, "greet");
     assert_eq!(greet["output"]["exit_code"], 0);
     assert_eq!(greet["output"]["stdout"], "Hello, tester!");
-    assert_eq!(greet["output"]["greeting"], format!("Hello, tester, from run {id}"));
+    assert_eq!(
+        greet["output"]["greeting"],
+        format!("Hello, tester, from run {id}")
+    );
     assert_eq!(step(&status, "count")["output"]["words"], 5);
-    assert!(text(&output.stderr).contains(&format!("run {id}")), "the run id is printed");
+    assert!(
+        text(&output.stderr).contains(&format!("run {id}")),
+        "the run id is printed"
+    );
 
     // The run folder mirrors the journal for people.
     let dir = sandbox.home().join("runs").join(id);
-    assert!(std::fs::read_to_string(dir.join("progress.md")).unwrap().contains("completed"));
+    assert!(std::fs::read_to_string(dir.join("progress.md"))
+        .unwrap()
+        .contains("completed"));
     for name in ["input.json", "output.json", "events.jsonl", "summary.md"] {
-        assert!(dir.join("steps/count").join(name).is_file(), "missing {name}");
+        assert!(
+            dir.join("steps/count").join(name).is_file(),
+            "missing {name}"
+        );
     }
     let input: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("steps/count/input.json")).unwrap()).unwrap();
-    assert_eq!(input["config"]["text"], format!("Hello, tester, from run {id}"));
+        serde_json::from_str(&std::fs::read_to_string(dir.join("steps/count/input.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        input["config"]["text"],
+        format!("Hello, tester, from run {id}")
+    );
     assert_eq!(input["inputs"]["greet"]["exit_code"], 0);
     assert_eq!(input["idempotency_key"], format!("{id}:count:0:1"));
 
     // Prefixes work; the log shows what the script printed.
     let logs = sandbox.wfhost(&["logs", &id[..6], "greet"]);
     assert_exit(&logs, 0);
-    assert!(text(&logs.stdout).contains("Hello, tester!"), "{}", text(&logs.stdout));
+    assert!(
+        text(&logs.stdout).contains("Hello, tester!"),
+        "{}",
+        text(&logs.stdout)
+    );
     let runs = sandbox.wfhost(&["runs"]);
     assert!(text(&runs.stdout).contains(id));
 }
@@ -58,14 +80,26 @@ fn code_review_checks_run_in_parallel() {
     let status = status.unwrap();
     let (size, markers) = (step(&status, "size"), step(&status, "markers"));
     let (a0, a1) = (millis(&size["started_at"]), millis(&size["finished_at"]));
-    let (b0, b1) = (millis(&markers["started_at"]), millis(&markers["finished_at"]));
-    assert!(a0 <= b1 && b0 <= a1, "intervals overlap: size {a0}..{a1}, markers {b0}..{b1}");
+    let (b0, b1) = (
+        millis(&markers["started_at"]),
+        millis(&markers["finished_at"]),
+    );
+    assert!(
+        a0 <= b1 && b0 <= a1,
+        "intervals overlap: size {a0}..{a1}, markers {b0}..{b1}"
+    );
     let parse = step(&status, "parse");
-    assert!(millis(&parse["finished_at"]) <= a0.min(b0), "checks start after parse");
+    assert!(
+        millis(&parse["finished_at"]) <= a0.min(b0),
+        "checks start after parse"
+    );
     assert!(size["output"]["lines"].as_u64().unwrap() > 100);
     assert!(size["output"]["files"].as_u64().unwrap() >= 10);
     let report = step(&status, "report");
-    assert!(report["output"]["stdout"].as_str().unwrap().contains("lines:"));
+    assert!(report["output"]["stdout"]
+        .as_str()
+        .unwrap()
+        .contains("lines:"));
 }
 
 #[test]
@@ -75,8 +109,14 @@ fn json_workflow_runs() {
     assert_exit(&output, 0);
     let status = status.unwrap();
     let summary = step(&status, "summary");
-    assert!(summary["output"]["words"].as_u64().unwrap() > 50, "{summary:#}");
-    assert!(step(&status, "show")["output"]["stdout"].as_str().unwrap().contains("words on"));
+    assert!(
+        summary["output"]["words"].as_u64().unwrap() > 50,
+        "{summary:#}"
+    );
+    assert!(step(&status, "show")["output"]["stdout"]
+        .as_str()
+        .unwrap()
+        .contains("words on"));
 }
 
 fn invalid(sandbox: &Sandbox, name: &str, workflow: &str) -> String {
@@ -99,7 +139,10 @@ fn a_cycle_is_rejected_with_its_path() {
         "cycle.yaml",
         "name: c\nsteps:\n  - id: a\n    needs: [b]\n    run: 'true'\n  - id: b\n    needs: [a]\n    run: 'true'\n",
     );
-    assert!(stderr.contains("a → b → a") || stderr.contains("b → a → b"), "{stderr}");
+    assert!(
+        stderr.contains("a → b → a") || stderr.contains("b → a → b"),
+        "{stderr}"
+    );
     assert!(stderr.contains("cycle.yaml:"), "{stderr}");
 }
 
@@ -112,7 +155,10 @@ fn an_unknown_need_is_rejected_naming_the_step() {
         "name: n\nsteps:\n  - id: a\n    run: 'true'\n  - id: b\n    needs: [zz]\n    run: 'true'\n",
     );
     assert!(stderr.contains("need.yaml:6:"), "{stderr}");
-    assert!(stderr.contains("step 'b'") && stderr.contains("'zz'"), "{stderr}");
+    assert!(
+        stderr.contains("step 'b'") && stderr.contains("'zz'"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -124,14 +170,24 @@ fn a_duplicate_id_is_rejected() {
         "name: d\nsteps:\n  - id: a\n    run: 'true'\n  - id: a\n    run: 'true'\n",
     );
     assert!(stderr.contains("dup.yaml:5:"), "{stderr}");
-    assert!(stderr.contains("'a'") && stderr.contains("duplicate"), "{stderr}");
+    assert!(
+        stderr.contains("'a'") && stderr.contains("duplicate"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn an_unknown_step_type_is_rejected() {
     let sandbox = Sandbox::new();
-    let stderr = invalid(&sandbox, "type.yaml", "name: t\nsteps:\n  - id: a\n    type: telepathy\n");
-    assert!(stderr.contains("step 'a'") && stderr.contains("unknown step type 'telepathy'"), "{stderr}");
+    let stderr = invalid(
+        &sandbox,
+        "type.yaml",
+        "name: t\nsteps:\n  - id: a\n    type: telepathy\n",
+    );
+    assert!(
+        stderr.contains("step 'a'") && stderr.contains("unknown step type 'telepathy'"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -142,20 +198,33 @@ fn an_undefined_template_variable_is_rejected() {
         "tpl.yaml",
         "name: t\nsteps:\n  - id: a\n    run: 'true'\n  - id: b\n    needs: [a]\n    run: echo {{ steps.nope.output.x }}\n",
     );
-    assert!(stderr.contains("step 'b'") && stderr.contains("nope"), "{stderr}");
+    assert!(
+        stderr.contains("step 'b'") && stderr.contains("nope"),
+        "{stderr}"
+    );
     let stderr = invalid(
         &sandbox,
         "arg.yaml",
         "name: t\nargs: {type: object, properties: {x: {type: string}}}\nsteps:\n  - id: a\n    run: echo {{ args.y }}\n",
     );
-    assert!(stderr.contains("step 'a'") && stderr.contains("y"), "{stderr}");
+    assert!(
+        stderr.contains("step 'a'") && stderr.contains("y"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unknown_keys_and_syntax_errors_point_at_the_file() {
     let sandbox = Sandbox::new();
-    let stderr = invalid(&sandbox, "key.yaml", "name: k\nsteps:\n  - id: a\n    run: 'true'\n    colour: blue\n");
-    assert!(stderr.contains("key.yaml:") && stderr.contains("colour"), "{stderr}");
+    let stderr = invalid(
+        &sandbox,
+        "key.yaml",
+        "name: k\nsteps:\n  - id: a\n    run: 'true'\n    colour: blue\n",
+    );
+    assert!(
+        stderr.contains("key.yaml:") && stderr.contains("colour"),
+        "{stderr}"
+    );
     let stderr = invalid(&sandbox, "bad.json", "{\"name\": \"j\", \"steps\": [}\n");
     assert!(stderr.contains("bad.json:1:"), "{stderr}");
 }
@@ -169,19 +238,33 @@ fn arguments_are_checked_against_the_schema() {
     );
     let missing = sandbox.wfhost(&["run", path.to_str().unwrap()]);
     assert_exit(&missing, 2);
-    assert!(text(&missing.stderr).contains("count"), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("count"),
+        "{}",
+        text(&missing.stderr)
+    );
     let wrong = sandbox.wfhost(&["run", path.to_str().unwrap(), "--arg", "count=many"]);
     assert_exit(&wrong, 2);
-    assert!(text(&wrong.stderr).contains("count"), "{}", text(&wrong.stderr));
+    assert!(
+        text(&wrong.stderr).contains("count"),
+        "{}",
+        text(&wrong.stderr)
+    );
 
     let (output, status) = sandbox.run(&path, &["--arg", "count=21"]);
     assert_exit(&output, 0);
-    assert_eq!(step(&status.unwrap(), "show")["output"]["stdout"], "42 items");
+    assert_eq!(
+        step(&status.unwrap(), "show")["output"]["stdout"],
+        "42 items"
+    );
 
     let file = sandbox.write("args.json", "{\"count\": 2, \"label\": \"boxes\"}");
     let (output, status) = sandbox.run(&path, &["--args-file", file.to_str().unwrap()]);
     assert_exit(&output, 0);
-    assert_eq!(step(&status.unwrap(), "show")["output"]["stdout"], "4 boxes");
+    assert_eq!(
+        step(&status.unwrap(), "show")["output"]["stdout"],
+        "4 boxes"
+    );
 }
 
 #[test]
@@ -197,18 +280,35 @@ fn a_failing_script_fails_the_run_and_skips_dependents() {
     assert_eq!(status["status"], "failed");
     let boom = step(&status, "boom");
     assert_eq!(boom["status"], "failed");
-    assert!(boom["error"].as_str().unwrap().contains("exited with code 3"), "{boom:#}");
+    assert!(
+        boom["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{boom:#}"
+    );
     assert_eq!(step(&status, "after")["status"], "skipped");
     assert_eq!(step(&status, "later")["status"], "skipped");
-    assert!(step(&status, "after")["error"].as_str().unwrap().contains("boom"));
+    assert!(step(&status, "after")["error"]
+        .as_str()
+        .unwrap()
+        .contains("boom"));
     assert_eq!(step(&status, "independent")["status"], "completed");
 
     let id = status["id"].as_str().unwrap();
     let logs = sandbox.wfhost(&["logs", id, "boom"]);
     assert_exit(&logs, 0);
-    assert!(text(&logs.stdout).contains("about to fail"), "{}", text(&logs.stdout));
+    assert!(
+        text(&logs.stdout).contains("about to fail"),
+        "{}",
+        text(&logs.stdout)
+    );
     let all = sandbox.wfhost(&["logs", id]);
-    assert!(text(&all.stdout).contains("boom │ about to fail"), "{}", text(&all.stdout));
+    assert!(
+        text(&all.stdout).contains("boom │ about to fail"),
+        "{}",
+        text(&all.stdout)
+    );
 }
 
 #[test]
@@ -226,9 +326,18 @@ fn a_step_cannot_read_files_outside_its_grants() {
     let sneaky = step(&status, "sneaky");
     assert_eq!(sneaky["status"], "failed");
     let error = sneaky["error"].as_str().unwrap();
-    assert!(error.contains("data.txt") && error.contains("no files grant"), "{error}");
-    let nothing = step(&status, "nothing")["error"].as_str().unwrap().to_string();
-    assert!(nothing.contains("/etc/passwd") && nothing.contains("no files grant"), "{nothing}");
+    assert!(
+        error.contains("data.txt") && error.contains("no files grant"),
+        "{error}"
+    );
+    let nothing = step(&status, "nothing")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        nothing.contains("/etc/passwd") && nothing.contains("no files grant"),
+        "{nothing}"
+    );
     assert_eq!(step(&status, "allowed")["output"]["words"], 2);
 }
 
@@ -265,13 +374,19 @@ fn an_undefined_value_at_run_time_fails_the_step_not_silently() {
 #[test]
 fn a_step_past_its_timeout_is_stopped() {
     let sandbox = Sandbox::new();
-    let path = sandbox.write("slow.yaml", "name: s\nsteps:\n  - id: slow\n    timeout: 1s\n    run: sleep 30\n");
+    let path = sandbox.write(
+        "slow.yaml",
+        "name: s\nsteps:\n  - id: slow\n    timeout: 1s\n    run: sleep 30\n",
+    );
     let started = std::time::Instant::now();
     let (output, status) = sandbox.run(&path, &[]);
     assert_exit(&output, 1);
     assert!(started.elapsed().as_secs() < 20, "the sleep was not killed");
     let slow = step(status.as_ref().unwrap(), "slow").clone();
-    assert!(slow["error"].as_str().unwrap().contains("timed out"), "{slow:#}");
+    assert!(
+        slow["error"].as_str().unwrap().contains("timed out"),
+        "{slow:#}"
+    );
 }
 
 #[test]
@@ -283,7 +398,9 @@ fn the_scheduler_respects_parallelism_and_does_not_wait_for_levels() {
     }
     // fast → after_fast must start before slow finishes.
     workflow.push_str("  - id: fast\n    type: function\n    component: echo\n    needs: [w0]\n");
-    workflow.push_str("  - id: after_fast\n    type: function\n    component: echo\n    needs: [fast]\n");
+    workflow.push_str(
+        "  - id: after_fast\n    type: function\n    component: echo\n    needs: [fast]\n",
+    );
     let path = sandbox.write("par.yaml", &workflow);
     let (output, status) = sandbox.run(&path, &[]);
     assert_exit(&output, 0);
@@ -295,12 +412,21 @@ fn the_scheduler_respects_parallelism_and_does_not_wait_for_levels() {
         .map(|s| (millis(&s["started_at"]), millis(&s["finished_at"])))
         .collect();
     for &(start, _) in &intervals {
-        let running = intervals.iter().filter(|(s, e)| *s <= start && start < *e).count();
-        assert!(running <= 2, "more than 2 steps running at {start}: {intervals:?}");
+        let running = intervals
+            .iter()
+            .filter(|(s, e)| *s <= start && start < *e)
+            .count();
+        assert!(
+            running <= 2,
+            "more than 2 steps running at {start}: {intervals:?}"
+        );
     }
     let after_fast = millis(&step(&status, "after_fast")["started_at"]);
     let last_sleeper = millis(&step(&status, "w4")["finished_at"]);
-    assert!(after_fast < last_sleeper, "after_fast waited for an unrelated level");
+    assert!(
+        after_fast < last_sleeper,
+        "after_fast waited for an unrelated level"
+    );
 }
 
 #[test]
@@ -310,11 +436,17 @@ fn graph_prints_mermaid_and_dot() {
     let mermaid = sandbox.wfhost(&["graph", file.to_str().unwrap()]);
     assert_exit(&mermaid, 0);
     let text_m = text(&mermaid.stdout);
-    assert!(text_m.contains("flowchart") && text_m.contains("parse") && text_m.contains("-->"), "{text_m}");
+    assert!(
+        text_m.contains("flowchart") && text_m.contains("parse") && text_m.contains("-->"),
+        "{text_m}"
+    );
     let dot = sandbox.wfhost(&["graph", file.to_str().unwrap(), "--format", "dot"]);
     assert_exit(&dot, 0);
     let text_d = text(&dot.stdout);
-    assert!(text_d.contains("digraph") && text_d.contains("->"), "{text_d}");
+    assert!(
+        text_d.contains("digraph") && text_d.contains("->"),
+        "{text_d}"
+    );
 }
 
 #[test]
@@ -326,9 +458,18 @@ fn validate_accepts_the_examples_and_shows_grants() {
         assert_exit(&output, 0);
         assert!(text(&output.stdout).contains("is valid"));
     }
-    let output = sandbox.wfhost(&["validate", repo().join("workflows/code-review.yaml").to_str().unwrap(), "--json"]);
+    let output = sandbox.wfhost(&[
+        "validate",
+        repo().join("workflows/code-review.yaml").to_str().unwrap(),
+        "--json",
+    ]);
     let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let size = doc["steps"].as_array().unwrap().iter().find(|s| s["id"] == "size").unwrap();
+    let size = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "size")
+        .unwrap();
     assert_eq!(size["grants"]["files"][0]["access"], "read");
 }
 
@@ -338,15 +479,36 @@ fn unknown_and_ambiguous_run_ids_are_user_errors() {
     let output = sandbox.wfhost(&["status", "doesnotexist"]);
     assert_exit(&output, 2);
     assert!(text(&output.stderr).contains("no run matches 'doesnotexist'"));
-    let path = sandbox.write("ok.yaml", "name: ok\nsteps:\n  - id: a\n    type: function\n    component: echo\n");
+    let path = sandbox.write(
+        "ok.yaml",
+        "name: ok\nsteps:\n  - id: a\n    type: function\n    component: echo\n",
+    );
     for _ in 0..20 {
         assert_exit(&sandbox.run(&path, &[]).0, 0);
     }
     // 20 random hex ids: some share a first character.
-    let ids: Vec<String> = serde_json::from_slice::<Value>(&sandbox.wfhost(&["runs", "--json"]).stdout).unwrap()
-        .as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
-    let shared = ids.iter().find(|a| ids.iter().filter(|b| b.as_bytes()[0] == a.as_bytes()[0]).count() > 1).unwrap();
+    let ids: Vec<String> =
+        serde_json::from_slice::<Value>(&sandbox.wfhost(&["runs", "--json"]).stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+    let shared = ids
+        .iter()
+        .find(|a| {
+            ids.iter()
+                .filter(|b| b.as_bytes()[0] == a.as_bytes()[0])
+                .count()
+                > 1
+        })
+        .unwrap();
     let output = sandbox.wfhost(&["status", &shared[..1]]);
     assert_exit(&output, 2);
-    assert!(text(&output.stderr).contains("ambiguous"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("ambiguous"),
+        "{}",
+        text(&output.stderr)
+    );
 }

@@ -10,7 +10,10 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A scratch directory with its own wfhost home.
@@ -54,7 +57,10 @@ impl Sandbox {
             .args(args)
             .current_dir(self.dir.path())
             .env("WFHOST_HOME", self.home())
-            .env("WFHOST_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+            .env(
+                "WFHOST_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+            )
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG");
         command
@@ -72,7 +78,11 @@ impl Sandbox {
     /// `wfhost status RUN --json`.
     pub fn status(&self, run: &str) -> Value {
         let output = self.wfhost(&["status", run, "--json"]);
-        assert!(output.status.success(), "status failed: {}", text(&output.stderr));
+        assert!(
+            output.status.success(),
+            "status failed: {}",
+            text(&output.stderr)
+        );
         serde_json::from_slice(&output.stdout).unwrap()
     }
 }

@@ -64,7 +64,10 @@ struct Measured {
 pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
-        None => (std::env::temp_dir().join(format!("wfhost-bench-{}", uuid::Uuid::new_v4().simple())), true),
+        None => (
+            std::env::temp_dir().join(format!("wfhost-bench-{}", uuid::Uuid::new_v4().simple())),
+            true,
+        ),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let result = run_all(&args, &dir);
@@ -86,7 +89,10 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!("{:<4} {:>6} {:>12} {:>12} {:>20}", "", "steps", "wall", "ideal", "overhead/step");
+        println!(
+            "{:<4} {:>6} {:>12} {:>12} {:>20}",
+            "", "steps", "wall", "ideal", "overhead/step"
+        );
         for m in &results {
             println!(
                 "{:<4} {:>6} {:>10.1}ms {:>10.1}ms {:>18.3}ms",
@@ -116,23 +122,42 @@ fn run_all(args: &BenchArgs, dir: &Path) -> Result<Vec<Measured>> {
     let mut results = Vec::new();
     for workload in &args.workload {
         let (name, text, steps, ideal) = match workload {
-            Workload::W1 => ("W1", fan_out(args.fan_out, args.parallelism), args.fan_out + 2, Duration::ZERO),
-            Workload::W2 => ("W2", chain(args.chain, args.parallelism), args.chain, Duration::ZERO),
+            Workload::W1 => (
+                "W1",
+                fan_out(args.fan_out, args.parallelism),
+                args.fan_out + 2,
+                Duration::ZERO,
+            ),
+            Workload::W2 => (
+                "W2",
+                chain(args.chain, args.parallelism),
+                args.chain,
+                Duration::ZERO,
+            ),
             Workload::W3 => ("W3", sleepers(), 10, Duration::from_millis(400)),
         };
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, text)?;
         let workflow = super::run::load_workflow(&path)?;
-        let args_value = crate::workflow::resolve_args(workflow.def.args.as_ref(), Default::default())
-            .map_err(|d| anyhow::anyhow!("{d}"))?;
+        let args_value =
+            crate::workflow::resolve_args(workflow.def.args.as_ref(), Default::default())
+                .map_err(|d| anyhow::anyhow!("{d}"))?;
         let started = Instant::now();
         let run_id = driver.create_run(&workflow, &args_value)?;
         let outcome = tokio.block_on(driver.drive(&run_id, &workflow, &args_value))?;
         let wall = started.elapsed();
         if outcome.status != RunStatus::Completed {
-            anyhow::bail!("{name} did not complete (run {run_id}): see its logs in {}", dir.display());
+            anyhow::bail!(
+                "{name} did not complete (run {run_id}): see its logs in {}",
+                dir.display()
+            );
         }
-        results.push(Measured { name, steps, wall, ideal });
+        results.push(Measured {
+            name,
+            steps,
+            wall,
+            ideal,
+        });
     }
     Ok(results)
 }
@@ -145,7 +170,12 @@ fn fan_out(width: usize, parallelism: usize) -> String {
         let _ = write!(text, "  - id: s{i}\n    type: function\n    component: echo\n    needs: [root]\n    with: {{ n: {i} }}\n");
     }
     text.push_str("  - id: sink\n    type: function\n    component: echo\n    needs: [");
-    text.push_str(&(0..width).map(|i| format!("s{i}")).collect::<Vec<_>>().join(", "));
+    text.push_str(
+        &(0..width)
+            .map(|i| format!("s{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     text.push_str("]\n");
     text
 }
@@ -170,10 +200,18 @@ fn sleepers() -> String {
         "name: bench-w3\nconfig: { parallelism: 4 }\nsteps:\n  - id: root\n    type: function\n    component: echo\n",
     );
     for i in 0..8 {
-        let _ = write!(text, "  - id: sleep{i}\n    needs: [root]\n    run: sleep 0.2\n");
+        let _ = write!(
+            text,
+            "  - id: sleep{i}\n    needs: [root]\n    run: sleep 0.2\n"
+        );
     }
     text.push_str("  - id: sink\n    type: function\n    component: echo\n    needs: [");
-    text.push_str(&(0..8).map(|i| format!("sleep{i}")).collect::<Vec<_>>().join(", "));
+    text.push_str(
+        &(0..8)
+            .map(|i| format!("sleep{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     text.push_str("]\n");
     text
 }

@@ -58,13 +58,17 @@ pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let style = Style::for_stdout();
-    println!("{:<12}  {:<10}  {:<24}  {}", "RUN", "STATUS", "CREATED", "WORKFLOW");
+    println!(
+        "{:<12}  {:<10}  {:<24}  WORKFLOW",
+        "RUN", "STATUS", "CREATED"
+    );
     for run in runs {
-        let status = format!("{:<10}", run.status.as_str());
+        let word = run.status.as_str();
+        let padding = " ".repeat(10usize.saturating_sub(word.len()));
         println!(
-            "{:<12}  {}  {:<24}  {} ({})",
+            "{:<12}  {}{padding}  {:<24}  {} ({})",
             run.id,
-            style.status(status.trim_end()) + &" ".repeat(status.len() - run.status.as_str().len()),
+            style.status(word),
             run.created_at,
             run.workflow,
             run.workflow_path
@@ -98,12 +102,20 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&store, &args.run)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status_json(&store, &run_id)?)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status_json(&store, &run_id)?)?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let run = store.run(&run_id)?;
     let style = Style::for_stdout();
-    println!("{} {} · {}", style.bold("run"), style.bold(&run.id), style.status(run.status.as_str()));
+    println!(
+        "{} {} · {}",
+        style.bold("run"),
+        style.bold(&run.id),
+        style.status(run.status.as_str())
+    );
     println!("workflow  {} ({})", run.workflow, run.workflow_path);
     println!("created   {}", run.created_at);
     if let Some(finished) = &run.finished_at {
@@ -139,7 +151,9 @@ fn duration_between(start: &str, end: &str) -> Option<String> {
     let start = chrono::DateTime::parse_from_rfc3339(start).ok()?;
     let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
     let millis = (end - start).num_milliseconds().max(0) as u64;
-    Some(crate::runtime::humanize(std::time::Duration::from_millis(millis)))
+    Some(crate::runtime::humanize(std::time::Duration::from_millis(
+        millis,
+    )))
 }
 
 /// `wfhost logs`.
@@ -159,7 +173,14 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
         } else {
             format!("{} ", style.dim(&format!("{step} │")))
         };
-        let text = |key: &str| event.data.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |key: &str| {
+            event
+                .data
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         match event.kind.as_str() {
             "log" => {
                 let message = text("message");
@@ -168,10 +189,19 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
                     _ => println!("{prefix}{message}"),
                 }
             }
-            "step_started" => println!("{prefix}{}", style.dim(&format!("── started (attempt {})", event.data["attempt"]))),
+            "step_started" => println!(
+                "{prefix}{}",
+                style.dim(&format!("── started (attempt {})", event.data["attempt"]))
+            ),
             "step_completed" => println!("{prefix}{}", style.dim("── completed")),
-            "step_failed" => println!("{prefix}{}", style.bad(&format!("── failed: {}", text("error")))),
-            "step_skipped" => println!("{prefix}{}", style.dim(&format!("── skipped: {}", text("reason")))),
+            "step_failed" => println!(
+                "{prefix}{}",
+                style.bad(&format!("── failed: {}", text("error")))
+            ),
+            "step_skipped" => println!(
+                "{prefix}{}",
+                style.dim(&format!("── skipped: {}", text("reason")))
+            ),
             _ => {}
         }
     }
@@ -196,7 +226,12 @@ pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&infos)?);
     } else {
         for info in &infos {
-            println!("{:<12} {:<8} {}", info["name"].as_str().unwrap_or_default(), info["version"].as_str().unwrap_or_default(), info["description"].as_str().unwrap_or_default());
+            println!(
+                "{:<12} {:<8} {}",
+                info["name"].as_str().unwrap_or_default(),
+                info["version"].as_str().unwrap_or_default(),
+                info["description"].as_str().unwrap_or_default()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

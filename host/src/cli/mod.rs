@@ -137,5 +137,7 @@ fn component_cache_dir(home: &std::path::Path) -> PathBuf {
 
 /// A multi-threaded tokio runtime for commands that execute steps.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

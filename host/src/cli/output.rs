@@ -110,9 +110,17 @@ impl RunListener for ProgressPrinter {
                 format!("  {} {step}: {}", s.bad("✗"), s.bad(first))
             }
             RunEvent::StepSkipped { step, reason } => {
-                format!("  {} {step} {}", s.dim("○"), s.dim(&format!("skipped: {reason}")))
+                format!(
+                    "  {} {step} {}",
+                    s.dim("○"),
+                    s.dim(&format!("skipped: {reason}"))
+                )
             }
-            RunEvent::Log { step, level, message } if self.show_logs => {
+            RunEvent::Log {
+                step,
+                level,
+                message,
+            } if self.show_logs => {
                 let text = format!("    {step} │ {message}");
                 match level {
                     LogLevel::Warn | LogLevel::Error => s.warn(&text),
@@ -122,7 +130,11 @@ impl RunListener for ProgressPrinter {
             RunEvent::Log { .. } => return,
             RunEvent::Finished { status } => {
                 let word = status.as_str();
-                let painted = if *status == RunStatus::Completed { s.ok(word) } else { s.bad(word) };
+                let painted = if *status == RunStatus::Completed {
+                    s.ok(word)
+                } else {
+                    s.bad(word)
+                };
                 format!("{} {painted}", s.bold("run"))
             }
         };

@@ -59,7 +59,12 @@ pub fn run(home: &Path, args: RunArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else if !args.quiet {
         let style = Style::for_stderr();
-        eprintln!("{}", style.dim(&format!("details: wfhost status {run_id} · wfhost logs {run_id}")));
+        eprintln!(
+            "{}",
+            style.dim(&format!(
+                "details: wfhost status {run_id} · wfhost logs {run_id}"
+            ))
+        );
     }
     let outcome = outcome?;
     Ok(match outcome.status {
@@ -75,19 +80,27 @@ pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow> {
 }
 
 /// Merge `--args-file` and `--arg` values, apply defaults and check the schema.
-fn collect_args(workflow: &LoadedWorkflow, args_file: Option<&Path>, pairs: &[String]) -> Result<Value> {
+fn collect_args(
+    workflow: &LoadedWorkflow,
+    args_file: Option<&Path>,
+    pairs: &[String],
+) -> Result<Value> {
     let schema = workflow.def.args.as_ref();
     let mut given = Map::new();
     if let Some(path) = args_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read args file '{}'", path.display()))
             .map_err(|e| Invalid(format!("{e:#}")))?;
-        let value: Value = serde_yaml::from_str(&text)
-            .map_err(|e| Invalid(format!("{}: {e}", path.display())))?;
+        let value: Value =
+            serde_yaml::from_str(&text).map_err(|e| Invalid(format!("{}: {e}", path.display())))?;
         match value {
             Value::Object(map) => given.extend(map),
             Value::Null => {}
-            _ => return Err(Invalid(format!("{}: args file must hold an object", path.display())).into()),
+            _ => {
+                return Err(
+                    Invalid(format!("{}: args file must hold an object", path.display())).into(),
+                )
+            }
         }
     }
     for pair in pairs {
@@ -97,7 +110,11 @@ fn collect_args(workflow: &LoadedWorkflow, args_file: Option<&Path>, pairs: &[St
         if name.is_empty() {
             return Err(Invalid(format!("--arg '{pair}': the name is empty")).into());
         }
-        given.insert(name.to_string(), workflow::coerce_cli_arg(schema, name, raw));
+        given.insert(
+            name.to_string(),
+            workflow::coerce_cli_arg(schema, name, raw),
+        );
     }
-    workflow::resolve_args(schema, given).map_err(|diagnostics| Invalid(diagnostics.to_string()).into())
+    workflow::resolve_args(schema, given)
+        .map_err(|diagnostics| Invalid(diagnostics.to_string()).into())
 }

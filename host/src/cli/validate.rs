@@ -100,7 +100,12 @@ fn grants_line(grants: &serde_json::Value) -> String {
         ));
     }
     for key in ["env", "exec"] {
-        let names: Vec<&str> = grants[key].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        let names: Vec<&str> = grants[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
         if !names.is_empty() {
             parts.push(format!("{key}: {}", names.join(", ")));
         }

@@ -110,7 +110,11 @@ pub struct Driver {
 
 impl Driver {
     /// A driver recording into `store`, executing with `executor`.
-    pub fn new(store: Arc<Store>, executor: Arc<dyn StepExecutor>, listener: Arc<dyn RunListener>) -> Driver {
+    pub fn new(
+        store: Arc<Store>,
+        executor: Arc<dyn StepExecutor>,
+        listener: Arc<dyn RunListener>,
+    ) -> Driver {
         Driver {
             store,
             executor,
@@ -135,19 +139,30 @@ impl Driver {
     }
 
     /// Drive a recorded run to its end.
-    pub async fn drive(&self, run_id: &str, workflow: &LoadedWorkflow, args: &Value) -> Result<RunOutcome> {
+    pub async fn drive(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        args: &Value,
+    ) -> Result<RunOutcome> {
         let def = &workflow.def;
-        let components: Vec<String> = def.steps.iter().map(|step| component_of(workflow, step)).collect();
+        let components: Vec<String> = def
+            .steps
+            .iter()
+            .map(|step| component_of(workflow, step))
+            .collect();
         let mut unique = components.clone();
         unique.sort();
         unique.dedup();
         if let Err(error) = self.executor.prepare(&unique) {
             let message = format!("cannot load plugins: {error}");
-            self.store.set_run_status(run_id, RunStatus::Failed, Some(&message))?;
+            self.store
+                .set_run_status(run_id, RunStatus::Failed, Some(&message))?;
             anyhow::bail!(message);
         }
 
-        self.store.set_run_status(run_id, RunStatus::Running, None)?;
+        self.store
+            .set_run_status(run_id, RunStatus::Running, None)?;
         self.listener.on_event(&RunEvent::Started {
             run_id: run_id.to_string(),
             steps: def.steps.len(),
@@ -155,21 +170,31 @@ impl Driver {
 
         let parallelism = def.config.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1);
         let default_timeout = match &def.config.timeout {
-            Some(text) => parse_duration(text).map_err(|e| anyhow::anyhow!("config.timeout: {e}"))?,
+            Some(text) => {
+                parse_duration(text).map_err(|e| anyhow::anyhow!("config.timeout: {e}"))?
+            }
             None => DEFAULT_STEP_TIMEOUT,
         };
         let templates = Templates::new();
-        let mut scheduler = Scheduler::new(def.steps.iter().map(|s| (s.id.as_str(), s.needs.as_slice())));
+        let mut scheduler = Scheduler::new(
+            def.steps
+                .iter()
+                .map(|s| (s.id.as_str(), s.needs.as_slice())),
+        );
         let mut outputs: BTreeMap<String, Value> = BTreeMap::new();
+        // Grown as steps complete, so dispatching a step never copies the
+        // outputs of the whole run.
+        let mut context = template_context(run_id, &def.name, args, &outputs);
         let mut board = ProgressBoard::new(run_id, def, self.store.run_files(run_id));
         let mut running: JoinSet<(usize, Duration, Result<Value, StepFailure>)> = JoinSet::new();
         let mut failed_any = false;
 
         loop {
             while running.len() < parallelism {
-                let Some(index) = scheduler.next_ready() else { break };
+                let Some(index) = scheduler.next_ready() else {
+                    break;
+                };
                 let step = &def.steps[index];
-                let context = template_context(run_id, &def.name, args, &outputs);
                 let prepared = prepare_invocation(
                     workflow,
                     step,
@@ -216,18 +241,41 @@ impl Driver {
                     }
                     Err(failure) => {
                         failed_any = true;
-                        self.record_failure(run_id, def, &mut scheduler, &mut board, index, &failure)?;
+                        self.record_failure(
+                            run_id,
+                            def,
+                            &mut scheduler,
+                            &mut board,
+                            index,
+                            &failure,
+                        )?;
                     }
                 }
             }
-            let Some(joined) = running.join_next().await else { break };
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
             let (index, elapsed, result) = joined.context("a step task panicked")?;
             let step = &def.steps[index];
             match result {
                 Ok(output) => {
-                    self.store
-                        .finish_attempt(run_id, &step.id, 1, StepStatus::Completed, Ok(&output))?;
-                    write_summary(&self.store, run_id, step, "completed", elapsed, None, Some(&output));
+                    self.store.finish_attempt(
+                        run_id,
+                        &step.id,
+                        1,
+                        StepStatus::Completed,
+                        Ok(&output),
+                    )?;
+                    write_summary(
+                        &self.store,
+                        run_id,
+                        step,
+                        "completed",
+                        elapsed,
+                        None,
+                        Some(&output),
+                    );
+                    context["steps"][&step.id] = json!({ "output": output, "status": "completed" });
                     outputs.insert(step.id.clone(), output);
                     scheduler.complete(index);
                     board.finished(index, "completed", elapsed);
@@ -238,7 +286,15 @@ impl Driver {
                 }
                 Err(failure) => {
                     failed_any = true;
-                    write_summary(&self.store, run_id, step, "failed", elapsed, Some(&failure.message), None);
+                    write_summary(
+                        &self.store,
+                        run_id,
+                        step,
+                        "failed",
+                        elapsed,
+                        Some(&failure.message),
+                        None,
+                    );
                     board.finished(index, "failed", elapsed);
                     self.record_failure(run_id, def, &mut scheduler, &mut board, index, &failure)?;
                 }
@@ -252,7 +308,8 @@ impl Driver {
             RunStatus::Completed
         };
         let error = failed_any.then(|| "one or more steps failed".to_string());
-        self.store.set_run_status(run_id, status, error.as_deref())?;
+        self.store
+            .set_run_status(run_id, status, error.as_deref())?;
         board.set_status(status);
         board.flush(true);
         self.listener.on_event(&RunEvent::Finished { status });
@@ -284,7 +341,8 @@ impl Driver {
         });
         for (skipped, cause) in scheduler.fail(index) {
             let reason = format!("needs '{}', which did not complete", def.steps[cause].id);
-            self.store.skip_step(run_id, &def.steps[skipped].id, &reason)?;
+            self.store
+                .skip_step(run_id, &def.steps[skipped].id, &reason)?;
             board.skipped(skipped);
             self.listener.on_event(&RunEvent::StepSkipped {
                 step: def.steps[skipped].id.clone(),
@@ -303,12 +361,16 @@ pub fn component_of(workflow: &LoadedWorkflow, step: &Step) -> String {
             if crate::runtime::builtin::builtin(&component).is_some() {
                 component
             } else {
-                absolute(&workflow.dir, &component).to_string_lossy().into_owned()
+                absolute(&workflow.dir, &component)
+                    .to_string_lossy()
+                    .into_owned()
             }
         }
         StepKind::Plugin { name } => {
             let path = workflow.def.plugins.get(&name).cloned().unwrap_or(name);
-            absolute(&workflow.dir, &path).to_string_lossy().into_owned()
+            absolute(&workflow.dir, &path)
+                .to_string_lossy()
+                .into_owned()
         }
     }
 }
@@ -319,10 +381,20 @@ fn absolute(base: &Path, path: &str) -> PathBuf {
 }
 
 /// The template context: `args`, `steps.<id>.output`, `run`.
-pub fn template_context(run_id: &str, workflow: &str, args: &Value, outputs: &BTreeMap<String, Value>) -> Value {
+pub fn template_context(
+    run_id: &str,
+    workflow: &str,
+    args: &Value,
+    outputs: &BTreeMap<String, Value>,
+) -> Value {
     let steps: Map<String, Value> = outputs
         .iter()
-        .map(|(id, output)| (id.clone(), json!({ "output": output, "status": "completed" })))
+        .map(|(id, output)| {
+            (
+                id.clone(),
+                json!({ "output": output, "status": "completed" }),
+            )
+        })
         .collect();
     json!({
         "args": args,
@@ -344,7 +416,8 @@ fn prepare_invocation(
     default_timeout: Duration,
     scratch_dir: PathBuf,
 ) -> Result<StepInvocation, StepFailure> {
-    let template_error = |what: &str, error: String| StepFailure::permanent(format!("template in {what}: {error}"));
+    let template_error =
+        |what: &str, error: String| StepFailure::permanent(format!("template in {what}: {error}"));
     let mut config = match &step.with {
         Some(with) => templates
             .render_value(with, context)
@@ -355,14 +428,20 @@ fn prepare_invocation(
     let mut exec = step.grants.exec.clone();
     if kind == StepKind::Script {
         if let Some(script) = &step.run {
-            let rendered = templates.render_str(script, context).map_err(|e| template_error("`run`", e))?;
+            let rendered = templates
+                .render_str(script, context)
+                .map_err(|e| template_error("`run`", e))?;
             if let Value::Object(map) = &mut config {
                 map.insert("run".into(), Value::String(rendered));
             }
         }
         // A script step may start its own shell; what the shell starts is
         // the script's business (see the README's security model).
-        let shell = config.get("shell").and_then(Value::as_str).unwrap_or("sh").to_string();
+        let shell = config
+            .get("shell")
+            .and_then(Value::as_str)
+            .unwrap_or("sh")
+            .to_string();
         if !exec.contains(&shell) {
             exec.push(shell);
         }
@@ -370,17 +449,28 @@ fn prepare_invocation(
     let inputs: Map<String, Value> = step
         .needs
         .iter()
-        .filter_map(|need| outputs.get(need).map(|output| (need.clone(), output.clone())))
+        .filter_map(|need| {
+            outputs
+                .get(need)
+                .map(|output| (need.clone(), output.clone()))
+        })
         .collect();
     let timeout = match &step.timeout {
-        Some(text) => parse_duration(text).map_err(|e| StepFailure::permanent(format!("timeout: {e}")))?,
+        Some(text) => {
+            parse_duration(text).map_err(|e| StepFailure::permanent(format!("timeout: {e}")))?
+        }
         None => default_timeout,
     };
     let files = step
         .grants
         .files
         .iter()
-        .map(|grant| (absolute(&workflow.dir, &grant.path), grant.access == Access::ReadWrite))
+        .map(|grant| {
+            (
+                absolute(&workflow.dir, &grant.path),
+                grant.access == Access::ReadWrite,
+            )
+        })
         .collect();
     Ok(StepInvocation {
         run_id: run_id.to_string(),
@@ -426,7 +516,10 @@ fn write_summary(
         let pretty = serde_json::to_string_pretty(output).unwrap_or_default();
         text.push_str(&format!("\n## Output\n\n```json\n{pretty}\n```\n"));
     }
-    if let Err(error) = store.run_files(run_id).write_step_file(&step.id, "summary.md", &text) {
+    if let Err(error) = store
+        .run_files(run_id)
+        .write_step_file(&step.id, "summary.md", &text)
+    {
         tracing::warn!("cannot write summary of step '{}': {error}", step.id);
     }
 }
@@ -442,7 +535,10 @@ struct StepLog {
 impl StepObserver for StepLog {
     fn log(&self, level: LogLevel, message: &str) {
         let data = json!({ "level": level.as_str(), "message": message });
-        if let Err(error) = self.store.append_event(&self.run_id, Some(&self.step_id), "log", &data) {
+        if let Err(error) = self
+            .store
+            .append_event(&self.run_id, Some(&self.step_id), "log", &data)
+        {
             tracing::warn!("cannot record log line of step '{}': {error}", self.step_id);
         }
         self.listener.on_event(&RunEvent::Log {
@@ -454,12 +550,144 @@ impl StepObserver for StepLog {
 
     fn progress(&self, message: &str, fraction: Option<f32>) {
         let data = json!({ "message": message, "fraction": fraction });
-        if let Err(error) = self
-            .store
-            .append_event(&self.run_id, Some(&self.step_id), "progress", &data)
+        if let Err(error) =
+            self.store
+                .append_event(&self.run_id, Some(&self.step_id), "progress", &data)
         {
             tracing::warn!("cannot record progress of step '{}': {error}", self.step_id);
         }
     }
 }
 
+#[cfg(test)]
+mod tests {
+    //! The engine against an in-memory executor and a real SQLite store:
+    //! no wasm involved.
+
+    use super::*;
+    use crate::engine::executor::BoxFuture;
+    use crate::workflow::{load_from_source, Format};
+    use std::sync::Mutex;
+
+    /// Echoes each step's config; fails steps whose config has `fail`.
+    #[derive(Default)]
+    struct FakeExecutor {
+        seen: Mutex<Vec<StepInvocation>>,
+    }
+
+    impl StepExecutor for FakeExecutor {
+        fn execute(
+            &self,
+            invocation: StepInvocation,
+            observer: Arc<dyn StepObserver>,
+        ) -> BoxFuture<Result<Value, StepFailure>> {
+            self.seen.lock().unwrap().push(invocation.clone());
+            Box::pin(async move {
+                observer.log(LogLevel::Info, &format!("running {}", invocation.step_id));
+                if let Some(message) = invocation.config.get("fail").and_then(Value::as_str) {
+                    return Err(StepFailure::permanent(message));
+                }
+                Ok(invocation.config)
+            })
+        }
+    }
+
+    fn run(yaml: &str) -> (tempfile::TempDir, Arc<Store>, Arc<FakeExecutor>, RunOutcome) {
+        let dir = tempfile::tempdir().unwrap();
+        let workflow =
+            load_from_source(yaml, "test.yaml", dir.path(), Format::Yaml, &["echo"]).unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("home")).unwrap());
+        let executor = Arc::new(FakeExecutor::default());
+        let driver = Driver::new(store.clone(), executor.clone(), Arc::new(Silent));
+        let args = json!({});
+        let run_id = driver.create_run(&workflow, &args).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let outcome = runtime
+            .block_on(driver.drive(&run_id, &workflow, &args))
+            .unwrap();
+        (dir, store, executor, outcome)
+    }
+
+    fn statuses(store: &Store, run_id: &str) -> Vec<(String, StepStatus)> {
+        store
+            .steps(run_id)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.status))
+            .collect()
+    }
+
+    #[test]
+    fn outputs_flow_through_templates_and_inputs() {
+        let (_dir, store, executor, outcome) = run(
+            "name: t\nsteps:\n  - id: a\n    type: function\n    component: echo\n    with: {n: 20}\n  - id: b\n    type: function\n    component: echo\n    needs: [a]\n    with: {doubled: '{{ steps.a.output.n * 2 }}', text: 'n={{ steps.a.output.n }}'}\n",
+        );
+        assert_eq!(outcome.status, RunStatus::Completed);
+        let b = store.steps(&outcome.run_id).unwrap().pop().unwrap();
+        assert_eq!(b.output, Some(json!({"doubled": 40, "text": "n=20"})));
+        let seen = executor.seen.lock().unwrap();
+        let b_call = seen.iter().find(|i| i.step_id == "b").unwrap();
+        assert_eq!(b_call.inputs, json!({"a": {"n": 20}}));
+        assert_eq!(b_call.idempotency_key, format!("{}:b:0:1", outcome.run_id));
+        let logs = store.events(&outcome.run_id, Some("b")).unwrap();
+        assert!(logs
+            .iter()
+            .any(|e| e.kind == "log" && e.data["message"] == "running b"));
+    }
+
+    #[test]
+    fn a_failure_skips_dependents_and_fails_the_run() {
+        let (_dir, store, _executor, outcome) = run(
+            "name: t\nsteps:\n  - id: a\n    type: function\n    component: echo\n    with: {fail: nope}\n  - id: b\n    type: function\n    component: echo\n    needs: [a]\n  - id: c\n    type: function\n    component: echo\n",
+        );
+        assert_eq!(outcome.status, RunStatus::Failed);
+        assert_eq!(
+            statuses(&store, &outcome.run_id),
+            [
+                ("a".to_string(), StepStatus::Failed),
+                ("b".to_string(), StepStatus::Skipped),
+                ("c".to_string(), StepStatus::Completed)
+            ]
+        );
+        let a = &store.steps(&outcome.run_id).unwrap()[0];
+        assert_eq!(a.error.as_deref(), Some("nope"));
+    }
+
+    #[test]
+    fn a_template_error_at_run_time_fails_only_that_step_with_the_reason() {
+        let (_dir, store, executor, outcome) = run(
+            "name: t\nsteps:\n  - id: a\n    type: function\n    component: echo\n  - id: b\n    type: function\n    component: echo\n    needs: [a]\n    with: {x: '{{ steps.a.output.missing }}'}\n",
+        );
+        assert_eq!(outcome.status, RunStatus::Failed);
+        let b = &store.steps(&outcome.run_id).unwrap()[1];
+        assert_eq!(b.status, StepStatus::Failed);
+        let error = b.error.as_deref().unwrap();
+        assert!(
+            error.contains("template in `with`") && error.contains("undefined"),
+            "{error}"
+        );
+        assert!(
+            executor
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|i| i.step_id != "b"),
+            "b never executed"
+        );
+    }
+
+    #[test]
+    fn script_steps_get_their_shell_and_rendered_script() {
+        let (_dir, _store, executor, outcome) =
+            run("name: t\nsteps:\n  - id: s\n    run: echo {{ run.id }}\n");
+        assert_eq!(outcome.status, RunStatus::Completed);
+        let seen = executor.seen.lock().unwrap();
+        assert_eq!(seen[0].component, "script");
+        assert_eq!(seen[0].config["run"], format!("echo {}", outcome.run_id));
+        assert_eq!(seen[0].grants.exec, ["sh"]);
+    }
+}

@@ -103,8 +103,14 @@ impl ProgressBoard {
             self.rows.len()
         );
         for row in &self.rows {
-            let duration = row.duration.map(crate::runtime::humanize).unwrap_or_default();
-            text.push_str(&format!("| {} | {} | {} | {} |\n", row.id, row.phase, row.status, duration));
+            let duration = row
+                .duration
+                .map(crate::runtime::humanize)
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                row.id, row.phase, row.status, duration
+            ));
         }
         text
     }

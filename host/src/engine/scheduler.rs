@@ -37,7 +37,11 @@ impl Scheduler {
     /// steps are ignored (validation has rejected them already).
     pub fn new<'a>(steps: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Scheduler {
         let steps: Vec<(&str, &[String])> = steps.into_iter().collect();
-        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+        let index: HashMap<&str, usize> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
         let mut unmet = vec![0; steps.len()];
         let mut dependents = vec![Vec::new(); steps.len()];
         for (i, (_, needs)) in steps.iter().enumerate() {
@@ -128,9 +132,18 @@ mod tests {
     fn build(spec: &[(&'static str, &[&str])]) -> (Scheduler, Vec<(String, Vec<String>)>) {
         let owned: Vec<(String, Vec<String>)> = spec
             .iter()
-            .map(|(id, needs)| (id.to_string(), needs.iter().map(|n| n.to_string()).collect()))
+            .map(|(id, needs)| {
+                (
+                    id.to_string(),
+                    needs.iter().map(|n| n.to_string()).collect(),
+                )
+            })
             .collect();
-        let scheduler = Scheduler::new(owned.iter().map(|(id, needs)| (id.as_str(), needs.as_slice())));
+        let scheduler = Scheduler::new(
+            owned
+                .iter()
+                .map(|(id, needs)| (id.as_str(), needs.as_slice())),
+        );
         (scheduler, owned)
     }
 
@@ -163,7 +176,13 @@ mod tests {
 
     #[test]
     fn failure_skips_transitive_dependents_only() {
-        let (mut s, _) = build(&[("a", &[]), ("b", &["a"]), ("c", &["b"]), ("x", &[]), ("y", &["x"])]);
+        let (mut s, _) = build(&[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("c", &["b"]),
+            ("x", &[]),
+            ("y", &["x"]),
+        ]);
         assert_eq!(s.next_ready(), Some(0));
         let skipped = s.fail(0);
         assert_eq!(skipped, vec![(1, 0), (2, 1)]);

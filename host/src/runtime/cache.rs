@@ -38,7 +38,12 @@ impl ComponentCache {
     }
 
     /// The prepared component for these bytes, compiling at most once.
-    pub fn get_or_load(&self, engine: &Engine, linker: &Linker<StepState>, wasm: &[u8]) -> Result<Prepared> {
+    pub fn get_or_load(
+        &self,
+        engine: &Engine,
+        linker: &Linker<StepState>,
+        wasm: &[u8],
+    ) -> Result<Prepared> {
         let key = hex::encode(sha2::Sha256::digest(wasm));
         if let Some(found) = self.lock().get(&key) {
             return Ok(found.clone());
@@ -48,18 +53,26 @@ impl ComponentCache {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .context("the component's imports do not match what wfhost provides")?;
-        let prepared = Arc::new(StepPre::new(pre).map_err(anyhow::Error::from).context("the component does not implement the wfhost:plugin/step world")?);
+        let prepared = Arc::new(
+            StepPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .context("the component does not implement the wfhost:plugin/step world")?,
+        );
         self.lock().insert(key, prepared.clone());
         Ok(prepared)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prepared>> {
-        self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn compile(&self, engine: &Engine, wasm: &[u8], key: &str) -> Result<Component> {
         let Some(dir) = &self.disk_dir else {
-            return Component::new(engine, wasm).map_err(anyhow::Error::from).context("compiling component");
+            return Component::new(engine, wasm)
+                .map_err(anyhow::Error::from)
+                .context("compiling component");
         };
         let path = dir.join(format!("{key}-{}.cwasm", self.engine_tag));
         if path.exists() {
@@ -68,10 +81,15 @@ impl ComponentCache {
             // directory; wasmtime re-checks the header before use.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(error) => tracing::warn!("ignoring unusable cache entry {}: {error:#}", path.display()),
+                Err(error) => tracing::warn!(
+                    "ignoring unusable cache entry {}: {error:#}",
+                    path.display()
+                ),
             }
         }
-        let component = Component::new(engine, wasm).map_err(anyhow::Error::from).context("compiling component")?;
+        let component = Component::new(engine, wasm)
+            .map_err(anyhow::Error::from)
+            .context("compiling component")?;
         if let Err(error) = store_atomically(dir, &path, &component) {
             tracing::warn!("cannot write component cache {}: {error:#}", path.display());
         }

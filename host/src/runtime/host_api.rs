@@ -20,7 +20,9 @@ impl host::Host for StepState {
     }
 
     fn progress(&mut self, message: String, fraction: Option<f32>) {
-        let fraction = fraction.filter(|f| f.is_finite()).map(|f| f.clamp(0.0, 1.0));
+        let fraction = fraction
+            .filter(|f| f.is_finite())
+            .map(|f| f.clamp(0.0, 1.0));
         self.step.observer.progress(&truncate(message), fraction);
     }
 }

@@ -182,16 +182,22 @@ impl Runtime {
                 kind: FailureKind::Timeout,
                 message: format!("timed out after {} and was stopped", humanize(timeout)),
             }),
-            Ok(Err(trap)) if store.data().limits.memory_exceeded => Err(StepFailure::permanent(format!(
-                "ran out of memory: the limit is {} MiB per step ({})",
-                self.memory_limit / (1024 * 1024),
+            Ok(Err(trap)) if store.data().limits.memory_exceeded => {
+                Err(StepFailure::permanent(format!(
+                    "ran out of memory: the limit is {} MiB per step ({})",
+                    self.memory_limit / (1024 * 1024),
+                    trap.root_cause()
+                )))
+            }
+            Ok(Err(trap)) => Err(StepFailure::permanent(format!(
+                "plugin crashed: {}",
                 trap.root_cause()
             ))),
-            Ok(Err(trap)) => Err(StepFailure::permanent(format!("plugin crashed: {}", trap.root_cause()))),
             Ok(Ok(Err(StepError::Transient(message)))) => Err(StepFailure::transient(message)),
             Ok(Ok(Err(StepError::Permanent(message)))) => Err(StepFailure::permanent(message)),
-            Ok(Ok(Ok(json))) => serde_json::from_str(&json)
-                .map_err(|error| StepFailure::permanent(format!("plugin returned invalid JSON output: {error}"))),
+            Ok(Ok(Ok(json))) => serde_json::from_str(&json).map_err(|error| {
+                StepFailure::permanent(format!("plugin returned invalid JSON output: {error}"))
+            }),
         }
     }
 }
@@ -210,12 +216,18 @@ pub struct WasmExecutor(pub Arc<Runtime>);
 impl StepExecutor for WasmExecutor {
     fn prepare(&self, components: &[String]) -> Result<(), String> {
         for component in components {
-            self.0.load(component).map_err(|error| format!("{error:#}"))?;
+            self.0
+                .load(component)
+                .map_err(|error| format!("{error:#}"))?;
         }
         Ok(())
     }
 
-    fn execute(&self, invocation: StepInvocation, observer: Arc<dyn StepObserver>) -> BoxFuture<Result<Value, StepFailure>> {
+    fn execute(
+        &self,
+        invocation: StepInvocation,
+        observer: Arc<dyn StepObserver>,
+    ) -> BoxFuture<Result<Value, StepFailure>> {
         let runtime = self.0.clone();
         Box::pin(async move { runtime.run_step(invocation, observer).await })
     }
@@ -230,7 +242,10 @@ fn build_wasi(
 ) -> Result<wasmtime_wasi::WasiCtx, StepFailure> {
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(stdout).stderr(stderr);
-    builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    builder
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false);
     for name in &invocation.grants.env {
         if let Ok(value) = std::env::var(name) {
             builder.env(name, value);
@@ -241,14 +256,27 @@ fn build_wasi(
             return Err(StepFailure::permanent(format!(
                 "files grant '{}' {}",
                 path.display(),
-                if path.exists() { "is not a directory (grant a directory)" } else { "does not exist" }
+                if path.exists() {
+                    "is not a directory (grant a directory)"
+                } else {
+                    "does not exist"
+                }
             )));
         }
-        let perms = if *writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        let perms = if *writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
         let guest_path = path.to_string_lossy();
         builder
             .preopened_dir(path, guest_path.as_ref(), perms)
-            .map_err(|error| StepFailure::permanent(format!("cannot open files grant '{}': {error}", path.display())))?;
+            .map_err(|error| {
+                StepFailure::permanent(format!(
+                    "cannot open files grant '{}': {error}",
+                    path.display()
+                ))
+            })?;
     }
     Ok(builder.build())
 }

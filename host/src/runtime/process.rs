@@ -28,7 +28,10 @@ impl process::Host for StepState {
     }
 }
 
-async fn run_program(step: &StepContext, request: process::Command) -> Result<Output, ProcessError> {
+async fn run_program(
+    step: &StepContext,
+    request: process::Command,
+) -> Result<Output, ProcessError> {
     let invocation = &step.invocation;
     let program = authorize(&invocation.grants.exec, &request.program)?;
     let cwd = match &request.cwd {
@@ -47,7 +50,11 @@ async fn run_program(step: &StepContext, request: process::Command) -> Result<Ou
         .args(&request.args)
         .current_dir(&cwd)
         .env_clear()
-        .stdin(if request.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if request.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -111,7 +118,8 @@ async fn run_program(step: &StepContext, request: process::Command) -> Result<Ou
     // Programs the step started do not outlive it: whatever is left of the
     // group (background jobs holding the pipes open) is killed now.
     group.finish();
-    let status = status.map_err(|error| ProcessError::Failed(format!("waiting for program: {error}")))?;
+    let status =
+        status.map_err(|error| ProcessError::Failed(format!("waiting for program: {error}")))?;
     let stdout = stdout.await.unwrap_or_default();
     let stderr = stderr.await.unwrap_or_default();
 
@@ -143,7 +151,9 @@ fn authorize(granted: &[String], program: &str) -> Result<PathBuf, ProcessError>
         let same_path = matches!((&requested, &allowed), (Some(a), Some(b)) if a == b);
         if same_name || same_path {
             return allowed.ok_or_else(|| {
-                ProcessError::Failed(format!("program '{entry}' is granted but not found on PATH"))
+                ProcessError::Failed(format!(
+                    "program '{entry}' is granted but not found on PATH"
+                ))
             });
         }
     }
@@ -177,11 +187,13 @@ fn is_executable(path: &Path) -> bool {
 }
 
 fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|error| ProcessError::Failed(format!("cannot create '{}': {error}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|error| {
+        ProcessError::Failed(format!("cannot create '{}': {error}", dir.display()))
+    })?;
     let path = dir.join(format!("output-{}.env", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, b"")
-        .map_err(|error| ProcessError::Failed(format!("cannot create '{}': {error}", path.display())))?;
+    std::fs::write(&path, b"").map_err(|error| {
+        ProcessError::Failed(format!("cannot create '{}': {error}", path.display()))
+    })?;
     Ok(path)
 }
 
@@ -204,7 +216,9 @@ async fn read_capped(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
         }
     }
     if dropped > 0 {
-        kept.extend_from_slice(format!("\n[wfhost: output cut, {dropped} more bytes dropped]\n").as_bytes());
+        kept.extend_from_slice(
+            format!("\n[wfhost: output cut, {dropped} more bytes dropped]\n").as_bytes(),
+        );
     }
     kept
 }

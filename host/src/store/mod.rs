@@ -111,7 +111,9 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written
         // (transactions roll back), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Record a new run (status `pending`) and its steps in one transaction.
@@ -151,7 +153,12 @@ impl Store {
     }
 
     /// Move a run to a new status (and stamp start/finish times).
-    pub fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()> {
+    pub fn set_run_status(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -177,14 +184,27 @@ impl Store {
     }
 
     /// Start attempt `attempt` of a step with the given rendered input.
-    pub fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32, input: &Value) -> Result<()> {
+    pub fn start_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        input: &Value,
+    ) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![run_id, step_id, attempt, StepStatus::Running.as_str(), now, input.to_string()],
+            params![
+                run_id,
+                step_id,
+                attempt,
+                StepStatus::Running.as_str(),
+                now,
+                input.to_string()
+            ],
         )?;
         tx.execute(
             "UPDATE steps SET status = ?3, attempts = ?4, started_at = COALESCE(started_at, ?5),
@@ -221,20 +241,34 @@ impl Store {
         tx.execute(
             "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
              WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-            params![run_id, step_id, attempt, status.as_str(), now, output, error],
+            params![
+                run_id,
+                step_id,
+                attempt,
+                status.as_str(),
+                now,
+                output,
+                error
+            ],
         )?;
         tx.execute(
             "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
              WHERE run_id = ?1 AND step_id = ?2",
             params![run_id, step_id, status.as_str(), now, output, error],
         )?;
-        let data = serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
-        let kind = if status == StepStatus::Completed { "step_completed" } else { "step_failed" };
+        let data =
+            serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
+        let kind = if status == StepStatus::Completed {
+            "step_completed"
+        } else {
+            "step_failed"
+        };
         insert_event(&tx, run_id, Some(step_id), &now, kind, &data)?;
         tx.commit()?;
         drop(conn);
         if let Ok(output) = outcome {
-            self.run_files(run_id).write_step_json(step_id, "output.json", output)?;
+            self.run_files(run_id)
+                .write_step_json(step_id, "output.json", output)?;
         }
         self.mirror_event(run_id, Some(step_id), &now, kind, &data)
     }
@@ -256,13 +290,26 @@ impl Store {
     }
 
     /// Append a free-form event (log line, progress ...) to the journal.
-    pub fn append_event(&self, run_id: &str, step_id: Option<&str>, kind: &str, data: &Value) -> Result<()> {
+    pub fn append_event(
+        &self,
+        run_id: &str,
+        step_id: Option<&str>,
+        kind: &str,
+        data: &Value,
+    ) -> Result<()> {
         let now = now();
         insert_event(&self.conn(), run_id, step_id, &now, kind, data)?;
         self.mirror_event(run_id, step_id, &now, kind, data)
     }
 
-    fn mirror_event(&self, run_id: &str, step_id: Option<&str>, at: &str, kind: &str, data: &Value) -> Result<()> {
+    fn mirror_event(
+        &self,
+        run_id: &str,
+        step_id: Option<&str>,
+        at: &str,
+        kind: &str,
+        data: &Value,
+    ) -> Result<()> {
         let line = serde_json::json!({ "at": at, "step": step_id, "kind": kind, "data": data });
         self.run_files(run_id).append_event(step_id, &line)
     }
@@ -368,4 +415,161 @@ pub fn definition_hash(definition: &str) -> String {
 /// A fresh run id: 12 lowercase hex characters, random.
 pub fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("home")).unwrap();
+        (dir, store)
+    }
+
+    fn create(store: &Store, id: &str) {
+        store
+            .create_run(&NewRun {
+                id,
+                workflow_name: "wf",
+                workflow_path: "wf.yaml",
+                workflow_dir: "/tmp",
+                definition: "name: wf\n",
+                args: &json!({"x": 1}),
+                steps: &["a", "b"],
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_run_and_its_attempts_round_trip() {
+        let (_dir, store) = store();
+        create(&store, "abc123");
+        let run = store.run("abc123").unwrap();
+        assert_eq!(run.status, RunStatus::Pending);
+        assert_eq!(run.definition, "name: wf\n");
+        assert_eq!(run.definition_hash, definition_hash("name: wf\n"));
+        assert_eq!(run.args, json!({"x": 1}));
+
+        store
+            .set_run_status("abc123", RunStatus::Running, None)
+            .unwrap();
+        store
+            .start_attempt("abc123", "a", 1, &json!({"config": {}}))
+            .unwrap();
+        let steps = store.steps("abc123").unwrap();
+        assert_eq!(steps[0].status, StepStatus::Running);
+        assert_eq!(steps[0].attempts, 1);
+        store
+            .finish_attempt(
+                "abc123",
+                "a",
+                1,
+                StepStatus::Completed,
+                Ok(&json!({"n": 5})),
+            )
+            .unwrap();
+        store.skip_step("abc123", "b", "because").unwrap();
+        store
+            .set_run_status("abc123", RunStatus::Completed, None)
+            .unwrap();
+
+        let steps = store.steps("abc123").unwrap();
+        assert_eq!(steps[0].output, Some(json!({"n": 5})));
+        assert!(steps[0].started_at.is_some() && steps[0].finished_at.is_some());
+        assert_eq!(steps[1].status, StepStatus::Skipped);
+        assert_eq!(steps[1].error.as_deref(), Some("because"));
+        let run = store.run("abc123").unwrap();
+        assert_eq!(run.status, RunStatus::Completed);
+        assert!(run.finished_at.is_some());
+
+        let kinds: Vec<String> = store
+            .events("abc123", None)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "run_created",
+                "run_status",
+                "step_started",
+                "step_completed",
+                "step_skipped",
+                "run_status"
+            ]
+        );
+        assert_eq!(store.events("abc123", Some("a")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_run_folder_mirrors_the_journal() {
+        let (_dir, store) = store();
+        create(&store, "r1");
+        store
+            .start_attempt("r1", "a", 1, &json!({"in": true}))
+            .unwrap();
+        store
+            .append_event("r1", Some("a"), "log", &json!({"message": "hi"}))
+            .unwrap();
+        store
+            .finish_attempt("r1", "a", 1, StepStatus::Failed, Err("it broke"))
+            .unwrap();
+        let files = store.run_files("r1");
+        let input = std::fs::read_to_string(files.step_dir("a").join("input.json")).unwrap();
+        assert!(input.contains("\"in\": true"));
+        let events = std::fs::read_to_string(files.step_dir("a").join("events.jsonl")).unwrap();
+        assert_eq!(events.lines().count(), 3);
+        assert!(events.contains("it broke"));
+        assert!(
+            !files.step_dir("a").join("output.json").exists(),
+            "no output for a failure"
+        );
+        let all = std::fs::read_to_string(files.dir().join("events.jsonl")).unwrap();
+        assert_eq!(all.lines().count(), 4, "run_created + the step's three");
+    }
+
+    #[test]
+    fn run_ids_resolve_by_unique_prefix() {
+        let (_dir, store) = store();
+        create(&store, "aa11");
+        create(&store, "aa22");
+        create(&store, "bb33");
+        assert_eq!(store.resolve_run_id("b").unwrap(), "bb33");
+        assert_eq!(store.resolve_run_id("aa2").unwrap(), "aa22");
+        let ambiguous = store.resolve_run_id("aa").unwrap_err().to_string();
+        assert!(
+            ambiguous.contains("ambiguous")
+                && ambiguous.contains("aa11")
+                && ambiguous.contains("aa22")
+        );
+        let unknown = store.resolve_run_id("zz").unwrap_err().to_string();
+        assert_eq!(unknown, "no run matches 'zz' (see `wfhost runs`)");
+        assert_eq!(store.runs().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_does_not_remigrate() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            create(&store, "keep");
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.run("keep").unwrap().workflow, "wf");
+        let mode: String = store
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn run_ids_are_fresh() {
+        let a = new_run_id();
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, new_run_id());
+    }
 }

@@ -9,7 +9,7 @@ use super::diag::{Diagnostic, Diagnostics};
 ///
 /// Defaults come from top-level `properties.<name>.default` and fill only
 /// names not given. When the schema lists `properties` and says nothing
-/// about `additionalProperties`, a given name that is not declared is an
+/// about `additionalProperties` (nor `patternProperties`), a given name that is not declared is an
 /// error (a typo in `--arg` should not pass silently); with an explicit
 /// `additionalProperties` the JSON Schema rules apply. Every error is
 /// reported, each naming the argument (`arg 'count': "x" is not of type
@@ -34,7 +34,9 @@ pub fn resolve_args(
     }
     let mut out = Diagnostics::new();
     if let Some(props) = properties {
-        if schema.get("additionalProperties").is_none() {
+        let open_ended = schema.get("additionalProperties").is_some()
+            || schema.get("patternProperties").is_some();
+        if !open_ended {
             let mut declared: Vec<&str> = props.keys().map(String::as_str).collect();
             declared.sort_unstable();
             for name in args.keys().filter(|k| !props.contains_key(k.as_str())) {

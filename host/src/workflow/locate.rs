@@ -60,7 +60,7 @@ fn match_key(line: &str, key: &str, value: Option<&str>) -> Option<usize> {
         [a, b, c].into_iter().flatten().min()
     }) {
         let start = search + found;
-        search = start + 1;
+        search = start + line[start..].chars().next().map_or(1, char::len_utf8);
         let before_ok = line[..start]
             .chars()
             .next_back()
@@ -98,7 +98,7 @@ fn match_token(line: &str, token: &str) -> Option<usize> {
     while let Some(found) = line.get(search..).and_then(|s| s.find(token)) {
         let start = search + found;
         let end = start + token.len();
-        search = start + 1;
+        search = start + line[start..].chars().next().map_or(1, char::len_utf8);
         let before_ok = line[..start]
             .chars()
             .next_back()
@@ -315,6 +315,8 @@ mod tests {
         assert_eq!(match_key("  - {id: foo}", "id", Some("foo")), Some(5));
         assert_eq!(match_key("  needs: [a]", "needs", None), Some(2));
         assert_eq!(match_key("  needsx: [a]", "needs", None), None);
+        assert_eq!(match_key("é: x, ée: y", "ée", Some("y")), Some(7));
+        assert_eq!(match_key("éé", "é", None), None);
     }
 
     #[test]
@@ -323,6 +325,7 @@ mod tests {
         assert_eq!(match_token("{{ steps.x.output }}", "steps.x"), Some(3));
         assert_eq!(match_token("{{ steps.xy }}", "steps.x"), None);
         assert_eq!(match_token("abc", ""), None);
+        assert_eq!(match_token("ééx é", "é"), Some(6));
     }
 
     #[test]

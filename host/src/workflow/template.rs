@@ -561,6 +561,22 @@ mod tests {
     }
 
     #[test]
+    fn tojson_filter_is_available() {
+        let t = Templates::new();
+        assert_eq!(
+            t.render_str("{{ steps.plan.output.items | tojson }}", &ctx())
+                .unwrap(),
+            "[1,2]"
+        );
+    }
+
+    #[test]
+    fn templates_can_be_shared_across_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Templates>();
+    }
+
+    #[test]
     fn snippet_truncates_long_lines() {
         let long = "x".repeat(200);
         let s = snippet(&long, None);

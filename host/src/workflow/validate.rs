@@ -505,7 +505,15 @@ impl Checker<'_> {
             "steps" => {
                 let name = second?;
                 let Some(&j) = ids.get(name) else {
-                    return Some(format!("template references unknown step '{name}'"));
+                    let hyphenated = ids
+                        .keys()
+                        .find(|id| id.strip_prefix(name).is_some_and(|r| r.starts_with('-')));
+                    return Some(match hyphenated {
+                        Some(id) => format!(
+                            "template references unknown step '{name}' (for an id with '-', write steps['{id}'])"
+                        ),
+                        None => format!("template references unknown step '{name}'"),
+                    });
                 };
                 if name == step.id || !ancestors.contains(&j) {
                     return Some(format!(
@@ -838,6 +846,21 @@ mod tests {
                 "wf.yaml:11:19: step 'b': template references unknown step 'zz'",
             ]
         );
+    }
+
+    #[test]
+    fn template_hyphenated_step_id_hint() {
+        let e = errors("name: x\nsteps:\n  - {id: a-b, run: x}\n  - {id: c, needs: [a-b], run: 'echo {{ steps.a-b.output.x }}'}\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e[0].ends_with(
+                "step 'c': template references unknown variable 'b' (known: args, steps, run)"
+            ),
+            "{}",
+            e[0]
+        );
+        assert!(e[1].ends_with("step 'c': template references unknown step 'a' (for an id with '-', write steps['a-b'])"), "{}", e[1]);
+        assert!(check("name: x\nsteps:\n  - {id: a-b, run: x}\n  - {id: c, needs: [a-b], run: \"echo {{ steps['a-b'].output.x }}\"}\n").is_ok());
     }
 
     #[test]
