@@ -7,8 +7,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::run::load_workflow;
-use crate::engine::driver::component_of;
-use crate::workflow::model::Access;
+use crate::engine::driver::{component_of, effective_grants};
 
 /// Arguments of `wfhost validate`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +46,7 @@ pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
         .steps
         .iter()
         .map(|step| {
+            let grants = effective_grants(&workflow, step);
             json!({
                 "id": step.id,
                 "phase": step.phase,
@@ -54,12 +54,12 @@ pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
                 "needs": step.needs,
                 "timeout": step.timeout.as_ref().or(workflow.def.config.timeout.as_ref()),
                 "grants": {
-                    "files": step.grants.files.iter().map(|g| json!({
-                        "path": workflow.dir.join(&g.path),
-                        "access": if g.access == Access::ReadWrite { "read-write" } else { "read" },
+                    "files": grants.files.iter().map(|(path, writable)| json!({
+                        "path": path,
+                        "access": if *writable { "read-write" } else { "read" },
                     })).collect::<Vec<_>>(),
-                    "env": step.grants.env,
-                    "exec": step.grants.exec,
+                    "env": grants.env,
+                    "exec": grants.exec,
                 },
             })
         })

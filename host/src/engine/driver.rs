@@ -380,6 +380,41 @@ fn absolute(base: &Path, path: &str) -> PathBuf {
     std::fs::canonicalize(&joined).unwrap_or(joined)
 }
 
+/// What a step may touch: its grants with paths made absolute, plus the
+/// shell of a script step (`with.shell`, default `sh`), which a script step
+/// is granted implicitly.
+pub fn effective_grants(workflow: &LoadedWorkflow, step: &Step) -> ResolvedGrants {
+    let files = step
+        .grants
+        .files
+        .iter()
+        .map(|grant| {
+            (
+                absolute(&workflow.dir, &grant.path),
+                grant.access == Access::ReadWrite,
+            )
+        })
+        .collect();
+    let mut exec = step.grants.exec.clone();
+    if step_kind(step) == StepKind::Script {
+        let shell = step
+            .with
+            .as_ref()
+            .and_then(|with| with.get("shell"))
+            .and_then(Value::as_str)
+            .unwrap_or("sh")
+            .to_string();
+        if !exec.contains(&shell) {
+            exec.push(shell);
+        }
+    }
+    ResolvedGrants {
+        files,
+        env: step.grants.env.clone(),
+        exec,
+    }
+}
+
 /// The template context: `args`, `steps.<id>.output`, `run`.
 pub fn template_context(
     run_id: &str,
@@ -424,9 +459,7 @@ fn prepare_invocation(
             .map_err(|e| template_error("`with`", e))?,
         None => json!({}),
     };
-    let kind = step_kind(step);
-    let mut exec = step.grants.exec.clone();
-    if kind == StepKind::Script {
+    if step_kind(step) == StepKind::Script {
         if let Some(script) = &step.run {
             let rendered = templates
                 .render_str(script, context)
@@ -434,16 +467,6 @@ fn prepare_invocation(
             if let Value::Object(map) = &mut config {
                 map.insert("run".into(), Value::String(rendered));
             }
-        }
-        // A script step may start its own shell; what the shell starts is
-        // the script's business (see the README's security model).
-        let shell = config
-            .get("shell")
-            .and_then(Value::as_str)
-            .unwrap_or("sh")
-            .to_string();
-        if !exec.contains(&shell) {
-            exec.push(shell);
         }
     }
     let inputs: Map<String, Value> = step
@@ -461,17 +484,6 @@ fn prepare_invocation(
         }
         None => default_timeout,
     };
-    let files = step
-        .grants
-        .files
-        .iter()
-        .map(|grant| {
-            (
-                absolute(&workflow.dir, &grant.path),
-                grant.access == Access::ReadWrite,
-            )
-        })
-        .collect();
     Ok(StepInvocation {
         run_id: run_id.to_string(),
         step_id: step.id.clone(),
@@ -482,11 +494,7 @@ fn prepare_invocation(
         inputs: Value::Object(inputs),
         args: args.clone(),
         workdir: workflow.dir.clone(),
-        grants: ResolvedGrants {
-            files,
-            env: step.grants.env.clone(),
-            exec,
-        },
+        grants: effective_grants(workflow, step),
         timeout,
         scratch_dir,
     })

@@ -192,9 +192,16 @@ fn snippet(template: &str, line: Option<usize>) -> String {
 fn describe(template: &str, err: &minijinja::Error, ctx: &Value) -> String {
     let line = err.line().filter(|_| template.trim().contains('\n'));
     let reason = match err.kind() {
-        ErrorKind::UndefinedError => {
-            missing_reference(template, ctx).unwrap_or_else(|| reason(err))
-        }
+        ErrorKind::UndefinedError => missing_reference(template, ctx).unwrap_or_else(|| {
+            let refs: Vec<String> = references(template)
+                .map(|r| r.into_iter().collect())
+                .unwrap_or_default();
+            if refs.is_empty() {
+                reason(err)
+            } else {
+                format!("{} (the template reads: {})", reason(err), refs.join(", "))
+            }
+        }),
         ErrorKind::SyntaxError => format!("syntax error: {}", detail(err)),
         _ => reason(err),
     };
@@ -257,9 +264,19 @@ fn missing_reference(template: &str, ctx: &Value) -> Option<String> {
                         walked.join(".")
                     ))
                 }
-                // Attribute of a string, number, list: not a plain lookup
-                // we can judge.
-                _ => break,
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                    let kind = match current {
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        _ => "a boolean",
+                    };
+                    return Some(format!(
+                        "undefined value '{path}' ('{}' is {kind}, it has no attributes)",
+                        walked.join(".")
+                    ));
+                }
+                // A list: indexing by attribute is not something we judge.
+                Value::Array(_) => break,
             }
         }
     }
@@ -392,6 +409,28 @@ mod tests {
             )
             .unwrap(),
             "n"
+        );
+    }
+
+    #[test]
+    fn undefined_attribute_of_a_scalar_is_explained() {
+        let t = Templates::new();
+        let err = t.render_str("{{ args.name.first }}", &ctx()).unwrap_err();
+        assert_eq!(
+            err,
+            "template `{{ args.name.first }}`: undefined value 'args.name.first' ('args.name' is a string, it has no attributes)"
+        );
+        let err = t.render_str("{{ x.y }}", &json!({"x": null})).unwrap_err();
+        assert_eq!(
+            err,
+            "template `{{ x.y }}`: undefined value 'x.y' ('x' is null)"
+        );
+        let err = t
+            .render_str("{{ x.items.nope }}", &json!({"x": {"items": [1]}}))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "template `{{ x.items.nope }}`: undefined value (the template reads: x.items.nope)"
         );
     }
 
