@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::env;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -182,7 +183,9 @@ fn must_clear(name: &str) -> bool {
     EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Build one workspace; returns component name → path of its `.wasm`.
+/// Build one workspace; returns component name → path of its `.wasm`: the
+/// `cdylib` artifacts cargo reports for this build (never a stale file left
+/// in the target directory by an older build or another crate).
 fn cargo_build(ws_dir: &Path, target_dir: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
     let manifest = ws_dir.join("Cargo.toml");
     let mut cmd = Command::new(cargo());
@@ -191,40 +194,59 @@ fn cargo_build(ws_dir: &Path, target_dir: &Path) -> Result<BTreeMap<String, Path
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir)
+        // Diagnostics rendered as usual on stderr; stdout carries one JSON
+        // message per line, among them the artifacts.
+        .args(["--message-format", "json-render-diagnostics"])
         .current_dir(ws_dir)
+        .stdout(Stdio::piped())
         // Cargo shows this script's stderr only when it fails: then the
-        // inner build's errors are what the user needs to see. Its stdout
-        // goes there too: this script's stdout is for `cargo:` directives.
-        .stdout(Stdio::from(std::io::stderr()))
+        // inner build's errors are what the user needs to see.
         .stderr(Stdio::inherit());
     for (name, _) in env::vars_os() {
         if must_clear(&name.to_string_lossy()) {
             cmd.env_remove(&name);
         }
     }
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("cannot run `{}`: {e}", cargo()))?;
+
+    let mut artifacts = BTreeMap::new();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading cargo's output: {e}"))?;
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_cdylib = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
+        if !is_cdylib {
+            continue;
+        }
+        for file in message["filenames"].as_array().into_iter().flatten() {
+            let Some(path) = file.as_str().map(PathBuf::from) else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "wasm") {
+                if let Some(stem) = path.file_stem() {
+                    artifacts.insert(stem.to_string_lossy().into_owned(), path);
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo: {e}"))?;
     if !status.success() {
         return Err(format!(
             "`cargo build --release --target {WASM_TARGET} --manifest-path {}` failed ({status}); \
              its errors are printed above",
             manifest.display()
         ));
-    }
-
-    // Every cdylib of the workspace is linked into `<crate name>.wasm` here.
-    let release_dir = target_dir.join(WASM_TARGET).join("release");
-    let entries = fs::read_dir(&release_dir)
-        .map_err(|e| format!("cannot list {}: {e}", release_dir.display()))?;
-    let mut artifacts = BTreeMap::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
-            if let Some(stem) = path.file_stem() {
-                artifacts.insert(stem.to_string_lossy().into_owned(), path);
-            }
-        }
     }
     Ok(artifacts)
 }

@@ -219,13 +219,14 @@ fn explain(req: &Request, given: &Path, op: Op, err: &io::Error) -> FsError {
     }
 }
 
-/// The directory a grant should name: the path itself for a directory
-/// listing (or a walk of what looks like a directory: no extension), else
-/// its parent (`.` for a bare relative file name).
+/// The path a grant should name: the path itself for a directory listing,
+/// else its parent (`.` for a bare relative name). A walk may start at a
+/// file or a directory, unknown which while it is unreadable: its parent is
+/// right for both, unless the path ends with `/`.
 fn suggested_grant_path(given: &Path, op: Op) -> String {
     let is_dir = match op {
         Op::ReadDir => true,
-        Op::Walk => given.extension().is_none(),
+        Op::Walk => given.as_os_str().to_string_lossy().ends_with('/'),
         Op::Read | Op::Write => false,
     };
     let dir = if is_dir {
@@ -233,10 +234,14 @@ fn suggested_grant_path(given: &Path, op: Op) -> String {
     } else {
         given.parent().unwrap_or(given)
     };
-    if dir.as_os_str().is_empty() {
+    let text = dir.to_string_lossy();
+    let trimmed = text.trim_end_matches('/');
+    if text.is_empty() {
         ".".to_string()
+    } else if trimmed.is_empty() {
+        "/".to_string()
     } else {
-        dir.to_string_lossy().into_owned()
+        trimmed.to_string()
     }
 }
 
@@ -320,7 +325,13 @@ mod tests {
         );
         let e = explain(&r, Path::new("src/../../x"), Op::Read, &err);
         assert!(e.message.contains("no files grant covers it"), "{e}");
-        let e = explain(&r, Path::new("docs"), Op::Walk, &err);
+        let e = explain(&r, Path::new("/etc/passwd"), Op::Walk, &err);
+        assert!(e.message.contains("{ path: /etc, access: read }"), "{e}");
+        let e = explain(&r, Path::new("/x"), Op::Read, &err);
+        assert!(e.message.contains("{ path: /, access: read }"), "{e}");
+        let e = explain(&r, Path::new("docs/"), Op::Walk, &err);
+        assert!(e.message.contains("{ path: docs, access: read }"), "{e}");
+        let e = explain(&r, Path::new("docs"), Op::ReadDir, &err);
         assert!(e.message.contains("{ path: docs, access: read }"), "{e}");
         let e = explain(&r, Path::new("notes.txt"), Op::Read, &err);
         assert!(e.message.contains("{ path: ., access: read }"), "{e}");
