@@ -38,6 +38,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "WFHOST_HOME", default_value = ".wfhost")]
     home: PathBuf,
 
+    /// Host config file with the operator's `[ceiling]` on grants
+    /// (default: `config.toml` in the home directory, if present).
+    #[arg(long, global = true, env = "WFHOST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -67,8 +72,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run(args) => run::run(&cli.home, args),
-        Command::Validate(args) => validate::validate(args),
+        Command::Run(args) => run::run(&cli.home, cli.config.as_deref(), args),
+        Command::Validate(args) => validate::validate(&cli.home, cli.config.as_deref(), args),
         Command::Graph(args) => validate::graph(args),
         Command::Runs(args) => inspect::runs(&cli.home, args),
         Command::Status(args) => inspect::status(&cli.home, args),
@@ -119,6 +124,33 @@ fn resolve_run(store: &crate::store::Store, prefix: &str) -> anyhow::Result<Stri
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The operator's ceiling: from `--config`, else `<home>/config.toml` if
+/// it exists. A broken config file is an invalid-input error.
+fn load_ceiling(
+    home: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::engine::ceiling::Ceiling>> {
+    let path = match config {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = home.join("config.toml");
+            if !default.exists() {
+                return Ok(None);
+            }
+            default
+        }
+    };
+    crate::engine::ceiling::Ceiling::load(&path).map_err(|e| Invalid(e).into())
+}
+
+/// Resolve every step's grants against the ceiling; problems are invalid input.
+fn check_grants(
+    workflow: &crate::workflow::LoadedWorkflow,
+    ceiling: Option<&crate::engine::ceiling::Ceiling>,
+) -> anyhow::Result<Vec<crate::engine::grants::ResolvedGrants>> {
+    crate::engine::grants::resolve_all(workflow, ceiling).map_err(|d| Invalid(d.to_string()).into())
 }
 
 /// Directory for compiled components shared by every run on this machine.

@@ -39,8 +39,10 @@ pub struct RunArgs {
 }
 
 /// Run `wfhost run`.
-pub fn run(home: &Path, args: RunArgs) -> Result<ExitCode> {
+pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode> {
     let workflow = load_workflow(&args.file)?;
+    let ceiling = super::load_ceiling(home, config)?;
+    super::check_grants(&workflow, ceiling.as_ref())?;
     let run_args = collect_args(&workflow, args.args_file.as_deref(), &args.args)?;
 
     let store = super::open_store(home)?;
@@ -50,7 +52,8 @@ pub fn run(home: &Path, args: RunArgs) -> Result<ExitCode> {
     } else {
         Arc::new(ProgressPrinter::new(!args.no_logs))
     };
-    let driver = Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener);
+    let driver =
+        Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
     let run_id = driver.create_run(&workflow, &run_args)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run_args));
 

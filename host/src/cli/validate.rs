@@ -1,13 +1,14 @@
 //! `wfhost validate` and `wfhost graph`: static views of a workflow file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::json;
 
 use super::run::load_workflow;
-use crate::engine::driver::{component_of, effective_grants};
+use crate::engine::driver::component_of;
+use crate::engine::grants::step_timeout;
 
 /// Arguments of `wfhost validate`.
 #[derive(Debug, clap::Args)]
@@ -39,33 +40,34 @@ pub struct GraphArgs {
 }
 
 /// `wfhost validate`.
-pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
+pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Result<ExitCode> {
     let workflow = load_workflow(&args.file)?;
+    let ceiling = super::load_ceiling(home, config)?;
+    let grants = super::check_grants(&workflow, ceiling.as_ref())?;
     let steps: Vec<_> = workflow
         .def
         .steps
         .iter()
-        .map(|step| {
-            let grants = effective_grants(&workflow, step);
+        .zip(&grants)
+        .map(|(step, grants)| {
             json!({
                 "id": step.id,
                 "phase": step.phase,
                 "component": component_of(&workflow, step),
                 "needs": step.needs,
-                "timeout": step.timeout.as_ref().or(workflow.def.config.timeout.as_ref()),
-                "grants": {
-                    "files": grants.files.iter().map(|(path, writable)| json!({
-                        "path": path,
-                        "access": if *writable { "read-write" } else { "read" },
-                    })).collect::<Vec<_>>(),
-                    "env": grants.env,
-                    "exec": grants.exec,
-                },
+                "timeout_ms": step_timeout(&workflow, step, grants).as_millis() as u64,
+                "grants": grants.to_json(),
             })
         })
         .collect();
     if args.json {
-        let doc = json!({ "valid": true, "workflow": workflow.def.name, "file": workflow.file_name, "steps": steps });
+        let doc = json!({
+            "valid": true,
+            "workflow": workflow.def.name,
+            "file": workflow.file_name,
+            "ceiling": ceiling.as_ref().map(|c| c.source.clone()),
+            "steps": steps,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -75,46 +77,20 @@ pub fn validate(args: ValidateArgs) -> Result<ExitCode> {
         workflow.def.name,
         workflow.def.steps.len()
     );
-    for step in &steps {
-        let needs = step["needs"].as_array().map(|n| n.len()).unwrap_or(0);
-        println!(
-            "  {:<24} {:<12} needs {needs}  grants: {}",
-            step["id"].as_str().unwrap_or_default(),
-            step["component"]
-                .as_str()
-                .map(|c| c.rsplit('/').next().unwrap_or(c))
-                .unwrap_or_default(),
-            grants_line(&step["grants"])
-        );
+    if let Some(ceiling) = &ceiling {
+        println!("operator ceiling: {}", ceiling.source.display());
+    }
+    println!("effective grants:");
+    for (step, grants) in workflow.def.steps.iter().zip(&grants) {
+        let component = component_of(&workflow, step);
+        let component = component
+            .rsplit('/')
+            .next()
+            .unwrap_or(&component)
+            .to_string();
+        println!("  {:<20} {:<10} {}", step.id, component, grants.summary());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn grants_line(grants: &serde_json::Value) -> String {
-    let mut parts = Vec::new();
-    for file in grants["files"].as_array().into_iter().flatten() {
-        parts.push(format!(
-            "{} ({})",
-            file["path"].as_str().unwrap_or_default(),
-            file["access"].as_str().unwrap_or_default()
-        ));
-    }
-    for key in ["env", "exec"] {
-        let names: Vec<&str> = grants[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
-        if !names.is_empty() {
-            parts.push(format!("{key}: {}", names.join(", ")));
-        }
-    }
-    if parts.is_empty() {
-        "none".to_string()
-    } else {
-        parts.join("; ")
-    }
 }
 
 /// `wfhost graph`.

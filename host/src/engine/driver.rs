@@ -11,14 +11,16 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
+use super::ceiling::Ceiling;
 use super::executor::{
     FailureKind, LogLevel, ResolvedGrants, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
+use super::grants;
 use super::progress::ProgressBoard;
 use super::scheduler::Scheduler;
 use crate::store::{NewRun, RunStatus, StepStatus, Store};
-use crate::workflow::model::{Access, Step};
-use crate::workflow::{parse_duration, step_kind, LoadedWorkflow, StepKind, Templates};
+use crate::workflow::model::Step;
+use crate::workflow::{step_kind, LoadedWorkflow, StepKind, Templates};
 
 /// Steps running at once when the workflow does not say.
 pub const DEFAULT_PARALLELISM: usize = 4;
@@ -106,6 +108,7 @@ pub struct Driver {
     store: Arc<Store>,
     executor: Arc<dyn StepExecutor>,
     listener: Arc<dyn RunListener>,
+    ceiling: Option<Ceiling>,
 }
 
 impl Driver {
@@ -119,7 +122,14 @@ impl Driver {
             store,
             executor,
             listener,
+            ceiling: None,
         }
+    }
+
+    /// Check every step's grants against the operator's ceiling.
+    pub fn with_ceiling(mut self, ceiling: Option<Ceiling>) -> Driver {
+        self.ceiling = ceiling;
+        self
     }
 
     /// Record a new run of `workflow` with resolved `args`; returns its id.
@@ -154,6 +164,15 @@ impl Driver {
         let mut unique = components.clone();
         unique.sort();
         unique.dedup();
+        let all_grants = match grants::resolve_all(workflow, self.ceiling.as_ref()) {
+            Ok(all) => all,
+            Err(diagnostics) => {
+                let message = format!("grants: {diagnostics}");
+                self.store
+                    .set_run_status(run_id, RunStatus::Failed, Some(&message))?;
+                anyhow::bail!(message);
+            }
+        };
         if let Err(error) = self.executor.prepare(&unique) {
             let message = format!("cannot load plugins: {error}");
             self.store
@@ -169,12 +188,6 @@ impl Driver {
         });
 
         let parallelism = def.config.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1);
-        let default_timeout = match &def.config.timeout {
-            Some(text) => {
-                parse_duration(text).map_err(|e| anyhow::anyhow!("config.timeout: {e}"))?
-            }
-            None => DEFAULT_STEP_TIMEOUT,
-        };
         let templates = Templates::new();
         let mut scheduler = Scheduler::new(
             def.steps
@@ -204,7 +217,7 @@ impl Driver {
                     &outputs,
                     &context,
                     &templates,
-                    default_timeout,
+                    all_grants[index].clone(),
                     self.store.run_files(run_id).step_dir(&step.id),
                 );
                 let input = match &prepared {
@@ -380,41 +393,6 @@ fn absolute(base: &Path, path: &str) -> PathBuf {
     std::fs::canonicalize(&joined).unwrap_or(joined)
 }
 
-/// What a step may touch: its grants with paths made absolute, plus the
-/// shell of a script step (`with.shell`, default `sh`), which a script step
-/// is granted implicitly.
-pub fn effective_grants(workflow: &LoadedWorkflow, step: &Step) -> ResolvedGrants {
-    let files = step
-        .grants
-        .files
-        .iter()
-        .map(|grant| {
-            (
-                absolute(&workflow.dir, &grant.path),
-                grant.access == Access::ReadWrite,
-            )
-        })
-        .collect();
-    let mut exec = step.grants.exec.clone();
-    if step_kind(step) == StepKind::Script {
-        let shell = step
-            .with
-            .as_ref()
-            .and_then(|with| with.get("shell"))
-            .and_then(Value::as_str)
-            .unwrap_or("sh")
-            .to_string();
-        if !exec.contains(&shell) {
-            exec.push(shell);
-        }
-    }
-    ResolvedGrants {
-        files,
-        env: step.grants.env.clone(),
-        exec,
-    }
-}
-
 /// The template context: `args`, `steps.<id>.output`, `run`.
 pub fn template_context(
     run_id: &str,
@@ -448,7 +426,7 @@ fn prepare_invocation(
     outputs: &BTreeMap<String, Value>,
     context: &Value,
     templates: &Templates,
-    default_timeout: Duration,
+    grants: ResolvedGrants,
     scratch_dir: PathBuf,
 ) -> Result<StepInvocation, StepFailure> {
     let template_error =
@@ -478,12 +456,7 @@ fn prepare_invocation(
                 .map(|output| (need.clone(), output.clone()))
         })
         .collect();
-    let timeout = match &step.timeout {
-        Some(text) => {
-            parse_duration(text).map_err(|e| StepFailure::permanent(format!("timeout: {e}")))?
-        }
-        None => default_timeout,
-    };
+    let timeout = grants::step_timeout(workflow, step, &grants);
     Ok(StepInvocation {
         run_id: run_id.to_string(),
         step_id: step.id.clone(),
@@ -494,7 +467,7 @@ fn prepare_invocation(
         inputs: Value::Object(inputs),
         args: args.clone(),
         workdir: workflow.dir.clone(),
-        grants: effective_grants(workflow, step),
+        grants,
         timeout,
         scratch_dir,
     })
@@ -696,6 +669,8 @@ mod tests {
         let seen = executor.seen.lock().unwrap();
         assert_eq!(seen[0].component, "script");
         assert_eq!(seen[0].config["run"], format!("echo {}", outcome.run_id));
-        assert_eq!(seen[0].grants.exec, ["sh"]);
+        assert_eq!(seen[0].grants.exec.len(), 1);
+        assert_eq!(seen[0].grants.exec[0].name, "sh");
+        assert!(seen[0].grants.exec[0].path.is_absolute());
     }
 }

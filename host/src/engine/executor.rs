@@ -42,16 +42,7 @@ pub struct StepInvocation {
     pub scratch_dir: PathBuf,
 }
 
-/// A step's grants with paths made absolute.
-#[derive(Debug, Clone, Default)]
-pub struct ResolvedGrants {
-    /// Absolute paths and whether they are writable.
-    pub files: Vec<(PathBuf, bool)>,
-    /// Host environment variable names passed through.
-    pub env: Vec<String>,
-    /// Programs the step may start (names or absolute paths).
-    pub exec: Vec<String>,
-}
+pub use super::grants::ResolvedGrants;
 
 /// How a step attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

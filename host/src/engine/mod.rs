@@ -5,8 +5,10 @@
 //! (the wasm runtime in production), and persists each transition before
 //! the next action.
 
+pub mod ceiling;
 pub mod driver;
 pub mod executor;
+pub mod grants;
 mod progress;
 pub mod scheduler;
 

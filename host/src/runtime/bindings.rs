@@ -11,4 +11,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use wfhost::plugin::{host, process, types};
+pub use self::wfhost::plugin::{host, process, types};

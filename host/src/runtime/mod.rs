@@ -11,6 +11,7 @@ pub mod builtin;
 mod cache;
 mod host_api;
 mod limits;
+mod network;
 pub mod process;
 mod state;
 
@@ -38,8 +39,6 @@ use state::{StepContext, StepState};
 /// How often the epoch advances; steps yield to the scheduler at each tick,
 /// which is also the granularity of timeouts.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Default linear-memory cap per step.
-pub const DEFAULT_MEMORY_LIMIT: usize = 512 * 1024 * 1024;
 /// Bytes of a guest's own stdout/stderr kept for its log.
 const GUEST_STDIO_CAPACITY: usize = 1024 * 1024;
 
@@ -49,7 +48,6 @@ pub struct Runtime {
     linker: Linker<StepState>,
     cache: ComponentCache,
     ticker_stop: Arc<AtomicBool>,
-    memory_limit: usize,
 }
 
 impl Runtime {
@@ -80,7 +78,6 @@ impl Runtime {
             engine,
             linker,
             ticker_stop,
-            memory_limit: DEFAULT_MEMORY_LIMIT,
         }))
     }
 
@@ -111,7 +108,7 @@ impl Runtime {
             wasi: WasiCtxBuilder::new().build(),
             table: Default::default(),
             limits: StepLimits {
-                memory_bytes: self.memory_limit,
+                memory_bytes: crate::engine::grants::DEFAULT_MEMORY as usize,
                 memory_exceeded: false,
             },
             step: Arc::new(StepContext {
@@ -146,7 +143,10 @@ impl Runtime {
             .map_err(|error| StepFailure::permanent(format!("{error:#}")))?;
         let stdout = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
-        let wasi = build_wasi(&invocation, stdout.clone(), stderr.clone())?;
+        let mut builder = WasiCtxBuilder::new();
+        network::configure(&mut builder, &invocation.grants.network, observer.clone()).await;
+        let wasi = build_wasi(builder, &invocation, stdout.clone(), stderr.clone())?;
+        let memory_limit = usize::try_from(invocation.grants.memory).unwrap_or(usize::MAX);
         let request = step_request(&invocation);
         let timeout = invocation.timeout;
         let context = Arc::new(StepContext {
@@ -160,7 +160,7 @@ impl Runtime {
                 wasi,
                 table: Default::default(),
                 limits: StepLimits {
-                    memory_bytes: self.memory_limit,
+                    memory_bytes: memory_limit,
                     memory_exceeded: false,
                 },
                 step: context,
@@ -184,8 +184,8 @@ impl Runtime {
             }),
             Ok(Err(trap)) if store.data().limits.memory_exceeded => {
                 Err(StepFailure::permanent(format!(
-                    "ran out of memory: the limit is {} MiB per step ({})",
-                    self.memory_limit / (1024 * 1024),
+                    "ran out of memory: the limit is {} MiB (grants: {{ memory: ... }} raises it; {})",
+                    memory_limit / (1024 * 1024),
                     trap.root_cause()
                 )))
             }
@@ -234,21 +234,18 @@ impl StepExecutor for WasmExecutor {
 }
 
 /// Build the WASI context for a step: preopens for file grants, granted
-/// environment variables, captured stdio, no network.
+/// environment variables, captured stdio (sockets are set up by
+/// [`network::configure`]).
 fn build_wasi(
+    mut builder: WasiCtxBuilder,
     invocation: &StepInvocation,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 ) -> Result<wasmtime_wasi::WasiCtx, StepFailure> {
-    let mut builder = WasiCtxBuilder::new();
     builder.stdout(stdout).stderr(stderr);
-    builder
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
-    for name in &invocation.grants.env {
-        if let Ok(value) = std::env::var(name) {
-            builder.env(name, value);
+    for grant in &invocation.grants.env {
+        if let Some(value) = grant.value() {
+            builder.env(&grant.name, value);
         }
     }
     for (path, writable) in &invocation.grants.files {

@@ -15,9 +15,8 @@ use tokio::process::Command;
 
 use super::bindings::process::{self, Denial, Output, ProcessError};
 use super::state::{StepContext, StepState};
+use crate::engine::grants::{resolve_program, ExecGrant};
 
-/// Bytes of stdout (and separately stderr) kept per program.
-const MAX_CAPTURE: usize = 16 * 1024 * 1024;
 /// Time between SIGTERM and SIGKILL when a program runs out of time.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -62,9 +61,9 @@ async fn run_program(
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
-    for name in &invocation.grants.env {
-        if let Some(value) = std::env::var_os(name) {
-            command.env(name, value);
+    for grant in &invocation.grants.env {
+        if let Some(value) = grant.value() {
+            command.env(&grant.name, value);
         }
     }
     command
@@ -94,8 +93,9 @@ async fn run_program(
             let _ = stdin.write_all(&bytes).await;
         });
     }
-    let stdout = tokio::spawn(read_capped(child.stdout.take()));
-    let stderr = tokio::spawn(read_capped(child.stderr.take()));
+    let cap = usize::try_from(invocation.grants.max_output).unwrap_or(usize::MAX);
+    let stdout = tokio::spawn(read_capped(child.stdout.take(), cap));
+    let stderr = tokio::spawn(read_capped(child.stderr.take(), cap));
 
     let now = tokio::time::Instant::now();
     let mut limit = step.deadline.saturating_duration_since(now);
@@ -142,20 +142,14 @@ async fn run_program(
     })
 }
 
-/// Check `program` against the `exec` grant and resolve it to a path.
-fn authorize(granted: &[String], program: &str) -> Result<PathBuf, ProcessError> {
+/// Check `program` against the `exec` grant; returns the granted path.
+fn authorize(granted: &[ExecGrant], program: &str) -> Result<PathBuf, ProcessError> {
     let requested = resolve_program(program);
-    for entry in granted {
-        let allowed = resolve_program(entry);
-        let same_name = entry == program;
-        let same_path = matches!((&requested, &allowed), (Some(a), Some(b)) if a == b);
-        if same_name || same_path {
-            return allowed.ok_or_else(|| {
-                ProcessError::Failed(format!(
-                    "program '{entry}' is granted but not found on PATH"
-                ))
-            });
-        }
+    let found = granted
+        .iter()
+        .find(|grant| grant.name == program || requested.as_ref() == Some(&grant.path));
+    if let Some(grant) = found {
+        return Ok(grant.path.clone());
     }
     let name = Path::new(program)
         .file_name()
@@ -165,25 +159,6 @@ fn authorize(granted: &[String], program: &str) -> Result<PathBuf, ProcessError>
         what: format!("starting program '{program}'"),
         missing_grant: format!("grants: {{ exec: [{name}] }}"),
     }))
-}
-
-/// Resolve a program name through the host `PATH`, or canonicalise a path.
-pub(crate) fn resolve_program(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return std::fs::canonicalize(program).ok();
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .and_then(|found| std::fs::canonicalize(found).ok())
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
@@ -197,8 +172,9 @@ fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
     Ok(path)
 }
 
-/// Read a stream to its end, keeping at most [`MAX_CAPTURE`] bytes.
-async fn read_capped(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
+/// Read a stream to its end, keeping at most `cap` bytes (the step's
+/// `max_output`) and noting how much was dropped.
+async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: usize) -> Vec<u8> {
     let Some(mut stream) = stream else {
         return Vec::new();
     };
@@ -209,7 +185,7 @@ async fn read_capped(stream: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
         match stream.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let room = MAX_CAPTURE.saturating_sub(kept.len());
+                let room = cap.saturating_sub(kept.len());
                 kept.extend_from_slice(&buffer[..n.min(room)]);
                 dropped += n.saturating_sub(room);
             }

@@ -12,7 +12,7 @@ pub mod args;
 pub mod diag;
 pub mod graph;
 pub mod load;
-mod locate;
+pub(crate) mod locate;
 pub mod model;
 pub mod parse;
 pub mod template;

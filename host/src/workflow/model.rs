@@ -29,12 +29,41 @@ pub struct Workflow {
     /// Run-wide settings.
     #[serde(default)]
     pub config: RunConfig,
+    /// Defaults applied to every step (see [`Grants::inherit`] for the
+    /// merge rule).
+    #[serde(default)]
+    pub defaults: Defaults,
     /// Extra step types: name → path of a `.wasm` component (relative to the
     /// workflow file).
     #[serde(default)]
     pub plugins: BTreeMap<String, String>,
     /// The steps; order in the file does not matter, `needs` does.
     pub steps: Vec<Step>,
+}
+
+/// Workflow-wide defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Grants every step starts from.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Default sandbox mode for started programs.
+    #[serde(default)]
+    pub sandbox: Option<SandboxMode>,
+}
+
+/// How strictly started programs are confined when the kernel cannot do
+/// everything asked.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Refuse to start a program the OS sandbox cannot confine (default).
+    #[default]
+    Strict,
+    /// Start it with whatever confinement the kernel offers, and log what
+    /// was missing.
+    BestEffort,
 }
 
 /// A named group of steps.
@@ -102,21 +131,48 @@ pub struct Step {
     /// Per-attempt timeout, e.g. `30s`; overrides `config.timeout`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Confinement of started programs: `strict` (default) or `best-effort`.
+    #[serde(default)]
+    pub sandbox: Option<SandboxMode>,
 }
 
 /// Capabilities granted to a step. Deny by default.
+///
+/// Merge rule with `defaults.grants`: unless the step says `inherit: false`,
+/// its lists (`files`, `env`, `exec`, `network`) are the union of the
+/// defaults' and its own, and its scalars (`memory`, `timeout`,
+/// `max_output`) replace the defaults' when given. With `inherit: false` the
+/// step gets exactly what it lists itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
+    /// Whether to start from `defaults.grants` (default true).
+    #[serde(default)]
+    pub inherit: Option<bool>,
     /// Files and directories, relative to the workflow file or absolute.
     #[serde(default)]
     pub files: Vec<FileGrant>,
-    /// Names of host environment variables passed to the step.
+    /// Host environment variables passed to the step: `NAME` passes the
+    /// host's value, `NAME=value` sets one.
     #[serde(default)]
     pub env: Vec<String>,
-    /// Programs the step may start through `process`.
+    /// Programs the step may start through `process` (names looked up on
+    /// `PATH` at validation, or absolute paths).
     #[serde(default)]
     pub exec: Vec<String>,
+    /// Hosts the step may connect to: `host`, `host:port`, `*.domain:port`.
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// Linear-memory cap, e.g. `256MiB` (default 512MiB).
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub memory: Option<String>,
+    /// Per-attempt timeout (same as the step's `timeout`, which wins).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Bytes of stdout/stderr/log kept per program or step, e.g. `1MiB`
+    /// (default 16MiB).
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub max_output: Option<String>,
 }
 
 /// One file grant line.
@@ -152,7 +208,7 @@ where
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(other) => Err(serde::de::Error::custom(format!(
-            "version must be a string or number, not {other}"
+            "expected a string or number, not {other}"
         ))),
     }
 }

@@ -306,7 +306,7 @@ steps:
     fn bad_version_type_is_reported() {
         let d = yaml_err("name: x\nversion: [1]\nsteps: []\n");
         assert!(
-            d.message.contains("version must be a string or number"),
+            d.message.contains("expected a string or number"),
             "{}",
             d.message
         );

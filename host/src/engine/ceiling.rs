@@ -1,0 +1,331 @@
+//! The operator's ceiling: the most any workflow run by this host may be
+//! granted. Read from `config.toml` in the wfhost home (or `--config`):
+//!
+//! ```toml
+//! [ceiling]
+//! files = [{ path = "/work", access = "read-write" }, { path = "/usr/share/doc", access = "read" }]
+//! exec = ["sh", "git", "cargo"]
+//! env = ["RUST_LOG"]
+//! network = ["*.github.com:443"]
+//! memory = "1GiB"
+//! timeout = "30m"
+//! max_output = "64MiB"
+//! ```
+//!
+//! A key that is absent sets no cap on that kind of grant; an empty list
+//! forbids it entirely. Paths are relative to the config file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::grants::{parse_size, resolve_program, NetworkGrant, ResolvedGrants};
+use crate::workflow::model::{Access, FileGrant};
+use crate::workflow::parse_duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    ceiling: Option<CeilingSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CeilingSpec {
+    files: Option<Vec<FileGrant>>,
+    env: Option<Vec<String>>,
+    exec: Option<Vec<String>>,
+    network: Option<Vec<String>>,
+    memory: Option<String>,
+    timeout: Option<String>,
+    max_output: Option<String>,
+}
+
+/// The caps, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Ceiling {
+    /// The file it was read from, for messages.
+    pub source: PathBuf,
+    files: Option<Vec<(PathBuf, bool)>>,
+    env: Option<Vec<String>>,
+    exec: Option<Vec<(String, Option<PathBuf>)>>,
+    network: Option<Vec<NetworkGrant>>,
+    memory: Option<u64>,
+    timeout: Option<Duration>,
+    max_output: Option<u64>,
+}
+
+impl Ceiling {
+    /// Read the ceiling from a host config file. `Ok(None)` when the file
+    /// has no `[ceiling]` table.
+    pub fn load(path: &Path) -> Result<Option<Ceiling>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    let col = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!(":{line}:{col}")
+                })
+                .unwrap_or_default();
+            format!("{}{at}: {}", path.display(), e.message())
+        })?;
+        let Some(spec) = file.ceiling else {
+            return Ok(None);
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let bad = |what: &str, e: String| format!("{}: ceiling {what}: {e}", path.display());
+        Ok(Some(Ceiling {
+            source: path.to_path_buf(),
+            files: spec.files.map(|files| {
+                files
+                    .iter()
+                    .map(|f| {
+                        let joined = base.join(&f.path);
+                        let path = std::fs::canonicalize(&joined).unwrap_or(joined);
+                        (path, f.access == Access::ReadWrite)
+                    })
+                    .collect()
+            }),
+            env: spec.env,
+            exec: spec.exec.map(|names| {
+                names
+                    .into_iter()
+                    .map(|n| (n.clone(), resolve_program(&n)))
+                    .collect()
+            }),
+            network: spec
+                .network
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .map(|l| NetworkGrant::parse(l))
+                        .collect::<Result<_, _>>()
+                })
+                .transpose()
+                .map_err(|e| bad("network", e))?,
+            memory: spec
+                .memory
+                .map(|m| parse_size(&m))
+                .transpose()
+                .map_err(|e| bad("memory", e))?,
+            timeout: spec
+                .timeout
+                .map(|t| parse_duration(&t))
+                .transpose()
+                .map_err(|e| bad("timeout", e))?,
+            max_output: spec
+                .max_output
+                .map(|m| parse_size(&m))
+                .transpose()
+                .map_err(|e| bad("max_output", e))?,
+        }))
+    }
+
+    /// Every way `grants` (with the step's effective `timeout`) exceeds
+    /// this ceiling, one message each.
+    pub fn check(&self, grants: &ResolvedGrants, timeout: Duration) -> Vec<String> {
+        let source = self.source.display();
+        let mut problems = Vec::new();
+        if let Some(allowed) = &self.files {
+            for (path, writable) in &grants.files {
+                let covered = allowed.iter().any(|(root, root_writable)| {
+                    path.starts_with(root) && (*root_writable || !writable)
+                });
+                if !covered {
+                    let list: Vec<String> = allowed
+                        .iter()
+                        .map(|(p, w)| {
+                            format!(
+                                "{} ({})",
+                                p.display(),
+                                if *w { "read-write" } else { "read" }
+                            )
+                        })
+                        .collect();
+                    problems.push(format!(
+                        "files grant '{}' ({}) exceeds the operator ceiling in {source} (ceiling files: {})",
+                        path.display(),
+                        if *writable { "read-write" } else { "read" },
+                        none_if_empty(&list)
+                    ));
+                }
+            }
+        }
+        if let Some(allowed) = &self.env {
+            for grant in grants.env.iter().filter(|g| g.value.is_none()) {
+                if !allowed.contains(&grant.name) {
+                    problems.push(format!(
+                        "env grant '{}' exceeds the operator ceiling in {source} (ceiling env: {})",
+                        grant.name,
+                        none_if_empty(allowed)
+                    ));
+                }
+            }
+        }
+        if let Some(allowed) = &self.exec {
+            for grant in &grants.exec {
+                let covered = allowed
+                    .iter()
+                    .any(|(name, path)| *name == grant.name || path.as_ref() == Some(&grant.path));
+                if !covered {
+                    let names: Vec<String> = allowed.iter().map(|(n, _)| n.clone()).collect();
+                    problems.push(format!(
+                        "exec grant '{}' exceeds the operator ceiling in {source} (ceiling exec: {})",
+                        grant.name,
+                        none_if_empty(&names)
+                    ));
+                }
+            }
+        }
+        if let Some(allowed) = &self.network {
+            for grant in &grants.network {
+                if !allowed.iter().any(|ceiling| ceiling.covers(grant)) {
+                    let lines: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+                    problems.push(format!(
+                        "network grant '{grant}' exceeds the operator ceiling in {source} (ceiling network: {})",
+                        none_if_empty(&lines)
+                    ));
+                }
+            }
+        }
+        if let Some(max) = self.memory.filter(|max| grants.memory > *max) {
+            problems.push(format!(
+                "memory grant of {} MiB exceeds the operator ceiling in {source} (ceiling memory: {} MiB)",
+                grants.memory >> 20,
+                max >> 20
+            ));
+        }
+        if let Some(max) = self.max_output.filter(|max| grants.max_output > *max) {
+            problems.push(format!(
+                "max_output grant of {} bytes exceeds the operator ceiling in {source} (ceiling max_output: {max} bytes)",
+                grants.max_output
+            ));
+        }
+        if let Some(max) = self.timeout.filter(|max| timeout > *max) {
+            problems.push(format!(
+                "timeout of {} exceeds the operator ceiling in {source} (ceiling timeout: {})",
+                crate::runtime::humanize(timeout),
+                crate::runtime::humanize(max)
+            ));
+        }
+        problems
+    }
+}
+
+fn none_if_empty(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::grants::{EnvGrant, ExecGrant};
+
+    fn ceiling(text: &str) -> (tempfile::TempDir, Result<Option<Ceiling>, String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Ceiling::load(&path);
+        (dir, loaded)
+    }
+
+    #[test]
+    fn grants_within_the_ceiling_pass_and_excess_is_named() {
+        let (dir, loaded) = ceiling(
+            "[ceiling]\nfiles = [{ path = \"work\", access = \"read\" }]\nexec = [\"sh\"]\nenv = [\"HOME\"]\nnetwork = [\"*.example.com:443\"]\nmemory = \"64MiB\"\ntimeout = \"1m\"\n",
+        );
+        let ceiling = loaded.unwrap().unwrap();
+        std::fs::create_dir_all(dir.path().join("work/sub")).unwrap();
+        let work = std::fs::canonicalize(dir.path().join("work/sub")).unwrap();
+        let ok = ResolvedGrants {
+            files: vec![(work.clone(), false)],
+            exec: vec![ExecGrant {
+                name: "sh".into(),
+                path: resolve_program("sh").unwrap(),
+            }],
+            env: vec![
+                EnvGrant {
+                    name: "HOME".into(),
+                    value: None,
+                },
+                EnvGrant {
+                    name: "X".into(),
+                    value: Some("1".into()),
+                },
+            ],
+            network: vec![NetworkGrant::parse("api.example.com:443").unwrap()],
+            memory: 32 << 20,
+            ..ResolvedGrants::default()
+        };
+        assert_eq!(
+            ceiling.check(&ok, Duration::from_secs(30)),
+            Vec::<String>::new()
+        );
+
+        let too_much = ResolvedGrants {
+            files: vec![(work, true), (PathBuf::from("/etc"), false)],
+            exec: vec![ExecGrant {
+                name: "curl".into(),
+                path: PathBuf::from("/usr/bin/curl"),
+            }],
+            env: vec![EnvGrant {
+                name: "AWS_SECRET".into(),
+                value: None,
+            }],
+            network: vec![NetworkGrant::parse("evil.com").unwrap()],
+            memory: 1 << 30,
+            ..ResolvedGrants::default()
+        };
+        let problems = ceiling.check(&too_much, Duration::from_secs(3600));
+        let text = problems.join("\n");
+        assert_eq!(problems.len(), 7, "{text}");
+        assert!(
+            text.contains("(read-write) exceeds the operator ceiling"),
+            "{text}"
+        );
+        assert!(text.contains("files grant '/etc' (read)"), "{text}");
+        assert!(
+            text.contains("exec grant 'curl' exceeds the operator ceiling")
+                && text.contains("ceiling exec: sh"),
+            "{text}"
+        );
+        assert!(text.contains("env grant 'AWS_SECRET'"), "{text}");
+        assert!(
+            text.contains("network grant 'evil.com'") && text.contains("*.example.com:443"),
+            "{text}"
+        );
+        assert!(
+            text.contains("memory grant of 1024 MiB") && text.contains("ceiling memory: 64 MiB"),
+            "{text}"
+        );
+        assert!(
+            text.contains("timeout of 1h") && text.contains("ceiling timeout: 1m"),
+            "{text}"
+        );
+        assert!(text.contains("config.toml"), "{text}");
+    }
+
+    #[test]
+    fn bad_config_files_are_reported_with_position() {
+        let (_dir, loaded) = ceiling("[ceiling]\nexec = [\"sh\"]\nmemroy = \"1GiB\"\n");
+        let error = loaded.unwrap_err();
+        assert!(
+            error.contains("config.toml:3:1") && error.contains("memroy"),
+            "{error}"
+        );
+        let (_dir, loaded) = ceiling("[ceiling]\nmemory = \"huge\"\n");
+        assert!(loaded
+            .unwrap_err()
+            .contains("ceiling memory: 'huge' is not a size"));
+        let (_dir, loaded) = ceiling("# nothing\n");
+        assert!(loaded.unwrap().is_none());
+    }
+}

@@ -1,0 +1,513 @@
+//! Effective grants: a step's grants merged with the workflow defaults,
+//! resolved (absolute paths, programs found on `PATH`, sizes parsed) and
+//! checked against the operator's ceiling, before any run starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::workflow::locate::Locator;
+use crate::workflow::model::{Access, Grants, SandboxMode, Step};
+use crate::workflow::{
+    parse_duration, step_kind, Diagnostic, Diagnostics, LoadedWorkflow, StepKind,
+};
+
+use super::ceiling::Ceiling;
+
+/// Linear-memory cap when nothing says otherwise.
+pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
+/// Bytes of output kept per stream when nothing says otherwise.
+pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// A step's grants, resolved and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedGrants {
+    /// Absolute, canonical directories and whether they are writable.
+    pub files: Vec<(PathBuf, bool)>,
+    /// Environment variables: name and fixed value (`None`: the host's).
+    pub env: Vec<EnvGrant>,
+    /// Programs the step may start.
+    pub exec: Vec<ExecGrant>,
+    /// Hosts the step may connect to.
+    pub network: Vec<NetworkGrant>,
+    /// Linear-memory cap in bytes.
+    pub memory: u64,
+    /// Per-attempt timeout from the grants, if any.
+    pub timeout: Option<Duration>,
+    /// Bytes kept per output stream.
+    pub max_output: u64,
+    /// What to do when the OS sandbox cannot confine a started program.
+    pub sandbox: SandboxMode,
+}
+
+impl Default for ResolvedGrants {
+    fn default() -> Self {
+        ResolvedGrants {
+            files: Vec::new(),
+            env: Vec::new(),
+            exec: Vec::new(),
+            network: Vec::new(),
+            memory: DEFAULT_MEMORY,
+            timeout: None,
+            max_output: DEFAULT_MAX_OUTPUT,
+            sandbox: SandboxMode::Strict,
+        }
+    }
+}
+
+/// One `env` grant line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvGrant {
+    /// Variable name.
+    pub name: String,
+    /// Fixed value (`NAME=value`), or `None` to pass the host's value.
+    pub value: Option<String>,
+}
+
+impl EnvGrant {
+    /// The value the step sees, if any.
+    pub fn value(&self) -> Option<String> {
+        match &self.value {
+            Some(value) => Some(value.clone()),
+            None => std::env::var(&self.name).ok(),
+        }
+    }
+}
+
+/// One `exec` grant line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecGrant {
+    /// As written in the workflow (`git`, `/usr/bin/git`).
+    pub name: String,
+    /// Canonical absolute path it resolved to at validation.
+    pub path: PathBuf,
+}
+
+/// One `network` grant line: `host`, `host:port`, `*.domain[:port]`, `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkGrant {
+    /// Host name, IP address, `*.suffix` or `*`.
+    pub host: String,
+    /// Port, or any port when absent.
+    pub port: Option<u16>,
+}
+
+impl NetworkGrant {
+    /// Parse `host[:port]` (IPv6 literals in brackets: `[::1]:80`).
+    pub fn parse(text: &str) -> Result<NetworkGrant, String> {
+        let text = text.trim();
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("'{text}': missing ']'"))?;
+            (host.to_string(), after.strip_prefix(':'))
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) if !host.contains(':') => (host.to_string(), Some(port)),
+                _ => (text.to_string(), None),
+            }
+        };
+        if host.is_empty() || host.contains('/') || host.contains(' ') {
+            return Err(format!("'{text}' is not host[:port]"));
+        }
+        let wildcard_ok = host == "*"
+            || host
+                .strip_prefix("*.")
+                .is_some_and(|rest| !rest.contains('*'));
+        if host.contains('*') && !wildcard_ok {
+            return Err(format!(
+                "'{text}': a wildcard must be '*' or lead the name, as in '*.example.com'"
+            ));
+        }
+        let port = match port {
+            None => None,
+            Some("*") => None,
+            Some(port) => Some(
+                port.parse::<u16>()
+                    .map_err(|_| format!("'{text}': bad port '{port}'"))?,
+            ),
+        };
+        Ok(NetworkGrant {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether this grant allows connecting to `host` (a name or an IP
+    /// literal) on `port`.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port) && host_matches(&self.host, &host.to_ascii_lowercase())
+    }
+
+    /// Whether this grant (a ceiling line) covers everything `other` grants.
+    pub fn covers(&self, other: &NetworkGrant) -> bool {
+        let port_ok = match (self.port, other.port) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => false,
+        };
+        port_ok && host_matches(&self.host, &other.host)
+    }
+}
+
+impl std::fmt::Display for NetworkGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) if self.host.contains(':') => write!(f, "[{}]:{port}", self.host),
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == "*" || pattern == host {
+        return true;
+    }
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|head| head.ends_with('.')),
+        None => false,
+    }
+}
+
+/// Parse a size: `1048576`, `512KiB`, `256MiB`, `1GiB`, `10MB`, `1G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 256MiB)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "ki" | "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mi" | "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gi" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "'{text}': unknown unit '{other}' (use B, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    number
+        .checked_mul(factor)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("'{text}' is not a usable size"))
+}
+
+/// Resolve a program name through `PATH`, or canonicalise a path.
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return std::fs::canonicalize(program)
+            .ok()
+            .filter(|p| is_executable(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .and_then(|found| std::fs::canonicalize(found).ok())
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The grants a step declares, merged with the workflow defaults (see
+/// [`Grants`] for the rule), plus the implicit shell of a script step.
+pub fn merged(workflow: &LoadedWorkflow, step: &Step) -> Grants {
+    let own = &step.grants;
+    let mut grants = if own.inherit == Some(false) {
+        own.clone()
+    } else {
+        let base = &workflow.def.defaults.grants;
+        let mut merged = base.clone();
+        merged.inherit = own.inherit;
+        for file in &own.files {
+            if !merged.files.contains(file) {
+                merged.files.push(file.clone());
+            }
+        }
+        for (mine, theirs) in [
+            (&own.env, &mut merged.env),
+            (&own.exec, &mut merged.exec),
+            (&own.network, &mut merged.network),
+        ] {
+            for item in mine {
+                if !theirs.contains(item) {
+                    theirs.push(item.clone());
+                }
+            }
+        }
+        merged.memory = own.memory.clone().or(merged.memory);
+        merged.timeout = own.timeout.clone().or(merged.timeout);
+        merged.max_output = own.max_output.clone().or(merged.max_output);
+        merged
+    };
+    if step_kind(step) == StepKind::Script {
+        let shell = step
+            .with
+            .as_ref()
+            .and_then(|with| with.get("shell"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("sh")
+            .to_string();
+        if !grants.exec.contains(&shell) {
+            grants.exec.push(shell);
+        }
+    }
+    grants
+}
+
+impl ResolvedGrants {
+    /// A JSON view for `wfhost validate --json` and people.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "files": self.files.iter().map(|(path, writable)| serde_json::json!({
+                "path": path,
+                "access": if *writable { "read-write" } else { "read" },
+            })).collect::<Vec<_>>(),
+            "env": self.env.iter().map(|g| match &g.value {
+                Some(value) => format!("{}={value}", g.name),
+                None => g.name.clone(),
+            }).collect::<Vec<_>>(),
+            "exec": self.exec.iter().map(|g| g.path.clone()).collect::<Vec<_>>(),
+            "network": self.network.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "memory": self.memory,
+            "timeout_ms": self.timeout.map(|t| t.as_millis() as u64),
+            "max_output": self.max_output,
+            "sandbox": self.sandbox,
+        })
+    }
+
+    /// One line for people: `files: /src (read); exec: /usr/bin/git; ...`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (path, writable) in &self.files {
+            parts.push(format!(
+                "{} ({})",
+                path.display(),
+                if *writable { "read-write" } else { "read" }
+            ));
+        }
+        let env: Vec<&str> = self.env.iter().map(|g| g.name.as_str()).collect();
+        if !env.is_empty() {
+            parts.push(format!("env: {}", env.join(", ")));
+        }
+        let exec: Vec<String> = self
+            .exec
+            .iter()
+            .map(|g| g.path.display().to_string())
+            .collect();
+        if !exec.is_empty() {
+            parts.push(format!("exec: {}", exec.join(", ")));
+        }
+        let network: Vec<String> = self.network.iter().map(ToString::to_string).collect();
+        if !network.is_empty() {
+            parts.push(format!("network: {}", network.join(", ")));
+        }
+        parts.push(format!("memory: {} MiB", self.memory >> 20));
+        parts.join("; ")
+    }
+}
+
+/// Resolve one step's grants; every problem is a message.
+pub fn resolve(
+    workflow: &LoadedWorkflow,
+    step: &Step,
+    ceiling: Option<&Ceiling>,
+) -> Result<ResolvedGrants, Vec<String>> {
+    let grants = merged(workflow, step);
+    let mut problems = Vec::new();
+    let mut resolved = ResolvedGrants {
+        sandbox: step
+            .sandbox
+            .or(workflow.def.defaults.sandbox)
+            .unwrap_or_default(),
+        ..ResolvedGrants::default()
+    };
+    for file in &grants.files {
+        let joined = workflow.dir.join(&file.path);
+        match std::fs::canonicalize(&joined) {
+            Ok(path) if path.is_dir() => resolved
+                .files
+                .push((path, file.access == Access::ReadWrite)),
+            Ok(_) => problems.push(format!(
+                "files grant '{}' is not a directory (grant a directory)",
+                file.path
+            )),
+            Err(_) => problems.push(format!(
+                "files grant '{}' does not exist ({})",
+                file.path,
+                joined.display()
+            )),
+        }
+    }
+    for line in &grants.env {
+        let (name, value) = match line.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (line.as_str(), None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            problems.push(format!("env grant '{line}': expected NAME or NAME=value"));
+            continue;
+        }
+        resolved.env.push(EnvGrant {
+            name: name.to_string(),
+            value,
+        });
+    }
+    for name in &grants.exec {
+        match resolve_program(name) {
+            Some(path) => resolved.exec.push(ExecGrant {
+                name: name.clone(),
+                path,
+            }),
+            None => problems.push(format!("exec grant '{name}': no such program on PATH")),
+        }
+    }
+    for line in &grants.network {
+        match NetworkGrant::parse(line) {
+            Ok(grant) => resolved.network.push(grant),
+            Err(error) => problems.push(format!("network grant {error}")),
+        }
+    }
+    if let Some(text) = &grants.memory {
+        match parse_size(text) {
+            Ok(bytes) => resolved.memory = bytes,
+            Err(error) => problems.push(format!("memory grant {error}")),
+        }
+    }
+    if let Some(text) = &grants.max_output {
+        match parse_size(text) {
+            Ok(bytes) => resolved.max_output = bytes,
+            Err(error) => problems.push(format!("max_output grant {error}")),
+        }
+    }
+    if let Some(text) = &grants.timeout {
+        match parse_duration(text) {
+            Ok(timeout) => resolved.timeout = Some(timeout),
+            Err(error) => problems.push(format!("timeout grant: {error}")),
+        }
+    }
+    if let Some(ceiling) = ceiling {
+        let timeout = step_timeout(workflow, step, &resolved);
+        problems.extend(ceiling.check(&resolved, timeout));
+    }
+    if problems.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The per-attempt timeout of a step: its `timeout`, else its grants',
+/// else `config.timeout`, else 10 minutes.
+pub fn step_timeout(workflow: &LoadedWorkflow, step: &Step, grants: &ResolvedGrants) -> Duration {
+    step.timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+        .or(grants.timeout)
+        .or_else(|| {
+            workflow
+                .def
+                .config
+                .timeout
+                .as_deref()
+                .and_then(|t| parse_duration(t).ok())
+        })
+        .unwrap_or(super::driver::DEFAULT_STEP_TIMEOUT)
+}
+
+/// Resolve every step's grants, in step order, or report every problem
+/// with its step and location.
+pub fn resolve_all(
+    workflow: &LoadedWorkflow,
+    ceiling: Option<&Ceiling>,
+) -> Result<Vec<ResolvedGrants>, Diagnostics> {
+    let locator = Locator::new(&workflow.source, &workflow.file_name, &workflow.def);
+    let mut all = Vec::new();
+    let mut diagnostics = Diagnostics::new();
+    for (index, step) in workflow.def.steps.iter().enumerate() {
+        match resolve(workflow, step, ceiling) {
+            Ok(grants) => all.push(grants),
+            Err(problems) => {
+                for problem in problems {
+                    diagnostics.push(
+                        Diagnostic::new(problem)
+                            .at(locator.step_key(index, &["grants"]))
+                            .for_step(&step.id),
+                    );
+                }
+            }
+        }
+    }
+    diagnostics.into_result(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+        assert!(parse_size("3 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn network_grants_parse_and_match() {
+        let exact = NetworkGrant::parse("api.github.com:443").unwrap();
+        assert!(exact.allows("api.github.com", 443));
+        assert!(exact.allows("API.github.com", 443));
+        assert!(!exact.allows("api.github.com", 80));
+        assert!(!exact.allows("github.com", 443));
+        let wild = NetworkGrant::parse("*.example.com").unwrap();
+        assert!(wild.allows("a.example.com", 1) && wild.allows("a.b.example.com", 2));
+        assert!(!wild.allows("example.com", 1) && !wild.allows("badexample.com", 1));
+        let v6 = NetworkGrant::parse("[::1]:8080").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", Some(8080)));
+        assert_eq!(v6.to_string(), "[::1]:8080");
+        assert!(NetworkGrant::parse("a.*.com").is_err());
+        assert!(NetworkGrant::parse("host:http")
+            .unwrap_err()
+            .contains("bad port"));
+        assert!(NetworkGrant::parse("http://x").is_err());
+    }
+
+    #[test]
+    fn ceiling_lines_cover_narrower_grants() {
+        let ceiling = NetworkGrant::parse("*.github.com").unwrap();
+        assert!(ceiling.covers(&NetworkGrant::parse("api.github.com:443").unwrap()));
+        assert!(!ceiling.covers(&NetworkGrant::parse("github.io").unwrap()));
+        let port = NetworkGrant::parse("127.0.0.1:80").unwrap();
+        assert!(
+            !port.covers(&NetworkGrant::parse("127.0.0.1").unwrap()),
+            "any port exceeds one port"
+        );
+    }
+
+    #[test]
+    fn programs_resolve_on_path() {
+        let sh = resolve_program("sh").unwrap();
+        assert!(sh.is_absolute());
+        assert!(resolve_program("definitely-not-a-program-wfhost").is_none());
+        assert_eq!(resolve_program(sh.to_str().unwrap()).unwrap(), sh);
+    }
+}
