@@ -512,3 +512,186 @@ fn unknown_and_ambiguous_run_ids_are_user_errors() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn the_operator_ceiling_rejects_wider_grants() {
+    let sandbox = Sandbox::new();
+    sandbox.write("allowed/data.txt", "ok\n");
+    sandbox.write("secret/data.txt", "no\n");
+    let config = sandbox.write(
+        "home/config.toml",
+        &format!(
+            "[ceiling]\nfiles = [{{ path = \"{}\", access = \"read\" }}]\nexec = [\"sh\"]\nmemory = \"64MiB\"\n",
+            sandbox.path().join("allowed").display()
+        ),
+    );
+    let path = sandbox.write(
+        "wide.yaml",
+        "name: w\nsteps:\n  - id: fine\n    type: function\n    component: wordcount\n    grants: {files: [{path: allowed}], memory: 32MiB}\n    with: {paths: [allowed/data.txt]}\n  - id: greedy\n    run: cat secret/data.txt\n    grants: {files: [{path: secret}, {path: allowed, access: read-write}], exec: [cat], memory: 1GiB}\n",
+    );
+    let output = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    for line in &lines {
+        assert!(
+            line.contains("step 'greedy'") && line.contains("exceeds the operator ceiling"),
+            "{line}"
+        );
+        assert!(
+            line.contains(config.to_str().unwrap()),
+            "names the ceiling's file: {line}"
+        );
+        assert!(line.contains("wide.yaml:"), "{line}");
+    }
+    assert!(
+        stderr.contains("secret' (read)") && stderr.contains("ceiling files:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("allowed' (read-write)"), "{stderr}");
+    assert!(
+        stderr.contains("exec grant 'cat'") && stderr.contains("ceiling exec: sh"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("memory grant of 1024 MiB") && stderr.contains("ceiling memory: 64 MiB"),
+        "{stderr}"
+    );
+
+    let run = sandbox.wfhost(&["run", path.to_str().unwrap()]);
+    assert_exit(&run, 2);
+    let runs = sandbox.wfhost(&["runs", "--json"]);
+    assert_eq!(text(&runs.stdout).trim(), "[]", "nothing ran");
+
+    // The same workflow passes without the ceiling; --config picks another file.
+    std::fs::remove_file(&config).unwrap();
+    assert_exit(&sandbox.wfhost(&["validate", path.to_str().unwrap()]), 0);
+    let other = sandbox.write("strict.toml", "[ceiling]\nexec = []\n");
+    let output = sandbox.wfhost(&[
+        "--config",
+        other.to_str().unwrap(),
+        "validate",
+        path.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("ceiling exec: none"),
+        "{}",
+        text(&output.stderr)
+    );
+    let broken = sandbox.write("broken.toml", "[ceiling]\nmemroy = \"1GiB\"\n");
+    let output = sandbox.wfhost(&[
+        "--config",
+        broken.to_str().unwrap(),
+        "validate",
+        path.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("broken.toml:2:1"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn validate_shows_effective_grants_with_defaults_merged() {
+    let sandbox = Sandbox::new();
+    sandbox.write("data/x.txt", "x");
+    let path = sandbox.write(
+        "merge.yaml",
+        "name: m\ndefaults:\n  grants:\n    files: [{path: data}]\n    env: [HOME]\n    memory: 128MiB\nsteps:\n  - id: inherits\n    run: 'true'\n    grants: {exec: [cat], env: ['MODE=fast']}\n  - id: alone\n    type: function\n    component: echo\n    grants: {inherit: false, env: ['ONLY=1']}\n",
+    );
+    let output = sandbox.wfhost(&["validate", path.to_str().unwrap(), "--json"]);
+    assert_exit(&output, 0);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let inherits = &doc["steps"][0]["grants"];
+    assert_eq!(inherits["env"], serde_json::json!(["HOME", "MODE=fast"]));
+    assert_eq!(inherits["memory"], 128 << 20);
+    assert!(inherits["files"][0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("/data"));
+    let exec: Vec<&str> = inherits["exec"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(exec.len(), 2, "cat and the implicit shell: {exec:?}");
+    assert!(
+        exec[0].ends_with("/cat") && exec[0].starts_with('/'),
+        "resolved to an absolute path: {exec:?}"
+    );
+    let alone = &doc["steps"][1]["grants"];
+    assert_eq!(alone["env"], serde_json::json!(["ONLY=1"]));
+    assert_eq!(alone["files"], serde_json::json!([]));
+    assert_eq!(alone["memory"], 512 << 20);
+
+    let human = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
+    assert!(
+        text(&human.stdout).contains("effective grants:"),
+        "{}",
+        text(&human.stdout)
+    );
+}
+
+#[test]
+fn bad_grants_are_invalid_input_naming_the_step() {
+    let sandbox = Sandbox::new();
+    let cases = [
+        (
+            "exec: [no-such-program-wfhost]",
+            "exec grant 'no-such-program-wfhost': no such program on PATH",
+        ),
+        ("memory: lots", "memory grant 'lots' is not a size"),
+        (
+            "network: ['a.*.com']",
+            "a wildcard must be '*' or lead the name",
+        ),
+        (
+            "files: [{path: missing-dir}]",
+            "files grant 'missing-dir' does not exist",
+        ),
+        (
+            "env: ['BAD NAME']",
+            "env grant 'BAD NAME': expected NAME or NAME=value",
+        ),
+    ];
+    for (grant, expected) in cases {
+        let path = sandbox.write(
+            "bad.yaml",
+            &format!("name: b\nsteps:\n  - id: s\n    type: function\n    component: echo\n    grants: {{{grant}}}\n"),
+        );
+        let output = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
+        assert_exit(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("step 's'") && stderr.contains(expected),
+            "{grant}: {stderr}"
+        );
+        assert!(stderr.contains("bad.yaml:"), "{stderr}");
+    }
+}
+
+#[test]
+fn granted_env_reaches_the_step_and_nothing_else_does() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "env.yaml",
+        "name: e\nsteps:\n  - id: show\n    grants: {env: [WFHOST_TEST_VISIBLE, 'FIXED=set-here']}\n    run: echo \"$WFHOST_TEST_VISIBLE/$FIXED/${WFHOST_TEST_HIDDEN:-unset}\"\n",
+    );
+    let output = sandbox
+        .command(&["run", path.to_str().unwrap(), "--json"])
+        .env("WFHOST_TEST_VISIBLE", "seen")
+        .env("WFHOST_TEST_HIDDEN", "leaked")
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        step(&status, "show")["output"]["stdout"],
+        "seen/set-here/unset"
+    );
+}

@@ -10,6 +10,7 @@ pub mod bindings;
 pub mod builtin;
 mod cache;
 mod host_api;
+pub mod host_files;
 mod limits;
 mod network;
 pub mod process;
