@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,6 +245,7 @@ impl Driver {
                             listener: self.listener.clone(),
                             run_id: run_id.to_string(),
                             step_id: step.id.clone(),
+                            budget: AtomicU64::new(invocation.grants.max_output),
                         });
                         let future = self.executor.execute(invocation, observer);
                         running.spawn(async move {
@@ -511,10 +513,32 @@ struct StepLog {
     listener: Arc<dyn RunListener>,
     run_id: String,
     step_id: String,
+    /// Log bytes the step may still write (its `max_output`).
+    budget: AtomicU64,
 }
 
 impl StepObserver for StepLog {
     fn log(&self, level: LogLevel, message: &str) {
+        let size = message.len() as u64;
+        let before = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(size.max(1)))
+            })
+            .unwrap_or(0);
+        if before == 0 {
+            return;
+        }
+        let cut;
+        let message = if size >= before {
+            cut = format!(
+                "{}\n[wfhost: log cut at max_output; further lines dropped]",
+                truncate_at(message, before as usize)
+            );
+            cut.as_str()
+        } else {
+            message
+        };
         let data = json!({ "level": level.as_str(), "message": message });
         if let Err(error) = self
             .store
@@ -538,6 +562,14 @@ impl StepObserver for StepLog {
             tracing::warn!("cannot record progress of step '{}': {error}", self.step_id);
         }
     }
+}
+
+fn truncate_at(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 #[cfg(test)]
@@ -565,6 +597,14 @@ mod tests {
             self.seen.lock().unwrap().push(invocation.clone());
             Box::pin(async move {
                 observer.log(LogLevel::Info, &format!("running {}", invocation.step_id));
+                for _ in 0..invocation
+                    .config
+                    .get("spam")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                {
+                    observer.log(LogLevel::Info, &"x".repeat(40));
+                }
                 if let Some(message) = invocation.config.get("fail").and_then(Value::as_str) {
                     return Err(StepFailure::permanent(message));
                 }
@@ -659,6 +699,25 @@ mod tests {
                 .all(|i| i.step_id != "b"),
             "b never executed"
         );
+    }
+
+    #[test]
+    fn step_logs_are_capped_at_max_output() {
+        let (_dir, store, _executor, outcome) = run(
+            "name: t\nsteps:\n  - id: loud\n    type: function\n    component: echo\n    grants: {max_output: 100}\n    with: {spam: 1000}\n",
+        );
+        assert_eq!(outcome.status, RunStatus::Completed);
+        let logs: Vec<String> = store
+            .events(&outcome.run_id, Some("loud"))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "log")
+            .map(|e| e.data["message"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(logs.len(), 4, "{logs:?}");
+        assert!(logs[3].ends_with("[wfhost: log cut at max_output; further lines dropped]"));
+        let kept: usize = logs.iter().map(|l| l.lines().next().unwrap().len()).sum();
+        assert!(kept <= 100, "{kept}");
     }
 
     #[test]
