@@ -63,7 +63,11 @@ pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
         "RUN", "STATUS", "CREATED"
     );
     for run in runs {
-        let word = run.status.as_str();
+        let word = if run.stale {
+            "stale"
+        } else {
+            run.status.as_str()
+        };
         let padding = " ".repeat(10usize.saturating_sub(word.len()));
         println!(
             "{:<12}  {}{padding}  {:<24}  {} ({})",
@@ -85,7 +89,11 @@ pub fn status_json(store: &Store, run_id: &str) -> Result<Value> {
         "id": run.id,
         "workflow": run.workflow,
         "workflow_path": run.workflow_path,
-        "status": run.status,
+        "status": if run.stale { serde_json::json!("stale") } else { serde_json::json!(run.status) },
+        "stale": run.stale,
+        "driver_pid": run.driver_pid,
+        "heartbeat_at": run.heartbeat_at,
+        "request": run.request,
         "error": run.error,
         "created_at": run.created_at,
         "started_at": run.started_at,
@@ -110,12 +118,29 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
     }
     let run = store.run(&run_id)?;
     let style = Style::for_stdout();
+    let shown = if run.stale {
+        "stale"
+    } else {
+        run.status.as_str()
+    };
     println!(
         "{} {} · {}",
         style.bold("run"),
         style.bold(&run.id),
-        style.status(run.status.as_str())
+        style.status(shown)
     );
+    if run.stale {
+        println!(
+            "{}",
+            style.warn(&format!(
+                "its driving process stopped beating: resume with `wfhost resume {}`",
+                run.id
+            ))
+        );
+    }
+    if let Some(request) = &run.request {
+        println!("request   {request} (pending)");
+    }
     println!("workflow  {} ({})", run.workflow, run.workflow_path);
     println!("created   {}", run.created_at);
     if let Some(finished) = &run.finished_at {
@@ -132,11 +157,23 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
             (Some(_), None) => "…".to_string(),
             _ => String::new(),
         };
+        let mut notes = vec![timing];
+        if step.max_attempts > 1 || step.attempts > 1 {
+            notes.push(format!(
+                "attempt {}/{}",
+                step.attempts,
+                step.max_attempts.max(step.attempts)
+            ));
+        }
+        if let Some(due) = &step.next_attempt_at {
+            notes.push(format!("next attempt at {due}"));
+        }
+        let status = format!("{:<12}", step.status.as_str());
         println!(
-            "  {:<24} {:<20} {}",
+            "  {:<24} {} {}",
             step.id,
-            style.status(step.status.as_str()),
-            style.dim(&timing)
+            style.status(step.status.as_str()) + &status[step.status.as_str().len()..],
+            style.dim(&notes.join(" · "))
         );
         if let Some(error) = &step.error {
             for line in error.lines().take(4) {

@@ -2,6 +2,7 @@
 //! the result for people (default) or machines (`--json`).
 
 mod bench;
+mod control;
 mod inspect;
 mod output;
 mod run;
@@ -16,6 +17,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code of invalid input: a bad workflow, bad arguments, an unknown run.
 pub const EXIT_INVALID: u8 = 2;
+/// Exit code of a run left paused or blocked: `wfhost resume` continues it.
+pub const EXIT_STOPPED: u8 = 3;
 
 /// A user mistake: reported on one line, exit code 2.
 #[derive(Debug)]
@@ -49,7 +52,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a workflow; exits 0 when the run completed, 1 when it failed, 2 on invalid input.
+    /// Run a workflow; exits 0 when the run completed, 1 when it failed, 2 on invalid input, 3 when paused or blocked.
     Run(run::RunArgs),
     /// Check a workflow without running it; exits 0 when valid, 2 with the problems.
     Validate(validate::ValidateArgs),
@@ -59,6 +62,12 @@ enum Command {
     Runs(inspect::RunsArgs),
     /// Show a run and its steps (run ids accept unique prefixes).
     Status(inspect::StatusArgs),
+    /// Ask the process driving a run to pause: running steps finish, no new step starts.
+    Pause(control::RunRef),
+    /// Continue a paused, blocked or stale (crashed) run in this process.
+    Resume(control::ResumeArgs),
+    /// Cancel a run: running steps are stopped and their programs killed.
+    Cancel(control::RunRef),
     /// Print the log of a run, or of one of its steps.
     Logs(inspect::LogsArgs),
     /// List the built-in step components.
@@ -78,6 +87,9 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => inspect::runs(&cli.home, args),
         Command::Status(args) => inspect::status(&cli.home, args),
         Command::Logs(args) => inspect::logs(&cli.home, args),
+        Command::Pause(args) => control::pause(&cli.home, args),
+        Command::Resume(args) => control::resume(&cli.home, cli.config.as_deref(), args),
+        Command::Cancel(args) => control::cancel(&cli.home, args),
         Command::Plugins(args) => inspect::plugins(args),
         Command::Bench(args) => bench::bench(args),
     };
@@ -150,6 +162,7 @@ fn check_grants(
     workflow: &crate::workflow::LoadedWorkflow,
     ceiling: Option<&crate::engine::ceiling::Ceiling>,
 ) -> anyhow::Result<Vec<crate::engine::grants::ResolvedGrants>> {
+    crate::engine::retry::resolve_all(workflow).map_err(|d| Invalid(d.to_string()))?;
     crate::engine::grants::resolve_all(workflow, ceiling).map_err(|d| Invalid(d.to_string()).into())
 }
 

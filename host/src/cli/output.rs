@@ -109,6 +109,24 @@ impl RunListener for ProgressPrinter {
                 let first = error.lines().next().unwrap_or_default();
                 format!("  {} {step}: {}", s.bad("✗"), s.bad(first))
             }
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                max_attempts,
+                delay,
+                error,
+            } => {
+                let first = error.lines().next().unwrap_or_default();
+                format!(
+                    "  {} {step}: attempt {attempt}/{max_attempts} failed: {first}; retrying in {}",
+                    s.warn("↻"),
+                    crate::runtime::humanize(*delay)
+                )
+            }
+            RunEvent::Pausing => format!(
+                "{} pause requested: waiting for running steps to finish",
+                s.warn("‖")
+            ),
             RunEvent::StepSkipped { step, reason } => {
                 format!(
                     "  {} {step} {}",
@@ -130,7 +148,7 @@ impl RunListener for ProgressPrinter {
             RunEvent::Log { .. } => return,
             RunEvent::Finished { status } => {
                 let word = status.as_str();
-                let painted = if *status == RunStatus::Completed {
+                let painted = if matches!(status, RunStatus::Completed | RunStatus::Paused) {
                     s.ok(word)
                 } else {
                     s.bad(word)

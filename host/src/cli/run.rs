@@ -56,12 +56,38 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
         Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
     let run_id = driver.create_run(&workflow, &run_args)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run_args));
+    finish(&store, &run_id, args.json, args.quiet, outcome)
+}
 
-    if args.json {
-        let status = inspect::status_json(&store, &run_id)?;
+/// Report how a drive ended and choose the exit code: 0 completed, 1
+/// failed or cancelled, 3 paused or blocked (resume it).
+pub fn finish(
+    store: &crate::store::Store,
+    run_id: &str,
+    json: bool,
+    quiet: bool,
+    outcome: Result<crate::engine::RunOutcome>,
+) -> Result<ExitCode> {
+    if json {
+        let status = inspect::status_json(store, run_id)?;
         println!("{}", serde_json::to_string_pretty(&status)?);
-    } else if !args.quiet {
+    }
+    let outcome = outcome?;
+    if !quiet {
         let style = Style::for_stderr();
+        if let Some(message) = outcome
+            .message
+            .as_ref()
+            .filter(|_| outcome.status == RunStatus::Blocked)
+        {
+            eprintln!("{}", style.warn(&format!("blocked: {message}")));
+        }
+        if outcome.status == RunStatus::Paused {
+            eprintln!(
+                "{}",
+                style.warn(&format!("paused: continue with `wfhost resume {run_id}`"))
+            );
+        }
         eprintln!(
             "{}",
             style.dim(&format!(
@@ -69,9 +95,9 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
             ))
         );
     }
-    let outcome = outcome?;
     Ok(match outcome.status {
         RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::Paused | RunStatus::Blocked => ExitCode::from(super::EXIT_STOPPED),
         _ => ExitCode::from(EXIT_FAILED),
     })
 }

@@ -18,9 +18,10 @@ use super::executor::{
 };
 use super::grants;
 use super::progress::ProgressBoard;
-use super::scheduler::Scheduler;
+use super::retry::RetryPolicy;
+use super::scheduler::{Scheduler, Slot};
 use crate::store::{NewRun, RunStatus, StepStatus, Store};
-use crate::workflow::model::Step;
+use crate::workflow::model::{Step, Workflow};
 use crate::workflow::{step_kind, LoadedWorkflow, StepKind, Templates};
 
 /// Steps running at once when the workflow does not say.
@@ -59,6 +60,21 @@ pub enum RunEvent {
         /// Why.
         error: String,
     },
+    /// An attempt failed and another is scheduled.
+    StepRetrying {
+        /// Step id.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Attempts allowed.
+        max_attempts: u32,
+        /// Wait before the next attempt.
+        delay: Duration,
+        /// Why the attempt failed.
+        error: String,
+    },
+    /// A pause was requested: running steps finish, no new step starts.
+    Pausing,
     /// A step was skipped.
     StepSkipped {
         /// Step id.
@@ -95,13 +111,15 @@ impl RunListener for Silent {
     fn on_event(&self, _: &RunEvent) {}
 }
 
-/// How a run ended.
+/// How a run ended (or stopped: paused, blocked).
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
     /// The run id.
     pub run_id: String,
-    /// Final status.
+    /// Status the run was left in.
     pub status: RunStatus,
+    /// Why it failed or blocked, when it did.
+    pub message: Option<String>,
 }
 
 /// Runs workflows against a store and an executor.
@@ -149,40 +167,64 @@ impl Driver {
         Ok(run_id)
     }
 
-    /// Drive a recorded run to its end.
+    /// Drive a recorded run (new or resumed) until it ends, pauses or
+    /// blocks.
     pub async fn drive(
         &self,
         run_id: &str,
         workflow: &LoadedWorkflow,
         args: &Value,
     ) -> Result<RunOutcome> {
+        self.drive_with(run_id, workflow, args, &ResumeOptions::default())
+            .await
+    }
+
+    /// [`Driver::drive`] with operator decisions for interrupted steps.
+    pub async fn drive_with(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        args: &Value,
+        options: &ResumeOptions,
+    ) -> Result<RunOutcome> {
+        if !self.store.claim_run(run_id, std::process::id())? {
+            let run = self.store.run(run_id)?;
+            anyhow::bail!(
+                "run {run_id} is being driven by process {} (use `wfhost pause` or `wfhost cancel`)",
+                run.driver_pid.unwrap_or_default()
+            );
+        }
         let def = &workflow.def;
-        let components: Vec<String> = def
-            .steps
-            .iter()
-            .map(|step| component_of(workflow, step))
-            .collect();
-        let mut unique = components.clone();
-        unique.sort();
-        unique.dedup();
-        let all_grants = match grants::resolve_all(workflow, self.ceiling.as_ref()) {
-            Ok(all) => all,
-            Err(diagnostics) => {
-                let message = format!("grants: {diagnostics}");
+        let setup = self.prepare(run_id, workflow);
+        let (all_grants, policies, components) = match setup {
+            Ok(setup) => setup,
+            Err(message) => {
                 self.store
                     .set_run_status(run_id, RunStatus::Failed, Some(&message))?;
                 anyhow::bail!(message);
             }
         };
-        if let Err(error) = self.executor.prepare(&unique) {
-            let message = format!("cannot load plugins: {error}");
-            self.store
-                .set_run_status(run_id, RunStatus::Failed, Some(&message))?;
-            anyhow::bail!(message);
-        }
+        let limits: Vec<(&str, u32)> = def
+            .steps
+            .iter()
+            .zip(&policies)
+            .map(|(step, policy)| (step.id.as_str(), policy.max_attempts))
+            .collect();
+        self.store.set_max_attempts(run_id, &limits)?;
 
-        self.store
-            .set_run_status(run_id, RunStatus::Running, None)?;
+        let mut state = RunState::new(run_id, def, args, &self.store);
+        if let Some(blocked) = self.restore(run_id, workflow, &policies, options, &mut state)? {
+            self.store
+                .set_run_status(run_id, RunStatus::Blocked, Some(&blocked))?;
+            self.listener.on_event(&RunEvent::Finished {
+                status: RunStatus::Blocked,
+            });
+            return Ok(RunOutcome {
+                run_id: run_id.to_string(),
+                status: RunStatus::Blocked,
+                message: Some(blocked),
+            });
+        }
         self.listener.on_event(&RunEvent::Started {
             run_id: run_id.to_string(),
             steps: def.steps.len(),
@@ -190,33 +232,36 @@ impl Driver {
 
         let parallelism = def.config.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1);
         let templates = Templates::new();
-        let mut scheduler = Scheduler::new(
-            def.steps
-                .iter()
-                .map(|s| (s.id.as_str(), s.needs.as_slice())),
-        );
-        let mut outputs: BTreeMap<String, Value> = BTreeMap::new();
-        // Grown as steps complete, so dispatching a step never copies the
-        // outputs of the whole run.
-        let mut context = template_context(run_id, &def.name, args, &outputs);
-        let mut board = ProgressBoard::new(run_id, def, self.store.run_files(run_id));
-        let mut running: JoinSet<(usize, Duration, Result<Value, StepFailure>)> = JoinSet::new();
-        let mut failed_any = false;
+        let mut running: JoinSet<(usize, u32, Duration, Result<Value, StepFailure>)> =
+            JoinSet::new();
+        let mut timers: JoinSet<usize> = JoinSet::new();
+        for (index, delay) in std::mem::take(&mut state.due_later) {
+            timers.spawn(async move {
+                tokio::time::sleep(delay).await;
+                index
+            });
+        }
+        let mut tick = tokio::time::interval(CONTROL_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut paused = false;
 
         loop {
-            while running.len() < parallelism {
-                let Some(index) = scheduler.next_ready() else {
+            while !paused && running.len() < parallelism {
+                let Some(index) = state.scheduler.next_ready() else {
                     break;
                 };
                 let step = &def.steps[index];
+                let attempt = state.attempts[index] + 1;
+                state.attempts[index] = attempt;
                 let prepared = prepare_invocation(
                     workflow,
                     step,
                     &components[index],
                     run_id,
+                    attempt,
                     args,
-                    &outputs,
-                    &context,
+                    &state.outputs,
+                    &state.context,
                     &templates,
                     all_grants[index].clone(),
                     self.store.run_files(run_id).step_dir(&step.id),
@@ -232,11 +277,12 @@ impl Driver {
                     }),
                     Err(_) => json!({ "config": step.with, "run": step.run }),
                 };
-                self.store.start_attempt(run_id, &step.id, 1, &input)?;
-                board.started(index);
+                self.store
+                    .start_attempt(run_id, &step.id, attempt, &input)?;
+                state.board.started(index);
                 self.listener.on_event(&RunEvent::StepStarted {
                     step: step.id.clone(),
-                    attempt: 1,
+                    attempt,
                 });
                 match prepared {
                     Ok(invocation) => {
@@ -248,123 +294,372 @@ impl Driver {
                             budget: AtomicU64::new(invocation.grants.max_output),
                         });
                         let future = self.executor.execute(invocation, observer);
+                        state.running.insert(index);
                         running.spawn(async move {
                             let started = Instant::now();
                             let result = future.await;
-                            (index, started.elapsed(), result)
+                            (index, attempt, started.elapsed(), result)
                         });
                     }
                     Err(failure) => {
-                        failed_any = true;
-                        self.record_failure(
-                            run_id,
-                            def,
-                            &mut scheduler,
-                            &mut board,
-                            index,
-                            &failure,
-                        )?;
+                        self.record_failure(run_id, def, &mut state, index, attempt, &failure)?;
                     }
                 }
             }
-            let Some(joined) = running.join_next().await else {
+            if running.is_empty() && (paused || timers.is_empty()) {
                 break;
-            };
-            let (index, elapsed, result) = joined.context("a step task panicked")?;
-            let step = &def.steps[index];
-            match result {
-                Ok(output) => {
-                    self.store.finish_attempt(
-                        run_id,
-                        &step.id,
-                        1,
-                        StepStatus::Completed,
-                        Ok(&output),
-                    )?;
-                    write_summary(
-                        &self.store,
-                        run_id,
-                        step,
-                        "completed",
-                        elapsed,
-                        None,
-                        Some(&output),
-                    );
-                    context["steps"][&step.id] = json!({ "output": output, "status": "completed" });
-                    outputs.insert(step.id.clone(), output);
-                    scheduler.complete(index);
-                    board.finished(index, "completed", elapsed);
-                    self.listener.on_event(&RunEvent::StepCompleted {
-                        step: step.id.clone(),
-                        elapsed,
-                    });
+            }
+            tokio::select! {
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    let (index, attempt, elapsed, result) = joined.context("a step task panicked")?;
+                    state.running.remove(&index);
+                    let step = &def.steps[index];
+                    match result {
+                        Ok(output) => {
+                            self.store.finish_attempt(run_id, &step.id, attempt, StepStatus::Completed, Ok(&output))?;
+                            write_summary(&self.store, run_id, step, "completed", elapsed, None, Some(&output));
+                            state.complete(index, output);
+                            state.board.finished(index, "completed", elapsed);
+                            self.listener.on_event(&RunEvent::StepCompleted { step: step.id.clone(), elapsed });
+                        }
+                        Err(failure) if policies[index].should_retry(&failure.kind, attempt) => {
+                            let delay = policies[index].delay(attempt, rand::random::<f64>());
+                            let due = chrono::Utc::now()
+                                + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::zero());
+                            let due = due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                            let message = describe_failure(&failure);
+                            self.store.schedule_retry(run_id, &step.id, attempt, &message, &due)?;
+                            state.board.retrying(index);
+                            self.listener.on_event(&RunEvent::StepRetrying {
+                                step: step.id.clone(),
+                                attempt,
+                                max_attempts: policies[index].max_attempts,
+                                delay,
+                                error: message,
+                            });
+                            timers.spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                index
+                            });
+                        }
+                        Err(failure) => {
+                            write_summary(&self.store, run_id, step, "failed", elapsed, Some(&failure.message), None);
+                            state.board.finished(index, "failed", elapsed);
+                            self.record_failure(run_id, def, &mut state, index, attempt, &failure)?;
+                        }
+                    }
+                    state.board.flush(false);
                 }
-                Err(failure) => {
-                    failed_any = true;
-                    write_summary(
-                        &self.store,
-                        run_id,
-                        step,
-                        "failed",
-                        elapsed,
-                        Some(&failure.message),
-                        None,
-                    );
-                    board.finished(index, "failed", elapsed);
-                    self.record_failure(run_id, def, &mut scheduler, &mut board, index, &failure)?;
+                Some(due) = timers.join_next(), if !timers.is_empty() && !paused => {
+                    if let Ok(index) = due {
+                        state.scheduler.requeue(index);
+                    }
+                }
+                _ = tick.tick() => {
+                    self.store.heartbeat(run_id)?;
+                    match self.store.request(run_id)?.as_deref() {
+                        Some("pause") if !paused => {
+                            paused = true;
+                            self.listener.on_event(&RunEvent::Pausing);
+                        }
+                        Some("cancel") => {
+                            running.abort_all();
+                            while running.join_next().await.is_some() {}
+                            return self.cancel(run_id, def, &mut state);
+                        }
+                        _ => {}
+                    }
                 }
             }
-            board.flush(false);
         }
 
-        let status = if failed_any || !scheduler.is_finished() {
+        if paused {
+            self.store.set_request(run_id, None)?;
+            self.store.set_run_status(run_id, RunStatus::Paused, None)?;
+            state.board.set_status(RunStatus::Paused);
+            state.board.flush(true);
+            self.listener.on_event(&RunEvent::Finished {
+                status: RunStatus::Paused,
+            });
+            return Ok(RunOutcome {
+                run_id: run_id.to_string(),
+                status: RunStatus::Paused,
+                message: None,
+            });
+        }
+        let failed = state.failed_any || !state.scheduler.is_finished();
+        let status = if failed {
             RunStatus::Failed
         } else {
             RunStatus::Completed
         };
-        let error = failed_any.then(|| "one or more steps failed".to_string());
+        let error = failed.then(|| "one or more steps failed".to_string());
         self.store
             .set_run_status(run_id, status, error.as_deref())?;
-        board.set_status(status);
-        board.flush(true);
+        state.board.set_status(status);
+        state.board.flush(true);
         self.listener.on_event(&RunEvent::Finished { status });
         Ok(RunOutcome {
             run_id: run_id.to_string(),
             status,
+            message: error,
+        })
+    }
+
+    /// Resolve grants and retry policies and load every component; any
+    /// problem is one message.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        _run_id: &str,
+        workflow: &LoadedWorkflow,
+    ) -> std::result::Result<(Vec<ResolvedGrants>, Vec<RetryPolicy>, Vec<String>), String> {
+        let all_grants = grants::resolve_all(workflow, self.ceiling.as_ref())
+            .map_err(|d| format!("grants: {d}"))?;
+        let policies = super::retry::resolve_all(workflow).map_err(|d| format!("retry: {d}"))?;
+        let components: Vec<String> = workflow
+            .def
+            .steps
+            .iter()
+            .map(|step| component_of(workflow, step))
+            .collect();
+        let mut unique = components.clone();
+        unique.sort();
+        unique.dedup();
+        self.executor
+            .prepare(&unique)
+            .map_err(|error| format!("cannot load plugins: {error}"))?;
+        Ok((all_grants, policies, components))
+    }
+
+    /// Bring the in-memory state in line with the store (a resumed run).
+    /// Returns a message when an interrupted step needs an operator decision.
+    fn restore(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        policies: &[RetryPolicy],
+        options: &ResumeOptions,
+        state: &mut RunState,
+    ) -> Result<Option<String>> {
+        let def = &workflow.def;
+        let records = self.store.steps(run_id)?;
+        for name in options.rerun.iter().chain(&options.skip) {
+            if !def.steps.iter().any(|s| &s.id == name) {
+                anyhow::bail!("run {run_id} has no step '{name}'");
+            }
+        }
+        let mut needs_decision = Vec::new();
+        for index in workflow.graph.topo_order() {
+            let step = &def.steps[index];
+            let Some(record) = records.iter().find(|r| r.id == step.id) else {
+                continue;
+            };
+            state.attempts[index] = record.attempts;
+            match record.status {
+                StepStatus::Completed => {
+                    state.scheduler.settle(index);
+                    state.complete(index, record.output.clone().unwrap_or(Value::Null));
+                    state.board.finished(index, "completed", Duration::ZERO);
+                }
+                StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled => {
+                    state.scheduler.settle(index);
+                    state.failed_any |= record.status == StepStatus::Failed;
+                    for (skipped, _) in state.scheduler.fail(index) {
+                        state.board.skipped(skipped);
+                    }
+                    state
+                        .board
+                        .finished(index, record.status.as_str(), Duration::ZERO);
+                }
+                StepStatus::Running | StepStatus::Interrupted => {
+                    if options.skip.contains(&step.id) {
+                        self.store.set_step_status(
+                            run_id,
+                            &step.id,
+                            StepStatus::Skipped,
+                            Some("skipped by the operator after an interruption"),
+                        )?;
+                        state.scheduler.settle(index);
+                        for (skipped, _) in state.scheduler.fail(index) {
+                            let reason = format!("needs '{}', which was skipped", step.id);
+                            self.store
+                                .skip_step(run_id, &def.steps[skipped].id, &reason)?;
+                            state.board.skipped(skipped);
+                        }
+                    } else if options.rerun.contains(&step.id)
+                        || step.idempotent
+                        || policies[index].max_attempts > record.attempts
+                    {
+                        self.store.set_step_status(
+                            run_id,
+                            &step.id,
+                            StepStatus::Interrupted,
+                            Some("interrupted; running it again"),
+                        )?;
+                    } else {
+                        self.store.set_step_status(
+                            run_id,
+                            &step.id,
+                            StepStatus::Interrupted,
+                            Some("interrupted while running; not marked idempotent"),
+                        )?;
+                        needs_decision.push(step.id.clone());
+                    }
+                }
+                StepStatus::Retrying => {
+                    let wait = record
+                        .next_attempt_at
+                        .as_deref()
+                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                        .and_then(|at| {
+                            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                                .to_std()
+                                .ok()
+                        })
+                        .unwrap_or_default();
+                    if !wait.is_zero() {
+                        state.scheduler.settle(index);
+                        state.scheduler.mark_waiting_retry(index);
+                        state.due_later.push((index, wait));
+                    }
+                }
+                StepStatus::Pending => {}
+            }
+        }
+        if needs_decision.is_empty() {
+            return Ok(None);
+        }
+        let list = needs_decision.join(", ");
+        let first = &needs_decision[0];
+        Ok(Some(format!(
+            "step(s) {list} were interrupted while running and are not marked idempotent; \
+             decide with `wfhost resume {run_id} --rerun {first}` or `--skip {first}`"
+        )))
+    }
+
+    fn cancel(&self, run_id: &str, def: &Workflow, state: &mut RunState) -> Result<RunOutcome> {
+        for (index, step) in def.steps.iter().enumerate() {
+            let open = !matches!(
+                state.scheduler.slot(index),
+                Slot::Completed | Slot::Failed | Slot::Skipped
+            );
+            if open {
+                let note = if state.running.contains(&index) {
+                    "cancelled while running; its programs were killed"
+                } else {
+                    "cancelled before it started"
+                };
+                self.store
+                    .set_step_status(run_id, &step.id, StepStatus::Cancelled, Some(note))?;
+                state.board.finished(index, "cancelled", Duration::ZERO);
+            }
+        }
+        self.store.set_request(run_id, None)?;
+        self.store
+            .set_run_status(run_id, RunStatus::Cancelled, Some("cancelled by request"))?;
+        state.board.set_status(RunStatus::Cancelled);
+        state.board.flush(true);
+        self.listener.on_event(&RunEvent::Finished {
+            status: RunStatus::Cancelled,
+        });
+        Ok(RunOutcome {
+            run_id: run_id.to_string(),
+            status: RunStatus::Cancelled,
+            message: Some("cancelled by request".into()),
         })
     }
 
     fn record_failure(
         &self,
         run_id: &str,
-        def: &crate::workflow::model::Workflow,
-        scheduler: &mut Scheduler,
-        board: &mut ProgressBoard,
+        def: &Workflow,
+        state: &mut RunState,
         index: usize,
+        attempt: u32,
         failure: &StepFailure,
     ) -> Result<()> {
+        state.failed_any = true;
         let step = &def.steps[index];
-        let message = match failure.kind {
-            FailureKind::Timeout => format!("timeout: {}", failure.message),
-            _ => failure.message.clone(),
-        };
+        let message = describe_failure(failure);
         self.store
-            .finish_attempt(run_id, &step.id, 1, StepStatus::Failed, Err(&message))?;
+            .finish_attempt(run_id, &step.id, attempt, StepStatus::Failed, Err(&message))?;
         self.listener.on_event(&RunEvent::StepFailed {
             step: step.id.clone(),
             error: message,
         });
-        for (skipped, cause) in scheduler.fail(index) {
+        for (skipped, cause) in state.scheduler.fail(index) {
             let reason = format!("needs '{}', which did not complete", def.steps[cause].id);
             self.store
                 .skip_step(run_id, &def.steps[skipped].id, &reason)?;
-            board.skipped(skipped);
+            state.board.skipped(skipped);
             self.listener.on_event(&RunEvent::StepSkipped {
                 step: def.steps[skipped].id.clone(),
                 reason,
             });
         }
         Ok(())
+    }
+}
+
+/// Operator decisions for steps a crash interrupted (`wfhost resume`).
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    /// Run these interrupted steps again.
+    pub rerun: Vec<String>,
+    /// Skip these interrupted steps (their dependents are skipped too).
+    pub skip: Vec<String>,
+}
+
+/// How often the driver beats its heartbeat and reads control requests.
+const CONTROL_TICK: Duration = Duration::from_millis(250);
+
+/// The in-memory side of a run being driven.
+struct RunState {
+    scheduler: Scheduler,
+    outputs: BTreeMap<String, Value>,
+    /// Grown as steps complete, so dispatching a step never copies the
+    /// outputs of the whole run.
+    context: Value,
+    attempts: Vec<u32>,
+    running: std::collections::HashSet<usize>,
+    due_later: Vec<(usize, Duration)>,
+    board: ProgressBoard,
+    failed_any: bool,
+    ids: Vec<String>,
+}
+
+impl RunState {
+    fn new(run_id: &str, def: &Workflow, args: &Value, store: &Store) -> RunState {
+        RunState {
+            scheduler: Scheduler::new(
+                def.steps
+                    .iter()
+                    .map(|s| (s.id.as_str(), s.needs.as_slice())),
+            ),
+            outputs: BTreeMap::new(),
+            context: template_context(run_id, &def.name, args, &BTreeMap::new()),
+            attempts: vec![0; def.steps.len()],
+            running: Default::default(),
+            due_later: Vec::new(),
+            board: ProgressBoard::new(run_id, def, store.run_files(run_id)),
+            failed_any: false,
+            ids: def.steps.iter().map(|s| s.id.clone()).collect(),
+        }
+    }
+
+    fn complete(&mut self, index: usize, output: Value) {
+        let id = self.ids[index].clone();
+        self.context["steps"][&id] = json!({ "output": output, "status": "completed" });
+        self.outputs.insert(id, output);
+        self.scheduler.complete(index);
+    }
+}
+
+fn describe_failure(failure: &StepFailure) -> String {
+    match failure.kind {
+        FailureKind::Timeout => format!("timeout: {}", failure.message),
+        _ => failure.message.clone(),
     }
 }
 
@@ -424,6 +719,7 @@ fn prepare_invocation(
     step: &Step,
     component: &str,
     run_id: &str,
+    attempt: u32,
     args: &Value,
     outputs: &BTreeMap<String, Value>,
     context: &Value,
@@ -463,8 +759,8 @@ fn prepare_invocation(
         run_id: run_id.to_string(),
         step_id: step.id.clone(),
         component: component.to_string(),
-        attempt: 1,
-        idempotency_key: format!("{run_id}:{}:0:1", step.id),
+        attempt,
+        idempotency_key: format!("{run_id}:{}:0:{attempt}", step.id),
         config,
         inputs: Value::Object(inputs),
         args: args.clone(),

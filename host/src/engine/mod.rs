@@ -10,6 +10,7 @@ pub mod driver;
 pub mod executor;
 pub mod grants;
 mod progress;
+pub mod retry;
 pub mod scheduler;
 
 pub use driver::{Driver, RunEvent, RunListener, RunOutcome, Silent};

@@ -63,6 +63,12 @@ impl ProgressBoard {
         self.dirty = true;
     }
 
+    /// An attempt failed; another is scheduled.
+    pub fn retrying(&mut self, index: usize) {
+        self.rows[index].status = "retrying";
+        self.dirty = true;
+    }
+
     /// A step was skipped.
     pub fn skipped(&mut self, index: usize) {
         self.rows[index].status = "skipped";

@@ -112,6 +112,31 @@ impl Scheduler {
         skipped
     }
 
+    /// Take a step out of the normal flow before the run (re)starts: it
+    /// will be settled by [`Scheduler::complete`] or [`Scheduler::fail`],
+    /// or re-queued by [`Scheduler::requeue`].
+    pub fn settle(&mut self, step: usize) {
+        self.ready.retain(|&queued| queued != step);
+        self.slots[step] = Slot::Running;
+    }
+
+    /// A step waits for a retry timer (counts as running for the queue).
+    pub fn mark_waiting_retry(&mut self, step: usize) {
+        self.slots[step] = Slot::Running;
+    }
+
+    /// Queue a step again (its retry is due).
+    pub fn requeue(&mut self, step: usize) {
+        if !matches!(
+            self.slots[step],
+            Slot::Completed | Slot::Skipped | Slot::Failed
+        ) {
+            self.slots[step] = Slot::Ready;
+            self.ready.retain(|&queued| queued != step);
+            self.ready.push_back(step);
+        }
+    }
+
     /// Slot of one step.
     pub fn slot(&self, step: usize) -> Slot {
         self.slots[step]

@@ -208,7 +208,7 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE steps SET status = ?3, attempts = ?4, started_at = COALESCE(started_at, ?5),
-                              finished_at = NULL, error = NULL
+                              finished_at = NULL, error = NULL, next_attempt_at = NULL
              WHERE run_id = ?1 AND step_id = ?2",
             params![run_id, step_id, StepStatus::Running.as_str(), attempt, now],
         )?;
@@ -287,6 +287,162 @@ impl Store {
         tx.commit()?;
         drop(conn);
         self.mirror_event(run_id, Some(step_id), &now, "step_skipped", &data)
+    }
+
+    /// Take over driving a run: allowed when nobody drives it (any status
+    /// but a `running` one with a fresh heartbeat from another process).
+    /// Returns false when another live process drives it.
+    pub fn claim_run(&self, run_id: &str, pid: u32) -> Result<bool> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (status, heartbeat, owner): (String, Option<String>, Option<i64>) = tx.query_row(
+            "SELECT status, heartbeat_at, driver_pid FROM runs WHERE id = ?1",
+            [run_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        let driven_elsewhere = status == RunStatus::Running.as_str()
+            && !records::is_stale(heartbeat.as_deref())
+            && owner != Some(i64::from(pid));
+        if driven_elsewhere {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE runs SET status = ?2, driver_pid = ?3, heartbeat_at = ?4, request = NULL,
+                             started_at = COALESCE(started_at, ?4), finished_at = NULL, error = NULL
+             WHERE id = ?1",
+            params![run_id, RunStatus::Running.as_str(), i64::from(pid), now],
+        )?;
+        let data = serde_json::json!({ "status": "running", "previous": status, "pid": pid });
+        insert_event(&tx, run_id, None, &now, "run_claimed", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, None, &now, "run_claimed", &data)
+            .map(|_| true)
+    }
+
+    /// The driving process is alive.
+    pub fn heartbeat(&self, run_id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
+            params![run_id, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Ask the driving process to `pause` or `cancel` (or clear with `None`).
+    pub fn set_request(&self, run_id: &str, request: Option<&str>) -> Result<()> {
+        let now = now();
+        self.conn().execute(
+            "UPDATE runs SET request = ?2 WHERE id = ?1",
+            params![run_id, request],
+        )?;
+        if let Some(request) = request {
+            let data = serde_json::json!({ "request": request });
+            self.append_event(run_id, None, "run_requested", &data)?;
+        }
+        let _ = now;
+        Ok(())
+    }
+
+    /// The pending control request of a run, if any.
+    pub fn request(&self, run_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT request FROM runs WHERE id = ?1", [run_id], |row| {
+                row.get(0)
+            })?)
+    }
+
+    /// Record how many attempts each step's retry policy allows.
+    pub fn set_max_attempts(&self, run_id: &str, limits: &[(&str, u32)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (step, max) in limits {
+            tx.execute(
+                "UPDATE steps SET max_attempts = ?3 WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id, step, max],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// An attempt failed and another is due at `next_at`.
+    pub fn schedule_retry(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        error: &str,
+        next_at: &str,
+    ) -> Result<()> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE step_attempts SET status = ?4, finished_at = ?5, error = ?6
+             WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            params![
+                run_id,
+                step_id,
+                attempt,
+                StepStatus::Failed.as_str(),
+                now,
+                error
+            ],
+        )?;
+        tx.execute(
+            "UPDATE steps SET status = ?3, error = ?4, next_attempt_at = ?5 WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id, StepStatus::Retrying.as_str(), error, next_at],
+        )?;
+        let data =
+            serde_json::json!({ "attempt": attempt, "error": error, "next_attempt_at": next_at });
+        insert_event(
+            &tx,
+            run_id,
+            Some(step_id),
+            &now,
+            "step_retry_scheduled",
+            &data,
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, Some(step_id), &now, "step_retry_scheduled", &data)
+    }
+
+    /// Move a step to `status` outside the normal attempt flow (interrupted,
+    /// cancelled, reset to pending for a re-run), noting why.
+    pub fn set_step_status(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        status: StepStatus,
+        note: Option<&str>,
+    ) -> Result<()> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let finished =
+            matches!(status, StepStatus::Cancelled | StepStatus::Skipped).then_some(now.as_str());
+        tx.execute(
+            "UPDATE steps SET status = ?3, error = ?4, finished_at = ?5, next_attempt_at = NULL
+             WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id, status.as_str(), note, finished],
+        )?;
+        if matches!(status, StepStatus::Interrupted | StepStatus::Cancelled) {
+            tx.execute(
+                "UPDATE step_attempts SET status = ?3, finished_at = ?4, error = ?5
+                 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
+                params![run_id, step_id, status.as_str(), now, note],
+            )?;
+        }
+        let kind = format!("step_{}", status.as_str());
+        let data = serde_json::json!({ "status": status.as_str(), "note": note });
+        insert_event(&tx, run_id, Some(step_id), &now, &kind, &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, Some(step_id), &now, &kind, &data)
     }
 
     /// Append a free-form event (log line, progress ...) to the journal.

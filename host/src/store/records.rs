@@ -16,6 +16,12 @@ pub enum RunStatus {
     Completed,
     /// A step failed (or the run could not proceed).
     Failed,
+    /// Stopped on request; `wfhost resume` continues it.
+    Paused,
+    /// Waiting for an operator decision (`wfhost resume --rerun/--skip`).
+    Blocked,
+    /// Cancelled on request.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -26,6 +32,9 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
+            RunStatus::Paused => "paused",
+            RunStatus::Blocked => "blocked",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -36,13 +45,19 @@ impl RunStatus {
             "running" => RunStatus::Running,
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
+            "paused" => RunStatus::Paused,
+            "blocked" => RunStatus::Blocked,
+            "cancelled" => RunStatus::Cancelled,
             _ => return None,
         })
     }
 
     /// Whether the run is over.
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 }
 
@@ -60,6 +75,12 @@ pub enum StepStatus {
     Failed,
     /// Will not run (a step it needs did not complete).
     Skipped,
+    /// An attempt failed; the next one is due at `next_attempt_at`.
+    Retrying,
+    /// Its process died while it ran; decided on resume.
+    Interrupted,
+    /// Stopped by `wfhost cancel`.
+    Cancelled,
 }
 
 impl StepStatus {
@@ -71,6 +92,9 @@ impl StepStatus {
             StepStatus::Completed => "completed",
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Interrupted => "interrupted",
+            StepStatus::Cancelled => "cancelled",
         }
     }
 
@@ -82,6 +106,9 @@ impl StepStatus {
             "completed" => StepStatus::Completed,
             "failed" => StepStatus::Failed,
             "skipped" => StepStatus::Skipped,
+            "retrying" => StepStatus::Retrying,
+            "interrupted" => StepStatus::Interrupted,
+            "cancelled" => StepStatus::Cancelled,
             _ => return None,
         })
     }
@@ -112,6 +139,15 @@ pub struct RunRecord {
     pub started_at: Option<String>,
     /// When it ended.
     pub finished_at: Option<String>,
+    /// Last sign of life from the driving process.
+    pub heartbeat_at: Option<String>,
+    /// Process id of the driving process.
+    pub driver_pid: Option<i64>,
+    /// A pending control request (`pause` or `cancel`).
+    pub request: Option<String>,
+    /// True when the run claims to be running but its driver stopped
+    /// beating: it died (`wfhost resume` continues the run).
+    pub stale: bool,
     /// The pinned definition text (not serialised in listings).
     #[serde(skip)]
     pub definition: String,
@@ -119,18 +155,25 @@ pub struct RunRecord {
 
 impl RunRecord {
     pub(crate) const COLUMNS: &'static str = "id, workflow_name, workflow_path, workflow_dir, \
-        definition_hash, args, status, error, created_at, started_at, finished_at, definition";
+        definition_hash, args, status, error, created_at, started_at, finished_at, definition, \
+        heartbeat_at, driver_pid, request";
 
     pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         let status: String = row.get(6)?;
+        let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
+        let heartbeat_at: Option<String> = row.get(12)?;
         Ok(RunRecord {
+            stale: status == RunStatus::Running && is_stale(heartbeat_at.as_deref()),
+            heartbeat_at,
+            driver_pid: row.get(13)?,
+            request: row.get(14)?,
             id: row.get(0)?,
             workflow: row.get(1)?,
             workflow_path: row.get(2)?,
             workflow_dir: row.get(3)?,
             definition_hash: row.get(4)?,
             args: parse_json(row.get::<_, String>(5)?),
-            status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
+            status,
             error: row.get(7)?,
             created_at: row.get(8)?,
             started_at: row.get(9)?,
@@ -138,6 +181,17 @@ impl RunRecord {
             definition: row.get(11)?,
         })
     }
+}
+
+/// How long a driver may stay silent before its run counts as stale.
+pub const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(5);
+
+/// Whether a heartbeat is missing or older than [`STALE_AFTER`].
+pub fn is_stale(heartbeat_at: Option<&str>) -> bool {
+    let Some(at) = heartbeat_at.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return true;
+    };
+    chrono::Utc::now().signed_duration_since(at) > STALE_AFTER
 }
 
 /// A step of a run with its latest state.
@@ -157,11 +211,15 @@ pub struct StepRecord {
     pub output: Option<Value>,
     /// Error of the failed attempt, or why the step was skipped.
     pub error: Option<String>,
+    /// When the next attempt is due (status `retrying`).
+    pub next_attempt_at: Option<String>,
+    /// Attempts the retry policy allows.
+    pub max_attempts: u32,
 }
 
 impl StepRecord {
     pub(crate) const COLUMNS: &'static str =
-        "step_id, status, attempts, started_at, finished_at, output, error";
+        "step_id, status, attempts, started_at, finished_at, output, error, next_attempt_at, max_attempts";
 
     pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
         let status: String = row.get(1)?;
@@ -173,6 +231,8 @@ impl StepRecord {
             finished_at: row.get(4)?,
             output: row.get::<_, Option<String>>(5)?.map(parse_json),
             error: row.get(6)?,
+            next_attempt_at: row.get(7)?,
+            max_attempts: row.get(8)?,
         })
     }
 }

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry upgrades the schema by one version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id              TEXT PRIMARY KEY,
     workflow_name   TEXT NOT NULL,
@@ -55,7 +56,15 @@ CREATE TABLE events (
     data    TEXT NOT NULL
 );
 CREATE INDEX events_run ON events(run_id, seq);
-"#];
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
+ALTER TABLE runs ADD COLUMN driver_pid INTEGER;
+ALTER TABLE runs ADD COLUMN request TEXT;
+ALTER TABLE steps ADD COLUMN next_attempt_at TEXT;
+ALTER TABLE steps ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1;
+"#,
+];
 
 /// Bring the database up to the newest schema version.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -51,6 +51,9 @@ pub struct Defaults {
     /// Default sandbox mode for started programs.
     #[serde(default)]
     pub sandbox: Option<SandboxMode>,
+    /// Default retry policy.
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
 }
 
 /// How strictly started programs are confined when the kernel cannot do
@@ -64,6 +67,42 @@ pub enum SandboxMode {
     /// Start it with whatever confinement the kernel offers, and log what
     /// was missing.
     BestEffort,
+}
+
+/// A `retry:` block as written (per step, or under `defaults`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 = never retry).
+    #[serde(default, alias = "maxAttempts")]
+    pub max_attempts: Option<u32>,
+    /// Wait before the first retry, e.g. `1s` (default 1s).
+    #[serde(default, alias = "initialInterval")]
+    pub initial_interval: Option<String>,
+    /// Each wait is the previous one times this (default 2.0).
+    #[serde(default, alias = "backoffCoefficient")]
+    pub backoff_coefficient: Option<f64>,
+    /// Longest wait between attempts (default 100 × initial_interval).
+    #[serde(default, alias = "maxInterval")]
+    pub max_interval: Option<String>,
+    /// Random spread of each wait, as a fraction: 0.1 means ±10% (default 0.1).
+    #[serde(default)]
+    pub jitter: Option<f64>,
+    /// Which failures are retried (default: transient and timeout).
+    #[serde(default)]
+    pub on: Option<Vec<RetryOn>>,
+}
+
+/// A kind of failure a policy may retry.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The plugin said the failure is transient.
+    Transient,
+    /// The attempt ran out of time.
+    Timeout,
+    /// The plugin said the failure is permanent.
+    Permanent,
 }
 
 /// A named group of steps.
@@ -134,6 +173,23 @@ pub struct Step {
     /// Confinement of started programs: `strict` (default) or `best-effort`.
     #[serde(default)]
     pub sandbox: Option<SandboxMode>,
+    /// How failed attempts are retried (fields missing here come from
+    /// `defaults.retry`).
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    /// Seeds' spelling: retries after the first attempt.
+    #[serde(default, rename = "maxRetries")]
+    pub max_retries: Option<u32>,
+    /// Seeds' spelling: wait before the first retry, in milliseconds.
+    #[serde(default, rename = "retryDelayMs", alias = "retry_delay_ms")]
+    pub retry_delay_ms: Option<u64>,
+    /// Seeds' spelling: backoff coefficient.
+    #[serde(default, rename = "retryBackoffMultiplier")]
+    pub retry_backoff_multiplier: Option<f64>,
+    /// Safe to run again after a crash interrupted it (its effects are
+    /// idempotent), so `resume` re-runs it without asking.
+    #[serde(default)]
+    pub idempotent: bool,
 }
 
 /// Capabilities granted to a step. Deny by default.

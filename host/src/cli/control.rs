@@ -1,0 +1,149 @@
+//! Control from any process: `wfhost pause`, `resume`, `cancel`. Requests
+//! go through the store; the process driving the run notices them within
+//! a second. `resume` drives the run itself.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::output::ProgressPrinter;
+use super::Invalid;
+use crate::engine::driver::ResumeOptions;
+use crate::engine::{Driver, RunListener, Silent};
+use crate::runtime::{Runtime, WasmExecutor};
+use crate::store::{RunStatus, StepStatus, Store};
+use crate::workflow::{self, Format, LoadedWorkflow};
+
+/// Arguments of `wfhost pause` and `wfhost cancel`.
+#[derive(Debug, clap::Args)]
+pub struct RunRef {
+    /// Run id or a unique prefix of one.
+    run: String,
+}
+
+/// Arguments of `wfhost resume`.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// Run id or a unique prefix of one.
+    run: String,
+    /// Run this interrupted step again (repeatable).
+    #[arg(long, value_name = "STEP")]
+    rerun: Vec<String>,
+    /// Skip this interrupted step; the steps that need it are skipped too (repeatable).
+    #[arg(long, value_name = "STEP")]
+    skip: Vec<String>,
+    /// Print the run as JSON when it stops (same shape as `status --json`).
+    #[arg(long)]
+    json: bool,
+    /// Print no progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `wfhost pause`: no new step starts; running steps finish; then `paused`.
+pub fn pause(home: &Path, args: RunRef) -> Result<ExitCode> {
+    let store = super::open_store(home)?;
+    let run_id = super::resolve_run(&store, &args.run)?;
+    let run = store.run(&run_id)?;
+    if run.status != RunStatus::Running || run.stale {
+        let why = if run.stale {
+            "stale (its driver died; use `wfhost resume`)"
+        } else {
+            run.status.as_str()
+        };
+        return Err(Invalid(format!(
+            "run {run_id} is {why}, not running: nothing to pause"
+        ))
+        .into());
+    }
+    store.set_request(&run_id, Some("pause"))?;
+    eprintln!("pause requested for run {run_id}: running steps finish, then it stops (resume with `wfhost resume {run_id}`)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wfhost cancel`: running steps are interrupted and their programs killed.
+pub fn cancel(home: &Path, args: RunRef) -> Result<ExitCode> {
+    let store = super::open_store(home)?;
+    let run_id = super::resolve_run(&store, &args.run)?;
+    let run = store.run(&run_id)?;
+    if run.status.is_final() {
+        return Err(Invalid(format!("run {run_id} is already {}", run.status.as_str())).into());
+    }
+    if run.status == RunStatus::Running && !run.stale {
+        store.set_request(&run_id, Some("cancel"))?;
+        eprintln!("cancel requested for run {run_id}: its driver stops it within a second");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Nobody drives it: cancel it here.
+    for step in store.steps(&run_id)? {
+        if !matches!(
+            step.status,
+            StepStatus::Completed | StepStatus::Failed | StepStatus::Skipped
+        ) {
+            store.set_step_status(
+                &run_id,
+                &step.id,
+                StepStatus::Cancelled,
+                Some("cancelled by request"),
+            )?;
+        }
+    }
+    store.set_run_status(&run_id, RunStatus::Cancelled, Some("cancelled by request"))?;
+    eprintln!("run {run_id} cancelled");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wfhost resume`: continue a paused, blocked or stale run in this process.
+pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<ExitCode> {
+    let store = super::open_store(home)?;
+    let run_id = super::resolve_run(&store, &args.run)?;
+    let run = store.run(&run_id)?;
+    if run.status.is_final() {
+        return Err(Invalid(format!(
+            "run {run_id} is {}: there is nothing to resume",
+            run.status.as_str()
+        ))
+        .into());
+    }
+    if run.status == RunStatus::Running && !run.stale {
+        return Err(Invalid(format!(
+            "run {run_id} is being driven by process {} (pause or cancel it instead)",
+            run.driver_pid.unwrap_or_default()
+        ))
+        .into());
+    }
+    let workflow = pinned_workflow(&store, &run_id)?;
+    let ceiling = super::load_ceiling(home, config)?;
+    let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
+    let listener: Arc<dyn RunListener> = if args.quiet {
+        Arc::new(Silent)
+    } else {
+        Arc::new(ProgressPrinter::new(true))
+    };
+    let driver =
+        Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
+    let options = ResumeOptions {
+        rerun: args.rerun,
+        skip: args.skip,
+    };
+    let outcome = super::tokio_runtime()?
+        .block_on(driver.drive_with(&run_id, &workflow, &run.args, &options));
+    super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
+}
+
+/// The definition a run started with (never the file as it is now).
+pub fn pinned_workflow(store: &Arc<Store>, run_id: &str) -> Result<LoadedWorkflow> {
+    let run = store.run(run_id)?;
+    let format = Format::from_path(Path::new(&run.workflow_path));
+    let builtins = crate::runtime::builtin::names();
+    workflow::load_from_source(
+        &run.definition,
+        &run.workflow_path,
+        Path::new(&run.workflow_dir),
+        format,
+        &builtins,
+    )
+    .map_err(|d| anyhow::anyhow!("the run's pinned definition no longer validates: {d}"))
+}
