@@ -235,6 +235,19 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
                 "{prefix}{}",
                 style.bad(&format!("── failed: {}", text("error")))
             ),
+            "step_retry_scheduled" => println!(
+                "{prefix}{}",
+                style.warn(&format!(
+                    "── attempt {} failed: {}; next attempt at {}",
+                    event.data["attempt"],
+                    text("error"),
+                    text("next_attempt_at")
+                ))
+            ),
+            "step_interrupted" | "step_cancelled" => println!(
+                "{prefix}{}",
+                style.warn(&format!("── {}: {}", text("status"), text("note")))
+            ),
             "step_skipped" => println!(
                 "{prefix}{}",
                 style.dim(&format!("── skipped: {}", text("reason")))

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
 pub use files::RunFiles;
@@ -68,6 +68,10 @@ pub struct NewRun<'a> {
 }
 
 /// Handle on the SQLite database and run folders under one home directory.
+///
+/// Every write is an `IMMEDIATE` transaction: in WAL mode a deferred
+/// transaction that reads and then writes fails with `SQLITE_BUSY_SNAPSHOT`
+/// when another process wrote in between, which no busy timeout can wait out.
 pub struct Store {
     home: PathBuf,
     conn: Mutex<Connection>,
@@ -121,7 +125,7 @@ impl Store {
         let now = now();
         let hash = definition_hash(run.definition);
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO runs (id, workflow_name, workflow_path, workflow_dir, definition,
                                definition_hash, args, status, created_at)
@@ -161,7 +165,7 @@ impl Store {
     ) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         match status {
             RunStatus::Running => tx.execute(
                 "UPDATE runs SET status = ?2, started_at = COALESCE(started_at, ?3) WHERE id = ?1",
@@ -193,7 +197,7 @@ impl Store {
     ) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -237,7 +241,7 @@ impl Store {
             Err(message) => (None, Some(message.to_string())),
         };
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
              WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
@@ -277,7 +281,7 @@ impl Store {
     pub fn skip_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2",
             params![run_id, step_id, StepStatus::Skipped.as_str(), now, reason],
@@ -295,7 +299,7 @@ impl Store {
     pub fn claim_run(&self, run_id: &str, pid: u32) -> Result<bool> {
         let now = now();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (status, heartbeat, owner): (String, Option<String>, Option<i64>) = tx.query_row(
             "SELECT status, heartbeat_at, driver_pid FROM runs WHERE id = ?1",
             [run_id],
@@ -303,6 +307,7 @@ impl Store {
         )?;
         let driven_elsewhere = status == RunStatus::Running.as_str()
             && !records::is_stale(heartbeat.as_deref())
+            && records::driver_alive(owner)
             && owner != Some(i64::from(pid));
         if driven_elsewhere {
             return Ok(false);
@@ -332,7 +337,6 @@ impl Store {
 
     /// Ask the driving process to `pause` or `cancel` (or clear with `None`).
     pub fn set_request(&self, run_id: &str, request: Option<&str>) -> Result<()> {
-        let now = now();
         self.conn().execute(
             "UPDATE runs SET request = ?2 WHERE id = ?1",
             params![run_id, request],
@@ -341,7 +345,6 @@ impl Store {
             let data = serde_json::json!({ "request": request });
             self.append_event(run_id, None, "run_requested", &data)?;
         }
-        let _ = now;
         Ok(())
     }
 
@@ -357,7 +360,7 @@ impl Store {
     /// Record how many attempts each step's retry policy allows.
     pub fn set_max_attempts(&self, run_id: &str, limits: &[(&str, u32)]) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (step, max) in limits {
             tx.execute(
                 "UPDATE steps SET max_attempts = ?3 WHERE run_id = ?1 AND step_id = ?2",
@@ -379,7 +382,7 @@ impl Store {
     ) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE step_attempts SET status = ?4, finished_at = ?5, error = ?6
              WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
@@ -422,7 +425,7 @@ impl Store {
     ) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let finished =
             matches!(status, StepStatus::Cancelled | StepStatus::Skipped).then_some(now.as_str());
         tx.execute(

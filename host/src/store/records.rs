@@ -163,7 +163,8 @@ impl RunRecord {
         let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
         let heartbeat_at: Option<String> = row.get(12)?;
         Ok(RunRecord {
-            stale: status == RunStatus::Running && is_stale(heartbeat_at.as_deref()),
+            stale: status == RunStatus::Running
+                && (is_stale(heartbeat_at.as_deref()) || !driver_alive(row.get(13)?)),
             heartbeat_at,
             driver_pid: row.get(13)?,
             request: row.get(14)?,
@@ -192,6 +193,17 @@ pub fn is_stale(heartbeat_at: Option<&str>) -> bool {
         return true;
     };
     chrono::Utc::now().signed_duration_since(at) > STALE_AFTER
+}
+
+/// Whether the process that claimed a run still exists (runs are driven
+/// on this machine, so a dead pid means a dead driver).
+pub fn driver_alive(pid: Option<i64>) -> bool {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// A step of a run with its latest state.

@@ -66,14 +66,19 @@ ALTER TABLE steps ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1;
 "#,
 ];
 
-/// Bring the database up to the newest schema version.
+/// Bring the database up to the newest schema version. Safe when several
+/// processes open a fresh store at once: the version is read and the
+/// migrations applied under one write lock.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current as usize >= MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
-        let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
     }
-    Ok(())
+    tx.commit()
 }

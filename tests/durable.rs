@@ -1,0 +1,366 @@
+//! End-to-end tests of durable runs: retries, pause/resume/cancel from
+//! another process, crash recovery after SIGKILL, concurrent drivers.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Start `wfhost run FILE --json` in the background.
+fn spawn_run(sandbox: &Sandbox, workflow: &Path) -> Child {
+    sandbox
+        .command(&["run", workflow.to_str().unwrap(), "--json", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The id of the only run in the sandbox, once it exists.
+fn wait_for_run(sandbox: &Sandbox) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = sandbox.wfhost(&["runs", "--json"]);
+        if let Ok(Value::Array(runs)) = serde_json::from_slice::<Value>(&output.stdout) {
+            if let Some(id) = runs.first().and_then(|r| r["id"].as_str()) {
+                return id.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no run appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Poll `status --json` until `check` holds.
+fn wait_until(sandbox: &Sandbox, run: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = sandbox.status(run);
+        if check(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_child(child: Child) -> std::process::Output {
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn failed_attempts_are_retried_with_backoff() {
+    let sandbox = Sandbox::new();
+    let state = sandbox.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let flaky = format!(
+        "n=$(cat {dir}/count 2>/dev/null || echo 0); n=$((n+1)); echo $n > {dir}/count; echo \"attempt $n\" >&2; [ $n -ge 3 ]",
+        dir = state.display()
+    );
+    let path = sandbox.write(
+        "retry.yaml",
+        &format!(
+            "name: r\nsteps:\n  - id: flaky\n    run: '{flaky}'\n    grants: {{files: [{{path: state, access: read-write}}]}}\n    retry: {{max_attempts: 4, initial_interval: 150ms, backoff_coefficient: 2, jitter: 0, on: [permanent]}}\n  - id: seeds\n    run: 'exit 1'\n    maxRetries: 2\n    retryDelayMs: 10\n    retry: {{on: [permanent]}}\n  - id: never\n    run: 'exit 1'\n"
+        ),
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 1);
+    let status = status.unwrap();
+    let flaky = step(&status, "flaky");
+    assert_eq!(flaky["status"], "completed", "{flaky:#}");
+    assert_eq!(flaky["attempts"], 3);
+    assert_eq!(flaky["max_attempts"], 4);
+    let seeds = step(&status, "seeds");
+    assert_eq!(
+        (seeds["status"].as_str(), seeds["attempts"].as_u64()),
+        (Some("failed"), Some(3))
+    );
+    assert_eq!(step(&status, "never")["attempts"], 1, "no policy, no retry");
+
+    let id = status["id"].as_str().unwrap();
+    let events: Vec<Value> = std::fs::read_to_string(
+        sandbox
+            .home()
+            .join("runs")
+            .join(id)
+            .join("steps/flaky/events.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let starts: Vec<i64> = events
+        .iter()
+        .filter(|e| e["kind"] == "step_started")
+        .map(|e| millis(&e["at"]))
+        .collect();
+    assert_eq!(starts.len(), 3);
+    assert!(
+        starts[1] - starts[0] >= 150,
+        "first backoff waits the initial interval: {starts:?}"
+    );
+    assert!(
+        starts[2] - starts[1] >= 300,
+        "second backoff doubles: {starts:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["kind"] == "step_retry_scheduled")
+            .count(),
+        2
+    );
+
+    let logs = text(&sandbox.wfhost(&["logs", id, "flaky"]).stdout);
+    assert!(
+        logs.contains("attempt 1 failed") && logs.contains("next attempt at"),
+        "{logs}"
+    );
+    let human = text(&sandbox.wfhost(&["status", id]).stdout);
+    assert!(human.contains("attempt 3/4"), "{human}");
+}
+
+#[test]
+fn pause_then_resume_from_other_processes() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "pause.yaml",
+        "name: p\nsteps:\n  - id: first\n    run: sleep 1\n  - id: second\n    needs: [first]\n    run: echo two\n  - id: third\n    needs: [second]\n    run: echo three\n",
+    );
+    let child = spawn_run(&sandbox, &path);
+    let id = wait_for_run(&sandbox);
+    wait_until(&sandbox, &id, "first running", |s| {
+        step(s, "first")["status"] == "running"
+    });
+    assert_exit(&sandbox.wfhost(&["pause", &id[..8]]), 0);
+    let output = wait_child(child);
+    assert_exit(&output, 3);
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "paused");
+    assert_eq!(
+        step(&status, "first")["status"],
+        "completed",
+        "the running step finished"
+    );
+    assert_eq!(
+        step(&status, "second")["status"],
+        "pending",
+        "no new step started"
+    );
+
+    let paused_again = sandbox.wfhost(&["pause", &id]);
+    assert_exit(&paused_again, 2);
+    assert!(text(&paused_again.stderr).contains("not running"));
+
+    let resumed = sandbox.wfhost(&["resume", &id, "--json"]);
+    assert_exit(&resumed, 0);
+    let status: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(step(&status, "third")["output"]["stdout"], "three");
+    assert_eq!(
+        step(&status, "first")["attempts"],
+        1,
+        "completed steps never run again"
+    );
+    let again = sandbox.wfhost(&["resume", &id]);
+    assert_exit(&again, 2);
+    assert!(text(&again.stderr).contains("nothing to resume"));
+}
+
+#[test]
+fn cancel_from_another_process_kills_running_programs() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "cancel.yaml",
+        "name: c\nsteps:\n  - id: long\n    run: sleep 60\n  - id: after\n    needs: [long]\n    run: 'true'\n",
+    );
+    let child = spawn_run(&sandbox, &path);
+    let id = wait_for_run(&sandbox);
+    wait_until(&sandbox, &id, "long running", |s| {
+        step(s, "long")["status"] == "running"
+    });
+    let started = Instant::now();
+    assert_exit(&sandbox.wfhost(&["cancel", &id]), 0);
+    let output = wait_child(child);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cancel took {:?}",
+        started.elapsed()
+    );
+    assert_exit(&output, 1);
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(step(&status, "long")["status"], "cancelled");
+    assert!(step(&status, "long")["error"]
+        .as_str()
+        .unwrap()
+        .contains("killed"));
+    assert_eq!(step(&status, "after")["status"], "cancelled");
+    let no_sleep = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 60$"])
+        .output()
+        .unwrap();
+    assert!(no_sleep.stdout.is_empty(), "the program was killed");
+}
+
+/// A 50-step DAG (10 chains of 5, parallelism 3) whose steps append their
+/// id to `log`.
+fn fifty_steps(sandbox: &Sandbox, log: &Path, idempotent: bool) -> std::path::PathBuf {
+    let mut yaml = String::from("name: fifty\nconfig: {parallelism: 3}\nsteps:\n");
+    for chain in 0..10 {
+        for link in 0..5 {
+            let id = format!("c{chain}s{link}");
+            yaml.push_str(&format!(
+                "  - id: {id}\n    idempotent: {idempotent}\n    grants: {{files: [{{path: logs, access: read-write}}]}}\n    run: 'echo {id} >> {log}; sleep 0.05'\n",
+                log = log.display()
+            ));
+            if link > 0 {
+                yaml.push_str(&format!("    needs: [c{chain}s{}]\n", link - 1));
+            }
+        }
+    }
+    sandbox.write("fifty.yaml", &yaml)
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_killed_driver_is_resumed_and_every_step_runs_once() {
+    for kill_after in [3usize, 17, 31, 44] {
+        let sandbox = Sandbox::new();
+        std::fs::create_dir_all(sandbox.path().join("logs")).unwrap();
+        let log = sandbox.path().join("logs/ran.txt");
+        let path = fifty_steps(&sandbox, &log, true);
+        let mut child = spawn_run(&sandbox, &path);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while lines(&log).len() < kill_after {
+            assert!(Instant::now() < deadline, "the run did not progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let id = wait_for_run(&sandbox);
+        let status = sandbox.status(&id);
+        assert_eq!(
+            status["status"], "stale",
+            "a dead driver shows as stale, not running: {status:#}"
+        );
+
+        let resumed = sandbox.wfhost(&["resume", &id, "--json", "--quiet"]);
+        assert_exit(&resumed, 0);
+        let status: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+        assert_eq!(status["status"], "completed");
+        let ran = lines(&log);
+        let interrupted: Vec<String> = sandbox
+            .wfhost(&["logs", &id])
+            .stdout
+            .split(|b| *b == b'\n')
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .filter(|l| l.contains("interrupted"))
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .collect();
+        for chain in 0..10 {
+            for link in 0..5 {
+                let id = format!("c{chain}s{link}");
+                let count = ran.iter().filter(|l| **l == id).count();
+                let limit = if interrupted.contains(&id) { 2 } else { 1 };
+                assert!(
+                    count >= 1 && count <= limit,
+                    "kill after {kill_after}: {id} ran {count} times (interrupted: {interrupted:?})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_step_that_is_not_idempotent_waits_for_the_operator() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("logs")).unwrap();
+    let log = sandbox.path().join("logs/ran.txt");
+    let path = sandbox.write(
+        "slow.yaml",
+        &format!(
+            "name: s\nsteps:\n  - id: slow\n    grants: {{files: [{{path: logs, access: read-write}}]}}\n    run: 'echo slow >> {}; sleep 30'\n  - id: next\n    needs: [slow]\n    run: echo next\n",
+            log.display()
+        ),
+    );
+    let mut child = spawn_run(&sandbox, &path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines(&log).is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let id = wait_for_run(&sandbox);
+
+    let blocked = sandbox.wfhost(&["resume", &id]);
+    assert_exit(&blocked, 3);
+    let stderr = text(&blocked.stderr);
+    assert!(
+        stderr.contains("slow")
+            && stderr.contains("--rerun slow")
+            && stderr.contains("not marked idempotent"),
+        "{stderr}"
+    );
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "blocked");
+    assert_eq!(step(&status, "slow")["status"], "interrupted");
+
+    let unknown = sandbox.wfhost(&["resume", &id, "--skip", "nope"]);
+    assert_exit(&unknown, 1);
+    assert!(
+        text(&unknown.stderr).contains("has no step 'nope'"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
+    // Skipping is the operator's decision: the run finishes without it.
+    let skipped = sandbox.wfhost(&["resume", &id, "--skip", "slow", "--json", "--quiet"]);
+    assert_exit(&skipped, 0);
+    let status: Value = serde_json::from_slice(&skipped.stdout).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(step(&status, "slow")["status"], "skipped");
+    assert_eq!(step(&status, "next")["status"], "skipped");
+    assert_eq!(lines(&log).len(), 1, "the step was not run again");
+}
+
+#[test]
+fn eight_drivers_share_one_store() {
+    let sandbox = Sandbox::new();
+    let mut yaml = String::from("name: busy\nconfig: {parallelism: 4}\nsteps:\n");
+    for i in 0..12 {
+        yaml.push_str(&format!(
+            "  - id: s{i}\n    type: function\n    component: echo\n    with: {{n: {i}}}\n"
+        ));
+    }
+    let path = sandbox.write("busy.yaml", &yaml);
+    let children: Vec<Child> = (0..8).map(|_| spawn_run(&sandbox, &path)).collect();
+    for child in children {
+        let output = wait_child(child);
+        assert_exit(&output, 0);
+        assert!(
+            !text(&output.stderr).contains("locked"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    let runs: Value = serde_json::from_slice(&sandbox.wfhost(&["runs", "--json"]).stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 8);
+    assert!(runs.iter().all(|r| r["status"] == "completed"));
+}
