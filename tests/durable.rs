@@ -179,7 +179,7 @@ fn cancel_from_another_process_kills_running_programs() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "cancel.yaml",
-        "name: c\nsteps:\n  - id: long\n    run: sleep 60\n  - id: after\n    needs: [long]\n    run: 'true'\n",
+        "name: c\nsteps:\n  - id: long\n    run: sleep 59.7\n  - id: after\n    needs: [long]\n    run: 'true'\n",
     );
     let child = spawn_run(&sandbox, &path);
     let id = wait_for_run(&sandbox);
@@ -204,7 +204,7 @@ fn cancel_from_another_process_kills_running_programs() {
         .contains("killed"));
     assert_eq!(step(&status, "after")["status"], "cancelled");
     let no_sleep = std::process::Command::new("pgrep")
-        .args(["-f", "^sleep 60$"])
+        .args(["-f", "^sleep 59.7$"])
         .output()
         .unwrap();
     assert!(no_sleep.stdout.is_empty(), "the program was killed");
@@ -363,4 +363,112 @@ fn eight_drivers_share_one_store() {
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 8);
     assert!(runs.iter().all(|r| r["status"] == "completed"));
+}
+
+#[test]
+fn optional_failures_are_tolerated_and_kept_apart() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "optional.yaml",
+        "name: o\nsteps:\n  - id: flaky\n    optional: true\n    run: exit 2\n  - id: after\n    needs: [flaky]\n    run: echo \"flaky was {{ steps.flaky.status }}\"\n  - id: lint\n    continue_on_error: true\n    run: exit 1\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    assert_eq!(status["status"], "completed_with_errors");
+    assert_eq!(
+        step(&status, "flaky")["status"],
+        "failed",
+        "the raw outcome is kept"
+    );
+    assert!(step(&status, "flaky")["error"]
+        .as_str()
+        .unwrap()
+        .contains("exited with code 2"));
+    assert_eq!(
+        step(&status, "after")["output"]["stdout"],
+        "flaky was failed"
+    );
+    assert_eq!(step(&status, "lint")["status"], "failed");
+    let id = status["id"].as_str().unwrap();
+    let events = std::fs::read_to_string(
+        sandbox
+            .home()
+            .join("runs")
+            .join(id)
+            .join("steps/flaky/events.jsonl"),
+    )
+    .unwrap();
+    assert!(events.contains("\"conclusion\":\"tolerated\""), "{events}");
+}
+
+#[test]
+fn conditions_skip_steps_and_their_dependents() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "if.yaml",
+        "name: i\nargs: {type: object, properties: {deploy: {type: boolean, default: false}}}\nsteps:\n  - id: build\n    run: echo built\n  - id: deploy\n    needs: [build]\n    if: args.deploy\n    run: echo deploying\n  - id: announce\n    needs: [deploy]\n    run: echo announced\n  - id: check\n    needs: [build]\n    if: \"{{ steps.build.status == 'completed' and not args.deploy }}\"\n    run: echo checked\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(step(&status, "deploy")["status"], "skipped");
+    assert!(step(&status, "deploy")["error"]
+        .as_str()
+        .unwrap()
+        .contains("condition is false: args.deploy"));
+    assert_eq!(step(&status, "announce")["status"], "skipped");
+    assert_eq!(step(&status, "check")["status"], "completed");
+
+    let (output, status) = sandbox.run(&path, &["--arg", "deploy=true"]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    assert_eq!(step(&status, "announce")["status"], "completed");
+    assert_eq!(step(&status, "check")["status"], "skipped");
+
+    let bad = sandbox.write("badif.yaml", "name: b\nargs: {type: object, properties: {x: {type: string}}}\nsteps:\n  - id: s\n    if: args.nope\n    run: 'true'\n");
+    let output = sandbox.wfhost(&["validate", bad.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("step 's'") && stderr.contains("nope"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn finally_steps_run_after_failure_and_after_cancel() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "finally.yaml",
+        "name: f\nsteps:\n  - id: work\n    run: exit 4\n  - id: after\n    needs: [work]\n    run: 'true'\n  - id: cleanup\n    finally: true\n    needs: [work]\n    run: echo \"cleaning up after {{ steps.work.status }}\"\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 1);
+    let status = status.unwrap();
+    assert_eq!(status["status"], "failed");
+    assert_eq!(step(&status, "after")["status"], "skipped");
+    let cleanup = step(&status, "cleanup");
+    assert_eq!(cleanup["status"], "completed");
+    assert_eq!(cleanup["output"]["stdout"], "cleaning up after failed");
+    assert!(millis(&cleanup["started_at"]) >= millis(&step(&status, "work")["finished_at"]));
+
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "cancel-finally.yaml",
+        "name: cf\nsteps:\n  - id: long\n    run: sleep 58.3\n  - id: cleanup\n    finally: true\n    run: echo cleaned\n",
+    );
+    let child = spawn_run(&sandbox, &path);
+    let id = wait_for_run(&sandbox);
+    wait_until(&sandbox, &id, "long running", |s| {
+        step(s, "long")["status"] == "running"
+    });
+    assert_exit(&sandbox.wfhost(&["cancel", &id]), 0);
+    assert_exit(&wait_child(child), 1);
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(step(&status, "long")["status"], "cancelled");
+    assert_eq!(step(&status, "cleanup")["status"], "completed");
+    assert_eq!(step(&status, "cleanup")["output"]["stdout"], "cleaned");
 }

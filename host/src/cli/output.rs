@@ -123,6 +123,10 @@ impl RunListener for ProgressPrinter {
                     crate::runtime::humanize(*delay)
                 )
             }
+            RunEvent::Cancelling => format!(
+                "{} cancel requested: running steps stopped; cleanup steps still run",
+                s.bad("■")
+            ),
             RunEvent::Pausing => format!(
                 "{} pause requested: waiting for running steps to finish",
                 s.warn("‖")
@@ -148,7 +152,10 @@ impl RunListener for ProgressPrinter {
             RunEvent::Log { .. } => return,
             RunEvent::Finished { status } => {
                 let word = status.as_str();
-                let painted = if matches!(status, RunStatus::Completed | RunStatus::Paused) {
+                let painted = if matches!(
+                    status,
+                    RunStatus::Completed | RunStatus::Paused | RunStatus::CompletedWithErrors
+                ) {
                     s.ok(word)
                 } else {
                     s.bad(word)

@@ -96,7 +96,7 @@ pub fn finish(
         );
     }
     Ok(match outcome.status {
-        RunStatus::Completed => ExitCode::SUCCESS,
+        RunStatus::Completed | RunStatus::CompletedWithErrors => ExitCode::SUCCESS,
         RunStatus::Paused | RunStatus::Blocked => ExitCode::from(super::EXIT_STOPPED),
         _ => ExitCode::from(EXIT_FAILED),
     })

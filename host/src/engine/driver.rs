@@ -19,9 +19,10 @@ use super::executor::{
 use super::grants;
 use super::progress::ProgressBoard;
 use super::retry::RetryPolicy;
-use super::scheduler::{Scheduler, Slot};
+use super::scheduler::Scheduler;
 use crate::store::{NewRun, RunStatus, StepStatus, Store};
 use crate::workflow::model::{Step, Workflow};
+use crate::workflow::template::evaluate_condition;
 use crate::workflow::{step_kind, LoadedWorkflow, StepKind, Templates};
 
 /// Steps running at once when the workflow does not say.
@@ -75,6 +76,8 @@ pub enum RunEvent {
     },
     /// A pause was requested: running steps finish, no new step starts.
     Pausing,
+    /// A cancel was requested: running steps are stopped; cleanup steps run.
+    Cancelling,
     /// A step was skipped.
     StepSkipped {
         /// Step id.
@@ -213,6 +216,11 @@ impl Driver {
         self.store.set_max_attempts(run_id, &limits)?;
 
         let mut state = RunState::new(run_id, def, args, &self.store);
+        for (index, step) in def.steps.iter().enumerate() {
+            if step.finally {
+                state.scheduler.hold(index);
+            }
+        }
         if let Some(blocked) = self.restore(run_id, workflow, &policies, options, &mut state)? {
             self.store
                 .set_run_status(run_id, RunStatus::Blocked, Some(&blocked))?;
@@ -251,6 +259,32 @@ impl Driver {
                     break;
                 };
                 let step = &def.steps[index];
+                if let Some(condition) = &step.condition {
+                    match evaluate_condition(&templates, condition, &state.context) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let reason = format!("condition is false: {}", condition.trim());
+                            self.skip_with_dependents(run_id, def, &mut state, index, &reason)?;
+                            continue;
+                        }
+                        Err(error) => {
+                            let failure = StepFailure::permanent(format!(
+                                "condition `{}`: {error}",
+                                condition.trim()
+                            ));
+                            let attempt = state.attempts[index] + 1;
+                            state.attempts[index] = attempt;
+                            self.store.start_attempt(
+                                run_id,
+                                &step.id,
+                                attempt,
+                                &json!({ "if": condition }),
+                            )?;
+                            self.record_failure(run_id, def, &mut state, index, attempt, &failure)?;
+                            continue;
+                        }
+                    }
+                }
                 let attempt = state.attempts[index] + 1;
                 state.attempts[index] = attempt;
                 let prepared = prepare_invocation(
@@ -307,6 +341,10 @@ impl Driver {
                 }
             }
             if running.is_empty() && (paused || timers.is_empty()) {
+                // Everything else is over: the cleanup steps' turn.
+                if !paused && state.scheduler.release_held() {
+                    continue;
+                }
                 break;
             }
             tokio::select! {
@@ -362,10 +400,12 @@ impl Driver {
                             paused = true;
                             self.listener.on_event(&RunEvent::Pausing);
                         }
-                        Some("cancel") => {
+                        Some("cancel") if !state.cancelled => {
                             running.abort_all();
                             while running.join_next().await.is_some() {}
-                            return self.cancel(run_id, def, &mut state);
+                            timers.abort_all();
+                            self.cancel(run_id, def, &mut state)?;
+                            paused = false;
                         }
                         _ => {}
                     }
@@ -388,12 +428,24 @@ impl Driver {
             });
         }
         let failed = state.failed_any || !state.scheduler.is_finished();
-        let status = if failed {
-            RunStatus::Failed
+        let (status, error) = if state.cancelled {
+            (
+                RunStatus::Cancelled,
+                Some("cancelled by request".to_string()),
+            )
+        } else if failed {
+            (
+                RunStatus::Failed,
+                Some("one or more steps failed".to_string()),
+            )
+        } else if state.tolerated_any {
+            (
+                RunStatus::CompletedWithErrors,
+                Some("optional steps failed".to_string()),
+            )
         } else {
-            RunStatus::Completed
+            (RunStatus::Completed, None)
         };
-        let error = failed.then(|| "one or more steps failed".to_string());
         self.store
             .set_run_status(run_id, status, error.as_deref())?;
         state.board.set_status(status);
@@ -538,36 +590,58 @@ impl Driver {
         )))
     }
 
-    fn cancel(&self, run_id: &str, def: &Workflow, state: &mut RunState) -> Result<RunOutcome> {
-        for (index, step) in def.steps.iter().enumerate() {
-            let open = !matches!(
-                state.scheduler.slot(index),
-                Slot::Completed | Slot::Failed | Slot::Skipped
-            );
-            if open {
-                let note = if state.running.contains(&index) {
-                    "cancelled while running; its programs were killed"
-                } else {
-                    "cancelled before it started"
-                };
-                self.store
-                    .set_step_status(run_id, &step.id, StepStatus::Cancelled, Some(note))?;
-                state.board.finished(index, "cancelled", Duration::ZERO);
-            }
-        }
+    /// Cancel what has not finished (running steps were aborted by the
+    /// caller, which kills their programs); `finally` steps still run.
+    fn cancel(&self, run_id: &str, def: &Workflow, state: &mut RunState) -> Result<()> {
+        state.cancelled = true;
         self.store.set_request(run_id, None)?;
-        self.store
-            .set_run_status(run_id, RunStatus::Cancelled, Some("cancelled by request"))?;
-        state.board.set_status(RunStatus::Cancelled);
-        state.board.flush(true);
-        self.listener.on_event(&RunEvent::Finished {
-            status: RunStatus::Cancelled,
+        self.listener.on_event(&RunEvent::Cancelling);
+        for index in state.scheduler.close_open() {
+            let note = if state.running.remove(&index) {
+                "cancelled while running; its programs were killed"
+            } else {
+                "cancelled before it started"
+            };
+            self.store.set_step_status(
+                run_id,
+                &def.steps[index].id,
+                StepStatus::Cancelled,
+                Some(note),
+            )?;
+            state.board.finished(index, "cancelled", Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    /// Skip a step whose condition is false, and the steps that need it.
+    fn skip_with_dependents(
+        &self,
+        run_id: &str,
+        def: &Workflow,
+        state: &mut RunState,
+        index: usize,
+        reason: &str,
+    ) -> Result<()> {
+        let step = &def.steps[index];
+        self.store.skip_step(run_id, &step.id, reason)?;
+        state.record_status(index, "skipped");
+        state.board.skipped(index);
+        self.listener.on_event(&RunEvent::StepSkipped {
+            step: step.id.clone(),
+            reason: reason.to_string(),
         });
-        Ok(RunOutcome {
-            run_id: run_id.to_string(),
-            status: RunStatus::Cancelled,
-            message: Some("cancelled by request".into()),
-        })
+        for (skipped, cause) in state.scheduler.skip(index) {
+            let reason = format!("needs '{}', which was skipped", def.steps[cause].id);
+            self.store
+                .skip_step(run_id, &def.steps[skipped].id, &reason)?;
+            state.record_status(skipped, "skipped");
+            state.board.skipped(skipped);
+            self.listener.on_event(&RunEvent::StepSkipped {
+                step: def.steps[skipped].id.clone(),
+                reason,
+            });
+        }
+        Ok(())
     }
 
     fn record_failure(
@@ -579,7 +653,6 @@ impl Driver {
         attempt: u32,
         failure: &StepFailure,
     ) -> Result<()> {
-        state.failed_any = true;
         let step = &def.steps[index];
         let message = describe_failure(failure);
         self.store
@@ -588,6 +661,21 @@ impl Driver {
             step: step.id.clone(),
             error: message,
         });
+        if step.optional || step.continue_on_error {
+            // Raw outcome: failed; conclusion: tolerated, dependents run.
+            self.store.append_event(
+                run_id,
+                Some(&step.id),
+                "step_tolerated",
+                &json!({ "conclusion": "tolerated", "reason": "optional step" }),
+            )?;
+            state.tolerated_any = true;
+            state.record_status(index, "failed");
+            state.scheduler.complete(index);
+            return Ok(());
+        }
+        state.failed_any = true;
+        state.record_status(index, "failed");
         for (skipped, cause) in state.scheduler.fail(index) {
             let reason = format!("needs '{}', which did not complete", def.steps[cause].id);
             self.store
@@ -626,6 +714,8 @@ struct RunState {
     due_later: Vec<(usize, Duration)>,
     board: ProgressBoard,
     failed_any: bool,
+    tolerated_any: bool,
+    cancelled: bool,
     ids: Vec<String>,
 }
 
@@ -644,8 +734,17 @@ impl RunState {
             due_later: Vec::new(),
             board: ProgressBoard::new(run_id, def, store.run_files(run_id)),
             failed_any: false,
+            tolerated_any: false,
+            cancelled: false,
             ids: def.steps.iter().map(|s| s.id.clone()).collect(),
         }
+    }
+
+    /// Make a step that did not complete visible to templates and
+    /// conditions as `steps.<id>.status` (its output is null).
+    fn record_status(&mut self, index: usize, status: &str) {
+        let id = self.ids[index].clone();
+        self.context["steps"][&id] = json!({ "output": null, "status": status });
     }
 
     fn complete(&mut self, index: usize, output: Value) {

@@ -30,6 +30,7 @@ pub struct Scheduler {
     unmet: Vec<usize>,
     dependents: Vec<Vec<usize>>,
     ready: VecDeque<usize>,
+    held: Vec<usize>,
 }
 
 impl Scheduler {
@@ -65,6 +66,7 @@ impl Scheduler {
             unmet,
             dependents,
             ready,
+            held: Vec::new(),
         }
     }
 
@@ -81,7 +83,7 @@ impl Scheduler {
         self.slots[step] = Slot::Completed;
         let mut newly_ready = Vec::new();
         for &dependent in &self.dependents[step] {
-            self.unmet[dependent] -= 1;
+            self.unmet[dependent] = self.unmet[dependent].saturating_sub(1);
             if self.unmet[dependent] == 0 && self.slots[dependent] == Slot::Waiting {
                 newly_ready.push(dependent);
             }
@@ -101,7 +103,9 @@ impl Scheduler {
         let mut stack = vec![step];
         while let Some(cause) = stack.pop() {
             for &dependent in &self.dependents[cause] {
-                if matches!(self.slots[dependent], Slot::Waiting | Slot::Ready) {
+                if matches!(self.slots[dependent], Slot::Waiting | Slot::Ready)
+                    && !self.held.contains(&dependent)
+                {
                     self.slots[dependent] = Slot::Skipped;
                     self.ready.retain(|&queued| queued != dependent);
                     skipped.push((dependent, cause));
@@ -135,6 +139,53 @@ impl Scheduler {
             self.ready.retain(|&queued| queued != step);
             self.ready.push_back(step);
         }
+    }
+
+    /// Keep a step out of the run until [`Scheduler::release_held`] (for
+    /// `finally` steps: they run after everything else).
+    pub fn hold(&mut self, step: usize) {
+        self.ready.retain(|&queued| queued != step);
+        self.slots[step] = Slot::Waiting;
+        self.unmet[step] = usize::MAX / 2;
+        self.held.push(step);
+    }
+
+    /// Queue every held step (file order); true when there were any.
+    pub fn release_held(&mut self) -> bool {
+        let held = std::mem::take(&mut self.held);
+        for &step in &held {
+            if self.slots[step] == Slot::Waiting {
+                self.slots[step] = Slot::Ready;
+                self.ready.push_back(step);
+            }
+        }
+        !held.is_empty()
+    }
+
+    /// Record that a step will not run (its condition was false); its
+    /// dependents are skipped too and returned as by [`Scheduler::fail`].
+    pub fn skip(&mut self, step: usize) -> Vec<(usize, usize)> {
+        let skipped = self.fail(step);
+        self.slots[step] = Slot::Skipped;
+        skipped
+    }
+
+    /// Settle every step that has not finished (cancellation); returns them.
+    pub fn close_open(&mut self) -> Vec<usize> {
+        let open: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                !matches!(
+                    self.slots[i],
+                    Slot::Completed | Slot::Failed | Slot::Skipped
+                )
+            })
+            .filter(|i| !self.held.contains(i))
+            .collect();
+        for &step in &open {
+            self.slots[step] = Slot::Skipped;
+        }
+        self.ready.clear();
+        open
     }
 
     /// Slot of one step.

@@ -14,6 +14,8 @@ pub enum RunStatus {
     Running,
     /// Every step completed.
     Completed,
+    /// Finished, but optional steps failed.
+    CompletedWithErrors,
     /// A step failed (or the run could not proceed).
     Failed,
     /// Stopped on request; `wfhost resume` continues it.
@@ -31,6 +33,7 @@ impl RunStatus {
             RunStatus::Pending => "pending",
             RunStatus::Running => "running",
             RunStatus::Completed => "completed",
+            RunStatus::CompletedWithErrors => "completed_with_errors",
             RunStatus::Failed => "failed",
             RunStatus::Paused => "paused",
             RunStatus::Blocked => "blocked",
@@ -44,6 +47,7 @@ impl RunStatus {
             "pending" => RunStatus::Pending,
             "running" => RunStatus::Running,
             "completed" => RunStatus::Completed,
+            "completed_with_errors" => RunStatus::CompletedWithErrors,
             "failed" => RunStatus::Failed,
             "paused" => RunStatus::Paused,
             "blocked" => RunStatus::Blocked,

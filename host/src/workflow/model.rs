@@ -190,6 +190,22 @@ pub struct Step {
     /// idempotent), so `resume` re-runs it without asking.
     #[serde(default)]
     pub idempotent: bool,
+    /// A failure of this step does not fail the run: it is recorded as
+    /// failed (its raw outcome), concluded as tolerated, its dependents run,
+    /// and the run ends `completed_with_errors`.
+    #[serde(default)]
+    pub optional: bool,
+    /// The seeds' / GitHub's spelling of `optional`.
+    #[serde(default)]
+    pub continue_on_error: bool,
+    /// A condition (minijinja expression, strict): when false the step is
+    /// skipped, and so are the steps that need it.
+    #[serde(default, rename = "if")]
+    pub condition: Option<String>,
+    /// A cleanup step: runs after every other step has finished, whether the
+    /// run succeeded, failed or was cancelled.
+    #[serde(default)]
+    pub finally: bool,
 }
 
 /// Capabilities granted to a step. Deny by default.

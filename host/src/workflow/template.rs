@@ -623,3 +623,47 @@ mod tests {
         assert!(s.ends_with('…'));
     }
 }
+
+/// The template form of an `if:` condition: a bare expression
+/// (`args.deploy and steps.test.status == "completed"`) or one wrapped in
+/// `{{ }}`, rendered to `true` or `false` by minijinja's truthiness.
+pub fn condition_template(condition: &str) -> String {
+    let trimmed = condition.trim();
+    let inner = trimmed
+        .strip_prefix("{{")
+        .and_then(|rest| rest.strip_suffix("}}"))
+        .unwrap_or(trimmed)
+        .trim();
+    format!("{{% if ({inner}) %}}true{{% else %}}false{{% endif %}}")
+}
+
+/// Evaluate an `if:` condition against the run's context: truthiness, in
+/// strict mode (an undefined name is an error, not false).
+pub fn evaluate_condition(
+    templates: &Templates,
+    condition: &str,
+    ctx: &Value,
+) -> Result<bool, String> {
+    let rendered = templates.render_str(&condition_template(condition), ctx)?;
+    Ok(rendered.trim() == "true")
+}
+
+#[cfg(test)]
+mod condition_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conditions_are_truthy_and_strict() {
+        let t = Templates::new();
+        let ctx = json!({"args": {"deploy": true, "n": 0, "name": "x"}, "steps": {"a": {"status": "failed"}}});
+        assert!(evaluate_condition(&t, "args.deploy", &ctx).unwrap());
+        assert!(evaluate_condition(&t, "{{ args.deploy }}", &ctx).unwrap());
+        assert!(!evaluate_condition(&t, "args.n", &ctx).unwrap());
+        assert!(evaluate_condition(&t, "steps.a.status == 'failed' and args.name", &ctx).unwrap());
+        assert!(!evaluate_condition(&t, "not args.deploy", &ctx).unwrap());
+        let error = evaluate_condition(&t, "args.missing", &ctx).unwrap_err();
+        assert!(error.contains("undefined"), "{error}");
+        assert_eq!(condition_template("{{ a }}"), condition_template("a"));
+    }
+}

@@ -445,6 +445,13 @@ impl Checker<'_> {
         ids: &HashMap<&str, usize>,
     ) {
         let mut strings: Vec<(String, &str)> = Vec::new();
+        let condition = step
+            .condition
+            .as_deref()
+            .map(crate::workflow::template::condition_template);
+        if let Some(condition) = &condition {
+            strings.push(("if".to_string(), condition.as_str()));
+        }
         if let Some(run) = &step.run {
             strings.push(("run".to_string(), run));
         }
