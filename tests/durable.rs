@@ -472,3 +472,50 @@ fn finally_steps_run_after_failure_and_after_cancel() {
     assert_eq!(step(&status, "cleanup")["status"], "completed");
     assert_eq!(step(&status, "cleanup")["output"]["stdout"], "cleaned");
 }
+
+#[test]
+fn retry_from_a_step_reruns_it_and_what_follows() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("data")).unwrap();
+    let data = sandbox.path().join("data");
+    let path = sandbox.write(
+        "rerun.yaml",
+        &format!(
+            "name: r\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: fetch\n    run: 'echo fetch >> {d}/log; echo value=7 >> \"$WFHOST_OUTPUT\"'\n  - id: build\n    needs: [fetch]\n    run: 'echo build >> {d}/log; test -f {d}/fixed'\n  - id: ship\n    needs: [build]\n    run: 'echo ship {{{{ steps.fetch.output.value }}}} >> {d}/log'\n",
+            d = data.display()
+        ),
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 1);
+    let id = status.unwrap()["id"].as_str().unwrap().to_string();
+    std::fs::write(data.join("fixed"), "").unwrap();
+
+    let retried = sandbox.wfhost(&["retry", &id, "--from", "build", "--json", "--quiet"]);
+    assert_exit(&retried, 0);
+    let status: Value = serde_json::from_slice(&retried.stdout).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(
+        step(&status, "fetch")["attempts"],
+        1,
+        "upstream output reused"
+    );
+    assert_eq!(
+        step(&status, "build")["attempts"],
+        2,
+        "attempt history kept"
+    );
+    let log = std::fs::read_to_string(data.join("log")).unwrap();
+    assert_eq!(log, "fetch\nbuild\nbuild\nship 7\n");
+
+    let only = sandbox.wfhost(&["retry", &id, "--only", "fetch", "--json", "--quiet"]);
+    assert_exit(&only, 0);
+    let status: Value = serde_json::from_slice(&only.stdout).unwrap();
+    assert_eq!(step(&status, "fetch")["attempts"], 2);
+    assert_eq!(step(&status, "ship")["attempts"], 1);
+
+    let unknown = sandbox.wfhost(&["retry", &id, "--from", "nope"]);
+    assert_exit(&unknown, 2);
+    assert!(text(&unknown.stderr).contains("has no step 'nope'"));
+    let neither = sandbox.wfhost(&["retry", &id]);
+    assert_exit(&neither, 2);
+}

@@ -133,6 +133,71 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
     super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
 }
 
+/// Arguments of `wfhost retry`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["from", "only"])))]
+pub struct RetryArgs {
+    /// Run id or a unique prefix of one.
+    run: String,
+    /// Re-run this step and everything downstream of it, reusing upstream outputs.
+    #[arg(long, value_name = "STEP")]
+    from: Option<String>,
+    /// Re-run only this step.
+    #[arg(long, value_name = "STEP")]
+    only: Option<String>,
+    /// Print the run as JSON when it stops.
+    #[arg(long)]
+    json: bool,
+    /// Print no progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `wfhost retry`: re-run a step (and what follows it) in the same run,
+/// keeping the attempt history.
+pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<ExitCode> {
+    let store = super::open_store(home)?;
+    let run_id = super::resolve_run(&store, &args.run)?;
+    let run = store.run(&run_id)?;
+    if run.status == RunStatus::Running && !run.stale {
+        return Err(Invalid(format!(
+            "run {run_id} is still running: wait for it, or cancel it first"
+        ))
+        .into());
+    }
+    let workflow = pinned_workflow(&store, &run_id)?;
+    let target = args
+        .from
+        .as_deref()
+        .or(args.only.as_deref())
+        .unwrap_or_default();
+    let Some(index) = workflow.graph.index_of(target) else {
+        return Err(Invalid(format!("run {run_id} has no step '{target}'")).into());
+    };
+    let mut reset = vec![index];
+    if args.from.is_some() {
+        reset.extend(workflow.graph.descendants(index));
+    }
+    let reason = match &args.from {
+        Some(step) => format!("re-run requested from '{step}'"),
+        None => format!("re-run of '{target}' requested"),
+    };
+    for index in reset {
+        store.reset_step(&run_id, &workflow.def.steps[index].id, &reason)?;
+    }
+    let ceiling = super::load_ceiling(home, config)?;
+    let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
+    let listener: Arc<dyn RunListener> = if args.quiet {
+        Arc::new(Silent)
+    } else {
+        Arc::new(ProgressPrinter::new(true))
+    };
+    let driver =
+        Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
+    let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
+    super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
+}
+
 /// The definition a run started with (never the file as it is now).
 pub fn pinned_workflow(store: &Arc<Store>, run_id: &str) -> Result<LoadedWorkflow> {
     let run = store.run(run_id)?;

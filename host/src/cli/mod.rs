@@ -66,6 +66,8 @@ enum Command {
     Pause(control::RunRef),
     /// Continue a paused, blocked or stale (crashed) run in this process.
     Resume(control::ResumeArgs),
+    /// Re-run a step of a finished run (`--from`: and everything downstream), keeping history.
+    Retry(control::RetryArgs),
     /// Cancel a run: running steps are stopped and their programs killed.
     Cancel(control::RunRef),
     /// Print the log of a run, or of one of its steps.
@@ -90,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Pause(args) => control::pause(&cli.home, args),
         Command::Resume(args) => control::resume(&cli.home, cli.config.as_deref(), args),
         Command::Cancel(args) => control::cancel(&cli.home, args),
+        Command::Retry(args) => control::retry(&cli.home, cli.config.as_deref(), args),
         Command::Plugins(args) => inspect::plugins(args),
         Command::Bench(args) => bench::bench(args),
     };

@@ -448,6 +448,25 @@ impl Store {
         self.mirror_event(run_id, Some(step_id), &now, &kind, &data)
     }
 
+    /// Make a finished step pending again for a re-run (`wfhost retry`):
+    /// its output and error are cleared, its attempt history kept.
+    pub fn reset_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL, output = NULL,
+                              error = NULL, next_attempt_at = NULL
+             WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id],
+        )?;
+        let data = serde_json::json!({ "reason": reason });
+        insert_event(&tx, run_id, Some(step_id), &now, "step_reset", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, Some(step_id), &now, "step_reset", &data)
+    }
+
     /// Append a free-form event (log line, progress ...) to the journal.
     pub fn append_event(
         &self,
