@@ -519,3 +519,90 @@ fn retry_from_a_step_reruns_it_and_what_follows() {
     let neither = sandbox.wfhost(&["retry", &id]);
     assert_exit(&neither, 2);
 }
+
+#[test]
+fn watch_follows_a_run_live_from_another_process() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "watch.yaml",
+        "name: w\nsteps:\n  - id: one\n    run: sleep 0.5\n  - id: two\n    needs: [one]\n    run: echo done\n",
+    );
+    let child = spawn_run(&sandbox, &path);
+    let id = wait_for_run(&sandbox);
+    let watched = sandbox.wfhost(&["watch", &id, "--json"]);
+    assert_exit(&watched, 0);
+    assert_exit(&wait_child(child), 0);
+    let kinds: Vec<String> = text(&watched.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for expected in ["step_started", "step_completed", "run_status"] {
+        assert!(kinds.iter().any(|k| k == expected), "{kinds:?}");
+    }
+    let last_status = text(&watched.stdout)
+        .lines()
+        .rev()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["kind"] == "run_status")
+        .unwrap();
+    assert_eq!(
+        last_status["data"]["status"], "completed",
+        "watch ran until the end"
+    );
+}
+
+#[test]
+fn a_run_restored_to_a_checkpoint_reruns_later_steps() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("data")).unwrap();
+    let data = sandbox.path().join("data");
+    let path = sandbox.write(
+        "cp.yaml",
+        &format!(
+            "name: cp\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: a\n    run: 'echo a >> {d}/log'\n  - id: b\n    needs: [a]\n    run: 'echo b >> {d}/log'\n  - id: c\n    needs: [b]\n    run: 'echo c >> {d}/log'\n",
+            d = data.display()
+        ),
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let id = status.unwrap()["id"].as_str().unwrap().to_string();
+    let listed = sandbox.wfhost(&["checkpoints", &id, "--json"]);
+    let checkpoints: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let after_a = checkpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == "a" && c["kind"] == "step_completed")
+        .unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    let restored = sandbox.wfhost(&["restore", &after_a.to_string(), "--json", "--quiet"]);
+    assert_exit(&restored, 0);
+    let status: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    assert_eq!(step(&status, "a")["attempts"], 1);
+    assert_eq!(step(&status, "c")["attempts"], 2);
+    assert_eq!(
+        std::fs::read_to_string(data.join("log")).unwrap(),
+        "a\nb\nc\nb\nc\n"
+    );
+    let bad = sandbox.wfhost(&["restore", "999999"]);
+    assert_exit(&bad, 2);
+    assert!(text(&bad.stderr).contains("no checkpoint 999999"));
+
+    let kept = sandbox.wfhost(&["prune", "--older-than", "1h"]);
+    assert!(text(&kept.stdout).contains("removed 0 run(s)"));
+    std::thread::sleep(Duration::from_millis(1100));
+    let pruned = sandbox.wfhost(&["prune", "--older-than", "1s"]);
+    assert!(
+        text(&pruned.stdout).contains(&id),
+        "{}",
+        text(&pruned.stdout)
+    );
+    assert!(!sandbox.home().join("runs").join(&id).exists());
+    assert_exit(&sandbox.wfhost(&["status", &id]), 2);
+}

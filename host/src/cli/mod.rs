@@ -3,6 +3,7 @@
 
 mod bench;
 mod control;
+mod history;
 mod inspect;
 mod output;
 mod run;
@@ -70,6 +71,14 @@ enum Command {
     Retry(control::RetryArgs),
     /// Cancel a run: running steps are stopped and their programs killed.
     Cancel(control::RunRef),
+    /// Follow a run's events live until it stops.
+    Watch(history::WatchArgs),
+    /// List the checkpoints (step transitions) of a run.
+    Checkpoints(history::CheckpointsArgs),
+    /// Resume a run from a checkpoint: steps finished after it run again.
+    Restore(history::RestoreArgs),
+    /// Delete finished runs older than an age, with their folders.
+    Prune(history::PruneArgs),
     /// Print the log of a run, or of one of its steps.
     Logs(inspect::LogsArgs),
     /// List the built-in step components.
@@ -92,6 +101,10 @@ pub fn main() -> ExitCode {
         Command::Pause(args) => control::pause(&cli.home, args),
         Command::Resume(args) => control::resume(&cli.home, cli.config.as_deref(), args),
         Command::Cancel(args) => control::cancel(&cli.home, args),
+        Command::Watch(args) => history::watch(&cli.home, args),
+        Command::Checkpoints(args) => history::checkpoints(&cli.home, args),
+        Command::Restore(args) => history::restore(&cli.home, cli.config.as_deref(), args),
+        Command::Prune(args) => history::prune(&cli.home, args),
         Command::Retry(args) => control::retry(&cli.home, cli.config.as_deref(), args),
         Command::Plugins(args) => inspect::plugins(args),
         Command::Bench(args) => bench::bench(args),

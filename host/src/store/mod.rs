@@ -467,6 +467,77 @@ impl Store {
         self.mirror_event(run_id, Some(step_id), &now, "step_reset", &data)
     }
 
+    /// Events of a run after sequence number `after`, oldest first.
+    pub fn events_after(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT seq, step_id, at, kind, data FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let events = stmt
+            .query_map(params![run_id, after], EventRecord::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(events)
+    }
+
+    /// Checkpoints of a run: the step transitions (completed, failed,
+    /// skipped), each identified by its event sequence number.
+    pub fn checkpoints(&self, run_id: &str) -> Result<Vec<EventRecord>> {
+        Ok(self
+            .events(run_id, None)?
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.kind.as_str(),
+                    "step_completed" | "step_failed" | "step_skipped"
+                )
+            })
+            .collect())
+    }
+
+    /// The run a checkpoint (event sequence number) belongs to.
+    pub fn checkpoint_run(&self, seq: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT run_id FROM events WHERE seq = ?1", [seq], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Delete finished runs created before `cutoff` (RFC 3339), with their
+    /// folders; returns the ids removed.
+    pub fn prune(&self, cutoff: &str) -> Result<Vec<String>> {
+        let ids: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id FROM runs WHERE created_at < ?1
+                 AND status IN ('completed', 'completed_with_errors', 'failed', 'cancelled')",
+            )?;
+            let ids = stmt
+                .query_map([cutoff], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            ids
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for id in &ids {
+            for table in ["events", "step_attempts", "steps", "runs"] {
+                let column = if table == "runs" { "id" } else { "run_id" };
+                tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [id])?;
+            }
+        }
+        tx.commit()?;
+        drop(conn);
+        for id in &ids {
+            let dir = self.home.join("runs").join(id);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|source| StoreError::Io { path: dir, source })?;
+            }
+        }
+        Ok(ids)
+    }
+
     /// Append a free-form event (log line, progress ...) to the journal.
     pub fn append_event(
         &self,
