@@ -32,15 +32,29 @@ struct GuestWorkspace {
     /// Sub-directory of `OUT_DIR` receiving its `.wasm` files (`""`: `OUT_DIR`
     /// itself).
     out_subdir: &'static str,
+    /// Variable set (`cargo:rustc-env`) to the directory of its `.wasm`
+    /// files, for crates and tests that load them from disk.
+    dir_env: Option<&'static str>,
 }
 
-/// Every guest workspace. Test-only components (e.g. `tests/plugins/`) can
-/// be added here with their own `out_subdir`.
-const WORKSPACES: &[GuestWorkspace] = &[GuestWorkspace {
-    dir: "plugins",
-    target_dir: "wasm-plugins",
-    out_subdir: "",
-}];
+/// Every guest workspace: the built-in plugins (embedded in the binary), and
+/// the test-only hostile components of the escape suite (`tests/plugins/`,
+/// never embedded; end-to-end tests find them in the directory named by
+/// `env!("WFHOST_TEST_PLUGINS")`).
+const WORKSPACES: &[GuestWorkspace] = &[
+    GuestWorkspace {
+        dir: "plugins",
+        target_dir: "wasm-plugins",
+        out_subdir: "",
+        dir_env: None,
+    },
+    GuestWorkspace {
+        dir: "tests/plugins",
+        target_dir: "wasm-test-plugins",
+        out_subdir: "test-plugins",
+        dir_env: Some("WFHOST_TEST_PLUGINS"),
+    },
+];
 
 fn main() {
     if let Err(message) = run() {
@@ -79,6 +93,9 @@ fn run() -> Result<(), String> {
         }
         if artifacts.is_empty() {
             return Err(format!("{} produced no .wasm files", ws_dir.display()));
+        }
+        if let Some(var) = ws.dir_env {
+            println!("cargo:rustc-env={var}={}", dest_dir.display());
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ pub mod host_files;
 mod limits;
 mod network;
 pub mod process;
+mod sandbox;
 mod state;
 
 use std::path::PathBuf;

@@ -45,39 +45,31 @@ async fn resolve(grants: &[NetworkGrant]) -> Vec<Allowed> {
     allowed
 }
 
-/// Configure WASI sockets for a step: nothing at all without a network
-/// grant; otherwise TCP/UDP and name lookup, checked per address.
+/// Configure WASI sockets for a step: without a network grant no address
+/// is reachable (and name lookup is off); otherwise TCP/UDP and name lookup,
+/// checked per address. Every refusal is logged with the missing grant.
 pub async fn configure(
     builder: &mut WasiCtxBuilder,
     grants: &[NetworkGrant],
     observer: Arc<dyn StepObserver>,
 ) {
-    if grants.is_empty() {
-        builder
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        builder.socket_addr_check(move |addr, use_| {
-            let observer = observer.clone();
-            Box::pin(async move {
-                deny(&*observer, addr, use_);
-                false
-            })
-        });
-        return;
-    }
+    // Sockets may always be created: refusing them outright would leave
+    // the step without an explanation. The address check refuses every
+    // address no grant covers, and logs it.
     let allowed = Arc::new(resolve(grants).await);
+    let any_grant = !grants.is_empty();
     builder
         .allow_tcp(true)
         .allow_udp(true)
-        .allow_ip_name_lookup(true);
+        .allow_ip_name_lookup(!grants.is_empty());
     builder.socket_addr_check(move |addr, use_| {
         let allowed = allowed.clone();
         let observer = observer.clone();
         Box::pin(async move {
             let ok = match use_ {
-                // Clients bind an ephemeral port before connecting.
-                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind if addr.port() == 0 => true,
+                // Clients bind an ephemeral port before connecting; without
+                // any grant even that is refused, so nothing can listen.
+                SocketAddrUse::TcpBind | SocketAddrUse::UdpBind if addr.port() == 0 => any_grant,
                 _ => allowed
                     .iter()
                     .any(|a| a.ip == addr.ip() && a.port.is_none_or(|p| p == addr.port())),
@@ -91,6 +83,13 @@ pub async fn configure(
 }
 
 fn deny(observer: &dyn StepObserver, addr: SocketAddr, use_: SocketAddrUse) {
+    if addr.port() == 0 && matches!(use_, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind) {
+        observer.log(
+            LogLevel::Warn,
+            "network access denied: the step has no network grant (add grants: { network: [\"host:port\"] })",
+        );
+        return;
+    }
     let what = match use_ {
         SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => "binding",
         _ => "connecting to",

@@ -1,24 +1,85 @@
 //! The `process` interface: start a program the step's `exec` grant allows.
 //!
-//! The child runs outside wasm, so it gets what the host can enforce here:
-//! an environment cleared except `PATH`, granted variables and `WFHOST_*`;
-//! its own process group, killed as a whole at the deadline (SIGTERM, then
-//! SIGKILL after a grace period) or when the step is cancelled; and output
-//! capped in memory. Denials are values (`process-error::denied`), never traps.
+//! The child runs outside wasm, so the host confines it with what the OS
+//! offers (the mechanics are in [`super::sandbox`]):
+//!
+//! - **Environment**: cleared except `PATH`, the step's granted variables,
+//!   `WFHOST_*` and `TMPDIR`, plus what the call itself sets.
+//! - **Files** (Landlock): the granted directories, read-only or read-write
+//!   as granted; the system directories for binaries and libraries (`/usr`,
+//!   `/bin`, `/sbin`, `/lib*`, read and execute) and the dynamic loader's and
+//!   time zone's files of `/etc`, but not the rest of `/etc` (`cat
+//!   /etc/passwd` fails with "Permission denied"); `/dev/null`, `/dev/zero`,
+//!   `/dev/full`, `/dev/random`, `/dev/urandom` (not `/dev/tty`: a program
+//!   never talks to the host's terminal, it has none); the programs of the
+//!   step's `exec` grant (read and execute, wherever they live; a tool that
+//!   needs more, like a rustup proxy's toolchains, needs a `files` grant);
+//!   the private directory and the `WFHOST_OUTPUT` file (read-write). With a
+//!   `network` grant also the resolver and TLS configuration
+//!   (`/etc/resolv.conf`, `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/ssl`,
+//!   `/etc/ca-certificates`, ...), read-only. `/proc`, `/sys`, `/tmp` and
+//!   the home directory are closed.
+//! - **Working directory**: the requested one (default: the workflow's
+//!   directory) when it lies inside a `files` grant; otherwise a private
+//!   directory of the step, `<scratch>/work`, created on demand and
+//!   read-write. `TMPDIR` always names that private directory, so temporary
+//!   files work without a grant.
+//! - **Network**: none without a `network` grant (the program runs in a
+//!   fresh network namespace: every connection fails with "Network is
+//!   unreachable"). With one, the program shares the host's network and
+//!   Landlock limits TCP: it may connect only to the granted ports (any
+//!   port when a grant names none) and may not listen. Landlock cannot
+//!   filter by host name or address, so a grant of `api.example.com:443`
+//!   lets the program reach port 443 of any host.
+//! - **Privileges and processes**: a user namespace maps the host's uid to
+//!   itself and nothing else, so a program started by a root host has no
+//!   privilege over the machine; `no_new_privs` disables set-uid binaries;
+//!   Landlock scoping stops signals and abstract unix sockets at the
+//!   sandbox's edge; the tree may hold at most
+//!   [`MAX_TASKS`](super::sandbox::MAX_TASKS) tasks (a `pids` cgroup, or
+//!   `RLIMIT_NPROC` when the host is not root), so a fork bomb stays small.
+//! - **Lifetime**: its own session and process group, in a pid namespace
+//!   whose init ends with the program, taking every process the program
+//!   left behind with it. At the deadline (the call's `timeout-ms`, or the
+//!   step's), or when the step is cancelled, the group gets SIGTERM, then
+//!   SIGKILL after a grace period.
+//! - **Output**: stdout and stderr are each kept up to the step's
+//!   `max_output`, with a marker saying how much was cut; the rest is read
+//!   and dropped, so a program writing gigabytes neither stalls nor fills
+//!   the host's memory.
+//!
+//! When the kernel cannot enforce part of this, a step in `sandbox: strict`
+//! mode (the default) gets an error naming what is missing, and a step in
+//! `sandbox: best-effort` mode runs the program with what is available and
+//! gets a warning in its log. Denials are values (`process-error::denied`),
+//! never traps.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::watch;
 
 use super::bindings::process::{self, Denial, Output, ProcessError};
+use super::sandbox::{self, Cgroup, Support};
 use super::state::{StepContext, StepState};
-use crate::engine::grants::{resolve_program, ExecGrant};
+use crate::engine::executor::LogLevel;
+use crate::engine::grants::{resolve_program, ExecGrant, ResolvedGrants};
 
 /// Time between SIGTERM and SIGKILL when a program runs out of time.
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long the output readers may take to reach the end of their pipes
+/// once the program's tree is dead.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long the host keeps killing what is left of a program's tree (and
+/// waits to remove its cgroup) before it gives up.
+const SWEEP_BUDGET: Duration = Duration::from_secs(10);
+/// How long the host waits for a finished program's tree to be gone before
+/// it leaves the rest to a background thread.
+const FINISH_WAIT: Duration = Duration::from_millis(500);
 
 impl process::Host for StepState {
     async fn run(&mut self, command: process::Command) -> Result<Output, ProcessError> {
@@ -27,119 +88,61 @@ impl process::Host for StepState {
     }
 }
 
+/// Check the request against the step's grants, then run it sandboxed.
 async fn run_program(
     step: &StepContext,
     request: process::Command,
 ) -> Result<Output, ProcessError> {
     let invocation = &step.invocation;
     let program = authorize(&invocation.grants.exec, &request.program)?;
-    let cwd = match &request.cwd {
-        Some(dir) => invocation.workdir.join(dir),
-        None => invocation.workdir.clone(),
-    };
-    if !cwd.is_dir() {
-        return Err(ProcessError::Failed(format!(
-            "working directory '{}' does not exist",
-            cwd.display()
-        )));
-    }
 
-    let mut command = Command::new(&program);
-    command
-        .args(&request.args)
-        .current_dir(&cwd)
-        .env_clear()
-        .stdin(if request.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
     if let Some(path) = std::env::var_os("PATH") {
-        command.env("PATH", path);
+        env.push(("PATH".into(), path));
     }
     for grant in &invocation.grants.env {
         if let Some(value) = grant.value() {
-            command.env(&grant.name, value);
+            env.push((grant.name.clone().into(), value.into()));
         }
     }
-    command
-        .env("WFHOST_RUN_ID", &invocation.run_id)
-        .env("WFHOST_STEP_ID", &invocation.step_id)
-        .env("WFHOST_ATTEMPT", invocation.attempt.to_string())
-        .env("WFHOST_IDEMPOTENCY_KEY", &invocation.idempotency_key);
-    for (name, value) in &request.env {
-        command.env(name, value);
-    }
-    let output_file = if request.capture_output_file {
-        let path = new_output_file(&invocation.scratch_dir)?;
-        command.env("WFHOST_OUTPUT", &path);
-        Some(path)
-    } else {
-        None
-    };
+    env.push(("WFHOST_RUN_ID".into(), invocation.run_id.clone().into()));
+    env.push(("WFHOST_STEP_ID".into(), invocation.step_id.clone().into()));
+    env.push((
+        "WFHOST_ATTEMPT".into(),
+        invocation.attempt.to_string().into(),
+    ));
+    env.push((
+        "WFHOST_IDEMPOTENCY_KEY".into(),
+        invocation.idempotency_key.clone().into(),
+    ));
+    let extra_env = request
+        .env
+        .into_iter()
+        .map(|(name, value)| (name.into(), value.into()))
+        .collect();
 
-    let mut child = command.spawn().map_err(|error| {
-        ProcessError::Failed(format!("cannot start '{}': {error}", program.display()))
-    })?;
-    let group = ProcessGroup(child.id().map(|pid| pid as i32));
-
-    if let (Some(bytes), Some(mut stdin)) = (request.stdin, child.stdin.take()) {
-        tokio::spawn(async move {
-            // A child that does not read its input is not an error.
-            let _ = stdin.write_all(&bytes).await;
-        });
-    }
-    let cap = usize::try_from(invocation.grants.max_output).unwrap_or(usize::MAX);
-    let stdout = tokio::spawn(read_capped(child.stdout.take(), cap));
-    let stderr = tokio::spawn(read_capped(child.stderr.take(), cap));
-
-    let now = tokio::time::Instant::now();
-    let mut limit = step.deadline.saturating_duration_since(now);
+    let mut timeout = step
+        .deadline
+        .saturating_duration_since(tokio::time::Instant::now());
     if let Some(ms) = request.timeout_ms {
-        limit = limit.min(Duration::from_millis(ms));
+        timeout = timeout.min(Duration::from_millis(ms));
     }
-    let (status, timed_out) = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => (status, false),
-        Err(_) => {
-            group.signal(libc::SIGTERM);
-            match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                Ok(status) => (status, true),
-                Err(_) => {
-                    group.signal(libc::SIGKILL);
-                    (child.wait().await, true)
-                }
-            }
-        }
+    let spec = ProgramSpec {
+        program,
+        args: request.args,
+        cwd: request.cwd.map(|dir| invocation.workdir.join(dir)),
+        workdir: invocation.workdir.clone(),
+        env,
+        extra_env,
+        stdin: request.stdin,
+        timeout,
+        grants: &invocation.grants,
+        scratch_dir: invocation.scratch_dir.clone(),
+        capture_output_file: request.capture_output_file,
     };
-    // Programs the step started do not outlive it: whatever is left of the
-    // group (background jobs holding the pipes open) is killed now.
-    group.finish();
-    let status =
-        status.map_err(|error| ProcessError::Failed(format!("waiting for program: {error}")))?;
-    let stdout = stdout.await.unwrap_or_default();
-    let stderr = stderr.await.unwrap_or_default();
-
-    let output_file = match output_file {
-        Some(path) => {
-            let bytes = tokio::fs::read(&path).await.unwrap_or_default();
-            let _ = tokio::fs::remove_file(&path).await;
-            Some(bytes)
-        }
-        None => None,
-    };
-    use std::os::unix::process::ExitStatusExt;
-    Ok(Output {
-        exit_code: status.code(),
-        signal: status.signal(),
-        stdout,
-        stderr,
-        timed_out,
-        output_file,
-    })
+    let observer = step.observer.clone();
+    let log = move |message: &str| observer.log(LogLevel::Warn, message);
+    run_sandboxed(&spec, &log).await
 }
 
 /// Check `program` against the `exec` grant; returns the granted path.
@@ -161,6 +164,213 @@ fn authorize(granted: &[ExecGrant], program: &str) -> Result<PathBuf, ProcessErr
     }))
 }
 
+/// One authorised program to run, everything decided except the sandbox.
+pub(crate) struct ProgramSpec<'a> {
+    /// Absolute path of the program (already checked against `exec`).
+    pub program: PathBuf,
+    /// Arguments, without the program.
+    pub args: Vec<String>,
+    /// The working directory asked for, absolute; `None`: `workdir`.
+    pub cwd: Option<PathBuf>,
+    /// The workflow's directory.
+    pub workdir: PathBuf,
+    /// `PATH`, granted variables, `WFHOST_*`, in order.
+    pub env: Vec<(OsString, OsString)>,
+    /// Variables the call sets (after `TMPDIR`, so they may override it).
+    pub extra_env: Vec<(OsString, OsString)>,
+    /// Bytes for standard input, then closed.
+    pub stdin: Option<Vec<u8>>,
+    /// When to stop the program.
+    pub timeout: Duration,
+    /// The step's grants.
+    pub grants: &'a ResolvedGrants,
+    /// The step's private directory for host-side files.
+    pub scratch_dir: PathBuf,
+    /// Whether to create a `WFHOST_OUTPUT` file.
+    pub capture_output_file: bool,
+}
+
+/// Run an authorised program in the OS sandbox, with this machine's
+/// [`sandbox::support`]. `log` receives warnings for the step's log.
+pub(crate) async fn run_sandboxed(
+    spec: &ProgramSpec<'_>,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Output, ProcessError> {
+    run_with_support(spec, sandbox::support(), log).await
+}
+
+async fn run_with_support(
+    spec: &ProgramSpec<'_>,
+    support: &Support,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Output, ProcessError> {
+    let failed = |what: String| ProcessError::Failed(what);
+    let private_dir = spec.scratch_dir.join("work");
+    create_private_dir(&private_dir)
+        .map_err(|e| failed(format!("cannot create '{}': {e}", private_dir.display())))?;
+    let cwd = working_dir(spec, &private_dir, log)?;
+    let output_file = if spec.capture_output_file {
+        Some(new_output_file(&spec.scratch_dir)?)
+    } else {
+        None
+    };
+    // Removed however this function ends.
+    let _output_guard = output_file.clone().map(RemoveOnDrop);
+
+    let mut prepared = sandbox::prepare(
+        &sandbox::Request {
+            grants: spec.grants,
+            program: &spec.program,
+            private_dir: &private_dir,
+            output_file: output_file.as_deref(),
+        },
+        support,
+    )
+    .map_err(failed)?;
+    for warning in &prepared.warnings {
+        log(warning);
+    }
+
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(&cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if !spec.env.iter().any(|(name, _)| name == "TMPDIR") {
+        command.env("TMPDIR", &private_dir);
+    }
+    command.envs(spec.extra_env.iter().map(|(k, v)| (k, v)));
+    if let Some(path) = &output_file {
+        command.env("WFHOST_OUTPUT", path);
+    }
+    prepared.install(&mut command);
+
+    let spawned = command.spawn();
+    let mut tree = ChildTree {
+        pgid: None,
+        cgroup: prepared.take_cgroup(),
+    };
+    let mut child = spawned.map_err(|error| {
+        failed(format!(
+            "cannot start '{}': {}",
+            spec.program.display(),
+            prepared.explain(&error)
+        ))
+    })?;
+    drop(prepared);
+    // The child called setsid: its pid is its process group's id.
+    tree.pgid = child.id().map(|pid| pid as i32);
+
+    if let (Some(bytes), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
+        tokio::spawn(async move {
+            // A child that does not read its input is not an error.
+            let _ = stdin.write_all(&bytes).await;
+        });
+    }
+    let cap = usize::try_from(spec.grants.max_output).unwrap_or(usize::MAX);
+    let (stop, stopped) = watch::channel(false);
+    let stdout = tokio::spawn(read_capped(child.stdout.take(), cap, stopped.clone()));
+    let stderr = tokio::spawn(read_capped(child.stderr.take(), cap, stopped));
+
+    let (status, timed_out) = match tokio::time::timeout(spec.timeout, child.wait()).await {
+        Ok(status) => (status, false),
+        Err(_) => {
+            tree.signal(libc::SIGTERM);
+            match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                Ok(status) => (status, true),
+                Err(_) => {
+                    tree.signal(libc::SIGKILL);
+                    (child.wait().await, true)
+                }
+            }
+        }
+    };
+    // Programs the step started do not outlive it: whatever is left of the
+    // tree (background jobs holding the pipes open) is killed now.
+    tree.finish().await;
+    let status = status.map_err(|error| failed(format!("waiting for program: {error}")))?;
+
+    // The readers end when the last writer is gone; something outside the
+    // sandbox's reach that still holds the pipes is given up on.
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(DRAIN_GRACE).await;
+        let _ = stop.send(true);
+    });
+    let stdout = stdout.await.unwrap_or_default();
+    let stderr = stderr.await.unwrap_or_default();
+    stopper.abort();
+
+    let output_file = match &output_file {
+        Some(path) => Some(tokio::fs::read(path).await.unwrap_or_default()),
+        None => None,
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok(Output {
+        exit_code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+        timed_out,
+        output_file,
+    })
+}
+
+/// The program's working directory: the requested one when a `files`
+/// grant covers it, else the private directory.
+fn working_dir(
+    spec: &ProgramSpec,
+    private_dir: &Path,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<PathBuf, ProcessError> {
+    let requested = spec.cwd.as_ref().unwrap_or(&spec.workdir);
+    let canonical = match std::fs::canonicalize(requested) {
+        Ok(path) if path.is_dir() => Some(path),
+        _ if spec.cwd.is_some() => {
+            return Err(ProcessError::Failed(format!(
+                "working directory '{}' does not exist",
+                requested.display()
+            )))
+        }
+        _ => None,
+    };
+    if let Some(path) = canonical {
+        if spec
+            .grants
+            .files
+            .iter()
+            .any(|(granted, _)| path.starts_with(granted))
+        {
+            return Ok(path);
+        }
+        if spec.cwd.is_some() {
+            log(&format!(
+                "working directory '{}' is outside the step's files grants; the program \
+                 runs in its private directory instead (grants: {{ files: [...] }} would \
+                 allow it)",
+                requested.display()
+            ));
+        }
+    }
+    Ok(private_dir.to_path_buf())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
     std::fs::create_dir_all(dir).map_err(|error| {
         ProcessError::Failed(format!("cannot create '{}': {error}", dir.display()))
@@ -172,17 +382,33 @@ fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
     Ok(path)
 }
 
-/// Read a stream to its end, keeping at most `cap` bytes (the step's
-/// `max_output`) and noting how much was dropped.
-async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: usize) -> Vec<u8> {
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Read a stream to its end (or until `stop`), keeping at most `cap` bytes
+/// (the step's `max_output`) and noting how much was dropped.
+async fn read_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    cap: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<u8> {
     let Some(mut stream) = stream else {
         return Vec::new();
     };
     let mut kept = Vec::new();
-    let mut buffer = vec![0u8; 64 * 1024];
+    let mut buffer = vec![0u8; 256 * 1024];
     let mut dropped = 0usize;
     loop {
-        match stream.read(&mut buffer).await {
+        let read = tokio::select! {
+            read = stream.read(&mut buffer) => read,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = cap.saturating_sub(kept.len());
@@ -199,33 +425,656 @@ async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: usize) -> Vec<
     kept
 }
 
-/// A child's process group; signalled as a whole, killed when dropped (the
-/// step was cancelled or timed out while the program ran).
-struct ProcessGroup(Option<i32>);
+/// A started program's tree: its process group and, when there is one, its
+/// `pids` cgroup. Whatever is left of it is killed when it is finished or
+/// dropped (the step was cancelled or timed out while the program ran).
+struct ChildTree {
+    pgid: Option<i32>,
+    cgroup: Option<Cgroup>,
+}
 
-impl ProcessGroup {
+impl ChildTree {
+    /// Signal the whole tree: the group, and every process of the cgroup
+    /// (also those that left the group).
     fn signal(&self, signal: i32) {
-        if let Some(pgid) = self.0 {
-            // SAFETY: killpg has no memory-safety preconditions; a stale
-            // group id at worst yields ESRCH.
+        if let Some(pgid) = self.pgid {
+            // SAFETY: killpg has no memory-safety preconditions; the group
+            // still has its leader (not reaped yet) so the id is ours.
             unsafe {
                 libc::killpg(pgid, signal);
             }
         }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal(signal);
+        }
+    }
+
+    /// Kill what is left, wait a moment for it to be gone and remove the
+    /// cgroup; what takes longer is left to a background thread, so the
+    /// step is not held up.
+    async fn finish(mut self) {
+        let (pgid, cgroup) = (self.pgid.take(), self.cgroup.take());
+        let started = Instant::now();
+        while started.elapsed() < FINISH_WAIT {
+            if sweep_once(pgid, cgroup.as_ref()) && cgroup.as_ref().is_none_or(Cgroup::try_remove) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        finish_tree(pgid, cgroup);
     }
 }
 
-impl ProcessGroup {
-    /// Kill what is left of the group after the leader was reaped, then
-    /// forget the id so it is never signalled again (it could be reused).
-    fn finish(mut self) {
-        self.signal(libc::SIGKILL);
-        self.0 = None;
-    }
-}
-
-impl Drop for ProcessGroup {
+impl Drop for ChildTree {
     fn drop(&mut self) {
-        self.signal(libc::SIGKILL);
+        finish_tree(self.pgid.take(), self.cgroup.take());
+    }
+}
+
+fn finish_tree(pgid: Option<i32>, cgroup: Option<Cgroup>) {
+    if pgid.is_none() && cgroup.is_none() {
+        return;
+    }
+    // Usually everything is dead already (the pid namespace's init took
+    // the tree with it): done without a thread.
+    if sweep_once(pgid, cgroup.as_ref()) && cgroup.as_ref().is_none_or(Cgroup::try_remove) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("wfhost-sweep".into())
+        .spawn(move || sweep(pgid, cgroup));
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start a thread to sweep a program's processes");
+    }
+}
+
+/// SIGKILL the group and the cgroup once; true when nothing was left.
+fn sweep_once(pgid: Option<i32>, cgroup: Option<&Cgroup>) -> bool {
+    let mut left = false;
+    if let Some(pgid) = pgid {
+        // SAFETY: see `ChildTree::signal`; ESRCH means the group is gone.
+        left |= unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0;
+    }
+    if let Some(cgroup) = cgroup {
+        left |= cgroup.signal(libc::SIGKILL) > 0;
+    }
+    !left
+}
+
+/// Kill until the group and cgroup are empty (or the budget is spent), then
+/// remove the cgroup. The group id is never signalled once it was found
+/// empty, so a reused id is safe.
+fn sweep(mut pgid: Option<i32>, cgroup: Option<Cgroup>) {
+    let deadline = Instant::now() + SWEEP_BUDGET;
+    loop {
+        if let Some(group) = pgid {
+            // SAFETY: see `ChildTree::signal`.
+            if unsafe { libc::killpg(group, libc::SIGKILL) } != 0 {
+                pgid = None;
+            }
+        }
+        let in_cgroup = cgroup
+            .as_ref()
+            .map_or(0, |cgroup| cgroup.signal(libc::SIGKILL));
+        if (pgid.is_none() && in_cgroup == 0) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(cgroup) = cgroup {
+        cgroup.remove(deadline);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::engine::grants::{EnvGrant, NetworkGrant};
+    use crate::workflow::model::SandboxMode;
+
+    /// Whether this machine can run the sandbox tests (Landlock and
+    /// namespaces); they are skipped, loudly, where it cannot.
+    fn sandbox_available() -> bool {
+        let support = sandbox::support();
+        let ok = support.landlock_abi >= 4 && support.namespaces.net && support.namespaces.pid;
+        if !ok {
+            eprintln!("skipped: no Landlock ABI 4 or namespaces here ({support:?})");
+        }
+        ok
+    }
+
+    fn exec(name: &str) -> ExecGrant {
+        ExecGrant {
+            name: name.to_string(),
+            path: resolve_program(name).unwrap_or_else(|| panic!("{name} is not installed")),
+        }
+    }
+
+    /// A step's world: a workflow directory, a scratch directory, grants.
+    struct World {
+        root: tempfile::TempDir,
+        grants: ResolvedGrants,
+    }
+
+    impl World {
+        fn new() -> World {
+            let root = tempfile::tempdir().unwrap();
+            std::fs::create_dir(root.path().join("workflow")).unwrap();
+            World {
+                root,
+                grants: ResolvedGrants {
+                    exec: vec![exec("sh")],
+                    ..ResolvedGrants::default()
+                },
+            }
+        }
+
+        fn workdir(&self) -> PathBuf {
+            self.root.path().join("workflow").canonicalize().unwrap()
+        }
+
+        fn scratch(&self) -> PathBuf {
+            self.root.path().join("scratch")
+        }
+
+        /// A directory under the workflow directory, granted as asked.
+        fn grant_dir(&mut self, name: &str, writable: bool) -> PathBuf {
+            let dir = self.workdir().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            self.grants.files.push((dir.clone(), writable));
+            dir
+        }
+
+        fn spec(&self, program: &str, args: &[&str]) -> ProgramSpec<'_> {
+            ProgramSpec {
+                program: resolve_program(program).unwrap(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                cwd: None,
+                workdir: self.workdir(),
+                env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+                extra_env: Vec::new(),
+                stdin: None,
+                timeout: Duration::from_secs(20),
+                grants: &self.grants,
+                scratch_dir: self.scratch(),
+                capture_output_file: false,
+            }
+        }
+
+        fn sh(&self, script: &str) -> ProgramSpec<'_> {
+            self.spec("sh", &["-c", script])
+        }
+    }
+
+    /// Run with this machine's support; returns the result and the warnings.
+    async fn run(spec: &ProgramSpec<'_>) -> (Result<Output, ProcessError>, Vec<String>) {
+        run_with(spec, sandbox::support()).await
+    }
+
+    async fn run_with(
+        spec: &ProgramSpec<'_>,
+        support: &Support,
+    ) -> (Result<Output, ProcessError>, Vec<String>) {
+        let warnings = Mutex::new(Vec::new());
+        let log = |message: &str| warnings.lock().unwrap().push(message.to_string());
+        let result = run_with_support(spec, support, &log).await;
+        (result, warnings.into_inner().unwrap())
+    }
+
+    async fn output(spec: &ProgramSpec<'_>) -> Output {
+        match run(spec).await.0 {
+            Ok(output) => output,
+            Err(error) => panic!("cannot run: {error:?}"),
+        }
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[test]
+    fn a_program_without_exec_grant_is_denied_naming_the_grant() {
+        match authorize(&[exec("sh")], "cat") {
+            Err(ProcessError::Denied(denial)) => {
+                assert_eq!(denial.what, "starting program 'cat'");
+                assert_eq!(denial.missing_grant, "grants: { exec: [cat] }");
+            }
+            other => panic!("expected a denial, got {other:?}"),
+        }
+        assert_eq!(
+            authorize(&[exec("sh")], "sh").unwrap(),
+            resolve_program("sh").unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn granted_dir_is_readable_but_the_rest_of_etc_is_not() {
+        if !sandbox_available() {
+            return;
+        }
+        let mut world = World::new();
+        let docs = world.grant_dir("docs", false);
+        std::fs::write(docs.join("note.txt"), "granted text\n").unwrap();
+        let mut spec = world.sh("cat note.txt && cat /etc/passwd");
+        spec.cwd = Some(docs.clone());
+        let out = output(&spec).await;
+        assert_eq!(text(&out.stdout), "granted text\n");
+        assert!(
+            text(&out.stderr).contains("/etc/passwd: Permission denied"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_ne!(out.exit_code, Some(0));
+    }
+
+    #[tokio::test]
+    async fn writes_need_a_read_write_grant() {
+        if !sandbox_available() {
+            return;
+        }
+        let mut world = World::new();
+        let read_only = world.grant_dir("ro", false);
+        let writable = world.grant_dir("rw", true);
+        let script = format!(
+            "echo one > {ro}/new.txt; echo two > {rw}/new.txt && mkdir {rw}/sub && \
+             echo three > {rw}/sub/f && rm {rw}/sub/f",
+            ro = read_only.display(),
+            rw = writable.display()
+        );
+        let out = output(&world.sh(&script)).await;
+        assert_eq!(out.exit_code, Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("ro/new.txt: Permission denied"));
+        assert!(!read_only.join("new.txt").exists());
+        assert_eq!(
+            std::fs::read_to_string(writable.join("new.txt")).unwrap(),
+            "two\n"
+        );
+        // Outside every grant, even where the host's user may write.
+        let outside = world.root.path().join("outside.txt");
+        let out = output(&world.sh(&format!("echo x > {}", outside.display()))).await;
+        assert_ne!(out.exit_code, Some(0));
+        assert!(!outside.exists());
+    }
+
+    #[tokio::test]
+    async fn the_working_directory_falls_back_to_a_private_dir() {
+        if !sandbox_available() {
+            return;
+        }
+        let world = World::new();
+        // The workflow directory is not granted: the program runs in the
+        // private directory, which is also TMPDIR, and may write there.
+        let out = output(&world.sh("pwd; echo \"$TMPDIR\"; echo kept > file && cat file")).await;
+        let private = world.scratch().join("work").canonicalize().unwrap();
+        let expected = format!("{0}\n{0}\nkept\n", private.display());
+        assert_eq!(text(&out.stdout), expected, "{}", text(&out.stderr));
+        assert!(private.join("file").exists());
+
+        // An explicit directory outside the grants: same, with a warning.
+        let mut spec = world.sh("pwd");
+        spec.cwd = Some(world.root.path().to_path_buf());
+        let (result, warnings) = run(&spec).await;
+        assert_eq!(
+            text(&result.unwrap().stdout).trim(),
+            private.to_str().unwrap()
+        );
+        assert!(
+            warnings[0].contains("outside the step's files grants"),
+            "{warnings:?}"
+        );
+
+        // A missing directory is an error.
+        spec.cwd = Some(world.root.path().join("missing"));
+        match run(&spec).await.0 {
+            Err(ProcessError::Failed(message)) => assert!(message.contains("does not exist")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_granted_working_directory_is_kept() {
+        if !sandbox_available() {
+            return;
+        }
+        let mut world = World::new();
+        world.grants.files.push((world.workdir(), false));
+        let out = output(&world.sh("pwd")).await;
+        assert_eq!(text(&out.stdout).trim(), world.workdir().to_str().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_environment_holds_only_what_was_given() {
+        let mut world = World::new();
+        world.grants.exec.push(exec("env"));
+        world.grants.env.push(EnvGrant {
+            name: "GRANTED".into(),
+            value: Some("yes".into()),
+        });
+        let mut spec = world.spec("env", &[]);
+        spec.env.push(("GRANTED".into(), "yes".into()));
+        spec.extra_env.push(("FROM_CALL".into(), "1".into()));
+        let out = output(&spec).await;
+        let mut names: Vec<String> = text(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name.to_string()))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["FROM_CALL", "GRANTED", "PATH", "TMPDIR"]);
+        assert!(std::env::vars().count() > 4, "the host has more variables");
+    }
+
+    #[tokio::test]
+    async fn network_needs_a_grant_and_is_limited_to_its_ports() {
+        if !sandbox_available() {
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut world = World::new();
+        world.grants.exec.push(exec("bash"));
+        let connect = format!("echo hello > /dev/tcp/127.0.0.1/{port}");
+        let accepted = |listener: &TcpListener| -> Option<String> {
+            let (mut stream, _) = listener.accept().ok()?;
+            stream.set_nonblocking(false).ok()?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text).ok()?;
+            Some(text)
+        };
+
+        // No grant: a network namespace with nothing in it.
+        let out = output(&world.spec("bash", &["-c", &connect])).await;
+        assert_ne!(out.exit_code, Some(0));
+        assert!(
+            text(&out.stderr).contains("Network is unreachable"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(accepted(&listener), None);
+
+        // A grant for another port: Landlock refuses the connection.
+        world.grants.network = vec![NetworkGrant::parse("127.0.0.1:1").unwrap()];
+        let out = output(&world.spec("bash", &["-c", &connect])).await;
+        assert_ne!(out.exit_code, Some(0));
+        assert!(
+            text(&out.stderr).contains("Permission denied"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(accepted(&listener), None);
+
+        // A grant for this port.
+        world.grants.network = vec![NetworkGrant::parse(&format!("127.0.0.1:{port}")).unwrap()];
+        let out = output(&world.spec("bash", &["-c", &connect])).await;
+        assert_eq!(out.exit_code, Some(0), "{}", text(&out.stderr));
+        assert_eq!(accepted(&listener).as_deref(), Some("hello\n"));
+    }
+
+    /// Processes whose command line contains `marker`.
+    fn processes_with(marker: &str) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|line| String::from_utf8_lossy(&line).contains(marker))
+            })
+            .collect()
+    }
+
+    /// How often the `pids` cgroup of `pid` refused a fork, if it has one.
+    fn refused_forks(pid: u32) -> Option<u64> {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let path = cgroups.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == "pids").then_some(path)
+        })?;
+        let events =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/pids{path}/pids.events")).ok()?;
+        events.strip_prefix("max ")?.trim().parse().ok()
+    }
+
+    #[tokio::test]
+    async fn a_fork_bomb_is_contained_and_killed_at_the_deadline() {
+        if !sandbox_available() {
+            return;
+        }
+        let world = World::new();
+        // A function name no other process uses, to find the bomb's
+        // processes (forks of the shell keep its command line).
+        let name = format!("bomb_{}", uuid::Uuid::new_v4().simple());
+        let mut spec = world.sh(&format!(
+            "{name}() {{ {name} | {name} & }}; {name}; sleep 60"
+        ));
+        spec.timeout = Duration::from_secs(3);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (done, name) = (done.clone(), name.clone());
+            std::thread::spawn(move || {
+                let (mut peak, mut refused) = (0, None);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let pids = processes_with(&name);
+                    peak = peak.max(pids.len());
+                    if let Some(count) = pids.iter().find_map(|pid| refused_forks(*pid)) {
+                        refused = refused.max(Some(count));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (peak, refused)
+            })
+        };
+        let started = Instant::now();
+        let out = output(&spec).await;
+        let took = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (peak, refused) = watcher.join().unwrap();
+        assert!(out.timed_out);
+        assert!(took < Duration::from_secs(15), "took {took:?}");
+        assert!(
+            peak >= 4,
+            "the bomb did not run: {peak} processes at most, {refused:?} refused forks; {}",
+            text(&out.stderr)
+        );
+        assert!(
+            peak <= sandbox::MAX_TASKS as usize,
+            "{peak} processes at the peak"
+        );
+        let v1_pids = sandbox::support()
+            .cgroup
+            .as_deref()
+            .is_some_and(|dir| dir.starts_with("/sys/fs/cgroup/pids"));
+        if v1_pids {
+            assert!(
+                refused.is_some_and(|n| n > 0),
+                "the pids limit never refused a fork ({refused:?})"
+            );
+        }
+        // The pid namespace's init took the whole tree with it.
+        assert_eq!(
+            processes_with(&name),
+            Vec::<u32>::new(),
+            "leftover processes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_program_ignoring_sigterm_is_killed() {
+        if !sandbox_available() {
+            return;
+        }
+        let world = World::new();
+        let mut spec = world.sh("trap '' TERM; echo ready; sleep 60; echo survived");
+        spec.timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let out = output(&spec).await;
+        assert!(out.timed_out);
+        assert_eq!(out.signal, Some(libc::SIGKILL));
+        assert_eq!(text(&out.stdout), "ready\n");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_polite_program_ends_on_sigterm() {
+        if !sandbox_available() {
+            return;
+        }
+        let world = World::new();
+        let mut spec = world.sh("sleep 60");
+        spec.timeout = Duration::from_millis(300);
+        let out = output(&spec).await;
+        assert!(out.timed_out);
+        assert_eq!(out.signal, Some(libc::SIGTERM));
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals_come_through() {
+        let world = World::new();
+        let out = output(&world.sh("echo out; echo err >&2; exit 3")).await;
+        assert_eq!(
+            (
+                out.exit_code,
+                out.signal,
+                text(&out.stdout),
+                text(&out.stderr)
+            ),
+            (Some(3), None, "out\n".into(), "err\n".into())
+        );
+        let out = output(&world.sh("kill -USR1 $$")).await;
+        assert_eq!((out.exit_code, out.signal), (None, Some(libc::SIGUSR1)));
+        let mut spec = world.spec("sh", &[]);
+        spec.stdin = Some(b"echo from stdin\n".to_vec());
+        assert_eq!(text(&output(&spec).await.stdout), "from stdin\n");
+    }
+
+    #[tokio::test]
+    async fn background_processes_do_not_outlive_the_program() {
+        let world = World::new();
+        let started = Instant::now();
+        let out = output(&world.sh("sleep 60 & echo started")).await;
+        assert_eq!(text(&out.stdout), "started\n");
+        assert!(!out.timed_out);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_while_the_rest_is_drained() {
+        let mut world = World::new();
+        world.grants.max_output = 1 << 20;
+        world.grants.exec.push(exec("head"));
+        let gigabyte: u64 = 1 << 30;
+        let out = output(&world.spec("head", &["-c", &gigabyte.to_string(), "/dev/zero"])).await;
+        assert_eq!(out.exit_code, Some(0), "{}", text(&out.stderr));
+        let marker = format!(
+            "\n[wfhost: output cut, {} more bytes dropped]\n",
+            gigabyte - (1 << 20)
+        );
+        assert_eq!(out.stdout.len(), (1 << 20) + marker.len());
+        assert!(out.stdout.ends_with(marker.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn the_output_file_is_writable_and_returned() {
+        let world = World::new();
+        let mut spec = world.sh("echo answer=42 >> \"$WFHOST_OUTPUT\"");
+        spec.capture_output_file = true;
+        let out = output(&spec).await;
+        assert_eq!(out.output_file.as_deref(), Some(&b"answer=42\n"[..]));
+        let left: Vec<_> = std::fs::read_dir(world.scratch())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("output-"))
+            .collect();
+        assert!(left.is_empty(), "the output file is removed");
+    }
+
+    #[tokio::test]
+    async fn system_tools_and_granted_programs_outside_usr_run() {
+        if !sandbox_available() {
+            return;
+        }
+        let mut world = World::new();
+        // A granted program outside the system directories and outside the
+        // files grants still runs.
+        let tools = world.root.path().join("tools");
+        std::fs::create_dir(&tools).unwrap();
+        let copy = tools.join("my-true");
+        std::fs::copy(resolve_program("true").unwrap(), &copy).unwrap();
+        world.grants.exec.push(ExecGrant {
+            name: "my-true".into(),
+            path: copy.canonicalize().unwrap(),
+        });
+        let script = format!(
+            "{} && ls /usr/bin > /dev/null && date > /dev/null && \
+             if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -c 'print(6 * 7)'; \
+             else echo 42; fi",
+            copy.display()
+        );
+        let out = output(&world.sh(&script)).await;
+        assert_eq!(
+            (out.exit_code, text(&out.stdout)),
+            (Some(0), "42\n".into()),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    fn fake_support(landlock_abi: i32, net: bool) -> Support {
+        Support {
+            landlock_abi,
+            namespaces: sandbox::Namespaces {
+                user: true,
+                net,
+                pid: true,
+            },
+            cgroup: None,
+            root: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn strict_steps_fail_closed_without_landlock_or_namespaces() {
+        let world = World::new();
+        let (result, _) = run_with(&world.sh("true"), &fake_support(0, true)).await;
+        match result {
+            Err(ProcessError::Failed(message)) => assert_eq!(
+                message,
+                "the OS sandbox (Landlock) is not available on this kernel; set \
+                 `sandbox: best-effort` on the step to run programs without it"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let (result, _) = run_with(&world.sh("true"), &fake_support(7, false)).await;
+        match result {
+            Err(ProcessError::Failed(message)) => {
+                assert!(message.contains("network namespaces are not available"));
+                assert!(message.contains("sandbox: best-effort"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn best_effort_steps_run_with_what_there_is_and_say_what_is_missing() {
+        let mut world = World::new();
+        world.grants.sandbox = SandboxMode::BestEffort;
+        let mut support = fake_support(0, false);
+        support.namespaces = sandbox::Namespaces::default();
+        let (result, warnings) = run_with(&world.sh("echo ran"), &support).await;
+        assert_eq!(text(&result.unwrap().stdout), "ran\n");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("Landlock is not available")),
+            "{warnings:?}"
+        );
+        assert!(warnings
+            .iter()
+            .all(|w| w.starts_with("sandbox: best-effort: ")));
     }
 }

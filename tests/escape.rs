@@ -1,0 +1,1085 @@
+//! The escape suite: hostile plugins (`tests/plugins/hostile`) and hostile
+//! scripts, each trying one attack through the real `wfhost` binary.
+//!
+//! Every test checks that the attack was contained with a specific message,
+//! that a sibling "canary" step of the same run still completed, and that
+//! the host itself ended normally (exit code 1 for a failed run, never a
+//! crash or a signal). Next to most attacks runs a control step: the same
+//! plugin code doing the same thing where a grant allows it, which must
+//! work, so a contained attack is known to have really been attempted.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::net::TcpListener;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Value of a host environment variable no step is granted.
+const SECRET: &str = "s3cr3t-9f1c2e7a-do-not-leak";
+/// A part of [`SECRET`] the plugin looks for in every variable it sees (the
+/// whole value must not appear in the workflow either).
+const SECRET_PART: &str = "9f1c2e7a";
+/// Value of a host environment variable some steps are granted.
+const GRANTED_VALUE: &str = "granted-value-41";
+/// Contents of files placed outside every grant.
+const SECRET_FILE: &str = "TOP SECRET 5b0d: outside every grant\n";
+
+/// The hostile component built from `tests/plugins/`.
+fn hostile() -> PathBuf {
+    let path = Path::new(env!("WFHOST_TEST_PLUGINS")).join("hostile.wasm");
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// A step running the hostile plugin with `config`.
+fn attack(id: &str, config: Value, grants: Value) -> Value {
+    json!({ "id": id, "type": "hostile", "with": config, "grants": grants })
+}
+
+/// A script step.
+fn script(id: &str, run: &str, grants: Value) -> Value {
+    json!({ "id": id, "run": run, "grants": grants })
+}
+
+/// The canary: a trivial step that must complete whatever its siblings do.
+fn canary() -> Value {
+    json!({ "id": "canary", "type": "function", "component": "echo", "with": { "alive": "yes" } })
+}
+
+/// A workflow running `steps` (plus the canary) with the hostile plugin
+/// registered as a step type.
+fn workflow(steps: Vec<Value>) -> Value {
+    let mut all = steps;
+    all.push(canary());
+    json!({
+        "name": "escape",
+        "plugins": { "hostile": hostile() },
+        "config": { "parallelism": 8 },
+        "steps": all,
+    })
+}
+
+/// A finished `wfhost run`.
+struct Finished {
+    output: Output,
+    status: Value,
+    elapsed: Duration,
+    /// Peak resident set size of the `wfhost` process, KiB.
+    max_rss_kib: i64,
+}
+
+impl Finished {
+    fn id(&self) -> &str {
+        self.status["id"].as_str().unwrap()
+    }
+
+    fn step(&self, id: &str) -> &Value {
+        step(&self.status, id)
+    }
+
+    /// The error of a step that must have failed.
+    fn error(&self, id: &str) -> String {
+        let step = self.step(id);
+        assert_eq!(
+            step["status"], "failed",
+            "step {id} was not stopped: {step:#}"
+        );
+        step["error"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The output of a step that must have completed.
+    fn completed(&self, id: &str) -> &Value {
+        let step = self.step(id);
+        assert_eq!(step["status"], "completed", "step {id}: {step:#}");
+        &step["output"]
+    }
+
+    /// `wfhost logs RUN [STEP]`.
+    fn logs(&self, sandbox: &Sandbox, step: Option<&str>) -> String {
+        let mut args = vec!["logs", self.id()];
+        args.extend(step);
+        let logs = sandbox.wfhost(&args);
+        assert_exit(&logs, 0);
+        text(&logs.stdout)
+    }
+
+    /// Everything the run recorded and printed, to look for leaked data.
+    fn everything(&self, sandbox: &Sandbox) -> String {
+        format!(
+            "{}\n{}\n{}\n{}",
+            self.status,
+            text(&self.output.stderr),
+            self.logs(sandbox, None),
+            read_tree(&sandbox.home().join("runs").join(self.id())),
+        )
+    }
+
+    /// The canary completed, the run failed (because of the attack) and the
+    /// host exited with 1 rather than crashing.
+    fn assert_host_survived(&self) {
+        self.assert_host_survived_with(1);
+    }
+
+    /// The canary completed and the host exited with `code` (0: the run
+    /// completed, 1: it failed); [`run_flow`] already checked that it did
+    /// not panic or die of a signal.
+    fn assert_host_survived_with(&self, code: i32) {
+        assert_eq!(
+            self.completed("canary")["alive"],
+            "yes",
+            "the canary must complete"
+        );
+        assert_exit(&self.output, code);
+        let expected = if code == 0 { "completed" } else { "failed" };
+        assert_eq!(self.status["status"], expected);
+    }
+}
+
+impl Sandbox {
+    /// Write the workflow as `flow.json`.
+    fn flow(&self, flow: &Value) -> PathBuf {
+        self.write("flow.json", &serde_json::to_string_pretty(flow).unwrap())
+    }
+}
+
+/// Run a workflow through the real binary, with the secret and the granted
+/// variable in the host's environment.
+fn run_flow(sandbox: &Sandbox, flow: &Value) -> Finished {
+    run_flow_with(sandbox, flow, |_| {})
+}
+
+fn run_flow_with(sandbox: &Sandbox, flow: &Value, prepare: impl FnOnce(&mut Command)) -> Finished {
+    let path = sandbox.flow(flow);
+    let mut command = sandbox.command(&["run", path.to_str().unwrap(), "--json"]);
+    command
+        .env("WFHOST_TEST_SECRET", SECRET)
+        .env("WFHOST_TEST_GRANTED", GRANTED_VALUE);
+    prepare(&mut command);
+    let (output, elapsed, max_rss_kib) = execute(command);
+    // Whatever a step does, the host neither panics nor dies of a signal.
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "the host panicked:\n{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        None,
+        "the host was killed by a signal:\n{stderr}"
+    );
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "run --json printed no run ({e}); exit {:?}\nstderr:\n{}",
+            output.status,
+            text(&output.stderr)
+        )
+    });
+    Finished {
+        output,
+        status,
+        elapsed,
+        max_rss_kib,
+    }
+}
+
+/// Run a command to its end, measuring wall time and its peak RSS (through
+/// `wait4`, which reports the usage of exactly this child).
+// The child is reaped by `wait4`, not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn execute(mut command: Command) -> (Output, Duration, i64) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = command.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stdout.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    let err = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stderr.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    let mut raw = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own child, not yet reaped; the pointers are
+        // to live locals.
+        let reaped = unsafe { libc::wait4(pid, &mut raw, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        assert_eq!(error.kind(), ErrorKind::Interrupted, "wait4: {error}");
+    }
+    let elapsed = start.elapsed();
+    let output = Output {
+        status: ExitStatus::from_raw(raw),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (output, elapsed, usage.ru_maxrss)
+}
+
+/// Every file under `dir`, concatenated (lossy).
+fn read_tree(dir: &Path) -> String {
+    let mut all = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                all.push_str(&read_tree(&path));
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                all.push_str(&String::from_utf8_lossy(&bytes));
+                all.push('\n');
+            }
+        }
+    }
+    all
+}
+
+fn assert_contains(haystack: &str, needle: &str) {
+    assert!(
+        haystack.contains(needle),
+        "expected {needle:?} in:\n{haystack}"
+    );
+}
+
+fn assert_absent(haystack: &str, leaked: &str) {
+    assert!(
+        !haystack.contains(leaked),
+        "{leaked:?} leaked:\n{}",
+        haystack.chars().take(4000).collect::<String>()
+    );
+}
+
+/// A sandbox with `granted/` (holding `ok.txt`), `outside/` (holding
+/// `secret.txt`, under no grant) and `secret.txt` next to them.
+fn layout() -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.write("granted/ok.txt", "fine to read\n");
+    sandbox.write("granted/sub/.keep", "");
+    sandbox.write("outside/secret.txt", SECRET_FILE);
+    sandbox.write("secret.txt", SECRET_FILE);
+    sandbox.write("ro/existing.txt", "read-only\n");
+    sandbox.write("rw/.keep", "");
+    sandbox
+}
+
+fn p(sandbox: &Sandbox, rel: &str) -> String {
+    sandbox.path().join(rel).to_string_lossy().into_owned()
+}
+
+fn read_grant(sandbox: &Sandbox, rel: &str) -> Value {
+    json!({ "files": [{ "path": p(sandbox, rel), "access": "read" }] })
+}
+
+/// A loopback listener nobody is allowed to reach.
+fn listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// No connection ever reached the listener (an established connection
+/// waits in the backlog until accepted, so this sees past ones too).
+fn assert_never_connected(listener: &TcpListener) {
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("a step connected to the listener from {peer}"),
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
+/// Processes whose command line contains `marker`, as `pid: cmdline`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        if let Ok(bytes) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!("{pid}: {cmdline}"));
+            }
+        }
+    }
+    found
+}
+
+/// Wait (up to 10 s: they may still be exiting) for every process with
+/// `marker` to be gone; kill and report the survivors.
+fn assert_no_survivors(marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = processes_with(marker);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = processes_with(marker);
+    }
+    if !left.is_empty() {
+        kill_matching(marker);
+        panic!(
+            "{} processes outlived their step, e.g. {:?}",
+            left.len(),
+            &left[..left.len().min(5)]
+        );
+    }
+}
+
+fn kill_matching(marker: &str) {
+    for _ in 0..50 {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        for line in left {
+            if let Some(pid) = line.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A token unique to this test process and call.
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{tag}{}x{nanos}", std::process::id())
+}
+
+// ─── Attacks from inside WebAssembly ────────────────────────────────────────
+
+#[test]
+fn wasm_cannot_read_etc_passwd() {
+    let sandbox = layout();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            attack(
+                "steal",
+                json!({ "attack": "read", "path": "/etc/passwd" }),
+                json!({}),
+            ),
+            // With an unrelated grant the answer is the same.
+            attack(
+                "steal-granted-elsewhere",
+                json!({ "attack": "read", "path": "/etc/passwd" }),
+                read_grant(&sandbox, "granted"),
+            ),
+        ]),
+    );
+    for id in ["steal", "steal-granted-elsewhere"] {
+        assert_contains(
+            &run.error(id),
+            "cannot read '/etc/passwd': no files grant covers it",
+        );
+    }
+    assert_absent(&run.everything(&sandbox), "root:x:0:0");
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_cannot_traverse_out_of_a_grant_with_dotdot() {
+    let sandbox = layout();
+    let granted = p(&sandbox, "granted");
+    let grants = read_grant(&sandbox, "granted");
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            attack(
+                "absolute",
+                json!({ "attack": "read", "path": format!("{granted}/../secret.txt") }),
+                grants.clone(),
+            ),
+            attack(
+                "deeper",
+                json!({ "attack": "read", "path": format!("{granted}/sub/../../outside/secret.txt") }),
+                grants.clone(),
+            ),
+            attack(
+                "relative",
+                json!({ "attack": "read", "cwd": granted, "path": "../secret.txt" }),
+                grants.clone(),
+            ),
+            attack(
+                "relative-deep",
+                json!({ "attack": "read", "cwd": format!("{granted}/sub"), "path": "../../outside/secret.txt" }),
+                grants.clone(),
+            ),
+            // Control: the same code reads what is granted.
+            attack(
+                "control",
+                json!({ "attack": "read", "cwd": granted, "path": "ok.txt" }),
+                grants,
+            ),
+        ]),
+    );
+    for id in ["absolute", "deeper", "relative", "relative-deep"] {
+        let error = run.error(id);
+        assert_contains(&error, "cannot read '");
+        assert_contains(&error, "no files grant covers it");
+    }
+    assert_eq!(run.completed("control")["content"], "fine to read\n");
+    assert_absent(&run.everything(&sandbox), SECRET_FILE.trim());
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_cannot_follow_a_symlink_out_of_a_grant() {
+    let sandbox = layout();
+    let granted = p(&sandbox, "granted");
+    let links = [
+        ("absolute", p(&sandbox, "outside/secret.txt"), "abs-link"),
+        ("relative", "../secret.txt".to_string(), "rel-link"),
+        ("directory", p(&sandbox, "outside"), "dir-link"),
+    ];
+    for (_, target, name) in &links {
+        std::os::unix::fs::symlink(target, sandbox.path().join("granted").join(name)).unwrap();
+    }
+    // A link that stays inside the grant is fine (control).
+    std::os::unix::fs::symlink("ok.txt", sandbox.path().join("granted/in-link")).unwrap();
+    let grants = read_grant(&sandbox, "granted");
+    let read = |path: String| json!({ "attack": "read", "path": path });
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            attack(
+                "absolute",
+                read(format!("{granted}/abs-link")),
+                grants.clone(),
+            ),
+            attack(
+                "relative",
+                read(format!("{granted}/rel-link")),
+                grants.clone(),
+            ),
+            attack(
+                "directory",
+                read(format!("{granted}/dir-link/secret.txt")),
+                grants.clone(),
+            ),
+            attack("control", read(format!("{granted}/in-link")), grants),
+        ]),
+    );
+    for (id, _, name) in &links {
+        let error = run.error(id);
+        assert_contains(&error, &format!("cannot read '{granted}/{name}"));
+        // Refused for leaving the grant (not, say, for a missing file).
+        assert_contains(&error, "operation not permitted");
+    }
+    assert_eq!(run.completed("control")["content"], "fine to read\n");
+    assert_absent(&run.everything(&sandbox), SECRET_FILE.trim());
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_cannot_write_outside_grants_or_into_a_read_only_grant() {
+    let sandbox = layout();
+    let rw = p(&sandbox, "rw");
+    std::os::unix::fs::symlink(p(&sandbox, "outside"), sandbox.path().join("rw/out-link")).unwrap();
+    let rw_grant = json!({ "files": [{ "path": rw, "access": "read-write" }] });
+    let write = |path: String| json!({ "attack": "write", "path": path });
+    let tmp = format!("/tmp/{}.txt", unique("wfhost-pwned-"));
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            attack(
+                "absolute",
+                write(p(&sandbox, "outside/pwned-abs.txt")),
+                json!({}),
+            ),
+            attack("tmp", write(tmp.clone()), json!({})),
+            attack(
+                "read-only",
+                write(p(&sandbox, "ro/pwned-ro.txt")),
+                read_grant(&sandbox, "ro"),
+            ),
+            attack(
+                "overwrite-read-only",
+                write(p(&sandbox, "ro/existing.txt")),
+                read_grant(&sandbox, "ro"),
+            ),
+            attack(
+                "dotdot",
+                write(format!("{rw}/../outside/pwned-dotdot.txt")),
+                rw_grant.clone(),
+            ),
+            attack(
+                "symlink",
+                write(format!("{rw}/out-link/pwned-link.txt")),
+                rw_grant.clone(),
+            ),
+            attack("control", write(format!("{rw}/allowed.txt")), rw_grant),
+        ]),
+    );
+    assert_contains(
+        &run.error("absolute"),
+        &format!(
+            "cannot write '{}': no files grant covers it",
+            p(&sandbox, "outside/pwned-abs.txt")
+        ),
+    );
+    assert_contains(&run.error("tmp"), "no files grant covers it");
+    for id in ["read-only", "overwrite-read-only"] {
+        assert_contains(
+            &run.error(id),
+            &format!("the files grant for '{}' is read-only", p(&sandbox, "ro")),
+        );
+    }
+    assert_contains(&run.error("dotdot"), "no files grant covers it");
+    let symlink = run.error("symlink");
+    assert_contains(
+        &symlink,
+        &format!("cannot write '{rw}/out-link/pwned-link.txt'"),
+    );
+    assert_contains(&symlink, "operation not permitted");
+    assert_eq!(run.completed("control")["escaped"], true);
+    assert!(sandbox.path().join("rw/allowed.txt").is_file());
+
+    let outside: Vec<_> = std::fs::read_dir(sandbox.path().join("outside"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside, ["secret.txt"], "files appeared outside the grants");
+    assert!(!sandbox.path().join("ro/pwned-ro.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(sandbox.path().join("ro/existing.txt")).unwrap(),
+        "read-only\n"
+    );
+    assert!(!sandbox.path().join("pwned-dotdot.txt").exists());
+    assert!(!Path::new(&tmp).exists(), "{tmp} was written");
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_sees_only_granted_environment_variables() {
+    let sandbox = layout();
+    let steal = json!({ "attack": "env", "var": "WFHOST_TEST_SECRET", "needle": SECRET_PART });
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            attack("steal", steal.clone(), json!({})),
+            attack(
+                "steal-with-other-grants",
+                steal,
+                json!({ "env": ["WFHOST_TEST_GRANTED", "FIXED=value"] }),
+            ),
+            attack(
+                "control",
+                json!({ "attack": "env", "var": "WFHOST_TEST_GRANTED" }),
+                json!({ "env": ["WFHOST_TEST_GRANTED"] }),
+            ),
+        ]),
+    );
+    for id in ["steal", "steal-with-other-grants"] {
+        assert_contains(
+            &run.error(id),
+            "environment variable 'WFHOST_TEST_SECRET' is not visible to the step",
+        );
+    }
+    assert_contains(&run.error("steal-with-other-grants"), "WFHOST_TEST_GRANTED");
+    assert_eq!(run.completed("control")["value"], GRANTED_VALUE);
+    assert_absent(&run.everything(&sandbox), SECRET);
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_cannot_start_a_program_it_was_not_granted() {
+    let sandbox = layout();
+    let exec = |program: &str, args: &[&str]| json!({ "attack": "exec", "program": program, "args": args });
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            attack("curl", exec("curl", &["http://127.0.0.1:9/"]), json!({})),
+            attack(
+                "absolute",
+                exec("/bin/sh", &["-c", "cat /etc/passwd"]),
+                json!({}),
+            ),
+            attack(
+                "other-granted",
+                exec("cat", &["/etc/passwd"]),
+                json!({ "exec": ["true"] }),
+            ),
+            attack("control", exec("true", &[]), json!({ "exec": ["true"] })),
+        ]),
+    );
+    let curl = run.error("curl");
+    assert_contains(&curl, "starting program 'curl'");
+    assert_contains(&curl, "exec: [curl]");
+    let absolute = run.error("absolute");
+    assert_contains(&absolute, "starting program '/bin/sh'");
+    assert_contains(&absolute, "exec: [sh]");
+    let other = run.error("other-granted");
+    assert_contains(&other, "starting program 'cat'");
+    assert_contains(&other, "exec: [cat]");
+    assert_eq!(run.completed("control")["exit_code"], 0);
+    assert_absent(&run.everything(&sandbox), "root:x:0:0");
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_cannot_connect_without_a_network_grant() {
+    let sandbox = layout();
+    let (forbidden, port) = listener();
+    let (allowed, allowed_port) = listener();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            attack(
+                "connect",
+                json!({ "attack": "connect", "port": port }),
+                json!({}),
+            ),
+            attack(
+                "wrong-port",
+                json!({ "attack": "connect", "port": port }),
+                json!({ "network": [format!("127.0.0.1:{allowed_port}")] }),
+            ),
+            attack(
+                "control",
+                json!({ "attack": "connect", "port": allowed_port }),
+                json!({ "network": [format!("127.0.0.1:{allowed_port}")] }),
+            ),
+        ]),
+    );
+    let denial = format!(
+        "network access denied: connecting to 127.0.0.1:{port}: no network grant covers it"
+    );
+    for id in ["wrong-port", "connect"] {
+        assert_contains(
+            &run.error(id),
+            &format!("cannot connect to 127.0.0.1:{port}"),
+        );
+    }
+    // The guest only sees "permission denied": the step log says why. With
+    // no grant at all even the ephemeral bind before a connect is refused
+    // (so nothing can listen either); with a grant for another port the
+    // connect itself is refused.
+    assert_contains(&run.logs(&sandbox, Some("wrong-port")), &denial);
+    assert_contains(
+        &run.logs(&sandbox, Some("connect")),
+        "network access denied: the step has no network grant (add grants: { network: [",
+    );
+    assert_never_connected(&forbidden);
+    assert_eq!(
+        run.completed("control")["connected"],
+        format!("127.0.0.1:{allowed_port}")
+    );
+    assert!(allowed.accept().is_ok(), "the control step connected");
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_infinite_loop_is_stopped_at_its_timeout() {
+    let sandbox = layout();
+    let mut spin = attack("spin", json!({ "attack": "loop" }), json!({}));
+    spin["timeout"] = json!("2s");
+    let run = run_flow(&sandbox, &workflow(vec![spin]));
+    assert_contains(&run.error("spin"), "timed out after 2s");
+    let step = run.step("spin");
+    let ran = millis(&step["finished_at"]) - millis(&step["started_at"]);
+    assert!(
+        ran >= 1900,
+        "stopped after {ran} ms, before its 2 s timeout"
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(15),
+        "the run took {:?} for a 2 s timeout",
+        run.elapsed
+    );
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_memory_growth_stops_at_the_limit() {
+    let sandbox = layout();
+    let limit = json!({ "memory": "64MiB" });
+    let mut hog = attack(
+        "hog",
+        json!({ "attack": "memory", "mib": 2048 }),
+        limit.clone(),
+    );
+    hog["timeout"] = json!("60s");
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            hog,
+            // Control: the same code within the limit.
+            attack("control", json!({ "attack": "memory", "mib": 8 }), limit),
+        ]),
+    );
+    assert_contains(&run.error("hog"), "ran out of memory: the limit is 64 MiB");
+    assert_eq!(run.completed("control")["allocated_mib"], 8);
+    assert!(
+        run.max_rss_kib < 1024 * 1024,
+        "the host grew to {} MiB",
+        run.max_rss_kib / 1024
+    );
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_deep_recursion_crashes_only_the_step() {
+    let sandbox = layout();
+    let mut deep = attack("deep", json!({ "attack": "recurse" }), json!({}));
+    deep["timeout"] = json!("60s");
+    let run = run_flow(&sandbox, &workflow(vec![deep]));
+    let error = run.error("deep");
+    assert_contains(&error, "plugin crashed");
+    assert!(
+        error.contains("stack") || error.contains("out of bounds"),
+        "a stack overflow: {error}"
+    );
+    run.assert_host_survived();
+}
+
+// ─── Attacks from started programs (script steps) ───────────────────────────
+
+#[test]
+fn a_granted_program_cannot_read_outside_the_granted_paths() {
+    let sandbox = layout();
+    let granted = p(&sandbox, "granted");
+    let grants = json!({
+        "exec": ["cat"],
+        "files": [{ "path": granted, "access": "read" }],
+    });
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            script("passwd", "cat /etc/passwd", grants.clone()),
+            script(
+                "secret",
+                &format!("cat {}", p(&sandbox, "outside/secret.txt")),
+                grants.clone(),
+            ),
+            script(
+                "dotdot",
+                &format!("cat {granted}/../secret.txt"),
+                grants.clone(),
+            ),
+            script("control", &format!("cat {granted}/ok.txt"), grants),
+        ]),
+    );
+    for (id, path) in [
+        ("passwd", "/etc/passwd".to_string()),
+        ("secret", p(&sandbox, "outside/secret.txt")),
+        ("dotdot", format!("{granted}/../secret.txt")),
+    ] {
+        let error = run.error(id);
+        assert_contains(&error, &format!("cat: {path}: "));
+        assert!(
+            error.contains("Permission denied") || error.contains("No such file or directory"),
+            "{id}: {error}"
+        );
+    }
+    assert_eq!(run.completed("control")["stdout"], "fine to read");
+    let everything = run.everything(&sandbox);
+    assert_absent(&everything, "root:x:0:0");
+    assert_absent(&everything, SECRET_FILE.trim());
+    run.assert_host_survived();
+}
+
+#[test]
+fn a_program_cannot_connect_without_a_network_grant() {
+    let sandbox = layout();
+    let (forbidden, port) = listener();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![script(
+            "connect",
+            &format!("bash -c 'echo hi > /dev/tcp/127.0.0.1/{port}'"),
+            json!({ "exec": ["bash"] }),
+        )]),
+    );
+    let error = run.error("connect");
+    assert_contains(&error, &format!("/dev/tcp/127.0.0.1/{port}"));
+    assert_never_connected(&forbidden);
+    run.assert_host_survived();
+}
+
+#[test]
+fn a_program_ignoring_sigterm_is_killed_at_the_timeout() {
+    let sandbox = layout();
+    // A duration nobody else uses: `sleep 60.0<pid><nanos>`.
+    let marker = unique("60.0").replace('x', "");
+    let mut stubborn = script(
+        "stubborn",
+        &format!("trap '' TERM; sleep {marker}"),
+        json!({}),
+    );
+    stubborn["timeout"] = json!("2s");
+    let run = run_flow(&sandbox, &workflow(vec![stubborn]));
+    assert_contains(&run.error("stubborn"), "timed out after 2s");
+    assert!(
+        run.elapsed < Duration::from_secs(15),
+        "the run took {:?} for a 2 s timeout",
+        run.elapsed
+    );
+    assert_no_survivors(&marker);
+    run.assert_host_survived();
+}
+
+#[test]
+fn a_gigabyte_on_stdout_is_cut_at_max_output() {
+    let sandbox = layout();
+    let mut flood = script(
+        "flood",
+        "head -c 1000000000 /dev/zero | tr '\\0' x",
+        json!({ "exec": ["head", "tr"], "max_output": "1MiB" }),
+    );
+    flood["timeout"] = json!("5m");
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![flood, script("after", "echo still here", json!({}))]),
+    );
+    let stdout = run.completed("flood")["stdout"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_contains(&stdout, "[wfhost: output cut");
+    assert!(
+        stdout.len() < 1024 * 1024 + 4096,
+        "{} bytes of output kept with max_output 1MiB",
+        stdout.len()
+    );
+    assert!(
+        stdout.starts_with("xxxx"),
+        "{}",
+        &stdout[..stdout.len().min(100)]
+    );
+    assert!(
+        run.max_rss_kib < 512 * 1024,
+        "the host grew to {} MiB reading 1 GB of output",
+        run.max_rss_kib / 1024
+    );
+    assert_eq!(run.completed("after")["stdout"], "still here");
+    run.assert_host_survived_with(0);
+}
+
+/// Most tasks (processes and threads) the fork bomb's run may reach before
+/// the test's own safety net stops it; the sandbox must stop it first.
+const BOMB_SAFETY_NET: u64 = 2048;
+
+#[test]
+fn a_fork_bomb_in_a_granted_shell_is_contained() {
+    let sandbox = layout();
+    let name = unique("wfhost_escape_bomb_");
+    // Each call starts two more in the background and returns: the number
+    // of processes doubles until something refuses to fork.
+    let bomb = format!("{name}() {{ {name} | {name} & }}; {name}; sleep 60");
+    let mut bomb_step = script("bomb", &bomb, json!({}));
+    bomb_step["timeout"] = json!("5s");
+    let cage = SafetyNet::new(BOMB_SAFETY_NET);
+    let run = {
+        let _cleanup = KillOnDrop(&name);
+        run_flow_with(
+            &sandbox,
+            &workflow(vec![
+                bomb_step,
+                // Other started programs keep working meanwhile.
+                script("neighbour", "sleep 1; echo alive", json!({})),
+            ]),
+            |command| cage.enter(command),
+        )
+    };
+    if let Some(peak) = cage.peak() {
+        assert!(
+            peak < BOMB_SAFETY_NET,
+            "the fork bomb reached the test's safety net ({peak} of {BOMB_SAFETY_NET} tasks): \
+             the sandbox does not limit the processes a step may start"
+        );
+        assert!(
+            peak >= 32,
+            "the fork bomb did not run: {peak} tasks at most"
+        );
+    }
+    assert_no_survivors(&name);
+    let error = run.error("bomb");
+    assert!(
+        error.contains("timed out after 5s") || error.contains("script exited with code"),
+        "{error}"
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(60),
+        "the run took {:?}",
+        run.elapsed
+    );
+    assert_eq!(run.completed("neighbour")["stdout"], "alive");
+    run.assert_host_survived();
+}
+
+/// Kills whatever is left of a fork bomb, whatever the test's outcome.
+struct KillOnDrop<'a>(&'a str);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            kill_matching(self.0);
+        }
+    }
+}
+
+/// The test's own limit on the tasks of the `wfhost` process tree, so a
+/// fork bomb that escapes the sandbox cannot take the machine down: a pids
+/// cgroup where the test may create one (root), else `RLIMIT_NPROC` (which
+/// does not bind root; then the test refuses to run the bomb).
+struct SafetyNet {
+    cgroup: Option<PathBuf>,
+    nproc: Option<u64>,
+}
+
+impl SafetyNet {
+    fn new(limit: u64) -> SafetyNet {
+        for base in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
+            let dir = Path::new(base).join(unique("wfhost-escape-"));
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            if std::fs::write(dir.join("pids.max"), limit.to_string()).is_ok() {
+                return SafetyNet {
+                    cgroup: Some(dir),
+                    nproc: None,
+                };
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        // SAFETY: getuid has no preconditions.
+        let root = unsafe { libc::getuid() } == 0;
+        assert!(
+            !root,
+            "refusing to run a fork bomb as root without a pids cgroup as a safety net"
+        );
+        SafetyNet {
+            cgroup: None,
+            nproc: Some(user_tasks() + limit),
+        }
+    }
+
+    /// Make `command` start inside the net.
+    fn enter(&self, command: &mut Command) {
+        if let Some(dir) = &self.cgroup {
+            let procs =
+                std::ffi::CString::new(dir.join("cgroup.procs").to_string_lossy().into_owned())
+                    .unwrap();
+            // SAFETY: only async-signal-safe calls (open, write, close) on
+            // memory allocated before the fork.
+            unsafe {
+                command.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        } else if let Some(limit) = self.nproc {
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NPROC, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
+
+    /// Most tasks the net held at once (`None` without a cgroup).
+    fn peak(&self) -> Option<u64> {
+        let dir = self.cgroup.as_ref()?;
+        if let Ok(peak) = std::fs::read_to_string(dir.join("pids.peak")) {
+            return peak.trim().parse().ok();
+        }
+        // Older kernels: no peak, but refused forks are counted.
+        let events = std::fs::read_to_string(dir.join("pids.events")).ok()?;
+        let refused: u64 = events
+            .lines()
+            .find_map(|l| l.strip_prefix("max "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        Some(if refused > 0 { BOMB_SAFETY_NET } else { 0 })
+    }
+}
+
+impl Drop for SafetyNet {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.cgroup {
+            remove_cgroup(dir);
+        }
+    }
+}
+
+/// Kill every process of a cgroup and of the cgroups below it (the
+/// sandbox's own per-program ones), then remove them all.
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&entry.path());
+            }
+        }
+    }
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        if procs.trim().is_empty() && std::fs::remove_dir(dir).is_ok() {
+            return;
+        }
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Tasks (threads included) of the current user, as `RLIMIT_NPROC` counts.
+fn user_tasks() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let is_pid = entry.file_name().to_string_lossy().parse::<u32>().is_ok();
+        if is_pid && entry.metadata().is_ok_and(|m| m.uid() == uid) {
+            count += std::fs::read_dir(entry.path().join("task"))
+                .map(|tasks| tasks.count() as u64)
+                .unwrap_or(1);
+        }
+    }
+    count
+}

@@ -1,0 +1,255 @@
+//! `hostile`: a deliberately malicious step plugin for the escape suite
+//! (`tests/escape.rs`).
+//!
+//! Each step performs the one attack its config names and reports what it
+//! observed. Every attack is really attempted with the plain standard
+//! library (or the `process` import), never simulated:
+//!
+//! - the attack **worked** → `Ok` with what it got (the test then fails,
+//!   since a contained attack must fail the step);
+//! - the attack **was refused** → `Err` with the refusal, explained through
+//!   the SDK where it can name the missing grant.
+//!
+//! Config: `{ attack: "<name>", ...params }`:
+//!
+//! | attack    | params                         | does                                                        |
+//! |-----------|--------------------------------|-------------------------------------------------------------|
+//! | `read`    | `path`, `cwd`?                 | `std::fs::read` of `path` as given (after `chdir(cwd)`)     |
+//! | `write`   | `path`, `content`?             | `std::fs::write` of `path` as given                         |
+//! | `env`     | `var`, `needle`?               | `std::env::var(var)`; any variable whose value has `needle` |
+//! | `exec`    | `program`, `args`?             | `process::run`                                              |
+//! | `connect` | `host`?, `port`                | `std::net::TcpStream::connect`, then writes to it           |
+//! | `loop`    |                                | spins forever                                               |
+//! | `memory`  | `mib`? (default 2048)          | allocates and touches 1 MiB blocks until `mib` are held     |
+//! | `recurse` |                                | unbounded recursion                                         |
+
+use std::hint::black_box;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use wfhost_sdk::process::{self, Command};
+use wfhost_sdk::{fs, log, Info, Plugin, Request, StepError};
+
+struct Hostile;
+
+impl Plugin for Hostile {
+    fn describe() -> Info {
+        Info::new(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            "Test-only: performs the attack named by `attack` and reports whether it worked.",
+        )
+        .schema(json!({
+            "type": "object",
+            "required": ["attack"],
+            "properties": { "attack": { "type": "string" } }
+        }))
+    }
+
+    fn run(req: Request) -> Result<Value, StepError> {
+        let attack = string(&req, "attack")?;
+        log::info(format!("attack: {attack}"));
+        match attack.as_str() {
+            "read" => read(&req),
+            "write" => write(&req),
+            "env" => env(&req),
+            "exec" => exec(&req),
+            "connect" => connect(&req),
+            "loop" => spin(),
+            "memory" => memory(&req),
+            "recurse" => recurse_attack(),
+            other => Err(StepError::permanent(format!("unknown attack '{other}'"))),
+        }
+    }
+}
+
+wfhost_sdk::export_plugin!(Hostile);
+
+fn string(req: &Request, key: &str) -> Result<String, StepError> {
+    req.config[key].as_str().map(str::to_string).ok_or_else(|| {
+        StepError::permanent(format!("invalid config: `{key}` (a string) is required"))
+    })
+}
+
+fn optional(req: &Request, key: &str) -> Option<String> {
+    req.config[key].as_str().map(str::to_string)
+}
+
+/// A contained attack: the step fails with what stopped it.
+fn contained(message: String) -> Result<Value, StepError> {
+    log::warn(format!("contained: {message}"));
+    Err(StepError::permanent(message))
+}
+
+/// `chdir(cwd)` if asked; returns the directory relative paths resolve
+/// against (for the SDK's explanation of a refusal).
+fn enter(req: &Request) -> Result<Option<PathBuf>, StepError> {
+    let Some(cwd) = optional(req, "cwd") else {
+        return Ok(None);
+    };
+    std::env::set_current_dir(&cwd).map_err(|e| {
+        StepError::permanent(format!("setup: cannot change directory to '{cwd}': {e}"))
+    })?;
+    Ok(Some(PathBuf::from(cwd)))
+}
+
+/// The path as the SDK should see it: `cwd/path` for a relative path read
+/// after `chdir`.
+fn as_seen(cwd: &Option<PathBuf>, path: &str) -> PathBuf {
+    match cwd {
+        Some(dir) if Path::new(path).is_relative() => dir.join(path),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// Read a file exactly as named (no normalisation: `..` and symbolic links
+/// go to the runtime as they are).
+fn read(req: &Request) -> Result<Value, StepError> {
+    let path = string(req, "path")?;
+    let cwd = enter(req)?;
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(json!({
+            "escaped": true,
+            "path": path,
+            "content": String::from_utf8_lossy(&bytes),
+        })),
+        Err(raw) => {
+            // Ask the SDK for the explanation; it attempts the read again
+            // on the lexically resolved path, which must fail too.
+            let seen = as_seen(&cwd, &path);
+            match fs::read(req, &seen) {
+                Ok(bytes) => Ok(json!({
+                    "escaped": true,
+                    "path": seen,
+                    "content": String::from_utf8_lossy(&bytes),
+                })),
+                Err(explained) => contained(format!("{explained} [raw error: {raw}]")),
+            }
+        }
+    }
+}
+
+/// Write a file exactly as named.
+fn write(req: &Request) -> Result<Value, StepError> {
+    let path = string(req, "path")?;
+    let content = optional(req, "content").unwrap_or_else(|| "pwned\n".to_string());
+    let cwd = enter(req)?;
+    match std::fs::write(&path, &content) {
+        Ok(()) => Ok(json!({ "escaped": true, "written": path })),
+        Err(raw) => {
+            let seen = as_seen(&cwd, &path);
+            match fs::write(req, &seen, &content) {
+                Ok(()) => Ok(json!({ "escaped": true, "written": seen })),
+                Err(explained) => contained(format!("{explained} [raw error: {raw}]")),
+            }
+        }
+    }
+}
+
+/// Look for a variable by name, and for its value under any name.
+fn env(req: &Request) -> Result<Value, StepError> {
+    let var = string(req, "var")?;
+    let needle = optional(req, "needle").filter(|n| !n.is_empty());
+    let visible: Vec<(String, String)> = std::env::vars().collect();
+    if let Ok(value) = std::env::var(&var) {
+        return Ok(json!({ "escaped": true, "var": var, "value": value }));
+    }
+    if let Some(needle) = &needle {
+        if let Some((name, value)) = visible.iter().find(|(_, v)| v.contains(needle.as_str())) {
+            return Ok(json!({ "escaped": true, "var": name, "value": value }));
+        }
+    }
+    let names: Vec<&str> = visible.iter().map(|(n, _)| n.as_str()).collect();
+    contained(format!(
+        "environment variable '{var}' is not visible to the step (visible: [{}])",
+        names.join(", ")
+    ))
+}
+
+/// Start a program through the host's `process` import.
+fn exec(req: &Request) -> Result<Value, StepError> {
+    let program = string(req, "program")?;
+    let args: Vec<String> = req.config["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    match process::run(Command::new(&program).args(args)) {
+        Ok(out) => Ok(json!({
+            "escaped": true,
+            "program": program,
+            "exit_code": out.exit_code,
+            "stdout": out.stdout_text(),
+            "stderr": out.stderr_text(),
+        })),
+        Err(e) => contained(e.to_string()),
+    }
+}
+
+/// Open a TCP connection and send a few bytes.
+fn connect(req: &Request) -> Result<Value, StepError> {
+    let host = optional(req, "host").unwrap_or_else(|| "127.0.0.1".to_string());
+    let port = req.config["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| StepError::permanent("invalid config: `port` (a number) is required"))?;
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .map_err(|e| StepError::permanent(format!("invalid config: bad address: {e}")))?;
+    match TcpStream::connect(addr) {
+        Ok(mut stream) => {
+            let sent = stream.write_all(b"escaped from wasm\n").is_ok();
+            Ok(json!({ "escaped": true, "connected": addr.to_string(), "sent": sent }))
+        }
+        Err(e) => contained(format!("cannot connect to {addr}: {e}")),
+    }
+}
+
+/// Spin forever; only the host can end this.
+fn spin() -> Result<Value, StepError> {
+    let mut n: u64 = 0;
+    loop {
+        n = black_box(n.wrapping_add(1));
+        if black_box(n) == u64::MAX {
+            // Unreachable in practice; keeps the loop observably finite to
+            // the compiler without making it so.
+            return Ok(json!({ "escaped": true, "iterations": n }));
+        }
+    }
+}
+
+/// Grow memory in touched 1 MiB blocks.
+fn memory(req: &Request) -> Result<Value, StepError> {
+    let target = req.config["mib"].as_u64().unwrap_or(2048) as usize;
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    for i in 0..target {
+        let mut block = vec![0u8; 1024 * 1024];
+        for byte in block.iter_mut().step_by(4096) {
+            *byte = i as u8 | 1;
+        }
+        blocks.push(black_box(block));
+    }
+    let held: usize = blocks.iter().map(Vec::len).sum();
+    Ok(json!({ "escaped": true, "allocated_mib": held >> 20 }))
+}
+
+fn recurse_attack() -> Result<Value, StepError> {
+    let depth = recurse(black_box(0));
+    Ok(json!({ "escaped": true, "depth": depth }))
+}
+
+/// Non-tail recursion with a frame the optimiser cannot drop.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    if black_box(depth) == u64::MAX {
+        return depth;
+    }
+    let below = recurse(depth + 1);
+    black_box(frame.iter().sum::<u64>()).wrapping_add(below)
+}
