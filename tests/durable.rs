@@ -606,3 +606,203 @@ fn a_run_restored_to_a_checkpoint_reruns_later_steps() {
     assert!(!sandbox.home().join("runs").join(&id).exists());
     assert_exit(&sandbox.wfhost(&["status", &id]), 2);
 }
+
+/// A sandbox with a writable `data/` folder granted to every step.
+fn with_data(sandbox: &Sandbox) -> std::path::PathBuf {
+    let data = sandbox.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    data
+}
+
+#[test]
+fn retry_step_goes_back_at_most_max_loops_times() {
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "loops.yaml",
+        &format!(
+            "name: l\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: prepare\n    run: 'echo prepare >> {d}/log'\n  - id: check\n    needs: [prepare]\n    run: 'echo check >> {d}/log; test $(grep -c prepare {d}/log) -ge 3'\n    on_failure: {{retry_step: prepare, max_loops: 3}}\n  - id: report\n    needs: [check]\n    run: echo ok\n",
+            d = data.display()
+        ),
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    assert_eq!(step(&status, "prepare")["attempts"], 3);
+    assert_eq!(step(&status, "check")["attempts"], 3);
+    assert_eq!(step(&status, "report")["status"], "completed");
+    let log = std::fs::read_to_string(data.join("log")).unwrap();
+    assert_eq!(log, "prepare\ncheck\nprepare\ncheck\nprepare\ncheck\n");
+
+    // Never fixed: it gives up after max_loops and the run fails.
+    let never = sandbox.write(
+        "never.yaml",
+        "name: n\nsteps:\n  - id: a\n    run: 'true'\n  - id: b\n    needs: [a]\n    run: exit 1\n    on_failure: {retry_step: a, max_loops: 2}\n",
+    );
+    let (output, status) = sandbox.run(&never, &[]);
+    assert_exit(&output, 1);
+    let status = status.unwrap();
+    assert_eq!(step(&status, "a")["attempts"], 3);
+    assert!(step(&status, "b")["error"]
+        .as_str()
+        .unwrap()
+        .contains("gave up after 2 loop(s) back to 'a'"));
+
+    let bad = sandbox.write(
+        "bad.yaml",
+        "name: b\nsteps:\n  - id: a\n    run: 'true'\n  - id: b\n    run: 'true'\n    on_failure: {retry_step: a}\n",
+    );
+    let output = sandbox.wfhost(&["validate", bad.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("step 'b'")
+            && text(&output.stderr).contains("retry_step 'a' must be a step this one needs")
+    );
+}
+
+#[test]
+fn for_each_runs_items_in_parallel_and_keeps_their_order() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "each.yaml",
+        "name: e\nargs: {type: object, properties: {names: {type: array, default: [ann, bob, cy, dee, eve]}}}\nsteps:\n  - id: greet\n    for_each: args.names\n    parallelism: 3\n    run: 'sleep 0.2; echo \"hello {{ item }} #{{ index }}\"'\n  - id: total\n    needs: [greet]\n    type: function\n    component: echo\n    with: {count: \"{{ steps.greet.output | length }}\", first: \"{{ steps.greet.output[0].stdout }}\"}\n",
+    );
+    let started = Instant::now();
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    let greet = step(&status, "greet");
+    let outputs = greet["output"].as_array().unwrap();
+    let lines: Vec<&str> = outputs
+        .iter()
+        .map(|o| o["stdout"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "hello ann #0",
+            "hello bob #1",
+            "hello cy #2",
+            "hello dee #3",
+            "hello eve #4"
+        ]
+    );
+    assert_eq!(greet["attempts"], 5, "each item is its own attempt");
+    assert_eq!(step(&status, "total")["output"]["count"], 5);
+    assert_eq!(step(&status, "total")["output"]["first"], "hello ann #0");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let id = status["id"].as_str().unwrap();
+    let events = std::fs::read_to_string(
+        sandbox
+            .home()
+            .join("runs")
+            .join(id)
+            .join("steps/greet/events.jsonl"),
+    )
+    .unwrap();
+    assert_eq!(events.matches("item_completed").count(), 5);
+
+    let failing = sandbox.write(
+        "each-fail.yaml",
+        "name: f\nsteps:\n  - id: each\n    for_each: \"[1, 2, 3]\"\n    fail_fast: false\n    run: 'test {{ item }} -ne 2'\n",
+    );
+    let (output, status) = sandbox.run(&failing, &[]);
+    assert_exit(&output, 1);
+    let error = step(status.as_ref().unwrap(), "each")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("1 of 3 items failed; item 1"), "{error}");
+}
+
+#[test]
+fn on_failure_block_parks_the_run_until_resume() {
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "block.yaml",
+        &format!(
+            "name: b\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: deploy\n    run: 'test -f {d}/approved'\n    on_failure: {{escalate: block}}\n  - id: after\n    needs: [deploy]\n    run: echo after\n  - id: lenient\n    run: exit 1\n    on_failure: {{escalate: skip}}\n  - id: lenient_child\n    needs: [lenient]\n    run: 'true'\n",
+            d = data.display()
+        ),
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 3);
+    assert!(
+        text(&output.stderr).contains("blocks the run"),
+        "{}",
+        text(&output.stderr)
+    );
+    let status = status.unwrap();
+    assert_eq!(status["status"], "blocked");
+    assert_eq!(step(&status, "after")["status"], "pending");
+    let id = status["id"].as_str().unwrap();
+
+    std::fs::write(data.join("approved"), "").unwrap();
+    let resumed = sandbox.wfhost(&["resume", id, "--json", "--quiet"]);
+    assert_exit(&resumed, 0);
+    let status: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(step(&status, "deploy")["attempts"], 2);
+    assert_eq!(step(&status, "after")["output"]["stdout"], "after");
+    assert_eq!(step(&status, "lenient")["status"], "skipped");
+    assert!(step(&status, "lenient")["error"]
+        .as_str()
+        .unwrap()
+        .contains("on_failure: skip"));
+    assert_eq!(step(&status, "lenient_child")["status"], "skipped");
+}
+
+#[test]
+fn a_stage_loop_repeats_until_its_condition_holds() {
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "stage.yaml",
+        &format!(
+            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: draft\n    run: 'echo x >> {d}/drafts'\n  - id: review\n    needs: [draft]\n    run: 'echo \"count=$(wc -l < {d}/drafts | tr -d \" \")\" >> \"$WFHOST_OUTPUT\"'\n    loop: {{steps: [draft], until: \"steps.review.output.count | int >= 3\", max_iterations: 5}}\n  - id: publish\n    needs: [review]\n    run: echo published\n",
+            d = data.display()
+        ),
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    assert_eq!(step(&status, "draft")["attempts"], 3);
+    assert_eq!(step(&status, "review")["output"]["count"], "3");
+    assert_eq!(step(&status, "publish")["status"], "completed");
+
+    let endless = sandbox.write(
+        "endless.yaml",
+        "name: e\nsteps:\n  - id: try\n    run: 'true'\n    loop: {until: 'false', max_iterations: 2}\n",
+    );
+    let (output, status) = sandbox.run(&endless, &[]);
+    assert_exit(&output, 1);
+    let error = step(status.as_ref().unwrap(), "try")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("still false after 2 iteration(s)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn total_timeout_bounds_all_attempts_together() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "total.yaml",
+        "name: t\nsteps:\n  - id: slow\n    run: sleep 5\n    timeout: 400ms\n    total_timeout: 1s\n    retry: {max_attempts: 10, initial_interval: 50ms, jitter: 0}\n",
+    );
+    let started = Instant::now();
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 1);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let slow = step(status.as_ref().unwrap(), "slow").clone();
+    let attempts = slow["attempts"].as_u64().unwrap();
+    assert!((2..=4).contains(&attempts), "{slow:#}");
+    assert!(
+        slow["error"].as_str().unwrap().contains("timed out"),
+        "{slow:#}"
+    );
+}

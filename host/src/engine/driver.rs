@@ -21,9 +21,9 @@ use super::progress::ProgressBoard;
 use super::retry::RetryPolicy;
 use super::scheduler::Scheduler;
 use crate::store::{NewRun, RunStatus, StepStatus, Store};
-use crate::workflow::model::{Step, Workflow};
+use crate::workflow::model::{Escalation, StageLoop, Step, Workflow};
 use crate::workflow::template::evaluate_condition;
-use crate::workflow::{step_kind, LoadedWorkflow, StepKind, Templates};
+use crate::workflow::{parse_duration, step_kind, LoadedWorkflow, StepKind, Templates};
 
 /// Steps running at once when the workflow does not say.
 pub const DEFAULT_PARALLELISM: usize = 4;
@@ -254,7 +254,7 @@ impl Driver {
         let mut paused = false;
 
         loop {
-            while !paused && running.len() < parallelism {
+            while !paused && state.blocked.is_none() && running.len() < parallelism {
                 let Some(index) = state.scheduler.next_ready() else {
                     break;
                 };
@@ -280,10 +280,62 @@ impl Driver {
                                 attempt,
                                 &json!({ "if": condition }),
                             )?;
-                            self.record_failure(run_id, def, &mut state, index, attempt, &failure)?;
+                            self.record_failure(
+                                run_id, workflow, &mut state, index, attempt, &failure,
+                            )?;
                             continue;
                         }
                     }
+                }
+                let total = step
+                    .total_timeout
+                    .as_deref()
+                    .and_then(|t| parse_duration(t).ok());
+                let first = *state.first_started[index].get_or_insert_with(Instant::now);
+                let remaining = total.map(|t| t.saturating_sub(first.elapsed()));
+                if let (Some(total), Some(Duration::ZERO)) = (total, remaining) {
+                    let failure = StepFailure {
+                        kind: FailureKind::Timeout,
+                        message: format!(
+                            "total_timeout of {} reached after {} attempt(s)",
+                            crate::runtime::humanize(total),
+                            state.attempts[index]
+                        ),
+                    };
+                    let attempt = state.attempts[index];
+                    self.record_failure(run_id, workflow, &mut state, index, attempt, &failure)?;
+                    continue;
+                }
+                if let Some(expression) = &step.for_each {
+                    let started = self.start_for_each(
+                        run_id,
+                        workflow,
+                        index,
+                        expression,
+                        &components[index],
+                        args,
+                        &templates,
+                        &all_grants[index],
+                        remaining,
+                        &mut state,
+                    );
+                    match started {
+                        Ok(future) => {
+                            state.running.insert(index);
+                            running.spawn(async move {
+                                let started = Instant::now();
+                                let (attempt, result) = future.await;
+                                (index, attempt, started.elapsed(), result)
+                            });
+                        }
+                        Err(failure) => {
+                            let attempt = state.attempts[index];
+                            self.record_failure(
+                                run_id, workflow, &mut state, index, attempt, &failure,
+                            )?;
+                        }
+                    }
+                    continue;
                 }
                 let attempt = state.attempts[index] + 1;
                 state.attempts[index] = attempt;
@@ -319,7 +371,10 @@ impl Driver {
                     attempt,
                 });
                 match prepared {
-                    Ok(invocation) => {
+                    Ok(mut invocation) => {
+                        if let Some(remaining) = remaining {
+                            invocation.timeout = invocation.timeout.min(remaining);
+                        }
                         let observer = Arc::new(StepLog {
                             store: self.store.clone(),
                             listener: self.listener.clone(),
@@ -336,13 +391,16 @@ impl Driver {
                         });
                     }
                     Err(failure) => {
-                        self.record_failure(run_id, def, &mut state, index, attempt, &failure)?;
+                        self.record_failure(
+                            run_id, workflow, &mut state, index, attempt, &failure,
+                        )?;
                     }
                 }
             }
-            if running.is_empty() && (paused || timers.is_empty()) {
+            let stopping = paused || state.blocked.is_some();
+            if running.is_empty() && (stopping || timers.is_empty()) {
                 // Everything else is over: the cleanup steps' turn.
-                if !paused && state.scheduler.release_held() {
+                if !stopping && state.scheduler.release_held() {
                     continue;
                 }
                 break;
@@ -354,13 +412,22 @@ impl Driver {
                     let step = &def.steps[index];
                     match result {
                         Ok(output) => {
-                            self.store.finish_attempt(run_id, &step.id, attempt, StepStatus::Completed, Ok(&output))?;
+                            if step.for_each.is_some() {
+                                self.store.complete_step(run_id, &step.id, &output)?;
+                            } else {
+                                self.store.finish_attempt(run_id, &step.id, attempt, StepStatus::Completed, Ok(&output))?;
+                            }
                             write_summary(&self.store, run_id, step, "completed", elapsed, None, Some(&output));
                             state.complete(index, output);
                             state.board.finished(index, "completed", elapsed);
                             self.listener.on_event(&RunEvent::StepCompleted { step: step.id.clone(), elapsed });
+                            if let Some(stage) = &step.stage_loop {
+                                self.close_stage(run_id, workflow, &templates, &mut state, index, attempt, stage)?;
+                            }
                         }
-                        Err(failure) if policies[index].should_retry(&failure.kind, attempt) => {
+                        Err(failure) if step.for_each.is_none()
+                            && policies[index].should_retry(&failure.kind, attempt)
+                            && within_total(step, &state, index, policies[index].delay(attempt, 0.0)) => {
                             let delay = policies[index].delay(attempt, rand::random::<f64>());
                             let due = chrono::Utc::now()
                                 + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::zero());
@@ -375,6 +442,7 @@ impl Driver {
                                 delay,
                                 error: message,
                             });
+                            state.waiting.insert(index);
                             timers.spawn(async move {
                                 tokio::time::sleep(delay).await;
                                 index
@@ -383,13 +451,14 @@ impl Driver {
                         Err(failure) => {
                             write_summary(&self.store, run_id, step, "failed", elapsed, Some(&failure.message), None);
                             state.board.finished(index, "failed", elapsed);
-                            self.record_failure(run_id, def, &mut state, index, attempt, &failure)?;
+                            self.record_failure(run_id, workflow, &mut state, index, attempt, &failure)?;
                         }
                     }
                     state.board.flush(false);
                 }
                 Some(due) = timers.join_next(), if !timers.is_empty() && !paused => {
                     if let Ok(index) = due {
+                        state.waiting.remove(&index);
                         state.scheduler.requeue(index);
                     }
                 }
@@ -413,6 +482,20 @@ impl Driver {
             }
         }
 
+        if let Some(message) = state.blocked.clone() {
+            self.store
+                .set_run_status(run_id, RunStatus::Blocked, Some(&message))?;
+            state.board.set_status(RunStatus::Blocked);
+            state.board.flush(true);
+            self.listener.on_event(&RunEvent::Finished {
+                status: RunStatus::Blocked,
+            });
+            return Ok(RunOutcome {
+                run_id: run_id.to_string(),
+                status: RunStatus::Blocked,
+                message: Some(message),
+            });
+        }
         if paused {
             self.store.set_request(run_id, None)?;
             self.store.set_run_status(run_id, RunStatus::Paused, None)?;
@@ -514,8 +597,23 @@ impl Driver {
                     state.complete(index, record.output.clone().unwrap_or(Value::Null));
                     state.board.finished(index, "completed", Duration::ZERO);
                 }
+                StepStatus::Failed
+                    if step.on_failure.as_ref().and_then(|o| o.escalate)
+                        == Some(Escalation::Block) =>
+                {
+                    // The operator resumed a run this step blocked: try it again.
+                    self.store
+                        .reset_step(run_id, &step.id, "resumed after blocking the run")?;
+                }
+                StepStatus::Failed if step.optional || step.continue_on_error => {
+                    state.scheduler.settle(index);
+                    state.tolerated_any = true;
+                    state.record_status(index, "failed");
+                    state.scheduler.complete(index);
+                }
                 StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled => {
                     state.scheduler.settle(index);
+                    state.record_status(index, record.status.as_str());
                     state.failed_any |= record.status == StepStatus::Failed;
                     for (skipped, _) in state.scheduler.fail(index) {
                         state.board.skipped(skipped);
@@ -630,6 +728,18 @@ impl Driver {
             step: step.id.clone(),
             reason: reason.to_string(),
         });
+        self.skip_dependents(run_id, def, state, index)
+    }
+
+    /// Mark a step skipped in the scheduler and skip the steps that need it.
+    fn skip_dependents(
+        &self,
+        run_id: &str,
+        def: &Workflow,
+        state: &mut RunState,
+        index: usize,
+    ) -> Result<()> {
+        state.record_status(index, "skipped");
         for (skipped, cause) in state.scheduler.skip(index) {
             let reason = format!("needs '{}', which was skipped", def.steps[cause].id);
             self.store
@@ -644,17 +754,330 @@ impl Driver {
         Ok(())
     }
 
+    /// Render a `for_each` step's list and start its items; returns the
+    /// future that runs them all.
+    #[allow(clippy::too_many_arguments)]
+    fn start_for_each(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        index: usize,
+        expression: &str,
+        component: &str,
+        args: &Value,
+        templates: &Templates,
+        grants: &ResolvedGrants,
+        remaining: Option<Duration>,
+        state: &mut RunState,
+    ) -> std::result::Result<ItemsFuture, StepFailure> {
+        let step = &workflow.def.steps[index];
+        let inner = expression.trim();
+        let inner = inner
+            .strip_prefix("{{")
+            .and_then(|rest| rest.strip_suffix("}}"))
+            .unwrap_or(inner)
+            .trim();
+        let list = templates
+            .render_value(&Value::String(format!("{{{{ {inner} }}}}")), &state.context)
+            .map_err(|e| StepFailure::permanent(format!("for_each `{inner}`: {e}")))?;
+        let Value::Array(list) = list else {
+            return Err(StepFailure::permanent(format!(
+                "for_each `{inner}` must give a list, not {list}"
+            )));
+        };
+        let mut invocations = Vec::new();
+        let mut inputs = Vec::new();
+        for (position, item) in list.into_iter().enumerate() {
+            let mut context = state.context.clone();
+            context["item"] = item.clone();
+            context["index"] = json!(position);
+            let attempt = state.attempts[index] + 1;
+            state.attempts[index] = attempt;
+            let mut invocation = prepare_invocation(
+                workflow,
+                step,
+                component,
+                run_id,
+                attempt,
+                args,
+                &state.outputs,
+                &context,
+                templates,
+                grants.clone(),
+                self.store.run_files(run_id).step_dir(&step.id),
+            )
+            .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
+            invocation.idempotency_key = format!("{run_id}:{}:{position}:{attempt}", step.id);
+            if let Some(remaining) = remaining {
+                invocation.timeout = invocation.timeout.min(remaining);
+            }
+            inputs.push(json!({
+                "item": item,
+                "index": position,
+                "config": invocation.config,
+                "attempt": attempt,
+                "idempotency_key": invocation.idempotency_key,
+            }));
+            invocations.push(invocation);
+        }
+        state.board.started(index);
+        self.listener.on_event(&RunEvent::StepStarted {
+            step: step.id.clone(),
+            attempt: state.attempts[index],
+        });
+        if invocations.is_empty() {
+            return Ok(Box::pin(async { (0, Ok(Value::Array(Vec::new()))) }));
+        }
+        let observer = Arc::new(StepLog {
+            store: self.store.clone(),
+            listener: self.listener.clone(),
+            run_id: run_id.to_string(),
+            step_id: step.id.clone(),
+            budget: AtomicU64::new(grants.max_output),
+        });
+        let items = super::fan_out::Items {
+            invocations,
+            inputs,
+            parallelism: step.parallelism.unwrap_or(DEFAULT_PARALLELISM),
+            fail_fast: step.fail_fast.unwrap_or(true),
+        };
+        Ok(Box::pin(super::fan_out::run_items(
+            self.store.clone(),
+            self.executor.clone(),
+            observer,
+            items,
+        )))
+    }
+
+    /// After the last step of a stage loop completed: stop when `until`
+    /// holds, else run the stage again (at most `max_iterations` times).
+    #[allow(clippy::too_many_arguments)]
+    fn close_stage(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        templates: &Templates,
+        state: &mut RunState,
+        index: usize,
+        attempt: u32,
+        stage: &StageLoop,
+    ) -> Result<()> {
+        let step = &workflow.def.steps[index];
+        let max = stage
+            .max_iterations
+            .unwrap_or(DEFAULT_MAX_ITERATIONS)
+            .max(1);
+        let failure = match evaluate_condition(templates, &stage.until, &state.context) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {
+                let used = self.store.loops(run_id, &step.id)?;
+                if used + 1 < max {
+                    self.store.append_event(
+                        run_id,
+                        Some(&step.id),
+                        "step_loop",
+                        &json!({ "until": stage.until, "iteration": used + 2, "max_iterations": max }),
+                    )?;
+                    let mut targets: Vec<usize> = stage
+                        .steps
+                        .iter()
+                        .filter_map(|id| workflow.graph.index_of(id))
+                        .collect();
+                    targets.push(index);
+                    return self.go_back(
+                        run_id,
+                        workflow,
+                        state,
+                        &targets,
+                        &format!("loop of '{}': iteration {}", step.id, used + 2),
+                    );
+                }
+                format!(
+                    "loop: `until` ({}) still false after {max} iteration(s)",
+                    stage.until.trim()
+                )
+            }
+            Err(error) => format!("loop: `until` ({}): {error}", stage.until.trim()),
+        };
+        // The last iteration completed but the stage did not converge.
+        self.store
+            .set_step_status(run_id, &step.id, StepStatus::Running, None)?;
+        state.scheduler.settle(index);
+        state.outputs.remove(&step.id);
+        self.record_failure(
+            run_id,
+            workflow,
+            state,
+            index,
+            attempt,
+            &StepFailure::permanent(failure),
+        )
+    }
+
+    /// Run `targets` and everything downstream of them again (steps still
+    /// running elsewhere are left alone), then rebuild the ready queue.
+    fn go_back(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        state: &mut RunState,
+        targets: &[usize],
+        reason: &str,
+    ) -> Result<()> {
+        let mut reset: std::collections::BTreeSet<usize> = targets.iter().copied().collect();
+        for &target in targets {
+            reset.extend(workflow.graph.descendants(target));
+        }
+        for index in reset {
+            if state.running.contains(&index) || workflow.def.steps[index].finally {
+                continue;
+            }
+            self.store
+                .reset_step(run_id, &workflow.def.steps[index].id, reason)?;
+            state.board.reset(index);
+        }
+        self.rebuild(run_id, workflow, state)
+    }
+
+    /// Rebuild the scheduler and template context from the store, keeping
+    /// steps that are live in this process (running, or waiting to retry).
+    fn rebuild(&self, run_id: &str, workflow: &LoadedWorkflow, state: &mut RunState) -> Result<()> {
+        let def = &workflow.def;
+        let records = self.store.steps(run_id)?;
+        state.scheduler = Scheduler::new(
+            def.steps
+                .iter()
+                .map(|s| (s.id.as_str(), s.needs.as_slice())),
+        );
+        state.context["steps"] = json!({});
+        state.outputs.clear();
+        for (index, step) in def.steps.iter().enumerate() {
+            if step.finally {
+                state.scheduler.hold(index);
+            }
+        }
+        for index in workflow.graph.topo_order() {
+            let step = &def.steps[index];
+            let Some(record) = records.iter().find(|r| r.id == step.id) else {
+                continue;
+            };
+            let tolerated = step.optional || step.continue_on_error;
+            if state.running.contains(&index) || state.waiting.contains(&index) {
+                state.scheduler.settle(index);
+                continue;
+            }
+            match record.status {
+                StepStatus::Completed => {
+                    state.scheduler.settle(index);
+                    state.complete(index, record.output.clone().unwrap_or(Value::Null));
+                }
+                StepStatus::Failed if tolerated => {
+                    state.scheduler.settle(index);
+                    state.record_status(index, "failed");
+                    state.scheduler.complete(index);
+                }
+                StepStatus::Failed | StepStatus::Cancelled => {
+                    state.scheduler.settle(index);
+                    state.record_status(index, record.status.as_str());
+                    state.scheduler.fail(index);
+                }
+                StepStatus::Skipped => {
+                    state.scheduler.settle(index);
+                    state.record_status(index, "skipped");
+                    state.scheduler.skip(index);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn record_failure(
         &self,
         run_id: &str,
-        def: &Workflow,
+        workflow: &LoadedWorkflow,
         state: &mut RunState,
         index: usize,
         attempt: u32,
         failure: &StepFailure,
     ) -> Result<()> {
+        let def = &workflow.def;
         let step = &def.steps[index];
-        let message = describe_failure(failure);
+        let mut message = describe_failure(failure);
+        let on_failure = step.on_failure.clone().unwrap_or_default();
+        if let Some(target) = &on_failure.retry_step {
+            let max = on_failure.max_loops.unwrap_or(DEFAULT_MAX_LOOPS);
+            let used = self.store.loops(run_id, &step.id)?;
+            if used < max {
+                self.store.finish_attempt(
+                    run_id,
+                    &step.id,
+                    attempt,
+                    StepStatus::Failed,
+                    Err(&message),
+                )?;
+                self.store.append_event(
+                    run_id,
+                    Some(&step.id),
+                    "step_loop",
+                    &json!({ "back_to": target, "loop": used + 1, "max_loops": max, "error": message }),
+                )?;
+                self.listener.on_event(&RunEvent::StepFailed {
+                    step: step.id.clone(),
+                    error: format!(
+                        "{message} → going back to '{target}' (loop {}/{max})",
+                        used + 1
+                    ),
+                });
+                let targets: Vec<usize> = workflow.graph.index_of(target).into_iter().collect();
+                return self.go_back(
+                    run_id,
+                    workflow,
+                    state,
+                    &targets,
+                    &format!("'{}' failed and went back to '{target}'", step.id),
+                );
+            }
+            message = format!("{message} (gave up after {max} loop(s) back to '{target}')");
+        }
+        match on_failure.escalate.unwrap_or_default() {
+            Escalation::Block => {
+                self.store.finish_attempt(
+                    run_id,
+                    &step.id,
+                    attempt,
+                    StepStatus::Failed,
+                    Err(&message),
+                )?;
+                self.listener.on_event(&RunEvent::StepFailed {
+                    step: step.id.clone(),
+                    error: message.clone(),
+                });
+                state.blocked = Some(format!(
+                    "step '{}' failed and blocks the run (on_failure: block): {message}; fix the cause, then `wfhost resume {run_id}` runs it again",
+                    step.id
+                ));
+                return Ok(());
+            }
+            Escalation::Skip => {
+                self.store.finish_attempt(
+                    run_id,
+                    &step.id,
+                    attempt,
+                    StepStatus::Failed,
+                    Err(&message),
+                )?;
+                self.listener.on_event(&RunEvent::StepFailed {
+                    step: step.id.clone(),
+                    error: message.clone(),
+                });
+                let reason = format!("failed, then skipped (on_failure: skip): {message}");
+                self.store
+                    .set_step_status(run_id, &step.id, StepStatus::Skipped, Some(&reason))?;
+                return self.skip_dependents(run_id, def, state, index);
+            }
+            Escalation::Fail => {}
+        }
         self.store
             .finish_attempt(run_id, &step.id, attempt, StepStatus::Failed, Err(&message))?;
         self.listener.on_event(&RunEvent::StepFailed {
@@ -699,6 +1122,27 @@ pub struct ResumeOptions {
     pub skip: Vec<String>,
 }
 
+/// The future running a `for_each` step's items: the attempt to report
+/// and the list of outputs (or the first failure).
+type ItemsFuture = crate::engine::executor::BoxFuture<(u32, Result<Value, StepFailure>)>;
+
+/// Loops back a `retry_step` may make when `max_loops` is not given.
+const DEFAULT_MAX_LOOPS: u32 = 3;
+/// Iterations of a stage loop when `max_iterations` is not given.
+const DEFAULT_MAX_ITERATIONS: u32 = 10;
+
+/// Whether a retry after `delay` still fits the step's `total_timeout`.
+fn within_total(step: &Step, state: &RunState, index: usize, delay: Duration) -> bool {
+    let Some(total) = step
+        .total_timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+    else {
+        return true;
+    };
+    state.first_started[index].is_none_or(|first| first.elapsed() + delay < total)
+}
+
 /// How often the driver beats its heartbeat and reads control requests.
 const CONTROL_TICK: Duration = Duration::from_millis(250);
 
@@ -716,6 +1160,12 @@ struct RunState {
     failed_any: bool,
     tolerated_any: bool,
     cancelled: bool,
+    /// Why the run is parking as `blocked` (an `on_failure: block` step).
+    blocked: Option<String>,
+    /// When each step's first attempt started (for `total_timeout`).
+    first_started: Vec<Option<Instant>>,
+    /// Steps waiting for a retry timer.
+    waiting: std::collections::HashSet<usize>,
     ids: Vec<String>,
 }
 
@@ -736,6 +1186,9 @@ impl RunState {
             failed_any: false,
             tolerated_any: false,
             cancelled: false,
+            blocked: None,
+            first_started: vec![None; def.steps.len()],
+            waiting: Default::default(),
             ids: def.steps.iter().map(|s| s.id.clone()).collect(),
         }
     }

@@ -8,6 +8,7 @@
 pub mod ceiling;
 pub mod driver;
 pub mod executor;
+mod fan_out;
 pub mod grants;
 mod progress;
 pub mod retry;

@@ -69,6 +69,13 @@ impl ProgressBoard {
         self.dirty = true;
     }
 
+    /// A step will run again.
+    pub fn reset(&mut self, index: usize) {
+        self.rows[index].status = "pending";
+        self.rows[index].duration = None;
+        self.dirty = true;
+    }
+
     /// A step was skipped.
     pub fn skipped(&mut self, index: usize) {
         self.rows[index].status = "skipped";

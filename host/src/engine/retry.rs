@@ -141,6 +141,13 @@ pub fn resolve_all(workflow: &LoadedWorkflow) -> Result<Vec<RetryPolicy>, Diagno
     let mut policies = Vec::new();
     let mut diagnostics = Diagnostics::new();
     for (index, step) in workflow.def.steps.iter().enumerate() {
+        for problem in flow_problems(workflow, index) {
+            diagnostics.push(
+                Diagnostic::new(problem)
+                    .at(locator.step_key(index, &["on_failure", "loop", "for_each"]))
+                    .for_step(&step.id),
+            );
+        }
         match policy_for(step, defaults) {
             Ok(policy) => policies.push(policy),
             Err(message) => diagnostics.push(
@@ -151,6 +158,50 @@ pub fn resolve_all(workflow: &LoadedWorkflow) -> Result<Vec<RetryPolicy>, Diagno
         }
     }
     diagnostics.into_result(policies)
+}
+
+/// Problems with a step's failure handling and loops: `retry_step` and
+/// `loop.steps` must name steps that run before it.
+fn flow_problems(workflow: &LoadedWorkflow, index: usize) -> Vec<String> {
+    let step = &workflow.def.steps[index];
+    let ancestors = workflow.graph.ancestors(index);
+    let mut problems = Vec::new();
+    let mut earlier = |what: &str, id: &str| {
+        match workflow.graph.index_of(id) {
+        None => problems.push(format!("{what} names unknown step '{id}'")),
+        Some(j) if !ancestors.contains(&j) => problems.push(format!(
+            "{what} '{id}' must be a step this one needs (directly or not), so that it runs before it"
+        )),
+        Some(_) => {}
+    }
+    };
+    if let Some(target) = step
+        .on_failure
+        .as_ref()
+        .and_then(|o| o.retry_step.as_deref())
+    {
+        earlier("on_failure.retry_step", target);
+    }
+    if let Some(stage) = &step.stage_loop {
+        for id in &stage.steps {
+            earlier("loop.steps", id);
+        }
+    }
+    if step.on_failure.as_ref().and_then(|o| o.max_loops) == Some(0) {
+        problems.push("on_failure.max_loops must be at least 1".into());
+    }
+    if step.parallelism == Some(0) {
+        problems.push("parallelism must be at least 1".into());
+    }
+    if (step.parallelism.is_some() || step.fail_fast.is_some()) && step.for_each.is_none() {
+        problems.push("parallelism and fail_fast apply to for_each steps only".into());
+    }
+    if let Some(total) = &step.total_timeout {
+        if let Err(error) = crate::workflow::parse_duration(total) {
+            problems.push(format!("total_timeout: {error}"));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ impl Store {
             ],
         )?;
         tx.execute(
-            "UPDATE steps SET status = ?3, attempts = ?4, started_at = COALESCE(started_at, ?5),
+            "UPDATE steps SET status = ?3, attempts = MAX(attempts, ?4), started_at = COALESCE(started_at, ?5),
                               finished_at = NULL, error = NULL, next_attempt_at = NULL
              WHERE run_id = ?1 AND step_id = ?2",
             params![run_id, step_id, StepStatus::Running.as_str(), attempt, now],
@@ -275,6 +275,76 @@ impl Store {
                 .write_step_json(step_id, "output.json", output)?;
         }
         self.mirror_event(run_id, Some(step_id), &now, kind, &data)
+    }
+
+    /// Finish one item of a `for_each` step (its own attempt row); the
+    /// step itself stays running.
+    pub fn finish_item(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        index: usize,
+        outcome: std::result::Result<&Value, &str>,
+    ) -> Result<()> {
+        let now = now();
+        let (status, output, error) = match outcome {
+            Ok(output) => (StepStatus::Completed, Some(output.to_string()), None),
+            Err(message) => (StepStatus::Failed, None, Some(message.to_string())),
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
+             WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+            params![
+                run_id,
+                step_id,
+                attempt,
+                status.as_str(),
+                now,
+                output,
+                error
+            ],
+        )?;
+        let kind = if error.is_none() {
+            "item_completed"
+        } else {
+            "item_failed"
+        };
+        let data = serde_json::json!({ "attempt": attempt, "index": index, "error": error });
+        insert_event(&tx, run_id, Some(step_id), &now, kind, &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, Some(step_id), &now, kind, &data)
+    }
+
+    /// Complete a step whose attempts were recorded item by item.
+    pub fn complete_step(&self, run_id: &str, step_id: &str, output: &Value) -> Result<()> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE steps SET status = 'completed', finished_at = ?3, output = ?4, error = NULL
+             WHERE run_id = ?1 AND step_id = ?2",
+            params![run_id, step_id, now, output.to_string()],
+        )?;
+        let data = serde_json::json!({ "status": "completed" });
+        insert_event(&tx, run_id, Some(step_id), &now, "step_completed", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.run_files(run_id)
+            .write_step_json(step_id, "output.json", output)?;
+        self.mirror_event(run_id, Some(step_id), &now, "step_completed", &data)
+    }
+
+    /// How many times a step has looped back (`step_loop` events).
+    pub fn loops(&self, run_id: &str, step_id: &str) -> Result<u32> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND step_id = ?2 AND kind = 'step_loop'",
+            params![run_id, step_id],
+            |row| row.get(0),
+        )?)
     }
 
     /// Record that a step will not run, and why.

@@ -206,6 +206,71 @@ pub struct Step {
     /// run succeeded, failed or was cancelled.
     #[serde(default)]
     pub finally: bool,
+    /// Time for all attempts together, retries and waits included.
+    #[serde(default)]
+    pub total_timeout: Option<String>,
+    /// What a failure (after retries) leads to.
+    #[serde(default)]
+    pub on_failure: Option<OnFailure>,
+    /// Run the step once per item of a list (an expression over `args` and
+    /// earlier outputs); `{{ item }}` and `{{ index }}` are the current one.
+    #[serde(default)]
+    pub for_each: Option<String>,
+    /// Items of a `for_each` running at once (default 4).
+    #[serde(default)]
+    pub parallelism: Option<usize>,
+    /// Stop a `for_each` at the first failed item (default true).
+    #[serde(default)]
+    pub fail_fast: Option<bool>,
+    /// Repeat a stage: after this step completes, unless `until` holds, the
+    /// listed earlier steps, this one and what depends on them run again.
+    #[serde(default, rename = "loop")]
+    pub stage_loop: Option<StageLoop>,
+}
+
+/// `on_failure:` of a step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OnFailure {
+    /// `fail` (default: the run fails), `skip` (the step counts as
+    /// skipped, and so do its dependents) or `block` (the run parks as
+    /// `blocked` until `wfhost resume`, which runs the step again).
+    #[serde(default)]
+    pub escalate: Option<Escalation>,
+    /// Go back to this earlier step: it and everything after it run again.
+    #[serde(default)]
+    pub retry_step: Option<String>,
+    /// How many times `retry_step` may go back (default 3).
+    #[serde(default)]
+    pub max_loops: Option<u32>,
+}
+
+/// Where a failure escalates to.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Escalation {
+    /// The run fails.
+    #[default]
+    Fail,
+    /// The step counts as skipped.
+    Skip,
+    /// The run waits for an operator.
+    Block,
+}
+
+/// `loop:` of a step: repeat a stage until a condition holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StageLoop {
+    /// Earlier steps that start the stage (with this step and what depends
+    /// on them, they run again).
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// Stop looping when this expression holds (it sees this step's output).
+    pub until: String,
+    /// Most iterations (default 10); reaching it fails the step.
+    #[serde(default)]
+    pub max_iterations: Option<u32>,
 }
 
 /// Capabilities granted to a step. Deny by default.

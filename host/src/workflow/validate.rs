@@ -550,8 +550,14 @@ impl Checker<'_> {
                     ))
                 }
             }
+            "item" | "index" if step.for_each.is_some() => None,
             other => Some(format!(
-                "template references unknown variable '{other}' (known: args, steps, run)"
+                "template references unknown variable '{other}' (known: args, steps, run{})",
+                if step.for_each.is_some() {
+                    ", item, index"
+                } else {
+                    ""
+                }
             )),
         }
     }
