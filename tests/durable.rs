@@ -806,3 +806,54 @@ fn total_timeout_bounds_all_attempts_together() {
         "{slow:#}"
     );
 }
+
+#[test]
+fn resume_keeps_the_pinned_definition_unless_upgraded() {
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let original = format!(
+        "name: pin\ndefaults: {{grants: {{files: [{{path: data}}]}}}}\nsteps:\n  - id: gate\n    run: 'test -f {d}/open'\n    on_failure: {{escalate: block}}\n  - id: after\n    needs: [gate]\n    run: echo old\n",
+        d = data.display()
+    );
+    let path = sandbox.write("pin.yaml", &original);
+    let (first, status) = sandbox.run(&path, &[]);
+    assert_exit(&first, 3);
+    let pinned_run = status.unwrap()["id"].as_str().unwrap().to_string();
+    let (second, status) = sandbox.run(&path, &[]);
+    assert_exit(&second, 3);
+    let upgraded_run = status.unwrap()["id"].as_str().unwrap().to_string();
+
+    // The file changes while both runs wait.
+    std::fs::write(
+        &path,
+        original.replace("echo old", "echo new")
+            + "  - id: extra\n    needs: [after]\n    run: echo extra\n",
+    )
+    .unwrap();
+    std::fs::write(data.join("open"), "").unwrap();
+
+    let resumed = sandbox.wfhost(&["resume", &pinned_run, "--json", "--quiet"]);
+    assert_exit(&resumed, 0);
+    let status: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(
+        step(&status, "after")["output"]["stdout"],
+        "old",
+        "the pinned definition is used"
+    );
+    assert_eq!(status["steps"].as_array().unwrap().len(), 2);
+
+    let upgraded = sandbox.wfhost(&["resume", &upgraded_run, "--upgrade", "--json"]);
+    assert_exit(&upgraded, 0);
+    let stderr = text(&upgraded.stderr);
+    assert!(
+        stderr.contains("+ extra (new step)") && stderr.contains("~ after (changed)"),
+        "{stderr}"
+    );
+    let status: Value = serde_json::from_slice(&upgraded.stdout).unwrap();
+    assert_eq!(step(&status, "after")["output"]["stdout"], "new");
+    assert_eq!(step(&status, "extra")["status"], "completed");
+    assert_ne!(
+        status["definition_hash"],
+        sandbox.status(&pinned_run)["definition_hash"]
+    );
+}

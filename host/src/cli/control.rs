@@ -34,6 +34,11 @@ pub struct ResumeArgs {
     /// Skip this interrupted step; the steps that need it are skipped too (repeatable).
     #[arg(long, value_name = "STEP")]
     skip: Vec<String>,
+    /// Re-read the workflow file and continue with its current definition
+    /// (steps are mapped by id; what changed is printed). Without it, a run
+    /// always continues with the definition it started with.
+    #[arg(long)]
+    upgrade: bool,
     /// Print the run as JSON when it stops (same shape as `status --json`).
     #[arg(long)]
     json: bool,
@@ -114,8 +119,12 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
         ))
         .into());
     }
-    let workflow = pinned_workflow(&store, &run_id)?;
     let ceiling = super::load_ceiling(home, config)?;
+    let workflow = if args.upgrade {
+        upgrade(&store, &run_id, ceiling.as_ref())?
+    } else {
+        pinned_workflow(&store, &run_id)?
+    };
     let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
     let listener: Arc<dyn RunListener> = if args.quiet {
         Arc::new(Silent)
@@ -196,6 +205,78 @@ pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<Exit
         Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
     super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
+}
+
+/// Load the workflow file as it is now, print how it differs from the
+/// run's pinned definition (steps mapped by id) and pin it.
+fn upgrade(
+    store: &Arc<Store>,
+    run_id: &str,
+    ceiling: Option<&crate::engine::ceiling::Ceiling>,
+) -> Result<LoadedWorkflow> {
+    let run = store.run(run_id)?;
+    let pinned = pinned_workflow(store, run_id)?;
+    let file_name = Path::new(&run.workflow_path)
+        .file_name()
+        .unwrap_or_default();
+    let path = Path::new(&run.workflow_dir).join(file_name);
+    let current = super::run::load_workflow(&path)?;
+    super::check_grants(&current, ceiling)?;
+    let old: std::collections::BTreeMap<&str, &crate::workflow::Step> = pinned
+        .def
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    let new: std::collections::BTreeMap<&str, &crate::workflow::Step> = current
+        .def
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s))
+        .collect();
+    let added: Vec<&str> = new
+        .keys()
+        .filter(|id| !old.contains_key(*id))
+        .copied()
+        .collect();
+    let removed: Vec<&str> = old
+        .keys()
+        .filter(|id| !new.contains_key(*id))
+        .copied()
+        .collect();
+    let changed: Vec<&str> = new
+        .iter()
+        .filter(|(id, step)| old.get(*id).is_some_and(|before| before != *step))
+        .map(|(id, _)| *id)
+        .collect();
+    let done: Vec<String> = store
+        .steps(run_id)?
+        .into_iter()
+        .filter(|s| s.status == StepStatus::Completed)
+        .map(|s| s.id)
+        .collect();
+    eprintln!("upgrading run {run_id} to the current {}:", path.display());
+    if added.is_empty() && removed.is_empty() && changed.is_empty() {
+        eprintln!("  no step changed");
+    }
+    for id in &added {
+        eprintln!("  + {id} (new step)");
+    }
+    for id in &removed {
+        eprintln!("  - {id} (removed)");
+    }
+    for id in &changed {
+        let note = if done.iter().any(|d| d == id) {
+            " (already completed: keeps its output; `wfhost retry --from` re-runs it)"
+        } else {
+            ""
+        };
+        eprintln!("  ~ {id} (changed){note}");
+    }
+    let ids: Vec<&str> = current.def.steps.iter().map(|s| s.id.as_str()).collect();
+    let summary = serde_json::json!({ "added": added, "removed": removed, "changed": changed });
+    store.upgrade_definition(run_id, &current.source, &ids, &summary)?;
+    Ok(current)
 }
 
 /// The definition a run started with (never the file as it is now).

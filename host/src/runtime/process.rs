@@ -1,7 +1,7 @@
 //! The `process` interface: start a program the step's `exec` grant allows.
 //!
 //! The child runs outside wasm, so the host confines it with what the OS
-//! offers (the mechanics are in [`super::sandbox`]):
+//! offers (the mechanics are in `sandbox.rs`):
 //!
 //! - **Environment**: cleared except `PATH`, the step's granted variables,
 //!   `WFHOST_*` and `TMPDIR`, plus what the call itself sets.
@@ -35,14 +35,15 @@
 //!   itself and nothing else, so a program started by a root host has no
 //!   privilege over the machine; `no_new_privs` disables set-uid binaries;
 //!   Landlock scoping stops signals and abstract unix sockets at the
-//!   sandbox's edge; the tree may hold at most
-//!   [`MAX_TASKS`](super::sandbox::MAX_TASKS) tasks (a `pids` cgroup, or
-//!   `RLIMIT_NPROC` when the host is not root), so a fork bomb stays small.
+//!   sandbox's edge; the tree may hold at most 512 tasks (processes and
+//!   threads: a `pids` cgroup, or `RLIMIT_NPROC` when the host is not
+//!   root), so a fork bomb stays small and the host responsive.
 //! - **Lifetime**: its own session and process group, in a pid namespace
 //!   whose init ends with the program, taking every process the program
 //!   left behind with it. At the deadline (the call's `timeout-ms`, or the
 //!   step's), or when the step is cancelled, the group gets SIGTERM, then
-//!   SIGKILL after a grace period.
+//!   SIGKILL after a grace period. If the host itself dies, the program's
+//!   tree is killed too.
 //! - **Output**: stdout and stderr are each kept up to the step's
 //!   `max_output`, with a marker saying how much was cut; the rest is read
 //!   and dropped, so a program writing gigabytes neither stalls nor fills
@@ -53,6 +54,14 @@
 //! `sandbox: best-effort` mode runs the program with what is available and
 //! gets a warning in its log. Denials are values (`process-error::denied`),
 //! never traps.
+//!
+//! Not confined here: the memory and CPU time of started programs (the
+//! `memory` grant bounds the wasm step only; the deadline bounds the time);
+//! with a `network` grant, UDP and the choice of host; connecting to unix
+//! sockets by path (say `/run/docker.sock`) on kernels whose Landlock is
+//! older than ABI 9, where the host's user may reach them. Each running
+//! program keeps two small waiting processes that share the host's memory
+//! copy-on-write.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -827,21 +836,8 @@ mod tests {
             .collect()
     }
 
-    /// How often the `pids` cgroup of `pid` refused a fork, if it has one.
-    fn refused_forks(pid: u32) -> Option<u64> {
-        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let path = cgroups.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers.split(',').any(|c| c == "pids").then_some(path)
-        })?;
-        let events =
-            std::fs::read_to_string(format!("/sys/fs/cgroup/pids{path}/pids.events")).ok()?;
-        events.strip_prefix("max ")?.trim().parse().ok()
-    }
-
     #[tokio::test]
-    async fn a_fork_bomb_is_contained_and_killed_at_the_deadline() {
+    async fn a_fork_bomb_is_contained_and_leaves_nothing_behind() {
         if !sandbox_available() {
             return;
         }
@@ -857,44 +853,38 @@ mod tests {
         let watcher = {
             let (done, name) = (done.clone(), name.clone());
             std::thread::spawn(move || {
-                let (mut peak, mut refused) = (0, None);
+                let mut peak = 0;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    let pids = processes_with(&name);
-                    peak = peak.max(pids.len());
-                    if let Some(count) = pids.iter().find_map(|pid| refused_forks(*pid)) {
-                        refused = refused.max(Some(count));
-                    }
+                    peak = peak.max(processes_with(&name).len());
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                (peak, refused)
+                peak
             })
         };
         let started = Instant::now();
         let out = output(&spec).await;
         let took = started.elapsed();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (peak, refused) = watcher.join().unwrap();
-        assert!(out.timed_out);
-        assert!(took < Duration::from_secs(15), "took {took:?}");
+        let peak = watcher.join().unwrap();
+        // Stopped at the deadline, unless the main shell died first of a
+        // fork refused (dash gives up then).
         assert!(
-            peak >= 4,
-            "the bomb did not run: {peak} processes at most, {refused:?} refused forks; {}",
+            out.timed_out || out.exit_code == Some(2),
+            "{:?} {:?}",
+            out.exit_code,
+            out.signal
+        );
+        assert!(took < Duration::from_secs(15), "took {took:?}");
+        // Forks were refused: the bomb reached the limit (MAX_TASKS).
+        assert!(
+            text(&out.stderr).contains("Cannot fork"),
+            "the bomb never hit a limit ({peak} processes seen): {}",
             text(&out.stderr)
         );
         assert!(
             peak <= sandbox::MAX_TASKS as usize,
             "{peak} processes at the peak"
         );
-        let v1_pids = sandbox::support()
-            .cgroup
-            .as_deref()
-            .is_some_and(|dir| dir.starts_with("/sys/fs/cgroup/pids"));
-        if v1_pids {
-            assert!(
-                refused.is_some_and(|n| n > 0),
-                "the pids limit never refused a fork ({refused:?})"
-            );
-        }
         // The pid namespace's init took the whole tree with it.
         assert_eq!(
             processes_with(&name),
@@ -910,7 +900,7 @@ mod tests {
         }
         let world = World::new();
         let mut spec = world.sh("trap '' TERM; echo ready; sleep 60; echo survived");
-        spec.timeout = Duration::from_millis(300);
+        spec.timeout = Duration::from_secs(1);
         let started = Instant::now();
         let out = output(&spec).await;
         assert!(out.timed_out);

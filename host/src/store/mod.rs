@@ -537,6 +537,59 @@ impl Store {
         self.mirror_event(run_id, Some(step_id), &now, "step_reset", &data)
     }
 
+    /// Pin a new definition to a run (`wfhost resume --upgrade`): steps are
+    /// mapped by id; `steps` lists the new definition's ids in order, rows
+    /// of ids that are gone are removed (their attempts stay in history).
+    pub fn upgrade_definition(
+        &self,
+        run_id: &str,
+        definition: &str,
+        steps: &[&str],
+        summary: &Value,
+    ) -> Result<()> {
+        let now = now();
+        let hash = definition_hash(definition);
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE runs SET definition = ?2, definition_hash = ?3 WHERE id = ?1",
+            params![run_id, definition, hash],
+        )?;
+        let existing: Vec<String> = {
+            let mut stmt = tx.prepare("SELECT step_id FROM steps WHERE run_id = ?1")?;
+            let ids = stmt
+                .query_map([run_id], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            ids
+        };
+        for id in &existing {
+            if !steps.contains(&id.as_str()) {
+                tx.execute(
+                    "DELETE FROM steps WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, id],
+                )?;
+            }
+        }
+        for (position, id) in steps.iter().enumerate() {
+            if existing.iter().any(|e| e == id) {
+                tx.execute(
+                    "UPDATE steps SET position = ?3 WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, id, position as i64],
+                )?;
+            } else {
+                tx.execute(
+                    "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
+                    params![run_id, id, position as i64],
+                )?;
+            }
+        }
+        let data = serde_json::json!({ "definition_hash": hash, "changes": summary });
+        insert_event(&tx, run_id, None, &now, "run_upgraded", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(run_id, None, &now, "run_upgraded", &data)
+    }
+
     /// Events of a run after sequence number `after`, oldest first.
     pub fn events_after(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
         let conn = self.conn();
