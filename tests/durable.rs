@@ -857,3 +857,34 @@ fn resume_keeps_the_pinned_definition_unless_upgraded() {
         sandbox.status(&pinned_run)["definition_hash"]
     );
 }
+
+#[test]
+fn a_run_past_its_run_timeout_is_cancelled_and_cleans_up() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "runtimeout.yaml",
+        "name: rt\nconfig: {run_timeout: 1s}\nsteps:\n  - id: slow\n    run: sleep 57.1\n  - id: cleanup\n    finally: true\n    run: echo tidy\n",
+    );
+    let started = Instant::now();
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 1);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let status = status.unwrap();
+    assert_eq!(status["status"], "cancelled");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap()
+            .contains("run_timeout of 1s reached"),
+        "{status:#}"
+    );
+    assert_eq!(step(&status, "slow")["status"], "cancelled");
+    assert_eq!(step(&status, "cleanup")["output"]["stdout"], "tidy");
+    let bad = sandbox.write(
+        "badrt.yaml",
+        "name: b\nconfig: {run_timeout: soon}\nsteps:\n  - id: a\n    run: 'true'\n",
+    );
+    let output = sandbox.wfhost(&["validate", bad.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    assert!(text(&output.stderr).contains("config.run_timeout"));
+}

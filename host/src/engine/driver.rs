@@ -249,6 +249,12 @@ impl Driver {
                 index
             });
         }
+        let run_deadline = def
+            .config
+            .run_timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .map(|t| (t, Instant::now() + t));
         let mut tick = tokio::time::interval(CONTROL_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut paused = false;
@@ -464,6 +470,23 @@ impl Driver {
                 }
                 _ = tick.tick() => {
                     self.store.heartbeat(run_id)?;
+                    if let Some((limit, deadline)) = run_deadline.filter(|_| !state.cancelled) {
+                        if Instant::now() >= deadline {
+                            self.store.append_event(
+                                run_id,
+                                None,
+                                "run_timeout",
+                                &json!({ "run_timeout": crate::runtime::humanize(limit) }),
+                            )?;
+                            running.abort_all();
+                            while running.join_next().await.is_some() {}
+                            timers.abort_all();
+                            state.cancel_reason = format!("run_timeout of {} reached", crate::runtime::humanize(limit));
+                            self.cancel(run_id, def, &mut state)?;
+                            paused = false;
+                            continue;
+                        }
+                    }
                     match self.store.request(run_id)?.as_deref() {
                         Some("pause") if !paused => {
                             paused = true;
@@ -512,10 +535,7 @@ impl Driver {
         }
         let failed = state.failed_any || !state.scheduler.is_finished();
         let (status, error) = if state.cancelled {
-            (
-                RunStatus::Cancelled,
-                Some("cancelled by request".to_string()),
-            )
+            (RunStatus::Cancelled, Some(state.cancel_reason.clone()))
         } else if failed {
             (
                 RunStatus::Failed,
@@ -1162,6 +1182,8 @@ struct RunState {
     cancelled: bool,
     /// Why the run is parking as `blocked` (an `on_failure: block` step).
     blocked: Option<String>,
+    /// Why the run was cancelled.
+    cancel_reason: String,
     /// When each step's first attempt started (for `total_timeout`).
     first_started: Vec<Option<Instant>>,
     /// Steps waiting for a retry timer.
@@ -1187,6 +1209,7 @@ impl RunState {
             tolerated_any: false,
             cancelled: false,
             blocked: None,
+            cancel_reason: "cancelled by request".to_string(),
             first_started: vec![None; def.steps.len()],
             waiting: Default::default(),
             ids: def.steps.iter().map(|s| s.id.clone()).collect(),

@@ -130,6 +130,10 @@ pub struct RunConfig {
     /// Default per-step timeout, e.g. `30s`, `10m` (default: 10m).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Time for the whole run (measured by the driving process); when it
+    /// passes, the run is cancelled (cleanup steps still run).
+    #[serde(default)]
+    pub run_timeout: Option<String>,
 }
 
 /// One node of the DAG.

@@ -160,6 +160,15 @@ impl Checker<'_> {
                 self.report(at, None, format!("config.timeout: {e}"));
             }
         }
+        if let Some(timeout) = &config.run_timeout {
+            if let Err(e) = parse_duration(timeout) {
+                let at = self
+                    .loc
+                    .key_value("run_timeout", timeout)
+                    .unwrap_or_else(|| self.key_loc("config"));
+                self.report(at, None, format!("config.run_timeout: {e}"));
+            }
+        }
     }
 
     fn check_phases(&mut self) {
