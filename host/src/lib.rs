@@ -5,6 +5,7 @@
 //! whose steps execute in [`runtime`], while [`store`] records what happened.
 //! [`cli`] is a thin layer on top.
 
+pub mod agent;
 pub mod cli;
 pub mod engine;
 pub mod runtime;

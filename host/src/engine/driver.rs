@@ -1343,6 +1343,7 @@ fn prepare_invocation(
         grants,
         timeout,
         scratch_dir,
+        agent: None,
     })
 }
 

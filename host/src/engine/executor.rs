@@ -40,6 +40,8 @@ pub struct StepInvocation {
     pub timeout: Duration,
     /// A private directory of this step in the run folder, for host-side files.
     pub scratch_dir: PathBuf,
+    /// For agent steps: the session serving the `model` and `tools` imports.
+    pub agent: Option<crate::agent::AgentHandle>,
 }
 
 pub use super::grants::ResolvedGrants;

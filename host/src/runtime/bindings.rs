@@ -5,10 +5,12 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: {
         "wfhost:plugin/process": async,
+        "wfhost:plugin/model": async,
+        "wfhost:plugin/tools": async,
     },
     exports: {
         default: async,
     },
 });
 
-pub use self::wfhost::plugin::{host, process, types};
+pub use self::wfhost::plugin::{host, model, process, tools, types};

@@ -6,6 +6,7 @@
 //! grants: preopened directories for `files`, variables for `env`, and no
 //! sockets at all.
 
+mod agent_api;
 pub mod bindings;
 pub mod builtin;
 mod cache;
@@ -127,9 +128,11 @@ impl Runtime {
                     grants: Default::default(),
                     timeout: Duration::from_secs(5),
                     scratch_dir: std::env::temp_dir(),
+                    agent: None,
                 },
                 observer: Arc::new(NullObserver),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+                agent: None,
             }),
         }
     }
@@ -153,6 +156,7 @@ impl Runtime {
         let timeout = invocation.timeout;
         let context = Arc::new(StepContext {
             deadline: tokio::time::Instant::now() + timeout,
+            agent: invocation.agent.as_ref().map(|handle| handle.0.clone()),
             invocation,
             observer: observer.clone(),
         });

@@ -16,6 +16,8 @@ pub struct StepContext {
     pub observer: Arc<dyn StepObserver>,
     /// When the attempt must end.
     pub deadline: tokio::time::Instant,
+    /// For agent steps: the session serving `model` and `tools`.
+    pub agent: Option<std::sync::Arc<dyn crate::agent::AgentSession>>,
 }
 
 /// The data of one step's wasmtime `Store`.

@@ -1,0 +1,43 @@
+//! The `model` and `tools` interfaces. A step without an agent gets a clear
+//! refusal; agent steps are served by [`crate::agent`] through the step's
+//! [`super::state::StepContext::agent`].
+
+use super::bindings::model::{self, Completion, Message, ModelError, ToolSpec};
+use super::bindings::tools::{self, ToolError};
+use super::state::StepState;
+
+const NO_AGENT: &str = "this step has no agent: only `type: agent` steps may use models and tools";
+
+impl model::Host for StepState {
+    async fn complete(
+        &mut self,
+        messages: Vec<Message>,
+        tools: Vec<ToolSpec>,
+    ) -> Result<Completion, ModelError> {
+        match self.step.agent.clone() {
+            Some(agent) => agent.complete(messages, tools).await,
+            None => Err(ModelError::Permanent(NO_AGENT.to_string())),
+        }
+    }
+}
+
+impl tools::Host for StepState {
+    async fn available(&mut self) -> Vec<ToolSpec> {
+        match &self.step.agent {
+            Some(agent) => agent.available(),
+            None => Vec::new(),
+        }
+    }
+
+    async fn invoke(
+        &mut self,
+        call_id: String,
+        name: String,
+        arguments: String,
+    ) -> Result<String, ToolError> {
+        match self.step.agent.clone() {
+            Some(agent) => agent.invoke(call_id, name, arguments).await,
+            None => Err(ToolError::Denied(NO_AGENT.to_string())),
+        }
+    }
+}
