@@ -40,3 +40,22 @@ impl std::fmt::Debug for AgentHandle {
         f.write_str("AgentHandle")
     }
 }
+
+/// Everything the host needs to serve one attempt of an agent step.
+pub struct SessionContext {
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+    /// The attempt (recorded replies and tool results are replayed across
+    /// attempts of the same step after a crash).
+    pub attempt: u32,
+    /// The agent's definition from the workflow.
+    pub agent: crate::workflow::model::Agent,
+    /// The step's effective grants (tools are confined by them).
+    pub grants: crate::engine::grants::ResolvedGrants,
+    /// Absolute directory of the workflow file (relative paths resolve here).
+    pub workdir: std::path::PathBuf,
+    /// The store, for audit events, approvals and recordings.
+    pub store: Arc<crate::store::Store>,
+}

@@ -37,8 +37,111 @@ pub struct Workflow {
     /// workflow file).
     #[serde(default)]
     pub plugins: BTreeMap<String, String>,
+    /// AI agents that `type: agent` steps can use.
+    #[serde(default)]
+    pub agents: Vec<Agent>,
     /// The steps; order in the file does not matter, `needs` does.
     pub steps: Vec<Step>,
+}
+
+/// An AI agent: a model, a system prompt, the tools it may use and the
+/// policies that check every tool call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// Identifier steps refer to with `agent:`.
+    #[serde(alias = "key")]
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Its role, for people (and the default system prompt).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Which model answers it.
+    pub model: ModelSpec,
+    /// System prompt (a template).
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Tools it may use: `read_file`, `write_file`, `edit_file`, `list_dir`,
+    /// `search`, `exec`, `http_get` (or the short names `read`, `write`,
+    /// `edit`, `list`, `search`, `exec`, `http`).
+    #[serde(default)]
+    pub tools: Vec<String>,
+    /// Policies every tool call must pass, in order.
+    #[serde(default)]
+    pub policy: Vec<PolicySpec>,
+}
+
+/// Where an agent's model lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "provider", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// Replies (and tool calls) read from a file: deterministic, offline.
+    Scripted {
+        /// YAML or JSON file of replies, relative to the workflow file.
+        script: String,
+    },
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai {
+        /// e.g. `https://api.openai.com/v1`.
+        base_url: String,
+        /// Model name.
+        model: String,
+        /// Host environment variable holding the API key (never passed
+        /// into a sandbox).
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// Request timeout, e.g. `60s` (default 120s).
+        #[serde(default)]
+        timeout: Option<String>,
+    },
+}
+
+/// One policy of an agent's chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// The built-in `rules` policy: `allow`, `ask`, `deny` lists of
+    /// `tool(specifier)` rules.
+    #[serde(default)]
+    pub rules: Option<Rules>,
+    /// A policy component (`tool-policy` world): a `.wasm` path.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Configuration handed to a policy component.
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+/// Rules in the style of coding agents: deny before ask before allow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// Calls allowed without asking, e.g. `exec(cargo test *)`, `read(src/**)`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Calls that need a person's approval.
+    #[serde(default)]
+    pub ask: Vec<String>,
+    /// Calls always refused.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// Whether an agent step starts a new conversation or continues the
+/// agent's conversation from an earlier step of the run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// A new conversation.
+    #[default]
+    Fresh,
+    /// Continue the same agent's latest conversation in this run.
+    Reuse,
 }
 
 /// Workflow-wide defaults.
@@ -230,6 +333,25 @@ pub struct Step {
     /// listed earlier steps, this one and what depends on them run again.
     #[serde(default, rename = "loop")]
     pub stage_loop: Option<StageLoop>,
+    /// For `type: agent`: the agent (an id from `agents`).
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// For `type: agent`: the task (a template).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// For `type: agent`: `fresh` (default) or `reuse`.
+    #[serde(default)]
+    pub session: Option<SessionMode>,
+    /// For `type: agent`: most model turns (default 20).
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// For `type: agent`: `text` (default) or `json` (the final message is
+    /// parsed, and checked against `output_schema` when given).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// For `type: agent` with `output: json`: JSON Schema of the result.
+    #[serde(default)]
+    pub output_schema: Option<Value>,
 }
 
 /// `on_failure:` of a step.
