@@ -1242,6 +1242,7 @@ fn describe_failure(failure: &StepFailure) -> String {
 pub fn component_of(workflow: &LoadedWorkflow, step: &Step) -> String {
     match step_kind(step) {
         StepKind::Script => "script".to_string(),
+        StepKind::Agent => "agent".to_string(),
         StepKind::Function { component } => {
             if crate::runtime::builtin::builtin(&component).is_some() {
                 component
@@ -1310,6 +1311,9 @@ fn prepare_invocation(
             .map_err(|e| template_error("`with`", e))?,
         None => json!({}),
     };
+    if step_kind(step) == StepKind::Agent {
+        config = agent_config(workflow, step, run_id, context, templates)?;
+    }
     if step_kind(step) == StepKind::Script {
         if let Some(script) = &step.run {
             let rendered = templates
@@ -1345,6 +1349,48 @@ fn prepare_invocation(
         scratch_dir,
         agent: None,
     })
+}
+
+/// The config the built-in `agent` component receives: the rendered prompt
+/// and system prompt, limits, the output mode and, for `session: reuse`,
+/// the agent's earlier conversation in this run.
+fn agent_config(
+    workflow: &LoadedWorkflow,
+    step: &Step,
+    run_id: &str,
+    context: &Value,
+    templates: &Templates,
+) -> Result<Value, StepFailure> {
+    let template_error =
+        |what: &str, error: String| StepFailure::permanent(format!("template in {what}: {error}"));
+    let name = step.agent.as_deref().unwrap_or_default();
+    let agent = workflow
+        .def
+        .agents
+        .iter()
+        .find(|a| a.id == name)
+        .ok_or_else(|| StepFailure::permanent(format!("unknown agent '{name}'")))?;
+    let prompt = templates
+        .render_str(step.prompt.as_deref().unwrap_or_default(), context)
+        .map_err(|e| template_error("`prompt`", e))?;
+    let system = match agent.system.as_deref().or(agent.role.as_deref()) {
+        Some(text) => Some(
+            templates
+                .render_str(text, context)
+                .map_err(|e| template_error("the agent's `system`", e))?,
+        ),
+        None => None,
+    };
+    let _ = run_id;
+    Ok(json!({
+        "prompt": prompt,
+        "system": system,
+        "max_turns": step.max_turns.unwrap_or(20),
+        "output": step.output.as_deref().unwrap_or("text"),
+        "output_schema": step.output_schema,
+        "history": [],
+        "agent": { "id": agent.id, "name": agent.name, "role": agent.role },
+    }))
 }
 
 fn write_summary(

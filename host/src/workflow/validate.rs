@@ -15,7 +15,7 @@ use super::model::{Step, Workflow};
 use super::template::references;
 
 /// The built-in step types (besides the workflow's `plugins`).
-pub const BUILTIN_TYPES: &[&str] = &["script", "function"];
+pub const BUILTIN_TYPES: &[&str] = &["script", "function", "agent"];
 
 /// Fields of the `run` object in the template context.
 const RUN_FIELDS: &[&str] = &["id", "workflow"];
@@ -34,6 +34,9 @@ pub enum StepKind {
         /// The component as written (built-in name or path).
         component: String,
     },
+    /// `type: agent`: the built-in agent component, serving an agent of
+    /// the workflow.
+    Agent,
     /// A step type registered under `plugins`.
     Plugin {
         /// The key in `plugins`.
@@ -49,6 +52,7 @@ pub fn step_kind(step: &Step) -> StepKind {
         Some("function") => StepKind::Function {
             component: step.component.clone().unwrap_or_default(),
         },
+        Some("agent") => StepKind::Agent,
         Some(other) => StepKind::Plugin {
             name: other.to_string(),
         },
@@ -85,6 +89,7 @@ pub fn validate(
     checker.check_top_level();
     checker.check_config();
     checker.check_phases();
+    checker.check_agents();
     checker.check_plugins();
     checker.check_args_schema();
     let graph = checker.check_steps();
@@ -167,6 +172,95 @@ impl Checker<'_> {
                     .key_value("run_timeout", timeout)
                     .unwrap_or_else(|| self.key_loc("config"));
                 self.report(at, None, format!("config.run_timeout: {e}"));
+            }
+        }
+    }
+
+    fn check_agents(&mut self) {
+        const TOOLS: &[&str] = &[
+            "read_file",
+            "write_file",
+            "edit_file",
+            "list_dir",
+            "search",
+            "exec",
+            "http_get",
+            "read",
+            "write",
+            "edit",
+            "list",
+            "http",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for agent in &self.wf.agents {
+            let at = self
+                .loc
+                .key_value("id", &agent.id)
+                .unwrap_or_else(|| self.key_loc("agents"));
+            if !is_valid_id(&agent.id) {
+                self.report(
+                    at.clone(),
+                    None,
+                    format!(
+                        "agent id '{}' must be letters, digits, `_` or `-`",
+                        agent.id
+                    ),
+                );
+            }
+            if !seen.insert(agent.id.as_str()) {
+                self.report(
+                    at.clone(),
+                    None,
+                    format!("duplicate agent id '{}'", agent.id),
+                );
+            }
+            for tool in &agent.tools {
+                if !TOOLS.contains(&tool.as_str()) {
+                    self.report(
+                        at.clone(),
+                        None,
+                        format!(
+                            "agent '{}': unknown tool '{tool}' (known: {})",
+                            agent.id,
+                            TOOLS[..7].join(", ")
+                        ),
+                    );
+                }
+            }
+            if let crate::workflow::model::ModelSpec::Scripted { script } = &agent.model {
+                if !self.dir.join(script).is_file() {
+                    self.report(
+                        at.clone(),
+                        None,
+                        format!(
+                            "agent '{}': scripted model file '{script}' does not exist",
+                            agent.id
+                        ),
+                    );
+                }
+            }
+            for (n, policy) in agent.policy.iter().enumerate() {
+                match (&policy.rules, &policy.plugin) {
+                    (Some(_), None) => {}
+                    (None, Some(path)) => {
+                        if !path.ends_with(".wasm") || !self.dir.join(path).is_file() {
+                            self.report(
+                                at.clone(),
+                                None,
+                                format!("agent '{}': policy plugin '{path}' is not an existing .wasm file", agent.id),
+                            );
+                        }
+                    }
+                    _ => self.report(
+                        at.clone(),
+                        None,
+                        format!(
+                            "agent '{}': policy {} needs exactly one of `rules` or `plugin`",
+                            agent.id,
+                            n + 1
+                        ),
+                    ),
+                }
             }
         }
     }
@@ -389,6 +483,8 @@ impl Checker<'_> {
                 }
                 if other == "function" {
                     self.check_component(i, step);
+                } else if other == "agent" {
+                    self.check_agent_step(i, step);
                 } else if !self.wf.plugins.contains_key(other) {
                     let mut known: Vec<&str> = BUILTIN_TYPES.to_vec();
                     known.extend(self.wf.plugins.keys().map(String::as_str));
@@ -401,9 +497,71 @@ impl Checker<'_> {
                 }
             }
         }
+        let agent_only = [
+            ("agent", step.agent.is_some()),
+            ("prompt", step.prompt.is_some()),
+            ("session", step.session.is_some()),
+            ("max_turns", step.max_turns.is_some()),
+            ("output", step.output.is_some()),
+            ("output_schema", step.output_schema.is_some()),
+        ];
+        if step.step_type.as_deref() != Some("agent") {
+            for (key, present) in agent_only {
+                if present {
+                    let at = self.loc.step_key(i, &[key]);
+                    self.report(at, id, format!("`{key}` is only for `type: agent` steps"));
+                }
+            }
+        }
         if step.component.is_some() && step.step_type.as_deref() != Some("function") {
             let at = self.loc.step_key(i, &["component"]);
             self.report(at, id, "`component` is only for `type: function` steps");
+        }
+    }
+
+    fn check_agent_step(&mut self, i: usize, step: &Step) {
+        let id = Some(step.id.as_str());
+        match &step.agent {
+            None => {
+                let at = self.loc.step_key(i, &["type"]);
+                self.report(at, id, "an agent step needs `agent` (an id from `agents`)");
+            }
+            Some(name) if !self.wf.agents.iter().any(|a| &a.id == name) => {
+                let known: Vec<&str> = self.wf.agents.iter().map(|a| a.id.as_str()).collect();
+                let at = self.loc.step_key(i, &["agent"]);
+                self.report(
+                    at,
+                    id,
+                    format!("unknown agent '{name}' (declared: {})", list(&known)),
+                );
+            }
+            Some(_) => {}
+        }
+        if step.prompt.is_none() {
+            let at = self.loc.step_key(i, &["type"]);
+            self.report(
+                at,
+                id,
+                "an agent step needs `prompt` (the task for the agent)",
+            );
+        }
+        if let Some(output) = &step.output {
+            if output != "text" && output != "json" {
+                let at = self.loc.step_key(i, &["output"]);
+                self.report(
+                    at,
+                    id,
+                    format!("output must be `text` or `json`, not '{output}'"),
+                );
+            }
+        }
+        if step.output_schema.is_some() && step.output.as_deref() != Some("json") {
+            let at = self.loc.step_key(i, &["output_schema"]);
+            self.report(at, id, "`output_schema` needs `output: json`");
+        }
+        if step.max_turns == Some(0) {
+            let at = self.loc.step_key(i, &["max_turns"]);
+            self.report(at, id, "max_turns must be at least 1");
         }
     }
 
@@ -463,6 +621,9 @@ impl Checker<'_> {
         }
         if let Some(run) = &step.run {
             strings.push(("run".to_string(), run));
+        }
+        if let Some(prompt) = &step.prompt {
+            strings.push(("prompt".to_string(), prompt));
         }
         if let Some(with) = &step.with {
             collect_strings(with, "with".to_string(), &mut strings);
