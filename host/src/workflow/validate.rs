@@ -883,7 +883,9 @@ mod tests {
         assert!(e[2].ends_with(
             "step 'a': no `type` and no `run`: add `run: <command>` for a script step, or a `type`"
         ));
-        assert!(e[3].ends_with("step 'a': unknown step type 'weird' (known: script, function)"));
+        assert!(
+            e[3].ends_with("step 'a': unknown step type 'weird' (known: script, function, agent)")
+        );
     }
 
     #[test]
@@ -909,7 +911,7 @@ mod tests {
         assert_eq!(
             e,
             vec![
-                "wf.yaml:6:5: step 'a': unknown step type 'lower' (known: script, function, upper)"
+                "wf.yaml:6:5: step 'a': unknown step type 'lower' (known: script, function, agent, upper)"
             ]
         );
     }
@@ -1131,5 +1133,42 @@ mod tests {
         assert!(!is_valid_id(""));
         assert!(!is_valid_id("a.b"));
         assert!(!is_valid_id("é"));
+    }
+}
+
+#[cfg(test)]
+mod agent_tests {
+    use super::*;
+    use crate::workflow::parse::{parse_str, Format};
+
+    fn problems(src: &str, dir: &Path) -> Vec<String> {
+        let wf = parse_str(src, "wf.yaml", Format::Yaml).unwrap();
+        match validate(&wf, src, "wf.yaml", dir, &["echo"]) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn agent_steps_and_agents_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("replies.yaml"), "[]").unwrap();
+        let ok = "name: a\nagents:\n  - id: rev\n    model: {provider: scripted, script: replies.yaml}\n    tools: [read, write_file]\n    policy: [{rules: {allow: ['read(**)']}}]\nsteps:\n  - id: s\n    type: agent\n    agent: rev\n    prompt: review {{ run.id }}\n";
+        assert_eq!(problems(ok, dir.path()), Vec::<String>::new());
+
+        let bad = "name: a\nagents:\n  - id: rev\n    model: {provider: scripted, script: missing.yaml}\n    tools: [teleport]\n    policy: [{}]\n  - id: rev\n    model: {provider: openai, base_url: 'http://x', model: m}\nsteps:\n  - id: s\n    type: agent\n    agent: nobody\n    output: yaml\n  - id: t\n    run: 'true'\n    prompt: hi\n";
+        let all = problems(bad, dir.path()).join("\n");
+        for expected in [
+            "unknown tool 'teleport'",
+            "scripted model file 'missing.yaml' does not exist",
+            "policy 1 needs exactly one of `rules` or `plugin`",
+            "duplicate agent id 'rev'",
+            "step 's': unknown agent 'nobody' (declared: rev, rev)",
+            "step 's': an agent step needs `prompt`",
+            "step 's': output must be `text` or `json`, not 'yaml'",
+            "step 't': `prompt` is only for `type: agent` steps",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
     }
 }
