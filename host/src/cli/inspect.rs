@@ -35,6 +35,13 @@ pub struct LogsArgs {
     run: String,
     /// Only this step.
     step: Option<String>,
+    /// For an agent step: print its conversation (messages, tool calls and
+    /// results) instead of its log.
+    #[arg(long, requires = "step")]
+    transcript: bool,
+    /// With `--transcript`: print the messages as JSON.
+    #[arg(long, requires = "transcript")]
+    json: bool,
 }
 
 /// Arguments of `wfhost plugins`.
@@ -203,6 +210,19 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
         }
     }
     let style = Style::for_stdout();
+    if let (true, Some(step)) = (args.transcript, &args.step) {
+        let messages = crate::agent::transcript(&store, &run_id, step);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&messages)?);
+        } else if messages.is_empty() {
+            println!(
+                "step '{step}' of run {run_id} has no recorded conversation (is it an agent step?)"
+            );
+        } else {
+            print_transcript(&style, &messages);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     for event in store.events(&run_id, args.step.as_deref())? {
         let Some(step) = &event.step else { continue };
         let prefix = if args.step.is_some() {
@@ -252,10 +272,146 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
                 "{prefix}{}",
                 style.dim(&format!("── skipped: {}", text("reason")))
             ),
-            _ => {}
+            kind => {
+                if let Some(line) = agent_event_line(&style, kind, &event.data) {
+                    println!("{prefix}{line}");
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line for an agent step's audit event (see `agent::record`).
+fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
+    let text = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default();
+    let short = |value: &str| {
+        let line = value.lines().next().unwrap_or_default();
+        if line.chars().count() > 120 || value.lines().count() > 1 {
+            format!("{}…", line.chars().take(120).collect::<String>())
+        } else {
+            line.to_string()
+        }
+    };
+    Some(match kind {
+        "model_call" => {
+            let calls: Vec<&str> = data["tool_calls"]
+                .as_array()
+                .map(|calls| calls.iter().filter_map(|c| c["name"].as_str()).collect())
+                .unwrap_or_default();
+            let mut line = format!(
+                "model turn {}: {}+{} tokens, {}",
+                data["turn"],
+                data["usage"]["prompt_tokens"],
+                data["usage"]["completion_tokens"],
+                text("finish_reason")
+            );
+            if !calls.is_empty() {
+                line.push_str(&format!(" ({})", calls.join(", ")));
+            }
+            if data["replayed"] == true {
+                line.push_str(", replayed");
+            }
+            style.dim(&line)
+        }
+        "model_error" => style.warn(&format!(
+            "model error ({}): {}",
+            text("kind"),
+            text("message")
+        )),
+        "tool_call" => format!(
+            "→ {} {} {}",
+            text("tool"),
+            short(&data["arguments"].to_string()),
+            style.dim(&format!("[{}]", text("call_id")))
+        ),
+        "tool_decision" => {
+            let decision = text("decision");
+            let detail = [text("reason"), text("prompt"), text("note")]
+                .into_iter()
+                .find(|t| !t.is_empty())
+                .map(|t| format!(": {}", short(t)))
+                .unwrap_or_default();
+            let line = format!("  {decision} by {}{detail}", text("decided_by"));
+            match decision {
+                "deny" => style.bad(&line),
+                "ask" => style.warn(&line),
+                _ => style.dim(&line),
+            }
+        }
+        "tool_result" => {
+            let mut line = format!("  ← {} ({} bytes)", text("status"), data["bytes"]);
+            if data["replayed"] == true {
+                line.push_str(", replayed");
+            }
+            if text("status") != "ok" {
+                line.push_str(&format!(": {}", short(text("text"))));
+            }
+            style.dim(&line)
+        }
+        "agent_replay" => style.dim(&format!(
+            "── replaying {} recorded model replies (and the tool results of their calls)",
+            data["recorded_replies"]
+        )),
+        "replay_diverged" => style.warn(&format!(
+            "── turn {}: the conversation differs from the recording; the model is called from here on",
+            data["turn"]
+        )),
+        "approval_requested" => style.warn(&format!(
+            "  waiting for approval #{}: {}",
+            data["approval"],
+            short(text("prompt"))
+        )),
+        "approval_answered" => {
+            let note = text("note");
+            let note = if note.is_empty() {
+                String::new()
+            } else {
+                format!(": {note}")
+            };
+            style.warn(&format!(
+                "  approval #{} {}{note}",
+                data["approval"],
+                text("status")
+            ))
+        }
+        _ => return None,
+    })
+}
+
+/// A conversation for people: each message under a header naming its role,
+/// tool calls as `→ name arguments [id]`.
+fn print_transcript(style: &Style, messages: &[Value]) {
+    for message in messages {
+        let text = |key: &str| message.get(key).and_then(Value::as_str).unwrap_or_default();
+        let role = text("role");
+        let header = match (role, message.get("tool_call_id").and_then(Value::as_str)) {
+            ("tool", Some(id)) => format!("── tool result [{id}]"),
+            (role, _) => format!("── {role}"),
+        };
+        println!("{}", style.bold(&header));
+        let content = text("content");
+        if !content.is_empty() {
+            println!("{content}");
+        }
+        if let Some(Value::Array(calls)) = message.get("tool_calls") {
+            for call in calls {
+                let field = |key: &str| call.get(key).and_then(Value::as_str).unwrap_or_default();
+                let arguments = match call.get("arguments") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                println!(
+                    "{} {} {}",
+                    style.warn(&format!("→ {}", field("name"))),
+                    arguments,
+                    style.dim(&format!("[{}]", field("id")))
+                );
+            }
+        }
+        println!();
+    }
 }
 
 /// `wfhost plugins`.

@@ -1,6 +1,7 @@
 //! The `wfhost` command line: parse arguments, call the library, render
 //! the result for people (default) or machines (`--json`).
 
+mod approvals;
 mod bench;
 mod control;
 mod history;
@@ -85,6 +86,12 @@ enum Command {
     Plugins(inspect::PluginsArgs),
     /// Measure scheduling and persistence overhead on synthetic workflows.
     Bench(bench::BenchArgs),
+    /// List agents' tool calls waiting for a person (`--all`: answered ones too).
+    Approvals(approvals::ApprovalsArgs),
+    /// Approve a waiting tool call: the agent's call goes ahead.
+    Approve(approvals::ApproveArgs),
+    /// Deny a waiting tool call: the reason goes back to the agent's model.
+    Deny(approvals::DenyArgs),
 }
 
 /// Entry point of the binary.
@@ -108,6 +115,9 @@ pub fn main() -> ExitCode {
         Command::Retry(args) => control::retry(&cli.home, cli.config.as_deref(), args),
         Command::Plugins(args) => inspect::plugins(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Approvals(args) => approvals::approvals(&cli.home, args),
+        Command::Approve(args) => approvals::approve(&cli.home, args),
+        Command::Deny(args) => approvals::deny(&cli.home, args),
     };
     match result {
         Ok(code) => code,

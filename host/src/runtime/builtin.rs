@@ -1,12 +1,23 @@
 //! Built-in components embedded in the binary.
 //!
 //! `host/build.rs` compiles the guest crates under `plugins/` for
-//! `wasm32-wasip2` and this module embeds the resulting components. Every
-//! built-in is a `step`-world component (`wit/plugin.wit`) and may be named
-//! anywhere a component is expected: `script` backs `type: script` and the
-//! `run:` shorthand; `wordcount` and `echo` are function-style examples usable
-//! as `type: function` with `component: wordcount` / `component: echo`
-//! (`script` works there too, it is just an ordinary component).
+//! `wasm32-wasip2` and this module embeds the resulting components, in two
+//! lists:
+//!
+//! - [`BUILTINS`]: `step`-world components (`wit/plugin.wit`), which may be
+//!   named anywhere a component is expected: `script` backs `type: script`
+//!   and the `run:` shorthand, `agent` backs `type: agent`; `wordcount` and
+//!   `echo` are function-style examples usable as `type: function` with
+//!   `component: wordcount` / `component: echo` (`script` works there too, it
+//!   is just an ordinary component). [`names`] lists these.
+//! - [`POLICIES`]: `tool-policy`-world components, loaded by the host's
+//!   policy chain, never run as steps: `rules-policy` backs an agent's
+//!   `policy: [{ rules: {...} }]` entries (its config is the rules object),
+//!   `example-policy` is the "no-secrets" example of a third-party policy.
+//!   [`policy`] and [`policy_names`] cover these.
+//!
+//! [`builtin`] finds a component of either list by name (names are unique
+//! across both).
 //!
 //! The bytes are component binaries, not precompiled code: the runtime
 //! compiles each one once (and caches it) like any `.wasm` a workflow names.
@@ -18,12 +29,19 @@ pub struct BuiltinComponent {
     pub name: &'static str,
     /// One sentence for listings.
     pub description: &'static str,
-    /// The component binary (`wasm32-wasip2`, `step` world).
+    /// The component binary (`wasm32-wasip2`; `step` world in [`BUILTINS`],
+    /// `tool-policy` world in [`POLICIES`]).
     pub wasm: &'static [u8],
 }
 
-/// Every built-in component, sorted by name.
+/// Every built-in step component (`step` world), sorted by name.
 pub const BUILTINS: &[BuiltinComponent] = &[
+    BuiltinComponent {
+        name: "agent",
+        description: "Runs an AI agent: model turns and policy-checked tool calls until a final \
+                      answer (text, or JSON checked against output_schema).",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/agent.wasm")),
+    },
     BuiltinComponent {
         name: "echo",
         description: "Returns its config unchanged as the step's output (identity JSON transform).",
@@ -43,14 +61,43 @@ pub const BUILTINS: &[BuiltinComponent] = &[
     },
 ];
 
-/// The built-in component called `name`, if any.
+/// Every built-in tool-policy component (`tool-policy` world), sorted by
+/// name. The `.wasm` files are named after the crates (`rules_policy.wasm`).
+pub const POLICIES: &[BuiltinComponent] = &[
+    BuiltinComponent {
+        name: "example-policy",
+        description: "Example third-party policy \"no-secrets\": denies calls whose arguments \
+                      mention .env, id_rsa, .ssh/, credentials or config `extra_patterns`.",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/example_policy.wasm")),
+    },
+    BuiltinComponent {
+        name: "rules-policy",
+        description: "The built-in `rules` policy: allow / ask / deny lists of `tool(specifier)` \
+                      rules; deny before ask before allow; unmatched calls ask.",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/rules_policy.wasm")),
+    },
+];
+
+/// The built-in component called `name`, if any: a step component of
+/// [`BUILTINS`] or a policy of [`POLICIES`] (names are unique across both).
+/// Use [`policy`] to accept policies only.
 pub fn builtin(name: &str) -> Option<&'static BuiltinComponent> {
-    BUILTINS.iter().find(|b| b.name == name)
+    BUILTINS.iter().chain(POLICIES).find(|b| b.name == name)
 }
 
-/// Names of all built-in components, sorted.
+/// Names of all built-in step components, sorted.
 pub fn names() -> Vec<&'static str> {
     BUILTINS.iter().map(|b| b.name).collect()
+}
+
+/// The built-in tool-policy component called `name`, if any.
+pub fn policy(name: &str) -> Option<&'static BuiltinComponent> {
+    POLICIES.iter().find(|b| b.name == name)
+}
+
+/// Names of all built-in tool-policy components, sorted.
+pub fn policy_names() -> Vec<&'static str> {
+    POLICIES.iter().map(|b| b.name).collect()
 }
 
 #[cfg(test)]
@@ -62,9 +109,24 @@ mod tests {
 
     #[test]
     fn lookup_by_name() {
-        assert_eq!(names(), vec!["echo", "script", "wordcount"]);
+        assert_eq!(names(), vec!["agent", "echo", "script", "wordcount"]);
         assert_eq!(builtin("script").map(|b| b.name), Some("script"));
         assert!(builtin("nope").is_none());
+        assert_eq!(policy_names(), vec!["example-policy", "rules-policy"]);
+        assert_eq!(policy("rules-policy").map(|b| b.name), Some("rules-policy"));
+        // `builtin` finds either kind; `names` and `policy` keep them apart.
+        assert_eq!(
+            builtin("rules-policy").map(|b| b.name),
+            Some("rules-policy")
+        );
+        assert!(!names().contains(&"rules-policy"));
+        assert!(policy("agent").is_none());
+        let mut all: Vec<&str> = names();
+        all.extend(policy_names());
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count, "names are unique across both lists");
     }
 
     /// Every built-in is a valid component exporting `describe` and `run` and
@@ -104,6 +166,202 @@ mod tests {
             if b.name == "script" {
                 assert!(imports.iter().any(|i| i == "wfhost:plugin/process@0.1.0"));
             }
+            if b.name == "agent" {
+                for needed in ["wfhost:plugin/model@0.1.0", "wfhost:plugin/tools@0.1.0"] {
+                    assert!(
+                        imports.iter().any(|i| i == needed),
+                        "agent: imports {imports:?}"
+                    );
+                }
+            }
         }
+    }
+
+    /// Every built-in policy is a valid component exporting `decide` and
+    /// importing no wfhost service: WASI and the types-only `policy-types`.
+    #[test]
+    fn policies_are_tool_policy_components() {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).expect("engine");
+        for p in POLICIES {
+            let component = Component::new(&engine, p.wasm)
+                .unwrap_or_else(|e| panic!("{} does not compile: {e:#}", p.name));
+            let ty = component.component_type();
+            assert!(
+                matches!(
+                    ty.get_export(&engine, "decide").map(|e| e.ty),
+                    Some(ComponentItem::ComponentFunc(_))
+                ),
+                "{}: no `decide` function",
+                p.name
+            );
+            assert!(ty.get_export(&engine, "run").is_none(), "{}", p.name);
+            let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
+            assert!(
+                imports
+                    .iter()
+                    .all(|i| i.starts_with("wasi:") || i == "wfhost:plugin/policy-types@0.1.0"),
+                "{}: imports {imports:?}",
+                p.name
+            );
+        }
+    }
+
+    /// The `agent` component, run through the real runtime against a
+    /// scripted session: tool results and denials go back to the model,
+    /// and the output carries the transcript.
+    #[test]
+    fn agent_component_runs_a_scripted_session() {
+        use crate::agent::{AgentHandle, AgentSession};
+        use crate::engine::executor::{BoxFuture, LogLevel, StepInvocation, StepObserver};
+        use crate::runtime::bindings::model::{
+            Completion, Message, ModelError, Role, ToolCall, ToolSpec, Usage,
+        };
+        use crate::runtime::bindings::tools::ToolError;
+        use serde_json::json;
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+
+        #[derive(Default)]
+        struct Session {
+            seen: Mutex<Vec<Vec<Message>>>,
+            calls: Mutex<Vec<(String, String, String)>>,
+        }
+
+        impl AgentSession for Session {
+            fn complete(
+                &self,
+                messages: Vec<Message>,
+                _tools: Vec<ToolSpec>,
+            ) -> BoxFuture<Result<Completion, ModelError>> {
+                let turn = {
+                    let mut seen = self.seen.lock().unwrap();
+                    seen.push(messages);
+                    seen.len()
+                };
+                let call = |id: &str, name: &str, arguments: &str| ToolCall {
+                    id: id.into(),
+                    name: name.into(),
+                    arguments: arguments.into(),
+                };
+                let (content, tool_calls) = match turn {
+                    1 => (
+                        String::new(),
+                        vec![
+                            call("c1", "read_file", r#"{"path":"a.txt"}"#),
+                            call("c2", "write_file", r#"{"path":"src/x","content":""}"#),
+                        ],
+                    ),
+                    _ => ("```json\n{\"verdict\": \"pass\"}\n```".to_string(), vec![]),
+                };
+                Box::pin(async move {
+                    Ok(Completion {
+                        message: Message {
+                            role: Role::Assistant,
+                            content,
+                            tool_calls,
+                            tool_call_id: None,
+                        },
+                        usage: Usage {
+                            prompt_tokens: 7,
+                            completion_tokens: 3,
+                        },
+                        finish_reason: "stop".into(),
+                    })
+                })
+            }
+
+            fn available(&self) -> Vec<ToolSpec> {
+                vec![ToolSpec {
+                    name: "read_file".into(),
+                    description: "Read a file".into(),
+                    parameters: "{}".into(),
+                }]
+            }
+
+            fn invoke(
+                &self,
+                call_id: String,
+                name: String,
+                arguments: String,
+            ) -> BoxFuture<Result<String, ToolError>> {
+                let result = match name.as_str() {
+                    "read_file" => Ok("hello".to_string()),
+                    _ => Err(ToolError::Denied("rule `write(docs/**)` only".into())),
+                };
+                self.calls.lock().unwrap().push((call_id, name, arguments));
+                Box::pin(async move { result })
+            }
+        }
+
+        #[derive(Default)]
+        struct Logs(Mutex<Vec<String>>);
+
+        impl StepObserver for Logs {
+            fn log(&self, _: LogLevel, message: &str) {
+                self.0.lock().unwrap().push(message.to_string());
+            }
+            fn progress(&self, _: &str, _: Option<f32>) {}
+        }
+
+        let session = Arc::new(Session::default());
+        let logs = Arc::new(Logs::default());
+        let invocation = StepInvocation {
+            run_id: "r1".into(),
+            step_id: "review".into(),
+            component: "agent".into(),
+            attempt: 1,
+            idempotency_key: "r1:review:0:1".into(),
+            config: json!({
+                "prompt": "Review a.txt",
+                "system": "You review.",
+                "max_turns": 5,
+                "output": "json",
+                "output_schema": {"type": "object", "required": ["verdict"]},
+                "history": [],
+                "agent": {"id": "reviewer", "name": "Reviewer", "role": null}
+            }),
+            inputs: json!({}),
+            args: json!({}),
+            workdir: std::env::temp_dir(),
+            grants: Default::default(),
+            timeout: Duration::from_secs(60),
+            scratch_dir: std::env::temp_dir(),
+            agent: Some(AgentHandle(session.clone())),
+        };
+        let tokio = tokio::runtime::Runtime::new().expect("tokio");
+        let runtime = crate::runtime::Runtime::new(None).expect("runtime");
+        let output = tokio
+            .block_on(runtime.run_step(invocation, logs.clone()))
+            .unwrap_or_else(|e| panic!("agent failed: {e:?}; logs: {:?}", logs.0.lock()));
+
+        assert_eq!(output["result"], json!({"verdict": "pass"}));
+        assert_eq!(output["turns"], 2);
+        assert_eq!(
+            output["usage"],
+            json!({"prompt_tokens": 14, "completion_tokens": 6})
+        );
+        let roles: Vec<&str> = output["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "tool", "tool", "assistant"]
+        );
+        assert_eq!(session.calls.lock().unwrap().len(), 2);
+        let second = &session.seen.lock().unwrap()[1];
+        assert_eq!(second[3].content, "hello");
+        assert_eq!(second[3].tool_call_id.as_deref(), Some("c1"));
+        assert_eq!(second[4].content, "denied: rule `write(docs/**)` only");
+        assert!(logs
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("agent reviewer (Reviewer): turn 1: 2 tool call(s)")));
     }
 }

@@ -4,6 +4,7 @@
 //! event row before the engine takes the next action. The `runs/<id>/`
 //! folder mirrors the journal for people: see [`files::RunFiles`].
 
+mod agent;
 pub mod files;
 mod records;
 mod schema;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
+pub use agent::{AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval};
 pub use files::RunFiles;
 pub use records::{EventRecord, RunRecord, RunStatus, StepRecord, StepStatus};
 
@@ -375,7 +377,15 @@ impl Store {
             [run_id],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
-        let driven_elsewhere = status == RunStatus::Running.as_str()
+        // A run `blocked` on an agent's approval is still driven: its
+        // driver waits for the answer and keeps beating.
+        let waiting_for_approval = status == RunStatus::Blocked.as_str()
+            && tx.query_row(
+                "SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND status = 'pending'",
+                [run_id],
+                |row| row.get::<_, i64>(0),
+            )? > 0;
+        let driven_elsewhere = (status == RunStatus::Running.as_str() || waiting_for_approval)
             && !records::is_stale(heartbeat.as_deref())
             && records::driver_alive(owner)
             && owner != Some(i64::from(pid));
@@ -644,7 +654,14 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for id in &ids {
-            for table in ["events", "step_attempts", "steps", "runs"] {
+            for table in [
+                "agent_records",
+                "approvals",
+                "events",
+                "step_attempts",
+                "steps",
+                "runs",
+            ] {
                 let column = if table == "runs" { "id" } else { "run_id" };
                 tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [id])?;
             }

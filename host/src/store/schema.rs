@@ -64,6 +64,41 @@ ALTER TABLE runs ADD COLUMN request TEXT;
 ALTER TABLE steps ADD COLUMN next_attempt_at TEXT;
 ALTER TABLE steps ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1;
 "#,
+    // Agent steps: recorded model replies and tool results (replayed after
+    // a crash), and tool calls held for a person's approval.
+    r#"
+CREATE TABLE agent_records (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id   TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id  TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    attempt  INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    payload  TEXT NOT NULL,
+    at       TEXT NOT NULL
+);
+CREATE INDEX agent_records_step ON agent_records(run_id, step_id, seq);
+CREATE INDEX agent_records_agent ON agent_records(run_id, agent_id, seq);
+
+CREATE TABLE approvals (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id     TEXT NOT NULL,
+    agent_id    TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    call_id     TEXT NOT NULL,
+    tool        TEXT NOT NULL,
+    arguments   TEXT NOT NULL,
+    prompt      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    note        TEXT,
+    created_at  TEXT NOT NULL,
+    answered_at TEXT
+);
+CREATE INDEX approvals_run ON approvals(run_id, status);
+CREATE INDEX approvals_call ON approvals(run_id, step_id, call_id);
+"#,
 ];
 
 /// Bring the database up to the newest schema version. Safe when several

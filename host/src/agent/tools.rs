@@ -1,0 +1,1070 @@
+//! The built-in tools an agent may use, each with a JSON Schema for the
+//! model. Everything they touch is confined by the step's grants:
+//!
+//! - Files (`read_file`, `write_file`, `edit_file`, `list_dir`, `search`)
+//!   go through [`GrantedFiles`]: cap-std roots that are the step's own
+//!   `files` grants, so a path outside them is refused whatever a policy
+//!   says, `..` cannot climb out and symlinks cannot lead out. Relative
+//!   paths are relative to the workflow's directory.
+//! - `exec` runs a command line as `sh -c <command>` in the OS sandbox of
+//!   started programs (`runtime::process`), so it needs the step to be
+//!   allowed to start `sh` (`grants: { exec: [sh] }`); the command line
+//!   can then use the programs the sandbox lets it see (system directories,
+//!   the step's other `exec` programs, its `files` grants). It starts in
+//!   the workflow's directory when a `files` grant covers it, else in the
+//!   step's private directory. It stops after [`EXEC_TIMEOUT`]; output is
+//!   capped; a non-zero exit is a `failed` result carrying the output.
+//! - `http_get` fetches `http://` or `https://` URLs whose host and port a
+//!   `network` grant covers. Redirects are not followed (the answer names
+//!   the new location, which the agent may fetch if it is granted too);
+//!   no proxy is used; the body is capped at [`HTTP_MAX_BODY`].
+//!
+//! The short names of an agent's `tools` list map to these: `read`,
+//! `write`, `edit`, `list`, `search`, `exec`, `http`.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::agent::record::truncate;
+use crate::engine::grants::{resolve_program, ResolvedGrants};
+use crate::runtime::bindings::model::ToolSpec;
+use crate::runtime::bindings::process::ProcessError;
+use crate::runtime::bindings::tools::ToolError;
+use crate::runtime::host_files::{FileError, GrantedFiles};
+
+/// How long an `exec` command may run.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes of each of stdout and stderr an `exec` result shows the model.
+pub const EXEC_MAX_OUTPUT: usize = 64 * 1024;
+/// Bytes of a file `read_file` returns.
+pub const READ_MAX: usize = 256 * 1024;
+/// Bytes of a body `http_get` returns.
+pub const HTTP_MAX_BODY: usize = 1024 * 1024;
+/// How long an `http_get` may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Matching lines `search` reports.
+pub const SEARCH_MAX_MATCHES: usize = 200;
+/// Files `search` looks at.
+pub const SEARCH_MAX_FILES: usize = 5000;
+/// Files larger than this are skipped by `search`.
+pub const SEARCH_MAX_FILE: usize = 2 * 1024 * 1024;
+
+/// A built-in tool.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolDef {
+    /// The name the model uses.
+    pub name: &'static str,
+    /// The short name an agent's `tools` list may use.
+    pub short: &'static str,
+    /// For the model.
+    pub description: &'static str,
+    /// JSON Schema of its arguments.
+    pub parameters: &'static str,
+    /// Whether it changes something outside the conversation (a call that
+    /// was interrupted by a crash is then not run again).
+    pub effectful: bool,
+}
+
+/// Every built-in tool.
+pub const TOOLS: &[ToolDef] = &[
+    ToolDef {
+        name: "read_file",
+        short: "read",
+        description: "Read a text file. Paths are relative to the workflow's directory.",
+        parameters: r#"{"type":"object","properties":{"path":{"type":"string","description":"File to read"}},"required":["path"],"additionalProperties":false}"#,
+        effectful: false,
+    },
+    ToolDef {
+        name: "write_file",
+        short: "write",
+        description: "Create or replace a text file (its directory must exist).",
+        parameters: r#"{"type":"object","properties":{"path":{"type":"string","description":"File to write"},"content":{"type":"string","description":"The whole new content"}},"required":["path","content"],"additionalProperties":false}"#,
+        effectful: true,
+    },
+    ToolDef {
+        name: "edit_file",
+        short: "edit",
+        description: "Replace one exact occurrence of `old` with `new` in a file; fails if `old` is absent or occurs more than once.",
+        parameters: r#"{"type":"object","properties":{"path":{"type":"string"},"old":{"type":"string","description":"Exact text to replace (must occur once)"},"new":{"type":"string","description":"Replacement text"}},"required":["path","old","new"],"additionalProperties":false}"#,
+        effectful: true,
+    },
+    ToolDef {
+        name: "list_dir",
+        short: "list",
+        description: "List a directory; names of directories end with '/'.",
+        parameters: r#"{"type":"object","properties":{"path":{"type":"string","description":"Directory to list (default: the workflow's directory)"}},"additionalProperties":false}"#,
+        effectful: false,
+    },
+    ToolDef {
+        name: "search",
+        short: "search",
+        description: "Search files for lines matching a regular expression; prints path:line: text.",
+        parameters: r#"{"type":"object","properties":{"pattern":{"type":"string","description":"Regular expression (Rust regex syntax)"},"path":{"type":"string","description":"File or directory to search (default: every readable granted directory)"}},"required":["pattern"],"additionalProperties":false}"#,
+        effectful: false,
+    },
+    ToolDef {
+        name: "exec",
+        short: "exec",
+        description: "Run a shell command line (sh -c) in a sandbox; it starts in the workflow's directory when that is granted, else in a private scratch directory. Returns its exit code and output.",
+        parameters: r#"{"type":"object","properties":{"command":{"type":"string","description":"The command line"}},"required":["command"],"additionalProperties":false}"#,
+        effectful: true,
+    },
+    ToolDef {
+        name: "http_get",
+        short: "http",
+        description: "Fetch a URL with HTTP GET and return its status and body (redirects are not followed).",
+        parameters: r#"{"type":"object","properties":{"url":{"type":"string","description":"http:// or https:// URL"}},"required":["url"],"additionalProperties":false}"#,
+        effectful: true,
+    },
+];
+
+/// The tool called `name` (its own name or its short name).
+pub fn lookup(name: &str) -> Option<&'static ToolDef> {
+    TOOLS.iter().find(|t| t.name == name || t.short == name)
+}
+
+/// Specs of the tools an agent lists, in its order, each once; unknown
+/// names are left out.
+pub fn specs(listed: &[String]) -> Vec<ToolSpec> {
+    let mut seen = Vec::new();
+    for name in listed {
+        if let Some(tool) = lookup(name) {
+            if !seen.iter().any(|t: &&ToolDef| t.name == tool.name) {
+                seen.push(tool);
+            }
+        }
+    }
+    seen.iter()
+        .map(|tool| ToolSpec {
+            name: tool.name.to_string(),
+            description: tool.description.to_string(),
+            parameters: tool.parameters.to_string(),
+        })
+        .collect()
+}
+
+/// A parsed tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `read_file`.
+    Read {
+        /// The file.
+        path: String,
+    },
+    /// `write_file`.
+    Write {
+        /// The file.
+        path: String,
+        /// Its new content.
+        content: String,
+    },
+    /// `edit_file`.
+    Edit {
+        /// The file.
+        path: String,
+        /// Text to replace.
+        old: String,
+        /// Replacement.
+        new: String,
+    },
+    /// `list_dir`.
+    List {
+        /// The directory.
+        path: String,
+    },
+    /// `search`.
+    Search {
+        /// Regular expression.
+        pattern: String,
+        /// Where to look (default: every readable grant).
+        path: Option<String>,
+    },
+    /// `exec`.
+    Exec {
+        /// The command line.
+        command: String,
+    },
+    /// `http_get`.
+    HttpGet {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// Parse the JSON arguments of a call to `tool` (its own name).
+pub fn parse_call(tool: &ToolDef, arguments: &Value) -> Result<Call, String> {
+    let Value::Object(map) = arguments else {
+        return Err(format!(
+            "{}: arguments must be a JSON object, not {arguments}",
+            tool.name
+        ));
+    };
+    let text = |key: &str| -> Result<String, String> {
+        match map.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(format!(
+                "{}: `{key}` must be a string, not {other}",
+                tool.name
+            )),
+            None => Err(format!("{}: `{key}` (a string) is required", tool.name)),
+        }
+    };
+    let optional = |key: &str| -> Result<Option<String>, String> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => text(key).map(Some),
+        }
+    };
+    Ok(match tool.name {
+        "read_file" => Call::Read {
+            path: text("path")?,
+        },
+        "write_file" => Call::Write {
+            path: text("path")?,
+            content: text("content")?,
+        },
+        "edit_file" => Call::Edit {
+            path: text("path")?,
+            old: text("old")?,
+            new: text("new")?,
+        },
+        "list_dir" => Call::List {
+            path: optional("path")?.unwrap_or_else(|| ".".to_string()),
+        },
+        "search" => Call::Search {
+            pattern: text("pattern")?,
+            path: optional("path")?,
+        },
+        "exec" => Call::Exec {
+            command: text("command")?,
+        },
+        "http_get" => Call::HttpGet { url: text("url")? },
+        other => return Err(format!("unknown tool '{other}'")),
+    })
+}
+
+/// What tools need to know about the step they act for.
+pub struct ToolEnv {
+    /// The step's grants.
+    pub grants: ResolvedGrants,
+    /// The workflow's directory (relative paths resolve here).
+    pub workdir: PathBuf,
+    /// The granted directories, opened (or why they could not be).
+    pub files: Result<GrantedFiles, String>,
+    /// The step's private directory (programs get `<scratch>/work`).
+    pub scratch_dir: PathBuf,
+    /// Ids for the `WFHOST_*` variables of started programs.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// How long `exec` commands may run.
+    pub exec_timeout: Duration,
+}
+
+impl ToolEnv {
+    /// An environment for a step with these grants.
+    pub fn new(
+        grants: ResolvedGrants,
+        workdir: &Path,
+        scratch_dir: PathBuf,
+        ids: (&str, &str, u32),
+    ) -> ToolEnv {
+        let workdir = std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_path_buf());
+        let files = GrantedFiles::open(&grants, &workdir)
+            .map_err(|e| format!("cannot open the step's granted directories: {e}"));
+        ToolEnv {
+            grants,
+            workdir,
+            files,
+            scratch_dir,
+            run_id: ids.0.to_string(),
+            step_id: ids.1.to_string(),
+            attempt: ids.2,
+            exec_timeout: EXEC_TIMEOUT,
+        }
+    }
+
+    fn absolute(&self, path: &str) -> PathBuf {
+        normalize(&self.workdir.join(path))
+    }
+
+    /// Check a file access against the `files` grants; the error names the
+    /// grant line that would allow it.
+    fn check_path(&self, tool: &str, path: &str, write: bool) -> Result<(), String> {
+        let absolute = self.absolute(path);
+        let access = if write { "read-write" } else { "read" };
+        let root = self
+            .grants
+            .files
+            .iter()
+            .filter(|(root, _)| absolute.starts_with(root))
+            .max_by_key(|(root, _)| root.components().count());
+        match root {
+            None => {
+                let suggestion = if absolute.is_dir() {
+                    absolute.clone()
+                } else {
+                    absolute.parent().unwrap_or(Path::new("/")).to_path_buf()
+                };
+                Err(format!(
+                    "{tool} of '{path}' denied: no files grant covers {} (add grants: {{ files: [{{ path: {}, access: {access} }}] }})",
+                    absolute.display(),
+                    suggestion.display()
+                ))
+            }
+            Some((root, writable)) if write && !writable => Err(format!(
+                "{tool} of '{path}' denied: the files grant for {} is read-only (grants: {{ files: [{{ path: {}, access: read-write }}] }})",
+                root.display(),
+                root.display()
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The `sh` this step may start, if any.
+    fn shell(&self) -> Option<PathBuf> {
+        let sh = resolve_program("sh");
+        self.grants
+            .exec
+            .iter()
+            .find(|g| g.name == "sh" || Some(&g.path) == sh.as_ref())
+            .map(|g| g.path.clone())
+    }
+
+    /// Check a call against the step's grants, before any effect.
+    pub fn check_grants(&self, call: &Call) -> Result<(), String> {
+        match call {
+            Call::Read { path } => self.check_path("read_file", path, false),
+            Call::List { path } => self.check_path("list_dir", path, false),
+            Call::Write { path, .. } => self.check_path("write_file", path, true),
+            Call::Edit { path, .. } => self.check_path("edit_file", path, true),
+            Call::Search {
+                path: Some(path), ..
+            } => self.check_path("search", path, false),
+            Call::Search { path: None, .. } if self.grants.files.is_empty() => Err(
+                "search denied: the step has no files grant (add grants: { files: [{ path: ., access: read }] })"
+                    .to_string(),
+            ),
+            Call::Search { path: None, .. } => Ok(()),
+            Call::Exec { .. } => match self.shell() {
+                Some(_) => Ok(()),
+                None => Err(
+                    "exec denied: it runs the command line with `sh -c`, and this step may not start `sh` (add grants: { exec: [sh] })"
+                        .to_string(),
+                ),
+            },
+            Call::HttpGet { url } => {
+                let target = parse_url(url)?;
+                if self
+                    .grants
+                    .network
+                    .iter()
+                    .any(|g| g.allows(&target.host, target.port))
+                {
+                    Ok(())
+                } else {
+                    let shown = if target.host.contains(':') {
+                        format!("[{}]:{}", target.host, target.port)
+                    } else {
+                        format!("{}:{}", target.host, target.port)
+                    };
+                    Err(format!(
+                        "http_get of '{url}' denied: no network grant covers {shown} (add grants: {{ network: [\"{shown}\"] }})"
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Run a call whose grants were checked. Files are accessed through
+/// cap-std, which checks again (and refuses symlinks out of a root).
+pub async fn run(env: Arc<ToolEnv>, call: Call) -> Result<String, ToolError> {
+    match call {
+        Call::Exec { command } => exec(&env, &command).await,
+        Call::HttpGet { url } => {
+            let max =
+                HTTP_MAX_BODY.min(usize::try_from(env.grants.max_output).unwrap_or(usize::MAX));
+            tokio::task::spawn_blocking(move || http_get(&url, max))
+                .await
+                .unwrap_or_else(|e| Err(ToolError::Failed(format!("http_get did not finish: {e}"))))
+        }
+        other => tokio::task::spawn_blocking(move || run_file_tool(&env, other))
+            .await
+            .unwrap_or_else(|e| Err(ToolError::Failed(format!("tool did not finish: {e}")))),
+    }
+}
+
+fn file_error(error: FileError) -> ToolError {
+    match error {
+        FileError::Denied { .. } => ToolError::Denied(error.to_string()),
+        FileError::Io { .. } => ToolError::Failed(error.to_string()),
+    }
+}
+
+fn run_file_tool(env: &ToolEnv, call: Call) -> Result<String, ToolError> {
+    let files = env
+        .files
+        .as_ref()
+        .map_err(|e| ToolError::Failed(e.clone()))?;
+    match call {
+        Call::Read { path } => {
+            let bytes = files.read(&path).map_err(file_error)?;
+            Ok(truncate(&String::from_utf8_lossy(&bytes), READ_MAX))
+        }
+        Call::Write { path, content } => {
+            files.write(&path, content.as_bytes()).map_err(file_error)?;
+            Ok(format!("wrote {} bytes to {path}", content.len()))
+        }
+        Call::Edit { path, old, new } => {
+            if old.is_empty() {
+                return Err(ToolError::Failed(
+                    "edit_file: `old` must not be empty".to_string(),
+                ));
+            }
+            let bytes = files.read(&path).map_err(file_error)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| ToolError::Failed(format!("edit_file: '{path}' is not UTF-8 text")))?;
+            match text.matches(old.as_str()).count() {
+                0 => Err(ToolError::Failed(format!(
+                    "edit_file: the `old` text does not occur in '{path}'"
+                ))),
+                1 => {
+                    let edited = text.replacen(old.as_str(), &new, 1);
+                    files.write(&path, edited.as_bytes()).map_err(file_error)?;
+                    Ok(format!("edited {path}: replaced 1 occurrence"))
+                }
+                n => Err(ToolError::Failed(format!(
+                    "edit_file: the `old` text occurs {n} times in '{path}'; include more context so it occurs once"
+                ))),
+            }
+        }
+        Call::List { path } => {
+            let names = files.list(&path).map_err(file_error)?;
+            Ok(names.join("\n"))
+        }
+        Call::Search { pattern, path } => search(env, files, &pattern, path.as_deref()),
+        Call::Exec { .. } | Call::HttpGet { .. } => {
+            Err(ToolError::Failed("not a file tool".to_string()))
+        }
+    }
+}
+
+fn search(
+    env: &ToolEnv,
+    files: &GrantedFiles,
+    pattern: &str,
+    path: Option<&str>,
+) -> Result<String, ToolError> {
+    let regex = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| ToolError::Failed(format!("search: bad pattern: {e}")))?;
+    let mut pending: Vec<PathBuf> = match path {
+        Some(path) => vec![env.absolute(path)],
+        None => env
+            .grants
+            .files
+            .iter()
+            .map(|(root, _)| root.clone())
+            .collect(),
+    };
+    pending.reverse();
+    let mut matches = Vec::new();
+    let mut visited = 0usize;
+    let mut truncated = false;
+    while let Some(current) = pending.pop() {
+        let text_path = current.to_string_lossy().into_owned();
+        match files.list(&text_path) {
+            Ok(names) => {
+                for name in names.iter().rev() {
+                    if name == ".git/" {
+                        continue;
+                    }
+                    pending.push(current.join(name.trim_end_matches('/')));
+                }
+                continue;
+            }
+            Err(FileError::Denied { .. }) => continue,
+            Err(FileError::Io { .. }) => {}
+        }
+        visited += 1;
+        if visited > SEARCH_MAX_FILES {
+            truncated = true;
+            break;
+        }
+        let Ok(bytes) = files.read(&text_path) else {
+            continue;
+        };
+        if bytes.len() > SEARCH_MAX_FILE || bytes.contains(&0) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let shown = current
+            .strip_prefix(&env.workdir)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| current.display().to_string());
+        for (number, line) in text.lines().enumerate() {
+            if regex.is_match(line) {
+                if matches.len() == SEARCH_MAX_MATCHES {
+                    truncated = true;
+                    break;
+                }
+                let line: String = line.chars().take(300).collect();
+                matches.push(format!("{shown}:{}: {line}", number + 1));
+            }
+        }
+        if truncated {
+            break;
+        }
+    }
+    if matches.is_empty() {
+        return Ok("no matches".to_string());
+    }
+    let mut out = matches.join("\n");
+    if truncated {
+        out.push_str(&format!(
+            "\n[search stopped at {SEARCH_MAX_MATCHES} matches or {SEARCH_MAX_FILES} files: narrow the pattern or the path]"
+        ));
+    }
+    Ok(out)
+}
+
+async fn exec(env: &ToolEnv, command: &str) -> Result<String, ToolError> {
+    let Some(shell) = env.shell() else {
+        return Err(ToolError::Denied(
+            "exec denied: this step may not start `sh` (add grants: { exec: [sh] })".into(),
+        ));
+    };
+    let mut vars: Vec<(OsString, OsString)> = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        vars.push(("PATH".into(), path));
+    }
+    for grant in &env.grants.env {
+        if let Some(value) = grant.value() {
+            vars.push((grant.name.clone().into(), value.into()));
+        }
+    }
+    vars.push(("WFHOST_RUN_ID".into(), env.run_id.clone().into()));
+    vars.push(("WFHOST_STEP_ID".into(), env.step_id.clone().into()));
+    vars.push(("WFHOST_ATTEMPT".into(), env.attempt.to_string().into()));
+    let spec = crate::runtime::process::ProgramSpec {
+        program: shell,
+        args: vec!["-c".to_string(), command.to_string()],
+        cwd: None,
+        workdir: env.workdir.clone(),
+        env: vars,
+        extra_env: Vec::new(),
+        stdin: None,
+        timeout: env.exec_timeout,
+        grants: &env.grants,
+        scratch_dir: env.scratch_dir.clone(),
+        capture_output_file: false,
+    };
+    let warnings = std::sync::Mutex::new(Vec::<String>::new());
+    let log = |message: &str| {
+        if let Ok(mut list) = warnings.lock() {
+            list.push(message.to_string());
+        }
+    };
+    let output = crate::runtime::process::run_sandboxed(&spec, &log)
+        .await
+        .map_err(|error| match error {
+            ProcessError::Denied(denial) => ToolError::Denied(format!(
+                "exec denied: {} (add {})",
+                denial.what, denial.missing_grant
+            )),
+            ProcessError::Failed(message) => ToolError::Failed(format!("exec: {message}")),
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut text = match (output.exit_code, output.signal) {
+        (Some(code), _) => format!("exit code: {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended".to_string(),
+    };
+    if output.timed_out {
+        text.push_str(&format!(
+            " (timed out after {} and was stopped)",
+            crate::runtime::humanize(env.exec_timeout)
+        ));
+    }
+    for warning in warnings.into_inner().unwrap_or_default() {
+        text.push_str(&format!("\n[sandbox: {warning}]"));
+    }
+    if !stdout.is_empty() {
+        text.push_str("\n--- stdout ---\n");
+        text.push_str(&truncate(&stdout, EXEC_MAX_OUTPUT));
+    }
+    if !stderr.is_empty() {
+        text.push_str("\n--- stderr ---\n");
+        text.push_str(&truncate(&stderr, EXEC_MAX_OUTPUT));
+    }
+    if output.exit_code == Some(0) && !output.timed_out {
+        Ok(text)
+    } else {
+        Err(ToolError::Failed(text))
+    }
+}
+
+/// Where a URL points.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+}
+
+fn parse_url(url: &str) -> Result<Target, String> {
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| format!("http_get: '{url}' is not a URL: {e}"))?;
+    let default_port = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => {
+            return Err(format!(
+                "http_get: '{url}' is not an http:// or https:// URL"
+            ))
+        }
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "http_get: '{url}': credentials in URLs are not supported"
+        ));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("http_get: '{url}' has no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Target {
+        host: host.to_ascii_lowercase(),
+        port: uri.port_u16().unwrap_or(default_port),
+    })
+}
+
+fn http_get(url: &str, max: usize) -> Result<String, ToolError> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .user_agent(concat!("wfhost/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent();
+    let response = agent
+        .get(url)
+        .call()
+        .map_err(|e| ToolError::Failed(format!("http_get {url}: {e}")))?;
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header("content-type");
+    let location = header("location");
+    let mut bytes = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ToolError::Failed(format!("http_get {url}: reading the body: {e}")))?;
+    let cut = bytes.len() > max;
+    bytes.truncate(max);
+    let mut text = format!("HTTP {}", status.as_u16());
+    if let Some(kind) = content_type {
+        text.push_str(&format!("\ncontent-type: {kind}"));
+    }
+    if let Some(location) = location {
+        text.push_str(&format!(
+            "\nlocation: {location}\n(redirects are not followed: fetch the new URL with http_get; its host must be granted too)"
+        ));
+    }
+    text.push_str("\n\n");
+    text.push_str(&String::from_utf8_lossy(&bytes));
+    if cut {
+        text.push_str(&format!("\n[body cut at {max} bytes]"));
+    }
+    if status.is_client_error() || status.is_server_error() {
+        Err(ToolError::Failed(text))
+    } else {
+        Ok(text)
+    }
+}
+
+/// Resolve `.` and `..` lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The arguments as canonical JSON text (what policies and approvals see).
+pub fn canonical_arguments(arguments: &str) -> Result<(Value, String), String> {
+    let value: Value = serde_json::from_str(arguments)
+        .map_err(|e| format!("arguments are not JSON ({e}): {}", truncate(arguments, 200)))?;
+    let text = value.to_string();
+    Ok((value, text))
+}
+
+/// A JSON description of a call for audit events: arguments with long
+/// strings (file contents) shortened.
+pub fn audit_arguments(arguments: &Value) -> Value {
+    match arguments {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), audit_arguments(v)))
+                .collect(),
+        ),
+        Value::String(s) if s.len() > 2000 => json!(truncate(s, 2000)),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::grants::{ExecGrant, NetworkGrant};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        base: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(base.join("src/inner")).unwrap();
+        std::fs::create_dir_all(base.join("out")).unwrap();
+        std::fs::create_dir_all(base.join("private")).unwrap();
+        std::fs::write(base.join("src/a.rs"), "fn main() {\n    todo!()\n}\n").unwrap();
+        std::fs::write(base.join("src/inner/b.rs"), "// TODO: more\nlet x = 1;\n").unwrap();
+        std::fs::write(base.join("private/secret.txt"), "TODO secret").unwrap();
+        Fixture { _dir: dir, base }
+    }
+
+    fn env(fx: &Fixture, grants: ResolvedGrants) -> Arc<ToolEnv> {
+        Arc::new(ToolEnv::new(
+            grants,
+            &fx.base,
+            fx.base.join(".scratch"),
+            ("run", "step", 1),
+        ))
+    }
+
+    fn file_grants(fx: &Fixture) -> ResolvedGrants {
+        ResolvedGrants {
+            files: vec![(fx.base.join("src"), false), (fx.base.join("out"), true)],
+            ..ResolvedGrants::default()
+        }
+    }
+
+    fn call(name: &str, args: Value) -> Call {
+        parse_call(lookup(name).unwrap(), &args).unwrap()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Check the grants, then run: what an allowed call returns.
+    fn invoke(env: &Arc<ToolEnv>, call: Call) -> Result<String, ToolError> {
+        env.check_grants(&call).map_err(ToolError::Denied)?;
+        rt().block_on(run(env.clone(), call))
+    }
+
+    #[test]
+    fn names_and_specs() {
+        assert_eq!(lookup("read").unwrap().name, "read_file");
+        assert_eq!(lookup("http_get").unwrap().short, "http");
+        assert!(lookup("rm").is_none());
+        let specs = specs(&[
+            "read".into(),
+            "read_file".into(),
+            "exec".into(),
+            "bogus".into(),
+        ]);
+        let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["read_file", "exec"]);
+        for tool in TOOLS {
+            let schema: Value = serde_json::from_str(tool.parameters).unwrap();
+            assert_eq!(schema["type"], "object", "{}", tool.name);
+        }
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let read = lookup("read_file").unwrap();
+        assert!(parse_call(read, &json!({}))
+            .unwrap_err()
+            .contains("`path` (a string) is required"));
+        assert!(parse_call(read, &json!({"path": 3}))
+            .unwrap_err()
+            .contains("must be a string"));
+        assert!(parse_call(read, &json!([1]))
+            .unwrap_err()
+            .contains("JSON object"));
+        assert_eq!(call("list", json!({})), Call::List { path: ".".into() });
+    }
+
+    #[test]
+    fn file_tools_work_inside_the_grants() {
+        let fx = fixture();
+        let env = env(&fx, file_grants(&fx));
+        let text = invoke(&env, call("read_file", json!({"path": "src/a.rs"}))).unwrap();
+        assert!(text.contains("todo!()"));
+        assert_eq!(
+            invoke(&env, call("list_dir", json!({"path": "src"}))).unwrap(),
+            "a.rs\ninner/"
+        );
+        invoke(
+            &env,
+            call(
+                "write_file",
+                json!({"path": "out/r.md", "content": "one two"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fx.base.join("out/r.md")).unwrap(),
+            "one two"
+        );
+        invoke(
+            &env,
+            call(
+                "edit_file",
+                json!({"path": "out/r.md", "old": "two", "new": "three"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fx.base.join("out/r.md")).unwrap(),
+            "one three"
+        );
+        std::fs::write(fx.base.join("out/twice.txt"), "a a").unwrap();
+        let absent = invoke(
+            &env,
+            call(
+                "edit_file",
+                json!({"path": "out/r.md", "old": "zzz", "new": ""}),
+            ),
+        );
+        assert!(matches!(absent, Err(ToolError::Failed(m)) if m.contains("does not occur")));
+        let ambiguous = invoke(
+            &env,
+            call(
+                "edit_file",
+                json!({"path": "out/twice.txt", "old": "a", "new": "b"}),
+            ),
+        );
+        assert!(matches!(ambiguous, Err(ToolError::Failed(m)) if m.contains("occurs 2 times")));
+        let missing = invoke(&env, call("read_file", json!({"path": "src/nope.rs"})));
+        assert!(matches!(missing, Err(ToolError::Failed(_))));
+    }
+
+    #[test]
+    fn file_tools_outside_the_grants_are_denied() {
+        let fx = fixture();
+        let env = env(&fx, file_grants(&fx));
+        for (tool, args) in [
+            ("read_file", json!({"path": "private/secret.txt"})),
+            ("read_file", json!({"path": "src/../private/secret.txt"})),
+            ("read_file", json!({"path": "/etc/passwd"})),
+            ("list_dir", json!({"path": "."})),
+            ("search", json!({"pattern": "x", "path": "private"})),
+        ] {
+            let denied = invoke(&env, call(tool, args.clone()));
+            assert!(
+                matches!(&denied, Err(ToolError::Denied(m)) if m.contains("no files grant covers") && m.contains("access: read")),
+                "{tool} {args}: {denied:?}"
+            );
+        }
+        let read_only = invoke(
+            &env,
+            call("write_file", json!({"path": "src/a.rs", "content": ""})),
+        );
+        assert!(
+            matches!(&read_only, Err(ToolError::Denied(m)) if m.contains("read-only") && m.contains("access: read-write")),
+            "{read_only:?}"
+        );
+        let edit = invoke(
+            &env,
+            call(
+                "edit_file",
+                json!({"path": "src/a.rs", "old": "fn", "new": "x"}),
+            ),
+        );
+        assert!(matches!(edit, Err(ToolError::Denied(_))));
+        // A symlink inside a grant that leads out of it is refused by cap-std.
+        std::os::unix::fs::symlink(fx.base.join("private/secret.txt"), fx.base.join("src/link"))
+            .unwrap();
+        let link = invoke(&env, call("read_file", json!({"path": "src/link"})));
+        assert!(link.is_err() && !format!("{link:?}").contains("TODO secret"));
+        let none = env_without_files(&fx);
+        assert!(matches!(
+            invoke(&none, call("search", json!({"pattern": "x"}))),
+            Err(ToolError::Denied(m)) if m.contains("no files grant")
+        ));
+    }
+
+    fn env_without_files(fx: &Fixture) -> Arc<ToolEnv> {
+        env(fx, ResolvedGrants::default())
+    }
+
+    #[test]
+    fn search_finds_lines_in_granted_files_only() {
+        let fx = fixture();
+        let env = env(&fx, file_grants(&fx));
+        let found = invoke(&env, call("search", json!({"pattern": "(?i)todo"}))).unwrap();
+        assert!(found.contains("src/a.rs:2:     todo!()"), "{found}");
+        assert!(found.contains("src/inner/b.rs:1: // TODO: more"), "{found}");
+        assert!(!found.contains("secret"), "{found}");
+        let one = invoke(
+            &env,
+            call(
+                "search",
+                json!({"pattern": "let", "path": "src/inner/b.rs"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(one, "src/inner/b.rs:2: let x = 1;");
+        assert_eq!(
+            invoke(&env, call("search", json!({"pattern": "nothing-here"}))).unwrap(),
+            "no matches"
+        );
+        let bad = invoke(&env, call("search", json!({"pattern": "("})));
+        assert!(matches!(bad, Err(ToolError::Failed(m)) if m.contains("bad pattern")));
+    }
+
+    fn shell_grant() -> ExecGrant {
+        ExecGrant {
+            name: "sh".into(),
+            path: resolve_program("sh").unwrap(),
+        }
+    }
+
+    #[test]
+    fn exec_needs_the_shell_grant() {
+        let fx = fixture();
+        let env = env(&fx, file_grants(&fx));
+        let denied = invoke(&env, call("exec", json!({"command": "echo hi"})));
+        assert!(
+            matches!(&denied, Err(ToolError::Denied(m)) if m.contains("exec: [sh]")),
+            "{denied:?}"
+        );
+    }
+
+    #[test]
+    fn exec_runs_sandboxed_with_the_shell_grant() {
+        let fx = fixture();
+        let mut grants = file_grants(&fx);
+        grants.exec.push(shell_grant());
+        let env = env(&fx, grants);
+        let out = invoke(
+            &env,
+            call("exec", json!({"command": "echo hi; echo oops >&2"})),
+        )
+        .unwrap();
+        assert!(out.starts_with("exit code: 0"), "{out}");
+        assert!(out.contains("--- stdout ---\nhi"), "{out}");
+        assert!(out.contains("--- stderr ---\noops"), "{out}");
+        let failed = invoke(&env, call("exec", json!({"command": "exit 3"})));
+        assert!(
+            matches!(&failed, Err(ToolError::Failed(m)) if m.starts_with("exit code: 3")),
+            "{failed:?}"
+        );
+        // The sandbox confines the command to the grants.
+        let secret = invoke(
+            &env,
+            call(
+                "exec",
+                json!({"command": format!("cat {}", fx.base.join("private/secret.txt").display())}),
+            ),
+        );
+        assert!(
+            matches!(&secret, Err(ToolError::Failed(m)) if !m.contains("TODO secret")),
+            "{secret:?}"
+        );
+    }
+
+    #[test]
+    fn urls_parse_into_host_and_port() {
+        assert_eq!(
+            parse_url("http://Example.com/x").unwrap(),
+            Target {
+                host: "example.com".into(),
+                port: 80
+            }
+        );
+        assert_eq!(parse_url("https://a.b:8443").unwrap().port, 8443);
+        assert_eq!(parse_url("http://[::1]:9/").unwrap().host, "::1");
+        assert!(parse_url("ftp://x").unwrap_err().contains("http://"));
+        assert!(parse_url("http://u:p@x/")
+            .unwrap_err()
+            .contains("credentials"));
+    }
+
+    #[test]
+    fn http_get_reaches_granted_hosts_only() {
+        let (url, seen) =
+            crate::agent::provider::openai::tests::serve(vec![(200, "hello body".to_string())]);
+        let fx = fixture();
+        let port = url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let denied = invoke(
+            &env(&fx, ResolvedGrants::default()),
+            call("http_get", json!({"url": format!("{url}/page")})),
+        );
+        assert!(
+            matches!(&denied, Err(ToolError::Denied(m)) if m.contains(&format!("network: [\"127.0.0.1:{port}\"]"))),
+            "{denied:?}"
+        );
+        let other_port = ResolvedGrants {
+            network: vec![NetworkGrant::parse("127.0.0.1:1").unwrap()],
+            ..ResolvedGrants::default()
+        };
+        assert!(matches!(
+            invoke(
+                &env(&fx, other_port),
+                call("http_get", json!({"url": format!("{url}/page")}))
+            ),
+            Err(ToolError::Denied(_))
+        ));
+        assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+        let granted = ResolvedGrants {
+            network: vec![NetworkGrant::parse(&format!("127.0.0.1:{port}")).unwrap()],
+            ..ResolvedGrants::default()
+        };
+        let page = invoke(
+            &env(&fx, granted),
+            call("http_get", json!({"url": format!("{url}/page")})),
+        )
+        .unwrap();
+        assert!(
+            page.starts_with("HTTP 200") && page.ends_with("hello body"),
+            "{page}"
+        );
+        assert_eq!(seen.lock().unwrap()[0].request_line, "GET /page HTTP/1.1");
+    }
+}

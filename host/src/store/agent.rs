@@ -1,0 +1,578 @@
+//! Agent steps in the store: recordings of model replies and tool results
+//! (`agent_records`, replayed when a step runs again after a crash) and
+//! tool calls held for a person's approval (`approvals`).
+
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{insert_event, now, Result, Store};
+
+/// One recording of an agent step.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRecord {
+    /// Global sequence number (recording order).
+    pub seq: i64,
+    /// The step.
+    pub step_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The attempt that recorded it.
+    pub attempt: u32,
+    /// `completion`, `model_error`, `tool_started` or `tool_result`.
+    pub kind: String,
+    /// Completions: a hash of the request; tool records: the call id.
+    pub key: String,
+    /// What was recorded.
+    pub payload: Value,
+    /// When.
+    pub at: String,
+}
+
+impl AgentRecord {
+    const COLUMNS: &'static str = "seq, step_id, agent_id, attempt, kind, key, payload, at";
+
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+        Ok(AgentRecord {
+            seq: row.get(0)?,
+            step_id: row.get(1)?,
+            agent_id: row.get(2)?,
+            attempt: row.get(3)?,
+            kind: row.get(4)?,
+            key: row.get(5)?,
+            payload: parse_json(row.get(6)?),
+            at: row.get(7)?,
+        })
+    }
+}
+
+/// A new recording, as handed to [`Store::append_agent_record`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewAgentRecord<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// The step.
+    pub step_id: &'a str,
+    /// The agent.
+    pub agent_id: &'a str,
+    /// The attempt recording it.
+    pub attempt: u32,
+    /// What kind of recording.
+    pub kind: &'a str,
+    /// Its lookup key.
+    pub key: &'a str,
+    /// What to record.
+    pub payload: &'a Value,
+}
+
+/// State of an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for a person.
+    Pending,
+    /// A person allowed the call.
+    Approved,
+    /// A person refused the call.
+    Denied,
+}
+
+impl ApprovalStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+        }
+    }
+
+    fn parse(text: &str) -> ApprovalStatus {
+        match text {
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            _ => ApprovalStatus::Pending,
+        }
+    }
+}
+
+/// A tool call held for (or answered by) a person.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRecord {
+    /// Number people type in `wfhost approve RUN ID`.
+    pub id: i64,
+    /// The run.
+    pub run_id: String,
+    /// The step.
+    pub step_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The attempt that asked.
+    pub attempt: u32,
+    /// The model's id for the call.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// Its arguments (JSON text).
+    pub arguments: String,
+    /// What the policy wants the person to consider.
+    pub prompt: String,
+    /// Pending, approved or denied.
+    pub status: ApprovalStatus,
+    /// The approver's note, or the reason of a denial.
+    pub note: Option<String>,
+    /// When it was asked.
+    pub created_at: String,
+    /// When it was answered.
+    pub answered_at: Option<String>,
+}
+
+impl ApprovalRecord {
+    const COLUMNS: &'static str = "id, run_id, step_id, agent_id, attempt, call_id, tool, \
+        arguments, prompt, status, note, created_at, answered_at";
+
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<ApprovalRecord> {
+        Ok(ApprovalRecord {
+            id: row.get(0)?,
+            run_id: row.get(1)?,
+            step_id: row.get(2)?,
+            agent_id: row.get(3)?,
+            attempt: row.get(4)?,
+            call_id: row.get(5)?,
+            tool: row.get(6)?,
+            arguments: row.get(7)?,
+            prompt: row.get(8)?,
+            status: ApprovalStatus::parse(&row.get::<_, String>(9)?),
+            note: row.get(10)?,
+            created_at: row.get(11)?,
+            answered_at: row.get(12)?,
+        })
+    }
+}
+
+/// A call to hold, as handed to [`Store::create_approval`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewApproval<'a> {
+    /// The run.
+    pub run_id: &'a str,
+    /// The step.
+    pub step_id: &'a str,
+    /// The agent.
+    pub agent_id: &'a str,
+    /// The attempt asking.
+    pub attempt: u32,
+    /// The model's id for the call.
+    pub call_id: &'a str,
+    /// The tool.
+    pub tool: &'a str,
+    /// Its arguments (JSON text).
+    pub arguments: &'a str,
+    /// Shown to the person.
+    pub prompt: &'a str,
+}
+
+impl Store {
+    /// Record a model reply, a tool result ... of an agent step.
+    pub fn append_agent_record(&self, record: &NewAgentRecord<'_>) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO agent_records (run_id, step_id, agent_id, attempt, kind, key, payload, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                record.run_id,
+                record.step_id,
+                record.agent_id,
+                record.attempt,
+                record.kind,
+                record.key,
+                record.payload.to_string(),
+                now()
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Recordings of a run, oldest first, optionally of one step and/or
+    /// one agent.
+    pub fn agent_records(
+        &self,
+        run_id: &str,
+        step_id: Option<&str>,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<AgentRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {} FROM agent_records
+             WHERE run_id = ?1 AND (?2 IS NULL OR step_id = ?2) AND (?3 IS NULL OR agent_id = ?3)
+             ORDER BY seq",
+            AgentRecord::COLUMNS
+        ))?;
+        let records = stmt
+            .query_map(params![run_id, step_id, agent_id], AgentRecord::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(records)
+    }
+
+    /// The highest attempt of a step that completed (0 if none did):
+    /// recordings of later attempts belong to a run of the step that has
+    /// not finished yet, and are replayed.
+    pub fn last_completed_attempt(&self, run_id: &str, step_id: &str) -> Result<u32> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(attempt), 0) FROM step_attempts
+             WHERE run_id = ?1 AND step_id = ?2 AND status = 'completed'",
+            params![run_id, step_id],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// The approval of this exact call, whatever its state.
+    pub fn find_approval(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        call_id: &str,
+        tool: &str,
+        arguments: &str,
+    ) -> Result<Option<ApprovalRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM approvals WHERE run_id = ?1 AND step_id = ?2 AND call_id = ?3
+                     AND tool = ?4 AND arguments = ?5 ORDER BY id DESC LIMIT 1",
+                    ApprovalRecord::COLUMNS
+                ),
+                params![run_id, step_id, call_id, tool, arguments],
+                ApprovalRecord::from_row,
+            )
+            .optional()?)
+    }
+
+    /// Hold a call for a person: a pending approval and its
+    /// `approval_requested` event, in one transaction.
+    pub fn create_approval(&self, new: &NewApproval<'_>) -> Result<ApprovalRecord> {
+        let at = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO approvals (run_id, step_id, agent_id, attempt, call_id, tool, arguments,
+                                    prompt, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
+            params![
+                new.run_id,
+                new.step_id,
+                new.agent_id,
+                new.attempt,
+                new.call_id,
+                new.tool,
+                new.arguments,
+                new.prompt,
+                at
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let data = serde_json::json!({
+            "approval": id,
+            "call_id": new.call_id,
+            "tool": new.tool,
+            "arguments": new.arguments,
+            "prompt": new.prompt,
+        });
+        insert_event(
+            &tx,
+            new.run_id,
+            Some(new.step_id),
+            &at,
+            "approval_requested",
+            &data,
+        )?;
+        let record = tx.query_row(
+            &format!(
+                "SELECT {} FROM approvals WHERE id = ?1",
+                ApprovalRecord::COLUMNS
+            ),
+            [id],
+            ApprovalRecord::from_row,
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(
+            new.run_id,
+            Some(new.step_id),
+            &at,
+            "approval_requested",
+            &data,
+        )?;
+        Ok(record)
+    }
+
+    /// One approval by id.
+    pub fn approval(&self, id: i64) -> Result<Option<ApprovalRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM approvals WHERE id = ?1",
+                    ApprovalRecord::COLUMNS
+                ),
+                [id],
+                ApprovalRecord::from_row,
+            )
+            .optional()?)
+    }
+
+    /// Approvals of one run (or of every run), oldest first; only pending
+    /// ones unless `all`.
+    pub fn approvals(&self, run_id: Option<&str>, all: bool) -> Result<Vec<ApprovalRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {} FROM approvals WHERE (?1 IS NULL OR run_id = ?1)
+             AND (?2 OR status = 'pending') ORDER BY id",
+            ApprovalRecord::COLUMNS
+        ))?;
+        let found = stmt
+            .query_map(params![run_id, all], ApprovalRecord::from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(found)
+    }
+
+    /// How many approvals of a run are still pending.
+    pub fn pending_approvals(&self, run_id: &str) -> Result<u32> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND status = 'pending'",
+            [run_id],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Answer a pending approval of `run_id` (from any process). The outer
+    /// error is the database's; the inner one a user mistake (no such
+    /// approval, already answered).
+    pub fn answer_approval(
+        &self,
+        run_id: &str,
+        id: i64,
+        approved: bool,
+        note: Option<&str>,
+    ) -> Result<std::result::Result<ApprovalRecord, String>> {
+        let at = now();
+        let status = if approved {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let select = format!(
+            "SELECT {} FROM approvals WHERE id = ?1 AND run_id = ?2",
+            ApprovalRecord::COLUMNS
+        );
+        let Some(found) = tx
+            .query_row(&select, params![id, run_id], ApprovalRecord::from_row)
+            .optional()?
+        else {
+            return Ok(Err(format!(
+                "run {run_id} has no approval {id} (see `wfhost approvals {run_id}`)"
+            )));
+        };
+        if found.status != ApprovalStatus::Pending {
+            return Ok(Err(format!(
+                "approval {id} of run {run_id} is already {}",
+                found.status.as_str()
+            )));
+        }
+        tx.execute(
+            "UPDATE approvals SET status = ?2, note = ?3, answered_at = ?4 WHERE id = ?1",
+            params![id, status.as_str(), note, at],
+        )?;
+        let data = serde_json::json!({
+            "approval": id,
+            "call_id": found.call_id,
+            "tool": found.tool,
+            "status": status.as_str(),
+            "note": note,
+        });
+        insert_event(
+            &tx,
+            run_id,
+            Some(&found.step_id),
+            &at,
+            "approval_answered",
+            &data,
+        )?;
+        let record = tx.query_row(&select, params![id, run_id], ApprovalRecord::from_row)?;
+        tx.commit()?;
+        drop(conn);
+        self.mirror_event(
+            run_id,
+            Some(&found.step_id),
+            &at,
+            "approval_answered",
+            &data,
+        )?;
+        Ok(Ok(record))
+    }
+}
+
+fn parse_json(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewRun;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("home")).unwrap();
+        store
+            .create_run(&NewRun {
+                id: "r1",
+                workflow_name: "wf",
+                workflow_path: "wf.yaml",
+                workflow_dir: "/tmp",
+                definition: "name: wf\n",
+                args: &json!({}),
+                steps: &["a"],
+            })
+            .unwrap();
+        (dir, store)
+    }
+
+    fn new_approval<'a>(call_id: &'a str, arguments: &'a str) -> NewApproval<'a> {
+        NewApproval {
+            run_id: "r1",
+            step_id: "a",
+            agent_id: "rev",
+            attempt: 1,
+            call_id,
+            tool: "exec",
+            arguments,
+            prompt: "run tests?",
+        }
+    }
+
+    #[test]
+    fn approvals_round_trip() {
+        let (_dir, store) = store();
+        let asked = store
+            .create_approval(&new_approval("c1", r#"{"command":"cargo test"}"#))
+            .unwrap();
+        assert_eq!(asked.status, ApprovalStatus::Pending);
+        assert_eq!(store.pending_approvals("r1").unwrap(), 1);
+        assert_eq!(store.approvals(Some("r1"), false).unwrap().len(), 1);
+        assert_eq!(store.approvals(None, false).unwrap()[0].id, asked.id);
+
+        let found = store
+            .find_approval("r1", "a", "c1", "exec", r#"{"command":"cargo test"}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.id, asked.id);
+        assert!(store
+            .find_approval("r1", "a", "c1", "exec", r#"{"command":"rm"}"#)
+            .unwrap()
+            .is_none());
+
+        let answered = store
+            .answer_approval("r1", asked.id, true, Some("fine"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(answered.status, ApprovalStatus::Approved);
+        assert_eq!(answered.note.as_deref(), Some("fine"));
+        assert!(answered.answered_at.is_some());
+        assert_eq!(store.pending_approvals("r1").unwrap(), 0);
+        assert!(store.approvals(Some("r1"), false).unwrap().is_empty());
+        assert_eq!(store.approvals(Some("r1"), true).unwrap().len(), 1);
+
+        let again = store
+            .answer_approval("r1", asked.id, false, Some("no"))
+            .unwrap()
+            .unwrap_err();
+        assert!(again.contains("already approved"), "{again}");
+        let missing = store
+            .answer_approval("r1", 999, true, None)
+            .unwrap()
+            .unwrap_err();
+        assert!(missing.contains("has no approval 999"), "{missing}");
+
+        let second = store.create_approval(&new_approval("c2", "{}")).unwrap();
+        let denied = store
+            .answer_approval("r1", second.id, false, Some("too risky"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(denied.status, ApprovalStatus::Denied);
+        assert_eq!(
+            store.approval(second.id).unwrap().unwrap().note.as_deref(),
+            Some("too risky")
+        );
+
+        let kinds: Vec<String> = store
+            .events("r1", Some("a"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "approval_requested",
+                "approval_answered",
+                "approval_requested",
+                "approval_answered"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_blocked_on_an_approval_is_still_driven() {
+        let (_dir, store) = store();
+        // Driven by another live process (pid 1 always exists).
+        assert!(store.claim_run("r1", 1).unwrap());
+        let asked = store.create_approval(&new_approval("c1", "{}")).unwrap();
+        store
+            .set_run_status("r1", crate::store::RunStatus::Blocked, None)
+            .unwrap();
+        let me = std::process::id();
+        assert!(
+            !store.claim_run("r1", me).unwrap(),
+            "its driver waits for the answer"
+        );
+        store
+            .answer_approval("r1", asked.id, true, None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            store.claim_run("r1", me).unwrap(),
+            "blocked without a pending approval: claimable"
+        );
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let (_dir, store) = store();
+        for (kind, key) in [("completion", "h1"), ("tool_result", "c1")] {
+            store
+                .append_agent_record(&NewAgentRecord {
+                    run_id: "r1",
+                    step_id: "a",
+                    agent_id: "rev",
+                    attempt: 1,
+                    kind,
+                    key,
+                    payload: &json!({"k": key}),
+                })
+                .unwrap();
+        }
+        let all = store.agent_records("r1", Some("a"), None).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].kind, "completion");
+        assert_eq!(all[1].payload, json!({"k": "c1"}));
+        assert!(store
+            .agent_records("r1", None, Some("other"))
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.last_completed_attempt("r1", "a").unwrap(), 0);
+    }
+}
