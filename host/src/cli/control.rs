@@ -47,12 +47,20 @@ pub struct ResumeArgs {
     quiet: bool,
 }
 
+/// Whether a live process is driving the run (running, or blocked while an
+/// agent waits for an approval).
+fn driven(run: &crate::store::RunRecord) -> bool {
+    matches!(run.status, RunStatus::Running | RunStatus::Blocked)
+        && !crate::store::is_stale(run.heartbeat_at.as_deref())
+        && crate::store::driver_alive(run.driver_pid)
+}
+
 /// `wfhost pause`: no new step starts; running steps finish; then `paused`.
 pub fn pause(home: &Path, args: RunRef) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&store, &args.run)?;
     let run = store.run(&run_id)?;
-    if run.status != RunStatus::Running || run.stale {
+    if !driven(&run) {
         let why = if run.stale {
             "stale (its driver died; use `wfhost resume`)"
         } else {
@@ -76,7 +84,7 @@ pub fn cancel(home: &Path, args: RunRef) -> Result<ExitCode> {
     if run.status.is_final() {
         return Err(Invalid(format!("run {run_id} is already {}", run.status.as_str())).into());
     }
-    if run.status == RunStatus::Running && !run.stale {
+    if driven(&run) {
         store.set_request(&run_id, Some("cancel"))?;
         eprintln!("cancel requested for run {run_id}: its driver stops it within a second");
         return Ok(ExitCode::SUCCESS);
@@ -112,7 +120,7 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
         ))
         .into());
     }
-    if run.status == RunStatus::Running && !run.stale {
+    if driven(&run) {
         return Err(Invalid(format!(
             "run {run_id} is being driven by process {} (pause or cancel it instead)",
             run.driver_pid.unwrap_or_default()
@@ -168,7 +176,7 @@ pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<Exit
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&store, &args.run)?;
     let run = store.run(&run_id)?;
-    if run.status == RunStatus::Running && !run.stale {
+    if driven(&run) {
         return Err(Invalid(format!(
             "run {run_id} is still running: wait for it, or cancel it first"
         ))

@@ -21,7 +21,7 @@ use super::progress::ProgressBoard;
 use super::retry::RetryPolicy;
 use super::scheduler::Scheduler;
 use crate::store::{NewRun, RunStatus, StepStatus, Store};
-use crate::workflow::model::{Escalation, StageLoop, Step, Workflow};
+use crate::workflow::model::{Escalation, SessionMode, StageLoop, Step, Workflow};
 use crate::workflow::template::evaluate_condition;
 use crate::workflow::{parse_duration, step_kind, LoadedWorkflow, StepKind, Templates};
 
@@ -357,7 +357,8 @@ impl Driver {
                     &templates,
                     all_grants[index].clone(),
                     self.store.run_files(run_id).step_dir(&step.id),
-                );
+                )
+                .and_then(|invocation| self.attach_agent(workflow, step, invocation));
                 let input = match &prepared {
                     Ok(invocation) => json!({
                         "component": invocation.component,
@@ -772,6 +773,42 @@ impl Driver {
             });
         }
         Ok(())
+    }
+
+    /// For an agent step: the earlier conversation (`session: reuse`) and
+    /// the session serving its `model` and `tools` imports.
+    fn attach_agent(
+        &self,
+        workflow: &LoadedWorkflow,
+        step: &Step,
+        mut invocation: StepInvocation,
+    ) -> std::result::Result<StepInvocation, StepFailure> {
+        if step_kind(step) != StepKind::Agent {
+            return Ok(invocation);
+        }
+        let name = step.agent.as_deref().unwrap_or_default();
+        let agent = workflow
+            .def
+            .agents
+            .iter()
+            .find(|a| a.id == name)
+            .ok_or_else(|| StepFailure::permanent(format!("unknown agent '{name}'")))?;
+        if step.session == Some(SessionMode::Reuse) {
+            let history = crate::agent::history(&self.store, &invocation.run_id, name);
+            invocation.config["history"] = Value::Array(history);
+        }
+        let session = crate::agent::open_session(crate::agent::SessionContext {
+            run_id: invocation.run_id.clone(),
+            step_id: invocation.step_id.clone(),
+            attempt: invocation.attempt,
+            agent: agent.clone(),
+            grants: invocation.grants.clone(),
+            workdir: invocation.workdir.clone(),
+            store: self.store.clone(),
+        })
+        .map_err(|e| StepFailure::permanent(format!("agent '{name}': {e}")))?;
+        invocation.agent = Some(session);
+        Ok(invocation)
     }
 
     /// Render a `for_each` step's list and start its items; returns the

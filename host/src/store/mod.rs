@@ -18,7 +18,9 @@ use serde_json::Value;
 
 pub use agent::{AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval};
 pub use files::RunFiles;
-pub use records::{EventRecord, RunRecord, RunStatus, StepRecord, StepStatus};
+pub use records::{
+    driver_alive, is_stale, EventRecord, RunRecord, RunStatus, StepRecord, StepStatus,
+};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,415 @@
+//! End-to-end tests of agent steps: the scripted and the OpenAI-compatible
+//! providers, tools confined by the agent's list, the step's grants and its
+//! policies, approvals from another process, and replay after a crash.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn spawn_run(sandbox: &Sandbox, workflow: &Path) -> Child {
+    sandbox
+        .command(&["run", workflow.to_str().unwrap(), "--json", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the sandbox's run has a pending approval; returns (run, approval).
+fn wait_for_approval(sandbox: &Sandbox) -> (String, Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = sandbox.wfhost(&["approvals", "--json"]);
+        if let Ok(Value::Array(pending)) = serde_json::from_slice::<Value>(&output.stdout) {
+            if let Some(first) = pending.first() {
+                return (first["run_id"].as_str().unwrap().to_string(), first.clone());
+            }
+        }
+        assert!(Instant::now() < deadline, "no approval was requested");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn events(sandbox: &Sandbox, run: &str, step: &str) -> Vec<Value> {
+    std::fs::read_to_string(
+        sandbox
+            .home()
+            .join("runs")
+            .join(run)
+            .join("steps")
+            .join(step)
+            .join("events.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+fn decisions(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "tool_decision")
+        .map(|e| {
+            (
+                e["data"]["tool"].as_str().unwrap_or_default().to_string(),
+                e["data"]["decision"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A copy of the agent-review example in the sandbox (so reports stay there).
+fn example(sandbox: &Sandbox) -> std::path::PathBuf {
+    for name in [
+        "agent-review.yaml",
+        "agent-review.replies.yaml",
+        "hello.yaml",
+        "code-review.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo().join("workflows").join(name)).unwrap();
+        sandbox.write(name, &text);
+    }
+    std::fs::create_dir_all(sandbox.path().join("reports")).unwrap();
+    sandbox.path().join("agent-review.yaml")
+}
+
+#[test]
+fn the_agent_review_example_runs_offline_and_waits_for_approval() {
+    let sandbox = Sandbox::new();
+    let path = example(&sandbox);
+    let child = spawn_run(&sandbox, &path);
+    let (run, approval) = wait_for_approval(&sandbox);
+    assert_eq!(approval["tool"], "exec");
+    assert!(
+        approval["prompt"].as_str().unwrap().contains("exec(wc *)"),
+        "{approval:#}"
+    );
+    assert_eq!(
+        sandbox.status(&run)["status"],
+        "blocked",
+        "the run shows blocked while it waits"
+    );
+
+    let id = approval["id"].to_string();
+    let approved = sandbox.wfhost(&["approve", &run, &id, "--note", "go ahead"]);
+    assert_exit(&approved, 0);
+    let again = sandbox.wfhost(&["approve", &run, &id]);
+    assert_exit(&again, 2);
+
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["status"], "completed");
+    let report = std::fs::read_to_string(sandbox.path().join("reports/review.md")).unwrap();
+    assert!(report.starts_with("# Review of the example workflows"));
+    assert!(
+        !sandbox.path().join("reports/hello.yaml").exists(),
+        "the denied write had no effect"
+    );
+    assert!(step(&status, "show")["output"]["stdout"]
+        .as_str()
+        .unwrap()
+        .contains("Review of the example"));
+
+    let events = events(&sandbox, &run, "review");
+    let decisions = decisions(&events);
+    assert!(
+        decisions.contains(&("write_file".into(), "deny".into())),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions.contains(&("exec".into(), "ask".into()))
+            || decisions.iter().any(|(t, d)| t == "exec" && d == "allow")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "model_call" && e["data"]["usage"].is_object()),
+        "usage is audited"
+    );
+    // The denial's reason went back to the model as the tool result.
+    let messages = step(&status, "review")["output"]["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let denial = messages
+        .iter()
+        .find(|m| {
+            m["role"] == "tool"
+                && m["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("denied")
+        })
+        .expect("a denied tool result");
+    assert!(
+        denial["content"]
+            .as_str()
+            .unwrap()
+            .contains("write(**/*.yaml)"),
+        "{denial:#}"
+    );
+    let transcript = sandbox.wfhost(&["logs", &run, "review", "--transcript"]);
+    assert_exit(&transcript, 0);
+    assert!(
+        text(&transcript.stdout).contains("Review written to reports/review.md"),
+        "{}",
+        text(&transcript.stdout)
+    );
+}
+
+fn agent_workflow(
+    sandbox: &Sandbox,
+    tools: &str,
+    rules: &str,
+    grants: &str,
+    replies: &Value,
+) -> std::path::PathBuf {
+    sandbox.write("replies.json", &replies.to_string());
+    sandbox.write(
+        "agent.yaml",
+        &format!(
+            "name: a\nagents:\n  - id: bot\n    model: {{provider: scripted, script: replies.json}}\n    tools: {tools}\n    policy: [{{rules: {rules}}}]\nsteps:\n  - id: work\n    type: agent\n    agent: bot\n    prompt: do it\n    grants: {grants}\n"
+        ),
+    )
+}
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({ "tool_calls": [{ "name": name, "arguments": arguments }] })
+}
+
+#[test]
+fn the_tool_list_the_grants_and_the_rules_each_decide() {
+    let sandbox = Sandbox::new();
+    sandbox.write("docs/a.md", "alpha");
+    sandbox.write("secret/key.txt", "hunter2");
+    let replies = json!([
+        call("write_file", json!({"path": "docs/b.md", "content": "x"})),
+        call("read_file", json!({"path": "secret/key.txt"})),
+        call("read_file", json!({"path": "docs/a.md"})),
+        call("exec", json!({"command": "cargo test -p x"})),
+        call("exec", json!({"command": "cargo test && rm -rf x"})),
+        { "content": "done" }
+    ]);
+    let path = agent_workflow(
+        &sandbox,
+        "[read, exec]",
+        "{allow: ['read(**)', 'exec(cargo test *)'], deny: ['exec(rm *)']}",
+        "{files: [{path: docs}], exec: [sh]}",
+        &replies,
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    let run = status["id"].as_str().unwrap();
+    let results: Vec<String> = step(&status, "work")["output"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(results.len(), 5, "{results:#?}");
+    assert!(
+        results[0].starts_with("denied") && results[0].contains("not in agent 'bot'"),
+        "{}",
+        results[0]
+    );
+    assert!(
+        results[1].starts_with("denied") && results[1].contains("grant"),
+        "rule allows read(**), the grant does not: {}",
+        results[1]
+    );
+    assert!(!results[1].contains("hunter2"));
+    assert_eq!(results[2], "alpha");
+    assert!(
+        !results[3].starts_with("denied"),
+        "exec(cargo test *) allows `cargo test -p x`: {}",
+        results[3]
+    );
+    assert!(
+        results[4].starts_with("denied") && results[4].contains("exec(rm *)"),
+        "{}",
+        results[4]
+    );
+    let decided = decisions(&events(&sandbox, run, "work"));
+    assert_eq!(
+        decided.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(),
+        ["deny", "deny", "allow", "allow", "deny"],
+        "{decided:?}"
+    );
+}
+
+#[test]
+fn a_crash_while_waiting_for_approval_repeats_no_tool_call() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("data")).unwrap();
+    let replies = json!([
+        call("exec", json!({"command": "echo ran >> data/count"})),
+        call("exec", json!({"command": "echo approved >> data/count"})),
+        { "content": "finished" }
+    ]);
+    let path = agent_workflow(
+        &sandbox,
+        "[exec]",
+        "{allow: [exec], ask: ['exec(*approved*)']}",
+        "{files: [{path: ., access: read}, {path: data, access: read-write}], exec: [sh]}",
+        &replies,
+    );
+    let text_yaml = std::fs::read_to_string(&path).unwrap().replace(
+        "    prompt: do it\n",
+        "    prompt: do it\n    idempotent: true\n",
+    );
+    std::fs::write(&path, text_yaml).unwrap();
+    let mut child = spawn_run(&sandbox, &path);
+    let (run, approval) = wait_for_approval(&sandbox);
+    child.kill().unwrap(); // SIGKILL while the call waits
+    child.wait().unwrap();
+    let count = || std::fs::read_to_string(sandbox.path().join("data/count")).unwrap_or_default();
+    assert_eq!(count(), "ran\n");
+
+    let resumed = sandbox
+        .command(&["resume", &run, "--json", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The pending approval is the same one: it is not asked twice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.status(&run)["status"] != "blocked" {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed run did not wait for the approval"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed: Value = serde_json::from_slice(
+        &sandbox
+            .wfhost(&["approvals", &run, "--all", "--json"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_exit(
+        &sandbox.wfhost(&["approve", &run, &approval["id"].to_string()]),
+        0,
+    );
+    let output = resumed.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+    assert_eq!(
+        count(),
+        "ran\napproved\n",
+        "the first call was replayed, not run again"
+    );
+}
+
+/// A loopback server speaking enough of the OpenAI chat-completions API:
+/// the first request gets a 429, then a tool call, then a final answer.
+fn fake_openai() -> (u16, std::thread::JoinHandle<Vec<Value>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        for (n, stream) in listener.incoming().enumerate().take(3) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("authorization:") {
+                    auth = line.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut request: Value = serde_json::from_slice(&body).unwrap();
+            request["auth"] = json!(auth);
+            bodies.push(request);
+            let (status, reply) = match n {
+                0 => (
+                    "429 Too Many Requests",
+                    json!({"error": {"message": "slow down"}}),
+                ),
+                1 => (
+                    "200 OK",
+                    json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": "{\"path\": \"docs/a.md\"}"}}]}, "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}),
+                ),
+                _ => (
+                    "200 OK",
+                    json!({"choices": [{"message": {"role": "assistant", "content": "it says alpha"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 20, "completion_tokens": 3}}),
+                ),
+            };
+            let text = reply.to_string();
+            write!(stream, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len()).unwrap();
+        }
+        bodies
+    });
+    (port, handle)
+}
+
+#[test]
+fn the_openai_provider_calls_tools_and_a_429_is_retried() {
+    let sandbox = Sandbox::new();
+    sandbox.write("docs/a.md", "alpha");
+    let (port, server) = fake_openai();
+    let path = sandbox.write(
+        "openai.yaml",
+        &format!(
+            "name: o\nagents:\n  - id: bot\n    model: {{provider: openai, base_url: 'http://127.0.0.1:{port}/v1', model: test-model, api_key_env: WFHOST_TEST_KEY}}\n    tools: [read]\n    policy: [{{rules: {{allow: ['read(**)']}}}}]\nsteps:\n  - id: ask\n    type: agent\n    agent: bot\n    prompt: what does docs/a.md say?\n    grants: {{files: [{{path: docs}}]}}\n    retry: {{max_attempts: 3, initial_interval: 50ms}}\n"
+        ),
+    );
+    let output = sandbox
+        .command(&["run", path.to_str().unwrap(), "--json", "--quiet"])
+        .env("WFHOST_TEST_KEY", "sk-test")
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ask = step(&status, "ask");
+    assert_eq!(ask["output"]["text"], "it says alpha");
+    assert_eq!(
+        ask["attempts"], 2,
+        "the 429 failed the first attempt transiently; the retry succeeded"
+    );
+    let bodies = server.join().unwrap();
+    assert_eq!(bodies.len(), 3);
+    assert_eq!(bodies[1]["model"], "test-model");
+    assert!(
+        bodies[1]["auth"]
+            .as_str()
+            .unwrap()
+            .ends_with("Bearer sk-test"),
+        "{}",
+        bodies[1]["auth"]
+    );
+    assert_eq!(bodies[1]["tools"][0]["function"]["name"], "read_file");
+    let tool_message = bodies[2]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert_eq!(tool_message["content"], "alpha");
+    assert_eq!(tool_message["tool_call_id"], "c1");
+}
