@@ -160,6 +160,18 @@ fn the_agent_review_example_runs_offline_and_waits_for_approval() {
             .contains("write(**/*.yaml)"),
         "{denial:#}"
     );
+    let summary = std::fs::read_to_string(
+        sandbox
+            .home()
+            .join("runs")
+            .join(&run)
+            .join("steps/review/summary.md"),
+    )
+    .unwrap();
+    assert!(
+        summary.contains("## Agent audit") && summary.contains("| write_file | deny | rules |"),
+        "{summary}"
+    );
     let transcript = sandbox.wfhost(&["logs", &run, "review", "--transcript"]);
     assert_exit(&transcript, 0);
     assert!(
@@ -412,4 +424,38 @@ fn the_openai_provider_calls_tools_and_a_429_is_retried() {
         .clone();
     assert_eq!(tool_message["content"], "alpha");
     assert_eq!(tool_message["tool_call_id"], "c1");
+}
+
+#[test]
+fn a_reused_session_continues_the_agents_conversation() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "reuse.yaml",
+        "name: r\nagents:\n  - id: bot\n    model: {provider: scripted, script: replies.yaml}\nsteps:\n  - id: first\n    type: agent\n    agent: bot\n    prompt: remember 42\n  - id: second\n    type: agent\n    agent: bot\n    needs: [first]\n    session: reuse\n    prompt: what did I say?\n  - id: fresh\n    type: agent\n    agent: bot\n    needs: [first]\n    prompt: hello\n",
+    );
+    sandbox.write(
+        "replies.yaml",
+        "steps:\n  first: [{content: 'I will remember 42.'}]\n  second: [{content: 'You said 42.'}]\n  fresh: [{content: 'Hello.'}]\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    let contents = |id: &str| -> Vec<String> {
+        step(&status, id)["output"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(
+        contents("second"),
+        [
+            "remember 42",
+            "I will remember 42.",
+            "what did I say?",
+            "You said 42."
+        ]
+    );
+    assert_eq!(contents("fresh"), ["hello", "Hello."]);
 }
