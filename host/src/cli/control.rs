@@ -8,11 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::output::ProgressPrinter;
 use super::Invalid;
 use crate::engine::driver::ResumeOptions;
-use crate::engine::{Driver, RunListener, Silent};
-use crate::runtime::{Runtime, WasmExecutor};
 use crate::store::{RunStatus, StepStatus, Store};
 use crate::workflow::{self, Format, LoadedWorkflow};
 
@@ -133,14 +130,7 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
     } else {
         pinned_workflow(&store, &run_id)?
     };
-    let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
-    let listener: Arc<dyn RunListener> = if args.quiet {
-        Arc::new(Silent)
-    } else {
-        Arc::new(ProgressPrinter::new(true))
-    };
-    let driver =
-        Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
+    let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let options = ResumeOptions {
         rerun: args.rerun,
         skip: args.skip,
@@ -203,14 +193,7 @@ pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<Exit
         store.reset_step(&run_id, &workflow.def.steps[index].id, &reason)?;
     }
     let ceiling = super::load_ceiling(home, config)?;
-    let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
-    let listener: Arc<dyn RunListener> = if args.quiet {
-        Arc::new(Silent)
-    } else {
-        Arc::new(ProgressPrinter::new(true))
-    };
-    let driver =
-        Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
+    let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
     super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
 }

@@ -3,16 +3,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
 
-use super::output::{ProgressPrinter, Style};
+use super::output::Style;
 use super::Invalid;
-use crate::engine::{Driver, RunListener};
-use crate::runtime::{Runtime, WasmExecutor};
 use crate::store::{EventRecord, RunStatus};
 
 /// Arguments of `wfhost watch`.
@@ -193,14 +190,7 @@ pub fn restore(home: &Path, config: Option<&Path>, args: RestoreArgs) -> Result<
     }
     let workflow = super::control::pinned_workflow(&store, &run_id)?;
     let ceiling = super::load_ceiling(home, config)?;
-    let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
-    let listener: Arc<dyn RunListener> = if args.quiet {
-        Arc::new(crate::engine::Silent)
-    } else {
-        Arc::new(ProgressPrinter::new(true))
-    };
-    let driver =
-        Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
+    let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
     super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
 }

@@ -206,6 +206,26 @@ fn component_cache_dir(home: &std::path::Path) -> PathBuf {
     home.join("cache")
 }
 
+/// A driver for `store` executing steps with the wasm runtime, printing
+/// progress (and step logs when `show_logs`) unless `quiet`.
+fn driver(
+    home: &std::path::Path,
+    store: &std::sync::Arc<crate::store::Store>,
+    ceiling: Option<crate::engine::ceiling::Ceiling>,
+    quiet: bool,
+    show_logs: bool,
+) -> anyhow::Result<crate::engine::Driver> {
+    use std::sync::Arc;
+    let runtime = crate::runtime::Runtime::new(Some(component_cache_dir(home)))?;
+    let listener: Arc<dyn crate::engine::RunListener> = if quiet {
+        Arc::new(crate::engine::Silent)
+    } else {
+        Arc::new(output::ProgressPrinter::new(show_logs))
+    };
+    let executor = Arc::new(crate::runtime::WasmExecutor(runtime));
+    Ok(crate::engine::Driver::new(store.clone(), executor, listener).with_ceiling(ceiling))
+}
+
 /// A multi-threaded tokio runtime for commands that execute steps.
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

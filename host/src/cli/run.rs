@@ -2,15 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
-use super::output::{ProgressPrinter, Style};
+use super::output::Style;
 use super::{inspect, Invalid, EXIT_FAILED};
-use crate::engine::{Driver, RunListener, Silent};
-use crate::runtime::{Runtime, WasmExecutor};
 use crate::store::RunStatus;
 use crate::workflow::{self, LoadedWorkflow};
 
@@ -46,14 +43,7 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     let run_args = collect_args(&workflow, args.args_file.as_deref(), &args.args)?;
 
     let store = super::open_store(home)?;
-    let runtime = Runtime::new(Some(super::component_cache_dir(home)))?;
-    let listener: Arc<dyn RunListener> = if args.quiet {
-        Arc::new(Silent)
-    } else {
-        Arc::new(ProgressPrinter::new(!args.no_logs))
-    };
-    let driver =
-        Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener).with_ceiling(ceiling);
+    let driver = super::driver(home, &store, ceiling, args.quiet, !args.no_logs)?;
     let run_id = driver.create_run(&workflow, &run_args)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run_args));
     finish(&store, &run_id, args.json, args.quiet, outcome)
