@@ -35,6 +35,34 @@ fn wait_for_run(sandbox: &Sandbox) -> String {
     }
 }
 
+/// [`wait_for_run`] while `child` drives it: if the child exits first, show
+/// why instead of waiting in vain.
+fn wait_for_child_run(sandbox: &Sandbox, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = sandbox.wfhost(&["runs", "--json"]);
+        if let Ok(Value::Array(runs)) = serde_json::from_slice::<Value>(&output.stdout) {
+            if let Some(id) = runs.first().and_then(|r| r["id"].as_str()) {
+                return id.to_string();
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use std::io::Read;
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            panic!("the run exited ({status}) before it was recorded: {stderr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run appeared: {}",
+            text(&output.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Poll `status --json` until `check` holds.
 fn wait_until(sandbox: &Sandbox, run: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -134,8 +162,8 @@ fn pause_then_resume_from_other_processes() {
         "pause.yaml",
         "name: p\nsteps:\n  - id: first\n    run: sleep 1\n  - id: second\n    needs: [first]\n    run: echo two\n  - id: third\n    needs: [second]\n    run: echo three\n",
     );
-    let child = spawn_run(&sandbox, &path);
-    let id = wait_for_run(&sandbox);
+    let mut child = spawn_run(&sandbox, &path);
+    let id = wait_for_child_run(&sandbox, &mut child);
     wait_until(&sandbox, &id, "first running", |s| {
         step(s, "first")["status"] == "running"
     });
@@ -181,8 +209,8 @@ fn cancel_from_another_process_kills_running_programs() {
         "cancel.yaml",
         "name: c\nsteps:\n  - id: long\n    run: sleep 59.7\n  - id: after\n    needs: [long]\n    run: 'true'\n",
     );
-    let child = spawn_run(&sandbox, &path);
-    let id = wait_for_run(&sandbox);
+    let mut child = spawn_run(&sandbox, &path);
+    let id = wait_for_child_run(&sandbox, &mut child);
     wait_until(&sandbox, &id, "long running", |s| {
         step(s, "long")["status"] == "running"
     });
@@ -459,8 +487,8 @@ fn finally_steps_run_after_failure_and_after_cancel() {
         "cancel-finally.yaml",
         "name: cf\nsteps:\n  - id: long\n    run: sleep 58.3\n  - id: cleanup\n    finally: true\n    run: echo cleaned\n",
     );
-    let child = spawn_run(&sandbox, &path);
-    let id = wait_for_run(&sandbox);
+    let mut child = spawn_run(&sandbox, &path);
+    let id = wait_for_child_run(&sandbox, &mut child);
     wait_until(&sandbox, &id, "long running", |s| {
         step(s, "long")["status"] == "running"
     });
@@ -527,8 +555,8 @@ fn watch_follows_a_run_live_from_another_process() {
         "watch.yaml",
         "name: w\nsteps:\n  - id: one\n    run: sleep 0.5\n  - id: two\n    needs: [one]\n    run: echo done\n",
     );
-    let child = spawn_run(&sandbox, &path);
-    let id = wait_for_run(&sandbox);
+    let mut child = spawn_run(&sandbox, &path);
+    let id = wait_for_child_run(&sandbox, &mut child);
     let watched = sandbox.wfhost(&["watch", &id, "--json"]);
     assert_exit(&watched, 0);
     assert_exit(&wait_child(child), 0);

@@ -96,10 +96,23 @@ impl Store {
         })?;
         let mut conn = Connection::open(home.join("wfhost.db"))?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        schema::migrate(&mut conn)?;
+        // Switching a fresh database to WAL takes an exclusive lock that
+        // the busy timeout does not always wait for when several processes
+        // open it at once; retry that setup for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match initialise(&mut conn) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        }
         Ok(Store {
             home,
             conn: Mutex::new(conn),
@@ -775,6 +788,14 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         Ok(events)
     }
+}
+
+/// WAL mode, pragmas and migrations of a freshly opened connection.
+fn initialise(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    schema::migrate(conn)
 }
 
 fn insert_event(
