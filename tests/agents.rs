@@ -95,10 +95,19 @@ fn the_agent_review_example_runs_offline_and_waits_for_approval() {
         approval["prompt"].as_str().unwrap().contains("exec(wc *)"),
         "{approval:#}"
     );
+    let waiting = sandbox.status(&run);
     assert_eq!(
-        sandbox.status(&run)["status"],
-        "blocked",
+        waiting["status"], "blocked",
         "the run shows blocked while it waits"
+    );
+    assert_eq!(
+        waiting["pending_approvals"][0]["tool"], "exec",
+        "{waiting:#}"
+    );
+    let human = text(&sandbox.wfhost(&["status", &run]).stdout);
+    assert!(
+        human.contains("waiting   approval #") && human.contains("wfhost approve"),
+        "{human}"
     );
 
     let id = approval["id"].to_string();

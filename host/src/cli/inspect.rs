@@ -109,6 +109,7 @@ pub fn status_json(store: &Store, run_id: &str) -> Result<Value> {
         "args": run.args,
         "run_dir": store.run_files(run_id).dir(),
         "steps": steps,
+        "pending_approvals": store.approvals(Some(run_id), false)?,
     }))
 }
 
@@ -157,6 +158,15 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
         println!("error     {}", style.bad(error));
     }
     println!("folder    {}", store.run_files(&run_id).dir().display());
+    for approval in store.approvals(Some(&run_id), false)? {
+        println!(
+            "{}",
+            style.warn(&format!(
+                "waiting   approval #{} for step '{}': {} — `wfhost approve {} {}` or `wfhost deny {} {} --reason ...`",
+                approval.id, approval.step_id, approval.prompt, run_id, approval.id, run_id, approval.id
+            ))
+        );
+    }
     println!();
     for step in store.steps(&run_id)? {
         let timing = match (&step.started_at, &step.finished_at) {
