@@ -24,7 +24,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -292,7 +292,7 @@ impl ToolEnv {
     }
 
     fn absolute(&self, path: &str) -> PathBuf {
-        normalize(&self.workdir.join(path))
+        crate::runtime::host_files::normalize(&self.workdir.join(path))
     }
 
     /// Check a file access against the `files` grants; the error names the
@@ -700,21 +700,6 @@ fn http_get(url: &str, max: usize) -> Result<String, ToolError> {
     } else {
         Ok(text)
     }
-}
-
-/// Resolve `.` and `..` lexically.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The arguments as canonical JSON text (what policies and approvals see).

@@ -154,7 +154,7 @@ impl GrantedFiles {
 }
 
 /// Resolve `.` and `..` lexically (symlinks are cap-std's business).
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
