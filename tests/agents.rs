@@ -6,21 +6,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Stdio};
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-
-fn spawn_run(sandbox: &Sandbox, workflow: &Path) -> Child {
-    sandbox
-        .command(&["run", workflow.to_str().unwrap(), "--json", "--quiet"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 /// Wait until the sandbox's run has a pending approval; returns (run, approval).
 fn wait_for_approval(sandbox: &Sandbox) -> (String, Value) {
@@ -88,7 +79,7 @@ fn example(sandbox: &Sandbox) -> std::path::PathBuf {
 fn the_agent_review_example_runs_offline_and_waits_for_approval() {
     let sandbox = Sandbox::new();
     let path = example(&sandbox);
-    let child = spawn_run(&sandbox, &path);
+    let child = sandbox.spawn_run(&path);
     let (run, approval) = wait_for_approval(&sandbox);
     assert_eq!(approval["tool"], "exec");
     assert!(
@@ -293,7 +284,7 @@ fn a_crash_while_waiting_for_approval_repeats_no_tool_call() {
         "    prompt: do it\n    idempotent: true\n",
     );
     std::fs::write(&path, text_yaml).unwrap();
-    let mut child = spawn_run(&sandbox, &path);
+    let mut child = sandbox.spawn_run(&path);
     let (run, approval) = wait_for_approval(&sandbox);
     child.kill().unwrap(); // SIGKILL while the call waits
     child.wait().unwrap();

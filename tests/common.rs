@@ -75,6 +75,15 @@ impl Sandbox {
         (output, status)
     }
 
+    /// Start `wfhost run FILE --json --quiet` in the background.
+    pub fn spawn_run(&self, workflow: &Path) -> std::process::Child {
+        self.command(&["run", workflow.to_str().unwrap(), "--json", "--quiet"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// `wfhost status RUN --json`.
     pub fn status(&self, run: &str) -> Value {
         let output = self.wfhost(&["status", run, "--json"]);

@@ -4,21 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// Start `wfhost run FILE --json` in the background.
-fn spawn_run(sandbox: &Sandbox, workflow: &Path) -> Child {
-    sandbox
-        .command(&["run", workflow.to_str().unwrap(), "--json", "--quiet"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 /// The id of the only run in the sandbox, once it exists.
 fn wait_for_run(sandbox: &Sandbox) -> String {
@@ -162,7 +152,7 @@ fn pause_then_resume_from_other_processes() {
         "pause.yaml",
         "name: p\nsteps:\n  - id: first\n    run: sleep 1\n  - id: second\n    needs: [first]\n    run: echo two\n  - id: third\n    needs: [second]\n    run: echo three\n",
     );
-    let mut child = spawn_run(&sandbox, &path);
+    let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
     wait_until(&sandbox, &id, "first running", |s| {
         step(s, "first")["status"] == "running"
@@ -209,7 +199,7 @@ fn cancel_from_another_process_kills_running_programs() {
         "cancel.yaml",
         "name: c\nsteps:\n  - id: long\n    run: sleep 59.7\n  - id: after\n    needs: [long]\n    run: 'true'\n",
     );
-    let mut child = spawn_run(&sandbox, &path);
+    let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
     wait_until(&sandbox, &id, "long running", |s| {
         step(s, "long")["status"] == "running"
@@ -272,7 +262,7 @@ fn a_killed_driver_is_resumed_and_every_step_runs_once() {
         std::fs::create_dir_all(sandbox.path().join("logs")).unwrap();
         let log = sandbox.path().join("logs/ran.txt");
         let path = fifty_steps(&sandbox, &log, true);
-        let mut child = spawn_run(&sandbox, &path);
+        let mut child = sandbox.spawn_run(&path);
         let deadline = Instant::now() + Duration::from_secs(60);
         while lines(&log).len() < kill_after {
             assert!(Instant::now() < deadline, "the run did not progress");
@@ -326,7 +316,7 @@ fn an_interrupted_step_that_is_not_idempotent_waits_for_the_operator() {
             log.display()
         ),
     );
-    let mut child = spawn_run(&sandbox, &path);
+    let mut child = sandbox.spawn_run(&path);
     let deadline = Instant::now() + Duration::from_secs(30);
     while lines(&log).is_empty() {
         assert!(Instant::now() < deadline);
@@ -377,7 +367,7 @@ fn eight_drivers_share_one_store() {
         ));
     }
     let path = sandbox.write("busy.yaml", &yaml);
-    let children: Vec<Child> = (0..8).map(|_| spawn_run(&sandbox, &path)).collect();
+    let children: Vec<Child> = (0..8).map(|_| sandbox.spawn_run(&path)).collect();
     for child in children {
         let output = wait_child(child);
         assert_exit(&output, 0);
@@ -487,7 +477,7 @@ fn finally_steps_run_after_failure_and_after_cancel() {
         "cancel-finally.yaml",
         "name: cf\nsteps:\n  - id: long\n    run: sleep 58.3\n  - id: cleanup\n    finally: true\n    run: echo cleaned\n",
     );
-    let mut child = spawn_run(&sandbox, &path);
+    let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
     wait_until(&sandbox, &id, "long running", |s| {
         step(s, "long")["status"] == "running"
@@ -555,7 +545,7 @@ fn watch_follows_a_run_live_from_another_process() {
         "watch.yaml",
         "name: w\nsteps:\n  - id: one\n    run: sleep 0.5\n  - id: two\n    needs: [one]\n    run: echo done\n",
     );
-    let mut child = spawn_run(&sandbox, &path);
+    let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
     let watched = sandbox.wfhost(&["watch", &id, "--json"]);
     assert_exit(&watched, 0);
