@@ -71,6 +71,30 @@ pub struct NewRun<'a> {
     pub steps: &'a [&'a str],
 }
 
+/// How hard a committed transition is pushed to disk (`[store] durability`
+/// in `config.toml`): SQLite's `synchronous` setting in WAL mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a commit survives a crash of the process (even
+    /// `kill -9`); after a power loss or kernel crash the last commits
+    /// before it may be rolled back, but the database stays consistent.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on disk (fsync of the WAL)
+    /// before the engine acts on it; it also survives a power loss.
+    Full,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        }
+    }
+}
+
 /// Handle on the SQLite database and run folders under one home directory.
 ///
 /// Every write is an `IMMEDIATE` transaction: in WAL mode a deferred
@@ -82,8 +106,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating if needed) the store under `home` (e.g. `.wfhost/`).
+    /// Open (creating if needed) the store under `home` (e.g. `.wfhost/`),
+    /// with the default [`Durability`].
     pub fn open(home: &Path) -> Result<Store> {
+        Store::open_with(home, Durability::default())
+    }
+
+    /// Open (creating if needed) the store under `home` with `durability`.
+    pub fn open_with(home: &Path, durability: Durability) -> Result<Store> {
         std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
             path: home.to_path_buf(),
             source,
@@ -113,6 +143,7 @@ impl Store {
                 other => break other?,
             }
         }
+        conn.pragma_update(None, "synchronous", durability.pragma())?;
         Ok(Store {
             home,
             conn: Mutex::new(conn),
@@ -793,7 +824,6 @@ impl Store {
 /// WAL mode, pragmas and migrations of a freshly opened connection.
 fn initialise(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     schema::migrate(conn)
 }
@@ -960,6 +990,19 @@ mod tests {
         let unknown = store.resolve_run_id("zz").unwrap_err().to_string();
         assert_eq!(unknown, "no run matches 'zz' (see `wfhost runs`)");
         assert_eq!(store.runs().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn durability_sets_sqlite_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let store = Store::open_with(dir.path(), durability).unwrap();
+            let level: i64 = store
+                .conn()
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+        }
     }
 
     #[test]
