@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod files;
+mod lease;
 mod records;
 mod schema;
 
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
+
+use lease::LEASE_LOST;
 
 pub use agent::{AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval};
 pub use files::RunFiles;
@@ -27,7 +30,15 @@ pub use records::{
 pub enum StoreError {
     /// The database said no.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// This handle drove the run, but another process has since claimed
+    /// it (this one was stopped or hung past its lease): nothing more is
+    /// written, and the driver must stop.
+    #[error(
+        "this process lost its lease on the run: another process took it over while this one \
+         was stopped or unresponsive; it stopped driving the run"
+    )]
+    LeaseLost,
     /// Reading or writing the run folder failed.
     #[error("{path}: {source}")]
     Io {
@@ -47,6 +58,17 @@ pub enum StoreError {
         /// Some of the runs it matches.
         candidates: Vec<String>,
     },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        match &error {
+            rusqlite::Error::SqliteFailure(_, Some(message)) if message == LEASE_LOST => {
+                StoreError::LeaseLost
+            }
+            _ => StoreError::Sqlite(error),
+        }
+    }
 }
 
 /// Result alias for store operations.
@@ -200,7 +222,7 @@ impl Store {
         insert_event(&tx, run.id, None, &now, "run_created", &data)?;
         tx.commit()?;
         drop(conn);
-        self.run_files(run.id).init()?;
+        mirrored(run.id, self.run_files(run.id).init());
         self.mirror_event(run.id, None, &now, "run_created", &data)
     }
 
@@ -269,7 +291,7 @@ impl Store {
         tx.commit()?;
         drop(conn);
         let files = self.run_files(run_id);
-        files.write_step_json(step_id, "input.json", input)?;
+        mirrored(run_id, files.write_step_json(step_id, "input.json", input));
         self.mirror_event(run_id, Some(step_id), &now, "step_started", &data)
     }
 
@@ -319,8 +341,10 @@ impl Store {
         tx.commit()?;
         drop(conn);
         if let Ok(output) = outcome {
-            self.run_files(run_id)
-                .write_step_json(step_id, "output.json", output)?;
+            let written = self
+                .run_files(run_id)
+                .write_step_json(step_id, "output.json", output);
+            mirrored(run_id, written);
         }
         self.mirror_event(run_id, Some(step_id), &now, kind, &data)
     }
@@ -381,8 +405,10 @@ impl Store {
         insert_event(&tx, run_id, Some(step_id), &now, "step_completed", &data)?;
         tx.commit()?;
         drop(conn);
-        self.run_files(run_id)
-            .write_step_json(step_id, "output.json", output)?;
+        let written = self
+            .run_files(run_id)
+            .write_step_json(step_id, "output.json", output);
+        mirrored(run_id, written);
         self.mirror_event(run_id, Some(step_id), &now, "step_completed", &data)
     }
 
@@ -438,11 +464,20 @@ impl Store {
         if driven_elsewhere {
             return Ok(false);
         }
+        // A new lease: this handle's earlier one (if any) is given up
+        // first, so its own fence does not stop the claim.
+        let token = lease::new_token();
+        tx.execute("DELETE FROM held_leases WHERE run_id = ?1", [run_id])?;
         tx.execute(
             "UPDATE runs SET status = ?2, driver_pid = ?3, heartbeat_at = ?4, request = NULL,
-                             started_at = COALESCE(started_at, ?4), finished_at = NULL, error = NULL
+                             started_at = COALESCE(started_at, ?4), finished_at = NULL, error = NULL,
+                             lease_owner = ?5
              WHERE id = ?1",
-            params![run_id, RunStatus::Running.as_str(), i64::from(pid), now],
+            params![run_id, RunStatus::Running.as_str(), i64::from(pid), now, token],
+        )?;
+        tx.execute(
+            "INSERT INTO held_leases (run_id, token) VALUES (?1, ?2)",
+            params![run_id, token],
         )?;
         let data = serde_json::json!({ "status": "running", "previous": status, "pid": pid });
         insert_event(&tx, run_id, None, &now, "run_claimed", &data)?;
@@ -452,7 +487,8 @@ impl Store {
             .map(|_| true)
     }
 
-    /// The driving process is alive.
+    /// The driving process is alive: renews its lease. Fails with
+    /// [`StoreError::LeaseLost`] once another process has claimed the run.
     pub fn heartbeat(&self, run_id: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
@@ -737,6 +773,9 @@ impl Store {
         self.mirror_event(run_id, step_id, &now, kind, data)
     }
 
+    /// Mirror a committed event into the run folder. Never fails: the
+    /// database is the truth, the folder a copy for people (see
+    /// [`mirrored`]).
     fn mirror_event(
         &self,
         run_id: &str,
@@ -746,7 +785,8 @@ impl Store {
         data: &Value,
     ) -> Result<()> {
         let line = serde_json::json!({ "at": at, "step": step_id, "kind": kind, "data": data });
-        self.run_files(run_id).append_event(step_id, &line)
+        mirrored(run_id, self.run_files(run_id).append_event(step_id, &line));
+        Ok(())
     }
 
     /// Resolve a full run id or a unique prefix of one.
@@ -825,7 +865,17 @@ impl Store {
 fn initialise(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    schema::migrate(conn)
+    schema::migrate(conn)?;
+    lease::install(conn)
+}
+
+/// Report a failed write of the run folder without failing the caller:
+/// it happens after the transition was committed, and a full disk or a
+/// removed folder must not stop the run (the store is the truth).
+fn mirrored(run_id: &str, result: Result<()>) {
+    if let Err(error) = result {
+        tracing::warn!("run {run_id}: the run folder could not be updated: {error}");
+    }
 }
 
 fn insert_event(
@@ -882,6 +932,59 @@ mod tests {
                 steps: &["a", "b"],
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_driver_that_lost_its_lease_can_write_nothing_more() {
+        let (dir, first) = store();
+        create(&first, "run1");
+        assert!(first.claim_run("run1", 1).unwrap());
+        first.start_attempt("run1", "a", 1, &json!({})).unwrap();
+        first.heartbeat("run1").unwrap();
+        let second = Store::open(&dir.path().join("home")).unwrap();
+        // pid 1 is alive and the heartbeat fresh: the run is held.
+        assert!(!second.claim_run("run1", 2).unwrap());
+        // The holder stops beating (SIGSTOP): its lease runs out.
+        second
+            .conn()
+            .execute(
+                "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = 'run1'",
+                [],
+            )
+            .unwrap();
+        assert!(second.claim_run("run1", 2).unwrap());
+        second.start_attempt("run1", "a", 2, &json!({})).unwrap();
+
+        // Every write of the old holder fails, and none is committed.
+        let lost = |result: Result<()>| {
+            assert!(matches!(result, Err(StoreError::LeaseLost)), "{result:?}")
+        };
+        lost(first.heartbeat("run1"));
+        lost(first.start_attempt("run1", "b", 1, &json!({})));
+        lost(first.finish_attempt(
+            "run1",
+            "a",
+            1,
+            StepStatus::Completed,
+            Ok(&json!({"late": true})),
+        ));
+        lost(first.set_run_status("run1", RunStatus::Failed, Some("late")));
+        lost(first.append_event("run1", None, "log", &json!({})));
+        let steps = second.steps("run1").unwrap();
+        assert_eq!(steps[0].status, StepStatus::Running);
+        assert_eq!(steps[0].attempts, 2);
+        assert_eq!(steps[1].status, StepStatus::Pending);
+        assert_eq!(second.run("run1").unwrap().status, RunStatus::Running);
+        // The new holder goes on; other runs of the old handle are unaffected.
+        second
+            .finish_attempt("run1", "a", 2, StepStatus::Completed, Ok(&json!({})))
+            .unwrap();
+        create(&first, "run2");
+        first.start_attempt("run2", "a", 1, &json!({})).unwrap();
+        // Someone without a lease (a `wfhost pause` from another terminal)
+        // may still ask the holder to stop.
+        let third = Store::open(&dir.path().join("home")).unwrap();
+        third.set_request("run1", Some("pause")).unwrap();
     }
 
     #[test]
