@@ -968,3 +968,74 @@ fn a_driver_stopped_past_its_lease_runs_nothing_after_the_takeover() {
     }
     assert_eq!(sandbox.status(&id)["status"], "completed");
 }
+
+/// Run `path` with the process killed right after it commits the first
+/// event of kind `crash_after`, then resume it in a fresh process.
+fn crash_then_resume(sandbox: &Sandbox, path: &Path, crash_after: &str) -> Value {
+    let crashed = sandbox
+        .command(&["run", path.to_str().unwrap(), "--quiet"])
+        .env("WFHOST_TEST_CRASH_AFTER", crash_after)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        crashed.status.signal(),
+        Some(libc::SIGKILL),
+        "the crash point was not reached: {}",
+        text(&crashed.stderr)
+    );
+    let id = wait_for_run(sandbox);
+    let resumed = sandbox.wfhost(&["resume", &id, "--json", "--quiet"]);
+    serde_json::from_slice(&resumed.stdout)
+        .unwrap_or_else(|_| panic!("resume printed no status: {}", text(&resumed.stderr)))
+}
+
+#[test]
+fn a_crash_right_after_a_loop_decision_keeps_the_decision() {
+    // retry_step: the failure and the going back are one transaction.
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "loops.yaml",
+        &format!(
+            "name: l\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: prepare\n    run: 'echo prepare >> {d}/log'\n  - id: check\n    needs: [prepare]\n    run: 'echo check >> {d}/log; test $(grep -c prepare {d}/log) -ge 2'\n    on_failure: {{retry_step: prepare, max_loops: 3}}\n",
+            d = data.display()
+        ),
+    );
+    let status = crash_then_resume(&sandbox, &path, "step_failed");
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let log = std::fs::read_to_string(data.join("log")).unwrap();
+    assert_eq!(log, "prepare\ncheck\nprepare\ncheck\n");
+
+    // A stage loop: the completion and the going back are one transaction.
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "stage.yaml",
+        &format!(
+            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: draft\n    run: 'echo x >> {d}/drafts'\n  - id: review\n    needs: [draft]\n    run: 'echo \"count=$(grep -c x {d}/drafts)\" >> \"$WFHOST_OUTPUT\"'\n    loop: {{steps: [draft], until: \"steps.review.output.count | int >= 2\", max_iterations: 5}}\n  - id: publish\n    needs: [review]\n    run: echo published\n",
+            d = data.display()
+        ),
+    );
+    let status = crash_then_resume(&sandbox, &path, "step_loop");
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let status = sandbox.status(status["id"].as_str().unwrap());
+    assert_eq!(
+        step(&status, "review")["output"]["count"],
+        "2",
+        "{status:#}"
+    );
+    assert_eq!(step(&status, "draft")["attempts"], 2);
+
+    // escalate: skip: the failure and the skip are one transaction.
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "skip.yaml",
+        "name: k\nsteps:\n  - id: flaky\n    run: exit 1\n    on_failure: {escalate: skip}\n  - id: after\n    needs: [flaky]\n    run: echo after\n  - id: other\n    idempotent: true\n    run: echo other\n",
+    );
+    let status = crash_then_resume(&sandbox, &path, "step_failed");
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let status = sandbox.status(status["id"].as_str().unwrap());
+    assert_eq!(step(&status, "flaky")["status"], "skipped", "{status:#}");
+    assert_eq!(step(&status, "after")["status"], "skipped", "{status:#}");
+}
