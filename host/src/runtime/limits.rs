@@ -106,4 +106,32 @@ mod tests {
         assert!(!limits.table_growing(0, usize::MAX, None).unwrap());
         assert_eq!(limits.used(), 0);
     }
+
+    /// A component of two core instances, each with a 40 MiB memory.
+    const TWO_MEMORIES: &str = r#"
+        (component
+          (core module $a (memory (export "m") 640))
+          (core module $b (memory (export "m") 640))
+          (core instance (instantiate $a))
+          (core instance (instantiate $b)))
+    "#;
+
+    fn instantiate(limit: usize) -> (wasmtime::Result<()>, bool) {
+        let engine = wasmtime::Engine::default();
+        let component = wasmtime::component::Component::new(&engine, TWO_MEMORIES).unwrap();
+        let linker = wasmtime::component::Linker::<StepLimits>::new(&engine);
+        let mut store = wasmtime::Store::new(&engine, StepLimits::new(limit));
+        store.limiter(|limits| limits);
+        let result = linker.instantiate(&mut store, &component).map(|_| ());
+        (result, store.data().memory_exceeded)
+    }
+
+    #[test]
+    fn a_component_with_several_memories_is_held_to_one_total() {
+        // 2 × 40 MiB: over 64 MiB in total though each memory is under it.
+        let (result, exceeded) = instantiate(64 * MIB);
+        assert!(result.is_err() && exceeded, "two 40 MiB memories fit in 64 MiB");
+        let (result, exceeded) = instantiate(96 * MIB);
+        assert!(result.is_ok() && !exceeded, "{result:?}");
+    }
 }
