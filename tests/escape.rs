@@ -756,6 +756,200 @@ fn wasm_deep_recursion_crashes_only_the_step() {
     run.assert_host_survived();
 }
 
+/// Size of the run store, WAL included.
+fn store_bytes(sandbox: &Sandbox) -> u64 {
+    ["wfhost.db", "wfhost.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(sandbox.home().join(name)).ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+#[test]
+fn wasm_huge_output_and_error_are_refused_or_cut_before_they_are_stored() {
+    let sandbox = layout();
+    let mut big_output = attack(
+        "big-output",
+        json!({ "attack": "huge-output", "mib": 120 }),
+        json!({ "memory": "1GiB" }),
+    );
+    big_output["timeout"] = json!("120s");
+    let mut big_error = attack(
+        "big-error",
+        json!({ "attack": "huge-error", "mib": 120 }),
+        json!({ "memory": "1GiB" }),
+    );
+    big_error["timeout"] = json!("120s");
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            big_output,
+            big_error,
+            // Control: the same code under the budget.
+            attack(
+                "control",
+                json!({ "attack": "huge-output", "mib": 1 }),
+                json!({}),
+            ),
+        ]),
+    );
+    let error = run.error("big-output");
+    assert_contains(&error, "over its output budget of 16 MiB");
+    assert_contains(&error, "max_output");
+    let error = run.error("big-error");
+    assert_contains(&error, "cut at 64 KiB");
+    assert!(error.len() < 70 * 1024, "error of {} bytes", error.len());
+    assert_eq!(
+        run.completed("control")["blob"].as_str().unwrap().len(),
+        1024 * 1024
+    );
+    // Neither 120 MiB reached the store or the terminal.
+    let stored = store_bytes(&sandbox);
+    assert!(stored < 24 << 20, "the store grew to {stored} bytes");
+    let printed = run.output.stdout.len() + run.output.stderr.len();
+    assert!(printed < 8 << 20, "{printed} bytes printed");
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_progress_flood_is_budgeted() {
+    let sandbox = layout();
+    let mut flood = attack(
+        "flood",
+        // 5000 reports of 10 KiB: 50 MB offered.
+        json!({ "attack": "progress-flood", "count": 5000, "kib": 10 }),
+        json!({}),
+    );
+    flood["timeout"] = json!("120s");
+    let run = run_flow_with(&sandbox, &workflow(vec![flood]), |_| {});
+    assert_eq!(run.completed("flood")["reported"], 5000);
+    assert_contains(
+        &run.logs(&sandbox, Some("flood")),
+        "progress budget of 1000 reports per attempt used up; further progress reports dropped",
+    );
+    // At most 1000 reports of 1 KiB were kept.
+    let stored = store_bytes(&sandbox);
+    assert!(stored < 8 << 20, "the store grew to {stored} bytes");
+    run.assert_host_survived_with(0);
+}
+
+#[test]
+fn wasm_sockets_and_handles_are_budgeted() {
+    let sandbox = layout();
+    let (_listener, port) = listener();
+    let mut steps = vec![
+        attack(
+            "no-grant",
+            json!({ "attack": "socket-flood", "count": 5000 }),
+            json!({}),
+        ),
+        attack(
+            "granted",
+            json!({ "attack": "socket-flood", "count": 5000 }),
+            json!({ "network": [format!("127.0.0.1:{port}")] }),
+        ),
+        attack(
+            "files",
+            json!({ "attack": "open-files", "path": p(&sandbox, "granted/ok.txt"), "count": 5000 }),
+            read_grant(&sandbox, "granted"),
+        ),
+        // Control: a few sockets and files are fine.
+        attack(
+            "control-sockets",
+            json!({ "attack": "socket-flood", "count": 10 }),
+            json!({ "network": [format!("127.0.0.1:{port}")] }),
+        ),
+        attack(
+            "control-files",
+            json!({ "attack": "open-files", "path": p(&sandbox, "granted/ok.txt"), "count": 100 }),
+            read_grant(&sandbox, "granted"),
+        ),
+    ];
+    for step in &mut steps {
+        step["timeout"] = json!("60s");
+    }
+    let run = run_flow(&sandbox, &workflow(steps));
+    // No grant: not a single socket.
+    assert_contains(&run.error("no-grant"), "socket 1 refused");
+    assert_contains(
+        &run.logs(&sandbox, Some("no-grant")),
+        "network access denied: the step has no network grant (add grants: { network: [",
+    );
+    // A grant: at most 64 at once.
+    assert_contains(&run.error("granted"), "socket 65 refused");
+    assert_contains(&run.error("granted"), "after 64 were created");
+    assert_contains(
+        &run.logs(&sandbox, Some("granted")),
+        "its budget of 64 open sockets per step",
+    );
+    assert_contains(
+        &run.error("files"),
+        "used up its budget of 1024 open WASI handles (files, sockets, streams) per step",
+    );
+    assert_eq!(run.completed("control-sockets")["sockets"], 10);
+    assert_eq!(run.completed("control-files")["open"], 100);
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_name_lookups_follow_the_network_grant() {
+    let sandbox = layout();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            // Granted an address, not the name: the name is not looked up.
+            attack(
+                "by-address",
+                json!({ "attack": "resolve", "host": "localhost" }),
+                json!({ "network": ["127.0.0.1:80"] }),
+            ),
+            // Granted one name: another cannot be looked up (DNS would
+            // carry it out of the host).
+            attack(
+                "other-name",
+                json!({ "attack": "resolve", "host": "leak-9f1c.attacker.example" }),
+                json!({ "network": ["localhost:80"] }),
+            ),
+            attack(
+                "no-grant",
+                json!({ "attack": "resolve", "host": "localhost" }),
+                json!({}),
+            ),
+            // Control: the granted name resolves.
+            attack(
+                "control",
+                json!({ "attack": "resolve", "host": "localhost" }),
+                json!({ "network": ["localhost:80"] }),
+            ),
+        ]),
+    );
+    for id in ["by-address", "no-grant"] {
+        assert_contains(&run.error(id), "cannot resolve 'localhost'");
+    }
+    assert_contains(
+        &run.logs(&sandbox, Some("by-address")),
+        "network access denied: resolving 'localhost': no network grant names it (add grants: { network: [\"localhost:PORT\"] })",
+    );
+    assert_contains(
+        &run.logs(&sandbox, Some("no-grant")),
+        "network access denied: the step has no network grant",
+    );
+    assert_contains(
+        &run.error("other-name"),
+        "cannot resolve 'leak-9f1c.attacker.example'",
+    );
+    assert_contains(
+        &run.logs(&sandbox, Some("other-name")),
+        "network access denied: resolving 'leak-9f1c.attacker.example': no network grant names it",
+    );
+    let addresses = run.completed("control")["addresses"].to_string();
+    assert!(
+        addresses.contains("127.0.0.1") || addresses.contains("::1"),
+        "localhost resolved to {addresses}"
+    );
+    run.assert_host_survived();
+}
+
 // ─── Attacks from started programs (script steps) ───────────────────────────
 
 #[test]

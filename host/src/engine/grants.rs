@@ -138,6 +138,12 @@ impl NetworkGrant {
         self.port.is_none_or(|p| p == port) && host_matches(&self.host, &host.to_ascii_lowercase())
     }
 
+    /// Whether this grant lets a step look up the host name `name` (any
+    /// port): DNS follows the grant.
+    pub fn allows_name(&self, name: &str) -> bool {
+        host_matches(&self.host, &name.to_ascii_lowercase())
+    }
+
     /// Whether this grant (a ceiling line) covers everything `other` grants.
     pub fn covers(&self, other: &NetworkGrant) -> bool {
         let port_ok = match (self.port, other.port) {

@@ -26,6 +26,10 @@ pub struct StepState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: super::limits::StepLimits,
     pub(crate) step: Arc<StepContext>,
+    /// What the step's sockets and name lookups may do.
+    pub(crate) network: super::network::NetworkPolicy,
+    /// Progress reports the step may still make.
+    pub(crate) progress: super::host_api::ProgressBudget,
 }
 
 impl WasiView for StepState {
