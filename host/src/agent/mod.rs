@@ -470,13 +470,21 @@ impl Inner {
             }
         };
         let call = tools::parse_call(tool, &value).map_err(ToolError::Failed)?;
+        // Grants and policies check the path the call will really touch.
+        let call = match self.env.resolve_call(call) {
+            Ok(call) => call,
+            Err(reason) => {
+                let outcome = policy::Outcome::single(Verdict::Deny(reason), "grants");
+                return self.decided(call_id, tool_name, outcome);
+            }
+        };
         // 2. The step's grants, 3. the policies (blocking: wasm).
         let request = PolicyRequest {
             run_id: self.recorder.run_id.clone(),
             step_id: self.recorder.step_id.clone(),
             agent: self.recorder.agent_id.clone(),
             tool: tool.name.to_string(),
-            arguments: policy::policy_arguments(&value, &self.env.workdir),
+            arguments: policy::policy_arguments(&value, &call, &self.env.workdir),
             grants: {
                 let mut grants = self.env.grants.to_json();
                 grants["workdir"] = json!(self.env.workdir);

@@ -98,7 +98,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn single(verdict: Verdict, by: &str) -> Outcome {
+    pub(crate) fn single(verdict: Verdict, by: &str) -> Outcome {
         let trail = vec![trail_entry(by, &verdict)];
         Outcome {
             verdict,
@@ -497,29 +497,35 @@ impl PolicyRuntime {
     }
 }
 
-/// The arguments as policies see them: `path` normalised relative to the
-/// workflow's directory when it lies inside it.
-pub fn policy_arguments(arguments: &Value, workdir: &Path) -> String {
+/// The arguments as policies see them. For file tools `path` is the path
+/// the call will really touch (the call's path, resolved by
+/// [`ToolEnv::resolve_call`]: symlinks below the granted roots followed),
+/// relative to the workflow's directory when it lies inside it; when what
+/// the model wrote (normalised the same way) differs, it is in
+/// `requested_path`.
+pub fn policy_arguments(arguments: &Value, call: &Call, workdir: &Path) -> String {
     let mut arguments = arguments.clone();
-    if let Some(Value::String(path)) = arguments.get("path") {
-        let mut absolute = PathBuf::new();
-        for component in workdir.join(path).components() {
-            match component {
-                std::path::Component::ParentDir => {
-                    absolute.pop();
-                }
-                std::path::Component::CurDir => {}
-                other => absolute.push(other),
+    if let Some(touched) = call.path() {
+        let shown = shown_path(touched, workdir);
+        if let Some(Value::String(requested)) = arguments.get("path") {
+            let requested = shown_path(requested, workdir);
+            if requested != shown {
+                arguments["requested_path"] = Value::String(requested);
             }
         }
-        let shown = match absolute.strip_prefix(workdir) {
-            Ok(relative) if relative.as_os_str().is_empty() => ".".to_string(),
-            Ok(relative) => relative.display().to_string(),
-            Err(_) => absolute.display().to_string(),
-        };
         arguments["path"] = Value::String(shown);
     }
     arguments.to_string()
+}
+
+/// `path` normalised, relative to `workdir` when inside it (`.` for itself).
+fn shown_path(path: &str, workdir: &Path) -> String {
+    let absolute = crate::runtime::host_files::normalize(&workdir.join(path));
+    match absolute.strip_prefix(workdir) {
+        Ok(relative) if relative.as_os_str().is_empty() => ".".to_string(),
+        Ok(relative) => relative.display().to_string(),
+        Err(_) => absolute.display().to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -762,7 +768,7 @@ pub(crate) mod tests {
         }];
         let chain = Chain::for_agent(&with_rules, Path::new("/")).unwrap();
         let decide = |path: &str| {
-            let arguments = policy_arguments(&json!({ "path": path }), &s.env.workdir);
+            let arguments = policy_arguments(&json!({ "path": path }), &read(path), &s.env.workdir);
             chain.decide(&s.env, &read(path), &request("read_file", &arguments))
         };
         if crate::runtime::builtin::builtin(RULES_POLICY).is_none() {
@@ -871,21 +877,32 @@ pub(crate) mod tests {
     #[test]
     fn policies_see_normalised_paths() {
         let workdir = Path::new("/w");
+        let shown = |path: &str| policy_arguments(&json!({ "path": path }), &read(path), workdir);
+        assert_eq!(shown("./src/../secrets/k"), r#"{"path":"secrets/k"}"#);
+        assert_eq!(shown("/etc/../etc/passwd"), r#"{"path":"/etc/passwd"}"#);
+        assert_eq!(shown("."), r#"{"path":"."}"#);
         assert_eq!(
-            policy_arguments(&json!({"path": "./src/../secrets/k"}), workdir),
-            r#"{"path":"secrets/k"}"#
-        );
-        assert_eq!(
-            policy_arguments(&json!({"path": "/etc/../etc/passwd"}), workdir),
-            r#"{"path":"/etc/passwd"}"#
-        );
-        assert_eq!(
-            policy_arguments(&json!({"path": "."}), workdir),
-            r#"{"path":"."}"#
-        );
-        assert_eq!(
-            policy_arguments(&json!({"command": "ls"}), workdir),
+            policy_arguments(
+                &json!({"command": "ls"}),
+                &Call::Exec {
+                    command: "ls".into()
+                },
+                workdir
+            ),
             r#"{"command":"ls"}"#
+        );
+        // The resolved path is what policies match; the request is kept.
+        assert_eq!(
+            policy_arguments(
+                &json!({"path": "docs/link/x"}),
+                &read("/w/elsewhere/x"),
+                workdir
+            ),
+            r#"{"path":"elsewhere/x","requested_path":"docs/link/x"}"#
+        );
+        assert_eq!(
+            policy_arguments(&json!({}), &Call::List { path: "/w".into() }, workdir),
+            r#"{"path":"."}"#
         );
     }
 }

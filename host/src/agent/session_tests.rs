@@ -422,3 +422,92 @@ fn history_prefers_the_step_output_messages() {
     );
     assert!(history(&fx.store, "run1", "nobody").is_empty());
 }
+
+#[test]
+fn policies_see_the_path_behind_symlinks() {
+    let fx = fixture();
+    let rt = rt();
+    let base = &fx.base;
+    std::fs::create_dir_all(base.join("src/secret")).unwrap();
+    std::fs::create_dir_all(base.join("keep")).unwrap();
+    std::fs::write(base.join("src/secret/key.txt"), "hunter2").unwrap();
+    std::fs::write(base.join("keep/k.txt"), "kept").unwrap();
+    std::os::unix::fs::symlink("secret", base.join("src/notes")).unwrap();
+    std::os::unix::fs::symlink("../keep", base.join("out/link")).unwrap();
+    std::os::unix::fs::symlink("/etc", base.join("out/etc")).unwrap();
+    let mut ctx = context(&fx, 1);
+    ctx.grants.files.push((base.join("keep"), true));
+    ctx.agent.policy = vec![PolicySpec {
+        rules: Some(crate::workflow::model::Rules {
+            allow: vec![
+                "read(src/**)".into(),
+                "read(out/**)".into(),
+                "write(out/**)".into(),
+            ],
+            ask: vec![],
+            deny: vec!["read(src/secret/**)".into(), "write(keep/**)".into()],
+        }),
+        plugin: None,
+        config: None,
+    }];
+    let session = open_session(ctx).unwrap();
+    let call = |name: &str, args: Value| {
+        rt.block_on(
+            session
+                .0
+                .clone()
+                .invoke("c".into(), name.into(), args.to_string()),
+        )
+    };
+    // A link to a denied directory is denied by the rule for its target.
+    let out = call("read_file", json!({"path": "src/notes/key.txt"}));
+    assert!(
+        matches!(&out, Err(ToolError::Denied(m)) if m.contains("read(src/secret/**)") && m.contains("src/secret/key.txt")),
+        "{out:?}"
+    );
+    // `write(out/**)` does not cover a write through out/link into keep/.
+    let out = call(
+        "write_file",
+        json!({"path": "out/link/k.txt", "content": "x"}),
+    );
+    assert!(
+        matches!(&out, Err(ToolError::Denied(m)) if m.contains("write(keep/**)")),
+        "{out:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(base.join("keep/k.txt")).unwrap(),
+        "kept"
+    );
+    // A link out of every root: the grants refuse the target.
+    let out = call("read_file", json!({"path": "out/etc/passwd"}));
+    assert!(
+        matches!(&out, Err(ToolError::Denied(m)) if m.contains("no files grant covers /etc/passwd")),
+        "{out:?}"
+    );
+    // Plain paths still work, and a FIFO is refused without hanging.
+    let out = call(
+        "write_file",
+        json!({"path": "out/ok.txt", "content": "fine"}),
+    );
+    assert!(out.is_ok(), "{out:?}");
+    let fifo = std::ffi::CString::new(base.join("out/fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let out = call("read_file", json!({"path": "out/fifo"}));
+    assert!(
+        matches!(&out, Err(ToolError::Failed(m)) if m.contains("a FIFO: only regular files")),
+        "{out:?}"
+    );
+    // What the policies saw is in the audit: the resolved path.
+    let decisions: Vec<Value> = fx
+        .store
+        .events("run1", Some("review"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "tool_decision")
+        .map(|e| e.data)
+        .collect();
+    assert!(decisions.iter().any(|d| d["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("keep/k.txt"))));
+}

@@ -41,8 +41,10 @@ use crate::runtime::host_files::{FileError, GrantedFiles};
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes of each of stdout and stderr an `exec` result shows the model.
 pub const EXEC_MAX_OUTPUT: usize = 64 * 1024;
-/// Bytes of a file `read_file` returns.
+/// Bytes of a file `read_file` reads and returns (the rest is not read).
 pub const READ_MAX: usize = 256 * 1024;
+/// The largest file `edit_file` reads and rewrites.
+pub const EDIT_MAX: usize = 4 * 1024 * 1024;
 /// Bytes of a body `http_get` returns.
 pub const HTTP_MAX_BODY: usize = 1024 * 1024;
 /// How long an `http_get` may take.
@@ -196,6 +198,32 @@ pub enum Call {
     },
 }
 
+impl Call {
+    /// The file or directory a file tool touches (`None` for other tools
+    /// and for a `search` of every granted directory).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Call::Read { path }
+            | Call::Write { path, .. }
+            | Call::Edit { path, .. }
+            | Call::List { path } => Some(path),
+            Call::Search { path, .. } => path.as_deref(),
+            Call::Exec { .. } | Call::HttpGet { .. } => None,
+        }
+    }
+
+    fn path_mut(&mut self) -> Option<&mut String> {
+        match self {
+            Call::Read { path }
+            | Call::Write { path, .. }
+            | Call::Edit { path, .. }
+            | Call::List { path } => Some(path),
+            Call::Search { path, .. } => path.as_mut(),
+            Call::Exec { .. } | Call::HttpGet { .. } => None,
+        }
+    }
+}
+
 /// Parse the JSON arguments of a call to `tool` (its own name).
 pub fn parse_call(tool: &ToolDef, arguments: &Value) -> Result<Call, String> {
     let Value::Object(map) = arguments else {
@@ -289,6 +317,19 @@ impl ToolEnv {
             attempt: ids.2,
             exec_timeout: EXEC_TIMEOUT,
         }
+    }
+
+    /// The call with its path replaced by the absolute path it will really
+    /// touch (symlinks below the granted roots followed, see
+    /// [`GrantedFiles::resolve`]): what the grants and the policies check,
+    /// and what the tool opens without following any symlink.
+    pub fn resolve_call(&self, mut call: Call) -> Result<Call, String> {
+        if let Some(path) = call.path_mut() {
+            let files = self.files.as_ref().map_err(Clone::clone)?;
+            let resolved = files.resolve(path).map_err(|e| e.to_string())?;
+            *path = resolved.to_string_lossy().into_owned();
+        }
+        Ok(call)
     }
 
     fn absolute(&self, path: &str) -> PathBuf {
@@ -416,8 +457,14 @@ fn run_file_tool(env: &ToolEnv, call: Call) -> Result<String, ToolError> {
         .map_err(|e| ToolError::Failed(e.clone()))?;
     match call {
         Call::Read { path } => {
-            let bytes = files.read(&path).map_err(file_error)?;
-            Ok(truncate(&String::from_utf8_lossy(&bytes), READ_MAX))
+            let read = files.read(&path, READ_MAX).map_err(file_error)?;
+            let mut text = String::from_utf8_lossy(&read.bytes).into_owned();
+            if read.truncated {
+                text.push_str(&format!(
+                    "\n[read_file stopped at {READ_MAX} bytes: the file is larger]"
+                ));
+            }
+            Ok(text)
         }
         Call::Write { path, content } => {
             files.write(&path, content.as_bytes()).map_err(file_error)?;
@@ -429,8 +476,13 @@ fn run_file_tool(env: &ToolEnv, call: Call) -> Result<String, ToolError> {
                     "edit_file: `old` must not be empty".to_string(),
                 ));
             }
-            let bytes = files.read(&path).map_err(file_error)?;
-            let text = String::from_utf8(bytes)
+            let read = files.read(&path, EDIT_MAX).map_err(file_error)?;
+            if read.truncated {
+                return Err(ToolError::Failed(format!(
+                    "edit_file: '{path}' is larger than {EDIT_MAX} bytes, the most edit_file changes"
+                )));
+            }
+            let text = String::from_utf8(read.bytes)
                 .map_err(|_| ToolError::Failed(format!("edit_file: '{path}' is not UTF-8 text")))?;
             match text.matches(old.as_str()).count() {
                 0 => Err(ToolError::Failed(format!(
@@ -500,10 +552,11 @@ fn search(
             truncated = true;
             break;
         }
-        let Ok(bytes) = files.read(&text_path) else {
+        let Ok(read) = files.read(&text_path, SEARCH_MAX_FILE) else {
             continue;
         };
-        if bytes.len() > SEARCH_MAX_FILE || bytes.contains(&0) {
+        let bytes = read.bytes;
+        if read.truncated || bytes.contains(&0) {
             continue;
         }
         let text = String::from_utf8_lossy(&bytes);

@@ -35,7 +35,7 @@
 //!   below it are made relative first.
 //! - **`exec`**: a command pattern matched against each simple command of the
 //!   `command` argument (words joined by single spaces, quotes removed); `*`
-//!   matches any characters. A pattern ending in ` *` (or `:*`) also matches
+//!   matches any characters but a newline. A pattern ending in ` *` (or `:*`) also matches
 //!   the bare command: `exec(cargo test *)` matches `cargo test` and
 //!   `cargo test -p x`, not `cargo testing`.
 //! - **`http_get`**: `domain:<host>` matches the `url` argument's host
@@ -49,20 +49,23 @@
 //! no rule matches is **ask** (`no rule allows ...`): a person decides
 //! rather than the agent silently failing or silently succeeding.
 //!
-//! An `exec` command line is split (see [`shell`]) on `&&`, `||`, `;`, `|`,
-//! `&`, newlines, sub-shell parentheses, backticks and `$( )`: every simple
-//! command is checked on its own; any denied part denies the call, else any
-//! ask or unmatched part asks, else it is allowed. A line the splitter
-//! cannot read with confidence (here-documents, redirections to files,
-//! unbalanced quotes ...) is `ask`, unless a deny rule (bare, or a pattern
-//! matching the whole line) denies it or a bare `exec` allow rule allows
-//! everything. Likewise a simple command whose program name is computed
-//! (`$CMD -rf x`, `$(echo rm) x`) is allowed only by a bare `exec` rule.
+//! An `exec` command line is split as `/bin/sh` reads it (see [`shell`]:
+//! `&&`, `||`, `;`, `|`, `&`, newlines, sub-shells, `#` comments, backticks
+//! and `$( )`): every simple command is checked on its own; any denied part
+//! denies the call, else any ask or unmatched part asks, else it is allowed.
+//! A line the splitter cannot read with confidence (here-documents,
+//! redirections to files, unbalanced quotes, `case` ...) is `ask`, unless a
+//! deny rule (bare, or a pattern matching the whole line) denies it or a
+//! bare `exec` allow rule allows everything. Likewise a simple command in
+//! doubt (inside or holding a command substitution, after a shell keyword,
+//! `eval`, `exec`, `trap` ...) or whose program name is computed
+//! (`$CMD -rf x`) is allowed only by a bare `exec` rule; deny rules still
+//! see its words.
 //!
-//! Wrappers (`sh -c`, `bash -c`, `eval`, `env`, `xargs`, `find -exec`) run
-//! what they are given: allowing them allows whatever they run, so keep
-//! allow patterns narrow; deny patterns are a backstop, not a sandbox (the
-//! step's grants and OS sandbox are).
+//! Wrappers (`sh -c`, `bash -c`, `env`, `xargs`, `find -exec`) run what
+//! they are given: allowing them allows whatever they run, so keep allow
+//! patterns narrow; deny patterns are a backstop, not a sandbox (the step's
+//! grants and OS sandbox are).
 //!
 //! An invalid config (unknown key, malformed rule) denies every call, with
 //! the error as the reason: a broken policy fails closed.

@@ -158,7 +158,7 @@ fn wildcard(g: &[char], t: &[char], question: bool) -> bool {
 }
 
 /// A command pattern for `exec(...)`: words separated by whitespace, `*`
-/// matching any characters (spaces included). A pattern ending in ` *` (or
+/// matching any characters but a newline (spaces included). A pattern ending in ` *` (or
 /// the `:*` suffix) also matches the command without further arguments, so
 /// `cargo test *` matches `cargo test` and `cargo test -p x`, but not
 /// `cargo testing`.
@@ -190,7 +190,13 @@ impl CommandPattern {
     }
 
     /// Whether the command text (words joined by single spaces) matches.
+    /// `*` never matches a newline, and a pattern (whitespace-normalised)
+    /// holds none, so a command with a newline inside a word (`ls 'a⏎b'`)
+    /// matches no pattern: at most a bare rule applies to it.
     pub fn matches(&self, command: &str) -> bool {
+        if command.contains('\n') {
+            return false;
+        }
         if self.bare.as_deref() == Some(command) {
             return true;
         }
@@ -362,6 +368,9 @@ mod tests {
 
     #[test]
     fn command_patterns() {
+        assert!(!cmd("ls *", "ls a\nb"));
+        assert!(!cmd("ls*", "ls\nrm x"));
+        assert!(!cmd("*", "a\nb"));
         assert!(cmd("cargo test *", "cargo test -p x"));
         assert!(cmd("cargo test *", "cargo test"));
         assert!(!cmd("cargo test *", "cargo testing"));

@@ -330,13 +330,18 @@ impl Rules {
                 Spec::Command(p) => p.matches(&text),
                 _ => false,
             });
-            if let (Verdict::Allow, Some(program)) = (&verdict, command.computed_program()) {
-                // A pattern cannot tell what a computed program name runs.
-                if !bare_allow {
+            if let (Verdict::Allow, false) = (&verdict, bare_allow) {
+                if let Some(program) = command.computed_program() {
+                    // A pattern cannot tell what a computed program name runs.
                     verdict = Verdict::Ask(format!(
                         "cannot tell which program {what} runs (`{}` is computed); approve \
                          only if the whole command line is fine",
                         short(program)
+                    ));
+                } else if let Some(doubt) = &command.doubt {
+                    verdict = Verdict::Ask(format!(
+                        "cannot check {what} with confidence ({doubt}); approve only if the \
+                         whole command line is fine"
                     ));
                 }
             }
@@ -574,6 +579,45 @@ mod tests {
             );
         }
         assert!(is_ask(&r.decide("exec", "{}", "{}")));
+    }
+
+    #[test]
+    fn exec_lines_are_read_as_sh_reads_them() {
+        let r = rules(&["exec(ls *)", "exec(git *)", "exec(date)"], &[], &[]);
+        // Comments end at the newline whatever they hold; `&>` is `&` `>`.
+        assert_eq!(
+            exec(&r, "ls #'\nrm x\n#'"),
+            Verdict::Ask("no rule allows `rm x` (in exec `ls #' rm x #'`)".into())
+        );
+        assert!(is_ask(&exec(&r, "ls &>/dev/null rm x")));
+        assert_eq!(exec(&r, "ls -l # just a comment"), Verdict::Allow);
+        // `*` does not match a newline inside a word.
+        assert!(is_ask(&exec(&r, "ls 'a\nb'")));
+        // Commands in doubt are asked about even when every part matches.
+        for doubtful in [
+            "git commit -m \"$(date)\"",
+            "ls `date`",
+            "if ls; then ls; fi",
+            "exec ls",
+        ] {
+            let verdict = exec(&r, doubtful);
+            match &verdict {
+                Verdict::Ask(p) => assert!(p.contains("with confidence"), "{doubtful}: {p}"),
+                other => panic!("{doubtful}: {other:?}"),
+            }
+        }
+        assert!(is_ask(&exec(&r, "eval ls")));
+        // Deny rules still see commands in doubt.
+        let deny = rules(&["exec"], &[], &["exec(rm *)"]);
+        for hidden in [
+            "ls #'\nrm x\n#'",
+            "ls &>/dev/null rm x",
+            "if ls; then rm x; fi",
+            "exec rm x",
+            "ls $(rm x)",
+        ] {
+            assert!(is_deny(&exec(&deny, hidden)), "{hidden}");
+        }
     }
 
     #[test]

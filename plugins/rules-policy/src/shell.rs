@@ -1,35 +1,49 @@
 //! Split a shell command line into the simple commands it would run.
 //!
-//! The splitter is deliberately conservative: it understands enough of the
-//! POSIX shell grammar to find every command a line starts, and refuses
-//! (returns an error, which the policy turns into `ask`) whatever it cannot
-//! read with confidence.
+//! The splitter reads a line as `/bin/sh` (a POSIX shell; dash on Debian)
+//! reads it, and refuses (returns an error, which the policy turns into
+//! `ask`) whatever it cannot read with confidence. A differential test runs
+//! every case through the real `sh` and compares.
 //!
-//! - Separators: `&&`, `||`, `;`, `|` (and `|&`), `&`, newlines, and the
-//!   parentheses of sub-shells `( ... )`.
-//! - Command substitutions `$( ... )` and `` `...` `` (also inside double
-//!   quotes) are commands of their own; in the enclosing command they stand
-//!   as the word `$(…)`.
+//! - Separators: `&&`, `||`, `;`, `|`, `&`, newlines, and the parentheses of
+//!   sub-shells `( ... )`. `&>` is `&` then `>` as in POSIX sh:
+//!   `a &>/dev/null b` runs `a` in the background, then `b`.
+//! - A `#` that starts a word begins a comment up to the end of the line;
+//!   nothing inside it counts (no quote, no backslash continues it).
 //! - Quotes (`'...'`, `"..."`) and backslash escapes are removed, so `"rm"`
-//!   and `r\m` are both the word `rm`. `$VAR` and `${VAR}` stay as written.
+//!   and `r\m` are both the word `rm`; a backslash-newline joins two lines.
+//!   `$VAR` and `${VAR}` stay as written.
 //! - Redirections between descriptors (`2>&1`, `>&2`, `<&0`, `2>&-`) and to
 //!   or from `/dev/null` are dropped from the words.
 //!
-//! Refused: unbalanced quotes, parentheses or backticks; a trailing
-//! backslash; here-documents and here-strings (`<<`, `<<<`); process
-//! substitution (`<(`, `>(`); arithmetic `$(( ))`; `$'...'` and `$"..."`
-//! quoting; redirections to or from any file other than `/dev/null` (a
-//! write the file rules would not see); an empty line.
+//! Some commands are split but in doubt ([`SimpleCommand::doubt`]): their
+//! words are reported, so that deny rules see them, but no pattern may allow
+//! them. These are command substitutions `$( ... )` and `` `...` `` (their
+//! commands and the command holding them, which shows the word `$(…)`);
+//! commands after a shell keyword (`if`, `then`, `do`, `!`, `{` ...: the
+//! keywords are removed from the words); `for` loops; and builtins that run
+//! text as shell code or start another program (`eval`, `.`, `source`,
+//! `trap`, `alias`, `exec`, `command`: the last two are removed from the
+//! words, so `exec rm x` is checked as `rm x`).
 //!
-//! A command whose program name is computed (`$CMD x`, `$(echo rm) x`,
-//! `{ a; }`, `r{m,} x`) is split like any other; see
-//! [`SimpleCommand::computed_program`].
+//! Refused: unbalanced quotes, parentheses or backticks; a trailing
+//! backslash; an operator without a command before it (`;;`, `|&`, `; a`)
+//! or a `|`, `&&`, `||` without one after it; an empty `( )`; a `(` inside a
+//! command (function definitions); a word after a sub-shell's `)`; `case`;
+//! here-documents and here-strings (`<<`, `<<<`); process substitution
+//! (`<(`, `>(`); arithmetic `$(( ))`; `$'...'` and `$"..."` quoting;
+//! `${...}` holding anything but a parameter name (`${x:-$(rm y)}`);
+//! redirections to or from any file other than `/dev/null` (a write the
+//! file rules would not see); a NUL character; an empty line.
+//!
+//! A command whose program name is computed (`$CMD x`, `r{m,} x`, `/bin/r?`)
+//! is split like any other; see [`SimpleCommand::computed_program`].
 //!
 //! Not interpreted (they stay ordinary words, so a rule must match them
-//! literally): keywords (`if`, `then`, `for` ...), variable assignments
-//! (`FOO=1 cargo test`), `#` comments, globs in arguments. Wrappers such as
-//! `sh -c`, `bash -c`, `eval`, `env`, `xargs` or `find -exec` run what they
-//! are given: a rule that allows them allows whatever they run.
+//! literally): variable assignments (`FOO=1 cargo test`), globs in
+//! arguments. Wrappers such as `sh -c`, `bash -c`, `env`, `xargs` or
+//! `find -exec` run what they are given: a rule that allows them allows
+//! whatever they run.
 
 use std::fmt;
 
@@ -38,6 +52,10 @@ use std::fmt;
 pub struct SimpleCommand {
     /// The words, e.g. `["cargo", "test", "-p", "x"]`.
     pub words: Vec<String>,
+    /// Why the splitter is not sure that these words are all this command
+    /// runs (a command substitution, a keyword, `eval` ...); `None` when it
+    /// is sure. A command in doubt is never allowed by a pattern.
+    pub doubt: Option<String>,
 }
 
 impl SimpleCommand {
@@ -49,7 +67,7 @@ impl SimpleCommand {
     /// The program name when it is computed at run time, so that no pattern
     /// can tell what runs: it holds `$` (a variable or a substitution),
     /// braces, parentheses, backticks or glob characters (`$CMD x`,
-    /// `$(echo rm) x`, `{ a; }`, `r{m,} x`, `/bin/r?`).
+    /// `$(echo rm) x`, `r{m,} x`, `/bin/r?`).
     pub fn computed_program(&self) -> Option<&str> {
         self.program()
             .filter(|name| name.contains(['$', '{', '}', '*', '?', '[', ']', '(', ')', '`']))
@@ -98,15 +116,22 @@ impl fmt::Display for Unparseable {
 /// The word a command substitution leaves in its enclosing command.
 pub const SUBSTITUTION: &str = "$(…)";
 
+/// Reserved words that may start a command and precede another one.
+const LEADING_KEYWORDS: &[&str] = &[
+    "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "esac",
+];
+
+/// Builtins that run their arguments (or a later string) as shell code.
+const SHELL_CODE_BUILTINS: &[&str] = &["eval", ".", "source", "trap", "alias"];
+
+/// Builtins that start the program named by their next word.
+const PROGRAM_WRAPPERS: &[&str] = &["exec", "command"];
+
 /// Split `line` into the simple commands it runs, in order of appearance
 /// (a command substitution comes before the command that contains it).
 pub fn split(line: &str) -> Result<Vec<SimpleCommand>, Unparseable> {
     let chars: Vec<char> = line.chars().collect();
-    let mut parser = Parser {
-        chars: &chars,
-        pos: 0,
-        commands: Vec::new(),
-    };
+    let mut parser = Parser::new(&chars, 0);
     parser.sequence(false)?;
     if parser.commands.is_empty() {
         return Err(Unparseable("the command line is empty".into()));
@@ -118,6 +143,8 @@ struct Parser<'a> {
     chars: &'a [char],
     pos: usize,
     commands: Vec<SimpleCommand>,
+    /// How many command substitutions enclose what is read.
+    nesting: usize,
 }
 
 /// The command being read.
@@ -130,12 +157,17 @@ struct Current {
     /// Whether `word` so far came only from unquoted digits (a descriptor
     /// number before a redirection, as in `2>`).
     digits_only: bool,
+    /// Whether a word or a redirection was read since the last separator.
+    started: bool,
+    /// Why this command is in doubt, if it is.
+    doubt: Option<String>,
 }
 
 impl Current {
     fn push_char(&mut self, c: char, quoted: bool) {
         if !self.in_word {
             self.in_word = true;
+            self.started = true;
             self.digits_only = true;
         }
         if quoted || !c.is_ascii_digit() {
@@ -145,17 +177,23 @@ impl Current {
     }
 
     fn push_str(&mut self, s: &str) {
-        if !self.in_word {
-            self.in_word = true;
-        }
+        self.touch();
         self.digits_only = false;
         self.word.push_str(s);
+    }
+
+    /// A command substitution: the word `$(…)`, and the command in doubt.
+    fn push_substitution(&mut self) {
+        self.push_str(SUBSTITUTION);
+        self.doubt
+            .get_or_insert_with(|| "it holds a command substitution".into());
     }
 
     /// Start a word that may be empty (`""`).
     fn touch(&mut self) {
         if !self.in_word {
             self.in_word = true;
+            self.started = true;
             self.digits_only = false;
         }
     }
@@ -168,17 +206,113 @@ impl Current {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<SimpleCommand>) {
+    /// End the command: drop leading keywords and wrappers (in doubt), and
+    /// record it unless it is empty.
+    fn finish(
+        &mut self,
+        out: &mut Vec<SimpleCommand>,
+        substituted: bool,
+        open: &mut Vec<&'static str>,
+    ) -> Result<(), Unparseable> {
         self.end_word();
-        if !self.words.is_empty() {
-            out.push(SimpleCommand {
-                words: std::mem::take(&mut self.words),
-            });
+        self.started = false;
+        let mut words = std::mem::take(&mut self.words);
+        let mut doubt = self.doubt.take();
+        if substituted {
+            doubt.get_or_insert_with(|| "it runs inside a command substitution".into());
         }
+        while let Some(first) = words.first().map(String::as_str) {
+            if first == "case" {
+                return Err(Unparseable("a `case` statement".into()));
+            }
+            if first == "for" {
+                doubt.get_or_insert_with(|| "a `for` loop".into());
+                open.push("done");
+                break;
+            }
+            if !LEADING_KEYWORDS.contains(&first) {
+                break;
+            }
+            match_keyword(first, open, words.len() > 1)?;
+            doubt.get_or_insert_with(|| format!("it follows the shell keyword `{first}`"));
+            words.remove(0);
+        }
+        let assignments = words.iter().take_while(|w| is_assignment(w)).count();
+        while let Some(program) = words.get(assignments).map(String::as_str) {
+            if SHELL_CODE_BUILTINS.contains(&program) {
+                doubt.get_or_insert_with(|| format!("`{program}` runs text as shell code"));
+                break;
+            }
+            let next_is_program = words
+                .get(assignments + 1)
+                .is_some_and(|next| !next.starts_with('-'));
+            if !PROGRAM_WRAPPERS.contains(&program) {
+                break;
+            }
+            doubt.get_or_insert_with(|| format!("`{program}` starts another program"));
+            if !next_is_program {
+                break;
+            }
+            words.remove(assignments);
+        }
+        if !words.is_empty() {
+            out.push(SimpleCommand { words, doubt });
+        }
+        Ok(())
     }
 }
 
-impl Parser<'_> {
+/// Keep the stack of the closing words the open compound commands expect
+/// (`fi`, `done`, `}`) in step with `keyword`; refuse what sh would reject
+/// (a stray `}`, `then` outside an `if`, words after `fi`).
+fn match_keyword(
+    keyword: &str,
+    open: &mut Vec<&'static str>,
+    more_words: bool,
+) -> Result<(), Unparseable> {
+    let expects = |closer: &str| open.last() == Some(&closer);
+    let ok = match keyword {
+        "if" => {
+            open.push("fi");
+            true
+        }
+        "while" | "until" => {
+            open.push("done");
+            true
+        }
+        "{" => {
+            open.push("}");
+            true
+        }
+        "then" | "else" | "elif" => expects("fi"),
+        "do" => expects("done"),
+        "fi" | "done" | "}" => {
+            let matched = expects(keyword) && !more_words;
+            open.pop();
+            matched
+        }
+        "!" => true,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Unparseable(format!(
+            "a misplaced shell keyword `{keyword}`"
+        )))
+    }
+}
+
+impl<'a> Parser<'a> {
+    fn new(chars: &'a [char], nesting: usize) -> Parser<'a> {
+        Parser {
+            chars,
+            pos: 0,
+            commands: Vec::new(),
+            nesting,
+        }
+    }
+
     fn peek(&self, offset: usize) -> Option<char> {
         self.chars.get(self.pos + offset).copied()
     }
@@ -187,43 +321,112 @@ impl Parser<'_> {
         Err(Unparseable(what.to_string()))
     }
 
+    fn finish(
+        &mut self,
+        cur: &mut Current,
+        open: &mut Vec<&'static str>,
+    ) -> Result<(), Unparseable> {
+        cur.finish(&mut self.commands, self.nesting > 0, open)
+    }
+
     /// Read commands until the end of input or, inside `$( )`, the closing
     /// parenthesis (consumed).
     fn sequence(&mut self, in_substitution: bool) -> Result<(), Unparseable> {
         let mut cur = Current::default();
-        let mut depth = 0usize; // open sub-shell parentheses
+        // Open sub-shell parentheses.
+        let mut depth = 0usize;
+        // After `|`, `&&` or `||`: a command must follow.
+        let mut need_command = false;
+        // Right after a sub-shell's `)`: only operators and redirections.
+        let mut closed = false;
+        // Whether a command was read since the last `(`.
+        let mut filled = true;
+        // The closing keywords the open compound commands expect, and how
+        // many were open at each open `(`.
+        let mut open: Vec<&'static str> = Vec::new();
+        let mut open_at_paren: Vec<usize> = Vec::new();
         while let Some(c) = self.peek(0) {
+            let word_char = (cur.in_word || c != '#')
+                && !matches!(
+                    c,
+                    ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>'
+                );
+            if word_char && closed {
+                return self.fail("a word after a sub-shell's `)`");
+            }
             match c {
-                ' ' | '\t' | '\r' => {
+                ' ' | '\t' => {
                     cur.end_word();
                     self.pos += 1;
                 }
-                '\n' | ';' | '&' | '|' => {
-                    if c == '&' && self.peek(1) == Some('>') {
-                        // `&>file`, `&>>file`: both streams to a file.
-                        cur.end_word();
-                        self.pos += 1;
-                        self.redirection(&mut cur)?;
-                        continue;
+                '\n' => {
+                    if cur.started {
+                        filled = true;
                     }
-                    cur.finish(&mut self.commands);
+                    self.finish(&mut cur, &mut open)?;
+                    closed = false;
                     self.pos += 1;
                 }
+                ';' | '&' | '|' => {
+                    let double = c != ';' && self.peek(1) == Some(c);
+                    let op: String = if double {
+                        [c, c].iter().collect()
+                    } else {
+                        c.to_string()
+                    };
+                    if !cur.started && !closed {
+                        return Err(Unparseable(format!("`{op}` without a command before it")));
+                    }
+                    filled = true;
+                    self.finish(&mut cur, &mut open)?;
+                    self.pos += op.len();
+                    need_command = c == '|' || double;
+                    closed = false;
+                }
+                '#' if !cur.in_word => {
+                    while self.peek(0).is_some_and(|c| c != '\n') {
+                        self.pos += 1;
+                    }
+                }
                 '(' => {
-                    cur.finish(&mut self.commands);
+                    if cur.started || closed {
+                        return self.fail(
+                            "a `(` inside a command (a function definition, or not valid sh)",
+                        );
+                    }
                     depth += 1;
+                    open_at_paren.push(open.len());
+                    filled = false;
                     self.pos += 1;
                 }
                 ')' => {
-                    cur.finish(&mut self.commands);
+                    if need_command {
+                        return self.fail("a `|`, `&&` or `||` without a command after it");
+                    }
+                    if cur.started {
+                        filled = true;
+                    }
+                    self.finish(&mut cur, &mut open)?;
                     self.pos += 1;
                     if depth == 0 {
                         if in_substitution {
+                            if let Some(closer) = open.last() {
+                                return Err(Unparseable(format!(
+                                    "a compound command without its `{closer}`"
+                                )));
+                            }
                             return Ok(());
                         }
                         return self.fail("unbalanced `)`");
                     }
+                    if !filled {
+                        return self.fail("an empty `( )`");
+                    }
+                    if open_at_paren.pop() != Some(open.len()) {
+                        return self.fail("a compound command that is not closed inside `( )`");
+                    }
                     depth -= 1;
+                    closed = true;
                 }
                 '\\' => {
                     self.pos += 1;
@@ -260,16 +463,10 @@ impl Parser<'_> {
                 }
                 '`' => {
                     self.pos += 1;
-                    self.backticks()?;
-                    cur.push_str(SUBSTITUTION);
+                    self.backticks(false)?;
+                    cur.push_substitution();
                 }
-                '$' if self.peek(1) == Some('(') => {
-                    self.dollar_paren()?;
-                    cur.push_str(SUBSTITUTION);
-                }
-                '$' if matches!(self.peek(1), Some('\'' | '"')) => {
-                    return self.fail("`$'...'` / `$\"...\"` quoting");
-                }
+                '$' => self.dollar(&mut cur, false)?,
                 '<' | '>' => {
                     if cur.in_word && !cur.digits_only {
                         // `a>b`: the word ends where the operator starts.
@@ -280,21 +477,82 @@ impl Parser<'_> {
                         cur.in_word = false;
                         cur.digits_only = false;
                     }
-                    self.redirection(&mut cur)?;
+                    self.redirection()?;
+                    cur.started = true;
                 }
+                '\0' => return self.fail("a NUL character"),
                 other => {
                     cur.push_char(other, false);
                     self.pos += 1;
                 }
             }
+            if cur.started {
+                need_command = false;
+            }
         }
-        cur.finish(&mut self.commands);
+        if cur.started {
+            filled = true;
+        }
+        self.finish(&mut cur, &mut open)?;
+        if need_command {
+            return self.fail("a `|`, `&&` or `||` without a command after it");
+        }
         if in_substitution {
             return self.fail("an unterminated `$(`");
         }
-        if depth > 0 {
+        if depth > 0 || !filled {
             return self.fail("an unbalanced `(`");
         }
+        if let Some(closer) = open.last() {
+            return Err(Unparseable(format!(
+                "a compound command without its `{closer}`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// At a `$` (unquoted or inside double quotes).
+    fn dollar(&mut self, cur: &mut Current, quoted: bool) -> Result<(), Unparseable> {
+        match self.peek(1) {
+            Some('(') => {
+                if self.peek(2) == Some('(') {
+                    return self.fail("arithmetic expansion `$((`");
+                }
+                self.pos += 2;
+                self.nesting += 1;
+                let inner = self.sequence(true);
+                self.nesting -= 1;
+                inner?;
+                cur.push_substitution();
+            }
+            Some('{') => self.braced_parameter(cur)?,
+            Some('\'' | '"') if !quoted => {
+                return self.fail("`$'...'` / `$\"...\"` quoting");
+            }
+            _ => {
+                cur.push_char('$', quoted);
+                self.pos += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// At `${`: only a plain parameter (`${HOME}`, `${1}`, `${#}`) is read;
+    /// operators (`${x:-word}`) can hide quotes and substitutions.
+    fn braced_parameter(&mut self, cur: &mut Current) -> Result<(), Unparseable> {
+        let start = self.pos;
+        let mut end = start + 2;
+        while self.chars.get(end).is_some_and(|&c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '*' | '#' | '?' | '$' | '!' | '-')
+        }) {
+            end += 1;
+        }
+        if end == start + 2 || self.chars.get(end) != Some(&'}') {
+            return self.fail("a `${...}` expansion with an operator");
+        }
+        let text: String = self.chars[start..=end].iter().collect();
+        cur.push_str(&text);
+        self.pos = end + 1;
         Ok(())
     }
 
@@ -322,13 +580,11 @@ impl Parser<'_> {
                 }
                 Some('`') => {
                     self.pos += 1;
-                    self.backticks()?;
-                    cur.push_str(SUBSTITUTION);
+                    self.backticks(true)?;
+                    cur.push_substitution();
                 }
-                Some('$') if self.peek(1) == Some('(') => {
-                    self.dollar_paren()?;
-                    cur.push_str(SUBSTITUTION);
-                }
+                Some('$') => self.dollar(cur, true)?,
+                Some('\0') => return self.fail("a NUL character"),
                 Some(c) => {
                     cur.push_char(c, true);
                     self.pos += 1;
@@ -337,19 +593,11 @@ impl Parser<'_> {
         }
     }
 
-    /// At `$(`: a command substitution (its commands are recorded).
-    fn dollar_paren(&mut self) -> Result<(), Unparseable> {
-        if self.peek(2) == Some('(') {
-            return self.fail("arithmetic expansion `$((`");
-        }
-        self.pos += 2;
-        self.sequence(true)
-    }
-
     /// After an opening backtick: up to the closing one; the text between
-    /// (with `` \` ``, `\\` and `\$` unescaped) is split on its own.
-    fn backticks(&mut self) -> Result<(), Unparseable> {
-        let mut inner = String::new();
+    /// (with `` \` ``, `\\`, `\$`, and inside double quotes `\"`, unescaped)
+    /// is split on its own.
+    fn backticks(&mut self, in_double_quotes: bool) -> Result<(), Unparseable> {
+        let mut inner = Vec::new();
         loop {
             match self.peek(0) {
                 None => return self.fail("an unterminated backtick"),
@@ -361,6 +609,7 @@ impl Parser<'_> {
                     match self.peek(1) {
                         None => return self.fail("an unterminated backtick"),
                         Some(e @ ('`' | '\\' | '$')) => inner.push(e),
+                        Some('"') if in_double_quotes => inner.push('"'),
                         Some(other) => {
                             inner.push('\\');
                             inner.push(other);
@@ -374,14 +623,17 @@ impl Parser<'_> {
                 }
             }
         }
-        let mut nested = split(&inner).map_err(|e| Unparseable(format!("{e} inside backticks")))?;
-        self.commands.append(&mut nested);
+        let mut nested = Parser::new(&inner, self.nesting + 1);
+        nested
+            .sequence(false)
+            .map_err(|e| Unparseable(format!("{e} inside backticks")))?;
+        self.commands.append(&mut nested.commands);
         Ok(())
     }
 
     /// At `<` or `>` (after any descriptor number): accept descriptor
     /// duplications and `/dev/null`, refuse the rest.
-    fn redirection(&mut self, cur: &mut Current) -> Result<(), Unparseable> {
+    fn redirection(&mut self) -> Result<(), Unparseable> {
         let first = self.peek(0).expect("at an operator");
         self.pos += 1;
         match (first, self.peek(0)) {
@@ -399,19 +651,20 @@ impl Parser<'_> {
                     if self.peek(0) == Some('-') {
                         self.pos += 1;
                     }
-                    return self.after_redirection(cur);
+                    return self.after_redirection();
                 }
                 if self.peek(0) == Some('-') {
                     self.pos += 1;
-                    return self.after_redirection(cur);
+                    return self.after_redirection();
                 }
-                // `>&file` is `&>file`: a file target follows.
+                // `>&file` is not POSIX (dash: "Bad fd number").
+                return self.fail("a `>&` or `<&` not followed by a descriptor number");
             }
             _ => {}
         }
         let target = self.redirection_target()?;
         if target == "/dev/null" {
-            return self.after_redirection(cur);
+            return self.after_redirection();
         }
         Err(Unparseable(format!(
             "a redirection to or from a file (`{first} {target}`)"
@@ -419,9 +672,9 @@ impl Parser<'_> {
     }
 
     /// The operator must be followed by a word boundary.
-    fn after_redirection(&mut self, _cur: &mut Current) -> Result<(), Unparseable> {
+    fn after_redirection(&mut self) -> Result<(), Unparseable> {
         match self.peek(0) {
-            None | Some(' ' | '\t' | '\r' | '\n' | ';' | '&' | '|' | ')' | '<' | '>') => Ok(()),
+            None | Some(' ' | '\t' | '\n' | ';' | '&' | '|' | ')') => Ok(()),
             Some(_) => self.fail("an unusual redirection"),
         }
     }
@@ -435,7 +688,7 @@ impl Parser<'_> {
         let mut target = String::new();
         while let Some(c) = self.peek(0) {
             match c {
-                ' ' | '\t' | '\r' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>' => break,
+                ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>' => break,
                 '\'' => {
                     self.pos += 1;
                     loop {
@@ -448,7 +701,7 @@ impl Parser<'_> {
                     }
                     self.pos += 1;
                 }
-                '"' | '`' | '$' | '\\' => {
+                '"' | '`' | '$' | '\\' | '\0' => {
                     return self.fail("a redirection to a computed file name")
                 }
                 other => {
@@ -463,6 +716,9 @@ impl Parser<'_> {
         Ok(target)
     }
 }
+
+#[cfg(test)]
+mod differential;
 
 #[cfg(test)]
 mod tests {
@@ -483,6 +739,16 @@ mod tests {
         }
     }
 
+    /// The texts of the commands in doubt.
+    fn doubted(line: &str) -> Vec<String> {
+        split(line)
+            .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+            .iter()
+            .filter(|c| c.doubt.is_some())
+            .map(SimpleCommand::text)
+            .collect()
+    }
+
     #[test]
     fn simple_commands() {
         assert_eq!(texts("cargo test -p x"), ["cargo test -p x"]);
@@ -490,28 +756,47 @@ mod tests {
         assert_eq!(
             split("ls -l").unwrap(),
             vec![SimpleCommand {
-                words: vec!["ls".into(), "-l".into()]
+                words: vec!["ls".into(), "-l".into()],
+                doubt: None,
             }]
         );
+        // A carriage return is not a blank to sh.
+        assert_eq!(split("ls\r").unwrap()[0].words, ["ls\r"]);
     }
 
     #[test]
     fn separators() {
         assert_eq!(texts("cargo test && rm -rf x"), ["cargo test", "rm -rf x"]);
-        assert_eq!(
-            texts("a || b; c | d |& e & f"),
-            ["a", "b", "c", "d", "e", "f"]
-        );
+        assert_eq!(texts("a || b; c | d & f"), ["a", "b", "c", "d", "f"]);
         assert_eq!(texts("a\nb\n\nc"), ["a", "b", "c"]);
         assert_eq!(texts("a;b&&c||d|e"), ["a", "b", "c", "d", "e"]);
-        assert_eq!(texts("a;;b"), ["a", "b"]);
         assert_eq!(texts("sleep 1 &"), ["sleep 1"]);
         assert_eq!(texts("a ; "), ["a"]);
+        assert_eq!(texts("a &&\n\n b"), ["a", "b"]);
+        // `&>` is `&` then `>` in POSIX sh.
+        assert_eq!(texts("ls &>/dev/null rm x"), ["ls", "rm x"]);
+        assert_eq!(texts("cmd &>/dev/null"), ["cmd"]);
+    }
+
+    #[test]
+    fn comments() {
+        assert_eq!(texts("cargo test # ok; rm x"), ["cargo test"]);
+        assert_eq!(texts("ls #'\nrm x\n#'"), ["ls", "rm x"]);
+        assert_eq!(texts("ls #\"\nrm x\n#\""), ["ls", "rm x"]);
+        assert_eq!(texts("ls # \\\nrm x"), ["ls", "rm x"]);
+        assert_eq!(texts("ls;#x\nrm y"), ["ls", "rm y"]);
+        assert_eq!(texts("(ls)#x\nrm y"), ["ls", "rm y"]);
+        // Inside a word, `#` is text.
+        assert_eq!(texts("echo a#b $# '#'c"), ["echo a#b $# #c"]);
+        assert_eq!(texts("ls \\\n#x\nrm y"), ["ls", "rm y"]);
+        assert_eq!(texts("ls\\\n#x"), ["ls#x"]);
+        assert!(refused("# only a comment").contains("empty"));
     }
 
     #[test]
     fn subshells_and_substitutions() {
         assert_eq!(texts("(cd x && rm y)"), ["cd x", "rm y"]);
+        assert_eq!(texts("(a; (b)) && c"), ["a", "b", "c"]);
         assert_eq!(
             texts("echo $(rm -rf x) done"),
             ["rm -rf x", "echo $(…) done"]
@@ -527,11 +812,22 @@ mod tests {
             texts("echo `echo \\`id\\``"),
             ["id", "echo $(…)", "echo $(…)"]
         );
+        assert_eq!(
+            texts("echo \"`echo \\\"a b\\\"`\""),
+            ["echo a b", "echo $(…)"]
+        );
+        // Every command of a substitution, and its holder, is in doubt.
+        assert_eq!(
+            doubted("ls; echo $(rm -rf x) done"),
+            ["rm -rf x", "echo $(…) done"]
+        );
+        assert_eq!(doubted("echo `id`"), ["id", "echo $(…)"]);
         // Quoted parentheses and operators are text.
         assert_eq!(
             texts("echo '$(rm x)' \"a && b\" 'c;d'"),
             ["echo $(rm x) a && b c;d"]
         );
+        assert!(doubted("echo '$(rm x)'").is_empty());
     }
 
     #[test]
@@ -547,7 +843,10 @@ mod tests {
             vec!["printf".to_string(), String::new(), "x".to_string()]
         );
         assert_eq!(texts("cargo \\\n  test"), ["cargo test"]);
-        assert_eq!(texts("echo $HOME ${USER}"), ["echo $HOME ${USER}"]);
+        assert_eq!(
+            texts("echo $HOME ${USER} \"${1}\""),
+            ["echo $HOME ${USER} ${1}"]
+        );
     }
 
     #[test]
@@ -559,12 +858,46 @@ mod tests {
         );
         assert_eq!(texts("echo hi >&2"), ["echo hi"]);
         assert_eq!(texts("cmd > /dev/null 2>/dev/null"), ["cmd"]);
-        assert_eq!(texts("cmd &>/dev/null"), ["cmd"]);
         assert_eq!(texts("cmd </dev/null"), ["cmd"]);
         assert_eq!(texts("cmd 3>&-"), ["cmd"]);
+        assert_eq!(texts("(cmd) >/dev/null"), ["cmd"]);
         // Digits that are an argument, not a descriptor.
         assert_eq!(texts("echo 2 >&2"), ["echo 2"]);
         assert_eq!(texts("echo a2>&2"), ["echo a2"]);
+    }
+
+    #[test]
+    fn keywords_and_wrappers_are_removed_in_doubt() {
+        assert_eq!(texts("if true; then rm -rf x; fi"), ["true", "rm -rf x"]);
+        assert_eq!(doubted("if true; then rm -rf x; fi"), ["true", "rm -rf x"]);
+        assert_eq!(texts("! rm x"), ["rm x"]);
+        assert_eq!(texts("{ ls; rm x; }"), ["ls", "rm x"]);
+        assert_eq!(doubted("{ ls; rm x; }"), ["ls"]);
+        assert_eq!(texts("while ls; do rm x; done"), ["ls", "rm x"]);
+        assert_eq!(
+            doubted("for f in a b; do rm $f; done"),
+            ["for f in a b", "rm $f"]
+        );
+        assert_eq!(texts("exec rm x"), ["rm x"]);
+        assert_eq!(doubted("command rm x"), ["rm x"]);
+        assert_eq!(doubted("command -v ls"), ["command -v ls"]);
+        for code in [
+            "eval 'rm x'",
+            ". ./script",
+            "trap 'rm x' EXIT",
+            "alias ls='rm x'",
+        ] {
+            assert_eq!(doubted(code).len(), 1, "{code}");
+        }
+        // Assignments stay words; the program follows them.
+        assert_eq!(texts("FOO=1 cargo test"), ["FOO=1 cargo test"]);
+        assert!(doubted("FOO=1 cargo test").is_empty());
+        assert_eq!(
+            split("FOO=1 cargo test").unwrap()[0].program(),
+            Some("cargo")
+        );
+        assert_eq!(split("A=1 B=2").unwrap()[0].program(), None);
+        assert_eq!(doubted("A=1 eval x"), ["A=1 eval x"]);
     }
 
     #[test]
@@ -575,30 +908,52 @@ mod tests {
         assert!(refused("echo $(x").contains("unterminated `$(`"));
         assert!(refused("(a").contains("unbalanced `(`"));
         assert!(refused("a)").contains("unbalanced `)`"));
+        assert!(refused("()").contains("empty `( )`"));
+        assert!(refused("f() { rm x; }; f").contains("function definition"));
+        assert!(refused("echo (a)").contains("`(` inside a command"));
+        assert!(refused("(a) b").contains("after a sub-shell"));
+        assert!(refused("{ls; rm x;}").contains("misplaced shell keyword `}`"));
+        assert!(refused("then rm x").contains("misplaced"));
+        assert!(refused("if a; then b; fi c").contains("misplaced"));
+        assert!(refused("if a; then b").contains("without its `fi`"));
+        assert!(refused("(if a; then b) ; fi").contains("not closed inside"));
+        assert!(refused("x $(while a; do b)").contains("without its `done`"));
+        assert!(refused("ls 2>&1>/dev/null").contains("unusual redirection"));
         assert!(refused("echo x\\").contains("trailing backslash"));
+        assert!(refused("a;;b").contains("`;` without a command"));
+        assert!(refused("a |& b").contains("`&` without a command"));
+        assert!(refused("; a").contains("`;` without a command"));
+        assert!(refused("a && && b").contains("`&&` without a command"));
+        assert!(refused("a |").contains("without a command after it"));
+        assert!(refused("a ||\n").contains("without a command after it"));
         assert!(refused("cat <<EOF\nhi\nEOF").contains("here-document"));
         assert!(refused("cat <<< hi").contains("here-"));
         assert!(refused("diff <(ls a) <(ls b)").contains("process substitution"));
         assert!(refused("tee >(cat)").contains("process substitution"));
         assert!(refused("echo $((1+2))").contains("arithmetic"));
+        assert!(refused("echo ${x:-$(rm y)}").contains("`${...}`"));
+        assert!(refused("echo \"${x:-'}'}\"").contains("`${...}`"));
         assert!(refused("echo hi > out.txt").contains("out.txt"));
         assert!(refused("echo hi >>log").contains("log"));
         assert!(refused("cmd 2> err.txt").contains("err.txt"));
         assert!(refused("cmd &> all.txt").contains("all.txt"));
-        assert!(refused("cmd >& all.txt").contains("all.txt"));
+        assert!(refused("cmd >& all.txt").contains("descriptor number"));
+        assert!(refused("cmd >&/dev/null rm x").contains("descriptor number"));
         assert!(refused("sort < input").contains("input"));
         assert!(refused("echo x > \"$F\"").contains("computed"));
         assert!(refused("echo x >").contains("without a target"));
         assert!(refused("echo `a '`").contains("inside backticks"));
         assert!(refused("").contains("empty"));
-        assert!(refused(" ;; \n").contains("empty"));
-        assert!(refused("case x in a) echo;; esac").contains("`)`"));
+        assert!(refused(" \n\n").contains("empty"));
+        assert!(refused("case x in a) echo;; esac").contains("case"));
+        assert!(refused("case x in *) rm y; esac").contains("case"));
+        assert!(refused("case x in\n*) rm y\nesac").contains("case"));
         assert!(refused("echo $'\\x72m'").contains("quoting"));
+        assert!(refused("ls\0rm").contains("NUL"));
         for computed in [
             "$CMD -rf x",
             "$(echo rm) -rf x",
             "`echo rm` x",
-            "{ a; b; }",
             "r{m,} -rf x",
             "r* -rf x",
             "X=$(id) ${RM} x",
@@ -611,26 +966,9 @@ mod tests {
             );
         }
         // A computed argument is fine.
-        assert_eq!(texts("echo $(id) $X"), ["id", "echo $(…) $X"]);
-        assert!(split("echo $(id) $X")
+        assert!(split("echo $X")
             .unwrap()
             .iter()
             .all(|c| c.computed_program().is_none()));
-    }
-
-    #[test]
-    fn keywords_and_assignments_stay_words() {
-        assert_eq!(
-            texts("if true; then rm -rf x; fi"),
-            ["if true", "then rm -rf x", "fi"]
-        );
-        assert_eq!(texts("FOO=1 cargo test"), ["FOO=1 cargo test"]);
-        assert_eq!(
-            split("FOO=1 cargo test").unwrap()[0].program(),
-            Some("cargo")
-        );
-        assert_eq!(split("A=1 B=2").unwrap()[0].program(), None);
-        // `#` is not treated as a comment: the rest still has to pass.
-        assert_eq!(texts("cargo test # ok; rm x"), ["cargo test # ok", "rm x"]);
     }
 }
