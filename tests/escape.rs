@@ -879,6 +879,34 @@ fn a_gigabyte_on_stdout_is_cut_at_max_output() {
     run.assert_host_survived_with(0);
 }
 
+#[test]
+fn a_sparse_multi_gigabyte_output_file_fails_the_step_not_the_host() {
+    let sandbox = layout();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            script(
+                "sparse",
+                "truncate -s 8G \"$WFHOST_OUTPUT\"; echo wrote",
+                json!({ "exec": ["truncate"] }),
+            ),
+            script("after", "echo still=here >> \"$WFHOST_OUTPUT\"", json!({})),
+        ]),
+    );
+    assert_contains(
+        &run.error("sparse"),
+        "$WFHOST_OUTPUT: the program wrote 8589934592 bytes, more than the budget of 16777216 \
+         bytes (the step's max_output; grants: { max_output: ... } raises it)",
+    );
+    assert!(
+        run.max_rss_kib < 512 * 1024,
+        "the host grew to {} MiB reading a sparse output file",
+        run.max_rss_kib / 1024
+    );
+    assert_eq!(run.completed("after")["still"], "here");
+    run.assert_host_survived();
+}
+
 /// Most tasks (processes and threads) the fork bomb's run may reach before
 /// the test's own safety net stops it; the sandbox must stop it first.
 const BOMB_SAFETY_NET: u64 = 2048;

@@ -47,7 +47,10 @@
 //! - **Output**: stdout and stderr are each kept up to the step's
 //!   `max_output`, with a marker saying how much was cut; the rest is read
 //!   and dropped, so a program writing gigabytes neither stalls nor fills
-//!   the host's memory.
+//!   the host's memory. The `WFHOST_OUTPUT` file has the same budget: one
+//!   larger than `max_output` (checked on the open file before reading, so
+//!   a sparse file of any size costs nothing) fails the call with a message
+//!   naming the budget; it is read only if it is still a regular file.
 //!
 //! When the kernel cannot enforce part of this, a step in `sandbox: strict`
 //! mode (the default) gets an error naming what is missing, and a step in
@@ -319,7 +322,7 @@ async fn run_with_support(
     stopper.abort();
 
     let output_file = match &output_file {
-        Some(path) => Some(tokio::fs::read(path).await.unwrap_or_default()),
+        Some(path) => Some(read_output_file(path, spec.grants.max_output).await?),
         None => None,
     };
     use std::os::unix::process::ExitStatusExt;
@@ -389,6 +392,46 @@ fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
         ProcessError::Failed(format!("cannot create '{}': {error}", path.display()))
     })?;
     Ok(path)
+}
+
+/// Read the `WFHOST_OUTPUT` file the program wrote, refusing anything but
+/// a regular file of at most `budget` bytes (the step's `max_output`). The
+/// size is checked on the opened handle before anything is read, and the
+/// read itself stops past the budget, so a sparse file of many gigabytes
+/// costs nothing.
+async fn read_output_file(path: &Path, budget: u64) -> Result<Vec<u8>, ProcessError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |what: String| ProcessError::Failed(format!("$WFHOST_OUTPUT: {what}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| failed(format!("cannot open '{}': {error}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|error| failed(format!("cannot inspect '{}': {error}", path.display())))?;
+    if !meta.is_file() {
+        return Err(failed("is no longer a regular file".to_string()));
+    }
+    let too_big = |size: u64| {
+        failed(format!(
+            "the program wrote {size} bytes, more than the budget of {budget} bytes (the \
+             step's max_output; grants: {{ max_output: ... }} raises it)"
+        ))
+    };
+    if meta.len() > budget {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    tokio::fs::File::from_std(file)
+        .take(budget.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|error| failed(format!("cannot read '{}': {error}", path.display())))?;
+    if bytes.len() as u64 > budget {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -981,6 +1024,30 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("output-"))
             .collect();
         assert!(left.is_empty(), "the output file is removed");
+    }
+
+    #[tokio::test]
+    async fn an_output_file_past_max_output_fails_without_being_read() {
+        let mut world = World::new();
+        world.grants.max_output = 1 << 20;
+        world.grants.exec.push(exec("truncate"));
+        let mut spec = world.sh("truncate -s 8G \"$WFHOST_OUTPUT\"");
+        spec.capture_output_file = true;
+        match run(&spec).await.0 {
+            Err(ProcessError::Failed(message)) => assert_eq!(
+                message,
+                "$WFHOST_OUTPUT: the program wrote 8589934592 bytes, more than the budget of \
+                 1048576 bytes (the step's max_output; grants: { max_output: ... } raises it)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Exactly the budget is fine.
+        let mut spec = world.sh("truncate -s 1M \"$WFHOST_OUTPUT\"");
+        spec.capture_output_file = true;
+        assert_eq!(
+            output(&spec).await.output_file.map(|f| f.len()),
+            Some(1 << 20)
+        );
     }
 
     #[tokio::test]
