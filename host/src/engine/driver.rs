@@ -488,7 +488,7 @@ impl Driver {
                                 "run_timeout",
                                 &json!({ "run_timeout": crate::runtime::humanize(limit) }),
                             )?;
-                            stop_running(&mut running, &state.stop, stop_budget).await;
+                            stop_running(&mut running, &mut state.stop, stop_budget).await;
                             timers.abort_all();
                             state.cancel_reason = format!("run_timeout of {} reached", crate::runtime::humanize(limit));
                             self.cancel(run_id, def, &mut state)?;
@@ -502,7 +502,7 @@ impl Driver {
                             self.listener.on_event(&RunEvent::Pausing);
                         }
                         Some("cancel") if !state.cancelled => {
-                            stop_running(&mut running, &state.stop, stop_budget).await;
+                            stop_running(&mut running, &mut state.stop, stop_budget).await;
                             timers.abort_all();
                             self.cancel(run_id, def, &mut state)?;
                             paused = false;
@@ -1214,8 +1214,13 @@ const CONTROL_TICK: Duration = Duration::from_millis(250);
 /// Stop every running step: ask them (their programs get SIGTERM, then
 /// SIGKILL after their `kill_grace`), wait up to `budget` for them to end,
 /// then abort what is left. Their results are dropped: the run is being
-/// cancelled.
-async fn stop_running<T: 'static>(running: &mut JoinSet<T>, stop: &StopTrigger, budget: Duration) {
+/// cancelled. `stop` is renewed, so the cleanup steps that run next are not
+/// stopped at once.
+async fn stop_running<T: 'static>(
+    running: &mut JoinSet<T>,
+    stop: &mut StopTrigger,
+    budget: Duration,
+) {
     stop.fire();
     let _ = tokio::time::timeout(budget, async {
         while running.join_next().await.is_some() {}
@@ -1223,6 +1228,7 @@ async fn stop_running<T: 'static>(running: &mut JoinSet<T>, stop: &StopTrigger, 
     .await;
     running.abort_all();
     while running.join_next().await.is_some() {}
+    *stop = StopTrigger::new();
 }
 
 /// The in-memory side of a run being driven.
