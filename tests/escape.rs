@@ -1036,6 +1036,97 @@ fn a_program_ignoring_sigterm_is_killed_at_the_timeout() {
     run.assert_host_survived();
 }
 
+/// A script that ends politely on SIGTERM, taking its time (1 s) to write
+/// `stopped` into `dir/<id>.marker`: only a real grace period lets it finish.
+/// It writes `dir/<id>.started` first and then sleeps for `sleep`.
+fn polite(id: &str, dir: &str, sleep: &str) -> Value {
+    script(
+        id,
+        &format!(
+            "trap 'sleep 1; echo stopped > {dir}/{id}.marker; exit 0' TERM; \
+             echo up > {dir}/{id}.started; sleep {sleep} & wait"
+        ),
+        json!({ "exec": ["sleep"], "files": [{ "path": dir, "access": "read-write" }] }),
+    )
+}
+
+/// A script that ignores SIGTERM (so does its `sleep`).
+fn stubborn(id: &str, dir: &str, sleep: &str) -> Value {
+    let mut step = script(
+        id,
+        &format!("trap '' TERM; echo up > {dir}/{id}.started; sleep {sleep}"),
+        json!({ "exec": ["sleep"], "files": [{ "path": dir, "access": "read-write" }] }),
+    );
+    step["kill_grace"] = json!("1s");
+    step
+}
+
+#[test]
+fn a_timed_out_program_gets_sigterm_and_its_grace_then_sigkill() {
+    let sandbox = layout();
+    let rw = p(&sandbox, "rw");
+    let marker = unique("60.0").replace('x', "");
+    let mut gentle = polite("gentle", &rw, &marker);
+    gentle["timeout"] = json!("1s");
+    let mut deaf = stubborn("deaf", &rw, &marker);
+    deaf["timeout"] = json!("1s");
+    let run = run_flow(&sandbox, &workflow(vec![gentle, deaf]));
+    assert_contains(&run.error("gentle"), "timed out after 1s");
+    assert_eq!(
+        std::fs::read_to_string(sandbox.path().join("rw/gentle.marker")).unwrap_or_default(),
+        "stopped\n",
+        "the TERM handler had its grace period"
+    );
+    assert_contains(&run.error("deaf"), "timed out after 1s");
+    assert!(
+        run.elapsed < Duration::from_secs(15),
+        "the run took {:?}",
+        run.elapsed
+    );
+    assert_no_survivors(&marker);
+    run.assert_host_survived();
+}
+
+#[test]
+fn a_cancelled_program_gets_sigterm_and_its_grace_then_sigkill() {
+    let sandbox = layout();
+    let rw = p(&sandbox, "rw");
+    let marker = unique("60.0").replace('x', "");
+    let flow = sandbox.flow(&workflow(vec![
+        polite("gentle", &rw, &marker),
+        stubborn("deaf", &rw, &marker),
+    ]));
+    let mut child = sandbox.spawn_run(&flow);
+    let started = |id: &str| sandbox.path().join(format!("rw/{id}.started")).exists();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(started("gentle") && started("deaf")) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before its scripts started");
+        }
+        assert!(Instant::now() < deadline, "the scripts never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs: Value = serde_json::from_slice(&sandbox.wfhost(&["runs", "--json"]).stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let cancelled_at = Instant::now();
+    assert_exit(&sandbox.wfhost(&["cancel", &id]), 0);
+    let output = child.wait_with_output().unwrap();
+    let took = cancelled_at.elapsed();
+    assert_exit(&output, 1);
+    assert_eq!(
+        std::fs::read_to_string(sandbox.path().join("rw/gentle.marker")).unwrap_or_default(),
+        "stopped\n",
+        "the TERM handler had its grace period"
+    );
+    // The stubborn one was killed after its 1 s grace, not left running.
+    assert!(took < Duration::from_secs(15), "cancel took {took:?}");
+    assert_no_survivors(&marker);
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(step(&status, "gentle")["status"], "cancelled");
+    assert_eq!(step(&status, "deaf")["status"], "cancelled");
+}
+
 #[test]
 fn a_gigabyte_on_stdout_is_cut_at_max_output() {
     let sandbox = layout();
@@ -1071,6 +1162,34 @@ fn a_gigabyte_on_stdout_is_cut_at_max_output() {
     );
     assert_eq!(run.completed("after")["stdout"], "still here");
     run.assert_host_survived_with(0);
+}
+
+#[test]
+fn a_sparse_multi_gigabyte_output_file_fails_the_step_not_the_host() {
+    let sandbox = layout();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            script(
+                "sparse",
+                "truncate -s 8G \"$WFHOST_OUTPUT\"; echo wrote",
+                json!({ "exec": ["truncate"] }),
+            ),
+            script("after", "echo still=here >> \"$WFHOST_OUTPUT\"", json!({})),
+        ]),
+    );
+    assert_contains(
+        &run.error("sparse"),
+        "$WFHOST_OUTPUT: the program wrote 8589934592 bytes, more than the budget of 16777216 \
+         bytes (the step's max_output; grants: { max_output: ... } raises it)",
+    );
+    assert!(
+        run.max_rss_kib < 512 * 1024,
+        "the host grew to {} MiB reading a sparse output file",
+        run.max_rss_kib / 1024
+    );
+    assert_eq!(run.completed("after")["still"], "here");
+    run.assert_host_survived();
 }
 
 /// Most tasks (processes and threads) the fork bomb's run may reach before

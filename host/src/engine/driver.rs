@@ -20,6 +20,7 @@ use super::grants;
 use super::progress::ProgressBoard;
 use super::retry::RetryPolicy;
 use super::scheduler::Scheduler;
+use super::stop::StopTrigger;
 use crate::store::{Change, NewRun, RunStatus, StepStatus, Store};
 use crate::workflow::model::{Escalation, SessionMode, StageLoop, Step, Workflow};
 use crate::workflow::template::evaluate_condition;
@@ -255,6 +256,13 @@ impl Driver {
             .as_deref()
             .and_then(|t| parse_duration(t).ok())
             .map(|t| (t, Instant::now() + t));
+        // How long a cancel waits for running steps to stop their programs.
+        let stop_budget = all_grants
+            .iter()
+            .map(|grants| grants.kill_grace)
+            .max()
+            .unwrap_or_default()
+            + super::stop::STOP_MARGIN;
         let mut tick = tokio::time::interval(CONTROL_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut paused = false;
@@ -383,6 +391,7 @@ impl Driver {
                 });
                 match prepared {
                     Ok(mut invocation) => {
+                        invocation.cancel = state.stop.signal();
                         if let Some(remaining) = remaining {
                             invocation.timeout = invocation.timeout.min(remaining);
                         }
@@ -514,8 +523,7 @@ impl Driver {
                                 "run_timeout",
                                 &json!({ "run_timeout": crate::runtime::humanize(limit) }),
                             )?;
-                            running.abort_all();
-                            while running.join_next().await.is_some() {}
+                            stop_running(&mut running, &mut state.stop, stop_budget).await;
                             timers.abort_all();
                             state.cancel_reason = format!("run_timeout of {} reached", crate::runtime::humanize(limit));
                             self.cancel(run_id, def, &mut state)?;
@@ -529,8 +537,7 @@ impl Driver {
                             self.listener.on_event(&RunEvent::Pausing);
                         }
                         Some("cancel") if !state.cancelled => {
-                            running.abort_all();
-                            while running.join_next().await.is_some() {}
+                            stop_running(&mut running, &mut state.stop, stop_budget).await;
                             timers.abort_all();
                             self.cancel(run_id, def, &mut state)?;
                             paused = false;
@@ -922,6 +929,7 @@ impl Driver {
             )
             .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
             invocation.idempotency_key = format!("{run_id}:{}:{position}:{attempt}", step.id);
+            invocation.cancel = state.stop.signal();
             if let Some(remaining) = remaining {
                 invocation.timeout = invocation.timeout.min(remaining);
             }
@@ -967,9 +975,6 @@ impl Driver {
         )))
     }
 
-    /// After the last step of a stage loop completed: stop when `until`
-    /// holds, else run the stage again (at most `max_iterations` times).
-    #[allow(clippy::too_many_arguments)]
     /// Decide what follows a completed step of a stage loop and record the
     /// completion together with the decision, in one transaction: the
     /// stage is over, or it goes back (its steps are reset), or it failed
@@ -1293,6 +1298,26 @@ fn within_total(step: &Step, state: &RunState, index: usize, delay: Duration) ->
 /// How often the driver beats its heartbeat and reads control requests.
 const CONTROL_TICK: Duration = Duration::from_millis(250);
 
+/// Stop every running step: ask them (their programs get SIGTERM, then
+/// SIGKILL after their `kill_grace`), wait up to `budget` for them to end,
+/// then abort what is left. Their results are dropped: the run is being
+/// cancelled. `stop` is renewed, so the cleanup steps that run next are not
+/// stopped at once.
+async fn stop_running<T: 'static>(
+    running: &mut JoinSet<T>,
+    stop: &mut StopTrigger,
+    budget: Duration,
+) {
+    stop.fire();
+    let _ = tokio::time::timeout(budget, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+    *stop = StopTrigger::new();
+}
+
 /// The in-memory side of a run being driven.
 struct RunState {
     scheduler: Scheduler,
@@ -1321,6 +1346,8 @@ struct RunState {
     /// Which step (and attempt) each running task executes.
     tasks: std::collections::HashMap<tokio::task::Id, (usize, u32)>,
     ids: Vec<String>,
+    /// Fired on cancel: running steps stop their programs gracefully.
+    stop: StopTrigger,
 }
 
 impl RunState {
@@ -1347,6 +1374,7 @@ impl RunState {
             first_started: vec![None; def.steps.len()],
             waiting: Default::default(),
             ids: def.steps.iter().map(|s| s.id.clone()).collect(),
+            stop: StopTrigger::new(),
         }
     }
 
@@ -1482,6 +1510,7 @@ fn prepare_invocation(
         timeout,
         scratch_dir,
         agent: None,
+        cancel: Default::default(),
     })
 }
 

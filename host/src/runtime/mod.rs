@@ -39,6 +39,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::engine::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
+use crate::engine::stop::{StopSignal, StopTrigger, STOP_MARGIN};
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
 use cache::{ComponentCache, Prepared};
@@ -141,10 +142,13 @@ impl Runtime {
                     timeout: Duration::from_secs(5),
                     scratch_dir: std::env::temp_dir(),
                     agent: None,
+                    cancel: Default::default(),
                 },
                 observer: Arc::new(NullObserver),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(5),
                 agent: None,
+                stop: StopTrigger::new(),
+                programs: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -168,12 +172,17 @@ impl Runtime {
         let network = network::NetworkPolicy::new(&invocation.grants.network, observer.clone());
         let request = step_request(&invocation);
         let timeout = invocation.timeout;
+        let mut cancel = invocation.cancel.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
         let context = Arc::new(StepContext {
-            deadline: tokio::time::Instant::now() + timeout,
+            deadline,
             agent: invocation.agent.as_ref().map(|handle| handle.0.clone()),
             invocation,
             observer: observer.clone(),
+            stop: StopTrigger::new(),
+            programs: tokio::sync::watch::Sender::new(0),
         });
+        let step = context.clone();
         let mut store = Store::new(
             &self.engine,
             StepState {
@@ -192,15 +201,18 @@ impl Runtime {
             let step = prepared.instantiate_async(&mut store).await?;
             step.call_run(&mut store, &request).await
         };
-        let outcome = tokio::time::timeout(timeout, call).await;
+        let outcome = until_stopped(call, deadline, &mut cancel, &step).await;
         forward_guest_output(&*observer, &stdout, LogLevel::Info);
         forward_guest_output(&*observer, &stderr, LogLevel::Warn);
 
         match outcome {
-            Err(_) => Err(StepFailure {
+            Err(Stopped::TimedOut) => Err(StepFailure {
                 kind: FailureKind::Timeout,
                 message: format!("timed out after {} and was stopped", humanize(timeout)),
             }),
+            Err(Stopped::Cancelled) => Err(StepFailure::permanent(
+                "cancelled while running; its programs were stopped",
+            )),
             Ok(Err(trap)) if store.data().limits.memory_exceeded => {
                 Err(StepFailure::permanent(bounded_error(format!(
                     "ran out of memory: the limit is {} MiB for all the step's memories and tables together (grants: {{ memory: ... }} raises it; {})",
@@ -383,6 +395,42 @@ fn step_request(invocation: &StepInvocation) -> StepRequest {
             })
             .collect(),
     }
+}
+
+/// Why a step was stopped before it finished.
+enum Stopped {
+    TimedOut,
+    Cancelled,
+}
+
+/// Drive a step's call until it finishes, its deadline passes or the run is
+/// cancelled. When stopped, the step's running programs are asked to end
+/// (SIGTERM, `kill_grace`, SIGKILL, in `process.rs`): the call keeps being
+/// polled until none is left, or the grace and a margin have passed; then
+/// it is dropped (which kills whatever is still there).
+async fn until_stopped<F: std::future::Future>(
+    call: F,
+    deadline: tokio::time::Instant,
+    cancel: &mut StopSignal,
+    step: &StepContext,
+) -> Result<F::Output, Stopped> {
+    tokio::pin!(call);
+    let stopped = tokio::select! {
+        output = &mut call => return Ok(output),
+        _ = tokio::time::sleep_until(deadline) => Stopped::TimedOut,
+        _ = cancel.wait() => Stopped::Cancelled,
+    };
+    step.stop.fire();
+    let mut programs = step.programs.subscribe();
+    let budget = step.invocation.grants.kill_grace + STOP_MARGIN;
+    let _ = tokio::time::timeout(budget, async {
+        tokio::select! {
+            _ = &mut call => {}
+            _ = programs.wait_for(|running| *running == 0) => {}
+        }
+    })
+    .await;
+    Err(stopped)
 }
 
 fn forward_guest_output(observer: &dyn StepObserver, pipe: &MemoryOutputPipe, level: LogLevel) {
