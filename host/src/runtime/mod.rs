@@ -349,18 +349,12 @@ fn bounded_error(mut message: String) -> String {
     message
 }
 
-/// The budget of a step's returned output: three times `max_output` plus
-/// 64 KiB, room for a script's stdout, stderr and `$WFHOST_OUTPUT` fields
-/// (each capped at `max_output`) and their JSON framing.
-pub fn output_budget(max_output: usize) -> usize {
-    max_output.saturating_mul(3).saturating_add(64 * 1024)
-}
-
-/// The step's output, refused past its output budget before it is parsed.
+/// The step's output, refused past its output budget (`max_output`)
+/// before it is parsed.
 fn parse_output(json: String, max_output: usize) -> Result<Value, StepFailure> {
-    if json.len() > output_budget(max_output) {
+    if json.len() > max_output {
         return Err(StepFailure::permanent(format!(
-            "returned an output of {} bytes, over its output budget (3 × max_output of {}, plus 64 KiB; grants: {{ max_output: ... }} raises it)",
+            "returned an output of {} bytes, over its output budget of {} (grants: {{ max_output: ... }} raises it)",
             json.len(),
             human_size(max_output)
         )));
