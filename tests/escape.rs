@@ -950,6 +950,66 @@ fn wasm_name_lookups_follow_the_network_grant() {
     run.assert_host_survived();
 }
 
+#[test]
+fn a_write_grant_over_wfhost_state_is_a_validation_error() {
+    let sandbox = layout();
+    let root = std::fs::canonicalize(sandbox.path()).unwrap();
+    let cache = root.join("granted/cache");
+    let flow = sandbox.flow(&workflow(vec![
+        // The sandbox holds the home (`home/`).
+        attack(
+            "over-home",
+            json!({ "attack": "write", "path": p(&sandbox, "home/wfhost.db") }),
+            json!({ "files": [{ "path": p(&sandbox, "."), "access": "read-write" }] }),
+        ),
+        // `granted/` holds the component cache.
+        attack(
+            "over-cache",
+            json!({ "attack": "write", "path": p(&sandbox, "granted/cache/x.cwasm") }),
+            json!({ "files": [{ "path": p(&sandbox, "granted"), "access": "read-write" }] }),
+        ),
+        // Reading them is not writing them.
+        attack(
+            "read-only",
+            json!({ "attack": "read", "path": p(&sandbox, "granted/ok.txt") }),
+            read_grant(&sandbox, "."),
+        ),
+    ]));
+    for command in ["validate", "run"] {
+        let output = sandbox
+            .command(&[command, flow.to_str().unwrap()])
+            .env("WFHOST_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert_exit(&output, 2);
+        let stderr = text(&output.stderr);
+        assert_contains(
+            &stderr,
+            &format!(
+                "files grant '{}' (read-write) contains the wfhost home '{}'",
+                root.display(),
+                root.join("home").display()
+            ),
+        );
+        assert_contains(
+            &stderr,
+            &format!(
+                "files grant '{}' (read-write) contains the compiled-component cache '{}'",
+                root.join("granted").display(),
+                cache.display()
+            ),
+        );
+        assert_contains(&stderr, "grant a narrower directory that does not contain it");
+        assert_contains(&stderr, "step 'over-home'");
+        assert_absent(&stderr, "step 'read-only'");
+    }
+    assert!(
+        !sandbox.home().join("runs").exists()
+            || std::fs::read_dir(sandbox.home().join("runs")).unwrap().count() == 0,
+        "no run started"
+    );
+}
+
 // ─── Attacks from started programs (script steps) ───────────────────────────
 
 #[test]

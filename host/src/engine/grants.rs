@@ -326,11 +326,79 @@ impl ResolvedGrants {
     }
 }
 
+/// The directories of wfhost's own state: the home (run store, run
+/// folders) and the compiled-component cache. No step may be granted write
+/// access to them, nor to a directory containing them.
+#[derive(Debug, Clone, Default)]
+pub struct HostState {
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+impl HostState {
+    /// The state under `home`, and the component cache `cache` if any.
+    /// Paths are made canonical as far as they exist.
+    pub fn new(home: &Path, cache: Option<&Path>) -> HostState {
+        let mut dirs = vec![("the wfhost home", canonical_as_far_as_exists(home))];
+        if let Some(cache) = cache {
+            dirs.push((
+                "the compiled-component cache",
+                canonical_as_far_as_exists(cache),
+            ));
+        }
+        HostState { dirs }
+    }
+
+    /// Why a files grant of `path` (`writable`) would reach host state.
+    fn check(&self, path: &Path, writable: bool) -> Vec<String> {
+        if !writable {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for (what, dir) in &self.dirs {
+            if dir.starts_with(path) {
+                problems.push(format!(
+                    "files grant '{}' (read-write) contains {what} '{}': a step could rewrite wfhost's own state; grant a narrower directory that does not contain it",
+                    path.display(),
+                    dir.display()
+                ));
+            } else if path.starts_with(dir) {
+                problems.push(format!(
+                    "files grant '{}' (read-write) lies inside {what} '{}': a step could rewrite wfhost's own state; grant a directory outside it",
+                    path.display(),
+                    dir.display()
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// `path` made absolute with its longest existing prefix canonicalised
+/// (symbolic links resolved) and the rest appended.
+fn canonical_as_far_as_exists(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(found) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(found, |acc, part| acc.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 /// Resolve one step's grants; every problem is a message.
 pub fn resolve(
     workflow: &LoadedWorkflow,
     step: &Step,
     ceiling: Option<&Ceiling>,
+    host: &HostState,
 ) -> Result<ResolvedGrants, Vec<String>> {
     let grants = merged(workflow, step);
     let mut problems = Vec::new();
@@ -344,9 +412,11 @@ pub fn resolve(
     for file in &grants.files {
         let joined = workflow.dir.join(&file.path);
         match std::fs::canonicalize(&joined) {
-            Ok(path) if path.is_dir() => resolved
-                .files
-                .push((path, file.access == Access::ReadWrite)),
+            Ok(path) if path.is_dir() => {
+                let writable = file.access == Access::ReadWrite;
+                problems.extend(host.check(&path, writable));
+                resolved.files.push((path, writable));
+            }
             Ok(_) => problems.push(format!(
                 "files grant '{}' is not a directory (grant a directory)",
                 file.path
@@ -439,12 +509,13 @@ pub fn step_timeout(workflow: &LoadedWorkflow, step: &Step, grants: &ResolvedGra
 pub fn resolve_all(
     workflow: &LoadedWorkflow,
     ceiling: Option<&Ceiling>,
+    host: &HostState,
 ) -> Result<Vec<ResolvedGrants>, Diagnostics> {
     let locator = Locator::new(&workflow.source, &workflow.file_name, &workflow.def);
     let mut all = Vec::new();
     let mut diagnostics = Diagnostics::new();
     for (index, step) in workflow.def.steps.iter().enumerate() {
-        match resolve(workflow, step, ceiling) {
+        match resolve(workflow, step, ceiling, host) {
             Ok(grants) => all.push(grants),
             Err(problems) => {
                 for problem in problems {
@@ -507,6 +578,30 @@ mod tests {
             !port.covers(&NetworkGrant::parse("127.0.0.1").unwrap()),
             "any port exceeds one port"
         );
+    }
+
+    #[test]
+    fn write_grants_may_not_reach_host_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        let host = HostState::new(&root.join(".wfhost"), Some(&root.join("cache/wfhost")));
+        let above = host.check(&root, true);
+        assert_eq!(above.len(), 2, "{above:?}");
+        assert!(above[0].contains(&format!(
+            "files grant '{}' (read-write) contains the wfhost home '{}'",
+            root.display(),
+            root.join(".wfhost").display()
+        )));
+        assert!(above[0].contains("grant a narrower directory"));
+        assert!(above[1].contains("the compiled-component cache"));
+        let inside = host.check(&root.join(".wfhost/runs"), true);
+        assert!(
+            inside[0].contains("lies inside the wfhost home"),
+            "{inside:?}"
+        );
+        assert!(host.check(&root, false).is_empty(), "reading is allowed");
+        assert!(host.check(&root.join("work"), true).is_empty());
     }
 
     #[test]

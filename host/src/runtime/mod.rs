@@ -97,17 +97,24 @@ impl Runtime {
         }))
     }
 
-    /// Load a component by built-in name or `.wasm` path (cached).
+    /// Load a component by built-in name or `.wasm` path (cached: a
+    /// component is read and hashed once per process).
     pub fn load(&self, component: &str) -> Result<Prepared> {
+        if let Some(found) = self.cache.named(component) {
+            return Ok(found);
+        }
         let bytes: std::borrow::Cow<'static, [u8]> = match builtin::builtin(component) {
             Some(found) => found.wasm.into(),
             None => std::fs::read(component)
                 .with_context(|| format!("cannot read component '{component}'"))?
                 .into(),
         };
-        self.cache
+        let prepared = self
+            .cache
             .get_or_load(&self.engine, &self.linker, &bytes)
-            .with_context(|| format!("cannot load component '{component}'"))
+            .with_context(|| format!("cannot load component '{component}'"))?;
+        self.cache.remember(component, &prepared);
+        Ok(prepared)
     }
 
     /// Ask a component to describe itself.
@@ -245,6 +252,10 @@ impl StepExecutor for WasmExecutor {
                 .map_err(|error| format!("{error:#}"))?;
         }
         Ok(())
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        self.0.cache.disk_dir().map(PathBuf::from)
     }
 
     fn execute(
