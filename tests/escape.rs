@@ -495,6 +495,54 @@ fn wasm_cannot_follow_a_symlink_out_of_a_grant() {
 }
 
 #[test]
+fn a_granted_directory_swapped_for_a_symlink_does_not_widen_a_later_step() {
+    let sandbox = layout();
+    sandbox.write("work/data/ok.txt", "original data\n");
+    let root = std::fs::canonicalize(sandbox.path()).unwrap();
+    let work = root.join("work");
+    let data = work.join("data");
+    // An earlier step with write access to `work/` replaces `work/data`
+    // by a link to /etc ...
+    let swap = script(
+        "swap",
+        &format!(
+            "mv '{d}' '{d}.orig' && ln -s /etc '{d}'",
+            d = data.display()
+        ),
+        json!({ "files": [{ "path": work, "access": "read-write" }], "exec": ["mv", "ln"] }),
+    );
+    // ... and a later step granted `work/data` (read) looks for /etc/passwd
+    // in it. It must still get the directory validation saw.
+    let grant = json!({ "files": [{ "path": data, "access": "read" }] });
+    let mut later = attack(
+        "later",
+        json!({ "attack": "read", "path": format!("{}/passwd", data.display()) }),
+        grant.clone(),
+    );
+    later["needs"] = json!(["swap"]);
+    let mut control = attack(
+        "control",
+        json!({ "attack": "read", "path": format!("{}/ok.txt", data.display()) }),
+        grant,
+    );
+    control["needs"] = json!(["swap"]);
+    let run = run_flow(&sandbox, &workflow(vec![swap, later, control]));
+    run.completed("swap");
+    assert!(
+        std::fs::symlink_metadata(&data)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the swap happened"
+    );
+    let error = run.error("later");
+    assert_contains(&error, &format!("cannot read '{}/passwd'", data.display()));
+    assert_eq!(run.completed("control")["content"], "original data\n");
+    assert_absent(&run.everything(&sandbox), "root:x:0:0");
+    run.assert_host_survived();
+}
+
+#[test]
 fn wasm_cannot_write_outside_grants_or_into_a_read_only_grant() {
     let sandbox = layout();
     let rw = p(&sandbox, "rw");
@@ -999,13 +1047,19 @@ fn a_write_grant_over_wfhost_state_is_a_validation_error() {
                 cache.display()
             ),
         );
-        assert_contains(&stderr, "grant a narrower directory that does not contain it");
+        assert_contains(
+            &stderr,
+            "grant a narrower directory that does not contain it",
+        );
         assert_contains(&stderr, "step 'over-home'");
         assert_absent(&stderr, "step 'read-only'");
     }
     assert!(
         !sandbox.home().join("runs").exists()
-            || std::fs::read_dir(sandbox.home().join("runs")).unwrap().count() == 0,
+            || std::fs::read_dir(sandbox.home().join("runs"))
+                .unwrap()
+                .count()
+                == 0,
         "no run started"
     );
 }

@@ -23,6 +23,10 @@ pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
 pub struct ResolvedGrants {
     /// Absolute, canonical directories and whether they are writable.
     pub files: Vec<(PathBuf, bool)>,
+    /// The directories of `files`, opened when the grants were resolved:
+    /// what a step is given is these handles, not whatever their paths
+    /// lead to later (see [`DirHandle`] and [`ResolvedGrants::handle`]).
+    pub handles: Vec<DirHandle>,
     /// Environment variables: name and fixed value (`None`: the host's).
     pub env: Vec<EnvGrant>,
     /// Programs the step may start.
@@ -43,6 +47,7 @@ impl Default for ResolvedGrants {
     fn default() -> Self {
         ResolvedGrants {
             files: Vec::new(),
+            handles: Vec::new(),
             env: Vec::new(),
             exec: Vec::new(),
             network: Vec::new(),
@@ -51,6 +56,91 @@ impl Default for ResolvedGrants {
             max_output: DEFAULT_MAX_OUTPUT,
             sandbox: SandboxMode::Strict,
         }
+    }
+}
+
+/// A granted directory opened once, when the grants are resolved (at the
+/// start of a run), with `O_DIRECTORY | O_NOFOLLOW` on its canonical path,
+/// and checked to be the directory at that path at that moment.
+///
+/// Everything that gives a step access to the directory uses this handle:
+/// the WASI preopen (through [`DirHandle::proc_path`]), and it is what an
+/// OS sandbox rule (Landlock `PathBeneath::new(handle.as_fd(), ..)`) or a
+/// host-side tool (`handle.dir()`, cap-std) should use. Swapping the path
+/// for a symbolic link afterwards (say, by an earlier step) does not
+/// change what the handle refers to.
+#[derive(Clone)]
+pub struct DirHandle {
+    path: PathBuf,
+    dir: std::sync::Arc<cap_std::fs::Dir>,
+}
+
+impl DirHandle {
+    /// Open the directory at `path` (absolute and canonical): the last
+    /// component must not be a symbolic link, and the opened directory must
+    /// be the one at `path` (no component swapped while opening).
+    pub fn open(path: &Path) -> std::io::Result<DirHandle> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)?;
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        if opened != path {
+            return Err(std::io::Error::other(format!(
+                "'{}' changed while it was being opened (it led to '{}')",
+                path.display(),
+                opened.display()
+            )));
+        }
+        Ok(DirHandle {
+            path: path.to_path_buf(),
+            dir: std::sync::Arc::new(cap_std::fs::Dir::from_std_file(file)),
+        })
+    }
+
+    /// The canonical path the directory had when it was opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory, for cap-std access beneath it.
+    pub fn dir(&self) -> &cap_std::fs::Dir {
+        &self.dir
+    }
+
+    /// `/proc/self/fd/N`: opening this path opens the very directory of the
+    /// handle, wherever it now is, whatever now is at [`DirHandle::path`].
+    pub fn proc_path(&self) -> PathBuf {
+        use std::os::unix::io::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
+}
+
+impl std::os::unix::io::AsFd for DirHandle {
+    fn as_fd(&self) -> std::os::unix::io::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+impl std::fmt::Debug for DirHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::unix::io::AsRawFd;
+        write!(
+            f,
+            "DirHandle({}, fd {})",
+            self.path.display(),
+            self.dir.as_raw_fd()
+        )
+    }
+}
+
+/// Two handles are equal when they were opened on the same path (the
+/// grant is the same; the descriptors differ).
+impl PartialEq for DirHandle {
+    fn eq(&self, other: &DirHandle) -> bool {
+        self.path == other.path
     }
 }
 
@@ -275,6 +365,12 @@ pub fn merged(workflow: &LoadedWorkflow, step: &Step) -> Grants {
 }
 
 impl ResolvedGrants {
+    /// The handle opened for the files grant of `path`, if it was opened at
+    /// resolution.
+    pub fn handle(&self, path: &Path) -> Option<&DirHandle> {
+        self.handles.iter().find(|handle| handle.path == path)
+    }
+
     /// A JSON view for `wfhost validate --json` and people.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -415,6 +511,13 @@ pub fn resolve(
             Ok(path) if path.is_dir() => {
                 let writable = file.access == Access::ReadWrite;
                 problems.extend(host.check(&path, writable));
+                match DirHandle::open(&path) {
+                    Ok(handle) => resolved.handles.push(handle),
+                    Err(error) => problems.push(format!(
+                        "files grant '{}' cannot be opened: {error}",
+                        file.path
+                    )),
+                }
                 resolved.files.push((path, writable));
             }
             Ok(_) => problems.push(format!(

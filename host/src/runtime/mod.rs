@@ -39,6 +39,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::engine::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
+use crate::engine::grants::DirHandle;
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
 use cache::{ComponentCache, Prepared};
@@ -284,17 +285,17 @@ fn build_wasi(
         }
     }
     for (path, writable) in &invocation.grants.files {
-        if !path.is_dir() {
-            return Err(StepFailure::permanent(format!(
-                "files grant '{}' {}",
-                path.display(),
-                if path.exists() {
-                    "is not a directory (grant a directory)"
-                } else {
-                    "does not exist"
-                }
-            )));
-        }
+        // The directory opened when the run's grants were resolved; a grant
+        // added later is opened now, with the same checks.
+        let handle = match invocation.grants.handle(path) {
+            Some(handle) => handle.clone(),
+            None => DirHandle::open(path).map_err(|error| {
+                StepFailure::permanent(format!(
+                    "files grant '{}' cannot be opened: {error}",
+                    path.display()
+                ))
+            })?,
+        };
         let perms = if *writable {
             FsPerms::ReadWrite
         } else {
@@ -302,7 +303,7 @@ fn build_wasi(
         };
         let guest_path = path.to_string_lossy();
         builder
-            .preopened_dir(path, guest_path.as_ref(), perms)
+            .preopened_dir(handle.proc_path(), guest_path.as_ref(), perms)
             .map_err(|error| {
                 StepFailure::permanent(format!(
                     "cannot open files grant '{}': {error}",
