@@ -842,7 +842,7 @@ fn wasm_huge_output_and_error_are_refused_or_cut_before_they_are_stored() {
         ]),
     );
     let error = run.error("big-output");
-    assert_contains(&error, "over its output budget of 16 MiB");
+    assert_contains(&error, "over its output budget of 64 MiB (4 × max_output");
     assert_contains(&error, "max_output");
     let error = run.error("big-error");
     assert_contains(&error, "cut at 64 KiB");

@@ -7,7 +7,7 @@
 //! sockets and name lookups only as `network` allows ([`network`]).
 //!
 //! Nothing a step hands back is unbounded: its output is checked against
-//! the step's `max_output` as soon as it leaves the guest (before it is
+//! its output budget ([`output_budget`]) as soon as it leaves the guest (before it is
 //! parsed, stored or printed), its error message is cut at
 //! [`MAX_STEP_ERROR`], and it holds at most [`MAX_STEP_HANDLES`] WASI
 //! handles (open files, sockets, streams) at once.
@@ -172,7 +172,7 @@ impl Runtime {
         network::configure(&mut builder, &invocation.grants.network, observer.clone()).await;
         let wasi = build_wasi(builder, &invocation, stdout.clone(), stderr.clone())?;
         let memory_limit = usize::try_from(invocation.grants.memory).unwrap_or(usize::MAX);
-        let max_output = usize::try_from(invocation.grants.max_output).unwrap_or(usize::MAX);
+        let max_output = output_budget(invocation.grants.max_output);
         let network = network::NetworkPolicy::new(&invocation.grants.network, observer.clone());
         let request = step_request(&invocation);
         let timeout = invocation.timeout;
@@ -349,12 +349,22 @@ fn bounded_error(mut message: String) -> String {
     message
 }
 
-/// The step's output, refused past its output budget (`max_output`)
-/// before it is parsed.
+/// How many times `max_output` a step's output (JSON) may be: room for a
+/// script's stdout, stderr and output file, each up to `max_output`, and
+/// their JSON encoding.
+pub const OUTPUT_BUDGET_FACTOR: u64 = 4;
+
+/// The most bytes of output (JSON) a step with this `max_output` may
+/// return.
+pub fn output_budget(max_output: u64) -> usize {
+    usize::try_from(max_output.saturating_mul(OUTPUT_BUDGET_FACTOR)).unwrap_or(usize::MAX)
+}
+
+/// The step's output, refused past its output budget before it is parsed.
 fn parse_output(json: String, max_output: usize) -> Result<Value, StepFailure> {
     if json.len() > max_output {
         return Err(StepFailure::permanent(format!(
-            "returned an output of {} bytes, over its output budget of {} (grants: {{ max_output: ... }} raises it)",
+            "returned an output of {} bytes, over its output budget of {} ({OUTPUT_BUDGET_FACTOR} × max_output; grants: {{ max_output: ... }} raises it)",
             json.len(),
             human_size(max_output)
         )));
