@@ -495,6 +495,54 @@ fn wasm_cannot_follow_a_symlink_out_of_a_grant() {
 }
 
 #[test]
+fn a_granted_directory_swapped_for_a_symlink_does_not_widen_a_later_step() {
+    let sandbox = layout();
+    sandbox.write("work/data/ok.txt", "original data\n");
+    let root = std::fs::canonicalize(sandbox.path()).unwrap();
+    let work = root.join("work");
+    let data = work.join("data");
+    // An earlier step with write access to `work/` replaces `work/data`
+    // by a link to /etc ...
+    let swap = script(
+        "swap",
+        &format!(
+            "mv '{d}' '{d}.orig' && ln -s /etc '{d}'",
+            d = data.display()
+        ),
+        json!({ "files": [{ "path": work, "access": "read-write" }], "exec": ["mv", "ln"] }),
+    );
+    // ... and a later step granted `work/data` (read) looks for /etc/passwd
+    // in it. It must still get the directory validation saw.
+    let grant = json!({ "files": [{ "path": data, "access": "read" }] });
+    let mut later = attack(
+        "later",
+        json!({ "attack": "read", "path": format!("{}/passwd", data.display()) }),
+        grant.clone(),
+    );
+    later["needs"] = json!(["swap"]);
+    let mut control = attack(
+        "control",
+        json!({ "attack": "read", "path": format!("{}/ok.txt", data.display()) }),
+        grant,
+    );
+    control["needs"] = json!(["swap"]);
+    let run = run_flow(&sandbox, &workflow(vec![swap, later, control]));
+    run.completed("swap");
+    assert!(
+        std::fs::symlink_metadata(&data)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the swap happened"
+    );
+    let error = run.error("later");
+    assert_contains(&error, &format!("cannot read '{}/passwd'", data.display()));
+    assert_eq!(run.completed("control")["content"], "original data\n");
+    assert_absent(&run.everything(&sandbox), "root:x:0:0");
+    run.assert_host_survived();
+}
+
+#[test]
 fn wasm_cannot_write_outside_grants_or_into_a_read_only_grant() {
     let sandbox = layout();
     let rw = p(&sandbox, "rw");
@@ -794,7 +842,7 @@ fn wasm_huge_output_and_error_are_refused_or_cut_before_they_are_stored() {
         ]),
     );
     let error = run.error("big-output");
-    assert_contains(&error, "over its output budget of 16 MiB");
+    assert_contains(&error, "over its output budget of 64 MiB (4 × max_output");
     assert_contains(&error, "max_output");
     let error = run.error("big-error");
     assert_contains(&error, "cut at 64 KiB");
@@ -948,6 +996,72 @@ fn wasm_name_lookups_follow_the_network_grant() {
         "localhost resolved to {addresses}"
     );
     run.assert_host_survived();
+}
+
+#[test]
+fn a_write_grant_over_wfhost_state_is_a_validation_error() {
+    let sandbox = layout();
+    let root = std::fs::canonicalize(sandbox.path()).unwrap();
+    let cache = root.join("granted/cache");
+    let flow = sandbox.flow(&workflow(vec![
+        // The sandbox holds the home (`home/`).
+        attack(
+            "over-home",
+            json!({ "attack": "write", "path": p(&sandbox, "home/wfhost.db") }),
+            json!({ "files": [{ "path": p(&sandbox, "."), "access": "read-write" }] }),
+        ),
+        // `granted/` holds the component cache.
+        attack(
+            "over-cache",
+            json!({ "attack": "write", "path": p(&sandbox, "granted/cache/x.cwasm") }),
+            json!({ "files": [{ "path": p(&sandbox, "granted"), "access": "read-write" }] }),
+        ),
+        // Reading them is not writing them.
+        attack(
+            "read-only",
+            json!({ "attack": "read", "path": p(&sandbox, "granted/ok.txt") }),
+            read_grant(&sandbox, "."),
+        ),
+    ]));
+    for command in ["validate", "run"] {
+        let output = sandbox
+            .command(&[command, flow.to_str().unwrap()])
+            .env("WFHOST_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert_exit(&output, 2);
+        let stderr = text(&output.stderr);
+        assert_contains(
+            &stderr,
+            &format!(
+                "files grant '{}' (read-write) contains the wfhost home '{}'",
+                root.display(),
+                root.join("home").display()
+            ),
+        );
+        assert_contains(
+            &stderr,
+            &format!(
+                "files grant '{}' (read-write) contains the compiled-component cache '{}'",
+                root.join("granted").display(),
+                cache.display()
+            ),
+        );
+        assert_contains(
+            &stderr,
+            "grant a narrower directory that does not contain it",
+        );
+        assert_contains(&stderr, "step 'over-home'");
+        assert_absent(&stderr, "step 'read-only'");
+    }
+    assert!(
+        !sandbox.home().join("runs").exists()
+            || std::fs::read_dir(sandbox.home().join("runs"))
+                .unwrap()
+                .count()
+                == 0,
+        "no run started"
+    );
 }
 
 // ─── Attacks from started programs (script steps) ───────────────────────────

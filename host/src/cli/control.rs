@@ -212,7 +212,7 @@ fn upgrade(
         .unwrap_or_default();
     let path = Path::new(&run.workflow_dir).join(file_name);
     let current = super::run::load_workflow(&path)?;
-    super::check_grants(&current, ceiling)?;
+    super::check_grants(store.home(), &current, ceiling)?;
     let old: std::collections::BTreeMap<&str, &crate::workflow::Step> = pinned
         .def
         .steps

@@ -194,13 +194,17 @@ fn load_ceiling(
     crate::engine::ceiling::Ceiling::load(&path).map_err(|e| Invalid(e).into())
 }
 
-/// Resolve every step's grants against the ceiling; problems are invalid input.
+/// Resolve every step's grants against the ceiling and wfhost's own state
+/// under `home`; problems are invalid input.
 fn check_grants(
+    home: &std::path::Path,
     workflow: &crate::workflow::LoadedWorkflow,
     ceiling: Option<&crate::engine::ceiling::Ceiling>,
 ) -> anyhow::Result<Vec<crate::engine::grants::ResolvedGrants>> {
     crate::engine::retry::resolve_all(workflow).map_err(|d| Invalid(d.to_string()))?;
-    crate::engine::grants::resolve_all(workflow, ceiling).map_err(|d| Invalid(d.to_string()).into())
+    let host = crate::engine::grants::HostState::new(home, Some(&component_cache_dir(home)));
+    crate::engine::grants::resolve_all(workflow, ceiling, &host)
+        .map_err(|d| Invalid(d.to_string()).into())
 }
 
 /// Directory for compiled components shared by every run on this machine.

@@ -39,7 +39,7 @@ pub struct RunArgs {
 pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode> {
     let workflow = load_workflow(&args.file)?;
     let ceiling = super::load_ceiling(home, config)?;
-    super::check_grants(&workflow, ceiling.as_ref())?;
+    super::check_grants(home, &workflow, ceiling.as_ref())?;
     let run_args = collect_args(&workflow, args.args_file.as_deref(), &args.args)?;
 
     let store = super::open_store(home)?;

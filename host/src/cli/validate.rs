@@ -43,7 +43,7 @@ pub struct GraphArgs {
 pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Result<ExitCode> {
     let workflow = load_workflow(&args.file)?;
     let ceiling = super::load_ceiling(home, config)?;
-    let grants = super::check_grants(&workflow, ceiling.as_ref())?;
+    let grants = super::check_grants(home, &workflow, ceiling.as_ref())?;
     let warnings = crate::workflow::lint::shell_warnings(&workflow);
     for warning in &warnings {
         eprintln!("warning: {warning}");

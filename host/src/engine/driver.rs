@@ -612,7 +612,8 @@ impl Driver {
         _run_id: &str,
         workflow: &LoadedWorkflow,
     ) -> std::result::Result<(Vec<ResolvedGrants>, Vec<RetryPolicy>, Vec<String>), String> {
-        let all_grants = grants::resolve_all(workflow, self.ceiling.as_ref())
+        let host = grants::HostState::new(self.store.home(), self.executor.cache_dir().as_deref());
+        let all_grants = grants::resolve_all(workflow, self.ceiling.as_ref(), &host)
             .map_err(|d| format!("grants: {d}"))?;
         let policies = super::retry::resolve_all(workflow).map_err(|d| format!("retry: {d}"))?;
         let components: Vec<String> = workflow

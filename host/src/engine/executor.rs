@@ -142,6 +142,12 @@ pub trait StepExecutor: Send + Sync {
         Ok(())
     }
 
+    /// Where the executor keeps compiled code, if anywhere: host state that
+    /// no step may be granted write access to.
+    fn cache_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// Run one attempt to completion (or until `invocation.timeout`).
     fn execute(
         &self,

@@ -29,6 +29,10 @@ pub const MAX_KILL_GRACE: Duration = Duration::from_secs(60);
 pub struct ResolvedGrants {
     /// Absolute, canonical directories and whether they are writable.
     pub files: Vec<(PathBuf, bool)>,
+    /// The directories of `files`, opened when the grants were resolved:
+    /// what a step is given is these handles, not whatever their paths
+    /// lead to later (see [`DirHandle`] and [`ResolvedGrants::handle`]).
+    pub handles: Vec<DirHandle>,
     /// Environment variables: name and fixed value (`None`: the host's).
     pub env: Vec<EnvGrant>,
     /// Programs the step may start.
@@ -52,6 +56,7 @@ impl Default for ResolvedGrants {
     fn default() -> Self {
         ResolvedGrants {
             files: Vec::new(),
+            handles: Vec::new(),
             env: Vec::new(),
             exec: Vec::new(),
             network: Vec::new(),
@@ -61,6 +66,91 @@ impl Default for ResolvedGrants {
             sandbox: SandboxMode::Strict,
             kill_grace: DEFAULT_KILL_GRACE,
         }
+    }
+}
+
+/// A granted directory opened once, when the grants are resolved (at the
+/// start of a run), with `O_DIRECTORY | O_NOFOLLOW` on its canonical path,
+/// and checked to be the directory at that path at that moment.
+///
+/// Everything that gives a step access to the directory uses this handle:
+/// the WASI preopen (through [`DirHandle::proc_path`]), and it is what an
+/// OS sandbox rule (Landlock `PathBeneath::new(handle.as_fd(), ..)`) or a
+/// host-side tool (`handle.dir()`, cap-std) should use. Swapping the path
+/// for a symbolic link afterwards (say, by an earlier step) does not
+/// change what the handle refers to.
+#[derive(Clone)]
+pub struct DirHandle {
+    path: PathBuf,
+    dir: std::sync::Arc<cap_std::fs::Dir>,
+}
+
+impl DirHandle {
+    /// Open the directory at `path` (absolute and canonical): the last
+    /// component must not be a symbolic link, and the opened directory must
+    /// be the one at `path` (no component swapped while opening).
+    pub fn open(path: &Path) -> std::io::Result<DirHandle> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)?;
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        if opened != path {
+            return Err(std::io::Error::other(format!(
+                "'{}' changed while it was being opened (it led to '{}')",
+                path.display(),
+                opened.display()
+            )));
+        }
+        Ok(DirHandle {
+            path: path.to_path_buf(),
+            dir: std::sync::Arc::new(cap_std::fs::Dir::from_std_file(file)),
+        })
+    }
+
+    /// The canonical path the directory had when it was opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory, for cap-std access beneath it.
+    pub fn dir(&self) -> &cap_std::fs::Dir {
+        &self.dir
+    }
+
+    /// `/proc/self/fd/N`: opening this path opens the very directory of the
+    /// handle, wherever it now is, whatever now is at [`DirHandle::path`].
+    pub fn proc_path(&self) -> PathBuf {
+        use std::os::unix::io::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
+}
+
+impl std::os::unix::io::AsFd for DirHandle {
+    fn as_fd(&self) -> std::os::unix::io::BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+}
+
+impl std::fmt::Debug for DirHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::unix::io::AsRawFd;
+        write!(
+            f,
+            "DirHandle({}, fd {})",
+            self.path.display(),
+            self.dir.as_raw_fd()
+        )
+    }
+}
+
+/// Two handles are equal when they were opened on the same path (the
+/// grant is the same; the descriptors differ).
+impl PartialEq for DirHandle {
+    fn eq(&self, other: &DirHandle) -> bool {
+        self.path == other.path
     }
 }
 
@@ -285,6 +375,12 @@ pub fn merged(workflow: &LoadedWorkflow, step: &Step) -> Grants {
 }
 
 impl ResolvedGrants {
+    /// The handle opened for the files grant of `path`, if it was opened at
+    /// resolution.
+    pub fn handle(&self, path: &Path) -> Option<&DirHandle> {
+        self.handles.iter().find(|handle| handle.path == path)
+    }
+
     /// A JSON view for `wfhost validate --json` and people.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -337,11 +433,79 @@ impl ResolvedGrants {
     }
 }
 
+/// The directories of wfhost's own state: the home (run store, run
+/// folders) and the compiled-component cache. No step may be granted write
+/// access to them, nor to a directory containing them.
+#[derive(Debug, Clone, Default)]
+pub struct HostState {
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+impl HostState {
+    /// The state under `home`, and the component cache `cache` if any.
+    /// Paths are made canonical as far as they exist.
+    pub fn new(home: &Path, cache: Option<&Path>) -> HostState {
+        let mut dirs = vec![("the wfhost home", canonical_as_far_as_exists(home))];
+        if let Some(cache) = cache {
+            dirs.push((
+                "the compiled-component cache",
+                canonical_as_far_as_exists(cache),
+            ));
+        }
+        HostState { dirs }
+    }
+
+    /// Why a files grant of `path` (`writable`) would reach host state.
+    fn check(&self, path: &Path, writable: bool) -> Vec<String> {
+        if !writable {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for (what, dir) in &self.dirs {
+            if dir.starts_with(path) {
+                problems.push(format!(
+                    "files grant '{}' (read-write) contains {what} '{}': a step could rewrite wfhost's own state; grant a narrower directory that does not contain it",
+                    path.display(),
+                    dir.display()
+                ));
+            } else if path.starts_with(dir) {
+                problems.push(format!(
+                    "files grant '{}' (read-write) lies inside {what} '{}': a step could rewrite wfhost's own state; grant a directory outside it",
+                    path.display(),
+                    dir.display()
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// `path` made absolute with its longest existing prefix canonicalised
+/// (symbolic links resolved) and the rest appended.
+fn canonical_as_far_as_exists(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(found) = std::fs::canonicalize(existing) {
+            return rest.iter().rev().fold(found, |acc, part| acc.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 /// Resolve one step's grants; every problem is a message.
 pub fn resolve(
     workflow: &LoadedWorkflow,
     step: &Step,
     ceiling: Option<&Ceiling>,
+    host: &HostState,
 ) -> Result<ResolvedGrants, Vec<String>> {
     let grants = merged(workflow, step);
     let mut problems = Vec::new();
@@ -355,9 +519,18 @@ pub fn resolve(
     for file in &grants.files {
         let joined = workflow.dir.join(&file.path);
         match std::fs::canonicalize(&joined) {
-            Ok(path) if path.is_dir() => resolved
-                .files
-                .push((path, file.access == Access::ReadWrite)),
+            Ok(path) if path.is_dir() => {
+                let writable = file.access == Access::ReadWrite;
+                problems.extend(host.check(&path, writable));
+                match DirHandle::open(&path) {
+                    Ok(handle) => resolved.handles.push(handle),
+                    Err(error) => problems.push(format!(
+                        "files grant '{}' cannot be opened: {error}",
+                        file.path
+                    )),
+                }
+                resolved.files.push((path, writable));
+            }
             Ok(_) => problems.push(format!(
                 "files grant '{}' is not a directory (grant a directory)",
                 file.path
@@ -479,12 +652,13 @@ pub fn step_timeout(workflow: &LoadedWorkflow, step: &Step, grants: &ResolvedGra
 pub fn resolve_all(
     workflow: &LoadedWorkflow,
     ceiling: Option<&Ceiling>,
+    host: &HostState,
 ) -> Result<Vec<ResolvedGrants>, Diagnostics> {
     let locator = Locator::new(&workflow.source, &workflow.file_name, &workflow.def);
     let mut all = Vec::new();
     let mut diagnostics = Diagnostics::new();
     for (index, step) in workflow.def.steps.iter().enumerate() {
-        match resolve(workflow, step, ceiling) {
+        match resolve(workflow, step, ceiling, host) {
             Ok(grants) => all.push(grants),
             Err(problems) => {
                 for problem in problems {
@@ -547,6 +721,30 @@ mod tests {
             !port.covers(&NetworkGrant::parse("127.0.0.1").unwrap()),
             "any port exceeds one port"
         );
+    }
+
+    #[test]
+    fn write_grants_may_not_reach_host_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("work")).unwrap();
+        let host = HostState::new(&root.join(".wfhost"), Some(&root.join("cache/wfhost")));
+        let above = host.check(&root, true);
+        assert_eq!(above.len(), 2, "{above:?}");
+        assert!(above[0].contains(&format!(
+            "files grant '{}' (read-write) contains the wfhost home '{}'",
+            root.display(),
+            root.join(".wfhost").display()
+        )));
+        assert!(above[0].contains("grant a narrower directory"));
+        assert!(above[1].contains("the compiled-component cache"));
+        let inside = host.check(&root.join(".wfhost/runs"), true);
+        assert!(
+            inside[0].contains("lies inside the wfhost home"),
+            "{inside:?}"
+        );
+        assert!(host.check(&root, false).is_empty(), "reading is allowed");
+        assert!(host.check(&root.join("work"), true).is_empty());
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! Compiled components, cached in memory (per process) and on disk (across
 //! runs and processes), keyed by the SHA-256 of the wasm bytes and the
 //! engine's compatibility hash.
+//!
+//! A component is read and hashed once per process: later steps of the same
+//! component reuse the prepared one by name. Compiled code on disk is
+//! native code that wasmtime loads without checking it, so next to each
+//! `.cwasm` file the host records the SHA-256 of the bytes it wrote
+//! (`.cwasm.sha256`); an entry whose bytes do not match is not loaded but
+//! compiled again (and rewritten).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -22,7 +29,10 @@ pub type Prepared = Arc<StepPre<StepState>>;
 pub struct ComponentCache {
     disk_dir: Option<PathBuf>,
     engine_tag: String,
+    /// By SHA-256 of the wasm bytes.
     loaded: Mutex<HashMap<String, Prepared>>,
+    /// By component name or path, as steps name it.
+    named: Mutex<HashMap<String, Prepared>>,
 }
 
 impl ComponentCache {
@@ -34,7 +44,25 @@ impl ComponentCache {
             disk_dir,
             engine_tag: format!("{:016x}", hasher.finish()),
             loaded: Mutex::new(HashMap::new()),
+            named: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Where compiled code is kept on disk, if anywhere.
+    pub fn disk_dir(&self) -> Option<&Path> {
+        self.disk_dir.as_deref()
+    }
+
+    /// The component already loaded under `name` (a built-in name or a
+    /// path, as steps name it), if any.
+    pub fn named(&self, name: &str) -> Option<Prepared> {
+        lock(&self.named).get(name).cloned()
+    }
+
+    /// Remember `prepared` as the component `name`, so it is not read and
+    /// hashed again in this process.
+    pub fn remember(&self, name: &str, prepared: &Prepared) {
+        lock(&self.named).insert(name.to_string(), prepared.clone());
     }
 
     /// The prepared component for these bytes, compiling at most once.
@@ -45,7 +73,7 @@ impl ComponentCache {
         wasm: &[u8],
     ) -> Result<Prepared> {
         let key = hex::encode(sha2::Sha256::digest(wasm));
-        if let Some(found) = self.lock().get(&key) {
+        if let Some(found) = lock(&self.loaded).get(&key) {
             return Ok(found.clone());
         }
         let component = self.compile(engine, wasm, &key)?;
@@ -58,14 +86,8 @@ impl ComponentCache {
                 .map_err(anyhow::Error::from)
                 .context("the component does not implement the wfhost:plugin/step world")?,
         );
-        self.lock().insert(key, prepared.clone());
+        lock(&self.loaded).insert(key, prepared.clone());
         Ok(prepared)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prepared>> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn compile(&self, engine: &Engine, wasm: &[u8], key: &str) -> Result<Component> {
@@ -75,11 +97,11 @@ impl ComponentCache {
                 .context("compiling component");
         };
         let path = dir.join(format!("{key}-{}.cwasm", self.engine_tag));
-        if path.exists() {
-            // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same compatibility hash, into wfhost's own cache
-            // directory; wasmtime re-checks the header before use.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+        if let Some(bytes) = read_verified(&path) {
+            // SAFETY: these are the exact bytes `Component::serialize` wrote
+            // for an engine with the same compatibility hash: their SHA-256
+            // matches the one recorded when they were written.
+            match unsafe { Component::deserialize(engine, &bytes) } {
                 Ok(component) => return Ok(component),
                 Err(error) => tracing::warn!(
                     "ignoring unusable cache entry {}: {error:#}",
@@ -97,11 +119,113 @@ impl ComponentCache {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The file recording the SHA-256 of a cache entry's bytes.
+fn digest_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// The bytes of the cache entry at `path` if they match the digest the
+/// host recorded for them; `None` (with a warning for a mismatch) if not.
+fn read_verified(path: &Path) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(path).ok()?;
+    let recorded = std::fs::read_to_string(digest_path(path)).unwrap_or_default();
+    if recorded.trim() == hex::encode(sha2::Sha256::digest(&bytes)) {
+        return Some(bytes);
+    }
+    tracing::warn!(
+        "cache entry {} does not match the digest recorded when it was compiled; compiling again",
+        path.display()
+    );
+    None
+}
+
+/// Write the entry and its digest, each through a temporary file and a
+/// rename, entry first: a reader sees either a matching pair or a
+/// mismatch (and recompiles), never a torn file.
 fn store_atomically(dir: &Path, path: &Path, component: &Component) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let bytes = component.serialize()?;
-    let temp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)?;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    for (target, contents) in [
+        (path.to_path_buf(), bytes),
+        (digest_path(path), digest.into_bytes()),
+    ] {
+        let temp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&temp, contents)?;
+        std::fs::rename(&temp, &target)?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exporting(name: &str) -> Vec<u8> {
+        // wasmtime accepts the text format wherever it takes wasm bytes.
+        format!(
+            r#"(component
+                 (core module $m (func (export "f")))
+                 (core instance $i (instantiate $m))
+                 (func (export "{name}") (canon lift (core func $i "f"))))"#
+        )
+        .into_bytes()
+    }
+
+    fn exports(engine: &Engine, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_tampered_cache_entry_is_compiled_again_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let genuine = exporting("genuine");
+        let key = hex::encode(sha2::Sha256::digest(&genuine));
+        let cache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        cache.compile(&engine, &genuine, &key).unwrap();
+        let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
+        assert!(entry.is_file() && digest_path(&entry).is_file());
+
+        // Swap in valid compiled code of another component: wasmtime
+        // itself would load it.
+        let other = Component::new(&engine, exporting("planted")).unwrap();
+        std::fs::write(&entry, other.serialize().unwrap()).unwrap();
+
+        let fresh = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        let loaded = fresh.compile(&engine, &genuine, &key).unwrap();
+        assert_eq!(exports(&engine, &loaded), ["genuine"]);
+        // ... and the entry was rewritten with the genuine code.
+        assert!(read_verified(&entry).is_some());
+        let reloaded = ComponentCache::new(&engine, Some(dir.path().to_path_buf()))
+            .compile(&engine, &genuine, &key)
+            .unwrap();
+        assert_eq!(exports(&engine, &reloaded), ["genuine"]);
+    }
+
+    #[test]
+    fn an_entry_without_a_recorded_digest_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let genuine = exporting("genuine");
+        let key = hex::encode(sha2::Sha256::digest(&genuine));
+        let cache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
+        let planted = Component::new(&engine, exporting("planted")).unwrap();
+        std::fs::write(&entry, planted.serialize().unwrap()).unwrap();
+        let loaded = cache.compile(&engine, &genuine, &key).unwrap();
+        assert_eq!(exports(&engine, &loaded), ["genuine"]);
+    }
 }

@@ -7,7 +7,7 @@
 //! sockets and name lookups only as `network` allows ([`network`]).
 //!
 //! Nothing a step hands back is unbounded: its output is checked against
-//! the step's `max_output` as soon as it leaves the guest (before it is
+//! its output budget ([`output_budget`]) as soon as it leaves the guest (before it is
 //! parsed, stored or printed), its error message is cut at
 //! [`MAX_STEP_ERROR`], and it holds at most [`MAX_STEP_HANDLES`] WASI
 //! handles (open files, sockets, streams) at once.
@@ -39,6 +39,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::engine::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
+use crate::engine::grants::DirHandle;
 use crate::engine::stop::{StopSignal, StopTrigger, STOP_MARGIN};
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
@@ -98,17 +99,24 @@ impl Runtime {
         }))
     }
 
-    /// Load a component by built-in name or `.wasm` path (cached).
+    /// Load a component by built-in name or `.wasm` path (cached: a
+    /// component is read and hashed once per process).
     pub fn load(&self, component: &str) -> Result<Prepared> {
+        if let Some(found) = self.cache.named(component) {
+            return Ok(found);
+        }
         let bytes: std::borrow::Cow<'static, [u8]> = match builtin::builtin(component) {
             Some(found) => found.wasm.into(),
             None => std::fs::read(component)
                 .with_context(|| format!("cannot read component '{component}'"))?
                 .into(),
         };
-        self.cache
+        let prepared = self
+            .cache
             .get_or_load(&self.engine, &self.linker, &bytes)
-            .with_context(|| format!("cannot load component '{component}'"))
+            .with_context(|| format!("cannot load component '{component}'"))?;
+        self.cache.remember(component, &prepared);
+        Ok(prepared)
     }
 
     /// Ask a component to describe itself.
@@ -168,7 +176,7 @@ impl Runtime {
         network::configure(&mut builder, &invocation.grants.network, observer.clone()).await;
         let wasi = build_wasi(builder, &invocation, stdout.clone(), stderr.clone())?;
         let memory_limit = usize::try_from(invocation.grants.memory).unwrap_or(usize::MAX);
-        let max_output = usize::try_from(invocation.grants.max_output).unwrap_or(usize::MAX);
+        let max_output = output_budget(invocation.grants.max_output);
         let network = network::NetworkPolicy::new(&invocation.grants.network, observer.clone());
         let request = step_request(&invocation);
         let timeout = invocation.timeout;
@@ -259,6 +267,10 @@ impl StepExecutor for WasmExecutor {
         Ok(())
     }
 
+    fn cache_dir(&self) -> Option<PathBuf> {
+        self.0.cache.disk_dir().map(PathBuf::from)
+    }
+
     fn execute(
         &self,
         invocation: StepInvocation,
@@ -285,17 +297,17 @@ fn build_wasi(
         }
     }
     for (path, writable) in &invocation.grants.files {
-        if !path.is_dir() {
-            return Err(StepFailure::permanent(format!(
-                "files grant '{}' {}",
-                path.display(),
-                if path.exists() {
-                    "is not a directory (grant a directory)"
-                } else {
-                    "does not exist"
-                }
-            )));
-        }
+        // The directory opened when the run's grants were resolved; a grant
+        // added later is opened now, with the same checks.
+        let handle = match invocation.grants.handle(path) {
+            Some(handle) => handle.clone(),
+            None => DirHandle::open(path).map_err(|error| {
+                StepFailure::permanent(format!(
+                    "files grant '{}' cannot be opened: {error}",
+                    path.display()
+                ))
+            })?,
+        };
         let perms = if *writable {
             FsPerms::ReadWrite
         } else {
@@ -303,7 +315,7 @@ fn build_wasi(
         };
         let guest_path = path.to_string_lossy();
         builder
-            .preopened_dir(path, guest_path.as_ref(), perms)
+            .preopened_dir(handle.proc_path(), guest_path.as_ref(), perms)
             .map_err(|error| {
                 StepFailure::permanent(format!(
                     "cannot open files grant '{}': {error}",
@@ -349,12 +361,22 @@ fn bounded_error(mut message: String) -> String {
     message
 }
 
-/// The step's output, refused past its output budget (`max_output`)
-/// before it is parsed.
+/// How many times `max_output` a step's output (JSON) may be: room for a
+/// script's stdout, stderr and output file, each up to `max_output`, and
+/// their JSON encoding.
+pub const OUTPUT_BUDGET_FACTOR: u64 = 4;
+
+/// The most bytes of output (JSON) a step with this `max_output` may
+/// return.
+pub fn output_budget(max_output: u64) -> usize {
+    usize::try_from(max_output.saturating_mul(OUTPUT_BUDGET_FACTOR)).unwrap_or(usize::MAX)
+}
+
+/// The step's output, refused past its output budget before it is parsed.
 fn parse_output(json: String, max_output: usize) -> Result<Value, StepFailure> {
     if json.len() > max_output {
         return Err(StepFailure::permanent(format!(
-            "returned an output of {} bytes, over its output budget of {} (grants: {{ max_output: ... }} raises it)",
+            "returned an output of {} bytes, over its output budget of {} ({OUTPUT_BUDGET_FACTOR} × max_output; grants: {{ max_output: ... }} raises it)",
             json.len(),
             human_size(max_output)
         )));
