@@ -1039,3 +1039,40 @@ fn a_crash_right_after_a_loop_decision_keeps_the_decision() {
     assert_eq!(step(&status, "flaky")["status"], "skipped", "{status:#}");
     assert_eq!(step(&status, "after")["status"], "skipped", "{status:#}");
 }
+
+#[test]
+fn a_grant_swapped_for_a_link_while_the_run_was_down_is_refused_on_resume() {
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "swap.yaml",
+        &format!(
+            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: a\n    run: echo a > {d}/a\n  - id: b\n    needs: [a]\n    run: cat {d}/a\n",
+            d = data.display()
+        ),
+    );
+    let crashed = sandbox
+        .command(&["run", path.to_str().unwrap(), "--quiet"])
+        .env("WFHOST_TEST_CRASH_AFTER", "step_completed")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        crashed.status.signal(),
+        Some(libc::SIGKILL),
+        "{}",
+        text(&crashed.stderr)
+    );
+    let id = wait_for_run(&sandbox);
+    std::fs::rename(&data, sandbox.path().join("data.old")).unwrap();
+    std::os::unix::fs::symlink("/etc", &data).unwrap();
+    let resumed = sandbox.wfhost(&["resume", &id, "--quiet"]);
+    assert_ne!(resumed.status.code(), Some(0));
+    let stderr = text(&resumed.stderr);
+    assert!(
+        stderr.contains("files grant 'data' now leads to '/etc'")
+            && stderr.contains("as when the run started"),
+        "{stderr}"
+    );
+    assert_ne!(step(&sandbox.status(&id), "b")["status"], "completed");
+}

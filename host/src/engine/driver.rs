@@ -609,12 +609,13 @@ impl Driver {
     #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
-        _run_id: &str,
+        run_id: &str,
         workflow: &LoadedWorkflow,
     ) -> std::result::Result<(Vec<ResolvedGrants>, Vec<RetryPolicy>, Vec<String>), String> {
         let host = grants::HostState::new(self.store.home(), self.executor.cache_dir().as_deref());
         let all_grants = grants::resolve_all(workflow, self.ceiling.as_ref(), &host)
             .map_err(|d| format!("grants: {d}"))?;
+        self.pin_grant_paths(run_id, workflow, &all_grants)?;
         let policies = super::retry::resolve_all(workflow).map_err(|d| format!("retry: {d}"))?;
         let components: Vec<String> = workflow
             .def
@@ -1049,6 +1050,54 @@ impl Driver {
             &StepFailure::permanent(failure),
         )?;
         Ok(false)
+    }
+
+    /// Check that every `files` grant resolves to the directory it resolved
+    /// to when the run first started (a directory swapped for a symlink
+    /// while the run was stopped must not widen a grant on resume), and
+    /// record the grants seen for the first time.
+    fn pin_grant_paths(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        all_grants: &[ResolvedGrants],
+    ) -> std::result::Result<(), String> {
+        let store_error = |e: crate::store::StoreError| format!("store: {e}");
+        let mut pinned = match self
+            .store
+            .latest_event(run_id, "grants_pinned")
+            .map_err(store_error)?
+        {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        let mut added = false;
+        for (step, resolved) in workflow.def.steps.iter().zip(all_grants) {
+            let written = grants::merged(workflow, step).files;
+            for (file, (path, _)) in written.iter().zip(&resolved.files) {
+                let key = format!("{}:{}", step.id, file.path);
+                let now = path.display().to_string();
+                match pinned.get(&key).and_then(Value::as_str) {
+                    Some(before) if before != now => {
+                        return Err(format!(
+                            "step '{}': files grant '{}' now leads to '{now}', not to '{before}' as when the run started (was the directory replaced by a link?); restore it, or start a new run",
+                            step.id, file.path
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        pinned.insert(key, Value::String(now));
+                        added = true;
+                    }
+                }
+            }
+        }
+        if added {
+            self.store
+                .append_event(run_id, None, "grants_pinned", &Value::Object(pinned))
+                .map_err(store_error)?;
+        }
+        Ok(())
     }
 
     /// Run `targets` and everything downstream of them again (steps still

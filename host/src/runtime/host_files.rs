@@ -25,7 +25,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
 use crate::engine::grants::ResolvedGrants;
@@ -84,7 +83,14 @@ impl GrantedFiles {
     pub fn open(grants: &ResolvedGrants, workdir: &Path) -> std::io::Result<GrantedFiles> {
         let mut roots = Vec::new();
         for (path, writable) in &grants.files {
-            let dir = Dir::open_ambient_dir(path, ambient_authority())?;
+            // The handle opened when the grants were resolved, so a
+            // directory swapped for a symlink since then is not followed.
+            let dir = match grants.handle(path) {
+                Some(handle) => handle.dir().try_clone()?,
+                None => crate::engine::grants::DirHandle::open(path)?
+                    .dir()
+                    .try_clone()?,
+            };
             roots.push(Root {
                 path: path.clone(),
                 dir,

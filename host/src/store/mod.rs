@@ -810,6 +810,20 @@ impl Store {
     }
 
     /// Events of a run (optionally of one step), oldest first.
+    /// The data of the run's latest event of `kind`, if any.
+    pub fn latest_event(&self, run_id: &str, kind: &str) -> Result<Option<Value>> {
+        let conn = self.conn();
+        let data: Option<String> = conn
+            .query_row(
+                "SELECT data FROM events WHERE run_id = ?1 AND kind = ?2 ORDER BY seq DESC LIMIT 1",
+                params![run_id, kind],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(data.map(|text| serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// Every event of a run (or of one of its steps), in order.
     pub fn events(&self, run_id: &str, step_id: Option<&str>) -> Result<Vec<EventRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
