@@ -514,6 +514,36 @@ fn unknown_and_ambiguous_run_ids_are_user_errors() {
 }
 
 #[test]
+fn a_strict_ceiling_forbids_best_effort_sandboxes() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write("home/config.toml", "[ceiling]\nsandbox = \"strict\"\n");
+    let path = sandbox.write(
+        "lax.yaml",
+        "name: l\nsteps:\n  - id: fine\n    run: echo ok\n  - id: lax\n    run: echo ok\n    sandbox: best-effort\n",
+    );
+    let output = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("step 'lax': sandbox: best-effort is forbidden by the operator ceiling in")
+            && stderr.contains(&format!("{} (ceiling sandbox: strict)", config.display()))
+            && stderr.contains("lax.yaml:"),
+        "{stderr}"
+    );
+    // The workflow-wide default is refused the same way.
+    let path = sandbox.write(
+        "lax-default.yaml",
+        "name: l\ndefaults:\n  sandbox: best-effort\nsteps:\n  - id: a\n    run: echo ok\n",
+    );
+    let output = sandbox.wfhost(&["run", path.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    assert!(text(&output.stderr).contains("step 'a': sandbox: best-effort is forbidden"));
+    std::fs::remove_file(&config).unwrap();
+    assert_exit(&sandbox.wfhost(&["validate", path.to_str().unwrap()]), 0);
+}
+
+#[test]
 fn the_operator_ceiling_rejects_wider_grants() {
     let sandbox = Sandbox::new();
     sandbox.write("allowed/data.txt", "ok\n");

@@ -616,11 +616,17 @@ mod tests {
     use crate::workflow::model::SandboxMode;
 
     /// Whether this machine can run the sandbox tests (Landlock and
-    /// namespaces); they are skipped, loudly, where it cannot.
+    /// namespaces); they are skipped, loudly, where it cannot, except under
+    /// `CI=true`, where a missing feature fails the test: CI must never
+    /// pass without having tested the sandbox.
     fn sandbox_available() -> bool {
         let support = sandbox::support();
         let ok = support.landlock_abi >= 4 && support.namespaces.net && support.namespaces.pid;
         if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but this kernel lacks Landlock ABI 4 or namespaces ({support:?})"
+            );
             eprintln!("skipped: no Landlock ABI 4 or namespaces here ({support:?})");
         }
         ok
@@ -1174,6 +1180,31 @@ mod tests {
                 assert!(message.contains("network namespaces are not available"));
                 assert!(message.contains("sandbox: best-effort"));
             }
+            other => panic!("{other:?}"),
+        }
+        // No pid namespace: processes could outlive the program.
+        let mut support = fake_support(7, true);
+        support.namespaces.pid = false;
+        match run_with(&world.sh("true"), &support).await.0 {
+            Err(ProcessError::Failed(message)) => assert_eq!(
+                message,
+                "pid namespaces are not available here, so the OS sandbox cannot make sure \
+                 that every process a program starts ends with it; set `sandbox: best-effort` \
+                 on the step to run programs without it"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A root host without a pids cgroup: nothing limits the tasks.
+        let mut support = fake_support(7, true);
+        support.root = true;
+        match run_with(&world.sh("true"), &support).await.0 {
+            Err(ProcessError::Failed(message)) => assert_eq!(
+                message,
+                "the pids limit is not available here (no writable pids cgroup was found; \
+                 RLIMIT_NPROC does not bind a root host), so the OS sandbox cannot limit the \
+                 program to 512 tasks; set `sandbox: best-effort` on the step to run programs \
+                 without it"
+            ),
             other => panic!("{other:?}"),
         }
     }

@@ -499,18 +499,25 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
             "Landlock ABI {abi} cannot scope signals and abstract unix sockets (ABI 6 can)"
         ));
     }
-    if !ns.pid {
+    if !(ns.pid && lifeline().is_some()) {
+        if strict {
+            return Err(best_effort_hint(
+                "pid namespaces are not available here, so the OS sandbox cannot make sure \
+                 that every process a program starts ends with it",
+            ));
+        }
         missing.push(
             "no pid namespace: processes that leave the program's process group may outlive it"
                 .into(),
         );
     }
 
+    let mut cgroup_error = None;
     let cgroup = match &support.cgroup {
         Some(root) => match Cgroup::create(root) {
             Ok(cgroup) => Some(cgroup),
             Err(error) => {
-                missing.push(format!("cannot create a pids cgroup: {error}"));
+                cgroup_error = Some(format!("cannot create a pids cgroup: {error}"));
                 None
             }
         },
@@ -533,10 +540,23 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
         Some((user_tasks() + MAX_TASKS as libc::rlim_t).min(current.rlim_max))
     };
     if cgroup.is_none() && nproc.is_none() {
+        let why = cgroup_error
+            .take()
+            .unwrap_or_else(|| "no writable pids cgroup was found".to_string());
+        if strict {
+            return Err(best_effort_hint(&format!(
+                "the pids limit is not available here ({why}; RLIMIT_NPROC does not bind a \
+                 root host), so the OS sandbox cannot limit the program to {MAX_TASKS} tasks"
+            )));
+        }
         missing.push(format!(
-            "no pids cgroup and RLIMIT_NPROC does not bind root: the program's number of \
-             processes is not limited (to {MAX_TASKS})"
+            "{why} and RLIMIT_NPROC does not bind root: the program's number of processes is \
+             not limited (to {MAX_TASKS})"
         ));
+    }
+    // Without a cgroup but with RLIMIT_NPROC the limit holds all the same.
+    if let Some(why) = cgroup_error {
+        tracing::debug!("OS sandbox: {why}; RLIMIT_NPROC limits the program instead");
     }
 
     let ruleset = if abi >= 1 {
