@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::grants::{parse_size, resolve_program, NetworkGrant, ResolvedGrants};
+use super::grants::{
+    exec_line_programs, parse_size, resolve_program, NetworkGrant, ResolvedGrants,
+};
 use crate::workflow::model::{Access, FileGrant, SandboxMode};
 use crate::workflow::parse_duration;
 
@@ -95,12 +97,18 @@ impl Ceiling {
                     .collect()
             }),
             env: spec.env,
-            exec: spec.exec.map(|names| {
-                names
-                    .into_iter()
-                    .map(|n| (n.clone(), resolve_program(&n)))
-                    .collect()
-            }),
+            exec: spec
+                .exec
+                .map(|lines| {
+                    let mut entries = Vec::new();
+                    for line in &lines {
+                        for name in exec_line_programs(line).map_err(|e| bad("exec", e))? {
+                            entries.push((name.to_string(), resolve_program(name)));
+                        }
+                    }
+                    Ok::<_, String>(entries)
+                })
+                .transpose()?,
             network: spec
                 .network
                 .map(|lines| {
