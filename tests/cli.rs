@@ -376,7 +376,7 @@ fn a_step_past_its_timeout_is_stopped() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "slow.yaml",
-        "name: s\nsteps:\n  - id: slow\n    timeout: 1s\n    run: sleep 30\n",
+        "name: s\nsteps:\n  - id: slow\n    timeout: 1s\n    run: sleep 30\n    grants: {exec: [sleep]}\n",
     );
     let started = std::time::Instant::now();
     let (output, status) = sandbox.run(&path, &[]);
@@ -394,7 +394,9 @@ fn the_scheduler_respects_parallelism_and_does_not_wait_for_levels() {
     let sandbox = Sandbox::new();
     let mut workflow = String::from("name: p\nconfig: {parallelism: 2}\nsteps:\n");
     for i in 0..5 {
-        workflow.push_str(&format!("  - id: w{i}\n    run: sleep 0.3\n"));
+        workflow.push_str(&format!(
+            "  - id: w{i}\n    run: sleep 0.3\n    grants: {{exec: [sleep]}}\n"
+        ));
     }
     // fast → after_fast must start before slow finishes.
     workflow.push_str("  - id: fast\n    type: function\n    component: echo\n    needs: [w0]\n");
