@@ -7,13 +7,17 @@
 //!   `WFHOST_*` and `TMPDIR`, plus what the call itself sets.
 //! - **Files** (Landlock): the granted directories, read-only or read-write
 //!   as granted; the system directories for binaries and libraries (`/usr`,
-//!   `/bin`, `/sbin`, `/lib*`, read and execute) and the dynamic loader's and
+//!   `/bin`, `/sbin`, `/lib*`, read only) and the dynamic loader's and
 //!   time zone's files of `/etc`, but not the rest of `/etc` (`cat
 //!   /etc/passwd` fails with "Permission denied"); `/dev/null`, `/dev/zero`,
 //!   `/dev/full`, `/dev/random`, `/dev/urandom` (not `/dev/tty`: a program
 //!   never talks to the host's terminal, it has none); the programs of the
-//!   step's `exec` grant (read and execute, wherever they live; a tool that
-//!   needs more, like a rustup proxy's toolchains, needs a `files` grant);
+//!   step's `exec` grant and the dynamic loader each names (read and
+//!   execute, wherever they live: the only files anything in the tree may
+//!   `execve`; a tool that needs more, like a rustup proxy's toolchains,
+//!   needs `files` and `exec` grants); a refused `execve` shows in the
+//!   program's stderr as "Permission denied", and the host adds a line
+//!   naming the grant to add;
 //!   the private directory and the `WFHOST_OUTPUT` file (read-write). With a
 //!   `network` grant also the resolver and TLS configuration
 //!   (`/etc/resolv.conf`, `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/ssl`,
