@@ -22,7 +22,6 @@
 //! The short names of an agent's `tools` list map to these: `read`,
 //! `write`, `edit`, `list`, `search`, `exec`, `http`.
 
-use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -543,18 +542,18 @@ async fn exec(env: &ToolEnv, command: &str) -> Result<String, ToolError> {
             "exec denied: this step may not start `sh` (add grants: { exec: [sh] })".into(),
         ));
     };
-    let mut vars: Vec<(OsString, OsString)> = Vec::new();
-    if let Some(path) = std::env::var_os("PATH") {
-        vars.push(("PATH".into(), path));
-    }
-    for grant in &env.grants.env {
-        if let Some(value) = grant.value() {
-            vars.push((grant.name.clone().into(), value.into()));
-        }
-    }
-    vars.push(("WFHOST_RUN_ID".into(), env.run_id.clone().into()));
-    vars.push(("WFHOST_STEP_ID".into(), env.step_id.clone().into()));
-    vars.push(("WFHOST_ATTEMPT".into(), env.attempt.to_string().into()));
+    // Agent steps are never `for_each` items: their position is 0.
+    let idempotency_key =
+        crate::engine::executor::idempotency_key(&env.run_id, &env.step_id, 0, env.attempt);
+    let vars = crate::runtime::process::program_env(
+        &env.grants,
+        &crate::runtime::process::StepIds {
+            run_id: &env.run_id,
+            step_id: &env.step_id,
+            attempt: env.attempt,
+            idempotency_key: &idempotency_key,
+        },
+    );
     let spec = crate::runtime::process::ProgramSpec {
         program: shell,
         args: vec!["-c".to_string(), command.to_string()],
@@ -981,6 +980,10 @@ mod tests {
             matches!(&failed, Err(ToolError::Failed(m)) if m.starts_with("exit code: 3")),
             "{failed:?}"
         );
+        // The same environment as a script's, idempotency key included.
+        let ids = "echo $WFHOST_RUN_ID/$WFHOST_STEP_ID/$WFHOST_ATTEMPT/$WFHOST_IDEMPOTENCY_KEY";
+        let out = invoke(&env, call("exec", json!({ "command": ids }))).unwrap();
+        assert!(out.contains("\nrun/step/1/run:step:0:1\n"), "{out}");
         // The sandbox confines the command to the grants.
         let secret = invoke(
             &env,

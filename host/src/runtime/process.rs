@@ -112,25 +112,15 @@ async fn run_program(
     let invocation = &step.invocation;
     let program = authorize(&invocation.grants.exec, &request.program)?;
 
-    let mut env: Vec<(OsString, OsString)> = Vec::new();
-    if let Some(path) = std::env::var_os("PATH") {
-        env.push(("PATH".into(), path));
-    }
-    for grant in &invocation.grants.env {
-        if let Some(value) = grant.value() {
-            env.push((grant.name.clone().into(), value.into()));
-        }
-    }
-    env.push(("WFHOST_RUN_ID".into(), invocation.run_id.clone().into()));
-    env.push(("WFHOST_STEP_ID".into(), invocation.step_id.clone().into()));
-    env.push((
-        "WFHOST_ATTEMPT".into(),
-        invocation.attempt.to_string().into(),
-    ));
-    env.push((
-        "WFHOST_IDEMPOTENCY_KEY".into(),
-        invocation.idempotency_key.clone().into(),
-    ));
+    let env = program_env(
+        &invocation.grants,
+        &StepIds {
+            run_id: &invocation.run_id,
+            step_id: &invocation.step_id,
+            attempt: invocation.attempt,
+            idempotency_key: &invocation.idempotency_key,
+        },
+    );
     let extra_env = request
         .env
         .into_iter()
@@ -161,6 +151,38 @@ async fn run_program(
     let log = move |message: &str| observer.log(LogLevel::Warn, message);
     let _running = step.program_started();
     run_sandboxed(&spec, &log).await
+}
+
+/// Which attempt of which step a started program works for.
+pub(crate) struct StepIds<'a> {
+    /// `WFHOST_RUN_ID`.
+    pub run_id: &'a str,
+    /// `WFHOST_STEP_ID`.
+    pub step_id: &'a str,
+    /// `WFHOST_ATTEMPT`.
+    pub attempt: u32,
+    /// `WFHOST_IDEMPOTENCY_KEY`.
+    pub idempotency_key: &'a str,
+}
+
+/// The environment every program a step starts (through `process` or an
+/// agent's `exec` tool) begins with: the host's `PATH`, the step's granted
+/// variables and the `WFHOST_*` ids, in that order.
+pub(crate) fn program_env(grants: &ResolvedGrants, ids: &StepIds) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        env.push(("PATH".into(), path));
+    }
+    for grant in &grants.env {
+        if let Some(value) = grant.value() {
+            env.push((grant.name.clone().into(), value.into()));
+        }
+    }
+    env.push(("WFHOST_RUN_ID".into(), ids.run_id.into()));
+    env.push(("WFHOST_STEP_ID".into(), ids.step_id.into()));
+    env.push(("WFHOST_ATTEMPT".into(), ids.attempt.to_string().into()));
+    env.push(("WFHOST_IDEMPOTENCY_KEY".into(), ids.idempotency_key.into()));
+    env
 }
 
 /// Check `program` against the `exec` grant; returns the granted path.
