@@ -499,7 +499,7 @@ async fn read_output_file(path: &Path, budget: u64) -> Result<Vec<u8>, ProcessEr
     if meta.len() > budget {
         return Err(too_big(meta.len()));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(meta.len().min(1 << 20) as usize);
     tokio::fs::File::from_std(file)
         .take(budget.saturating_add(1))
         .read_to_end(&mut bytes)
@@ -1259,6 +1259,24 @@ mod tests {
         assert_eq!(
             (out.exit_code, text(&out.stdout)),
             (Some(0), "42\n".into()),
+            "{}",
+            text(&out.stderr)
+        );
+
+        // A granted script brings its `#!` interpreter along.
+        let script = tools.join("hello.sh");
+        std::fs::write(&script, "#!/usr/bin/env bash\necho \"hi from $0\"\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        world.grants.exec.push(ExecGrant {
+            name: "hello.sh".into(),
+            path: script.canonicalize().unwrap(),
+        });
+        world.allow(&["bash"]);
+        let out = output(&world.sh(&script.display().to_string())).await;
+        assert_eq!(
+            text(&out.stdout),
+            format!("hi from {}\n", script.display()),
             "{}",
             text(&out.stderr)
         );

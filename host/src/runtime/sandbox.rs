@@ -726,9 +726,13 @@ fn fs_rules(request: &Request, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
     let programs = std::iter::once(request.program)
         .chain(request.grants.exec.iter().map(|grant| grant.path.as_path()));
     for program in programs {
-        add(program, read_dir, executable);
-        if let Some(loader) = elf_interpreter(program) {
-            add(&loader, read_dir, executable);
+        // A granted script's `#!` interpreter is granted with it.
+        let interpreter = script_interpreter(program);
+        for file in std::iter::once(program).chain(interpreter.as_deref()) {
+            add(file, read_dir, executable);
+            if let Some(loader) = elf_interpreter(file) {
+                add(&loader, read_dir, executable);
+            }
         }
     }
     for (path, writable) in &request.grants.files {
@@ -743,6 +747,20 @@ fn fs_rules(request: &Request, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
         add(file, write_file, write_file);
     }
     rules
+}
+
+/// The interpreter a script names on its `#!` line, canonical; `None` for
+/// anything else.
+fn script_interpreter(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let mut file = std::fs::File::open(program).ok()?;
+    let read = file.read(&mut head).ok()?;
+    let line = head[..read].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|b| *b == b'\n')?];
+    let text = std::str::from_utf8(line).ok()?;
+    let path = text.split_whitespace().next()?;
+    std::fs::canonicalize(path).ok()
 }
 
 /// The dynamic loader an ELF program names (`PT_INTERP`), canonical;
@@ -1284,8 +1302,10 @@ mod tests {
             assert!(loader.to_string_lossy().contains("ld"), "{loader:?}");
         }
         let script = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(script.path(), "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::write(script.path(), "#!/bin/sh -e\necho hi\n").unwrap();
         assert_eq!(elf_interpreter(script.path()), None);
+        assert_eq!(script_interpreter(script.path()), Some(sh));
+        assert_eq!(script_interpreter(Path::new("/nonexistent")), None);
         assert_eq!(elf_interpreter(Path::new("/nonexistent")), None);
     }
 
