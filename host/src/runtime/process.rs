@@ -111,6 +111,11 @@ async fn run_program(
 ) -> Result<Output, ProcessError> {
     let invocation = &step.invocation;
     let program = authorize(&invocation.grants.exec, &request.program)?;
+    if step.stop.fired() {
+        return Err(ProcessError::Failed(
+            "the step is being stopped (timed out or cancelled): no new program starts".into(),
+        ));
+    }
 
     let env = program_env(
         &invocation.grants,
@@ -1106,6 +1111,56 @@ mod tests {
         let (out, ()) = tokio::join!(output(&spec), firing);
         assert_eq!(out.signal, Some(libc::SIGKILL));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_stopping_step_starts_no_new_program() {
+        struct Quiet;
+        impl crate::engine::executor::StepObserver for Quiet {
+            fn log(&self, _: LogLevel, _: &str) {}
+            fn progress(&self, _: &str, _: Option<f32>) {}
+        }
+        let world = World::new();
+        let step = StepContext {
+            invocation: crate::engine::executor::StepInvocation {
+                run_id: "r".into(),
+                step_id: "s".into(),
+                component: "script".into(),
+                attempt: 1,
+                idempotency_key: "r:s:0:1".into(),
+                config: serde_json::Value::Null,
+                inputs: serde_json::Value::Null,
+                args: serde_json::Value::Null,
+                workdir: world.workdir(),
+                grants: world.grants.clone(),
+                timeout: Duration::from_secs(5),
+                scratch_dir: world.scratch(),
+                agent: None,
+                cancel: Default::default(),
+            },
+            observer: std::sync::Arc::new(Quiet),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            agent: None,
+            stop: crate::engine::stop::StopTrigger::new(),
+            programs: watch::Sender::new(0),
+        };
+        step.stop.fire();
+        let request = process::Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), "true".into()],
+            cwd: None,
+            env: Vec::new(),
+            stdin: None,
+            timeout_ms: None,
+            capture_output_file: false,
+        };
+        match run_program(&step, request).await {
+            Err(ProcessError::Failed(message)) => {
+                assert!(message.contains("the step is being stopped"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*step.programs.borrow(), 0);
     }
 
     #[tokio::test]
