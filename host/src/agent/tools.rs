@@ -966,6 +966,11 @@ mod tests {
         let fx = fixture();
         let mut grants = file_grants(&fx);
         grants.exec.push(shell_grant());
+        // Granted, so that the secret below is refused for its path.
+        grants.exec.push(ExecGrant {
+            name: "cat".into(),
+            path: resolve_program("cat").unwrap(),
+        });
         let env = env(&fx, grants);
         let out = invoke(
             &env,
@@ -993,7 +998,8 @@ mod tests {
             ),
         );
         assert!(
-            matches!(&secret, Err(ToolError::Failed(m)) if !m.contains("TODO secret")),
+            matches!(&secret, Err(ToolError::Failed(m))
+                if !m.contains("TODO secret") && m.contains("secret.txt: Permission denied")),
             "{secret:?}"
         );
     }
