@@ -376,7 +376,7 @@ fn a_step_past_its_timeout_is_stopped() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "slow.yaml",
-        "name: s\nsteps:\n  - id: slow\n    timeout: 1s\n    run: sleep 30\n",
+        "name: s\nsteps:\n  - id: slow\n    timeout: 1s\n    run: sleep 30\n    grants: {exec: [sleep]}\n",
     );
     let started = std::time::Instant::now();
     let (output, status) = sandbox.run(&path, &[]);
@@ -394,7 +394,9 @@ fn the_scheduler_respects_parallelism_and_does_not_wait_for_levels() {
     let sandbox = Sandbox::new();
     let mut workflow = String::from("name: p\nconfig: {parallelism: 2}\nsteps:\n");
     for i in 0..5 {
-        workflow.push_str(&format!("  - id: w{i}\n    run: sleep 0.3\n"));
+        workflow.push_str(&format!(
+            "  - id: w{i}\n    run: sleep 0.3\n    grants: {{exec: [sleep]}}\n"
+        ));
     }
     // fast → after_fast must start before slow finishes.
     workflow.push_str("  - id: fast\n    type: function\n    component: echo\n    needs: [w0]\n");
@@ -511,6 +513,36 @@ fn unknown_and_ambiguous_run_ids_are_user_errors() {
         "{}",
         text(&output.stderr)
     );
+}
+
+#[test]
+fn a_strict_ceiling_forbids_best_effort_sandboxes() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.write("home/config.toml", "[ceiling]\nsandbox = \"strict\"\n");
+    let path = sandbox.write(
+        "lax.yaml",
+        "name: l\nsteps:\n  - id: fine\n    run: echo ok\n  - id: lax\n    run: echo ok\n    sandbox: best-effort\n",
+    );
+    let output = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("step 'lax': sandbox: best-effort is forbidden by the operator ceiling in")
+            && stderr.contains(&format!("{} (ceiling sandbox: strict)", config.display()))
+            && stderr.contains("lax.yaml:"),
+        "{stderr}"
+    );
+    // The workflow-wide default is refused the same way.
+    let path = sandbox.write(
+        "lax-default.yaml",
+        "name: l\ndefaults:\n  sandbox: best-effort\nsteps:\n  - id: a\n    run: echo ok\n",
+    );
+    let output = sandbox.wfhost(&["run", path.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    assert!(text(&output.stderr).contains("step 'a': sandbox: best-effort is forbidden"));
+    std::fs::remove_file(&config).unwrap();
+    assert_exit(&sandbox.wfhost(&["validate", path.to_str().unwrap()]), 0);
 }
 
 #[test]

@@ -85,7 +85,7 @@ fn failed_attempts_are_retried_with_backoff() {
     let path = sandbox.write(
         "retry.yaml",
         &format!(
-            "name: r\nsteps:\n  - id: flaky\n    run: '{flaky}'\n    grants: {{files: [{{path: state, access: read-write}}]}}\n    retry: {{max_attempts: 4, initial_interval: 150ms, backoff_coefficient: 2, jitter: 0, on: [permanent]}}\n  - id: seeds\n    run: 'exit 1'\n    maxRetries: 2\n    retryDelayMs: 10\n    retry: {{on: [permanent]}}\n  - id: never\n    run: 'exit 1'\n"
+            "name: r\nsteps:\n  - id: flaky\n    run: '{flaky}'\n    grants: {{files: [{{path: state, access: read-write}}], exec: [cat]}}\n    retry: {{max_attempts: 4, initial_interval: 150ms, backoff_coefficient: 2, jitter: 0, on: [permanent]}}\n  - id: seeds\n    run: 'exit 1'\n    maxRetries: 2\n    retryDelayMs: 10\n    retry: {{on: [permanent]}}\n  - id: never\n    run: 'exit 1'\n"
         ),
     );
     let (output, status) = sandbox.run(&path, &[]);
@@ -150,7 +150,7 @@ fn pause_then_resume_from_other_processes() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "pause.yaml",
-        "name: p\nsteps:\n  - id: first\n    run: sleep 1\n  - id: second\n    needs: [first]\n    run: echo two\n  - id: third\n    needs: [second]\n    run: echo three\n",
+        "name: p\nsteps:\n  - id: first\n    run: sleep 1\n    grants: {exec: [sleep]}\n  - id: second\n    needs: [first]\n    run: echo two\n  - id: third\n    needs: [second]\n    run: echo three\n",
     );
     let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
@@ -197,7 +197,7 @@ fn cancel_from_another_process_kills_running_programs() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "cancel.yaml",
-        "name: c\nsteps:\n  - id: long\n    run: sleep 59.7\n  - id: after\n    needs: [long]\n    run: 'true'\n",
+        "name: c\nsteps:\n  - id: long\n    run: sleep 59.7\n    grants: {exec: [sleep]}\n  - id: after\n    needs: [long]\n    run: 'true'\n",
     );
     let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
@@ -242,7 +242,7 @@ fn chains(sandbox: &Sandbox, log: &Path, idempotent: bool, pause: &str) -> std::
         for link in 0..5 {
             let id = format!("c{chain}s{link}");
             yaml.push_str(&format!(
-                "  - id: {id}\n    idempotent: {idempotent}\n    grants: {{files: [{{path: logs, access: read-write}}]}}\n    run: 'echo {id} >> {log}; sleep {pause}'\n",
+                "  - id: {id}\n    idempotent: {idempotent}\n    grants: {{files: [{{path: logs, access: read-write}}], exec: [sleep]}}\n    run: 'echo {id} >> {log}; sleep {pause}'\n",
                 log = log.display()
             ));
             if link > 0 {
@@ -318,7 +318,7 @@ fn an_interrupted_step_that_is_not_idempotent_waits_for_the_operator() {
     let path = sandbox.write(
         "slow.yaml",
         &format!(
-            "name: s\nsteps:\n  - id: slow\n    grants: {{files: [{{path: logs, access: read-write}}]}}\n    run: 'echo slow >> {}; sleep 30'\n  - id: next\n    needs: [slow]\n    run: echo next\n",
+            "name: s\nsteps:\n  - id: slow\n    grants: {{files: [{{path: logs, access: read-write}}], exec: [sleep]}}\n    run: 'echo slow >> {}; sleep 30'\n  - id: next\n    needs: [slow]\n    run: echo next\n",
             log.display()
         ),
     );
@@ -481,7 +481,7 @@ fn finally_steps_run_after_failure_and_after_cancel() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "cancel-finally.yaml",
-        "name: cf\nsteps:\n  - id: long\n    run: sleep 58.3\n  - id: cleanup\n    finally: true\n    run: echo cleaned\n",
+        "name: cf\nsteps:\n  - id: long\n    run: sleep 58.3\n    grants: {exec: [sleep]}\n  - id: cleanup\n    finally: true\n    run: echo cleaned\n",
     );
     let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
@@ -505,7 +505,7 @@ fn retry_from_a_step_reruns_it_and_what_follows() {
     let path = sandbox.write(
         "rerun.yaml",
         &format!(
-            "name: r\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: fetch\n    run: 'echo fetch >> {d}/log; echo value=7 >> \"$WFHOST_OUTPUT\"'\n  - id: build\n    needs: [fetch]\n    run: 'echo build >> {d}/log; test -f {d}/fixed'\n  - id: ship\n    needs: [build]\n    run: 'echo ship {{{{ steps.fetch.output.value }}}} >> {d}/log'\n",
+            "name: r\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [\"@coreutils\"]}}}}\nsteps:\n  - id: fetch\n    run: 'echo fetch >> {d}/log; echo value=7 >> \"$WFHOST_OUTPUT\"'\n  - id: build\n    needs: [fetch]\n    run: 'echo build >> {d}/log; test -f {d}/fixed'\n  - id: ship\n    needs: [build]\n    run: 'echo ship {{{{ steps.fetch.output.value }}}} >> {d}/log'\n",
             d = data.display()
         ),
     );
@@ -549,7 +549,7 @@ fn watch_follows_a_run_live_from_another_process() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "watch.yaml",
-        "name: w\nsteps:\n  - id: one\n    run: sleep 0.5\n  - id: two\n    needs: [one]\n    run: echo done\n",
+        "name: w\nsteps:\n  - id: one\n    run: sleep 0.5\n    grants: {exec: [sleep]}\n  - id: two\n    needs: [one]\n    run: echo done\n",
     );
     let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
@@ -588,7 +588,7 @@ fn a_run_restored_to_a_checkpoint_reruns_later_steps() {
     let path = sandbox.write(
         "cp.yaml",
         &format!(
-            "name: cp\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: a\n    run: 'echo a >> {d}/log'\n  - id: b\n    needs: [a]\n    run: 'echo b >> {d}/log'\n  - id: c\n    needs: [b]\n    run: 'echo c >> {d}/log'\n",
+            "name: cp\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [\"@coreutils\"]}}}}\nsteps:\n  - id: a\n    run: 'echo a >> {d}/log'\n  - id: b\n    needs: [a]\n    run: 'echo b >> {d}/log'\n  - id: c\n    needs: [b]\n    run: 'echo c >> {d}/log'\n",
             d = data.display()
         ),
     );
@@ -645,7 +645,7 @@ fn retry_step_goes_back_at_most_max_loops_times() {
     let path = sandbox.write(
         "loops.yaml",
         &format!(
-            "name: l\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: prepare\n    run: 'echo prepare >> {d}/log'\n  - id: check\n    needs: [prepare]\n    run: 'echo check >> {d}/log; test $(grep -c prepare {d}/log) -ge 3'\n    on_failure: {{retry_step: prepare, max_loops: 3}}\n  - id: report\n    needs: [check]\n    run: echo ok\n",
+            "name: l\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [\"@coreutils\"]}}}}\nsteps:\n  - id: prepare\n    run: 'echo prepare >> {d}/log'\n  - id: check\n    needs: [prepare]\n    run: 'echo check >> {d}/log; test $(grep -c prepare {d}/log) -ge 3'\n    on_failure: {{retry_step: prepare, max_loops: 3}}\n  - id: report\n    needs: [check]\n    run: echo ok\n",
             d = data.display()
         ),
     );
@@ -689,7 +689,7 @@ fn for_each_runs_items_in_parallel_and_keeps_their_order() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "each.yaml",
-        "name: e\nargs: {type: object, properties: {names: {type: array, default: [ann, bob, cy, dee, eve]}}}\nsteps:\n  - id: greet\n    for_each: args.names\n    parallelism: 3\n    run: 'sleep 0.2; echo \"hello {{ item }} #{{ index }}\"'\n  - id: total\n    needs: [greet]\n    type: function\n    component: echo\n    with: {count: \"{{ steps.greet.output | length }}\", first: \"{{ steps.greet.output[0].stdout }}\"}\n",
+        "name: e\nargs: {type: object, properties: {names: {type: array, default: [ann, bob, cy, dee, eve]}}}\nsteps:\n  - id: greet\n    for_each: args.names\n    parallelism: 3\n    grants: {exec: [sleep]}\n    run: 'sleep 0.2; echo \"hello {{ item }} #{{ index }}\"'\n  - id: total\n    needs: [greet]\n    type: function\n    component: echo\n    with: {count: \"{{ steps.greet.output | length }}\", first: \"{{ steps.greet.output[0].stdout }}\"}\n",
     );
     let started = Instant::now();
     let (output, status) = sandbox.run(&path, &[]);
@@ -746,7 +746,7 @@ fn on_failure_block_parks_the_run_until_resume() {
     let path = sandbox.write(
         "block.yaml",
         &format!(
-            "name: b\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: deploy\n    run: 'test -f {d}/approved'\n    on_failure: {{escalate: block}}\n  - id: after\n    needs: [deploy]\n    run: echo after\n  - id: lenient\n    run: exit 1\n    on_failure: {{escalate: skip}}\n  - id: lenient_child\n    needs: [lenient]\n    run: 'true'\n",
+            "name: b\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [\"@coreutils\"]}}}}\nsteps:\n  - id: deploy\n    run: 'test -f {d}/approved'\n    on_failure: {{escalate: block}}\n  - id: after\n    needs: [deploy]\n    run: echo after\n  - id: lenient\n    run: exit 1\n    on_failure: {{escalate: skip}}\n  - id: lenient_child\n    needs: [lenient]\n    run: 'true'\n",
             d = data.display()
         ),
     );
@@ -784,7 +784,7 @@ fn a_stage_loop_repeats_until_its_condition_holds() {
     let path = sandbox.write(
         "stage.yaml",
         &format!(
-            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: draft\n    run: 'echo x >> {d}/drafts'\n  - id: review\n    needs: [draft]\n    run: 'echo \"count=$(wc -l < {d}/drafts | tr -d \" \")\" >> \"$WFHOST_OUTPUT\"'\n    loop: {{steps: [draft], until: \"steps.review.output.count | int >= 3\", max_iterations: 5}}\n  - id: publish\n    needs: [review]\n    run: echo published\n",
+            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [\"@coreutils\"]}}}}\nsteps:\n  - id: draft\n    run: 'echo x >> {d}/drafts'\n  - id: review\n    needs: [draft]\n    run: 'echo \"count=$(wc -l < {d}/drafts | tr -d \" \")\" >> \"$WFHOST_OUTPUT\"'\n    loop: {{steps: [draft], until: \"steps.review.output.count | int >= 3\", max_iterations: 5}}\n  - id: publish\n    needs: [review]\n    run: echo published\n",
             d = data.display()
         ),
     );
@@ -816,7 +816,7 @@ fn total_timeout_bounds_all_attempts_together() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "total.yaml",
-        "name: t\nsteps:\n  - id: slow\n    run: sleep 5\n    timeout: 400ms\n    total_timeout: 1s\n    retry: {max_attempts: 10, initial_interval: 50ms, jitter: 0}\n",
+        "name: t\nsteps:\n  - id: slow\n    run: sleep 5\n    grants: {exec: [sleep]}\n    timeout: 400ms\n    total_timeout: 1s\n    retry: {max_attempts: 10, initial_interval: 50ms, jitter: 0}\n",
     );
     let started = Instant::now();
     let (output, status) = sandbox.run(&path, &[]);
@@ -887,7 +887,7 @@ fn a_run_past_its_run_timeout_is_cancelled_and_cleans_up() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "runtimeout.yaml",
-        "name: rt\nconfig: {run_timeout: 1s}\nsteps:\n  - id: slow\n    run: sleep 57.1\n  - id: cleanup\n    finally: true\n    run: echo tidy\n",
+        "name: rt\nconfig: {run_timeout: 1s}\nsteps:\n  - id: slow\n    run: sleep 57.1\n    grants: {exec: [sleep]}\n  - id: cleanup\n    finally: true\n    run: echo tidy\n",
     );
     let started = Instant::now();
     let (output, status) = sandbox.run(&path, &[]);
@@ -998,7 +998,7 @@ fn a_crash_right_after_a_loop_decision_keeps_the_decision() {
     let path = sandbox.write(
         "loops.yaml",
         &format!(
-            "name: l\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: prepare\n    run: 'echo prepare >> {d}/log'\n  - id: check\n    needs: [prepare]\n    run: 'echo check >> {d}/log; test $(grep -c prepare {d}/log) -ge 2'\n    on_failure: {{retry_step: prepare, max_loops: 3}}\n",
+            "name: l\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [grep]}}}}\nsteps:\n  - id: prepare\n    run: 'echo prepare >> {d}/log'\n  - id: check\n    needs: [prepare]\n    run: 'echo check >> {d}/log; test $(grep -c prepare {d}/log) -ge 2'\n    on_failure: {{retry_step: prepare, max_loops: 3}}\n",
             d = data.display()
         ),
     );
@@ -1013,7 +1013,7 @@ fn a_crash_right_after_a_loop_decision_keeps_the_decision() {
     let path = sandbox.write(
         "stage.yaml",
         &format!(
-            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: draft\n    run: 'echo x >> {d}/drafts'\n  - id: review\n    needs: [draft]\n    run: 'echo \"count=$(grep -c x {d}/drafts)\" >> \"$WFHOST_OUTPUT\"'\n    loop: {{steps: [draft], until: \"steps.review.output.count | int >= 2\", max_iterations: 5}}\n  - id: publish\n    needs: [review]\n    run: echo published\n",
+            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [grep]}}}}\nsteps:\n  - id: draft\n    run: 'echo x >> {d}/drafts'\n  - id: review\n    needs: [draft]\n    run: 'echo \"count=$(grep -c x {d}/drafts)\" >> \"$WFHOST_OUTPUT\"'\n    loop: {{steps: [draft], until: \"steps.review.output.count | int >= 2\", max_iterations: 5}}\n  - id: publish\n    needs: [review]\n    run: echo published\n",
             d = data.display()
         ),
     );
@@ -1047,7 +1047,7 @@ fn a_grant_swapped_for_a_link_while_the_run_was_down_is_refused_on_resume() {
     let path = sandbox.write(
         "swap.yaml",
         &format!(
-            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: a\n    run: echo a > {d}/a\n  - id: b\n    needs: [a]\n    run: cat {d}/a\n",
+            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}], exec: [cat]}}}}\nsteps:\n  - id: a\n    run: echo a > {d}/a\n  - id: b\n    needs: [a]\n    run: cat {d}/a\n",
             d = data.display()
         ),
     );

@@ -1111,6 +1111,52 @@ fn a_granted_program_cannot_read_outside_the_granted_paths() {
 }
 
 #[test]
+fn a_script_can_execute_only_its_exec_grant() {
+    let sandbox = layout();
+    let id = "/usr/bin/id";
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            script("cat", "cat /dev/null", json!({})),
+            script("by_path", id, json!({})),
+            // Not by copying a program into a writable directory either.
+            script(
+                "copied",
+                &format!("cp {id} \"$TMPDIR/myid\"; chmod +x \"$TMPDIR/myid\"; \"$TMPDIR/myid\""),
+                json!({ "exec": ["cp", "chmod"] }),
+            ),
+            script(
+                "granted",
+                "cat /dev/null && echo ran",
+                json!({ "exec": ["cat"] }),
+            ),
+            script(
+                "coreutils",
+                "ls /usr > /dev/null && sleep 0 && printf '%s' x | wc -c | tr -d ' '",
+                json!({ "exec": ["@coreutils"] }),
+            ),
+        ]),
+    );
+    let error = run.error("cat");
+    assert_contains(&error, "script exited with code 126");
+    assert_contains(&error, "cat: Permission denied");
+    assert_contains(
+        &error,
+        "[wfhost: 'cat' was not started: a step may execute only the programs of its exec \
+         grant; add grants: { exec: [cat] } (or exec: [\"@coreutils\"] for the common tools)]",
+    );
+    let error = run.error("by_path");
+    assert_contains(&error, &format!("{id}: Permission denied"));
+    assert_contains(&error, "add grants: { exec: [id] }");
+    assert_contains(&run.error("copied"), "myid: Permission denied");
+    assert_eq!(run.completed("granted")["stdout"], "ran");
+    assert_eq!(run.completed("coreutils")["stdout"], "1");
+    let logs = run.logs(&sandbox, Some("cat"));
+    assert_contains(&logs, "[wfhost: 'cat' was not started");
+    run.assert_host_survived();
+}
+
+#[test]
 fn a_program_cannot_connect_without_a_network_grant() {
     let sandbox = layout();
     let (forbidden, port) = listener();
@@ -1136,7 +1182,7 @@ fn a_program_ignoring_sigterm_is_killed_at_the_timeout() {
     let mut stubborn = script(
         "stubborn",
         &format!("trap '' TERM; sleep {marker}"),
-        json!({}),
+        json!({ "exec": ["sleep"] }),
     );
     stubborn["timeout"] = json!("2s");
     let run = run_flow(&sandbox, &workflow(vec![stubborn]));
@@ -1317,7 +1363,7 @@ fn a_fork_bomb_in_a_granted_shell_is_contained() {
     // Each call starts two more in the background and returns: the number
     // of processes doubles until something refuses to fork.
     let bomb = format!("{name}() {{ {name} | {name} & }}; {name}; sleep 60");
-    let mut bomb_step = script("bomb", &bomb, json!({}));
+    let mut bomb_step = script("bomb", &bomb, json!({ "exec": ["sleep"] }));
     bomb_step["timeout"] = json!("5s");
     let cage = SafetyNet::new(BOMB_SAFETY_NET);
     let run = {
@@ -1327,7 +1373,11 @@ fn a_fork_bomb_in_a_granted_shell_is_contained() {
             &workflow(vec![
                 bomb_step,
                 // Other started programs keep working meanwhile.
-                script("neighbour", "sleep 1; echo alive", json!({})),
+                script(
+                    "neighbour",
+                    "sleep 1; echo alive",
+                    json!({ "exec": ["sleep"] }),
+                ),
             ]),
             |command| cage.enter(command),
         )

@@ -22,7 +22,6 @@
 //! The short names of an agent's `tools` list map to these: `read`,
 //! `write`, `edit`, `list`, `search`, `exec`, `http`.
 
-use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -596,18 +595,18 @@ async fn exec(env: &ToolEnv, command: &str) -> Result<String, ToolError> {
             "exec denied: this step may not start `sh` (add grants: { exec: [sh] })".into(),
         ));
     };
-    let mut vars: Vec<(OsString, OsString)> = Vec::new();
-    if let Some(path) = std::env::var_os("PATH") {
-        vars.push(("PATH".into(), path));
-    }
-    for grant in &env.grants.env {
-        if let Some(value) = grant.value() {
-            vars.push((grant.name.clone().into(), value.into()));
-        }
-    }
-    vars.push(("WFHOST_RUN_ID".into(), env.run_id.clone().into()));
-    vars.push(("WFHOST_STEP_ID".into(), env.step_id.clone().into()));
-    vars.push(("WFHOST_ATTEMPT".into(), env.attempt.to_string().into()));
+    // Agent steps are never `for_each` items: their position is 0.
+    let idempotency_key =
+        crate::engine::executor::idempotency_key(&env.run_id, &env.step_id, 0, env.attempt);
+    let vars = crate::runtime::process::program_env(
+        &env.grants,
+        &crate::runtime::process::StepIds {
+            run_id: &env.run_id,
+            step_id: &env.step_id,
+            attempt: env.attempt,
+            idempotency_key: &idempotency_key,
+        },
+    );
     let spec = crate::runtime::process::ProgramSpec {
         program: shell,
         args: vec!["-c".to_string(), command.to_string()],
@@ -1020,6 +1019,11 @@ mod tests {
         let fx = fixture();
         let mut grants = file_grants(&fx);
         grants.exec.push(shell_grant());
+        // Granted, so that the secret below is refused for its path.
+        grants.exec.push(ExecGrant {
+            name: "cat".into(),
+            path: resolve_program("cat").unwrap(),
+        });
         let env = env(&fx, grants);
         let out = invoke(
             &env,
@@ -1034,6 +1038,10 @@ mod tests {
             matches!(&failed, Err(ToolError::Failed(m)) if m.starts_with("exit code: 3")),
             "{failed:?}"
         );
+        // The same environment as a script's, idempotency key included.
+        let ids = "echo $WFHOST_RUN_ID/$WFHOST_STEP_ID/$WFHOST_ATTEMPT/$WFHOST_IDEMPOTENCY_KEY";
+        let out = invoke(&env, call("exec", json!({ "command": ids }))).unwrap();
+        assert!(out.contains("\nrun/step/1/run:step:0:1\n"), "{out}");
         // The sandbox confines the command to the grants.
         let secret = invoke(
             &env,
@@ -1043,7 +1051,8 @@ mod tests {
             ),
         );
         assert!(
-            matches!(&secret, Err(ToolError::Failed(m)) if !m.contains("TODO secret")),
+            matches!(&secret, Err(ToolError::Failed(m))
+                if !m.contains("TODO secret") && m.contains("secret.txt: Permission denied")),
             "{secret:?}"
         );
     }

@@ -10,6 +10,7 @@
 //! memory = "1GiB"
 //! timeout = "30m"
 //! max_output = "64MiB"
+//! sandbox = "strict"      # no step may ask for `sandbox: best-effort`
 //! ```
 //!
 //! A key that is absent sets no cap on that kind of grant; an empty list
@@ -20,9 +21,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::grants::{parse_size, resolve_program, NetworkGrant, ResolvedGrants};
+use super::grants::{
+    exec_line_programs, parse_size, resolve_program, NetworkGrant, ResolvedGrants,
+};
 use crate::store::Durability;
-use crate::workflow::model::{Access, FileGrant};
+use crate::workflow::model::{Access, FileGrant, SandboxMode};
 use crate::workflow::parse_duration;
 
 #[derive(Debug, Deserialize)]
@@ -51,6 +54,7 @@ struct CeilingSpec {
     memory: Option<String>,
     timeout: Option<String>,
     max_output: Option<String>,
+    sandbox: Option<SandboxMode>,
 }
 
 /// The caps, resolved.
@@ -65,6 +69,8 @@ pub struct Ceiling {
     memory: Option<u64>,
     timeout: Option<Duration>,
     max_output: Option<u64>,
+    /// `strict`: steps may not ask for `sandbox: best-effort`.
+    sandbox: Option<SandboxMode>,
 }
 
 /// Read the store's durability (`[store] durability`) from a host config
@@ -114,12 +120,18 @@ impl Ceiling {
                     .collect()
             }),
             env: spec.env,
-            exec: spec.exec.map(|names| {
-                names
-                    .into_iter()
-                    .map(|n| (n.clone(), resolve_program(&n)))
-                    .collect()
-            }),
+            exec: spec
+                .exec
+                .map(|lines| {
+                    let mut entries = Vec::new();
+                    for line in &lines {
+                        for name in exec_line_programs(line).map_err(|e| bad("exec", e))? {
+                            entries.push((name.to_string(), resolve_program(name)));
+                        }
+                    }
+                    Ok::<_, String>(entries)
+                })
+                .transpose()?,
             network: spec
                 .network
                 .map(|lines| {
@@ -145,6 +157,7 @@ impl Ceiling {
                 .map(|m| parse_size(&m))
                 .transpose()
                 .map_err(|e| bad("max_output", e))?,
+            sandbox: spec.sandbox,
         }))
     }
 
@@ -226,6 +239,13 @@ impl Ceiling {
             problems.push(format!(
                 "max_output grant of {} bytes exceeds the operator ceiling in {source} (ceiling max_output: {max} bytes)",
                 grants.max_output
+            ));
+        }
+        if self.sandbox == Some(SandboxMode::Strict) && grants.sandbox == SandboxMode::BestEffort {
+            problems.push(format!(
+                "sandbox: best-effort is forbidden by the operator ceiling in {source} (ceiling \
+                 sandbox: strict); remove it so that started programs run fully confined or \
+                 not at all"
             ));
         }
         if let Some(max) = self.timeout.filter(|max| timeout > *max) {
@@ -334,6 +354,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("config.toml"), "{text}");
+    }
+
+    #[test]
+    fn a_strict_ceiling_forbids_best_effort() {
+        let (_dir, loaded) = ceiling("[ceiling]\nsandbox = \"strict\"\n");
+        let strict = loaded.unwrap().unwrap();
+        let lenient = ResolvedGrants {
+            sandbox: SandboxMode::BestEffort,
+            ..ResolvedGrants::default()
+        };
+        let problems = strict.check(&lenient, Duration::from_secs(1));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0]
+                .starts_with("sandbox: best-effort is forbidden by the operator ceiling in ")
+                && problems[0].contains("config.toml (ceiling sandbox: strict)"),
+            "{problems:?}"
+        );
+        assert!(strict
+            .check(&ResolvedGrants::default(), Duration::from_secs(1))
+            .is_empty());
+        let (_dir, loaded) = ceiling("[ceiling]\nsandbox = \"best-effort\"\n");
+        assert!(loaded
+            .unwrap()
+            .unwrap()
+            .check(&lenient, Duration::from_secs(1))
+            .is_empty());
+        let (_dir, loaded) = ceiling("[ceiling]\nsandbox = \"lax\"\n");
+        assert!(loaded.unwrap_err().contains("config.toml:2:11"));
     }
 
     #[test]

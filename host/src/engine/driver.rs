@@ -930,7 +930,8 @@ impl Driver {
                 self.store.run_files(run_id).step_dir(&step.id),
             )
             .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
-            invocation.idempotency_key = format!("{run_id}:{}:{position}:{attempt}", step.id);
+            invocation.idempotency_key =
+                super::executor::idempotency_key(run_id, &step.id, position, attempt);
             invocation.cancel = state.stop.signal();
             if let Some(remaining) = remaining {
                 invocation.timeout = invocation.timeout.min(remaining);
@@ -1551,7 +1552,7 @@ fn prepare_invocation(
         step_id: step.id.clone(),
         component: component.to_string(),
         attempt,
-        idempotency_key: format!("{run_id}:{}:0:{attempt}", step.id),
+        idempotency_key: super::executor::idempotency_key(run_id, &step.id, 0, attempt),
         config,
         inputs: Value::Object(inputs),
         args: args.clone(),

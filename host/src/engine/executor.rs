@@ -49,6 +49,12 @@ pub struct StepInvocation {
 
 pub use super::grants::ResolvedGrants;
 
+/// The idempotency key of an attempt, `run:step:position:attempt`
+/// (`position`: the `for_each` item, 0 for other steps).
+pub fn idempotency_key(run_id: &str, step_id: &str, position: usize, attempt: u32) -> String {
+    format!("{run_id}:{step_id}:{position}:{attempt}")
+}
+
 /// How a step attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureKind {

@@ -307,6 +307,65 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is not a usable size"))
 }
 
+/// The programs of `@coreutils`, a convenience set for scripts: `exec:
+/// ["@coreutils"]` grants those of them found on `PATH`.
+pub const COREUTILS: &[&str] = &[
+    "basename",
+    "cat",
+    "chmod",
+    "cp",
+    "cut",
+    "date",
+    "diff",
+    "dirname",
+    "echo",
+    "env",
+    "expr",
+    "false",
+    "find",
+    "grep",
+    "head",
+    "ln",
+    "ls",
+    "md5sum",
+    "mkdir",
+    "mktemp",
+    "mv",
+    "printf",
+    "pwd",
+    "readlink",
+    "realpath",
+    "rm",
+    "rmdir",
+    "sed",
+    "seq",
+    "sha256sum",
+    "sleep",
+    "sort",
+    "stat",
+    "tail",
+    "tee",
+    "test",
+    "touch",
+    "tr",
+    "true",
+    "uniq",
+    "wc",
+    "xargs",
+];
+
+/// The programs an `exec` line stands for: itself, or the members of a set
+/// (`@coreutils`). `Err` for an unknown set.
+pub fn exec_line_programs(line: &str) -> Result<Vec<&str>, String> {
+    match line.strip_prefix('@') {
+        None => Ok(vec![line]),
+        Some("coreutils") => Ok(COREUTILS.to_vec()),
+        Some(_) => Err(format!(
+            "exec grant '{line}': unknown set (the sets are: @coreutils)"
+        )),
+    }
+}
+
 /// Resolve a program name through `PATH`, or canonicalise a path.
 pub fn resolve_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
@@ -556,13 +615,33 @@ pub fn resolve(
             value,
         });
     }
-    for name in &grants.exec {
-        match resolve_program(name) {
-            Some(path) => resolved.exec.push(ExecGrant {
-                name: name.clone(),
-                path,
-            }),
-            None => problems.push(format!("exec grant '{name}': no such program on PATH")),
+    for line in &grants.exec {
+        let names = match exec_line_programs(line) {
+            Ok(names) => names,
+            Err(error) => {
+                problems.push(error);
+                continue;
+            }
+        };
+        let set = line.starts_with('@');
+        for name in names {
+            match resolve_program(name) {
+                Some(path)
+                    if !resolved
+                        .exec
+                        .iter()
+                        .any(|g| g.path == path && g.name == name) =>
+                {
+                    resolved.exec.push(ExecGrant {
+                        name: name.to_string(),
+                        path,
+                    })
+                }
+                Some(_) => {}
+                // A set grants the members this machine has.
+                None if set => {}
+                None => problems.push(format!("exec grant '{name}': no such program on PATH")),
+            }
         }
     }
     for line in &grants.network {
@@ -745,6 +824,17 @@ mod tests {
         );
         assert!(host.check(&root, false).is_empty(), "reading is allowed");
         assert!(host.check(&root.join("work"), true).is_empty());
+    }
+
+    #[test]
+    fn exec_sets_expand_and_unknown_sets_are_named() {
+        let coreutils = exec_line_programs("@coreutils").unwrap();
+        assert!(coreutils.contains(&"cat") && coreutils.contains(&"sleep"));
+        assert_eq!(exec_line_programs("git").unwrap(), ["git"]);
+        assert_eq!(
+            exec_line_programs("@everything").unwrap_err(),
+            "exec grant '@everything': unknown set (the sets are: @coreutils)"
+        );
     }
 
     #[test]

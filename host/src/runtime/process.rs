@@ -7,13 +7,17 @@
 //!   `WFHOST_*` and `TMPDIR`, plus what the call itself sets.
 //! - **Files** (Landlock): the granted directories, read-only or read-write
 //!   as granted; the system directories for binaries and libraries (`/usr`,
-//!   `/bin`, `/sbin`, `/lib*`, read and execute) and the dynamic loader's and
+//!   `/bin`, `/sbin`, `/lib*`, read only) and the dynamic loader's and
 //!   time zone's files of `/etc`, but not the rest of `/etc` (`cat
 //!   /etc/passwd` fails with "Permission denied"); `/dev/null`, `/dev/zero`,
 //!   `/dev/full`, `/dev/random`, `/dev/urandom` (not `/dev/tty`: a program
 //!   never talks to the host's terminal, it has none); the programs of the
-//!   step's `exec` grant (read and execute, wherever they live; a tool that
-//!   needs more, like a rustup proxy's toolchains, needs a `files` grant);
+//!   step's `exec` grant and the dynamic loader each names (read and
+//!   execute, wherever they live: the only files anything in the tree may
+//!   `execve`; a tool that needs more, like a rustup proxy's toolchains,
+//!   needs `files` and `exec` grants); a refused `execve` shows in the
+//!   program's stderr as "Permission denied", and the host adds a line
+//!   naming the grant to add;
 //!   the private directory and the `WFHOST_OUTPUT` file (read-write). With a
 //!   `network` grant also the resolver and TLS configuration
 //!   (`/etc/resolv.conf`, `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/ssl`,
@@ -107,26 +111,21 @@ async fn run_program(
 ) -> Result<Output, ProcessError> {
     let invocation = &step.invocation;
     let program = authorize(&invocation.grants.exec, &request.program)?;
+    if step.stop.fired() {
+        return Err(ProcessError::Failed(
+            "the step is being stopped (timed out or cancelled): no new program starts".into(),
+        ));
+    }
 
-    let mut env: Vec<(OsString, OsString)> = Vec::new();
-    if let Some(path) = std::env::var_os("PATH") {
-        env.push(("PATH".into(), path));
-    }
-    for grant in &invocation.grants.env {
-        if let Some(value) = grant.value() {
-            env.push((grant.name.clone().into(), value.into()));
-        }
-    }
-    env.push(("WFHOST_RUN_ID".into(), invocation.run_id.clone().into()));
-    env.push(("WFHOST_STEP_ID".into(), invocation.step_id.clone().into()));
-    env.push((
-        "WFHOST_ATTEMPT".into(),
-        invocation.attempt.to_string().into(),
-    ));
-    env.push((
-        "WFHOST_IDEMPOTENCY_KEY".into(),
-        invocation.idempotency_key.clone().into(),
-    ));
+    let env = program_env(
+        &invocation.grants,
+        &StepIds {
+            run_id: &invocation.run_id,
+            step_id: &invocation.step_id,
+            attempt: invocation.attempt,
+            idempotency_key: &invocation.idempotency_key,
+        },
+    );
     let extra_env = request
         .env
         .into_iter()
@@ -157,6 +156,38 @@ async fn run_program(
     let log = move |message: &str| observer.log(LogLevel::Warn, message);
     let _running = step.program_started();
     run_sandboxed(&spec, &log).await
+}
+
+/// Which attempt of which step a started program works for.
+pub(crate) struct StepIds<'a> {
+    /// `WFHOST_RUN_ID`.
+    pub run_id: &'a str,
+    /// `WFHOST_STEP_ID`.
+    pub step_id: &'a str,
+    /// `WFHOST_ATTEMPT`.
+    pub attempt: u32,
+    /// `WFHOST_IDEMPOTENCY_KEY`.
+    pub idempotency_key: &'a str,
+}
+
+/// The environment every program a step starts (through `process` or an
+/// agent's `exec` tool) begins with: the host's `PATH`, the step's granted
+/// variables and the `WFHOST_*` ids, in that order.
+pub(crate) fn program_env(grants: &ResolvedGrants, ids: &StepIds) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        env.push(("PATH".into(), path));
+    }
+    for grant in &grants.env {
+        if let Some(value) = grant.value() {
+            env.push((grant.name.clone().into(), value.into()));
+        }
+    }
+    env.push(("WFHOST_RUN_ID".into(), ids.run_id.into()));
+    env.push(("WFHOST_STEP_ID".into(), ids.step_id.into()));
+    env.push(("WFHOST_ATTEMPT".into(), ids.attempt.to_string().into()));
+    env.push(("WFHOST_IDEMPOTENCY_KEY".into(), ids.idempotency_key.into()));
+    env
 }
 
 /// Check `program` against the `exec` grant; returns the granted path.
@@ -332,8 +363,12 @@ async fn run_with_support(
         let _ = stop.send(true);
     });
     let stdout = stdout.await.unwrap_or_default();
-    let stderr = stderr.await.unwrap_or_default();
+    let mut stderr = stderr.await.unwrap_or_default();
     stopper.abort();
+    for hint in exec_denial_hints(&stderr, spec) {
+        log(&hint);
+        stderr.extend_from_slice(format!("{hint}\n").as_bytes());
+    }
 
     let output_file = match &output_file {
         Some(path) => Some(read_output_file(path, spec.grants.max_output).await?),
@@ -348,6 +383,39 @@ async fn run_with_support(
         timed_out,
         output_file,
     })
+}
+
+/// Hints for programs the sandbox refused to `execve`: a shell reports
+/// them as `<shell>: <where>: <program>: Permission denied`. A line names
+/// a refused program when that program exists (on `PATH`, or as a path)
+/// and is not among the step's grants; a file that could not be read is
+/// no program and gets no hint.
+fn exec_denial_hints(stderr: &[u8], spec: &ProgramSpec) -> Vec<String> {
+    let mut hints = Vec::new();
+    for line in String::from_utf8_lossy(stderr).lines() {
+        let Some(head) = line.strip_suffix(": Permission denied") else {
+            continue;
+        };
+        let program = head.rsplit(": ").next().unwrap_or(head).trim();
+        let Some(path) = resolve_program(program) else {
+            continue;
+        };
+        let granted =
+            path == spec.program || spec.grants.exec.iter().any(|grant| grant.path == path);
+        let name = Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| program.to_string());
+        let hint = format!(
+            "[wfhost: '{program}' was not started: a step may execute only the programs of \
+             its exec grant; add grants: {{ exec: [{name}] }} (or exec: [\"@coreutils\"] for \
+             the common tools)]"
+        );
+        if !granted && !hints.contains(&hint) {
+            hints.push(hint);
+        }
+    }
+    hints
 }
 
 /// The program's working directory: the requested one when a `files`
@@ -436,7 +504,7 @@ async fn read_output_file(path: &Path, budget: u64) -> Result<Vec<u8>, ProcessEr
     if meta.len() > budget {
         return Err(too_big(meta.len()));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(meta.len().min(1 << 20) as usize);
     tokio::fs::File::from_std(file)
         .take(budget.saturating_add(1))
         .read_to_end(&mut bytes)
@@ -616,11 +684,17 @@ mod tests {
     use crate::workflow::model::SandboxMode;
 
     /// Whether this machine can run the sandbox tests (Landlock and
-    /// namespaces); they are skipped, loudly, where it cannot.
+    /// namespaces); they are skipped, loudly, where it cannot, except under
+    /// `CI=true`, where a missing feature fails the test: CI must never
+    /// pass without having tested the sandbox.
     fn sandbox_available() -> bool {
         let support = sandbox::support();
         let ok = support.landlock_abi >= 4 && support.namespaces.net && support.namespaces.pid;
         if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but this kernel lacks Landlock ABI 4 or namespaces ({support:?})"
+            );
             eprintln!("skipped: no Landlock ABI 4 or namespaces here ({support:?})");
         }
         ok
@@ -688,6 +762,11 @@ mod tests {
         fn sh(&self, script: &str) -> ProgramSpec<'_> {
             self.spec("sh", &["-c", script])
         }
+
+        /// Grant these programs too.
+        fn allow(&mut self, programs: &[&str]) {
+            self.grants.exec.extend(programs.iter().map(|p| exec(p)));
+        }
     }
 
     /// Run with this machine's support; returns the result and the warnings.
@@ -737,6 +816,7 @@ mod tests {
             return;
         }
         let mut world = World::new();
+        world.allow(&["cat"]);
         let docs = world.grant_dir("docs", false);
         std::fs::write(docs.join("note.txt"), "granted text\n").unwrap();
         let mut spec = world.sh("cat note.txt && cat /etc/passwd");
@@ -757,6 +837,7 @@ mod tests {
             return;
         }
         let mut world = World::new();
+        world.allow(&["mkdir", "rm"]);
         let read_only = world.grant_dir("ro", false);
         let writable = world.grant_dir("rw", true);
         let script = format!(
@@ -785,7 +866,8 @@ mod tests {
         if !sandbox_available() {
             return;
         }
-        let world = World::new();
+        let mut world = World::new();
+        world.allow(&["cat"]);
         // The workflow directory is not granted: the program runs in the
         // private directory, which is also TMPDIR, and may write there.
         let out = output(&world.sh("pwd; echo \"$TMPDIR\"; echo kept > file && cat file")).await;
@@ -912,7 +994,8 @@ mod tests {
         if !sandbox_available() {
             return;
         }
-        let world = World::new();
+        let mut world = World::new();
+        world.allow(&["sleep"]);
         // A function name no other process uses, to find the bomb's
         // processes (forks of the shell keep its command line).
         let name = format!("bomb_{}", uuid::Uuid::new_v4().simple());
@@ -969,7 +1052,8 @@ mod tests {
         if !sandbox_available() {
             return;
         }
-        let world = World::new();
+        let mut world = World::new();
+        world.allow(&["sleep"]);
         let mut spec = world.sh("trap '' TERM; echo ready; sleep 60; echo survived");
         spec.timeout = Duration::from_secs(1);
         let started = Instant::now();
@@ -985,7 +1069,8 @@ mod tests {
         if !sandbox_available() {
             return;
         }
-        let world = World::new();
+        let mut world = World::new();
+        world.allow(&["sleep"]);
         let mut spec = world.sh("sleep 60");
         spec.timeout = Duration::from_millis(300);
         let out = output(&spec).await;
@@ -999,6 +1084,7 @@ mod tests {
             return;
         }
         let mut world = World::new();
+        world.allow(&["sleep"]);
         world.grants.kill_grace = Duration::from_millis(1500);
         let trigger = crate::engine::stop::StopTrigger::new();
         // The TERM handler needs a second: only a grace lets it finish.
@@ -1028,6 +1114,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stopping_step_starts_no_new_program() {
+        struct Quiet;
+        impl crate::engine::executor::StepObserver for Quiet {
+            fn log(&self, _: LogLevel, _: &str) {}
+            fn progress(&self, _: &str, _: Option<f32>) {}
+        }
+        let world = World::new();
+        let step = StepContext {
+            invocation: crate::engine::executor::StepInvocation {
+                run_id: "r".into(),
+                step_id: "s".into(),
+                component: "script".into(),
+                attempt: 1,
+                idempotency_key: "r:s:0:1".into(),
+                config: serde_json::Value::Null,
+                inputs: serde_json::Value::Null,
+                args: serde_json::Value::Null,
+                workdir: world.workdir(),
+                grants: world.grants.clone(),
+                timeout: Duration::from_secs(5),
+                scratch_dir: world.scratch(),
+                agent: None,
+                cancel: Default::default(),
+            },
+            observer: std::sync::Arc::new(Quiet),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+            agent: None,
+            stop: crate::engine::stop::StopTrigger::new(),
+            programs: watch::Sender::new(0),
+        };
+        step.stop.fire();
+        let request = process::Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), "true".into()],
+            cwd: None,
+            env: Vec::new(),
+            stdin: None,
+            timeout_ms: None,
+            capture_output_file: false,
+        };
+        match run_program(&step, request).await {
+            Err(ProcessError::Failed(message)) => {
+                assert!(message.contains("the step is being stopped"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*step.programs.borrow(), 0);
+    }
+
+    #[tokio::test]
     async fn exit_codes_and_signals_come_through() {
         let world = World::new();
         let out = output(&world.sh("echo out; echo err >&2; exit 3")).await;
@@ -1049,7 +1185,8 @@ mod tests {
 
     #[tokio::test]
     async fn background_processes_do_not_outlive_the_program() {
-        let world = World::new();
+        let mut world = World::new();
+        world.allow(&["sleep"]);
         let started = Instant::now();
         let out = output(&world.sh("sleep 60 & echo started")).await;
         assert_eq!(text(&out.stdout), "started\n");
@@ -1113,13 +1250,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn system_tools_and_granted_programs_outside_usr_run() {
+    async fn only_granted_programs_can_be_executed_by_the_whole_tree() {
         if !sandbox_available() {
             return;
         }
         let mut world = World::new();
+        // A shell alone cannot start system programs, by name or by path,
+        // nor a copy of one in its writable private directory.
+        let id = resolve_program("id").unwrap();
+        let script = format!(
+            "cat /dev/null; echo cat=$?; {id} > /dev/null; echo id=$?; \
+             while read -r line; do :; done < {id} && echo readable; \
+             ls > /dev/null; echo ls=$?",
+            id = id.display()
+        );
+        let out = output(&world.sh(&script)).await;
+        assert_eq!(
+            text(&out.stdout),
+            "cat=126\nid=126\nreadable\nls=126\n",
+            "{}",
+            text(&out.stderr)
+        );
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("cat: Permission denied"), "{stderr}");
+        assert!(
+            stderr.contains(
+                "[wfhost: 'cat' was not started: a step may execute only the programs of its \
+                 exec grant; add grants: { exec: [cat] } (or exec: [\"@coreutils\"] for the \
+                 common tools)]"
+            ),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("[wfhost: '{}' was not started", id.display()))
+                && stderr.contains("add grants: { exec: [id] }"),
+            "{stderr}"
+        );
+
+        // Granted, the same programs run (dynamically linked: the loader
+        // and the libraries are readable), from a script or directly.
+        world.allow(&["cat", "ls", "cp", "chmod"]);
+        let out = output(&world.sh("cat /dev/null && ls /usr/bin > /dev/null && echo ok")).await;
+        assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+        // A granted program cannot make another one executable by copying.
+        let out = output(&world.sh(&format!(
+            "cp {} ./myid && chmod +x ./myid && ./myid; echo $?",
+            id.display()
+        )))
+        .await;
+        assert_eq!(text(&out.stdout), "126\n", "{}", text(&out.stderr));
+
         // A granted program outside the system directories and outside the
-        // files grants still runs.
+        // files grants runs too.
         let tools = world.root.path().join("tools");
         std::fs::create_dir(&tools).unwrap();
         let copy = tools.join("my-true");
@@ -1128,16 +1310,28 @@ mod tests {
             name: "my-true".into(),
             path: copy.canonicalize().unwrap(),
         });
-        let script = format!(
-            "{} && ls /usr/bin > /dev/null && date > /dev/null && \
-             if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -c 'print(6 * 7)'; \
-             else echo 42; fi",
-            copy.display()
-        );
-        let out = output(&world.sh(&script)).await;
+        let out = output(&world.sh(&format!("{} && echo 42", copy.display()))).await;
         assert_eq!(
             (out.exit_code, text(&out.stdout)),
             (Some(0), "42\n".into()),
+            "{}",
+            text(&out.stderr)
+        );
+
+        // A granted script brings its `#!` interpreter along.
+        let script = tools.join("hello.sh");
+        std::fs::write(&script, "#!/usr/bin/env bash\necho \"hi from $0\"\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        world.grants.exec.push(ExecGrant {
+            name: "hello.sh".into(),
+            path: script.canonicalize().unwrap(),
+        });
+        world.allow(&["bash"]);
+        let out = output(&world.sh(&script.display().to_string())).await;
+        assert_eq!(
+            text(&out.stdout),
+            format!("hi from {}\n", script.display()),
             "{}",
             text(&out.stderr)
         );
@@ -1174,6 +1368,31 @@ mod tests {
                 assert!(message.contains("network namespaces are not available"));
                 assert!(message.contains("sandbox: best-effort"));
             }
+            other => panic!("{other:?}"),
+        }
+        // No pid namespace: processes could outlive the program.
+        let mut support = fake_support(7, true);
+        support.namespaces.pid = false;
+        match run_with(&world.sh("true"), &support).await.0 {
+            Err(ProcessError::Failed(message)) => assert_eq!(
+                message,
+                "pid namespaces are not available here, so the OS sandbox cannot make sure \
+                 that every process a program starts ends with it; set `sandbox: best-effort` \
+                 on the step to run programs without it"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A root host without a pids cgroup: nothing limits the tasks.
+        let mut support = fake_support(7, true);
+        support.root = true;
+        match run_with(&world.sh("true"), &support).await.0 {
+            Err(ProcessError::Failed(message)) => assert_eq!(
+                message,
+                "the pids limit is not available here (no writable pids cgroup was found; \
+                 RLIMIT_NPROC does not bind a root host), so the OS sandbox cannot limit the \
+                 program to 512 tasks; set `sandbox: best-effort` on the step to run programs \
+                 without it"
+            ),
             other => panic!("{other:?}"),
         }
     }

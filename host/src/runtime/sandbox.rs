@@ -28,7 +28,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -51,7 +51,8 @@ pub(crate) const MAX_TASKS: u64 = 512;
 pub(crate) const LANDLOCK_MISSING: &str = "the OS sandbox (Landlock) is not available on this \
      kernel; set `sandbox: best-effort` on the step to run programs without it";
 
-/// System directories a program may read and execute from.
+/// System directories a program may read (not execute: only the step's
+/// granted programs and their dynamic loader may be `execve`d).
 const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
 ];
@@ -499,18 +500,25 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
             "Landlock ABI {abi} cannot scope signals and abstract unix sockets (ABI 6 can)"
         ));
     }
-    if !ns.pid {
+    if !(ns.pid && lifeline().is_some()) {
+        if strict {
+            return Err(best_effort_hint(
+                "pid namespaces are not available here, so the OS sandbox cannot make sure \
+                 that every process a program starts ends with it",
+            ));
+        }
         missing.push(
             "no pid namespace: processes that leave the program's process group may outlive it"
                 .into(),
         );
     }
 
+    let mut cgroup_error = None;
     let cgroup = match &support.cgroup {
         Some(root) => match Cgroup::create(root) {
             Ok(cgroup) => Some(cgroup),
             Err(error) => {
-                missing.push(format!("cannot create a pids cgroup: {error}"));
+                cgroup_error = Some(format!("cannot create a pids cgroup: {error}"));
                 None
             }
         },
@@ -533,10 +541,23 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
         Some((user_tasks() + MAX_TASKS as libc::rlim_t).min(current.rlim_max))
     };
     if cgroup.is_none() && nproc.is_none() {
+        let why = cgroup_error
+            .take()
+            .unwrap_or_else(|| "no writable pids cgroup was found".to_string());
+        if strict {
+            return Err(best_effort_hint(&format!(
+                "the pids limit is not available here ({why}; RLIMIT_NPROC does not bind a \
+                 root host), so the OS sandbox cannot limit the program to {MAX_TASKS} tasks"
+            )));
+        }
         missing.push(format!(
-            "no pids cgroup and RLIMIT_NPROC does not bind root: the program's number of \
-             processes is not limited (to {MAX_TASKS})"
+            "{why} and RLIMIT_NPROC does not bind root: the program's number of processes is \
+             not limited (to {MAX_TASKS})"
         ));
+    }
+    // Without a cgroup but with RLIMIT_NPROC the limit holds all the same.
+    if let Some(why) = cgroup_error {
+        tracing::debug!("OS sandbox: {why}; RLIMIT_NPROC limits the program instead");
     }
 
     let ruleset = if abi >= 1 {
@@ -654,11 +675,15 @@ fn user_tasks() -> libc::rlim_t {
 
 /// The Landlock rules of one program, as `(path, access)`.
 fn fs_rules(request: &Request, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
-    let read_dir = AccessFs::from_read(abi);
-    let read_file = read_dir & AccessFs::from_file(abi);
+    // Execute is granted on the programs alone: no directory rule carries
+    // it, so nothing copied into a writable directory can be run either.
+    let no_exec = !BitFlags::from(AccessFs::Execute);
+    let executable = AccessFs::from_read(abi) & AccessFs::from_file(abi);
+    let read_dir = AccessFs::from_read(abi) & no_exec;
+    let read_file = executable & no_exec;
     let read_only = AccessFs::ReadFile | AccessFs::ReadDir;
-    let write_file = AccessFs::from_file(abi) & !AccessFs::Execute;
-    let all = AccessFs::from_all(abi);
+    let write_file = AccessFs::from_file(abi) & no_exec;
+    let all = AccessFs::from_all(abi) & no_exec;
     let mut rules: Vec<(PathBuf, BitFlags<AccessFs>)> = Vec::new();
     let mut add = |path: &Path, dir: BitFlags<AccessFs>, file: BitFlags<AccessFs>| {
         if let Ok(meta) = std::fs::metadata(path) {
@@ -695,11 +720,20 @@ fn fs_rules(request: &Request, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
             );
         }
     }
-    // Every program the step may start is readable and executable, so a
-    // granted shell can run a granted tool that lives outside /usr.
-    add(request.program, read_dir, read_file);
-    for grant in &request.grants.exec {
-        add(&grant.path, read_dir, read_file);
+    // Only the programs the step may start can be executed, by anything in
+    // the tree (a rule on each file), and the dynamic loader each names
+    // (the kernel opens it for execution too).
+    let programs = std::iter::once(request.program)
+        .chain(request.grants.exec.iter().map(|grant| grant.path.as_path()));
+    for program in programs {
+        // A granted script's `#!` interpreter is granted with it.
+        let interpreter = script_interpreter(program);
+        for file in std::iter::once(program).chain(interpreter.as_deref()) {
+            add(file, read_dir, executable);
+            if let Some(loader) = elf_interpreter(file) {
+                add(&loader, read_dir, executable);
+            }
+        }
     }
     for (path, writable) in &request.grants.files {
         if *writable {
@@ -713,6 +747,82 @@ fn fs_rules(request: &Request, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
         add(file, write_file, write_file);
     }
     rules
+}
+
+/// The interpreter a script names on its `#!` line, canonical; `None` for
+/// anything else.
+fn script_interpreter(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let mut file = std::fs::File::open(program).ok()?;
+    let read = file.read(&mut head).ok()?;
+    let line = head[..read].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|b| *b == b'\n')?];
+    let text = std::str::from_utf8(line).ok()?;
+    let path = text.split_whitespace().next()?;
+    std::fs::canonicalize(path).ok()
+}
+
+/// The dynamic loader an ELF program names (`PT_INTERP`), canonical;
+/// `None` for a static program, a script or anything unreadable.
+fn elf_interpreter(program: &Path) -> Option<PathBuf> {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let mut file = std::fs::File::open(program).ok()?;
+    let mut header = [0u8; 64];
+    file.read_exact(&mut header).ok()?;
+    if header[..4] != *b"\x7fELF" || header[5] != 1 {
+        return None; // not ELF, or not little-endian
+    }
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as u64;
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let wide = match header[4] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let (phoff, phentsize, phnum) = if wide {
+        (
+            u64_at(&header, 32),
+            u16_at(&header, 54),
+            u16_at(&header, 56),
+        )
+    } else {
+        (
+            u32_at(&header, 28) as u64,
+            u16_at(&header, 42),
+            u16_at(&header, 44),
+        )
+    };
+    let needed = if wide { 56 } else { 32 };
+    if phentsize < needed || phnum > 256 {
+        return None;
+    }
+    let mut entry = vec![0u8; phentsize as usize];
+    for index in 0..phnum {
+        file.seek(SeekFrom::Start(phoff.checked_add(index * phentsize)?))
+            .ok()?;
+        file.read_exact(&mut entry).ok()?;
+        if u32_at(&entry, 0) != PT_INTERP {
+            continue;
+        }
+        let (offset, size) = if wide {
+            (u64_at(&entry, 8), u64_at(&entry, 32))
+        } else {
+            (u32_at(&entry, 4) as u64, u32_at(&entry, 16) as u64)
+        };
+        if size == 0 || size > 4096 {
+            return None;
+        }
+        let mut name = vec![0u8; size as usize];
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        file.read_exact(&mut name).ok()?;
+        let name = name.split(|b| *b == 0).next()?;
+        use std::os::unix::ffi::OsStrExt;
+        return std::fs::canonicalize(std::ffi::OsStr::from_bytes(name)).ok();
+    }
+    None
 }
 
 /// Build the Landlock ruleset in the host; the child only enforces it.
@@ -755,11 +865,17 @@ fn build_ruleset(request: &Request, abi_version: i32, netns: bool) -> Result<Own
     }
     let mut created = ruleset.create().map_err(|e| e.to_string())?;
     for (path, access) in fs_rules(request, abi) {
-        let fd =
-            PathFd::new(&path).map_err(|e| format!("cannot open '{}': {e}", path.display()))?;
-        created = created
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| format!("rule for '{}': {e}", path.display()))?;
+        // A granted directory's rule is made on the handle opened when the
+        // run started, not on its name, which may have been swapped since.
+        let rule = match request.grants.handle(&path) {
+            Some(handle) => created.add_rule(PathBeneath::new(handle.as_fd(), access)),
+            None => {
+                let fd = PathFd::new(&path)
+                    .map_err(|e| format!("cannot open '{}': {e}", path.display()))?;
+                created.add_rule(PathBeneath::new(fd, access))
+            }
+        };
+        created = rule.map_err(|e| format!("rule for '{}': {e}", path.display()))?;
     }
     for port in ports {
         created = created
@@ -1141,13 +1257,62 @@ mod tests {
         };
         let all = rules(&grants, private.path());
         let rule = all.iter().find(|(path, _)| path == granted.path()).unwrap();
-        assert_eq!(rule.1, AccessFs::from_read(ABI::V7));
+        assert_eq!(rule.1, AccessFs::from_read(ABI::V7) & !AccessFs::Execute);
         let null = all
             .iter()
             .find(|(path, _)| path == Path::new("/dev/null"))
             .unwrap();
         assert!(null.1.contains(AccessFs::WriteFile | AccessFs::Truncate));
         assert!(!null.1.contains(AccessFs::ReadDir));
+    }
+
+    #[test]
+    fn execute_is_granted_on_the_programs_and_their_loader_only() {
+        let private = tempfile::tempdir().unwrap();
+        let granted = tempfile::tempdir().unwrap();
+        let cat = crate::engine::grants::resolve_program("cat").unwrap();
+        let grants = ResolvedGrants {
+            files: vec![(granted.path().to_path_buf(), true)],
+            exec: vec![crate::engine::grants::ExecGrant {
+                name: "cat".into(),
+                path: cat.clone(),
+            }],
+            ..ResolvedGrants::default()
+        };
+        let all = rules(&grants, private.path());
+        let executable: Vec<&PathBuf> = all
+            .iter()
+            .filter(|(_, access)| access.contains(AccessFs::Execute))
+            .map(|(path, _)| path)
+            .collect();
+        let mut expected = vec![Path::new("/bin/sh").to_path_buf(), cat.clone()];
+        expected.extend(elf_interpreter(&cat));
+        expected.extend(elf_interpreter(Path::new("/bin/sh")));
+        for path in &executable {
+            assert!(expected.contains(path), "{path:?} is executable");
+            assert!(!path.is_dir(), "a directory carries Execute: {path:?}");
+        }
+        assert!(executable.contains(&&cat));
+        let usr = all
+            .iter()
+            .find(|(path, _)| path == Path::new("/usr"))
+            .unwrap();
+        assert!(usr.1.contains(AccessFs::ReadFile) && !usr.1.contains(AccessFs::Execute));
+    }
+
+    #[test]
+    fn the_dynamic_loader_of_a_program_is_found() {
+        let sh = crate::engine::grants::resolve_program("sh").unwrap();
+        if let Some(loader) = elf_interpreter(&sh) {
+            assert!(loader.is_absolute() && loader.is_file(), "{loader:?}");
+            assert!(loader.to_string_lossy().contains("ld"), "{loader:?}");
+        }
+        let script = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(script.path(), "#!/bin/sh -e\necho hi\n").unwrap();
+        assert_eq!(elf_interpreter(script.path()), None);
+        assert_eq!(script_interpreter(script.path()), Some(sh));
+        assert_eq!(script_interpreter(Path::new("/nonexistent")), None);
+        assert_eq!(elf_interpreter(Path::new("/nonexistent")), None);
     }
 
     #[test]
