@@ -15,6 +15,9 @@ use super::ceiling::Ceiling;
 
 /// Linear-memory cap when nothing says otherwise.
 pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
+/// The most `max_output` may be, ceiling or not: a step's output, streams
+/// and output file are held in the host's memory up to this size.
+pub const MAX_MAX_OUTPUT: u64 = 256 * 1024 * 1024;
 /// Bytes of output kept per stream when nothing says otherwise.
 pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
 
@@ -658,6 +661,10 @@ pub fn resolve(
     }
     if let Some(text) = &grants.max_output {
         match parse_size(text) {
+            Ok(bytes) if bytes > MAX_MAX_OUTPUT => problems.push(format!(
+                "max_output grant '{text}' is over the host's limit of {} MiB (what a step hands the host is held in memory)",
+                MAX_MAX_OUTPUT >> 20
+            )),
             Ok(bytes) => resolved.max_output = bytes,
             Err(error) => problems.push(format!("max_output grant {error}")),
         }
@@ -756,6 +763,31 @@ pub fn resolve_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_output_has_a_host_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = "name: x\nsteps:\n  - id: a\n    run: 'true'\n    grants: {max_output: 300MiB}\n";
+        let workflow = crate::workflow::load_from_source(
+            source,
+            "wf.yaml",
+            dir.path(),
+            crate::workflow::Format::Yaml,
+            &[],
+        )
+        .unwrap();
+        let problems = resolve(
+            &workflow,
+            &workflow.def.steps[0],
+            None,
+            &HostState::new(&dir.path().join("home"), None),
+        )
+        .unwrap_err();
+        assert!(
+            problems[0].contains("max_output grant '300MiB' is over the host's limit of 256 MiB"),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn sizes_parse_with_units() {
