@@ -198,6 +198,8 @@ pub struct Recorder {
     pub(crate) step_id: String,
     pub(crate) agent_id: String,
     pub(crate) attempt: u32,
+    /// The `for_each` item this attempt runs (0 for other steps).
+    pub(crate) iteration: u32,
 }
 
 impl Recorder {

@@ -16,7 +16,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 
-pub use agent::{AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval};
+pub use agent::{
+    call_hash, AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval,
+};
 pub use files::RunFiles;
 pub use records::{
     driver_alive, is_stale, EventRecord, RunRecord, RunStatus, StepRecord, StepStatus,
