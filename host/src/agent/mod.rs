@@ -546,11 +546,20 @@ impl Inner {
             Verdict::Allow => {}
         }
         if tool.effectful {
-            self.recorder.record(
-                kinds::TOOL_STARTED,
-                call_id,
-                &json!({ "tool": tool_name, "arguments": canonical }),
-            );
+            // Without this record a crash could run the call twice: no
+            // record, no effect.
+            self.recorder
+                .try_record(
+                    kinds::TOOL_STARTED,
+                    call_id,
+                    &json!({ "tool": tool_name, "arguments": canonical }),
+                )
+                .map_err(|error| {
+                    ToolError::Failed(format!(
+                        "{tool_name} was not run: wfhost could not record that it started \
+                         ({error}), so a crash could not tell whether it took effect"
+                    ))
+                })?;
         }
         tools::run(self.env.clone(), call).await
     }

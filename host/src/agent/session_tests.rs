@@ -522,3 +522,44 @@ fn policies_see_the_path_behind_symlinks() {
         .as_str()
         .is_some_and(|r| r.contains("keep/k.txt"))));
 }
+
+#[test]
+fn an_effectful_call_whose_start_cannot_be_recorded_does_not_run() {
+    let fx = fixture();
+    let rt = rt();
+    // The store refuses the "started" record (as a full disk would).
+    let db = rusqlite::Connection::open(fx.base.join(".wfhost/wfhost.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_start BEFORE INSERT ON agent_records
+         WHEN NEW.kind = 'tool_started' BEGIN SELECT RAISE(FAIL, 'disk full'); END;",
+    )
+    .unwrap();
+    let mut ctx = context(&fx, 1);
+    ctx.agent.policy = vec![PolicySpec {
+        rules: Some(crate::workflow::model::Rules {
+            allow: vec!["write(out/**)".into(), "read".into()],
+            ask: vec![],
+            deny: vec![],
+        }),
+        plugin: None,
+        config: None,
+    }];
+    let session = open_session(ctx).unwrap();
+    let out = rt.block_on(session.0.clone().invoke(
+        "c1".into(),
+        "write_file".into(),
+        json!({"path": "out/x.txt", "content": "x"}).to_string(),
+    ));
+    assert!(
+        matches!(&out, Err(ToolError::Failed(m)) if m.contains("was not run") && m.contains("disk full")),
+        "{out:?}"
+    );
+    assert!(!fx.base.join("out/x.txt").exists());
+    // A call without effect needs no such record.
+    let read = rt.block_on(session.0.clone().invoke(
+        "c2".into(),
+        "read_file".into(),
+        json!({"path": "src/a.rs"}).to_string(),
+    ));
+    assert!(read.is_ok(), "{read:?}");
+}

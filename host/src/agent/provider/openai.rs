@@ -21,8 +21,10 @@ use crate::runtime::bindings::model::{
 
 /// Request timeout when the agent's model sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most bytes of a response body read.
-const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
+/// The model reply budget: most bytes of a response body read. A longer
+/// reply is not read further and fails the call (permanently: the same
+/// request would get the same reply).
+pub const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
 /// An OpenAI-compatible endpoint.
 pub struct OpenAi {
@@ -30,6 +32,8 @@ pub struct OpenAi {
     model: String,
     api_key_env: Option<String>,
     agent: ureq::Agent,
+    /// Most bytes of a reply read ([`MAX_RESPONSE`]).
+    max_response: u64,
 }
 
 impl OpenAi {
@@ -51,6 +55,7 @@ impl OpenAi {
             model: model.to_string(),
             api_key_env: api_key_env.map(str::to_string),
             agent,
+            max_response: MAX_RESPONSE,
         }
     }
 
@@ -96,15 +101,22 @@ impl OpenAi {
             .send(body.to_string().as_bytes())
             .map_err(|error| transport_error(&self.url, error))?;
         let status = response.status().as_u16();
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         response
             .into_body()
             .into_reader()
-            .take(MAX_RESPONSE)
-            .read_to_string(&mut text)
+            .take(self.max_response.saturating_add(1))
+            .read_to_end(&mut bytes)
             .map_err(|error| {
                 ModelError::Transient(format!("reading the reply of {}: {error}", self.url))
             })?;
+        if bytes.len() as u64 > self.max_response {
+            return Err(ModelError::Permanent(format!(
+                "the reply of {} is larger than the model reply budget of {} bytes; it was not read further",
+                self.url, self.max_response
+            )));
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if !(200..300).contains(&status) {
             let message = error_message(&text);
             let what = format!("{} answered HTTP {status}: {message}", self.url);
@@ -139,6 +151,7 @@ impl ModelProvider for OpenAi {
             model: self.model.clone(),
             api_key_env: self.api_key_env.clone(),
             agent: self.agent.clone(),
+            max_response: self.max_response,
         };
         Box::pin(async move {
             tokio::task::spawn_blocking(move || this.call(&body))
@@ -486,6 +499,23 @@ pub(crate) mod tests {
                 .all(|(n, _)| n != "authorization"),
             "no key configured, no header"
         );
+    }
+
+    #[test]
+    fn replies_past_the_budget_fail_while_being_read() {
+        let big = format!(
+            r#"{{"choices":[{{"message":{{"content":"{}"}}}}]}}"#,
+            "a".repeat(5000)
+        );
+        let (url, _seen) = serve(vec![(200, big)]);
+        let mut provider = OpenAi::new(&url, "m", None, DEFAULT_TIMEOUT);
+        provider.max_response = 1000;
+        match provider.call(&json!({})) {
+            Err(ModelError::Permanent(m)) => {
+                assert!(m.contains("model reply budget of 1000 bytes"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
