@@ -297,7 +297,8 @@ fn a_crash_while_waiting_for_approval_repeats_no_tool_call() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The pending approval is the same one: it is not asked twice.
+    // Approvals belong to one attempt: the resumed step (a new attempt)
+    // asks again, and the question of the attempt that died is closed.
     let deadline = Instant::now() + Duration::from_secs(30);
     while sandbox.status(&run)["status"] != "blocked" {
         assert!(
@@ -312,9 +313,26 @@ fn a_crash_while_waiting_for_approval_repeats_no_tool_call() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    assert_eq!(listed[0]["id"], approval["id"]);
+    assert_eq!(listed[0]["status"], "denied", "{listed:#?}");
+    assert!(
+        listed[0]["note"].as_str().unwrap().contains("expired"),
+        "{listed:#?}"
+    );
+    assert_eq!(listed[1]["status"], "pending");
+    assert_eq!(listed[1]["attempt"], 2);
+    assert_ne!(
+        sandbox
+            .wfhost(&["approve", &run, &approval["id"].to_string()])
+            .status
+            .code(),
+        Some(0),
+        "the old question cannot be answered any more"
+    );
     assert_exit(
-        &sandbox.wfhost(&["approve", &run, &approval["id"].to_string()]),
+        &sandbox.wfhost(&["approve", &run, &listed[1]["id"].to_string()]),
         0,
     );
     let output = resumed.wait_with_output().unwrap();
