@@ -695,3 +695,77 @@ fn granted_env_reaches_the_step_and_nothing_else_does() {
         "seen/set-here/unset"
     );
 }
+
+#[test]
+fn validate_warns_about_unquoted_values_in_scripts() {
+    let sandbox = Sandbox::new();
+    let wf = sandbox.write(
+        "wf.yaml",
+        "name: w\nargs: {type: object, properties: {who: {type: string, default: x}}}\nsteps:\n  - id: a\n    run: echo hi\n  - id: b\n    needs: [a]\n    run: |\n      echo {{ steps.a.output.stdout }}\n      echo {{ args.who | shq }}\n",
+    );
+    let output = sandbox.wfhost(&["validate", wf.to_str().unwrap()]);
+    assert_exit(&output, 0);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("wf.yaml:9:")
+            && stderr.contains("step 'b'")
+            && stderr.contains("{{ steps.a.output.stdout | shq }}"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    let output = sandbox.wfhost(&["validate", wf.to_str().unwrap(), "--json"]);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["warnings"].as_array().unwrap().len(), 1, "{doc:#}");
+}
+
+#[test]
+fn quoted_outputs_reach_the_script_as_one_word() {
+    let sandbox = Sandbox::new();
+    let wf = sandbox.write(
+        "wf.yaml",
+        "name: w\nsteps:\n  - id: a\n    run: |\n      echo \"evil=x'; touch pwned; echo '\" >> \"$WFHOST_OUTPUT\"\n  - id: b\n    needs: [a]\n    run: printf '%s' {{ steps.a.output.evil | shq }}\n",
+    );
+    let (output, status) = sandbox.run(&wf, &[]);
+    assert_exit(&output, 0);
+    let id = status.unwrap()["id"].as_str().unwrap().to_string();
+    let status = sandbox.status(&id);
+    assert_eq!(
+        step(&status, "b")["output"]["stdout"],
+        "x'; touch pwned; echo '"
+    );
+}
+
+#[test]
+fn absurd_durations_are_clear_errors() {
+    let sandbox = Sandbox::new();
+    let wf = sandbox.write(
+        "wf.yaml",
+        "name: w\nsteps:\n  - id: a\n    timeout: 500000000000y\n    run: echo hi\n",
+    );
+    let output = sandbox.wfhost(&["validate", wf.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("wf.yaml:4:") && stderr.contains("invalid duration '500000000000y'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn store_durability_is_read_from_the_config() {
+    let sandbox = Sandbox::new();
+    let wf = sandbox.write("wf.yaml", "name: w\nsteps:\n  - id: a\n    run: echo hi\n");
+    sandbox.write("home/config.toml", "[store]\ndurability = \"full\"\n");
+    let (output, _) = sandbox.run(&wf, &[]);
+    assert_exit(&output, 0);
+    sandbox.write("home/config.toml", "[store]\ndurability = \"fast\"\n");
+    let (output, _) = sandbox.run(&wf, &[]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("config.toml:2:") && stderr.contains("fast"),
+        "{stderr}"
+    );
+}

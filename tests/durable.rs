@@ -231,12 +231,18 @@ fn cancel_from_another_process_kills_running_programs() {
 /// A 50-step DAG (10 chains of 5, parallelism 3) whose steps append their
 /// id to `log`.
 fn fifty_steps(sandbox: &Sandbox, log: &Path, idempotent: bool) -> std::path::PathBuf {
+    chains(sandbox, log, idempotent, "0.05")
+}
+
+/// Ten chains of five script steps, three at a time; each appends its id
+/// to `log`, then sleeps `pause` seconds.
+fn chains(sandbox: &Sandbox, log: &Path, idempotent: bool, pause: &str) -> std::path::PathBuf {
     let mut yaml = String::from("name: fifty\nconfig: {parallelism: 3}\nsteps:\n");
     for chain in 0..10 {
         for link in 0..5 {
             let id = format!("c{chain}s{link}");
             yaml.push_str(&format!(
-                "  - id: {id}\n    idempotent: {idempotent}\n    grants: {{files: [{{path: logs, access: read-write}}]}}\n    run: 'echo {id} >> {log}; sleep 0.05'\n",
+                "  - id: {id}\n    idempotent: {idempotent}\n    grants: {{files: [{{path: logs, access: read-write}}]}}\n    run: 'echo {id} >> {log}; sleep {pause}'\n",
                 log = log.display()
             ));
             if link > 0 {
@@ -905,4 +911,131 @@ fn a_run_past_its_run_timeout_is_cancelled_and_cleans_up() {
     let output = sandbox.wfhost(&["validate", bad.to_str().unwrap()]);
     assert_exit(&output, 2);
     assert!(text(&output.stderr).contains("config.run_timeout"));
+}
+
+#[test]
+fn a_driver_stopped_past_its_lease_runs_nothing_after_the_takeover() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("logs")).unwrap();
+    let log = sandbox.path().join("logs/ran.txt");
+    let path = chains(&sandbox, &log, true, "0.2");
+    let mut first = sandbox.spawn_run(&path);
+    let id = wait_for_child_run(&sandbox, &mut first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines(&log).len() < 10 {
+        assert!(Instant::now() < deadline, "the run did not progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // While its driver is alive and beating, nobody else may drive the run.
+    let refused = sandbox.wfhost(&["resume", &id, "--quiet"]);
+    assert_exit(&refused, 2);
+    let message = text(&refused.stderr);
+    assert!(
+        message.contains(&format!("being driven by process {}", first.id())),
+        "{message}"
+    );
+
+    // SIGSTOP: the driver is alive but stops beating; its lease runs out.
+    let pid = first.id() as i32;
+    // SAFETY: signals to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_secs(7));
+    let resumed = sandbox.wfhost(&["resume", &id, "--json", "--quiet"]);
+    assert_exit(&resumed, 0);
+    let status: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let after_takeover = lines(&log);
+
+    // The old driver continues: it must notice at once, run nothing more
+    // and overwrite nothing.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let output = wait_child(first);
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("lost its lease"), "{stderr}");
+    assert_eq!(
+        lines(&log),
+        after_takeover,
+        "the stopped driver started steps after the takeover"
+    );
+    for chain in 0..10 {
+        for link in 0..5 {
+            let step = format!("c{chain}s{link}");
+            let count = after_takeover.iter().filter(|l| **l == step).count();
+            assert!((1..=2).contains(&count), "{step} ran {count} times");
+        }
+    }
+    assert_eq!(sandbox.status(&id)["status"], "completed");
+}
+
+/// Run `path` with the process killed right after it commits the first
+/// event of kind `crash_after`, then resume it in a fresh process.
+fn crash_then_resume(sandbox: &Sandbox, path: &Path, crash_after: &str) -> Value {
+    let crashed = sandbox
+        .command(&["run", path.to_str().unwrap(), "--quiet"])
+        .env("WFHOST_TEST_CRASH_AFTER", crash_after)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        crashed.status.signal(),
+        Some(libc::SIGKILL),
+        "the crash point was not reached: {}",
+        text(&crashed.stderr)
+    );
+    let id = wait_for_run(sandbox);
+    let resumed = sandbox.wfhost(&["resume", &id, "--json", "--quiet"]);
+    serde_json::from_slice(&resumed.stdout)
+        .unwrap_or_else(|_| panic!("resume printed no status: {}", text(&resumed.stderr)))
+}
+
+#[test]
+fn a_crash_right_after_a_loop_decision_keeps_the_decision() {
+    // retry_step: the failure and the going back are one transaction.
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "loops.yaml",
+        &format!(
+            "name: l\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: prepare\n    run: 'echo prepare >> {d}/log'\n  - id: check\n    needs: [prepare]\n    run: 'echo check >> {d}/log; test $(grep -c prepare {d}/log) -ge 2'\n    on_failure: {{retry_step: prepare, max_loops: 3}}\n",
+            d = data.display()
+        ),
+    );
+    let status = crash_then_resume(&sandbox, &path, "step_failed");
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let log = std::fs::read_to_string(data.join("log")).unwrap();
+    assert_eq!(log, "prepare\ncheck\nprepare\ncheck\n");
+
+    // A stage loop: the completion and the going back are one transaction.
+    let sandbox = Sandbox::new();
+    let data = with_data(&sandbox);
+    let path = sandbox.write(
+        "stage.yaml",
+        &format!(
+            "name: s\ndefaults: {{grants: {{files: [{{path: data, access: read-write}}]}}}}\nsteps:\n  - id: draft\n    run: 'echo x >> {d}/drafts'\n  - id: review\n    needs: [draft]\n    run: 'echo \"count=$(grep -c x {d}/drafts)\" >> \"$WFHOST_OUTPUT\"'\n    loop: {{steps: [draft], until: \"steps.review.output.count | int >= 2\", max_iterations: 5}}\n  - id: publish\n    needs: [review]\n    run: echo published\n",
+            d = data.display()
+        ),
+    );
+    let status = crash_then_resume(&sandbox, &path, "step_loop");
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let status = sandbox.status(status["id"].as_str().unwrap());
+    assert_eq!(
+        step(&status, "review")["output"]["count"],
+        "2",
+        "{status:#}"
+    );
+    assert_eq!(step(&status, "draft")["attempts"], 2);
+
+    // escalate: skip: the failure and the skip are one transaction.
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "skip.yaml",
+        "name: k\nsteps:\n  - id: flaky\n    run: exit 1\n    on_failure: {escalate: skip}\n  - id: after\n    needs: [flaky]\n    run: echo after\n  - id: other\n    idempotent: true\n    run: echo other\n",
+    );
+    let status = crash_then_resume(&sandbox, &path, "step_failed");
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let status = sandbox.status(status["id"].as_str().unwrap());
+    assert_eq!(step(&status, "flaky")["status"], "skipped", "{status:#}");
+    assert_eq!(step(&status, "after")["status"], "skipped", "{status:#}");
 }

@@ -756,6 +756,200 @@ fn wasm_deep_recursion_crashes_only_the_step() {
     run.assert_host_survived();
 }
 
+/// Size of the run store, WAL included.
+fn store_bytes(sandbox: &Sandbox) -> u64 {
+    ["wfhost.db", "wfhost.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(sandbox.home().join(name)).ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+#[test]
+fn wasm_huge_output_and_error_are_refused_or_cut_before_they_are_stored() {
+    let sandbox = layout();
+    let mut big_output = attack(
+        "big-output",
+        json!({ "attack": "huge-output", "mib": 120 }),
+        json!({ "memory": "1GiB" }),
+    );
+    big_output["timeout"] = json!("120s");
+    let mut big_error = attack(
+        "big-error",
+        json!({ "attack": "huge-error", "mib": 120 }),
+        json!({ "memory": "1GiB" }),
+    );
+    big_error["timeout"] = json!("120s");
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            big_output,
+            big_error,
+            // Control: the same code under the budget.
+            attack(
+                "control",
+                json!({ "attack": "huge-output", "mib": 1 }),
+                json!({}),
+            ),
+        ]),
+    );
+    let error = run.error("big-output");
+    assert_contains(&error, "over its output budget of 16 MiB");
+    assert_contains(&error, "max_output");
+    let error = run.error("big-error");
+    assert_contains(&error, "cut at 64 KiB");
+    assert!(error.len() < 70 * 1024, "error of {} bytes", error.len());
+    assert_eq!(
+        run.completed("control")["blob"].as_str().unwrap().len(),
+        1024 * 1024
+    );
+    // Neither 120 MiB reached the store or the terminal.
+    let stored = store_bytes(&sandbox);
+    assert!(stored < 24 << 20, "the store grew to {stored} bytes");
+    let printed = run.output.stdout.len() + run.output.stderr.len();
+    assert!(printed < 8 << 20, "{printed} bytes printed");
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_progress_flood_is_budgeted() {
+    let sandbox = layout();
+    let mut flood = attack(
+        "flood",
+        // 5000 reports of 10 KiB: 50 MB offered.
+        json!({ "attack": "progress-flood", "count": 5000, "kib": 10 }),
+        json!({}),
+    );
+    flood["timeout"] = json!("120s");
+    let run = run_flow_with(&sandbox, &workflow(vec![flood]), |_| {});
+    assert_eq!(run.completed("flood")["reported"], 5000);
+    assert_contains(
+        &run.logs(&sandbox, Some("flood")),
+        "progress budget of 1000 reports per attempt used up; further progress reports dropped",
+    );
+    // At most 1000 reports of 1 KiB were kept.
+    let stored = store_bytes(&sandbox);
+    assert!(stored < 8 << 20, "the store grew to {stored} bytes");
+    run.assert_host_survived_with(0);
+}
+
+#[test]
+fn wasm_sockets_and_handles_are_budgeted() {
+    let sandbox = layout();
+    let (_listener, port) = listener();
+    let mut steps = vec![
+        attack(
+            "no-grant",
+            json!({ "attack": "socket-flood", "count": 5000 }),
+            json!({}),
+        ),
+        attack(
+            "granted",
+            json!({ "attack": "socket-flood", "count": 5000 }),
+            json!({ "network": [format!("127.0.0.1:{port}")] }),
+        ),
+        attack(
+            "files",
+            json!({ "attack": "open-files", "path": p(&sandbox, "granted/ok.txt"), "count": 5000 }),
+            read_grant(&sandbox, "granted"),
+        ),
+        // Control: a few sockets and files are fine.
+        attack(
+            "control-sockets",
+            json!({ "attack": "socket-flood", "count": 10 }),
+            json!({ "network": [format!("127.0.0.1:{port}")] }),
+        ),
+        attack(
+            "control-files",
+            json!({ "attack": "open-files", "path": p(&sandbox, "granted/ok.txt"), "count": 100 }),
+            read_grant(&sandbox, "granted"),
+        ),
+    ];
+    for step in &mut steps {
+        step["timeout"] = json!("60s");
+    }
+    let run = run_flow(&sandbox, &workflow(steps));
+    // No grant: not a single socket.
+    assert_contains(&run.error("no-grant"), "socket 1 refused");
+    assert_contains(
+        &run.logs(&sandbox, Some("no-grant")),
+        "network access denied: the step has no network grant (add grants: { network: [",
+    );
+    // A grant: at most 64 at once.
+    assert_contains(&run.error("granted"), "socket 65 refused");
+    assert_contains(&run.error("granted"), "after 64 were created");
+    assert_contains(
+        &run.logs(&sandbox, Some("granted")),
+        "its budget of 64 open sockets per step",
+    );
+    assert_contains(
+        &run.error("files"),
+        "used up its budget of 1024 open WASI handles (files, sockets, streams) per step",
+    );
+    assert_eq!(run.completed("control-sockets")["sockets"], 10);
+    assert_eq!(run.completed("control-files")["open"], 100);
+    run.assert_host_survived();
+}
+
+#[test]
+fn wasm_name_lookups_follow_the_network_grant() {
+    let sandbox = layout();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            // Granted an address, not the name: the name is not looked up.
+            attack(
+                "by-address",
+                json!({ "attack": "resolve", "host": "localhost" }),
+                json!({ "network": ["127.0.0.1:80"] }),
+            ),
+            // Granted one name: another cannot be looked up (DNS would
+            // carry it out of the host).
+            attack(
+                "other-name",
+                json!({ "attack": "resolve", "host": "leak-9f1c.attacker.example" }),
+                json!({ "network": ["localhost:80"] }),
+            ),
+            attack(
+                "no-grant",
+                json!({ "attack": "resolve", "host": "localhost" }),
+                json!({}),
+            ),
+            // Control: the granted name resolves.
+            attack(
+                "control",
+                json!({ "attack": "resolve", "host": "localhost" }),
+                json!({ "network": ["localhost:80"] }),
+            ),
+        ]),
+    );
+    for id in ["by-address", "no-grant"] {
+        assert_contains(&run.error(id), "cannot resolve 'localhost'");
+    }
+    assert_contains(
+        &run.logs(&sandbox, Some("by-address")),
+        "network access denied: resolving 'localhost': no network grant names it (add grants: { network: [\"localhost:PORT\"] })",
+    );
+    assert_contains(
+        &run.logs(&sandbox, Some("no-grant")),
+        "network access denied: the step has no network grant",
+    );
+    assert_contains(
+        &run.error("other-name"),
+        "cannot resolve 'leak-9f1c.attacker.example'",
+    );
+    assert_contains(
+        &run.logs(&sandbox, Some("other-name")),
+        "network access denied: resolving 'leak-9f1c.attacker.example': no network grant names it",
+    );
+    let addresses = run.completed("control")["addresses"].to_string();
+    assert!(
+        addresses.contains("127.0.0.1") || addresses.contains("::1"),
+        "localhost resolved to {addresses}"
+    );
+    run.assert_host_survived();
+}
+
 // ─── Attacks from started programs (script steps) ───────────────────────────
 
 #[test]
@@ -842,6 +1036,97 @@ fn a_program_ignoring_sigterm_is_killed_at_the_timeout() {
     run.assert_host_survived();
 }
 
+/// A script that ends politely on SIGTERM, taking its time (1 s) to write
+/// `stopped` into `dir/<id>.marker`: only a real grace period lets it finish.
+/// It writes `dir/<id>.started` first and then sleeps for `sleep`.
+fn polite(id: &str, dir: &str, sleep: &str) -> Value {
+    script(
+        id,
+        &format!(
+            "trap 'sleep 1; echo stopped > {dir}/{id}.marker; exit 0' TERM; \
+             echo up > {dir}/{id}.started; sleep {sleep} & wait"
+        ),
+        json!({ "exec": ["sleep"], "files": [{ "path": dir, "access": "read-write" }] }),
+    )
+}
+
+/// A script that ignores SIGTERM (so does its `sleep`).
+fn stubborn(id: &str, dir: &str, sleep: &str) -> Value {
+    let mut step = script(
+        id,
+        &format!("trap '' TERM; echo up > {dir}/{id}.started; sleep {sleep}"),
+        json!({ "exec": ["sleep"], "files": [{ "path": dir, "access": "read-write" }] }),
+    );
+    step["kill_grace"] = json!("1s");
+    step
+}
+
+#[test]
+fn a_timed_out_program_gets_sigterm_and_its_grace_then_sigkill() {
+    let sandbox = layout();
+    let rw = p(&sandbox, "rw");
+    let marker = unique("60.0").replace('x', "");
+    let mut gentle = polite("gentle", &rw, &marker);
+    gentle["timeout"] = json!("1s");
+    let mut deaf = stubborn("deaf", &rw, &marker);
+    deaf["timeout"] = json!("1s");
+    let run = run_flow(&sandbox, &workflow(vec![gentle, deaf]));
+    assert_contains(&run.error("gentle"), "timed out after 1s");
+    assert_eq!(
+        std::fs::read_to_string(sandbox.path().join("rw/gentle.marker")).unwrap_or_default(),
+        "stopped\n",
+        "the TERM handler had its grace period"
+    );
+    assert_contains(&run.error("deaf"), "timed out after 1s");
+    assert!(
+        run.elapsed < Duration::from_secs(15),
+        "the run took {:?}",
+        run.elapsed
+    );
+    assert_no_survivors(&marker);
+    run.assert_host_survived();
+}
+
+#[test]
+fn a_cancelled_program_gets_sigterm_and_its_grace_then_sigkill() {
+    let sandbox = layout();
+    let rw = p(&sandbox, "rw");
+    let marker = unique("60.0").replace('x', "");
+    let flow = sandbox.flow(&workflow(vec![
+        polite("gentle", &rw, &marker),
+        stubborn("deaf", &rw, &marker),
+    ]));
+    let mut child = sandbox.spawn_run(&flow);
+    let started = |id: &str| sandbox.path().join(format!("rw/{id}.started")).exists();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(started("gentle") && started("deaf")) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before its scripts started");
+        }
+        assert!(Instant::now() < deadline, "the scripts never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs: Value = serde_json::from_slice(&sandbox.wfhost(&["runs", "--json"]).stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let cancelled_at = Instant::now();
+    assert_exit(&sandbox.wfhost(&["cancel", &id]), 0);
+    let output = child.wait_with_output().unwrap();
+    let took = cancelled_at.elapsed();
+    assert_exit(&output, 1);
+    assert_eq!(
+        std::fs::read_to_string(sandbox.path().join("rw/gentle.marker")).unwrap_or_default(),
+        "stopped\n",
+        "the TERM handler had its grace period"
+    );
+    // The stubborn one was killed after its 1 s grace, not left running.
+    assert!(took < Duration::from_secs(15), "cancel took {took:?}");
+    assert_no_survivors(&marker);
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(step(&status, "gentle")["status"], "cancelled");
+    assert_eq!(step(&status, "deaf")["status"], "cancelled");
+}
+
 #[test]
 fn a_gigabyte_on_stdout_is_cut_at_max_output() {
     let sandbox = layout();
@@ -877,6 +1162,34 @@ fn a_gigabyte_on_stdout_is_cut_at_max_output() {
     );
     assert_eq!(run.completed("after")["stdout"], "still here");
     run.assert_host_survived_with(0);
+}
+
+#[test]
+fn a_sparse_multi_gigabyte_output_file_fails_the_step_not_the_host() {
+    let sandbox = layout();
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            script(
+                "sparse",
+                "truncate -s 8G \"$WFHOST_OUTPUT\"; echo wrote",
+                json!({ "exec": ["truncate"] }),
+            ),
+            script("after", "echo still=here >> \"$WFHOST_OUTPUT\"", json!({})),
+        ]),
+    );
+    assert_contains(
+        &run.error("sparse"),
+        "$WFHOST_OUTPUT: the program wrote 8589934592 bytes, more than the budget of 16777216 \
+         bytes (the step's max_output; grants: { max_output: ... } raises it)",
+    );
+    assert!(
+        run.max_rss_kib < 512 * 1024,
+        "the host grew to {} MiB reading a sparse output file",
+        run.max_rss_kib / 1024
+    );
+    assert_eq!(run.completed("after")["still"], "here");
+    run.assert_host_survived();
 }
 
 /// Most tasks (processes and threads) the fork bomb's run may reach before

@@ -620,6 +620,7 @@ async fn exec(env: &ToolEnv, command: &str) -> Result<String, ToolError> {
         grants: &env.grants,
         scratch_dir: env.scratch_dir.clone(),
         capture_output_file: false,
+        stop: Default::default(),
     };
     let warnings = std::sync::Mutex::new(Vec::<String>::new());
     let log = |message: &str| {

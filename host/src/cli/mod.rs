@@ -98,6 +98,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    let _ = CONFIG_FILE.set(cli.config.clone());
     let result = match cli.command {
         Command::Run(args) => run::run(&cli.home, cli.config.as_deref(), args),
         Command::Validate(args) => validate::validate(&cli.home, cli.config.as_deref(), args),
@@ -145,9 +146,26 @@ fn init_tracing() {
         .try_init();
 }
 
-/// Open the store under `home`, as an operational error if that fails.
+/// The `--config` file given on the command line, if any.
+static CONFIG_FILE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The host config file: `--config`, else `<home>/config.toml` if it exists.
+fn config_path(home: &std::path::Path, config: Option<&std::path::Path>) -> Option<PathBuf> {
+    let given = config.or_else(|| CONFIG_FILE.get().and_then(|c| c.as_deref()));
+    match given {
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(home.join("config.toml")).filter(|default| default.exists()),
+    }
+}
+
+/// Open the store under `home` with the config's `[store] durability`, as
+/// an operational error if that fails (a broken config is invalid input).
 fn open_store(home: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::store::Store>> {
-    let store = crate::store::Store::open(home)
+    let durability = match config_path(home, None) {
+        Some(path) => crate::engine::ceiling::load_durability(&path).map_err(Invalid)?,
+        None => crate::store::Durability::default(),
+    };
+    let store = crate::store::Store::open_with(home, durability)
         .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))?;
     Ok(std::sync::Arc::new(store))
 }
@@ -170,15 +188,8 @@ fn load_ceiling(
     home: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<crate::engine::ceiling::Ceiling>> {
-    let path = match config {
-        Some(path) => path.to_path_buf(),
-        None => {
-            let default = home.join("config.toml");
-            if !default.exists() {
-                return Ok(None);
-            }
-            default
-        }
+    let Some(path) = config_path(home, config) else {
+        return Ok(None);
     };
     crate::engine::ceiling::Ceiling::load(&path).map_err(|e| Invalid(e).into())
 }

@@ -44,6 +44,10 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
     let workflow = load_workflow(&args.file)?;
     let ceiling = super::load_ceiling(home, config)?;
     let grants = super::check_grants(&workflow, ceiling.as_ref())?;
+    let warnings = crate::workflow::lint::shell_warnings(&workflow);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
     let steps: Vec<_> = workflow
         .def
         .steps
@@ -66,6 +70,7 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
             "workflow": workflow.def.name,
             "file": workflow.file_name,
             "ceiling": ceiling.as_ref().map(|c| c.source.clone()),
+            "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "steps": steps,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);

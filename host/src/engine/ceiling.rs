@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::grants::{parse_size, resolve_program, NetworkGrant, ResolvedGrants};
+use crate::store::Durability;
 use crate::workflow::model::{Access, FileGrant};
 use crate::workflow::parse_duration;
 
@@ -29,6 +30,15 @@ use crate::workflow::parse_duration;
 struct ConfigFile {
     #[serde(default)]
     ceiling: Option<CeilingSpec>,
+    #[serde(default)]
+    store: Option<StoreSpec>,
+}
+
+/// The `[store]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSpec {
+    durability: Option<Durability>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,22 +67,35 @@ pub struct Ceiling {
     max_output: Option<u64>,
 }
 
+/// Read the store's durability (`[store] durability`) from a host config
+/// file; `normal` when the file does not set it.
+pub fn load_durability(path: &Path) -> Result<Durability, String> {
+    Ok(read_config(path)?
+        .store
+        .and_then(|store| store.durability)
+        .unwrap_or_default())
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                let col = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!(":{line}:{col}")
+            })
+            .unwrap_or_default();
+        format!("{}{at}: {}", path.display(), e.message())
+    })
+}
+
 impl Ceiling {
     /// Read the ceiling from a host config file. `Ok(None)` when the file
     /// has no `[ceiling]` table.
     pub fn load(path: &Path) -> Result<Option<Ceiling>, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: ConfigFile = toml::from_str(&text).map_err(|e| {
-            let at = e
-                .span()
-                .map(|span| {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    let col = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!(":{line}:{col}")
-                })
-                .unwrap_or_default();
-            format!("{}{at}: {}", path.display(), e.message())
-        })?;
+        let file = read_config(path)?;
         let Some(spec) = file.ceiling else {
             return Ok(None);
         };

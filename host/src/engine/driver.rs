@@ -20,7 +20,8 @@ use super::grants;
 use super::progress::ProgressBoard;
 use super::retry::RetryPolicy;
 use super::scheduler::Scheduler;
-use crate::store::{NewRun, RunStatus, StepStatus, Store};
+use super::stop::StopTrigger;
+use crate::store::{Change, NewRun, RunStatus, StepStatus, Store};
 use crate::workflow::model::{Escalation, SessionMode, StageLoop, Step, Workflow};
 use crate::workflow::template::evaluate_condition;
 use crate::workflow::{parse_duration, step_kind, LoadedWorkflow, StepKind, Templates};
@@ -255,6 +256,13 @@ impl Driver {
             .as_deref()
             .and_then(|t| parse_duration(t).ok())
             .map(|t| (t, Instant::now() + t));
+        // How long a cancel waits for running steps to stop their programs.
+        let stop_budget = all_grants
+            .iter()
+            .map(|grants| grants.kill_grace)
+            .max()
+            .unwrap_or_default()
+            + super::stop::STOP_MARGIN;
         let mut tick = tokio::time::interval(CONTROL_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut paused = false;
@@ -322,17 +330,21 @@ impl Driver {
                         args,
                         &templates,
                         &all_grants[index],
+                        &policies[index],
                         remaining,
                         &mut state,
                     );
                     match started {
                         Ok(future) => {
                             state.running.insert(index);
-                            running.spawn(async move {
+                            let task = running.spawn(async move {
                                 let started = Instant::now();
                                 let (attempt, result) = future.await;
                                 (index, attempt, started.elapsed(), result)
                             });
+                            state
+                                .tasks
+                                .insert(task.id(), (index, state.attempts[index]));
                         }
                         Err(failure) => {
                             let attempt = state.attempts[index];
@@ -379,6 +391,7 @@ impl Driver {
                 });
                 match prepared {
                     Ok(mut invocation) => {
+                        invocation.cancel = state.stop.signal();
                         if let Some(remaining) = remaining {
                             invocation.timeout = invocation.timeout.min(remaining);
                         }
@@ -391,11 +404,12 @@ impl Driver {
                         });
                         let future = self.executor.execute(invocation, observer);
                         state.running.insert(index);
-                        running.spawn(async move {
+                        let task = running.spawn(async move {
                             let started = Instant::now();
                             let result = future.await;
                             (index, attempt, started.elapsed(), result)
                         });
+                        state.tasks.insert(task.id(), (index, attempt));
                     }
                     Err(failure) => {
                         self.record_failure(
@@ -413,23 +427,53 @@ impl Driver {
                 break;
             }
             tokio::select! {
-                Some(joined) = running.join_next(), if !running.is_empty() => {
-                    let (index, attempt, elapsed, result) = joined.context("a step task panicked")?;
+                Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                    let (index, attempt, elapsed, result) = match joined {
+                        Ok((task, done)) => {
+                            state.tasks.remove(&task);
+                            done
+                        }
+                        Err(error) => {
+                            // A step whose task panicked fails with the
+                            // reason; the run goes on.
+                            let (index, attempt) = state.tasks.remove(&error.id())
+                                .context("a step task failed and its step is unknown")?;
+                            let reason = if error.is_panic() {
+                                format!("the step's task panicked: {}", super::fan_out::panic_text(error))
+                            } else {
+                                "the step's task was stopped".to_string()
+                            };
+                            (index, attempt, Duration::ZERO, Err(StepFailure::permanent(reason)))
+                        }
+                    };
                     state.running.remove(&index);
+                    if let Some(counter) = state.item_attempts.remove(&index) {
+                        let used = counter.load(std::sync::atomic::Ordering::SeqCst);
+                        state.attempts[index] = state.attempts[index].max(used);
+                    }
                     let step = &def.steps[index];
                     match result {
                         Ok(output) => {
-                            if step.for_each.is_some() {
-                                self.store.complete_step(run_id, &step.id, &output)?;
+                            let completion = if step.for_each.is_some() {
+                                Change::CompleteStep { step: &step.id, output: &output }
                             } else {
-                                self.store.finish_attempt(run_id, &step.id, attempt, StepStatus::Completed, Ok(&output))?;
-                            }
-                            write_summary(&self.store, run_id, step, "completed", elapsed, None, Some(&output));
-                            state.complete(index, output);
-                            state.board.finished(index, "completed", elapsed);
-                            self.listener.on_event(&RunEvent::StepCompleted { step: step.id.clone(), elapsed });
-                            if let Some(stage) = &step.stage_loop {
-                                self.close_stage(run_id, workflow, &templates, &mut state, index, attempt, stage)?;
+                                Change::FinishAttempt { step: &step.id, attempt, status: StepStatus::Completed, outcome: Ok(&output) }
+                            };
+                            let completed = match &step.stage_loop {
+                                Some(stage) => {
+                                    state.complete(index, output.clone());
+                                    self.close_stage(run_id, workflow, &templates, &mut state, index, attempt, stage, completion)?
+                                }
+                                None => {
+                                    self.store.apply(run_id, &[completion])?;
+                                    state.complete(index, output.clone());
+                                    true
+                                }
+                            };
+                            if completed {
+                                write_summary(&self.store, run_id, step, "completed", elapsed, None, Some(&output));
+                                state.board.finished(index, "completed", elapsed);
+                                self.listener.on_event(&RunEvent::StepCompleted { step: step.id.clone(), elapsed });
                             }
                         }
                         Err(failure) if step.for_each.is_none()
@@ -479,8 +523,7 @@ impl Driver {
                                 "run_timeout",
                                 &json!({ "run_timeout": crate::runtime::humanize(limit) }),
                             )?;
-                            running.abort_all();
-                            while running.join_next().await.is_some() {}
+                            stop_running(&mut running, &mut state.stop, stop_budget).await;
                             timers.abort_all();
                             state.cancel_reason = format!("run_timeout of {} reached", crate::runtime::humanize(limit));
                             self.cancel(run_id, def, &mut state)?;
@@ -494,8 +537,7 @@ impl Driver {
                             self.listener.on_event(&RunEvent::Pausing);
                         }
                         Some("cancel") if !state.cancelled => {
-                            running.abort_all();
-                            while running.join_next().await.is_some() {}
+                            stop_running(&mut running, &mut state.stop, stop_budget).await;
                             timers.abort_all();
                             self.cancel(run_id, def, &mut state)?;
                             paused = false;
@@ -742,29 +784,50 @@ impl Driver {
         reason: &str,
     ) -> Result<()> {
         let step = &def.steps[index];
-        self.store.skip_step(run_id, &step.id, reason)?;
-        state.record_status(index, "skipped");
         state.board.skipped(index);
         self.listener.on_event(&RunEvent::StepSkipped {
             step: step.id.clone(),
             reason: reason.to_string(),
         });
-        self.skip_dependents(run_id, def, state, index)
+        self.skip_dependents(
+            run_id,
+            def,
+            state,
+            index,
+            &[Change::SkipStep {
+                step: &step.id,
+                reason,
+            }],
+        )
     }
 
-    /// Mark a step skipped in the scheduler and skip the steps that need it.
+    /// Mark a step skipped in the scheduler and skip the steps that need
+    /// it, in one transaction with `decision` (what skipped the step).
     fn skip_dependents(
         &self,
         run_id: &str,
         def: &Workflow,
         state: &mut RunState,
         index: usize,
+        decision: &[Change<'_>],
     ) -> Result<()> {
         state.record_status(index, "skipped");
-        for (skipped, cause) in state.scheduler.skip(index) {
-            let reason = format!("needs '{}', which was skipped", def.steps[cause].id);
-            self.store
-                .skip_step(run_id, &def.steps[skipped].id, &reason)?;
+        let skipped: Vec<(usize, String)> = state
+            .scheduler
+            .skip(index)
+            .into_iter()
+            .map(|(skipped, cause)| {
+                let reason = format!("needs '{}', which was skipped", def.steps[cause].id);
+                (skipped, reason)
+            })
+            .collect();
+        let mut changes = decision.to_vec();
+        changes.extend(skipped.iter().map(|(skipped, reason)| Change::SkipStep {
+            step: &def.steps[*skipped].id,
+            reason,
+        }));
+        self.store.apply(run_id, &changes)?;
+        for (skipped, reason) in skipped {
             state.record_status(skipped, "skipped");
             state.board.skipped(skipped);
             self.listener.on_event(&RunEvent::StepSkipped {
@@ -831,6 +894,7 @@ impl Driver {
         args: &Value,
         templates: &Templates,
         grants: &ResolvedGrants,
+        retry: &RetryPolicy,
         remaining: Option<Duration>,
         state: &mut RunState,
     ) -> std::result::Result<ItemsFuture, StepFailure> {
@@ -872,6 +936,7 @@ impl Driver {
             )
             .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
             invocation.idempotency_key = format!("{run_id}:{}:{position}:{attempt}", step.id);
+            invocation.cancel = state.stop.signal();
             if let Some(remaining) = remaining {
                 invocation.timeout = invocation.timeout.min(remaining);
             }
@@ -899,11 +964,15 @@ impl Driver {
             step_id: step.id.clone(),
             budget: AtomicU64::new(grants.max_output),
         });
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(state.attempts[index]));
+        state.item_attempts.insert(index, attempts.clone());
         let items = super::fan_out::Items {
             invocations,
             inputs,
             parallelism: step.parallelism.unwrap_or(DEFAULT_PARALLELISM),
             fail_fast: step.fail_fast.unwrap_or(true),
+            retry: retry.clone(),
+            attempts,
         };
         Ok(Box::pin(super::fan_out::run_items(
             self.store.clone(),
@@ -913,8 +982,11 @@ impl Driver {
         )))
     }
 
-    /// After the last step of a stage loop completed: stop when `until`
-    /// holds, else run the stage again (at most `max_iterations` times).
+    /// Decide what follows a completed step of a stage loop and record the
+    /// completion together with the decision, in one transaction: the
+    /// stage is over, or it goes back (its steps are reset), or it failed
+    /// to converge (then the completion is not recorded, the failure is).
+    /// Returns whether the completion was recorded.
     #[allow(clippy::too_many_arguments)]
     fn close_stage(
         &self,
@@ -925,36 +997,44 @@ impl Driver {
         index: usize,
         attempt: u32,
         stage: &StageLoop,
-    ) -> Result<()> {
+        completion: Change<'_>,
+    ) -> Result<bool> {
         let step = &workflow.def.steps[index];
         let max = stage
             .max_iterations
             .unwrap_or(DEFAULT_MAX_ITERATIONS)
             .max(1);
         let failure = match evaluate_condition(templates, &stage.until, &state.context) {
-            Ok(true) => return Ok(()),
+            Ok(true) => {
+                self.store.apply(run_id, &[completion])?;
+                return Ok(true);
+            }
             Ok(false) => {
                 let used = self.store.loops(run_id, &step.id)?;
                 if used + 1 < max {
-                    self.store.append_event(
-                        run_id,
-                        Some(&step.id),
-                        "step_loop",
-                        &json!({ "until": stage.until, "iteration": used + 2, "max_iterations": max }),
-                    )?;
+                    let data = json!({ "until": stage.until, "iteration": used + 2, "max_iterations": max });
                     let mut targets: Vec<usize> = stage
                         .steps
                         .iter()
                         .filter_map(|id| workflow.graph.index_of(id))
                         .collect();
                     targets.push(index);
-                    return self.go_back(
+                    self.go_back(
                         run_id,
                         workflow,
                         state,
                         &targets,
                         &format!("loop of '{}': iteration {}", step.id, used + 2),
-                    );
+                        &[
+                            completion,
+                            Change::Event {
+                                step: &step.id,
+                                kind: "step_loop",
+                                data: &data,
+                            },
+                        ],
+                    )?;
+                    return Ok(true);
                 }
                 format!(
                     "loop: `until` ({}) still false after {max} iteration(s)",
@@ -964,8 +1044,6 @@ impl Driver {
             Err(error) => format!("loop: `until` ({}): {error}", stage.until.trim()),
         };
         // The last iteration completed but the stage did not converge.
-        self.store
-            .set_step_status(run_id, &step.id, StepStatus::Running, None)?;
         state.scheduler.settle(index);
         state.outputs.remove(&step.id);
         self.record_failure(
@@ -975,11 +1053,14 @@ impl Driver {
             index,
             attempt,
             &StepFailure::permanent(failure),
-        )
+        )?;
+        Ok(false)
     }
 
     /// Run `targets` and everything downstream of them again (steps still
     /// running elsewhere are left alone), then rebuild the ready queue.
+    /// `decision` (what made the run go back) is written in the same
+    /// transaction as the resets.
     fn go_back(
         &self,
         run_id: &str,
@@ -987,17 +1068,20 @@ impl Driver {
         state: &mut RunState,
         targets: &[usize],
         reason: &str,
+        decision: &[Change<'_>],
     ) -> Result<()> {
         let mut reset: std::collections::BTreeSet<usize> = targets.iter().copied().collect();
         for &target in targets {
             reset.extend(workflow.graph.descendants(target));
         }
+        reset.retain(|index| !state.running.contains(index) && !workflow.def.steps[*index].finally);
+        let mut changes = decision.to_vec();
+        changes.extend(reset.iter().map(|&index| Change::ResetStep {
+            step: &workflow.def.steps[index].id,
+            reason,
+        }));
+        self.store.apply(run_id, &changes)?;
         for index in reset {
-            if state.running.contains(&index) || workflow.def.steps[index].finally {
-                continue;
-            }
-            self.store
-                .reset_step(run_id, &workflow.def.steps[index].id, reason)?;
             state.board.reset(index);
         }
         self.rebuild(run_id, workflow, state)
@@ -1073,18 +1157,27 @@ impl Driver {
             let max = on_failure.max_loops.unwrap_or(DEFAULT_MAX_LOOPS);
             let used = self.store.loops(run_id, &step.id)?;
             if used < max {
-                self.store.finish_attempt(
+                let data = json!({ "back_to": target, "loop": used + 1, "max_loops": max, "error": message });
+                let targets: Vec<usize> = workflow.graph.index_of(target).into_iter().collect();
+                self.go_back(
                     run_id,
-                    &step.id,
-                    attempt,
-                    StepStatus::Failed,
-                    Err(&message),
-                )?;
-                self.store.append_event(
-                    run_id,
-                    Some(&step.id),
-                    "step_loop",
-                    &json!({ "back_to": target, "loop": used + 1, "max_loops": max, "error": message }),
+                    workflow,
+                    state,
+                    &targets,
+                    &format!("'{}' failed and went back to '{target}'", step.id),
+                    &[
+                        Change::FinishAttempt {
+                            step: &step.id,
+                            attempt,
+                            status: StepStatus::Failed,
+                            outcome: Err(&message),
+                        },
+                        Change::Event {
+                            step: &step.id,
+                            kind: "step_loop",
+                            data: &data,
+                        },
+                    ],
                 )?;
                 self.listener.on_event(&RunEvent::StepFailed {
                     step: step.id.clone(),
@@ -1093,14 +1186,7 @@ impl Driver {
                         used + 1
                     ),
                 });
-                let targets: Vec<usize> = workflow.graph.index_of(target).into_iter().collect();
-                return self.go_back(
-                    run_id,
-                    workflow,
-                    state,
-                    &targets,
-                    &format!("'{}' failed and went back to '{target}'", step.id),
-                );
+                return Ok(());
             }
             message = format!("{message} (gave up after {max} loop(s) back to '{target}')");
         }
@@ -1124,21 +1210,30 @@ impl Driver {
                 return Ok(());
             }
             Escalation::Skip => {
-                self.store.finish_attempt(
-                    run_id,
-                    &step.id,
-                    attempt,
-                    StepStatus::Failed,
-                    Err(&message),
-                )?;
                 self.listener.on_event(&RunEvent::StepFailed {
                     step: step.id.clone(),
                     error: message.clone(),
                 });
                 let reason = format!("failed, then skipped (on_failure: skip): {message}");
-                self.store
-                    .set_step_status(run_id, &step.id, StepStatus::Skipped, Some(&reason))?;
-                return self.skip_dependents(run_id, def, state, index);
+                return self.skip_dependents(
+                    run_id,
+                    def,
+                    state,
+                    index,
+                    &[
+                        Change::FinishAttempt {
+                            step: &step.id,
+                            attempt,
+                            status: StepStatus::Failed,
+                            outcome: Err(&message),
+                        },
+                        Change::SetStepStatus {
+                            step: &step.id,
+                            status: StepStatus::Skipped,
+                            note: Some(&reason),
+                        },
+                    ],
+                );
             }
             Escalation::Fail => {}
         }
@@ -1210,6 +1305,26 @@ fn within_total(step: &Step, state: &RunState, index: usize, delay: Duration) ->
 /// How often the driver beats its heartbeat and reads control requests.
 const CONTROL_TICK: Duration = Duration::from_millis(250);
 
+/// Stop every running step: ask them (their programs get SIGTERM, then
+/// SIGKILL after their `kill_grace`), wait up to `budget` for them to end,
+/// then abort what is left. Their results are dropped: the run is being
+/// cancelled. `stop` is renewed, so the cleanup steps that run next are not
+/// stopped at once.
+async fn stop_running<T: 'static>(
+    running: &mut JoinSet<T>,
+    stop: &mut StopTrigger,
+    budget: Duration,
+) {
+    stop.fire();
+    let _ = tokio::time::timeout(budget, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+    *stop = StopTrigger::new();
+}
+
 /// The in-memory side of a run being driven.
 struct RunState {
     scheduler: Scheduler,
@@ -1232,7 +1347,14 @@ struct RunState {
     first_started: Vec<Option<Instant>>,
     /// Steps waiting for a retry timer.
     waiting: std::collections::HashSet<usize>,
+    /// The attempt counters of running `for_each` steps (item retries
+    /// take attempt numbers as they go).
+    item_attempts: std::collections::HashMap<usize, Arc<std::sync::atomic::AtomicU32>>,
+    /// Which step (and attempt) each running task executes.
+    tasks: std::collections::HashMap<tokio::task::Id, (usize, u32)>,
     ids: Vec<String>,
+    /// Fired on cancel: running steps stop their programs gracefully.
+    stop: StopTrigger,
 }
 
 impl RunState {
@@ -1246,6 +1368,8 @@ impl RunState {
             outputs: BTreeMap::new(),
             context: template_context(run_id, &def.name, args, &BTreeMap::new()),
             attempts: vec![0; def.steps.len()],
+            item_attempts: std::collections::HashMap::new(),
+            tasks: std::collections::HashMap::new(),
             running: Default::default(),
             due_later: Vec::new(),
             board: ProgressBoard::new(run_id, def, store.run_files(run_id)),
@@ -1257,6 +1381,7 @@ impl RunState {
             first_started: vec![None; def.steps.len()],
             waiting: Default::default(),
             ids: def.steps.iter().map(|s| s.id.clone()).collect(),
+            stop: StopTrigger::new(),
         }
     }
 
@@ -1392,6 +1517,7 @@ fn prepare_invocation(
         timeout,
         scratch_dir,
         agent: None,
+        cancel: Default::default(),
     })
 }
 
@@ -1605,8 +1731,23 @@ mod tests {
             invocation: StepInvocation,
             observer: Arc<dyn StepObserver>,
         ) -> BoxFuture<Result<Value, StepFailure>> {
-            self.seen.lock().unwrap().push(invocation.clone());
+            let tries = {
+                let mut seen = self.seen.lock().unwrap();
+                seen.push(invocation.clone());
+                seen.iter()
+                    .filter(|i| i.step_id == invocation.step_id && i.config == invocation.config)
+                    .count()
+            };
             Box::pin(async move {
+                if invocation.config.get("panic") == Some(&Value::Bool(true)) {
+                    panic!("boom in {}", invocation.step_id);
+                }
+                if invocation.config.get("flaky_once") == Some(&Value::Bool(true)) && tries == 1 {
+                    return Err(StepFailure {
+                        kind: FailureKind::Transient,
+                        message: "flaky".into(),
+                    });
+                }
                 observer.log(LogLevel::Info, &format!("running {}", invocation.step_id));
                 for _ in 0..invocation
                     .config
@@ -1650,6 +1791,56 @@ mod tests {
             .into_iter()
             .map(|s| (s.id, s.status))
             .collect()
+    }
+
+    #[test]
+    fn a_panicking_step_or_item_fails_with_the_reason_and_the_run_goes_on() {
+        let (_dir, store, _, outcome) = run(
+            "name: p\nsteps:\n  - id: each\n    type: function\n    component: echo\n    for_each: '[1, 2, 3]'\n    fail_fast: false\n    with: {panic: '{{ item == 2 }}'}\n  - id: solo\n    type: function\n    component: echo\n    with: {panic: true}\n  - id: other\n    type: function\n    component: echo\n    with: {x: 1}\n",
+        );
+        assert_eq!(outcome.status, RunStatus::Failed);
+        let steps = store.steps(&outcome.run_id).unwrap();
+        let each = steps.iter().find(|s| s.id == "each").unwrap();
+        assert_eq!(each.status, StepStatus::Failed);
+        let error = each.error.as_deref().unwrap();
+        assert!(
+            error.contains("item 1: its task panicked: boom in each"),
+            "{error}"
+        );
+        let solo = steps.iter().find(|s| s.id == "solo").unwrap();
+        assert!(
+            solo.error
+                .as_deref()
+                .unwrap()
+                .contains("the step's task panicked: boom in solo"),
+            "{solo:?}"
+        );
+        assert_eq!(
+            steps.iter().find(|s| s.id == "other").unwrap().status,
+            StepStatus::Completed
+        );
+        // No attempt row is left running.
+        let open: i64 = store
+            .conn_for_tests()
+            .query_row(
+                "SELECT COUNT(*) FROM step_attempts WHERE status = 'running'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(open, 0);
+    }
+
+    #[test]
+    fn for_each_items_are_retried_by_the_retry_policy() {
+        let (_dir, store, executor, outcome) = run(
+            "name: r\nsteps:\n  - id: each\n    type: function\n    component: echo\n    for_each: '[1, 2, 3]'\n    retry: {max_attempts: 2, initial_interval: 10ms}\n    with: {n: '{{ item }}', flaky_once: '{{ item == 2 }}'}\n",
+        );
+        assert_eq!(outcome.status, RunStatus::Completed);
+        assert_eq!(executor.seen.lock().unwrap().len(), 4);
+        let each = &store.steps(&outcome.run_id).unwrap()[0];
+        assert_eq!(each.attempts, 4);
+        assert_eq!(each.output.as_ref().unwrap()[1]["n"], 2);
     }
 
     #[test]

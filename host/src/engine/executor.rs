@@ -42,6 +42,9 @@ pub struct StepInvocation {
     pub scratch_dir: PathBuf,
     /// For agent steps: the session serving the `model` and `tools` imports.
     pub agent: Option<crate::agent::AgentHandle>,
+    /// Fires when the run is cancelled: the step's started programs get
+    /// SIGTERM, `kill_grace`, then SIGKILL, and the step ends.
+    pub cancel: super::stop::StopSignal,
 }
 
 pub use super::grants::ResolvedGrants;

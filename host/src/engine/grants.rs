@@ -18,6 +18,12 @@ pub const DEFAULT_MEMORY: u64 = 512 * 1024 * 1024;
 /// Bytes of output kept per stream when nothing says otherwise.
 pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
 
+/// Time between SIGTERM and SIGKILL of a stopped program when nothing says
+/// otherwise.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+/// The longest `kill_grace` a workflow may ask for: a cancel must stay quick.
+pub const MAX_KILL_GRACE: Duration = Duration::from_secs(60);
+
 /// A step's grants, resolved and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedGrants {
@@ -37,6 +43,9 @@ pub struct ResolvedGrants {
     pub max_output: u64,
     /// What to do when the OS sandbox cannot confine a started program.
     pub sandbox: SandboxMode,
+    /// Time a started program gets between SIGTERM and SIGKILL when the
+    /// step times out or is cancelled (the step's `kill_grace`).
+    pub kill_grace: Duration,
 }
 
 impl Default for ResolvedGrants {
@@ -50,6 +59,7 @@ impl Default for ResolvedGrants {
             timeout: None,
             max_output: DEFAULT_MAX_OUTPUT,
             sandbox: SandboxMode::Strict,
+            kill_grace: DEFAULT_KILL_GRACE,
         }
     }
 }
@@ -136,6 +146,12 @@ impl NetworkGrant {
     /// literal) on `port`.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         self.port.is_none_or(|p| p == port) && host_matches(&self.host, &host.to_ascii_lowercase())
+    }
+
+    /// Whether this grant lets a step look up the host name `name` (any
+    /// port): DNS follows the grant.
+    pub fn allows_name(&self, name: &str) -> bool {
+        host_matches(&self.host, &name.to_ascii_lowercase())
     }
 
     /// Whether this grant (a ceiling line) covers everything `other` grants.
@@ -286,6 +302,7 @@ impl ResolvedGrants {
             "timeout_ms": self.timeout.map(|t| t.as_millis() as u64),
             "max_output": self.max_output,
             "sandbox": self.sandbox,
+            "kill_grace_ms": self.kill_grace.as_millis() as u64,
         })
     }
 
@@ -399,6 +416,10 @@ pub fn resolve(
             Err(error) => problems.push(format!("timeout grant: {error}")),
         }
     }
+    match kill_grace(workflow, step) {
+        Ok(grace) => resolved.kill_grace = grace,
+        Err(error) => problems.push(error),
+    }
     if let Some(ceiling) = ceiling {
         let timeout = step_timeout(workflow, step, &resolved);
         problems.extend(ceiling.check(&resolved, timeout));
@@ -408,6 +429,31 @@ pub fn resolve(
     } else {
         Err(problems)
     }
+}
+
+/// The step's `kill_grace`, else `config.kill_grace`, else 2 s; at most
+/// [`MAX_KILL_GRACE`].
+pub fn kill_grace(workflow: &LoadedWorkflow, step: &Step) -> Result<Duration, String> {
+    let text = step
+        .kill_grace
+        .as_deref()
+        .or(workflow.def.config.kill_grace.as_deref());
+    let Some(text) = text else {
+        return Ok(DEFAULT_KILL_GRACE);
+    };
+    check_kill_grace(text)
+}
+
+/// Parse a `kill_grace` value and check its bound.
+pub fn check_kill_grace(text: &str) -> Result<Duration, String> {
+    let grace = parse_duration(text).map_err(|e| format!("kill_grace: {e}"))?;
+    if grace > MAX_KILL_GRACE {
+        return Err(format!(
+            "kill_grace: '{text}' is more than the most allowed, {}",
+            crate::runtime::humanize(MAX_KILL_GRACE)
+        ));
+    }
+    Ok(grace)
 }
 
 /// The per-attempt timeout of a step: its `timeout`, else its grants',

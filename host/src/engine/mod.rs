@@ -13,5 +13,6 @@ pub mod grants;
 mod progress;
 pub mod retry;
 pub mod scheduler;
+pub mod stop;
 
 pub use driver::{Driver, RunEvent, RunListener, RunOutcome, Silent};

@@ -329,6 +329,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             scratch_dir: std::env::temp_dir(),
             agent: Some(AgentHandle(session.clone())),
+            cancel: Default::default(),
         };
         let tokio = tokio::runtime::Runtime::new().expect("tokio");
         let runtime = crate::runtime::Runtime::new(None).expect("runtime");

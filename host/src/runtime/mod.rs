@@ -3,8 +3,14 @@
 //!
 //! Each capability lives in its own file: [`host_api`] (log, progress),
 //! [`process`] (start granted programs). WASI is linked too, shaped by the
-//! grants: preopened directories for `files`, variables for `env`, and no
-//! sockets at all.
+//! grants: preopened directories for `files`, variables for `env`, and
+//! sockets and name lookups only as `network` allows ([`network`]).
+//!
+//! Nothing a step hands back is unbounded: its output is checked against
+//! the step's `max_output` as soon as it leaves the guest (before it is
+//! parsed, stored or printed), its error message is cut at
+//! [`MAX_STEP_ERROR`], and it holds at most [`MAX_STEP_HANDLES`] WASI
+//! handles (open files, sockets, streams) at once.
 
 mod agent_api;
 pub mod bindings;
@@ -25,7 +31,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker, ResourceTable, ResourceTableError};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -33,6 +39,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::engine::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
+use crate::engine::stop::{StopSignal, StopTrigger, STOP_MARGIN};
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
 use cache::{ComponentCache, Prepared};
@@ -44,6 +51,12 @@ use state::{StepContext, StepState};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Bytes of a guest's own stdout/stderr kept for its log.
 const GUEST_STDIO_CAPACITY: usize = 1024 * 1024;
+/// Longest error message a step may return; longer ones are cut with a
+/// marker.
+pub const MAX_STEP_ERROR: usize = 64 * 1024;
+/// Most WASI handles (open files and directories, sockets, streams,
+/// pollables) one step attempt may hold at once.
+pub const MAX_STEP_HANDLES: usize = 1024;
 
 /// The shared wasm runtime: one engine and compile cache for every step.
 pub struct Runtime {
@@ -62,6 +75,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        network::add_to_linker(&mut linker)?;
         Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -109,11 +123,10 @@ impl Runtime {
     fn bare_state(&self) -> StepState {
         StepState {
             wasi: WasiCtxBuilder::new().build(),
-            table: Default::default(),
-            limits: StepLimits {
-                memory_bytes: crate::engine::grants::DEFAULT_MEMORY as usize,
-                memory_exceeded: false,
-            },
+            table: step_table(),
+            limits: StepLimits::new(crate::engine::grants::DEFAULT_MEMORY as usize),
+            network: network::NetworkPolicy::new(&[], Arc::new(NullObserver)),
+            progress: Default::default(),
             step: Arc::new(StepContext {
                 invocation: StepInvocation {
                     run_id: String::new(),
@@ -129,10 +142,13 @@ impl Runtime {
                     timeout: Duration::from_secs(5),
                     scratch_dir: std::env::temp_dir(),
                     agent: None,
+                    cancel: Default::default(),
                 },
                 observer: Arc::new(NullObserver),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(5),
                 agent: None,
+                stop: StopTrigger::new(),
+                programs: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -152,23 +168,29 @@ impl Runtime {
         network::configure(&mut builder, &invocation.grants.network, observer.clone()).await;
         let wasi = build_wasi(builder, &invocation, stdout.clone(), stderr.clone())?;
         let memory_limit = usize::try_from(invocation.grants.memory).unwrap_or(usize::MAX);
+        let max_output = usize::try_from(invocation.grants.max_output).unwrap_or(usize::MAX);
+        let network = network::NetworkPolicy::new(&invocation.grants.network, observer.clone());
         let request = step_request(&invocation);
         let timeout = invocation.timeout;
+        let mut cancel = invocation.cancel.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
         let context = Arc::new(StepContext {
-            deadline: tokio::time::Instant::now() + timeout,
+            deadline,
             agent: invocation.agent.as_ref().map(|handle| handle.0.clone()),
             invocation,
             observer: observer.clone(),
+            stop: StopTrigger::new(),
+            programs: tokio::sync::watch::Sender::new(0),
         });
+        let step = context.clone();
         let mut store = Store::new(
             &self.engine,
             StepState {
                 wasi,
-                table: Default::default(),
-                limits: StepLimits {
-                    memory_bytes: memory_limit,
-                    memory_exceeded: false,
-                },
+                table: step_table(),
+                limits: StepLimits::new(memory_limit),
+                network,
+                progress: Default::default(),
                 step: context,
             },
         );
@@ -179,31 +201,39 @@ impl Runtime {
             let step = prepared.instantiate_async(&mut store).await?;
             step.call_run(&mut store, &request).await
         };
-        let outcome = tokio::time::timeout(timeout, call).await;
+        let outcome = until_stopped(call, deadline, &mut cancel, &step).await;
         forward_guest_output(&*observer, &stdout, LogLevel::Info);
         forward_guest_output(&*observer, &stderr, LogLevel::Warn);
 
         match outcome {
-            Err(_) => Err(StepFailure {
+            Err(Stopped::TimedOut) => Err(StepFailure {
                 kind: FailureKind::Timeout,
                 message: format!("timed out after {} and was stopped", humanize(timeout)),
             }),
+            Err(Stopped::Cancelled) => Err(StepFailure::permanent(
+                "cancelled while running; its programs were stopped",
+            )),
             Ok(Err(trap)) if store.data().limits.memory_exceeded => {
-                Err(StepFailure::permanent(format!(
-                    "ran out of memory: the limit is {} MiB (grants: {{ memory: ... }} raises it; {})",
+                Err(StepFailure::permanent(bounded_error(format!(
+                    "ran out of memory: the limit is {} MiB for all the step's memories and tables together (grants: {{ memory: ... }} raises it; {})",
                     memory_limit / (1024 * 1024),
                     trap.root_cause()
-                )))
+                ))))
             }
-            Ok(Err(trap)) => Err(StepFailure::permanent(format!(
+            Ok(Err(trap)) if handles_exhausted(&trap) => Err(StepFailure::permanent(format!(
+                "used up its budget of {MAX_STEP_HANDLES} open WASI handles (files, sockets, streams) per step: close what it no longer uses"
+            ))),
+            Ok(Err(trap)) => Err(StepFailure::permanent(bounded_error(format!(
                 "plugin crashed: {}",
                 trap.root_cause()
-            ))),
-            Ok(Ok(Err(StepError::Transient(message)))) => Err(StepFailure::transient(message)),
-            Ok(Ok(Err(StepError::Permanent(message)))) => Err(StepFailure::permanent(message)),
-            Ok(Ok(Ok(json))) => serde_json::from_str(&json).map_err(|error| {
-                StepFailure::permanent(format!("plugin returned invalid JSON output: {error}"))
-            }),
+            )))),
+            Ok(Ok(Err(StepError::Transient(message)))) => {
+                Err(StepFailure::transient(bounded_error(message)))
+            }
+            Ok(Ok(Err(StepError::Permanent(message)))) => {
+                Err(StepFailure::permanent(bounded_error(message)))
+            }
+            Ok(Ok(Ok(json))) => parse_output(json, max_output),
         }
     }
 }
@@ -284,6 +314,67 @@ fn build_wasi(
     Ok(builder.build())
 }
 
+/// A fresh resource table holding at most [`MAX_STEP_HANDLES`] handles.
+fn step_table() -> ResourceTable {
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_STEP_HANDLES);
+    table
+}
+
+/// Whether a trap came from the step's resource table being full.
+fn handles_exhausted(trap: &wasmtime::Error) -> bool {
+    trap.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    })
+}
+
+/// A step error message cut at [`MAX_STEP_ERROR`] bytes, with a marker.
+fn bounded_error(mut message: String) -> String {
+    if message.len() <= MAX_STEP_ERROR {
+        return message;
+    }
+    let total = message.len();
+    let mut end = MAX_STEP_ERROR;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message.truncate(end);
+    message.push_str(&format!(
+        " [wfhost: error message of {total} bytes cut at {} KiB]",
+        MAX_STEP_ERROR / 1024
+    ));
+    message
+}
+
+/// The step's output, refused past its output budget (`max_output`)
+/// before it is parsed.
+fn parse_output(json: String, max_output: usize) -> Result<Value, StepFailure> {
+    if json.len() > max_output {
+        return Err(StepFailure::permanent(format!(
+            "returned an output of {} bytes, over its output budget of {} (grants: {{ max_output: ... }} raises it)",
+            json.len(),
+            human_size(max_output)
+        )));
+    }
+    serde_json::from_str(&json).map_err(|error| {
+        StepFailure::permanent(format!("plugin returned invalid JSON output: {error}"))
+    })
+}
+
+/// `16 MiB`, `100 KiB`, `100 B` for messages.
+fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 fn step_request(invocation: &StepInvocation) -> StepRequest {
     StepRequest {
         run_id: invocation.run_id.clone(),
@@ -304,6 +395,42 @@ fn step_request(invocation: &StepInvocation) -> StepRequest {
             })
             .collect(),
     }
+}
+
+/// Why a step was stopped before it finished.
+enum Stopped {
+    TimedOut,
+    Cancelled,
+}
+
+/// Drive a step's call until it finishes, its deadline passes or the run is
+/// cancelled. When stopped, the step's running programs are asked to end
+/// (SIGTERM, `kill_grace`, SIGKILL, in `process.rs`): the call keeps being
+/// polled until none is left, or the grace and a margin have passed; then
+/// it is dropped (which kills whatever is still there).
+async fn until_stopped<F: std::future::Future>(
+    call: F,
+    deadline: tokio::time::Instant,
+    cancel: &mut StopSignal,
+    step: &StepContext,
+) -> Result<F::Output, Stopped> {
+    tokio::pin!(call);
+    let stopped = tokio::select! {
+        output = &mut call => return Ok(output),
+        _ = tokio::time::sleep_until(deadline) => Stopped::TimedOut,
+        _ = cancel.wait() => Stopped::Cancelled,
+    };
+    step.stop.fire();
+    let mut programs = step.programs.subscribe();
+    let budget = step.invocation.grants.kill_grace + STOP_MARGIN;
+    let _ = tokio::time::timeout(budget, async {
+        tokio::select! {
+            _ = &mut call => {}
+            _ = programs.wait_for(|running| *running == 0) => {}
+        }
+    })
+    .await;
+    Err(stopped)
 }
 
 fn forward_guest_output(observer: &dyn StepObserver, pipe: &MemoryOutputPipe, level: LogLevel) {

@@ -41,13 +41,17 @@
 //! - **Lifetime**: its own session and process group, in a pid namespace
 //!   whose init ends with the program, taking every process the program
 //!   left behind with it. At the deadline (the call's `timeout-ms`, or the
-//!   step's), or when the step is cancelled, the group gets SIGTERM, then
-//!   SIGKILL after a grace period. If the host itself dies, the program's
+//!   step's), or when the step is cancelled, the whole tree gets SIGTERM,
+//!   then SIGKILL after the step's `kill_grace` (default 2 s); the host
+//!   waits for that before it lets go of the step. If the host itself dies, the program's
 //!   tree is killed too.
 //! - **Output**: stdout and stderr are each kept up to the step's
 //!   `max_output`, with a marker saying how much was cut; the rest is read
 //!   and dropped, so a program writing gigabytes neither stalls nor fills
-//!   the host's memory.
+//!   the host's memory. The `WFHOST_OUTPUT` file has the same budget: one
+//!   larger than `max_output` (checked on the open file before reading, so
+//!   a sparse file of any size costs nothing) fails the call with a message
+//!   naming the budget; it is read only if it is still a regular file.
 //!
 //! When the kernel cannot enforce part of this, a step in `sandbox: strict`
 //! mode (the default) gets an error naming what is missing, and a step in
@@ -77,9 +81,8 @@ use super::sandbox::{self, Cgroup, Support};
 use super::state::{StepContext, StepState};
 use crate::engine::executor::LogLevel;
 use crate::engine::grants::{resolve_program, ExecGrant, ResolvedGrants};
+use crate::engine::stop::StopSignal;
 
-/// Time between SIGTERM and SIGKILL when a program runs out of time.
-const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long the output readers may take to reach the end of their pipes
 /// once the program's tree is dead.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -148,9 +151,11 @@ async fn run_program(
         grants: &invocation.grants,
         scratch_dir: invocation.scratch_dir.clone(),
         capture_output_file: request.capture_output_file,
+        stop: step.stop.signal(),
     };
     let observer = step.observer.clone();
     let log = move |message: &str| observer.log(LogLevel::Warn, message);
+    let _running = step.program_started();
     run_sandboxed(&spec, &log).await
 }
 
@@ -197,6 +202,9 @@ pub(crate) struct ProgramSpec<'a> {
     pub scratch_dir: PathBuf,
     /// Whether to create a `WFHOST_OUTPUT` file.
     pub capture_output_file: bool,
+    /// Fires when the step must end before the program did: the program
+    /// gets SIGTERM, then SIGKILL after the grants' `kill_grace`.
+    pub stop: StopSignal,
 }
 
 /// Run an authorised program in the OS sandbox, with this machine's
@@ -290,15 +298,24 @@ async fn run_with_support(
     let stdout = tokio::spawn(read_capped(child.stdout.take(), cap, stopped.clone()));
     let stderr = tokio::spawn(read_capped(child.stderr.take(), cap, stopped));
 
-    let (status, timed_out) = match tokio::time::timeout(spec.timeout, child.wait()).await {
-        Ok(status) => (status, false),
-        Err(_) => {
+    let mut step_stop = spec.stop.clone();
+    let ended = tokio::select! {
+        status = child.wait() => Some(status),
+        _ = tokio::time::sleep(spec.timeout) => None,
+        _ = step_stop.wait() => None,
+    };
+    let timed_out = ended.is_none() && !step_stop.is_set();
+    let status = match ended {
+        Some(status) => status,
+        None => {
+            // Graceful, then certain: SIGTERM to the whole tree, and
+            // SIGKILL to whatever is left after the grace.
             tree.signal(libc::SIGTERM);
-            match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                Ok(status) => (status, true),
+            match tokio::time::timeout(spec.grants.kill_grace, child.wait()).await {
+                Ok(status) => status,
                 Err(_) => {
                     tree.signal(libc::SIGKILL);
-                    (child.wait().await, true)
+                    child.wait().await
                 }
             }
         }
@@ -319,7 +336,7 @@ async fn run_with_support(
     stopper.abort();
 
     let output_file = match &output_file {
-        Some(path) => Some(tokio::fs::read(path).await.unwrap_or_default()),
+        Some(path) => Some(read_output_file(path, spec.grants.max_output).await?),
         None => None,
     };
     use std::os::unix::process::ExitStatusExt;
@@ -391,6 +408,46 @@ fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
     Ok(path)
 }
 
+/// Read the `WFHOST_OUTPUT` file the program wrote, refusing anything but
+/// a regular file of at most `budget` bytes (the step's `max_output`). The
+/// size is checked on the opened handle before anything is read, and the
+/// read itself stops past the budget, so a sparse file of many gigabytes
+/// costs nothing.
+async fn read_output_file(path: &Path, budget: u64) -> Result<Vec<u8>, ProcessError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |what: String| ProcessError::Failed(format!("$WFHOST_OUTPUT: {what}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| failed(format!("cannot open '{}': {error}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|error| failed(format!("cannot inspect '{}': {error}", path.display())))?;
+    if !meta.is_file() {
+        return Err(failed("is no longer a regular file".to_string()));
+    }
+    let too_big = |size: u64| {
+        failed(format!(
+            "the program wrote {size} bytes, more than the budget of {budget} bytes (the \
+             step's max_output; grants: {{ max_output: ... }} raises it)"
+        ))
+    };
+    if meta.len() > budget {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    tokio::fs::File::from_std(file)
+        .take(budget.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|error| failed(format!("cannot read '{}': {error}", path.display())))?;
+    if bytes.len() as u64 > budget {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -444,8 +501,18 @@ struct ChildTree {
 
 impl ChildTree {
     /// Signal the whole tree: the group, and every process of the cgroup
-    /// (also those that left the group).
+    /// that left the group. Each process gets the signal once: a second
+    /// SIGTERM could hit what a TERM handler started to clean up.
     fn signal(&self, signal: i32) {
+        let outside_group: Vec<i32> = match &self.cgroup {
+            // SAFETY: getpgid has no memory-safety preconditions.
+            Some(cgroup) => cgroup
+                .pids()
+                .into_iter()
+                .filter(|pid| self.pgid != Some(unsafe { libc::getpgid(*pid) }))
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(pgid) = self.pgid {
             // SAFETY: killpg has no memory-safety preconditions; the group
             // still has its leader (not reaped yet) so the id is ours.
@@ -453,8 +520,11 @@ impl ChildTree {
                 libc::killpg(pgid, signal);
             }
         }
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.signal(signal);
+        for pid in outside_group {
+            // SAFETY: as above; the pid was in our cgroup a moment ago.
+            unsafe {
+                libc::kill(pid, signal);
+            }
         }
     }
 
@@ -611,6 +681,7 @@ mod tests {
                 grants: &self.grants,
                 scratch_dir: self.scratch(),
                 capture_output_file: false,
+                stop: StopSignal::never(),
             }
         }
 
@@ -923,6 +994,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stopped_program_gets_sigterm_and_its_grace() {
+        if !sandbox_available() {
+            return;
+        }
+        let mut world = World::new();
+        world.grants.kill_grace = Duration::from_millis(1500);
+        let trigger = crate::engine::stop::StopTrigger::new();
+        // The TERM handler needs a second: only a grace lets it finish.
+        let mut spec = world.sh("trap 'sleep 1; echo graceful; exit 0' TERM; sleep 60 & wait");
+        spec.stop = trigger.signal();
+        let firing = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            trigger.fire();
+        };
+        let (out, ()) = tokio::join!(output(&spec), firing);
+        assert_eq!((out.exit_code, out.timed_out), (Some(0), false));
+        assert_eq!(text(&out.stdout), "graceful\n");
+
+        // One that ignores it is killed when the grace is over.
+        world.grants.kill_grace = Duration::from_millis(200);
+        let trigger = crate::engine::stop::StopTrigger::new();
+        let mut spec = world.sh("trap '' TERM; sleep 60");
+        spec.stop = trigger.signal();
+        let firing = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            trigger.fire();
+        };
+        let started = Instant::now();
+        let (out, ()) = tokio::join!(output(&spec), firing);
+        assert_eq!(out.signal, Some(libc::SIGKILL));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
     async fn exit_codes_and_signals_come_through() {
         let world = World::new();
         let out = output(&world.sh("echo out; echo err >&2; exit 3")).await;
@@ -981,6 +1086,30 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("output-"))
             .collect();
         assert!(left.is_empty(), "the output file is removed");
+    }
+
+    #[tokio::test]
+    async fn an_output_file_past_max_output_fails_without_being_read() {
+        let mut world = World::new();
+        world.grants.max_output = 1 << 20;
+        world.grants.exec.push(exec("truncate"));
+        let mut spec = world.sh("truncate -s 8G \"$WFHOST_OUTPUT\"");
+        spec.capture_output_file = true;
+        match run(&spec).await.0 {
+            Err(ProcessError::Failed(message)) => assert_eq!(
+                message,
+                "$WFHOST_OUTPUT: the program wrote 8589934592 bytes, more than the budget of \
+                 1048576 bytes (the step's max_output; grants: { max_output: ... } raises it)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Exactly the budget is fine.
+        let mut spec = world.sh("truncate -s 1M \"$WFHOST_OUTPUT\"");
+        spec.capture_output_file = true;
+        assert_eq!(
+            output(&spec).await.output_file.map(|f| f.len()),
+            Some(1 << 20)
+        );
     }
 
     #[tokio::test]

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::engine::executor::{StepInvocation, StepObserver};
+use crate::engine::stop::StopTrigger;
 
 /// What host capabilities know about the step they serve.
 pub struct StepContext {
@@ -18,6 +21,30 @@ pub struct StepContext {
     pub deadline: tokio::time::Instant,
     /// For agent steps: the session serving `model` and `tools`.
     pub agent: Option<std::sync::Arc<dyn crate::agent::AgentSession>>,
+    /// Fired when the step must end (its deadline passed or the run was
+    /// cancelled): running programs get SIGTERM, then SIGKILL after the
+    /// step's `kill_grace`.
+    pub stop: StopTrigger,
+    /// How many programs the step is running now (the host waits for this
+    /// to reach zero, up to the grace, before it drops a stopped step).
+    pub programs: watch::Sender<usize>,
+}
+
+impl StepContext {
+    /// Count one running program until the returned guard is dropped.
+    pub fn program_started(&self) -> ProgramGuard<'_> {
+        self.programs.send_modify(|count| *count += 1);
+        ProgramGuard(&self.programs)
+    }
+}
+
+/// Counts a running program in [`StepContext::programs`] while it lives.
+pub struct ProgramGuard<'a>(&'a watch::Sender<usize>);
+
+impl Drop for ProgramGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count = count.saturating_sub(1));
+    }
 }
 
 /// The data of one step's wasmtime `Store`.
@@ -26,6 +53,10 @@ pub struct StepState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: super::limits::StepLimits,
     pub(crate) step: Arc<StepContext>,
+    /// What the step's sockets and name lookups may do.
+    pub(crate) network: super::network::NetworkPolicy,
+    /// Progress reports the step may still make.
+    pub(crate) progress: super::host_api::ProgressBudget,
 }
 
 impl WasiView for StepState {

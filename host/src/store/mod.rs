@@ -6,6 +6,7 @@
 
 mod agent;
 pub mod files;
+mod lease;
 mod records;
 mod schema;
 
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
+
+use lease::LEASE_LOST;
 
 pub use agent::{
     call_hash, AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval,
@@ -29,7 +32,15 @@ pub use records::{
 pub enum StoreError {
     /// The database said no.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// This handle drove the run, but another process has since claimed
+    /// it (this one was stopped or hung past its lease): nothing more is
+    /// written, and the driver must stop.
+    #[error(
+        "this process lost its lease on the run: another process took it over while this one \
+         was stopped or unresponsive; it stopped driving the run"
+    )]
+    LeaseLost,
     /// Reading or writing the run folder failed.
     #[error("{path}: {source}")]
     Io {
@@ -49,6 +60,17 @@ pub enum StoreError {
         /// Some of the runs it matches.
         candidates: Vec<String>,
     },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        match &error {
+            rusqlite::Error::SqliteFailure(_, Some(message)) if message == LEASE_LOST => {
+                StoreError::LeaseLost
+            }
+            _ => StoreError::Sqlite(error),
+        }
+    }
 }
 
 /// Result alias for store operations.
@@ -73,6 +95,30 @@ pub struct NewRun<'a> {
     pub steps: &'a [&'a str],
 }
 
+/// How hard a committed transition is pushed to disk (`[store] durability`
+/// in `config.toml`): SQLite's `synchronous` setting in WAL mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a commit survives a crash of the process (even
+    /// `kill -9`); after a power loss or kernel crash the last commits
+    /// before it may be rolled back, but the database stays consistent.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every commit is on disk (fsync of the WAL)
+    /// before the engine acts on it; it also survives a power loss.
+    Full,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        }
+    }
+}
+
 /// Handle on the SQLite database and run folders under one home directory.
 ///
 /// Every write is an `IMMEDIATE` transaction: in WAL mode a deferred
@@ -84,8 +130,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating if needed) the store under `home` (e.g. `.wfhost/`).
+    /// Open (creating if needed) the store under `home` (e.g. `.wfhost/`),
+    /// with the default [`Durability`].
     pub fn open(home: &Path) -> Result<Store> {
+        Store::open_with(home, Durability::default())
+    }
+
+    /// Open (creating if needed) the store under `home` with `durability`.
+    pub fn open_with(home: &Path, durability: Durability) -> Result<Store> {
         std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
             path: home.to_path_buf(),
             source,
@@ -115,10 +167,17 @@ impl Store {
                 other => break other?,
             }
         }
+        conn.pragma_update(None, "synchronous", durability.pragma())?;
         Ok(Store {
             home,
             conn: Mutex::new(conn),
         })
+    }
+
+    /// The connection, for tests that inspect tables directly.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> MutexGuard<'_, Connection> {
+        self.conn()
     }
 
     /// The home directory this store lives in.
@@ -171,7 +230,7 @@ impl Store {
         insert_event(&tx, run.id, None, &now, "run_created", &data)?;
         tx.commit()?;
         drop(conn);
-        self.run_files(run.id).init()?;
+        mirrored(run.id, self.run_files(run.id).init());
         self.mirror_event(run.id, None, &now, "run_created", &data)
     }
 
@@ -240,7 +299,7 @@ impl Store {
         tx.commit()?;
         drop(conn);
         let files = self.run_files(run_id);
-        files.write_step_json(step_id, "input.json", input)?;
+        mirrored(run_id, files.write_step_json(step_id, "input.json", input));
         self.mirror_event(run_id, Some(step_id), &now, "step_started", &data)
     }
 
@@ -254,46 +313,15 @@ impl Store {
         status: StepStatus,
         outcome: std::result::Result<&Value, &str>,
     ) -> Result<()> {
-        let now = now();
-        let (output, error) = match outcome {
-            Ok(output) => (Some(output.to_string()), None),
-            Err(message) => (None, Some(message.to_string())),
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
-             WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-            params![
-                run_id,
-                step_id,
+        self.apply(
+            run_id,
+            &[Change::FinishAttempt {
+                step: step_id,
                 attempt,
-                status.as_str(),
-                now,
-                output,
-                error
-            ],
-        )?;
-        tx.execute(
-            "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
-             WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id, status.as_str(), now, output, error],
-        )?;
-        let data =
-            serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
-        let kind = if status == StepStatus::Completed {
-            "step_completed"
-        } else {
-            "step_failed"
-        };
-        insert_event(&tx, run_id, Some(step_id), &now, kind, &data)?;
-        tx.commit()?;
-        drop(conn);
-        if let Ok(output) = outcome {
-            self.run_files(run_id)
-                .write_step_json(step_id, "output.json", output)?;
-        }
-        self.mirror_event(run_id, Some(step_id), &now, kind, &data)
+                status,
+                outcome,
+            }],
+        )
     }
 
     /// Finish one item of a `for_each` step (its own attempt row); the
@@ -340,21 +368,13 @@ impl Store {
 
     /// Complete a step whose attempts were recorded item by item.
     pub fn complete_step(&self, run_id: &str, step_id: &str, output: &Value) -> Result<()> {
-        let now = now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE steps SET status = 'completed', finished_at = ?3, output = ?4, error = NULL
-             WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id, now, output.to_string()],
-        )?;
-        let data = serde_json::json!({ "status": "completed" });
-        insert_event(&tx, run_id, Some(step_id), &now, "step_completed", &data)?;
-        tx.commit()?;
-        drop(conn);
-        self.run_files(run_id)
-            .write_step_json(step_id, "output.json", output)?;
-        self.mirror_event(run_id, Some(step_id), &now, "step_completed", &data)
+        self.apply(
+            run_id,
+            &[Change::CompleteStep {
+                step: step_id,
+                output,
+            }],
+        )
     }
 
     /// How many times a step has looped back (`step_loop` events).
@@ -368,18 +388,13 @@ impl Store {
 
     /// Record that a step will not run, and why.
     pub fn skip_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
-        let now = now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id, StepStatus::Skipped.as_str(), now, reason],
-        )?;
-        let data = serde_json::json!({ "reason": reason });
-        insert_event(&tx, run_id, Some(step_id), &now, "step_skipped", &data)?;
-        tx.commit()?;
-        drop(conn);
-        self.mirror_event(run_id, Some(step_id), &now, "step_skipped", &data)
+        self.apply(
+            run_id,
+            &[Change::SkipStep {
+                step: step_id,
+                reason,
+            }],
+        )
     }
 
     /// Take over driving a run: allowed when nobody drives it (any status
@@ -409,11 +424,20 @@ impl Store {
         if driven_elsewhere {
             return Ok(false);
         }
+        // A new lease: this handle's earlier one (if any) is given up
+        // first, so its own fence does not stop the claim.
+        let token = lease::new_token();
+        tx.execute("DELETE FROM held_leases WHERE run_id = ?1", [run_id])?;
         tx.execute(
             "UPDATE runs SET status = ?2, driver_pid = ?3, heartbeat_at = ?4, request = NULL,
-                             started_at = COALESCE(started_at, ?4), finished_at = NULL, error = NULL
+                             started_at = COALESCE(started_at, ?4), finished_at = NULL, error = NULL,
+                             lease_owner = ?5
              WHERE id = ?1",
-            params![run_id, RunStatus::Running.as_str(), i64::from(pid), now],
+            params![run_id, RunStatus::Running.as_str(), i64::from(pid), now, token],
+        )?;
+        tx.execute(
+            "INSERT INTO held_leases (run_id, token) VALUES (?1, ?2)",
+            params![run_id, token],
         )?;
         let data = serde_json::json!({ "status": "running", "previous": status, "pid": pid });
         insert_event(&tx, run_id, None, &now, "run_claimed", &data)?;
@@ -423,7 +447,8 @@ impl Store {
             .map(|_| true)
     }
 
-    /// The driving process is alive.
+    /// The driving process is alive: renews its lease. Fails with
+    /// [`StoreError::LeaseLost`] once another process has claimed the run.
     pub fn heartbeat(&self, run_id: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
@@ -520,48 +545,51 @@ impl Store {
         status: StepStatus,
         note: Option<&str>,
     ) -> Result<()> {
-        let now = now();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let finished =
-            matches!(status, StepStatus::Cancelled | StepStatus::Skipped).then_some(now.as_str());
-        tx.execute(
-            "UPDATE steps SET status = ?3, error = ?4, finished_at = ?5, next_attempt_at = NULL
-             WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id, status.as_str(), note, finished],
-        )?;
-        if matches!(status, StepStatus::Interrupted | StepStatus::Cancelled) {
-            tx.execute(
-                "UPDATE step_attempts SET status = ?3, finished_at = ?4, error = ?5
-                 WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
-                params![run_id, step_id, status.as_str(), now, note],
-            )?;
-        }
-        let kind = format!("step_{}", status.as_str());
-        let data = serde_json::json!({ "status": status.as_str(), "note": note });
-        insert_event(&tx, run_id, Some(step_id), &now, &kind, &data)?;
-        tx.commit()?;
-        drop(conn);
-        self.mirror_event(run_id, Some(step_id), &now, &kind, &data)
+        self.apply(
+            run_id,
+            &[Change::SetStepStatus {
+                step: step_id,
+                status,
+                note,
+            }],
+        )
     }
 
     /// Make a finished step pending again for a re-run (`wfhost retry`):
     /// its output and error are cleared, its attempt history kept.
     pub fn reset_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
+        self.apply(
+            run_id,
+            &[Change::ResetStep {
+                step: step_id,
+                reason,
+            }],
+        )
+    }
+
+    /// Make several changes to a run's steps in one transaction: a
+    /// decision made of several parts (a loop going back, a failure
+    /// escalated to a skip) is recorded whole or not at all.
+    pub fn apply(&self, run_id: &str, changes: &[Change<'_>]) -> Result<()> {
         let now = now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL, output = NULL,
-                              error = NULL, next_attempt_at = NULL
-             WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id],
-        )?;
-        let data = serde_json::json!({ "reason": reason });
-        insert_event(&tx, run_id, Some(step_id), &now, "step_reset", &data)?;
+        let mut events = Vec::with_capacity(changes.len());
+        for change in changes {
+            events.push(change.write(&tx, run_id, &now)?);
+        }
         tx.commit()?;
         drop(conn);
-        self.mirror_event(run_id, Some(step_id), &now, "step_reset", &data)
+        for (change, (step, kind, data)) in changes.iter().zip(&events) {
+            if let Some(output) = change.output() {
+                let written = self
+                    .run_files(run_id)
+                    .write_step_json(step, "output.json", output);
+                mirrored(run_id, written);
+            }
+            self.mirror_event(run_id, Some(step), &now, kind, data)?;
+        }
+        Ok(())
     }
 
     /// Pin a new definition to a run (`wfhost resume --upgrade`): steps are
@@ -708,6 +736,9 @@ impl Store {
         self.mirror_event(run_id, step_id, &now, kind, data)
     }
 
+    /// Mirror a committed event into the run folder. Never fails: the
+    /// database is the truth, the folder a copy for people (see
+    /// [`mirrored`]).
     fn mirror_event(
         &self,
         run_id: &str,
@@ -716,8 +747,10 @@ impl Store {
         kind: &str,
         data: &Value,
     ) -> Result<()> {
+        crash_point(kind);
         let line = serde_json::json!({ "at": at, "step": step_id, "kind": kind, "data": data });
-        self.run_files(run_id).append_event(step_id, &line)
+        mirrored(run_id, self.run_files(run_id).append_event(step_id, &line));
+        Ok(())
     }
 
     /// Resolve a full run id or a unique prefix of one.
@@ -795,9 +828,186 @@ impl Store {
 /// WAL mode, pragmas and migrations of a freshly opened connection.
 fn initialise(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    schema::migrate(conn)
+    schema::migrate(conn)?;
+    lease::install(conn)
+}
+
+/// One change to a step of a run, for [`Store::apply`].
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// Finish an attempt (see [`Store::finish_attempt`]).
+    FinishAttempt {
+        /// Step id.
+        step: &'a str,
+        /// Attempt number.
+        attempt: u32,
+        /// Its final status.
+        status: StepStatus,
+        /// The output, or the error message.
+        outcome: std::result::Result<&'a Value, &'a str>,
+    },
+    /// Complete a step recorded item by item (see [`Store::complete_step`]).
+    CompleteStep {
+        /// Step id.
+        step: &'a str,
+        /// The step's output.
+        output: &'a Value,
+    },
+    /// Skip a step (see [`Store::skip_step`]).
+    SkipStep {
+        /// Step id.
+        step: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// Set a step's status (see [`Store::set_step_status`]).
+    SetStepStatus {
+        /// Step id.
+        step: &'a str,
+        /// The new status.
+        status: StepStatus,
+        /// Why, if said.
+        note: Option<&'a str>,
+    },
+    /// Make a step pending again (see [`Store::reset_step`]).
+    ResetStep {
+        /// Step id.
+        step: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// An event of a step.
+    Event {
+        /// Step id.
+        step: &'a str,
+        /// Event kind.
+        kind: &'a str,
+        /// Event data.
+        data: &'a Value,
+    },
+}
+
+impl Change<'_> {
+    /// The output this change records, for the run folder.
+    fn output(&self) -> Option<&Value> {
+        match self {
+            Change::FinishAttempt {
+                outcome: Ok(output),
+                ..
+            }
+            | Change::CompleteStep { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+
+    /// Write the change inside `tx`; returns its event (step, kind, data).
+    fn write(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        run_id: &str,
+        now: &str,
+    ) -> rusqlite::Result<(String, String, Value)> {
+        let (step, kind, data) = match *self {
+            Change::FinishAttempt {
+                step,
+                attempt,
+                status,
+                outcome,
+            } => {
+                let (output, error) = match outcome {
+                    Ok(output) => (Some(output.to_string()), None),
+                    Err(message) => (None, Some(message.to_string())),
+                };
+                tx.execute(
+                    "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
+                     WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                    params![run_id, step, attempt, status.as_str(), now, output, error],
+                )?;
+                tx.execute(
+                    "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
+                     WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step, status.as_str(), now, output, error],
+                )?;
+                let kind = if status == StepStatus::Completed {
+                    "step_completed"
+                } else {
+                    "step_failed"
+                };
+                let data = serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
+                (step, kind.to_string(), data)
+            }
+            Change::CompleteStep { step, output } => {
+                tx.execute(
+                    "UPDATE steps SET status = 'completed', finished_at = ?3, output = ?4, error = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step, now, output.to_string()],
+                )?;
+                let data = serde_json::json!({ "status": "completed" });
+                (step, "step_completed".to_string(), data)
+            }
+            Change::SkipStep { step, reason } => {
+                tx.execute(
+                    "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step, StepStatus::Skipped.as_str(), now, reason],
+                )?;
+                let data = serde_json::json!({ "reason": reason });
+                (step, "step_skipped".to_string(), data)
+            }
+            Change::SetStepStatus { step, status, note } => {
+                let finished =
+                    matches!(status, StepStatus::Cancelled | StepStatus::Skipped).then_some(now);
+                tx.execute(
+                    "UPDATE steps SET status = ?3, error = ?4, finished_at = ?5, next_attempt_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step, status.as_str(), note, finished],
+                )?;
+                if matches!(status, StepStatus::Interrupted | StepStatus::Cancelled) {
+                    tx.execute(
+                        "UPDATE step_attempts SET status = ?3, finished_at = ?4, error = ?5
+                         WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
+                        params![run_id, step, status.as_str(), now, note],
+                    )?;
+                }
+                let data = serde_json::json!({ "status": status.as_str(), "note": note });
+                (step, format!("step_{}", status.as_str()), data)
+            }
+            Change::ResetStep { step, reason } => {
+                tx.execute(
+                    "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL, output = NULL,
+                                      error = NULL, next_attempt_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step],
+                )?;
+                let data = serde_json::json!({ "reason": reason });
+                (step, "step_reset".to_string(), data)
+            }
+            Change::Event { step, kind, data } => (step, kind.to_string(), data.clone()),
+        };
+        insert_event(tx, run_id, Some(step), now, &kind, &data)?;
+        Ok((step.to_string(), kind, data))
+    }
+}
+
+/// Fault injection for crash tests: with `WFHOST_TEST_CRASH_AFTER=<event
+/// kind>` the process kills itself (SIGKILL, as `kill -9` would) right
+/// after committing the first transaction that records such an event.
+fn crash_point(kind: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("WFHOST_TEST_CRASH_AFTER").ok());
+    if point.as_deref() == Some(kind) {
+        // SAFETY: signalling our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// Report a failed write of the run folder without failing the caller:
+/// it happens after the transition was committed, and a full disk or a
+/// removed folder must not stop the run (the store is the truth).
+fn mirrored(run_id: &str, result: Result<()>) {
+    if let Err(error) = result {
+        tracing::warn!("run {run_id}: the run folder could not be updated: {error}");
+    }
 }
 
 fn insert_event(
@@ -854,6 +1064,59 @@ mod tests {
                 steps: &["a", "b"],
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_driver_that_lost_its_lease_can_write_nothing_more() {
+        let (dir, first) = store();
+        create(&first, "run1");
+        assert!(first.claim_run("run1", 1).unwrap());
+        first.start_attempt("run1", "a", 1, &json!({})).unwrap();
+        first.heartbeat("run1").unwrap();
+        let second = Store::open(&dir.path().join("home")).unwrap();
+        // pid 1 is alive and the heartbeat fresh: the run is held.
+        assert!(!second.claim_run("run1", 2).unwrap());
+        // The holder stops beating (SIGSTOP): its lease runs out.
+        second
+            .conn()
+            .execute(
+                "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = 'run1'",
+                [],
+            )
+            .unwrap();
+        assert!(second.claim_run("run1", 2).unwrap());
+        second.start_attempt("run1", "a", 2, &json!({})).unwrap();
+
+        // Every write of the old holder fails, and none is committed.
+        let lost = |result: Result<()>| {
+            assert!(matches!(result, Err(StoreError::LeaseLost)), "{result:?}")
+        };
+        lost(first.heartbeat("run1"));
+        lost(first.start_attempt("run1", "b", 1, &json!({})));
+        lost(first.finish_attempt(
+            "run1",
+            "a",
+            1,
+            StepStatus::Completed,
+            Ok(&json!({"late": true})),
+        ));
+        lost(first.set_run_status("run1", RunStatus::Failed, Some("late")));
+        lost(first.append_event("run1", None, "log", &json!({})));
+        let steps = second.steps("run1").unwrap();
+        assert_eq!(steps[0].status, StepStatus::Running);
+        assert_eq!(steps[0].attempts, 2);
+        assert_eq!(steps[1].status, StepStatus::Pending);
+        assert_eq!(second.run("run1").unwrap().status, RunStatus::Running);
+        // The new holder goes on; other runs of the old handle are unaffected.
+        second
+            .finish_attempt("run1", "a", 2, StepStatus::Completed, Ok(&json!({})))
+            .unwrap();
+        create(&first, "run2");
+        first.start_attempt("run2", "a", 1, &json!({})).unwrap();
+        // Someone without a lease (a `wfhost pause` from another terminal)
+        // may still ask the holder to stop.
+        let third = Store::open(&dir.path().join("home")).unwrap();
+        third.set_request("run1", Some("pause")).unwrap();
     }
 
     #[test]
@@ -962,6 +1225,19 @@ mod tests {
         let unknown = store.resolve_run_id("zz").unwrap_err().to_string();
         assert_eq!(unknown, "no run matches 'zz' (see `wfhost runs`)");
         assert_eq!(store.runs().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn durability_sets_sqlite_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let store = Store::open_with(dir.path(), durability).unwrap();
+            let level: i64 = store
+                .conn()
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+        }
     }
 
     #[test]

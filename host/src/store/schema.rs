@@ -99,6 +99,11 @@ CREATE TABLE approvals (
 CREATE INDEX approvals_run ON approvals(run_id, status);
 CREATE INDEX approvals_call ON approvals(run_id, step_id, call_id);
 "#,
+    // Run leases: the owner token of the driver that holds the run (see
+    // store/lease.rs); its expiry is the heartbeat's freshness.
+    r#"
+ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+"#,
     // Approvals belong to one attempt (and for_each iteration) of a step:
     // looked up by a hash of the tool and its arguments within it.
     r#"

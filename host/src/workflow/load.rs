@@ -80,8 +80,12 @@ pub fn load_from_source(
     })
 }
 
-/// Parses a duration such as `30s`, `10m`, `1h 30m` or `250ms`. Zero is an
-/// error.
+/// The longest duration a workflow may give: deadlines are computed as
+/// "now + duration", which must not overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// Parse a duration such as `30s`, `10m`, `1h 30m` or `250ms` (more than zero, at most
+/// [`MAX_DURATION`]).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     if text.is_empty() {
@@ -89,6 +93,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(format!("invalid duration '{s}': must be more than zero")),
+        Ok(d) if d > MAX_DURATION => Err(format!(
+            "invalid duration '{s}': longer than the longest allowed, 100 years"
+        )),
         Ok(d) => Ok(d),
         Err(e) => Err(format!(
             "invalid duration '{s}': {e} (expected e.g. 30s, 10m, 1h)"
@@ -99,6 +106,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_bounded_and_overflow_is_an_error() {
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        for huge in ["500000000000y", "99999999999999999999999s", "101y"] {
+            let error = parse_duration(huge).unwrap_err();
+            assert!(
+                error.starts_with(&format!("invalid duration '{huge}'")),
+                "{error}"
+            );
+        }
+        assert!(parse_duration("100y").is_ok());
+        assert!(parse_duration("0s").unwrap_err().contains("more than zero"));
+    }
 
     #[test]
     fn loads_a_file() {

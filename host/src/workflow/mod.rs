@@ -11,6 +11,7 @@
 pub mod args;
 pub mod diag;
 pub mod graph;
+pub mod lint;
 pub mod load;
 pub(crate) mod locate;
 pub mod model;

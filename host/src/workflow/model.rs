@@ -237,6 +237,10 @@ pub struct RunConfig {
     /// passes, the run is cancelled (cleanup steps still run).
     #[serde(default)]
     pub run_timeout: Option<String>,
+    /// Default time a started program gets between SIGTERM and SIGKILL when
+    /// its step times out or is cancelled, e.g. `5s` (default 2s, at most 1m).
+    #[serde(default)]
+    pub kill_grace: Option<String>,
 }
 
 /// One node of the DAG.
@@ -280,6 +284,10 @@ pub struct Step {
     /// Confinement of started programs: `strict` (default) or `best-effort`.
     #[serde(default)]
     pub sandbox: Option<SandboxMode>,
+    /// Time a started program gets between SIGTERM and SIGKILL when the
+    /// step times out or is cancelled; overrides `config.kill_grace`.
+    #[serde(default)]
+    pub kill_grace: Option<String>,
     /// How failed attempts are retried (fields missing here come from
     /// `defaults.retry`).
     #[serde(default)]

@@ -39,7 +39,20 @@ fn new_env() -> Environment<'static> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.add_filter("shq", shell_quote);
     env
+}
+
+/// The `shq` filter: `value` as one POSIX shell word (single-quoted, with
+/// each `'` written as `'\''`), so a value put into a `run:` script cannot
+/// become shell code. Strings are quoted as they are; other values as
+/// their JSON text.
+pub fn shell_quote(value: minijinja::Value) -> String {
+    let text = match value.as_str() {
+        Some(text) => text.to_string(),
+        None => value.to_string(),
+    };
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 impl Templates {
@@ -596,6 +609,28 @@ mod tests {
         assert_eq!(
             refs("{% if args.flag %}{{ steps.b.output.x | default(args.fallback) }}{% endif %}"),
             vec!["args.fallback", "args.flag", "steps.b.output.x"]
+        );
+    }
+
+    #[test]
+    fn shq_quotes_one_shell_word() {
+        let t = Templates::new();
+        let ctx = json!({ "args": { "x": "a'b; rm -rf / $(id) `id`\nnext", "n": 3 } });
+        let rendered = t
+            .render_str("echo {{ args.x | shq }} {{ args.n | shq }}", &ctx)
+            .unwrap();
+        assert_eq!(rendered, "echo 'a'\\''b; rm -rf / $(id) `id`\nnext' '3'");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf %s {}",
+                t.render_str("{{ args.x | shq }}", &ctx).unwrap()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a'b; rm -rf / $(id) `id`\nnext"
         );
     }
 

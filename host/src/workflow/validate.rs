@@ -165,6 +165,15 @@ impl Checker<'_> {
                 self.report(at, None, format!("config.timeout: {e}"));
             }
         }
+        if let Some(grace) = &config.kill_grace {
+            if let Err(e) = crate::engine::grants::check_kill_grace(grace) {
+                let at = self
+                    .loc
+                    .key_value("kill_grace", grace)
+                    .unwrap_or_else(|| self.key_loc("config"));
+                self.report(at, None, format!("config.{e}"));
+            }
+        }
         if let Some(timeout) = &config.run_timeout {
             if let Err(e) = parse_duration(timeout) {
                 let at = self
@@ -395,6 +404,12 @@ impl Checker<'_> {
                 if let Err(e) = parse_duration(timeout) {
                     let at = self.loc.step_key(i, &["timeout"]);
                     self.report(at, Some(&step.id), format!("timeout: {e}"));
+                }
+            }
+            if let Some(grace) = &step.kill_grace {
+                if let Err(e) = crate::engine::grants::check_kill_grace(grace) {
+                    let at = self.loc.step_key(i, &["kill_grace"]);
+                    self.report(at, Some(&step.id), e);
                 }
             }
             self.check_templates(i, step, &graph, &first);
@@ -983,6 +998,25 @@ mod tests {
             "wf.yaml:5:3: plugin 'script' has the name of a built-in step type"
         );
         assert!(e[3].starts_with("wf.yaml:5:3: plugin 'script': file 's.wasm' not found"));
+    }
+
+    #[test]
+    fn kill_grace_is_a_bounded_duration() {
+        let e = errors("name: x\nconfig:\n  kill_grace: 2h\nsteps:\n  - id: a\n    run: x\n    kill_grace: soon\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert_eq!(
+            e[0],
+            "wf.yaml:3:3: config.kill_grace: '2h' is more than the most allowed, 1m"
+        );
+        assert!(
+            e[1].starts_with("wf.yaml:7:5: step 'a': kill_grace: invalid duration 'soon': "),
+            "{}",
+            e[1]
+        );
+        assert!(check(
+            "name: x\nconfig: {kill_grace: 5s}\nsteps:\n  - {id: a, run: x, kill_grace: 100ms}\n"
+        )
+        .is_ok());
     }
 
     #[test]

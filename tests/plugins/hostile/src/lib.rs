@@ -22,6 +22,12 @@
 //! | `loop`    |                                | spins forever                                               |
 //! | `memory`  | `mib`? (default 2048)          | allocates and touches 1 MiB blocks until `mib` are held     |
 //! | `recurse` |                                | unbounded recursion                                         |
+//! | `huge-output` | `mib`                      | returns an output of `mib` MiB                              |
+//! | `huge-error`  | `mib`                      | fails with an error message of `mib` MiB                    |
+//! | `progress-flood` | `count`, `kib`          | reports progress `count` times, `kib` KiB each              |
+//! | `socket-flood` | `count`                   | creates `count` TCP sockets (raw WASI) and holds them all   |
+//! | `open-files` | `path`, `count`             | opens the file `path` `count` times and holds every handle  |
+//! | `resolve` | `host`                         | looks the name up (`ToSocketAddrs`, WASI ip-name-lookup)    |
 
 use std::hint::black_box;
 use std::io::Write;
@@ -30,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use wfhost_sdk::process::{self, Command};
-use wfhost_sdk::{fs, log, Info, Plugin, Request, StepError};
+use wfhost_sdk::{fs, log, progress, Info, Plugin, Request, StepError};
 
 struct Hostile;
 
@@ -60,6 +66,12 @@ impl Plugin for Hostile {
             "loop" => spin(),
             "memory" => memory(&req),
             "recurse" => recurse_attack(),
+            "huge-output" => huge_output(&req),
+            "huge-error" => huge_error(&req),
+            "progress-flood" => progress_flood(&req),
+            "socket-flood" => socket_flood(&req),
+            "open-files" => open_files(&req),
+            "resolve" => resolve(&req),
             other => Err(StepError::permanent(format!("unknown attack '{other}'"))),
         }
     }
@@ -252,4 +264,115 @@ fn recurse(depth: u64) -> u64 {
     }
     let below = recurse(depth + 1);
     black_box(frame.iter().sum::<u64>()).wrapping_add(below)
+}
+
+fn number(req: &Request, key: &str) -> Result<u64, StepError> {
+    req.config[key].as_u64().ok_or_else(|| {
+        StepError::permanent(format!("invalid config: `{key}` (a number) is required"))
+    })
+}
+
+/// `mib` MiB of `x`.
+fn blob(req: &Request) -> Result<String, StepError> {
+    Ok("x".repeat(number(req, "mib")? as usize * 1024 * 1024))
+}
+
+/// Hand the host an output of `mib` MiB.
+fn huge_output(req: &Request) -> Result<Value, StepError> {
+    Ok(json!({ "escaped": true, "blob": blob(req)? }))
+}
+
+/// Hand the host an error message of `mib` MiB.
+fn huge_error(req: &Request) -> Result<Value, StepError> {
+    Err(StepError::permanent(format!("huge error: {}", blob(req)?)))
+}
+
+/// Report progress `count` times with `kib` KiB messages.
+fn progress_flood(req: &Request) -> Result<Value, StepError> {
+    let count = number(req, "count")?;
+    let message = "p".repeat(number(req, "kib")? as usize * 1024);
+    for i in 0..count {
+        progress(&message, (i as f32) / (count as f32));
+    }
+    Ok(json!({ "reported": count }))
+}
+
+/// `wasi:sockets/tcp-create-socket.create-tcp-socket`, called directly so
+/// the socket is held for as long as the step runs (the standard library
+/// closes a socket whose bind or connect failed).
+mod raw {
+    #[link(wasm_import_module = "wasi:sockets/tcp-create-socket@0.2.0")]
+    extern "C" {
+        #[link_name = "create-tcp-socket"]
+        fn create_tcp_socket(family: i32, ret: *mut u8);
+    }
+
+    /// `result<own<tcp-socket>, error-code>` in canonical ABI layout.
+    #[repr(C, align(4))]
+    struct Ret([u8; 8]);
+
+    /// A new IPv4 TCP socket's handle, or the WASI error code.
+    pub fn tcp_socket() -> Result<u32, u8> {
+        let mut ret = Ret([0; 8]);
+        // SAFETY: the import writes its result into the 8-byte, 4-aligned
+        // return area it is given.
+        unsafe { create_tcp_socket(0, ret.0.as_mut_ptr()) };
+        if ret.0[0] == 0 {
+            Ok(u32::from_le_bytes([ret.0[4], ret.0[5], ret.0[6], ret.0[7]]))
+        } else {
+            Err(ret.0[4])
+        }
+    }
+}
+
+/// Create `count` sockets and hold them all.
+fn socket_flood(req: &Request) -> Result<Value, StepError> {
+    let count = number(req, "count")?;
+    let mut held = Vec::new();
+    for _ in 0..count {
+        match raw::tcp_socket() {
+            Ok(handle) => held.push(black_box(handle)),
+            Err(code) => {
+                return contained(format!(
+                    "socket {} refused (WASI error code {code}) after {} were created",
+                    held.len() + 1,
+                    held.len()
+                ))
+            }
+        }
+    }
+    Ok(json!({ "escaped": true, "sockets": held.len() }))
+}
+
+/// Open `path` `count` times and hold every handle.
+fn open_files(req: &Request) -> Result<Value, StepError> {
+    let path = string(req, "path")?;
+    let count = number(req, "count")?;
+    let mut held = Vec::new();
+    for _ in 0..count {
+        match std::fs::File::open(&path) {
+            Ok(file) => held.push(file),
+            Err(e) => {
+                return contained(format!(
+                    "open {} of '{path}' refused after {} were opened: {e}",
+                    held.len() + 1,
+                    held.len()
+                ))
+            }
+        }
+    }
+    Ok(json!({ "escaped": true, "open": held.len() }))
+}
+
+/// Look a host name up.
+fn resolve(req: &Request) -> Result<Value, StepError> {
+    use std::net::ToSocketAddrs;
+    let host = string(req, "host")?;
+    match (host.as_str(), 80).to_socket_addrs() {
+        Ok(found) => {
+            let addresses: Vec<String> = found.map(|a| a.ip().to_string()).collect();
+            Ok(json!({ "resolved": host, "addresses": addresses }))
+        }
+        Err(e) => contained(format!("cannot resolve '{host}': {e}")),
+    }
 }
