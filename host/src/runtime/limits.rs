@@ -130,7 +130,10 @@ mod tests {
     fn a_component_with_several_memories_is_held_to_one_total() {
         // 2 × 40 MiB: over 64 MiB in total though each memory is under it.
         let (result, exceeded) = instantiate(64 * MIB);
-        assert!(result.is_err() && exceeded, "two 40 MiB memories fit in 64 MiB");
+        assert!(
+            result.is_err() && exceeded,
+            "two 40 MiB memories fit in 64 MiB"
+        );
         let (result, exceeded) = instantiate(96 * MIB);
         assert!(result.is_ok() && !exceeded, "{result:?}");
     }

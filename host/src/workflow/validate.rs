@@ -248,6 +248,9 @@ impl Checker<'_> {
                     );
                 }
             }
+            if let Err(error) = crate::agent::provider::reach::reach(agent) {
+                self.report(at.clone(), None, error);
+            }
             for (n, policy) in agent.policy.iter().enumerate() {
                 match (&policy.rules, &policy.plugin) {
                     (Some(_), None) => {}
