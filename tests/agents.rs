@@ -651,3 +651,85 @@ fn a_step_cannot_pass_a_model_key_through_its_env_grant() {
     );
     assert!(!stderr.contains("sk-secret"), "{stderr}");
 }
+
+/// Whether `text` holds anything a terminal would act on.
+fn has_controls(text: &str) -> bool {
+    text.chars()
+        .any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}')
+}
+
+#[test]
+fn model_written_text_reaches_the_terminal_without_control_sequences() {
+    let sandbox = Sandbox::new();
+    let hostile = "echo hi\u{1b}]0;pwned\u{7}\u{1b}[2K\r# harmless\u{9b}31m\u{7f}";
+    let replies = json!([
+        call("exec", json!({ "command": hostile })),
+        { "content": "done\u{1b}[1A\u{1b}[2Kforged" }
+    ]);
+    let path = agent_workflow(
+        &sandbox,
+        "[exec]",
+        "{ask: ['exec']}",
+        "{exec: [sh]}",
+        &replies,
+    );
+    // The script is read as YAML, which wants DEL and C1 escaped.
+    let escaped = replies
+        .to_string()
+        .replace('\u{7f}', "\\u007f")
+        .replace('\u{9b}', "\\u009b");
+    sandbox.write("replies.json", &escaped);
+    let child = sandbox.spawn_run(&path);
+    let (run, approval) = wait_for_approval(&sandbox);
+    // The JSON keeps the text as it was (escaped by JSON).
+    assert!(
+        approval["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("\\u001b]0;pwned"),
+        "{approval:#}"
+    );
+
+    let listed = sandbox.wfhost(&["approvals"]);
+    assert_exit(&listed, 0);
+    let listed = text(&listed.stdout);
+    assert!(!has_controls(&listed), "{listed:?}");
+    assert!(
+        listed.contains("exec {\"command\":\"echo hi") && listed.contains("# harmless\"}"),
+        "{listed:?}"
+    );
+    let status = text(&sandbox.wfhost(&["status", &run]).stdout);
+    assert!(!has_controls(&status), "{status:?}");
+    assert!(status.contains("waiting   approval #"), "{status}");
+
+    let id = approval["id"].to_string();
+    let denied = sandbox.wfhost(&["deny", &run, &id, "--reason", "no\u{1b}[31m thanks"]);
+    assert_exit(&denied, 0);
+    let said = text(&denied.stderr);
+    assert!(
+        !has_controls(&said) && said.contains("denied #"),
+        "{said:?}"
+    );
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+
+    let all = text(&sandbox.wfhost(&["approvals", "--all"]).stdout);
+    assert!(
+        !has_controls(&all) && all.contains("reason: no thanks"),
+        "{all:?}"
+    );
+    let logs = sandbox.wfhost(&["logs", &run, "work"]);
+    assert_exit(&logs, 0);
+    assert!(
+        !has_controls(&text(&logs.stdout)),
+        "{:?}",
+        text(&logs.stdout)
+    );
+    let transcript = sandbox.wfhost(&["logs", &run, "work", "--transcript"]);
+    assert_exit(&transcript, 0);
+    let transcript = text(&transcript.stdout);
+    assert!(
+        !has_controls(&transcript) && transcript.contains("doneforged"),
+        "{transcript:?}"
+    );
+}
