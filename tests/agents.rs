@@ -297,7 +297,8 @@ fn a_crash_while_waiting_for_approval_repeats_no_tool_call() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The pending approval is the same one: it is not asked twice.
+    // Approvals belong to one attempt: the resumed step (a new attempt)
+    // asks again, and the question of the attempt that died is closed.
     let deadline = Instant::now() + Duration::from_secs(30);
     while sandbox.status(&run)["status"] != "blocked" {
         assert!(
@@ -312,9 +313,26 @@ fn a_crash_while_waiting_for_approval_repeats_no_tool_call() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    assert_eq!(listed[0]["id"], approval["id"]);
+    assert_eq!(listed[0]["status"], "denied", "{listed:#?}");
+    assert!(
+        listed[0]["note"].as_str().unwrap().contains("expired"),
+        "{listed:#?}"
+    );
+    assert_eq!(listed[1]["status"], "pending");
+    assert_eq!(listed[1]["attempt"], 2);
+    assert_ne!(
+        sandbox
+            .wfhost(&["approve", &run, &approval["id"].to_string()])
+            .status
+            .code(),
+        Some(0),
+        "the old question cannot be answered any more"
+    );
     assert_exit(
-        &sandbox.wfhost(&["approve", &run, &approval["id"].to_string()]),
+        &sandbox.wfhost(&["approve", &run, &listed[1]["id"].to_string()]),
         0,
     );
     let output = resumed.wait_with_output().unwrap();
@@ -458,4 +476,260 @@ fn a_reused_session_continues_the_agents_conversation() {
         ]
     );
     assert_eq!(contents("fresh"), ["hello", "Hello."]);
+}
+
+/// A workflow with an OpenAI-compatible agent at `base_url` (key in
+/// `WFHOST_TEST_MODEL_KEY`) and an offline scripted one, one step each.
+fn two_provider_workflow(sandbox: &Sandbox, base_url: &str) -> std::path::PathBuf {
+    sandbox.write("replies.yaml", "- {content: 'offline answer'}\n");
+    sandbox.write(
+        "providers.yaml",
+        &format!(
+            "name: p\nagents:\n  - id: remote\n    model: {{provider: openai, base_url: '{base_url}', model: m, api_key_env: WFHOST_TEST_MODEL_KEY}}\n  - id: offline\n    model: {{provider: scripted, script: replies.yaml}}\nsteps:\n  - id: ask\n    type: agent\n    agent: remote\n    prompt: hi\n  - id: local\n    type: agent\n    agent: offline\n    prompt: hi\n"
+        ),
+    )
+}
+
+#[test]
+fn model_providers_are_under_the_operator_ceiling() {
+    let sandbox = Sandbox::new();
+    // A listener that must never be called: validation stops the run first.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let path = two_provider_workflow(&sandbox, &format!("http://127.0.0.1:{port}/v1"));
+    let closed = sandbox.write("closed.toml", "[ceiling]\nenv = []\nnetwork = []\n");
+    let closed = closed.to_str().unwrap();
+    let file = path.to_str().unwrap();
+
+    let output = sandbox.wfhost(&["--config", closed, "validate", file]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines.iter().all(|l| l.contains("step 'ask'")
+            && l.contains("providers.yaml:")
+            && l.contains("closed.toml")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "model endpoint '127.0.0.1:{port}' of agent 'remote' (openai model) exceeds the operator ceiling"
+        )) && stderr.contains("(ceiling network: none)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "api_key_env 'WFHOST_TEST_MODEL_KEY' of agent 'remote' (openai model) exceeds the operator ceiling"
+        ) && stderr.contains("(ceiling env: none)"),
+        "{stderr}"
+    );
+
+    // `run` refuses it too, before anything is sent.
+    let run = sandbox
+        .command(&["--config", closed, "run", file])
+        .env("WFHOST_TEST_MODEL_KEY", "sk-secret")
+        .output()
+        .unwrap();
+    assert_exit(&run, 2);
+    assert!(
+        text(&run.stderr).contains("model endpoint"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(listener.accept().is_err(), "the endpoint was not called");
+    let runs = sandbox.wfhost(&["runs", "--json"]);
+    assert_eq!(text(&runs.stdout).trim(), "[]", "nothing ran");
+
+    // A ceiling on another port, or the default port of https: network only.
+    let narrow = sandbox.write(
+        "narrow.toml",
+        "[ceiling]\nenv = [\"WFHOST_TEST_MODEL_KEY\"]\nnetwork = [\"127.0.0.1:1\", \"api.example.com:8443\"]\n",
+    );
+    let output = sandbox.wfhost(&["--config", narrow.to_str().unwrap(), "validate", file]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("model endpoint '127.0.0.1:{port}'"))
+            && stderr.contains("ceiling network: 127.0.0.1:1, api.example.com:8443"),
+        "{stderr}"
+    );
+    let default_port = two_provider_workflow(&sandbox, "https://API.example.com/v1");
+    let output = sandbox.wfhost(&[
+        "--config",
+        narrow.to_str().unwrap(),
+        "validate",
+        default_port.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("model endpoint 'api.example.com:443'"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // Within the ceiling: validate shows each agent step's endpoint and key.
+    let open = sandbox.write(
+        "open.toml",
+        &format!(
+            "[ceiling]\nenv = [\"WFHOST_TEST_MODEL_KEY\"]\nnetwork = [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    let path = two_provider_workflow(&sandbox, &format!("http://127.0.0.1:{port}/v1"));
+    let output = sandbox.wfhost(&[
+        "--config",
+        open.to_str().unwrap(),
+        "validate",
+        path.to_str().unwrap(),
+    ]);
+    assert_exit(&output, 0);
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "model: openai at 127.0.0.1:{port}, key from $WFHOST_TEST_MODEL_KEY"
+        )) && stdout.contains("model: scripted (offline), no key"),
+        "{stdout}"
+    );
+    let output = sandbox.wfhost(&[
+        "--config",
+        open.to_str().unwrap(),
+        "validate",
+        path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_exit(&output, 0);
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        step(&doc, "ask")["model"],
+        json!({"agent": "remote", "provider": "openai", "endpoint": format!("127.0.0.1:{port}"), "api_key_env": "WFHOST_TEST_MODEL_KEY"})
+    );
+    assert_eq!(
+        step(&doc, "local")["model"],
+        json!({"agent": "offline", "provider": "scripted", "endpoint": null, "api_key_env": null})
+    );
+}
+
+#[test]
+fn an_offline_model_runs_under_a_closed_ceiling() {
+    let sandbox = Sandbox::new();
+    sandbox.write("replies.yaml", "- {content: 'offline answer'}\n");
+    let path = sandbox.write(
+        "offline.yaml",
+        "name: o\nagents:\n  - id: offline\n    model: {provider: scripted, script: replies.yaml}\nsteps:\n  - id: local\n    type: agent\n    agent: offline\n    prompt: hi\n",
+    );
+    let closed = sandbox.write("closed.toml", "[ceiling]\nenv = []\nnetwork = []\n");
+    let (output, status) = sandbox.run(&path, &["--config", closed.to_str().unwrap()]);
+    assert_exit(&output, 0);
+    assert_eq!(
+        step(&status.unwrap(), "local")["output"]["text"],
+        "offline answer"
+    );
+}
+
+#[test]
+fn a_step_cannot_pass_a_model_key_through_its_env_grant() {
+    let sandbox = Sandbox::new();
+    // Through defaults.grants: the script step and the agent step both get it.
+    let path = sandbox.write(
+        "leak.yaml",
+        "name: l\ndefaults:\n  grants: {env: [WFHOST_TEST_MODEL_KEY]}\nagents:\n  - id: remote\n    model: {provider: openai, base_url: 'http://127.0.0.1:9/v1', model: m, api_key_env: WFHOST_TEST_MODEL_KEY}\nsteps:\n  - id: leak\n    run: 'echo $WFHOST_TEST_MODEL_KEY'\n  - id: fixed\n    run: 'echo $WFHOST_TEST_MODEL_KEY'\n    grants: {inherit: false, env: ['WFHOST_TEST_MODEL_KEY=not-the-key']}\n",
+    );
+    let output = sandbox
+        .command(&["validate", path.to_str().unwrap()])
+        .env("WFHOST_TEST_MODEL_KEY", "sk-secret")
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("step 'leak'")
+            && stderr.contains("env grant 'WFHOST_TEST_MODEL_KEY' would pass the API key of agent 'remote' (openai model, api_key_env)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk-secret"), "{stderr}");
+}
+
+/// Whether `text` holds anything a terminal would act on.
+fn has_controls(text: &str) -> bool {
+    text.chars()
+        .any(|c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}')
+}
+
+#[test]
+fn model_written_text_reaches_the_terminal_without_control_sequences() {
+    let sandbox = Sandbox::new();
+    let hostile = "echo hi\u{1b}]0;pwned\u{7}\u{1b}[2K\r# harmless\u{9b}31m\u{7f}";
+    let replies = json!([
+        call("exec", json!({ "command": hostile })),
+        { "content": "done\u{1b}[1A\u{1b}[2Kforged" }
+    ]);
+    let path = agent_workflow(
+        &sandbox,
+        "[exec]",
+        "{ask: ['exec']}",
+        "{exec: [sh]}",
+        &replies,
+    );
+    // The script is read as YAML, which wants DEL and C1 escaped.
+    let escaped = replies
+        .to_string()
+        .replace('\u{7f}', "\\u007f")
+        .replace('\u{9b}', "\\u009b");
+    sandbox.write("replies.json", &escaped);
+    let child = sandbox.spawn_run(&path);
+    let (run, approval) = wait_for_approval(&sandbox);
+    // The JSON keeps the text as it was (escaped by JSON).
+    assert!(
+        approval["arguments"]
+            .as_str()
+            .unwrap()
+            .contains("\\u001b]0;pwned"),
+        "{approval:#}"
+    );
+
+    let listed = sandbox.wfhost(&["approvals"]);
+    assert_exit(&listed, 0);
+    let listed = text(&listed.stdout);
+    assert!(!has_controls(&listed), "{listed:?}");
+    assert!(
+        listed.contains("exec {\"command\":\"echo hi") && listed.contains("# harmless\"}"),
+        "{listed:?}"
+    );
+    let status = text(&sandbox.wfhost(&["status", &run]).stdout);
+    assert!(!has_controls(&status), "{status:?}");
+    assert!(status.contains("waiting   approval #"), "{status}");
+
+    let id = approval["id"].to_string();
+    let denied = sandbox.wfhost(&["deny", &run, &id, "--reason", "no\u{1b}[31m thanks"]);
+    assert_exit(&denied, 0);
+    let said = text(&denied.stderr);
+    assert!(
+        !has_controls(&said) && said.contains("denied #"),
+        "{said:?}"
+    );
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 0);
+
+    let all = text(&sandbox.wfhost(&["approvals", "--all"]).stdout);
+    assert!(
+        !has_controls(&all) && all.contains("reason: no thanks"),
+        "{all:?}"
+    );
+    let logs = sandbox.wfhost(&["logs", &run, "work"]);
+    assert_exit(&logs, 0);
+    assert!(
+        !has_controls(&text(&logs.stdout)),
+        "{:?}",
+        text(&logs.stdout)
+    );
+    let transcript = sandbox.wfhost(&["logs", &run, "work", "--transcript"]);
+    assert_exit(&transcript, 0);
+    let transcript = text(&transcript.stdout);
+    assert!(
+        !has_controls(&transcript) && transcript.contains("doneforged"),
+        "{transcript:?}"
+    );
 }

@@ -8,9 +8,13 @@
 //! (once no other approval of it is pending) and the call goes on, or is
 //! refused with the person's reason.
 //!
-//! Approvals are looked up by (run, step, call id, tool, arguments): an
-//! answered one is never asked again, also when the step runs again after
-//! a crash, and a pending one is waited for rather than asked twice.
+//! An approval belongs to one attempt of a step (and one `for_each` item of
+//! it): it is looked up by (run, step, attempt, iteration, SHA-256 of the
+//! tool and its canonical arguments). Within the attempt an answered call
+//! is not asked again and a pending one is waited for rather than asked
+//! twice. Another attempt (after `wfhost retry`, a crash, or in a new loop
+//! iteration, which always run as a new attempt) asks again; a question
+//! still pending from an attempt that ended is closed as denied.
 
 use std::time::Duration;
 
@@ -70,8 +74,14 @@ pub async fn ask(
     let store = &recorder.store;
     let run_id = recorder.run_id.as_str();
     let db = |e: crate::store::StoreError| format!("cannot record the approval: {e}");
+    let hash = crate::store::call_hash(tool, arguments);
     let existing = store
-        .find_approval(run_id, &recorder.step_id, call_id, tool, arguments)
+        .find_approval(
+            run_id,
+            &recorder.step_id,
+            (recorder.attempt, recorder.iteration),
+            &hash,
+        )
         .map_err(db)?;
     let record = match existing {
         Some(record) => {
@@ -86,6 +96,8 @@ pub async fn ask(
                 step_id: &recorder.step_id,
                 agent_id: &recorder.agent_id,
                 attempt: recorder.attempt,
+                iteration: recorder.iteration,
+                call_hash: &hash,
                 call_id,
                 tool,
                 arguments,

@@ -80,6 +80,10 @@ pub struct SessionContext {
     /// The attempt (recorded replies and tool results are replayed across
     /// attempts of the same step after a crash).
     pub attempt: u32,
+    /// The `for_each` item this attempt runs (the iteration of its
+    /// idempotency key; 0 for other steps). Approvals belong to one
+    /// attempt and iteration.
+    pub iteration: u32,
     /// The agent's definition from the workflow.
     pub agent: crate::workflow::model::Agent,
     /// The step's effective grants (tools are confined by them).
@@ -101,6 +105,7 @@ pub fn open_session(ctx: SessionContext) -> Result<AgentHandle, String> {
         run_id,
         step_id,
         attempt,
+        iteration,
         agent,
         grants,
         workdir,
@@ -124,6 +129,7 @@ pub fn open_session(ctx: SessionContext) -> Result<AgentHandle, String> {
         step_id,
         agent_id: agent.id.clone(),
         attempt,
+        iteration,
     };
     if replay.pending_completions() > 0 {
         recorder.event(
@@ -540,11 +546,20 @@ impl Inner {
             Verdict::Allow => {}
         }
         if tool.effectful {
-            self.recorder.record(
-                kinds::TOOL_STARTED,
-                call_id,
-                &json!({ "tool": tool_name, "arguments": canonical }),
-            );
+            // Without this record a crash could run the call twice: no
+            // record, no effect.
+            self.recorder
+                .try_record(
+                    kinds::TOOL_STARTED,
+                    call_id,
+                    &json!({ "tool": tool_name, "arguments": canonical }),
+                )
+                .map_err(|error| {
+                    ToolError::Failed(format!(
+                        "{tool_name} was not run: wfhost could not record that it started \
+                         ({error}), so a crash could not tell whether it took effect"
+                    ))
+                })?;
         }
         tools::run(self.env.clone(), call).await
     }

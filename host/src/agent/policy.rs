@@ -15,22 +15,23 @@
 //! rule on `secrets/**` cannot be dodged with `src/../secrets/x`.
 //!
 //! Policy components run in their own wasmtime engine: compiled once per
-//! process (and cached on disk), a fresh store per decision, no WASI
+//! process (and cached on disk, through the host's one component cache,
+//! `runtime::cache`), a fresh store per decision, no WASI
 //! capabilities (an empty WASI context: no files, environment variables or
 //! network), 64 MiB of memory and a fuel budget. A policy that fails to load or
 //! traps denies the call (fail closed), saying so.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::policy_bindings::{Decision, ToolCallRequest, ToolPolicyPre};
 use super::tools::{Call, ToolDef, ToolEnv};
+use crate::runtime::cache::{shared_disk_dir, ComponentCache};
 use crate::workflow::model::{Agent, PolicySpec};
 
 /// Name of the built-in component behind `rules:` entries.
@@ -394,12 +395,15 @@ impl WasiView for PolicyState {
     }
 }
 
-/// The engine policies run in, and their compiled components.
+/// A policy component, pre-instantiated for the `tool-policy` world.
+type PolicyPre = Arc<ToolPolicyPre<PolicyState>>;
+
+/// The engine policies run in, and their compiled components (in the
+/// host's one component cache, [`ComponentCache`]).
 struct PolicyRuntime {
     engine: Engine,
     linker: Linker<PolicyState>,
-    loaded: Mutex<HashMap<String, Arc<ToolPolicyPre<PolicyState>>>>,
-    disk: Option<PathBuf>,
+    cache: ComponentCache<PolicyPre>,
 }
 
 fn policy_runtime() -> Result<&'static PolicyRuntime, String> {
@@ -414,86 +418,29 @@ fn policy_runtime() -> Result<&'static PolicyRuntime, String> {
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
                 .map_err(|e| format!("policy engine: {e}"))?;
             Ok(PolicyRuntime {
+                cache: ComponentCache::new(&engine, shared_disk_dir()),
                 engine,
                 linker,
-                loaded: Mutex::new(HashMap::new()),
-                disk: cache_dir(),
             })
         })
         .as_ref()
         .map_err(Clone::clone)
 }
 
-/// Where compiled components are cached across processes (the same
-/// directory as step components').
-fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("WFHOST_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(PathBuf::from(dir).join("wfhost"));
-    }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("wfhost"))
-}
-
 impl PolicyRuntime {
-    fn load(&self, bytes: &[u8]) -> Result<Arc<ToolPolicyPre<PolicyState>>, String> {
-        use sha2::Digest;
-        let key = hex::encode(sha2::Sha256::digest(bytes));
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = loaded.get(&key) {
-            return Ok(found.clone());
-        }
-        let component = self.compile(bytes, &key)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("the policy component imports what policies do not get: {e:#}"))?;
-        let pre = Arc::new(ToolPolicyPre::new(pre).map_err(|e| {
-            format!("the component does not implement the wfhost:plugin/tool-policy world: {e:#}")
-        })?);
-        loaded.insert(key, pre.clone());
-        Ok(pre)
-    }
-
-    fn compile(&self, bytes: &[u8], key: &str) -> Result<Component, String> {
-        let compile = || {
-            Component::new(&self.engine, bytes)
-                .map_err(|e| format!("cannot compile the policy component: {e:#}"))
-        };
-        let is_binary = bytes.starts_with(b"\0asm");
-        let Some(dir) = self.disk.as_ref().filter(|_| is_binary) else {
-            return compile();
-        };
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
-        let path = dir.join(format!("policy-{key}-{:016x}.cwasm", hasher.finish()));
-        if path.exists() {
-            // SAFETY: written by `Component::serialize` of an engine with the
-            // same compatibility hash into wfhost's own cache directory;
-            // wasmtime checks the header again before use.
-            if let Ok(component) = unsafe { Component::deserialize_file(&self.engine, &path) } {
-                return Ok(component);
-            }
-        }
-        let component = compile()?;
-        if let Ok(serialized) = component.serialize() {
-            let temp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-            let stored = std::fs::create_dir_all(dir)
-                .and_then(|_| std::fs::write(&temp, serialized))
-                .and_then(|_| std::fs::rename(&temp, &path));
-            if let Err(error) = stored {
-                let _ = std::fs::remove_file(&temp);
-                tracing::warn!(
-                    "cannot cache policy component in {}: {error}",
-                    dir.display()
-                );
-            }
-        }
-        Ok(component)
+    fn load(&self, bytes: &[u8]) -> Result<PolicyPre, String> {
+        self.cache
+            .get_or_prepare(&self.engine, bytes, |component| {
+                let pre = self.linker.instantiate_pre(component).map_err(|e| {
+                    anyhow::anyhow!("the policy component imports what policies do not get: {e:#}")
+                })?;
+                Ok(Arc::new(ToolPolicyPre::new(pre).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the component does not implement the wfhost:plugin/tool-policy world: {e:#}"
+                    )
+                })?))
+            })
+            .map_err(|e| format!("{e:#}"))
     }
 }
 

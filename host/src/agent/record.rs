@@ -198,6 +198,8 @@ pub struct Recorder {
     pub(crate) step_id: String,
     pub(crate) agent_id: String,
     pub(crate) attempt: u32,
+    /// The `for_each` item this attempt runs (0 for other steps).
+    pub(crate) iteration: u32,
 }
 
 impl Recorder {
@@ -219,6 +221,21 @@ impl Recorder {
 
     /// Record something for replay.
     pub fn record(&self, kind: &str, key: &str, payload: &Value) {
+        if let Err(error) = self.try_record(kind, key, payload) {
+            tracing::warn!("cannot record {kind} of step {}: {error}", self.step_id);
+            self.warn(&format!(
+                "cannot record {kind} for replay: {error}; a crash now would repeat it"
+            ));
+        }
+    }
+
+    /// Append a recording, or say why it could not be written.
+    pub fn try_record(
+        &self,
+        kind: &str,
+        key: &str,
+        payload: &Value,
+    ) -> Result<(), crate::store::StoreError> {
         let new = NewAgentRecord {
             run_id: &self.run_id,
             step_id: &self.step_id,
@@ -228,12 +245,7 @@ impl Recorder {
             key,
             payload,
         };
-        if let Err(error) = self.store.append_agent_record(&new) {
-            tracing::warn!("cannot record {kind} of step {}: {error}", self.step_id);
-            self.warn(&format!(
-                "cannot record {kind} for replay: {error}; a crash now would repeat it"
-            ));
-        }
+        self.store.append_agent_record(&new).map(|_| ())
     }
 }
 

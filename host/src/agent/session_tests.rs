@@ -89,6 +89,7 @@ fn context(fx: &Fixture, attempt: u32) -> SessionContext {
         run_id: "run1".into(),
         step_id: "review".into(),
         attempt,
+        iteration: 0,
         agent: agent(),
         grants: ResolvedGrants {
             files: vec![(fx.base.join("src"), false), (fx.base.join("out"), true)],
@@ -312,7 +313,7 @@ fn a_session_checks_audits_asks_and_replays() {
 }
 
 #[test]
-fn a_denial_by_a_person_reaches_the_model_and_is_not_asked_again() {
+fn a_denial_by_a_person_holds_for_its_attempt_only() {
     let fx = fixture();
     let rt = rt();
     let session = open_session(context(&fx, 1)).unwrap();
@@ -324,8 +325,14 @@ fn a_denial_by_a_person_reaches_the_model_and_is_not_asked_again() {
         matches!(&denied, Err(ToolError::Denied(m)) if m == "denied by a person: not today"),
         "{denied:?}"
     );
-    // Even where nothing is replayed (attempt 1 completed, so attempt 2
-    // starts afresh), the same call finds the person's answer.
+    // The same call again in the same attempt (another call id, another
+    // session of it) finds the answer without asking.
+    let same = open_session(context(&fx, 1)).unwrap();
+    let again = rt.block_on(same.0.invoke("c10".into(), "exec".into(), args.into()));
+    assert!(matches!(&again, Err(ToolError::Denied(m)) if m.contains("not today")));
+    assert_eq!(fx.store.approvals(Some("run1"), true).unwrap().len(), 1);
+    // After the attempt ended (a `wfhost retry`, a new loop iteration: a
+    // new attempt), the call is asked again, and this time approved.
     fx.store
         .start_attempt("run1", "review", 1, &json!({}))
         .unwrap();
@@ -338,10 +345,14 @@ fn a_denial_by_a_person_reaches_the_model_and_is_not_asked_again() {
             Ok(&json!({})),
         )
         .unwrap();
-    let other = open_session(context(&fx, 2)).unwrap();
-    let again = rt.block_on(other.0.invoke("c9".into(), "exec".into(), args.into()));
-    assert!(matches!(&again, Err(ToolError::Denied(m)) if m.contains("not today")));
-    assert_eq!(fx.store.approvals(Some("run1"), true).unwrap().len(), 1);
+    let retry = open_session(context(&fx, 2)).unwrap();
+    let answerer = answer_when_asked(fx.store.clone(), true);
+    let ran = rt.block_on(retry.0.invoke("c9".into(), "exec".into(), args.into()));
+    answerer.join().unwrap();
+    assert!(matches!(&ran, Ok(text) if text.contains("hi")), "{ran:?}");
+    let all = fx.store.approvals(Some("run1"), true).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].attempt, all[1].attempt), (1, 2));
 }
 
 #[test]
@@ -510,4 +521,45 @@ fn policies_see_the_path_behind_symlinks() {
     assert!(decisions.iter().any(|d| d["reason"]
         .as_str()
         .is_some_and(|r| r.contains("keep/k.txt"))));
+}
+
+#[test]
+fn an_effectful_call_whose_start_cannot_be_recorded_does_not_run() {
+    let fx = fixture();
+    let rt = rt();
+    // The store refuses the "started" record (as a full disk would).
+    let db = rusqlite::Connection::open(fx.base.join(".wfhost/wfhost.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_start BEFORE INSERT ON agent_records
+         WHEN NEW.kind = 'tool_started' BEGIN SELECT RAISE(FAIL, 'disk full'); END;",
+    )
+    .unwrap();
+    let mut ctx = context(&fx, 1);
+    ctx.agent.policy = vec![PolicySpec {
+        rules: Some(crate::workflow::model::Rules {
+            allow: vec!["write(out/**)".into(), "read".into()],
+            ask: vec![],
+            deny: vec![],
+        }),
+        plugin: None,
+        config: None,
+    }];
+    let session = open_session(ctx).unwrap();
+    let out = rt.block_on(session.0.clone().invoke(
+        "c1".into(),
+        "write_file".into(),
+        json!({"path": "out/x.txt", "content": "x"}).to_string(),
+    ));
+    assert!(
+        matches!(&out, Err(ToolError::Failed(m)) if m.contains("was not run") && m.contains("disk full")),
+        "{out:?}"
+    );
+    assert!(!fx.base.join("out/x.txt").exists());
+    // A call without effect needs no such record.
+    let read = rt.block_on(session.0.clone().invoke(
+        "c2".into(),
+        "read_file".into(),
+        json!({"path": "src/a.rs"}).to_string(),
+    ));
+    assert!(read.is_ok(), "{read:?}");
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::Style;
+use super::terminal::terminal_safe;
 use super::Invalid;
 use crate::store::{ApprovalRecord, ApprovalStatus};
 use anyhow::Result;
@@ -84,6 +85,9 @@ pub fn approvals(home: &Path, args: ApprovalsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One approval for people. Everything but the id, status and time may be
+/// written by a model or the workflow's author: printed through
+/// [`terminal_safe`], continuation lines indented under the entry.
 fn print_approval(style: &Style, approval: &ApprovalRecord) {
     let status = approval.status.as_str();
     println!(
@@ -94,25 +98,32 @@ fn print_approval(style: &Style, approval: &ApprovalRecord) {
             ApprovalStatus::Approved => style.ok(status),
             ApprovalStatus::Denied => style.bad(status),
         },
-        approval.run_id,
-        approval.step_id,
-        approval.agent_id,
+        safe(&approval.run_id),
+        safe(&approval.step_id),
+        safe(&approval.agent_id),
         style.dim(&approval.created_at),
     );
-    println!("    {} {}", approval.tool, approval.arguments);
+    println!("    {} {}", safe(&approval.tool), safe(&approval.arguments));
     if !approval.prompt.is_empty() {
-        println!("    {}", approval.prompt);
+        println!("    {}", safe(&approval.prompt));
     }
     if let Some(note) = &approval.note {
         println!(
-            "    {}: {note}",
+            "    {}: {}",
             if approval.status == ApprovalStatus::Denied {
                 "reason"
             } else {
                 "note"
-            }
+            },
+            safe(note)
         );
     }
+}
+
+/// `text` made terminal-safe, its later lines indented to stay under the
+/// entry they belong to.
+fn safe(text: &str) -> String {
+    terminal_safe(text).replace('\n', "\n      ")
 }
 
 /// `wfhost approve`.
@@ -140,8 +151,8 @@ fn answer(home: &Path, run: &str, id: i64, approved: bool, note: Option<&str>) -
     eprintln!(
         "{word} #{} of run {run_id}: {} {}",
         record.id,
-        record.tool,
-        crate::agent::record::truncate(&record.arguments, 200)
+        safe(&record.tool),
+        safe(&crate::agent::record::truncate(&record.arguments, 200))
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::output::Style;
+use super::terminal::terminal_safe;
 use crate::store::Store;
 
 /// Arguments of `wfhost runs`.
@@ -155,7 +156,7 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
         println!("finished  {finished}");
     }
     if let Some(error) = &run.error {
-        println!("error     {}", style.bad(error));
+        println!("error     {}", style.bad(&terminal_safe(error)));
     }
     println!("folder    {}", store.run_files(&run_id).dir().display());
     for approval in store.approvals(Some(&run_id), false)? {
@@ -163,7 +164,7 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
             "{}",
             style.warn(&format!(
                 "waiting   approval #{} for step '{}': {} — `wfhost approve {} {}` or `wfhost deny {} {} --reason ...`",
-                approval.id, approval.step_id, approval.prompt, run_id, approval.id, run_id, approval.id
+                approval.id, terminal_safe(&approval.step_id), terminal_safe(&approval.prompt), run_id, approval.id, run_id, approval.id
             ))
         );
     }
@@ -193,7 +194,8 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
             style.dim(&notes.join(" · "))
         );
         if let Some(error) = &step.error {
-            for line in error.lines().take(4) {
+            // A step's error may quote what the step or a model wrote.
+            for line in terminal_safe(error).lines().take(4) {
                 println!("  {:<24} {}", "", style.bad(line));
             }
         }
@@ -240,13 +242,16 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
         } else {
             format!("{} ", style.dim(&format!("{step} │")))
         };
+        // Log lines and errors may carry what a step or a model wrote.
         let text = |key: &str| {
-            event
-                .data
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
+            terminal_safe(
+                event
+                    .data
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            )
+            .into_owned()
         };
         match event.kind.as_str() {
             "log" => {
@@ -293,9 +298,11 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
 }
 
 /// One line for an agent step's audit event (see `agent::record`).
+/// What a model wrote is printed through [`terminal_safe`].
 fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
-    let text = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default();
+    let text = |key: &str| terminal_safe(data.get(key).and_then(Value::as_str).unwrap_or_default());
     let short = |value: &str| {
+        let value = terminal_safe(value);
         let line = value.lines().next().unwrap_or_default();
         if line.chars().count() > 120 || value.lines().count() > 1 {
             format!("{}…", line.chars().take(120).collect::<String>())
@@ -305,9 +312,14 @@ fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
     };
     Some(match kind {
         "model_call" => {
-            let calls: Vec<&str> = data["tool_calls"]
+            let calls: Vec<std::borrow::Cow<'_, str>> = data["tool_calls"]
                 .as_array()
-                .map(|calls| calls.iter().filter_map(|c| c["name"].as_str()).collect())
+                .map(|calls| {
+                    calls
+                        .iter()
+                        .filter_map(|c| c["name"].as_str().map(terminal_safe))
+                        .collect()
+                })
                 .unwrap_or_default();
             let mut line = format!(
                 "model turn {}: {}+{} tokens, {}",
@@ -340,10 +352,10 @@ fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
             let detail = [text("reason"), text("prompt"), text("note")]
                 .into_iter()
                 .find(|t| !t.is_empty())
-                .map(|t| format!(": {}", short(t)))
+                .map(|t| format!(": {}", short(&t)))
                 .unwrap_or_default();
             let line = format!("  {decision} by {}{detail}", text("decided_by"));
-            match decision {
+            match decision.as_ref() {
                 "deny" => style.bad(&line),
                 "ask" => style.warn(&line),
                 _ => style.dim(&line),
@@ -355,7 +367,7 @@ fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
                 line.push_str(", replayed");
             }
             if text("status") != "ok" {
-                line.push_str(&format!(": {}", short(text("text"))));
+                line.push_str(&format!(": {}", short(&text("text"))));
             }
             style.dim(&line)
         }
@@ -370,7 +382,7 @@ fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
         "approval_requested" => style.warn(&format!(
             "  waiting for approval #{}: {}",
             data["approval"],
-            short(text("prompt"))
+            short(&text("prompt"))
         )),
         "approval_answered" => {
             let note = text("note");
@@ -390,13 +402,18 @@ fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
 }
 
 /// A conversation for people: each message under a header naming its role,
-/// tool calls as `→ name arguments [id]`.
+/// tool calls as `→ name arguments [id]`; model-written text through
+/// [`terminal_safe`].
 fn print_transcript(style: &Style, messages: &[Value]) {
     for message in messages {
-        let text = |key: &str| message.get(key).and_then(Value::as_str).unwrap_or_default();
+        let text =
+            |key: &str| terminal_safe(message.get(key).and_then(Value::as_str).unwrap_or_default());
         let role = text("role");
-        let header = match (role, message.get("tool_call_id").and_then(Value::as_str)) {
-            ("tool", Some(id)) => format!("── tool result [{id}]"),
+        let header = match (
+            role.as_ref(),
+            message.get("tool_call_id").and_then(Value::as_str),
+        ) {
+            ("tool", Some(id)) => format!("── tool result [{}]", terminal_safe(id)),
             (role, _) => format!("── {role}"),
         };
         println!("{}", style.bold(&header));
@@ -406,7 +423,9 @@ fn print_transcript(style: &Style, messages: &[Value]) {
         }
         if let Some(Value::Array(calls)) = message.get("tool_calls") {
             for call in calls {
-                let field = |key: &str| call.get(key).and_then(Value::as_str).unwrap_or_default();
+                let field = |key: &str| {
+                    terminal_safe(call.get(key).and_then(Value::as_str).unwrap_or_default())
+                };
                 let arguments = match call.get("arguments") {
                     Some(Value::String(s)) => s.clone(),
                     Some(other) => other.to_string(),
@@ -415,7 +434,7 @@ fn print_transcript(style: &Style, messages: &[Value]) {
                 println!(
                     "{} {} {}",
                     style.warn(&format!("→ {}", field("name"))),
-                    arguments,
+                    terminal_safe(&arguments),
                     style.dim(&format!("[{}]", field("id")))
                 );
             }

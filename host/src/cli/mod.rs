@@ -8,6 +8,7 @@ mod history;
 mod inspect;
 mod output;
 mod run;
+mod terminal;
 mod validate;
 
 use std::path::PathBuf;

@@ -1,8 +1,10 @@
 //! Human output: colour only on a terminal and never with `NO_COLOR`, and
-//! the live progress printer used by `wfhost run`.
+//! the live progress printer used by `wfhost run` (what steps and models
+//! wrote is printed through `terminal_safe`).
 
 use std::io::IsTerminal;
 
+use super::terminal::terminal_safe;
 use crate::engine::executor::LogLevel;
 use crate::engine::{RunEvent, RunListener};
 use crate::store::RunStatus;
@@ -106,6 +108,7 @@ impl RunListener for ProgressPrinter {
                 s.dim(&crate::runtime::humanize(*elapsed))
             ),
             RunEvent::StepFailed { step, error } => {
+                let error = terminal_safe(error);
                 let first = error.lines().next().unwrap_or_default();
                 format!("  {} {step}: {}", s.bad("✗"), s.bad(first))
             }
@@ -116,6 +119,7 @@ impl RunListener for ProgressPrinter {
                 delay,
                 error,
             } => {
+                let error = terminal_safe(error);
                 let first = error.lines().next().unwrap_or_default();
                 format!(
                     "  {} {step}: attempt {attempt}/{max_attempts} failed: {first}; retrying in {}",
@@ -135,7 +139,7 @@ impl RunListener for ProgressPrinter {
                 format!(
                     "  {} {step} {}",
                     s.dim("○"),
-                    s.dim(&format!("skipped: {reason}"))
+                    s.dim(&format!("skipped: {}", terminal_safe(reason)))
                 )
             }
             RunEvent::Log {
@@ -143,7 +147,7 @@ impl RunListener for ProgressPrinter {
                 level,
                 message,
             } if self.show_logs => {
-                let text = format!("    {step} │ {message}");
+                let text = format!("    {step} │ {}", terminal_safe(message));
                 match level {
                     LogLevel::Warn | LogLevel::Error => s.warn(&text),
                     _ => s.dim(&text),

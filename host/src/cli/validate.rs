@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::run::load_workflow;
 use crate::engine::driver::component_of;
-use crate::engine::grants::step_timeout;
+use crate::engine::grants::{model_reach, step_timeout};
 
 /// Arguments of `wfhost validate`.
 #[derive(Debug, clap::Args)]
@@ -61,6 +61,9 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
                 "needs": step.needs,
                 "timeout_ms": step_timeout(&workflow, step, grants).as_millis() as u64,
                 "grants": grants.to_json(),
+                "model": model_reach(&workflow, step)
+                    .and_then(Result::ok)
+                    .map(|reach| reach.to_json()),
             })
         })
         .collect();
@@ -94,6 +97,9 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
             .unwrap_or(&component)
             .to_string();
         println!("  {:<20} {:<10} {}", step.id, component, grants.summary());
+        if let Some(Ok(reach)) = model_reach(&workflow, step) {
+            println!("  {:<20} {:<10} model: {}", "", "", reach.summary());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

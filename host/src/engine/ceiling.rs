@@ -14,7 +14,9 @@
 //! ```
 //!
 //! A key that is absent sets no cap on that kind of grant; an empty list
-//! forbids it entirely. Paths are relative to the config file.
+//! forbids it entirely. Paths are relative to the config file. An agent
+//! step's model counts as the step asking for its endpoint (`network`) and
+//! its key's variable (`env`), see [`Ceiling::check_model`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use super::grants::{
     exec_line_programs, parse_size, resolve_program, NetworkGrant, ResolvedGrants,
 };
+use crate::agent::provider::reach::ModelReach;
 use crate::store::Durability;
 use crate::workflow::model::{Access, FileGrant, SandboxMode};
 use crate::workflow::parse_duration;
@@ -191,16 +194,8 @@ impl Ceiling {
                 }
             }
         }
-        if let Some(allowed) = &self.env {
-            for grant in grants.env.iter().filter(|g| g.value.is_none()) {
-                if !allowed.contains(&grant.name) {
-                    problems.push(format!(
-                        "env grant '{}' exceeds the operator ceiling in {source} (ceiling env: {})",
-                        grant.name,
-                        none_if_empty(allowed)
-                    ));
-                }
-            }
+        for grant in grants.env.iter().filter(|g| g.value.is_none()) {
+            problems.extend(self.env_problem(&grant.name, &format!("env grant '{}'", grant.name)));
         }
         if let Some(allowed) = &self.exec {
             for grant in &grants.exec {
@@ -217,16 +212,8 @@ impl Ceiling {
                 }
             }
         }
-        if let Some(allowed) = &self.network {
-            for grant in &grants.network {
-                if !allowed.iter().any(|ceiling| ceiling.covers(grant)) {
-                    let lines: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-                    problems.push(format!(
-                        "network grant '{grant}' exceeds the operator ceiling in {source} (ceiling network: {})",
-                        none_if_empty(&lines)
-                    ));
-                }
-            }
+        for grant in &grants.network {
+            problems.extend(self.network_problem(grant, &format!("network grant '{grant}'")));
         }
         if let Some(max) = self.memory.filter(|max| grants.memory > *max) {
             problems.push(format!(
@@ -256,6 +243,48 @@ impl Ceiling {
             ));
         }
         problems
+    }
+
+    /// Every way what an agent step's model reaches (its endpoint and its
+    /// key's variable) exceeds this ceiling: checked exactly as if the step
+    /// had asked for them in its `network` and `env` grants.
+    pub fn check_model(&self, reach: &ModelReach) -> Vec<String> {
+        let mut problems = Vec::new();
+        let of = format!("of agent '{}' ({} model)", reach.agent, reach.provider);
+        if let Some(endpoint) = &reach.endpoint {
+            problems.extend(
+                self.network_problem(endpoint, &format!("model endpoint '{endpoint}' {of}")),
+            );
+        }
+        if let Some(name) = &reach.api_key_env {
+            problems.extend(self.env_problem(name, &format!("api_key_env '{name}' {of}")));
+        }
+        problems
+    }
+
+    /// Why passing the host variable `name` exceeds the ceiling, if it does.
+    fn env_problem(&self, name: &str, what: &str) -> Option<String> {
+        let allowed = self.env.as_ref()?;
+        (!allowed.iter().any(|a| a == name)).then(|| {
+            format!(
+                "{what} exceeds the operator ceiling in {} (ceiling env: {})",
+                self.source.display(),
+                none_if_empty(allowed)
+            )
+        })
+    }
+
+    /// Why connecting as `grant` allows exceeds the ceiling, if it does.
+    fn network_problem(&self, grant: &NetworkGrant, what: &str) -> Option<String> {
+        let allowed = self.network.as_ref()?;
+        (!allowed.iter().any(|ceiling| ceiling.covers(grant))).then(|| {
+            let lines: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+            format!(
+                "{what} exceeds the operator ceiling in {} (ceiling network: {})",
+                self.source.display(),
+                none_if_empty(&lines)
+            )
+        })
     }
 }
 

@@ -866,6 +866,13 @@ impl Driver {
             run_id: invocation.run_id.clone(),
             step_id: invocation.step_id.clone(),
             attempt: invocation.attempt,
+            // `run:step:iteration:attempt`.
+            iteration: invocation
+                .idempotency_key
+                .rsplit(':')
+                .nth(1)
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0),
             agent: agent.clone(),
             grants: invocation.grants.clone(),
             workdir: invocation.workdir.clone(),

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::agent::provider::reach::{reach, ModelReach};
 use crate::workflow::locate::Locator;
-use crate::workflow::model::{Access, Grants, SandboxMode, Step};
+use crate::workflow::model::{Access, Grants, ModelSpec, SandboxMode, Step};
 use crate::workflow::{
     parse_duration, step_kind, Diagnostic, Diagnostics, LoadedWorkflow, StepKind,
 };
@@ -679,15 +680,60 @@ pub fn resolve(
         Ok(grace) => resolved.kill_grace = grace,
         Err(error) => problems.push(error),
     }
+    problems.extend(provider_key_problems(workflow, &resolved));
     if let Some(ceiling) = ceiling {
         let timeout = step_timeout(workflow, step, &resolved);
         problems.extend(ceiling.check(&resolved, timeout));
+    }
+    match model_reach(workflow, step) {
+        Some(Ok(reach)) => {
+            if let Some(ceiling) = ceiling {
+                problems.extend(ceiling.check_model(&reach));
+            }
+        }
+        Some(Err(error)) => problems.push(error),
+        None => {}
     }
     if problems.is_empty() {
         Ok(resolved)
     } else {
         Err(problems)
     }
+}
+
+/// What the model of an agent step reaches (its endpoint and key
+/// variable); `None` for other steps and unknown agents (reported by
+/// validation).
+pub fn model_reach(workflow: &LoadedWorkflow, step: &Step) -> Option<Result<ModelReach, String>> {
+    if step_kind(step) != StepKind::Agent {
+        return None;
+    }
+    let name = step.agent.as_deref()?;
+    let agent = workflow.def.agents.iter().find(|a| a.id == name)?;
+    Some(reach(agent))
+}
+
+/// A step may not pass the host value of a variable that any agent of the
+/// workflow uses as its model's key: the key never enters a sandbox.
+fn provider_key_problems(workflow: &LoadedWorkflow, resolved: &ResolvedGrants) -> Vec<String> {
+    let mut problems = Vec::new();
+    for grant in resolved.env.iter().filter(|g| g.value.is_none()) {
+        for agent in &workflow.def.agents {
+            if let ModelSpec::Openai {
+                api_key_env: Some(key),
+                ..
+            } = &agent.model
+            {
+                if *key == grant.name {
+                    problems.push(format!(
+                        "env grant '{key}' would pass the API key of agent '{}' (openai model, api_key_env) into the step; a model's key never enters a sandbox",
+                        agent.id
+                    ));
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// The step's `kill_grace`, else `config.kill_grace`, else 2 s; at most
@@ -767,7 +813,8 @@ mod tests {
     #[test]
     fn max_output_has_a_host_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let source = "name: x\nsteps:\n  - id: a\n    run: 'true'\n    grants: {max_output: 300MiB}\n";
+        let source =
+            "name: x\nsteps:\n  - id: a\n    run: 'true'\n    grants: {max_output: 300MiB}\n";
         let workflow = crate::workflow::load_from_source(
             source,
             "wf.yaml",

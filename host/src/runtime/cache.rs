@@ -1,6 +1,9 @@
 //! Compiled components, cached in memory (per process) and on disk (across
 //! runs and processes), keyed by the SHA-256 of the wasm bytes and the
-//! engine's compatibility hash.
+//! engine's compatibility hash. The one cache of the host: step components
+//! (with [`Prepared`]) and policy components (`agent::policy`, with their
+//! own pre-instantiated type) both go through [`ComponentCache`], in the
+//! same directory ([`shared_disk_dir`]).
 //!
 //! A component is read and hashed once per process: later steps of the same
 //! component reuse the prepared one by name. Compiled code on disk is
@@ -12,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use sha2::Digest;
@@ -25,19 +28,35 @@ use super::state::StepState;
 /// A loaded plugin, ready to instantiate cheaply.
 pub type Prepared = Arc<StepPre<StepState>>;
 
-/// Memory + disk cache of compiled components.
-pub struct ComponentCache {
+/// The directory compiled components are cached in for this process: set
+/// by the first [`crate::runtime::Runtime`] made with one (from the CLI's
+/// choice), and used by every other cache of the process too.
+static SHARED_DISK_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Where [`ComponentCache`]s of this process persist compiled code, if a
+/// runtime with a cache directory was made.
+pub fn shared_disk_dir() -> Option<PathBuf> {
+    SHARED_DISK_DIR.get().cloned()
+}
+
+/// Memory + disk cache of compiled components; `P` is what a component
+/// is prepared into for its world (a step's [`Prepared`] by default).
+pub struct ComponentCache<P: Clone = Prepared> {
     disk_dir: Option<PathBuf>,
     engine_tag: String,
     /// By SHA-256 of the wasm bytes.
-    loaded: Mutex<HashMap<String, Prepared>>,
+    loaded: Mutex<HashMap<String, P>>,
     /// By component name or path, as steps name it.
-    named: Mutex<HashMap<String, Prepared>>,
+    named: Mutex<HashMap<String, P>>,
 }
 
-impl ComponentCache {
-    /// A cache that also persists compiled code under `disk_dir`.
-    pub fn new(engine: &Engine, disk_dir: Option<PathBuf>) -> ComponentCache {
+impl<P: Clone> ComponentCache<P> {
+    /// A cache that also persists compiled code under `disk_dir`; the
+    /// first directory given in the process becomes [`shared_disk_dir`].
+    pub fn new(engine: &Engine, disk_dir: Option<PathBuf>) -> ComponentCache<P> {
+        if let Some(dir) = &disk_dir {
+            let _ = SHARED_DISK_DIR.set(dir.clone());
+        }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         ComponentCache {
@@ -55,37 +74,30 @@ impl ComponentCache {
 
     /// The component already loaded under `name` (a built-in name or a
     /// path, as steps name it), if any.
-    pub fn named(&self, name: &str) -> Option<Prepared> {
+    pub fn named(&self, name: &str) -> Option<P> {
         lock(&self.named).get(name).cloned()
     }
 
     /// Remember `prepared` as the component `name`, so it is not read and
     /// hashed again in this process.
-    pub fn remember(&self, name: &str, prepared: &Prepared) {
+    pub fn remember(&self, name: &str, prepared: &P) {
         lock(&self.named).insert(name.to_string(), prepared.clone());
     }
 
-    /// The prepared component for these bytes, compiling at most once.
-    pub fn get_or_load(
+    /// The component for these bytes, compiled (or read from disk) at most
+    /// once and made ready by `prepare` (e.g. pre-instantiated for a world).
+    pub fn get_or_prepare(
         &self,
         engine: &Engine,
-        linker: &Linker<StepState>,
         wasm: &[u8],
-    ) -> Result<Prepared> {
+        prepare: impl FnOnce(&Component) -> Result<P>,
+    ) -> Result<P> {
         let key = hex::encode(sha2::Sha256::digest(wasm));
         if let Some(found) = lock(&self.loaded).get(&key) {
             return Ok(found.clone());
         }
         let component = self.compile(engine, wasm, &key)?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("the component's imports do not match what wfhost provides")?;
-        let prepared = Arc::new(
-            StepPre::new(pre)
-                .map_err(anyhow::Error::from)
-                .context("the component does not implement the wfhost:plugin/step world")?,
-        );
+        let prepared = prepare(&component)?;
         lock(&self.loaded).insert(key, prepared.clone());
         Ok(prepared)
     }
@@ -116,6 +128,28 @@ impl ComponentCache {
             tracing::warn!("cannot write component cache {}: {error:#}", path.display());
         }
         Ok(component)
+    }
+}
+
+impl ComponentCache<Prepared> {
+    /// The prepared step component for these bytes, compiling at most once.
+    pub fn get_or_load(
+        &self,
+        engine: &Engine,
+        linker: &Linker<StepState>,
+        wasm: &[u8],
+    ) -> Result<Prepared> {
+        self.get_or_prepare(engine, wasm, |component| {
+            let pre = linker
+                .instantiate_pre(component)
+                .map_err(anyhow::Error::from)
+                .context("the component's imports do not match what wfhost provides")?;
+            Ok(Arc::new(
+                StepPre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .context("the component does not implement the wfhost:plugin/step world")?,
+            ))
+        })
     }
 }
 
@@ -168,6 +202,43 @@ fn store_atomically(dir: &Path, path: &Path, component: &Component) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn cwasm_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "cwasm")
+            })
+            .count()
+    }
+
+    #[test]
+    fn any_world_is_compiled_once_and_shared_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        // The text format: Component::new parses it too.
+        let wasm = b"(component)".to_vec();
+        let prepared = AtomicUsize::new(0);
+        let prepare = |_: &Component| Ok(prepared.fetch_add(1, Ordering::SeqCst) + 100);
+
+        let cache: ComponentCache<usize> = ComponentCache::new(&engine, Some(dir.path().into()));
+        assert_eq!(cache.get_or_prepare(&engine, &wasm, prepare).unwrap(), 100);
+        assert_eq!(cache.get_or_prepare(&engine, &wasm, prepare).unwrap(), 100);
+        assert_eq!(prepared.load(Ordering::SeqCst), 1, "prepared once");
+        assert_eq!(cwasm_files(dir.path()), 1);
+
+        // Another cache over the same directory (another process) reads the
+        // compiled code back instead of writing a second copy.
+        let other: ComponentCache<usize> = ComponentCache::new(&engine, Some(dir.path().into()));
+        assert_eq!(other.get_or_prepare(&engine, &wasm, prepare).unwrap(), 101);
+        assert_eq!(cwasm_files(dir.path()), 1);
+        assert!(shared_disk_dir().is_some());
+    }
 
     fn exporting(name: &str) -> Vec<u8> {
         // wasmtime accepts the text format wherever it takes wasm bytes.
@@ -194,7 +265,7 @@ mod tests {
         let engine = Engine::default();
         let genuine = exporting("genuine");
         let key = hex::encode(sha2::Sha256::digest(&genuine));
-        let cache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        let cache: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
         cache.compile(&engine, &genuine, &key).unwrap();
         let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
         assert!(entry.is_file() && digest_path(&entry).is_file());
@@ -204,12 +275,12 @@ mod tests {
         let other = Component::new(&engine, exporting("planted")).unwrap();
         std::fs::write(&entry, other.serialize().unwrap()).unwrap();
 
-        let fresh = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        let fresh: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
         let loaded = fresh.compile(&engine, &genuine, &key).unwrap();
         assert_eq!(exports(&engine, &loaded), ["genuine"]);
         // ... and the entry was rewritten with the genuine code.
         assert!(read_verified(&entry).is_some());
-        let reloaded = ComponentCache::new(&engine, Some(dir.path().to_path_buf()))
+        let reloaded = ComponentCache::<Prepared>::new(&engine, Some(dir.path().to_path_buf()))
             .compile(&engine, &genuine, &key)
             .unwrap();
         assert_eq!(exports(&engine, &reloaded), ["genuine"]);
@@ -221,7 +292,7 @@ mod tests {
         let engine = Engine::default();
         let genuine = exporting("genuine");
         let key = hex::encode(sha2::Sha256::digest(&genuine));
-        let cache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        let cache: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
         let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
         let planted = Component::new(&engine, exporting("planted")).unwrap();
         std::fs::write(&entry, planted.serialize().unwrap()).unwrap();

@@ -15,7 +15,7 @@
 mod agent_api;
 pub mod bindings;
 pub mod builtin;
-mod cache;
+pub mod cache;
 mod host_api;
 pub mod host_files;
 mod limits;

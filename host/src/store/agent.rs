@@ -161,6 +161,10 @@ pub struct NewApproval<'a> {
     pub agent_id: &'a str,
     /// The attempt asking.
     pub attempt: u32,
+    /// The `for_each` item of that attempt (0 for other steps).
+    pub iteration: u32,
+    /// [`call_hash`] of the tool and its arguments.
+    pub call_hash: &'a str,
     /// The model's id for the call.
     pub call_id: &'a str,
     /// The tool.
@@ -169,6 +173,21 @@ pub struct NewApproval<'a> {
     pub arguments: &'a str,
     /// Shown to the person.
     pub prompt: &'a str,
+}
+
+/// The key of a held call within its attempt: SHA-256 (hex) of the tool
+/// name and its canonical JSON arguments.
+pub fn call_hash(tool: &str, arguments: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(tool.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(arguments.as_bytes());
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 impl Store {
@@ -225,44 +244,51 @@ impl Store {
         )?)
     }
 
-    /// The approval of this exact call, whatever its state.
+    /// The approval of this call (by [`call_hash`]) asked by this attempt
+    /// and iteration of the step, whatever its state. An answer given to
+    /// another attempt (before a `wfhost retry`, a crash, or in an earlier
+    /// loop iteration) is not found: the call is asked again.
     pub fn find_approval(
         &self,
         run_id: &str,
         step_id: &str,
-        call_id: &str,
-        tool: &str,
-        arguments: &str,
+        (attempt, iteration): (u32, u32),
+        call_hash: &str,
     ) -> Result<Option<ApprovalRecord>> {
         Ok(self
             .conn()
             .query_row(
                 &format!(
-                    "SELECT {} FROM approvals WHERE run_id = ?1 AND step_id = ?2 AND call_id = ?3
-                     AND tool = ?4 AND arguments = ?5 ORDER BY id DESC LIMIT 1",
+                    "SELECT {} FROM approvals WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3
+                     AND iteration = ?4 AND call_hash = ?5 ORDER BY id DESC LIMIT 1",
                     ApprovalRecord::COLUMNS
                 ),
-                params![run_id, step_id, call_id, tool, arguments],
+                params![run_id, step_id, attempt, iteration, call_hash],
                 ApprovalRecord::from_row,
             )
             .optional()?)
     }
 
     /// Hold a call for a person: a pending approval and its
-    /// `approval_requested` event, in one transaction.
+    /// `approval_requested` event, in one transaction. Approvals of the same
+    /// step still pending from another attempt or iteration (which ended,
+    /// e.g. by a crash) are closed as denied in the same transaction, naming
+    /// the new one.
     pub fn create_approval(&self, new: &NewApproval<'_>) -> Result<ApprovalRecord> {
         let at = now();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "INSERT INTO approvals (run_id, step_id, agent_id, attempt, call_id, tool, arguments,
-                                    prompt, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
+            "INSERT INTO approvals (run_id, step_id, agent_id, attempt, iteration, call_hash,
+                                    call_id, tool, arguments, prompt, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', ?11)",
             params![
                 new.run_id,
                 new.step_id,
                 new.agent_id,
                 new.attempt,
+                new.iteration,
+                new.call_hash,
                 new.call_id,
                 new.tool,
                 new.arguments,
@@ -271,6 +297,13 @@ impl Store {
             ],
         )?;
         let id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE approvals SET status = 'denied', answered_at = ?5,
+                 note = 'expired: the attempt that asked ended; asked again as approval ' || ?4
+             WHERE run_id = ?1 AND step_id = ?2 AND status = 'pending' AND id != ?4
+               AND NOT (attempt = ?3 AND iteration = ?6)",
+            params![new.run_id, new.step_id, new.attempt, id, at, new.iteration],
+        )?;
         let data = serde_json::json!({
             "approval": id,
             "call_id": new.call_id,
@@ -447,6 +480,8 @@ mod tests {
             step_id: "a",
             agent_id: "rev",
             attempt: 1,
+            iteration: 0,
+            call_hash: Box::leak(call_hash("exec", arguments).into_boxed_str()),
             call_id,
             tool: "exec",
             arguments,
@@ -465,13 +500,24 @@ mod tests {
         assert_eq!(store.approvals(Some("r1"), false).unwrap().len(), 1);
         assert_eq!(store.approvals(None, false).unwrap()[0].id, asked.id);
 
+        let hash = call_hash("exec", r#"{"command":"cargo test"}"#);
         let found = store
-            .find_approval("r1", "a", "c1", "exec", r#"{"command":"cargo test"}"#)
+            .find_approval("r1", "a", (1, 0), &hash)
             .unwrap()
             .unwrap();
         assert_eq!(found.id, asked.id);
+        let other = call_hash("exec", r#"{"command":"rm"}"#);
         assert!(store
-            .find_approval("r1", "a", "c1", "exec", r#"{"command":"rm"}"#)
+            .find_approval("r1", "a", (1, 0), &other)
+            .unwrap()
+            .is_none());
+        // Another attempt or iteration does not see it.
+        assert!(store
+            .find_approval("r1", "a", (2, 0), &hash)
+            .unwrap()
+            .is_none());
+        assert!(store
+            .find_approval("r1", "a", (1, 1), &hash)
             .unwrap()
             .is_none());
 
@@ -574,5 +620,33 @@ mod tests {
             .unwrap()
             .is_empty());
         assert_eq!(store.last_completed_attempt("r1", "a").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_new_attempt_asks_again_and_closes_the_old_question() {
+        let (_dir, store) = store();
+        let first = store
+            .create_approval(&new_approval("c1", r#"{"command":"x"}"#))
+            .unwrap();
+        let again = store
+            .create_approval(&NewApproval {
+                attempt: 2,
+                ..new_approval("c1", r#"{"command":"x"}"#)
+            })
+            .unwrap();
+        assert_ne!(first.id, again.id);
+        let old = store.approval(first.id).unwrap().unwrap();
+        assert_eq!(old.status, ApprovalStatus::Denied);
+        assert!(
+            old.note
+                .as_deref()
+                .unwrap()
+                .contains(&format!("approval {}", again.id)),
+            "{:?}",
+            old.note
+        );
+        assert_eq!(store.pending_approvals("r1").unwrap(), 1);
+        assert_eq!(call_hash("a", "b").len(), 64);
+        assert_ne!(call_hash("a", "bc"), call_hash("ab", "c"));
     }
 }

@@ -19,7 +19,9 @@ use serde_json::Value;
 
 use lease::LEASE_LOST;
 
-pub use agent::{AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval};
+pub use agent::{
+    call_hash, AgentRecord, ApprovalRecord, ApprovalStatus, NewAgentRecord, NewApproval,
+};
 pub use files::RunFiles;
 pub use records::{
     driver_alive, is_stale, EventRecord, RunRecord, RunStatus, StepRecord, StepStatus,

@@ -104,6 +104,13 @@ CREATE INDEX approvals_call ON approvals(run_id, step_id, call_id);
     r#"
 ALTER TABLE runs ADD COLUMN lease_owner TEXT;
 "#,
+    // Approvals belong to one attempt (and for_each iteration) of a step:
+    // looked up by a hash of the tool and its arguments within it.
+    r#"
+ALTER TABLE approvals ADD COLUMN iteration INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE approvals ADD COLUMN call_hash TEXT NOT NULL DEFAULT '';
+CREATE INDEX approvals_attempt ON approvals(run_id, step_id, attempt, iteration, call_hash);
+"#,
 ];
 
 /// Bring the database up to the newest schema version. Safe when several

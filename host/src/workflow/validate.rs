@@ -186,20 +186,6 @@ impl Checker<'_> {
     }
 
     fn check_agents(&mut self) {
-        const TOOLS: &[&str] = &[
-            "read_file",
-            "write_file",
-            "edit_file",
-            "list_dir",
-            "search",
-            "exec",
-            "http_get",
-            "read",
-            "write",
-            "edit",
-            "list",
-            "http",
-        ];
         let mut seen = std::collections::HashSet::new();
         for agent in &self.wf.agents {
             let at = self
@@ -224,14 +210,16 @@ impl Checker<'_> {
                 );
             }
             for tool in &agent.tools {
-                if !TOOLS.contains(&tool.as_str()) {
+                if crate::agent::tools::lookup(tool).is_none() {
+                    let known: Vec<&str> =
+                        crate::agent::tools::TOOLS.iter().map(|t| t.name).collect();
                     self.report(
                         at.clone(),
                         None,
                         format!(
                             "agent '{}': unknown tool '{tool}' (known: {})",
                             agent.id,
-                            TOOLS[..7].join(", ")
+                            known.join(", ")
                         ),
                     );
                 }
@@ -247,6 +235,9 @@ impl Checker<'_> {
                         ),
                     );
                 }
+            }
+            if let Err(error) = crate::agent::provider::reach::reach(agent) {
+                self.report(at.clone(), None, error);
             }
             for (n, policy) in agent.policy.iter().enumerate() {
                 match (&policy.rules, &policy.plugin) {

@@ -8,6 +8,7 @@
 //! agent names; they never enter a sandbox.
 
 pub mod openai;
+pub mod reach;
 pub mod scripted;
 
 use std::path::Path;
@@ -55,7 +56,7 @@ pub fn from_spec(
                 model,
                 api_key_env.as_deref(),
                 timeout,
-            )))
+            )?))
         }
         ModelSpec::Scripted { script } => {
             let path = workdir.join(script);

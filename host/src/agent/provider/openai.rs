@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use ureq::http::Uri;
+
+use super::reach::chat_endpoint;
 use super::ModelProvider;
 use crate::agent::record::{role_str, truncate};
 use crate::engine::executor::BoxFuture;
@@ -21,37 +24,50 @@ use crate::runtime::bindings::model::{
 
 /// Request timeout when the agent's model sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most bytes of a response body read.
-const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
+/// The model reply budget: most bytes of a response body read. A longer
+/// reply is not read further and fails the call (permanently: the same
+/// request would get the same reply).
+pub const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
 /// An OpenAI-compatible endpoint.
 pub struct OpenAi {
+    /// The request URI, parsed once (see [`super::reach::chat_endpoint`]).
+    uri: Uri,
+    /// The same, for messages.
     url: String,
     model: String,
     api_key_env: Option<String>,
     agent: ureq::Agent,
+    /// Most bytes of a reply read ([`MAX_RESPONSE`]).
+    max_response: u64,
 }
 
 impl OpenAi {
     /// A provider for `model` at `base_url` (e.g. `https://api.openai.com/v1`).
+    /// Redirects are not followed: the provider talks only to the endpoint
+    /// that was checked against the operator's ceiling.
     pub fn new(
         base_url: &str,
         model: &str,
         api_key_env: Option<&str>,
         timeout: Duration,
-    ) -> OpenAi {
+    ) -> Result<OpenAi, String> {
+        let (uri, _) = chat_endpoint(base_url).map_err(|e| format!("base_url {e}"))?;
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
+            .max_redirects(0)
             .user_agent(concat!("wfhost/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        OpenAi {
-            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+        Ok(OpenAi {
+            url: uri.to_string(),
+            uri,
             model: model.to_string(),
             api_key_env: api_key_env.map(str::to_string),
             agent,
-        }
+            max_response: MAX_RESPONSE,
+        })
     }
 
     fn request_body(&self, messages: &[Message], tools: &[ToolSpec]) -> Value {
@@ -82,7 +98,7 @@ impl OpenAi {
     fn call(&self, body: &Value) -> Result<Completion, ModelError> {
         let mut request = self
             .agent
-            .post(&self.url)
+            .post(self.uri.clone())
             .header("Content-Type", "application/json");
         if let Some(name) = &self.api_key_env {
             let key = std::env::var(name).map_err(|_| {
@@ -96,15 +112,28 @@ impl OpenAi {
             .send(body.to_string().as_bytes())
             .map_err(|error| transport_error(&self.url, error))?;
         let status = response.status().as_u16();
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         response
             .into_body()
             .into_reader()
-            .take(MAX_RESPONSE)
-            .read_to_string(&mut text)
+            .take(self.max_response.saturating_add(1))
+            .read_to_end(&mut bytes)
             .map_err(|error| {
                 ModelError::Transient(format!("reading the reply of {}: {error}", self.url))
             })?;
+        if bytes.len() as u64 > self.max_response {
+            return Err(ModelError::Permanent(format!(
+                "the reply of {} is larger than the model reply budget of {} bytes; it was not read further",
+                self.url, self.max_response
+            )));
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if (300..400).contains(&status) {
+            return Err(ModelError::Permanent(format!(
+                "{} answered HTTP {status} (a redirect); wfhost does not follow redirects of a model endpoint: set base_url to the final address",
+                self.url
+            )));
+        }
         if !(200..300).contains(&status) {
             let message = error_message(&text);
             let what = format!("{} answered HTTP {status}: {message}", self.url);
@@ -135,10 +164,12 @@ impl ModelProvider for OpenAi {
     ) -> BoxFuture<Result<Completion, ModelError>> {
         let body = self.request_body(&messages, &tools);
         let this = OpenAi {
+            uri: self.uri.clone(),
             url: self.url.clone(),
             model: self.model.clone(),
             api_key_env: self.api_key_env.clone(),
             agent: self.agent.clone(),
+            max_response: self.max_response,
         };
         Box::pin(async move {
             tokio::task::spawn_blocking(move || this.call(&body))
@@ -338,9 +369,14 @@ pub(crate) mod tests {
                 });
                 let mut stream = stream;
                 let reason = if status == 200 { "OK" } else { "Error" };
+                // A body `__location__<url>` is a redirect to <url>.
+                let (location, body) = match body.strip_prefix("__location__") {
+                    Some(to) => (format!("Location: {to}\r\n"), String::new()),
+                    None => (String::new(), body),
+                };
                 write!(
                     stream,
-                    "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} {reason}\r\n{location}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
                 .unwrap();
@@ -387,7 +423,8 @@ pub(crate) mod tests {
             "gpt-test",
             Some("WFHOST_TEST_OPENAI_KEY_1"),
             Duration::from_secs(10),
-        );
+        )
+        .unwrap();
         let completion = runtime()
             .block_on(provider.complete(vec![user("hi")], vec![tool()]))
             .unwrap();
@@ -424,7 +461,7 @@ pub(crate) mod tests {
 
     #[test]
     fn tool_calls_and_results_are_sent_in_openai_shape() {
-        let provider = OpenAi::new("http://x", "m", None, DEFAULT_TIMEOUT);
+        let provider = OpenAi::new("http://x", "m", None, DEFAULT_TIMEOUT).unwrap();
         let messages = vec![
             Message {
                 role: Role::Assistant,
@@ -461,7 +498,7 @@ pub(crate) mod tests {
             (429, r#"{"error":{"message":"slow down"}}"#.to_string()),
             (200, ok.to_string()),
         ]);
-        let provider = OpenAi::new(&url, "m", None, Duration::from_secs(10));
+        let provider = OpenAi::new(&url, "m", None, Duration::from_secs(10)).unwrap();
         let rt = runtime();
         let first = rt.block_on(provider.complete(vec![user("hi")], vec![]));
         match first {
@@ -489,12 +526,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn replies_past_the_budget_fail_while_being_read() {
+        let big = format!(
+            r#"{{"choices":[{{"message":{{"content":"{}"}}}}]}}"#,
+            "a".repeat(5000)
+        );
+        let (url, _seen) = serve(vec![(200, big)]);
+        let mut provider = OpenAi::new(&url, "m", None, DEFAULT_TIMEOUT).unwrap();
+        provider.max_response = 1000;
+        match provider.call(&json!({})) {
+            Err(ModelError::Permanent(m)) => {
+                assert!(m.contains("model reply budget of 1000 bytes"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn server_errors_are_transient_and_client_errors_permanent() {
         let (url, _seen) = serve(vec![
             (503, "upstream down".to_string()),
             (400, r#"{"error":{"message":"bad model"}}"#.to_string()),
         ]);
-        let provider = OpenAi::new(&url, "m", None, Duration::from_secs(10));
+        let provider = OpenAi::new(&url, "m", None, Duration::from_secs(10)).unwrap();
         let rt = runtime();
         assert!(matches!(
             rt.block_on(provider.complete(vec![user("x")], vec![])),
@@ -519,7 +573,8 @@ pub(crate) mod tests {
             "m",
             None,
             Duration::from_secs(5),
-        );
+        )
+        .unwrap();
         let rt = runtime();
         assert!(matches!(
             rt.block_on(provider.complete(vec![user("x")], vec![])),
@@ -530,10 +585,34 @@ pub(crate) mod tests {
             "m",
             Some("WFHOST_TEST_SURELY_UNSET_KEY"),
             Duration::from_secs(5),
-        );
+        )
+        .unwrap();
         assert!(matches!(
             rt.block_on(keyed.complete(vec![user("x")], vec![])),
             Err(ModelError::Permanent(m)) if m.contains("WFHOST_TEST_SURELY_UNSET_KEY")
         ));
+    }
+
+    #[test]
+    fn redirects_are_not_followed() {
+        let (target, seen_target) = serve(vec![(200, TOOL_REPLY.to_string())]);
+        let (url, _seen) = serve(vec![(
+            307,
+            format!("__location__{target}/v1/chat/completions"),
+        )]);
+        std::env::set_var("WFHOST_TEST_OPENAI_KEY_3", "sk-redirect");
+        let provider = OpenAi::new(
+            &url,
+            "m",
+            Some("WFHOST_TEST_OPENAI_KEY_3"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let error = runtime().block_on(provider.complete(vec![user("x")], vec![]));
+        assert!(
+            matches!(&error, Err(ModelError::Permanent(m)) if m.contains("HTTP 307") && m.contains("does not follow redirects")),
+            "{error:?}"
+        );
+        assert!(seen_target.lock().unwrap().is_empty());
     }
 }
