@@ -299,20 +299,25 @@ fn a_crash_while_waiting_for_approval_repeats_no_tool_call() {
         .unwrap();
     // Approvals belong to one attempt: the resumed step (a new attempt)
     // asks again, and the question of the attempt that died is closed.
+    // (The run still shows `blocked` from before the crash until the new
+    // driver claims it: wait for the new question itself.)
     let deadline = Instant::now() + Duration::from_secs(30);
-    while sandbox.status(&run)["status"] != "blocked" {
+    let listed = loop {
+        let listed: Value = serde_json::from_slice(
+            &sandbox
+                .wfhost(&["approvals", &run, "--all", "--json"])
+                .stdout,
+        )
+        .unwrap();
+        if listed.as_array().is_some_and(|all| all.len() >= 2) {
+            break listed;
+        }
         assert!(
             Instant::now() < deadline,
-            "the resumed run did not wait for the approval"
+            "the resumed run did not ask again: {listed:#}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-    let listed: Value = serde_json::from_slice(
-        &sandbox
-            .wfhost(&["approvals", &run, "--all", "--json"])
-            .stdout,
-    )
-    .unwrap();
+    };
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 2, "{listed:#?}");
     assert_eq!(listed[0]["id"], approval["id"]);
