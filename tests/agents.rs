@@ -738,3 +738,53 @@ fn model_written_text_reaches_the_terminal_without_control_sequences() {
         "{transcript:?}"
     );
 }
+
+#[test]
+fn a_program_started_by_an_agent_gets_its_grace_on_cancel() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("data")).unwrap();
+    let replies = json!([
+        call(
+            "exec",
+            json!({"command": "trap 'sleep 0.5; echo stopped > data/marker; exit 0' TERM; echo up > data/started; sleep 60 & wait"})
+        ),
+        { "content": "finished" }
+    ]);
+    let path = agent_workflow(
+        &sandbox,
+        "[exec]",
+        "{allow: [exec]}",
+        "{files: [{path: ., access: read}, {path: data, access: read-write}], exec: [sh, sleep]}",
+        &replies,
+    );
+    let mut child = sandbox.spawn_run(&path);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sandbox.path().join("data/started").exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("the run ended ({status}) before the program started: {stderr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's program never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runs: Value = serde_json::from_slice(&sandbox.wfhost(&["runs", "--json"]).stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    assert_exit(&sandbox.wfhost(&["cancel", &id]), 0);
+    let output = child.wait_with_output().unwrap();
+    assert_exit(&output, 1);
+    assert_eq!(
+        std::fs::read_to_string(sandbox.path().join("data/marker")).unwrap_or_default(),
+        "stopped\n",
+        "the program's TERM handler had its grace period"
+    );
+    assert_eq!(sandbox.status(&id)["status"], "cancelled");
+}

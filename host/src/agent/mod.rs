@@ -36,6 +36,7 @@ use crate::runtime::bindings::model::{Completion, Message, ModelError, ToolSpec}
 use crate::runtime::bindings::tools::ToolError;
 use crate::store::{StepStatus, Store};
 
+use crate::engine::stop::StopSignal;
 use policy::{Chain, PolicyRequest, Verdict};
 use provider::{ModelProvider, ScriptPosition};
 use record::{kinds, Recorder, Replay};
@@ -58,6 +59,18 @@ pub trait AgentSession: Send + Sync {
         call_id: String,
         name: String,
         arguments: String,
+    ) -> BoxFuture<Result<String, ToolError>> {
+        self.invoke_until(call_id, name, arguments, StopSignal::never())
+    }
+    /// [`AgentSession::invoke`], where `stop` fires when the step must end
+    /// (deadline or cancel): a program the call started then gets SIGTERM,
+    /// the step's `kill_grace`, then SIGKILL.
+    fn invoke_until(
+        &self,
+        call_id: String,
+        name: String,
+        arguments: String,
+        stop: StopSignal,
     ) -> BoxFuture<Result<String, ToolError>>;
 }
 
@@ -403,6 +416,7 @@ impl Inner {
         call_id: String,
         name: String,
         arguments: String,
+        stop: StopSignal,
     ) -> Result<String, ToolError> {
         // Canonical JSON text of the arguments (what is recorded, checked
         // and shown to people); arguments that are not JSON stay as given.
@@ -448,7 +462,7 @@ impl Inner {
         }
 
         let outcome = self
-            .check_and_run(&call_id, &tool_name, &canonical, value, parsed.err())
+            .check_and_run(&call_id, &tool_name, &canonical, value, parsed.err(), stop)
             .await;
         self.finish(&call_id, &tool_name, &canonical, outcome)
     }
@@ -460,6 +474,7 @@ impl Inner {
         canonical: &str,
         value: Option<Value>,
         parse_error: Option<String>,
+        stop: StopSignal,
     ) -> Result<String, ToolError> {
         // 1. The agent's tool list.
         let tool = match self.chain.check_listed(tool_name) {
@@ -561,7 +576,7 @@ impl Inner {
                     ))
                 })?;
         }
-        tools::run(self.env.clone(), call).await
+        tools::run(self.env.clone(), call, stop).await
     }
 
     /// Record a decision that ends the call.
@@ -649,13 +664,14 @@ impl AgentSession for Session {
         self.inner.specs.clone()
     }
 
-    fn invoke(
+    fn invoke_until(
         &self,
         call_id: String,
         name: String,
         arguments: String,
+        stop: StopSignal,
     ) -> BoxFuture<Result<String, ToolError>> {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.invoke(call_id, name, arguments).await })
+        Box::pin(async move { inner.invoke(call_id, name, arguments, stop).await })
     }
 }

@@ -426,9 +426,14 @@ impl ToolEnv {
 
 /// Run a call whose grants were checked. Files are accessed through
 /// cap-std, which checks again (and refuses symlinks out of a root).
-pub async fn run(env: Arc<ToolEnv>, call: Call) -> Result<String, ToolError> {
+/// A program started by `exec` is stopped gracefully when `stop` fires.
+pub async fn run(
+    env: Arc<ToolEnv>,
+    call: Call,
+    stop: crate::engine::stop::StopSignal,
+) -> Result<String, ToolError> {
     match call {
-        Call::Exec { command } => exec(&env, &command).await,
+        Call::Exec { command } => exec(&env, &command, stop).await,
         Call::HttpGet { url } => {
             let max =
                 HTTP_MAX_BODY.min(usize::try_from(env.grants.max_output).unwrap_or(usize::MAX));
@@ -589,7 +594,11 @@ fn search(
     Ok(out)
 }
 
-async fn exec(env: &ToolEnv, command: &str) -> Result<String, ToolError> {
+async fn exec(
+    env: &ToolEnv,
+    command: &str,
+    stop: crate::engine::stop::StopSignal,
+) -> Result<String, ToolError> {
     let Some(shell) = env.shell() else {
         return Err(ToolError::Denied(
             "exec denied: this step may not start `sh` (add grants: { exec: [sh] })".into(),
@@ -619,7 +628,7 @@ async fn exec(env: &ToolEnv, command: &str) -> Result<String, ToolError> {
         grants: &env.grants,
         scratch_dir: env.scratch_dir.clone(),
         capture_output_file: false,
-        stop: Default::default(),
+        stop,
     };
     let warnings = std::sync::Mutex::new(Vec::<String>::new());
     let log = |message: &str| {
@@ -830,7 +839,7 @@ mod tests {
     /// Check the grants, then run: what an allowed call returns.
     fn invoke(env: &Arc<ToolEnv>, call: Call) -> Result<String, ToolError> {
         env.check_grants(&call).map_err(ToolError::Denied)?;
-        rt().block_on(run(env.clone(), call))
+        rt().block_on(run(env.clone(), call, Default::default()))
     }
 
     #[test]

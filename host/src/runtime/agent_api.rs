@@ -35,9 +35,16 @@ impl tools::Host for StepState {
         name: String,
         arguments: String,
     ) -> Result<String, ToolError> {
-        match self.step.agent.clone() {
-            Some(agent) => agent.invoke(call_id, name, arguments).await,
-            None => Err(ToolError::Denied(NO_AGENT.to_string())),
-        }
+        let Some(agent) = self.step.agent.clone() else {
+            return Err(ToolError::Denied(NO_AGENT.to_string()));
+        };
+        // While the call runs it counts as one of the step's programs, so a
+        // stopped step waits (up to its grace) for a program the call
+        // started to end on SIGTERM before it is dropped.
+        let step = self.step.clone();
+        let _running = step.program_started();
+        agent
+            .invoke_until(call_id, name, arguments, step.stop.signal())
+            .await
     }
 }

@@ -280,11 +280,12 @@ mod tests {
                 }]
             }
 
-            fn invoke(
+            fn invoke_until(
                 &self,
                 call_id: String,
                 name: String,
                 arguments: String,
+                _stop: crate::engine::stop::StopSignal,
             ) -> BoxFuture<Result<String, ToolError>> {
                 let result = match name.as_str() {
                     "read_file" => Ok("hello".to_string()),
