@@ -198,6 +198,9 @@ impl Driver {
                 run.driver_pid.unwrap_or_default()
             );
         }
+        // The lease is renewed from its own task, so that long work of this
+        // one (compiling plugins) does not let it lapse.
+        let lease = Heartbeat::start(self.store.clone(), run_id);
         let def = &workflow.def;
         let setup = self.prepare(run_id, workflow);
         let (all_grants, policies, components) = match setup {
@@ -514,7 +517,7 @@ impl Driver {
                     }
                 }
                 _ = tick.tick() => {
-                    self.store.heartbeat(run_id)?;
+                    lease.check()?;
                     if let Some((limit, deadline)) = run_deadline.filter(|_| !state.cancelled) {
                         if Instant::now() >= deadline {
                             self.store.append_event(
@@ -1320,6 +1323,50 @@ impl Driver {
             });
         }
         Ok(())
+    }
+}
+
+/// Renews a run's lease every [`CONTROL_TICK`] until dropped, and
+/// remembers when it was lost to another process.
+struct Heartbeat {
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(store: Arc<Store>, run_id: &str) -> Heartbeat {
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, run_id) = (lost.clone(), run_id.to_string());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CONTROL_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match store.heartbeat(&run_id) {
+                    Ok(()) => {}
+                    Err(crate::store::StoreError::LeaseLost) => {
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(error) => tracing::warn!("run {run_id}: heartbeat failed: {error}"),
+                }
+            }
+        });
+        Heartbeat { lost, task }
+    }
+
+    /// An error once another process has taken the run over.
+    fn check(&self) -> std::result::Result<(), crate::store::StoreError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(crate::store::StoreError::LeaseLost);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
