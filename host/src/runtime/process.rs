@@ -365,8 +365,9 @@ async fn run_with_support(
     let stdout = stdout.await.unwrap_or_default();
     let mut stderr = stderr.await.unwrap_or_default();
     stopper.abort();
+    // The hints go to stderr, which the step's plugin logs and quotes in
+    // its error (logging them here too would print each twice).
     for hint in exec_denial_hints(&stderr, spec) {
-        log(&hint);
         stderr.extend_from_slice(format!("{hint}\n").as_bytes());
     }
 
