@@ -340,13 +340,7 @@ impl ToolEnv {
     fn check_path(&self, tool: &str, path: &str, write: bool) -> Result<(), String> {
         let absolute = self.absolute(path);
         let access = if write { "read-write" } else { "read" };
-        let root = self
-            .grants
-            .files
-            .iter()
-            .filter(|(root, _)| absolute.starts_with(root))
-            .max_by_key(|(root, _)| root.components().count());
-        match root {
+        match self.grants.file_root(&absolute) {
             None => {
                 let suggestion = if absolute.is_dir() {
                     absolute.clone()

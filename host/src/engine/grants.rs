@@ -437,7 +437,28 @@ pub fn merged(workflow: &LoadedWorkflow, step: &Step) -> Grants {
     grants
 }
 
+/// The most specific of `roots` (each a directory, by `path_of`) that
+/// contains `absolute`, compared component by component (lexically: the
+/// caller resolves symlinks first). The one grant-root lookup of the host.
+pub fn covering_root<'a, T>(
+    roots: &'a [T],
+    path_of: impl Fn(&T) -> &Path,
+    absolute: &Path,
+) -> Option<&'a T> {
+    roots
+        .iter()
+        .filter(|root| absolute.starts_with(path_of(root)))
+        .max_by_key(|root| path_of(root).components().count())
+}
+
 impl ResolvedGrants {
+    /// The `files` grant covering `absolute` (the most specific one) and
+    /// whether it is writable.
+    pub fn file_root(&self, absolute: &Path) -> Option<(&Path, bool)> {
+        covering_root(&self.files, |(path, _)| path.as_path(), absolute)
+            .map(|(path, writable)| (path.as_path(), *writable))
+    }
+
     /// The handle opened for the files grant of `path`, if it was opened at
     /// resolution.
     pub fn handle(&self, path: &Path) -> Option<&DirHandle> {

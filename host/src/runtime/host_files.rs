@@ -213,9 +213,7 @@ impl GrantedFiles {
 
     /// The most specific root holding `absolute` (lexically).
     fn root_of(&self, absolute: &Path) -> Option<&Root> {
-        self.roots
-            .iter()
-            .find(|root| absolute.starts_with(&root.path))
+        crate::engine::grants::covering_root(&self.roots, |root| root.path.as_path(), absolute)
     }
 
     /// The root covering `path` and the names below it.

@@ -438,12 +438,7 @@ fn working_dir(
         _ => None,
     };
     if let Some(path) = canonical {
-        if spec
-            .grants
-            .files
-            .iter()
-            .any(|(granted, _)| path.starts_with(granted))
-        {
+        if spec.grants.file_root(&path).is_some() {
             return Ok(path);
         }
         if spec.cwd.is_some() {
