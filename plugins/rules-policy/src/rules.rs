@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use wfhost_tool_catalog::Subject;
 
 use crate::pattern::{self, CommandPattern, DomainPattern, PathGlob};
 use crate::shell;
@@ -17,38 +18,14 @@ pub enum Verdict {
     Ask(String),
 }
 
-/// Canonical tool name for a rule or call name: short aliases expanded.
+/// The tool's own name for `name` (its short name is accepted too).
 pub fn canonical_tool(name: &str) -> &str {
-    match name {
-        "read" => "read_file",
-        "write" => "write_file",
-        "edit" => "edit_file",
-        "list" | "ls" => "list_dir",
-        "http" => "http_get",
-        other => other,
-    }
+    wfhost_tool_catalog::canonical(name)
 }
 
 /// What the specifier of a rule for this tool is matched against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Subject {
-    /// The `path` argument (a glob).
-    Path,
-    /// The `command` argument (split into simple commands).
-    Command,
-    /// The host of the `url` argument.
-    Domain,
-    /// Nothing: only bare rules apply.
-    None,
-}
-
 fn subject(tool: &str) -> Subject {
-    match tool {
-        "read_file" | "write_file" | "edit_file" | "list_dir" | "search" => Subject::Path,
-        "exec" => Subject::Command,
-        "http_get" => Subject::Domain,
-        _ => Subject::None,
-    }
+    wfhost_tool_catalog::lookup(tool).map_or(Subject::None, |t| t.subject)
 }
 
 /// The `path` a tool uses when the call gives none: `list_dir` lists the
