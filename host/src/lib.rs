@@ -9,5 +9,6 @@ pub mod agent;
 pub mod cli;
 pub mod engine;
 pub mod runtime;
+pub mod step;
 pub mod store;
 pub mod workflow;

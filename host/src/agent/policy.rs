@@ -323,7 +323,7 @@ impl ComponentPolicy {
         let runtime = policy_runtime()?;
         match &self.source {
             Source::Builtin(name) => {
-                let builtin = crate::runtime::builtin::builtin(name).ok_or_else(|| {
+                let builtin = crate::step::builtin::builtin(name).ok_or_else(|| {
                     format!("the built-in component '{name}' is not part of this wfhost build")
                 })?;
                 runtime.load(builtin.wasm)
@@ -718,7 +718,7 @@ pub(crate) mod tests {
             let arguments = policy_arguments(&json!({ "path": path }), &read(path), &s.env.workdir);
             chain.decide(&s.env, &read(path), &request("read_file", &arguments))
         };
-        if crate::runtime::builtin::builtin(RULES_POLICY).is_none() {
+        if crate::step::builtin::builtin(RULES_POLICY).is_none() {
             // Not embedded in this build yet: the chain fails closed.
             let out = decide("src/a.rs");
             assert!(
@@ -748,7 +748,7 @@ pub(crate) mod tests {
 
     #[test]
     fn exec_rules_check_every_part_of_a_command_line() {
-        if crate::runtime::builtin::builtin(RULES_POLICY).is_none() {
+        if crate::step::builtin::builtin(RULES_POLICY).is_none() {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

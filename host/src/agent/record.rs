@@ -27,10 +27,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::runtime::bindings::model::{
+use crate::step::bindings::model::{
     Completion, Message, ModelError, Role, ToolCall, ToolSpec, Usage,
 };
-use crate::runtime::bindings::tools::ToolError;
+use crate::step::bindings::tools::ToolError;
 use crate::store::{AgentRecord, NewAgentRecord, Store};
 
 /// Recording kinds in `agent_records`.

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::engine::grants::{resolve_program, ExecGrant, ResolvedGrants};
-use crate::runtime::bindings::model::Role;
+use crate::step::bindings::model::Role;
 use crate::store::{NewRun, RunStatus, Store};
 use crate::workflow::model::{Agent, ModelSpec, PolicySpec};
 

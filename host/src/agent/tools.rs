@@ -31,10 +31,10 @@ use serde_json::{json, Value};
 
 use crate::agent::record::truncate;
 use crate::engine::grants::{resolve_program, ResolvedGrants};
-use crate::runtime::bindings::model::ToolSpec;
-use crate::runtime::bindings::process::ProcessError;
-use crate::runtime::bindings::tools::ToolError;
 use crate::runtime::host_files::{FileError, GrantedFiles};
+use crate::step::bindings::model::ToolSpec;
+use crate::step::bindings::process::ProcessError;
+use crate::step::bindings::tools::ToolError;
 
 /// How long an `exec` command may run.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -352,7 +352,7 @@ impl ToolEnv {
 pub async fn run(
     env: Arc<ToolEnv>,
     call: Call,
-    stop: crate::engine::stop::StopSignal,
+    stop: crate::step::stop::StopSignal,
 ) -> Result<String, ToolError> {
     match call {
         Call::Exec { command } => exec(&env, &command, stop).await,
@@ -519,7 +519,7 @@ fn search(
 async fn exec(
     env: &ToolEnv,
     command: &str,
-    stop: crate::engine::stop::StopSignal,
+    stop: crate::step::stop::StopSignal,
 ) -> Result<String, ToolError> {
     let Some(shell) = env.shell() else {
         return Err(ToolError::Denied(
@@ -528,7 +528,7 @@ async fn exec(
     };
     // Agent steps are never `for_each` items: their position is 0.
     let idempotency_key =
-        crate::engine::executor::idempotency_key(&env.run_id, &env.step_id, 0, env.attempt);
+        crate::step::executor::idempotency_key(&env.run_id, &env.step_id, 0, env.attempt);
     let vars = crate::runtime::process::program_env(
         &env.grants,
         &crate::runtime::process::StepIds {
@@ -577,7 +577,7 @@ async fn exec(
     if output.timed_out {
         text.push_str(&format!(
             " (timed out after {} and was stopped)",
-            crate::runtime::humanize(env.exec_timeout)
+            crate::step::units::humanize(env.exec_timeout)
         ));
     }
     for warning in warnings.into_inner().unwrap_or_default() {

@@ -207,9 +207,9 @@ fn duration_between(start: &str, end: &str) -> Option<String> {
     let start = chrono::DateTime::parse_from_rfc3339(start).ok()?;
     let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
     let millis = (end - start).num_milliseconds().max(0) as u64;
-    Some(crate::runtime::humanize(std::time::Duration::from_millis(
-        millis,
-    )))
+    Some(crate::step::units::humanize(
+        std::time::Duration::from_millis(millis),
+    ))
 }
 
 /// `wfhost logs`.

@@ -5,8 +5,8 @@
 use std::io::IsTerminal;
 
 use super::terminal::terminal_safe;
-use crate::engine::executor::LogLevel;
 use crate::engine::{RunEvent, RunListener};
+use crate::step::executor::LogLevel;
 use crate::store::RunStatus;
 
 /// ANSI styling that switches itself off when it should.
@@ -105,7 +105,7 @@ impl RunListener for ProgressPrinter {
             RunEvent::StepCompleted { step, elapsed } => format!(
                 "  {} {step} {}",
                 s.ok("✓"),
-                s.dim(&crate::runtime::humanize(*elapsed))
+                s.dim(&crate::step::units::humanize(*elapsed))
             ),
             RunEvent::StepFailed { step, error } => {
                 let error = terminal_safe(error);
@@ -124,7 +124,7 @@ impl RunListener for ProgressPrinter {
                 format!(
                     "  {} {step}: attempt {attempt}/{max_attempts} failed: {first}; retrying in {}",
                     s.warn("↻"),
-                    crate::runtime::humanize(*delay)
+                    crate::step::units::humanize(*delay)
                 )
             }
             RunEvent::Cancelling => format!(

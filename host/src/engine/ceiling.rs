@@ -26,10 +26,10 @@ use serde::Deserialize;
 use super::grants::{
     exec_line_programs, parse_size, resolve_program, NetworkGrant, ResolvedGrants,
 };
-use crate::agent::provider::reach::ModelReach;
 use crate::store::Durability;
 use crate::workflow::model::{Access, FileGrant, SandboxMode};
 use crate::workflow::parse_duration;
+use crate::workflow::reach::ModelReach;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,8 +238,8 @@ impl Ceiling {
         if let Some(max) = self.timeout.filter(|max| timeout > *max) {
             problems.push(format!(
                 "timeout of {} exceeds the operator ceiling in {source} (ceiling timeout: {})",
-                crate::runtime::humanize(timeout),
-                crate::runtime::humanize(max)
+                crate::step::units::humanize(timeout),
+                crate::step::units::humanize(max)
             ));
         }
         problems

@@ -13,14 +13,14 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
 use super::ceiling::Ceiling;
-use super::executor::{
-    FailureKind, LogLevel, ResolvedGrants, StepExecutor, StepFailure, StepInvocation, StepObserver,
-};
 use super::grants;
 use super::progress::ProgressBoard;
 use super::retry::RetryPolicy;
 use super::scheduler::Scheduler;
-use super::stop::StopTrigger;
+use crate::step::executor::{
+    FailureKind, LogLevel, ResolvedGrants, StepExecutor, StepFailure, StepInvocation, StepObserver,
+};
+use crate::step::stop::StopTrigger;
 use crate::store::{Change, NewRun, RunStatus, StepStatus, Store};
 use crate::workflow::model::{Escalation, SessionMode, StageLoop, Step, Workflow};
 use crate::workflow::template::evaluate_condition;
@@ -265,7 +265,7 @@ impl Driver {
             .map(|grants| grants.kill_grace)
             .max()
             .unwrap_or_default()
-            + super::stop::STOP_MARGIN;
+            + crate::step::stop::STOP_MARGIN;
         let mut tick = tokio::time::interval(CONTROL_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut paused = false;
@@ -315,7 +315,7 @@ impl Driver {
                         kind: FailureKind::Timeout,
                         message: format!(
                             "total_timeout of {} reached after {} attempt(s)",
-                            crate::runtime::humanize(total),
+                            crate::step::units::humanize(total),
                             state.attempts[index]
                         ),
                     };
@@ -524,11 +524,11 @@ impl Driver {
                                 run_id,
                                 None,
                                 "run_timeout",
-                                &json!({ "run_timeout": crate::runtime::humanize(limit) }),
+                                &json!({ "run_timeout": crate::step::units::humanize(limit) }),
                             )?;
                             stop_running(&mut running, &mut state.stop, stop_budget).await;
                             timers.abort_all();
-                            state.cancel_reason = format!("run_timeout of {} reached", crate::runtime::humanize(limit));
+                            state.cancel_reason = format!("run_timeout of {} reached", crate::step::units::humanize(limit));
                             self.cancel(run_id, def, &mut state)?;
                             paused = false;
                             continue;
@@ -941,7 +941,7 @@ impl Driver {
             )
             .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
             invocation.idempotency_key =
-                super::executor::idempotency_key(run_id, &step.id, position, attempt);
+                crate::step::executor::idempotency_key(run_id, &step.id, position, attempt);
             invocation.cancel = state.stop.signal();
             if let Some(remaining) = remaining {
                 invocation.timeout = invocation.timeout.min(remaining);
@@ -1381,7 +1381,7 @@ pub struct ResumeOptions {
 
 /// The future running a `for_each` step's items: the attempt to report
 /// and the list of outputs (or the first failure).
-type ItemsFuture = crate::engine::executor::BoxFuture<(u32, Result<Value, StepFailure>)>;
+type ItemsFuture = crate::step::executor::BoxFuture<(u32, Result<Value, StepFailure>)>;
 
 /// Loops back a `retry_step` may make when `max_loops` is not given.
 const DEFAULT_MAX_LOOPS: u32 = 3;
@@ -1511,7 +1511,7 @@ pub fn component_of(workflow: &LoadedWorkflow, step: &Step) -> String {
         StepKind::Script => "script".to_string(),
         StepKind::Agent => "agent".to_string(),
         StepKind::Function { component } => {
-            if crate::runtime::builtin::builtin(&component).is_some() {
+            if crate::step::builtin::builtin(&component).is_some() {
                 component
             } else {
                 absolute(&workflow.dir, &component)
@@ -1606,7 +1606,7 @@ fn prepare_invocation(
         step_id: step.id.clone(),
         component: component.to_string(),
         attempt,
-        idempotency_key: super::executor::idempotency_key(run_id, &step.id, 0, attempt),
+        idempotency_key: crate::step::executor::idempotency_key(run_id, &step.id, 0, attempt),
         config,
         inputs: Value::Object(inputs),
         args: args.clone(),
@@ -1676,7 +1676,7 @@ fn write_summary(
     }
     text.push_str(&format!(
         "- status: **{status}**\n- run: `{run_id}`\n- duration: {}\n",
-        crate::runtime::humanize(elapsed)
+        crate::step::units::humanize(elapsed)
     ));
     if let Some(error) = error {
         text.push_str(&format!("\n## Error\n\n```\n{error}\n```\n"));
@@ -1813,7 +1813,7 @@ mod tests {
     //! no wasm involved.
 
     use super::*;
-    use crate::engine::executor::BoxFuture;
+    use crate::step::executor::BoxFuture;
     use crate::workflow::{load_from_source, Format};
     use std::sync::Mutex;
 

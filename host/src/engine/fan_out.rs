@@ -12,8 +12,8 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::executor::{LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver};
 use super::retry::RetryPolicy;
+use crate::step::executor::{LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver};
 use crate::store::Store;
 
 /// The items of one `for_each` step, ready to execute.
@@ -200,7 +200,7 @@ impl Item {
                     "item {index}: attempt {tries}/{} failed ({}); retrying in {}",
                     self.retry.max_attempts,
                     failure.message,
-                    crate::runtime::humanize(delay)
+                    crate::step::units::humanize(delay)
                 ),
             );
             tokio::time::sleep(delay).await;

@@ -7,12 +7,12 @@
 
 pub mod ceiling;
 pub mod driver;
-pub mod executor;
 mod fan_out;
 pub mod grants;
 mod progress;
 pub mod retry;
 pub mod scheduler;
-pub mod stop;
+
+pub use crate::step::{executor, stop};
 
 pub use driver::{Driver, RunEvent, RunListener, RunOutcome, Silent};

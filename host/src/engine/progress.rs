@@ -118,7 +118,7 @@ impl ProgressBoard {
         for row in &self.rows {
             let duration = row
                 .duration
-                .map(crate::runtime::humanize)
+                .map(crate::step::units::humanize)
                 .unwrap_or_default();
             text.push_str(&format!(
                 "| {} | {} | {} | {} |\n",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::executor::FailureKind;
+use crate::step::executor::FailureKind;
 use crate::workflow::locate::Locator;
 use crate::workflow::model::{RetryOn, RetrySpec, Step};
 use crate::workflow::parse_duration;

@@ -8,7 +8,7 @@
 
 use super::bindings::host::{self, LogLevel};
 use super::state::StepState;
-use crate::engine::executor::LogLevel as EngineLevel;
+use crate::step::executor::LogLevel as EngineLevel;
 
 /// Longest log line kept; longer lines are cut with a marker.
 pub const MAX_LOG_LINE: usize = 64 * 1024;

@@ -13,7 +13,6 @@
 //! handles (open files, sockets, streams) at once.
 
 mod agent_api;
-pub mod bindings;
 pub mod builtin;
 pub mod cache;
 mod host_api;
@@ -23,6 +22,8 @@ mod network;
 pub mod process;
 mod sandbox;
 mod state;
+
+pub use crate::step::bindings;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,11 +37,11 @@ use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::engine::executor::{
+use crate::engine::grants::DirHandle;
+use crate::step::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
-use crate::engine::grants::DirHandle;
-use crate::engine::stop::{StopSignal, StopTrigger, STOP_MARGIN};
+use crate::step::stop::{StopSignal, StopTrigger, STOP_MARGIN};
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
 use cache::{ComponentCache, Prepared};
@@ -462,13 +463,7 @@ fn forward_guest_output(observer: &dyn StepObserver, pipe: &MemoryOutputPipe, le
     }
 }
 
-/// `1.5s`, `2m`, ... for messages.
-pub fn humanize(duration: Duration) -> String {
-    if duration < Duration::from_millis(1) {
-        return "<1ms".to_string();
-    }
-    humantime::format_duration(Duration::from_millis(duration.as_millis() as u64)).to_string()
-}
+pub use crate::step::units::humanize;
 
 struct NullObserver;
 

@@ -28,8 +28,8 @@ use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::state::StepState;
-use crate::engine::executor::{LogLevel, StepObserver};
 use crate::engine::grants::NetworkGrant;
+use crate::step::executor::{LogLevel, StepObserver};
 
 /// Most sockets (TCP and UDP, listening, connected or accepted) one step
 /// attempt may hold open at once.

@@ -83,9 +83,9 @@ use tokio::sync::watch;
 use super::bindings::process::{self, Denial, Output, ProcessError};
 use super::sandbox::{self, Cgroup, Support};
 use super::state::{StepContext, StepState};
-use crate::engine::executor::LogLevel;
 use crate::engine::grants::{resolve_program, ExecGrant, ResolvedGrants};
-use crate::engine::stop::StopSignal;
+use crate::step::executor::LogLevel;
+use crate::step::stop::StopSignal;
 
 /// How long the output readers may take to reach the end of their pipes
 /// once the program's tree is dead.
@@ -1082,7 +1082,7 @@ mod tests {
         let mut world = World::new();
         world.allow(&["sleep"]);
         world.grants.kill_grace = Duration::from_millis(1500);
-        let trigger = crate::engine::stop::StopTrigger::new();
+        let trigger = crate::step::stop::StopTrigger::new();
         // The TERM handler needs a second: only a grace lets it finish.
         let mut spec = world.sh("trap 'sleep 1; echo graceful; exit 0' TERM; sleep 60 & wait");
         spec.stop = trigger.signal();
@@ -1096,7 +1096,7 @@ mod tests {
 
         // One that ignores it is killed when the grace is over.
         world.grants.kill_grace = Duration::from_millis(200);
-        let trigger = crate::engine::stop::StopTrigger::new();
+        let trigger = crate::step::stop::StopTrigger::new();
         let mut spec = world.sh("trap '' TERM; sleep 60");
         spec.stop = trigger.signal();
         let firing = async {
@@ -1112,13 +1112,13 @@ mod tests {
     #[tokio::test]
     async fn a_stopping_step_starts_no_new_program() {
         struct Quiet;
-        impl crate::engine::executor::StepObserver for Quiet {
+        impl crate::step::executor::StepObserver for Quiet {
             fn log(&self, _: LogLevel, _: &str) {}
             fn progress(&self, _: &str, _: Option<f32>) {}
         }
         let world = World::new();
         let step = StepContext {
-            invocation: crate::engine::executor::StepInvocation {
+            invocation: crate::step::executor::StepInvocation {
                 run_id: "r".into(),
                 step_id: "s".into(),
                 component: "script".into(),
@@ -1137,7 +1137,7 @@ mod tests {
             observer: std::sync::Arc::new(Quiet),
             deadline: tokio::time::Instant::now() + Duration::from_secs(5),
             agent: None,
-            stop: crate::engine::stop::StopTrigger::new(),
+            stop: crate::step::stop::StopTrigger::new(),
             programs: watch::Sender::new(0),
         };
         step.stop.fire();

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::engine::executor::{StepInvocation, StepObserver};
-use crate::engine::stop::StopTrigger;
+use crate::step::executor::{StepInvocation, StepObserver};
+use crate::step::stop::StopTrigger;
 
 /// What host capabilities know about the step they serve.
 pub struct StepContext {
@@ -20,7 +20,7 @@ pub struct StepContext {
     /// When the attempt must end.
     pub deadline: tokio::time::Instant,
     /// For agent steps: the session serving `model` and `tools`.
-    pub agent: Option<std::sync::Arc<dyn crate::agent::AgentSession>>,
+    pub agent: Option<std::sync::Arc<dyn crate::step::session::AgentSession>>,
     /// Fired when the step must end (its deadline passed or the run was
     /// cancelled): running programs get SIGTERM, then SIGKILL after the
     /// step's `kill_grace`.

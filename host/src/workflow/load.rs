@@ -1,7 +1,6 @@
 //! Loading a workflow: read the file, parse it, validate it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::diag::{Diagnostic, Diagnostics, Location};
 use super::graph::Graph;
@@ -80,32 +79,12 @@ pub fn load_from_source(
     })
 }
 
-/// The longest duration a workflow may give: deadlines are computed as
-/// "now + duration", which must not overflow the clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
-
-/// Parse a duration such as `30s`, `10m`, `1h 30m` or `250ms` (more than zero, at most
-/// [`MAX_DURATION`]).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    if text.is_empty() {
-        return Err("invalid duration '': expected e.g. 30s, 10m, 1h".to_string());
-    }
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err(format!("invalid duration '{s}': must be more than zero")),
-        Ok(d) if d > MAX_DURATION => Err(format!(
-            "invalid duration '{s}': longer than the longest allowed, 100 years"
-        )),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!(
-            "invalid duration '{s}': {e} (expected e.g. 30s, 10m, 1h)"
-        )),
-    }
-}
+pub use crate::step::units::{parse_duration, MAX_DURATION};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations_are_bounded_and_overflow_is_an_error() {

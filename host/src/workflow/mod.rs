@@ -16,6 +16,7 @@ pub mod load;
 pub(crate) mod locate;
 pub mod model;
 pub mod parse;
+pub mod reach;
 pub mod template;
 pub mod validate;
 

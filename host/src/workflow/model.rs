@@ -159,18 +159,7 @@ pub struct Defaults {
     pub retry: Option<RetrySpec>,
 }
 
-/// How strictly started programs are confined when the kernel cannot do
-/// everything asked.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum SandboxMode {
-    /// Refuse to start a program the OS sandbox cannot confine (default).
-    #[default]
-    Strict,
-    /// Start it with whatever confinement the kernel offers, and log what
-    /// was missing.
-    BestEffort,
-}
+pub use crate::step::grants::SandboxMode;
 
 /// A `retry:` block as written (per step, or under `defaults`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -166,7 +166,7 @@ impl Checker<'_> {
             }
         }
         if let Some(grace) = &config.kill_grace {
-            if let Err(e) = crate::engine::grants::check_kill_grace(grace) {
+            if let Err(e) = crate::step::grants::check_kill_grace(grace) {
                 let at = self
                     .loc
                     .key_value("kill_grace", grace)
@@ -210,9 +210,9 @@ impl Checker<'_> {
                 );
             }
             for tool in &agent.tools {
-                if crate::agent::tools::lookup(tool).is_none() {
+                if wfhost_tool_catalog::lookup(tool).is_none() {
                     let known: Vec<&str> =
-                        crate::agent::tools::TOOLS.iter().map(|t| t.name).collect();
+                        wfhost_tool_catalog::TOOLS.iter().map(|t| t.name).collect();
                     self.report(
                         at.clone(),
                         None,
@@ -236,7 +236,7 @@ impl Checker<'_> {
                     );
                 }
             }
-            if let Err(error) = crate::agent::provider::reach::reach(agent) {
+            if let Err(error) = crate::workflow::reach::reach(agent) {
                 self.report(at.clone(), None, error);
             }
             for (n, policy) in agent.policy.iter().enumerate() {
@@ -398,7 +398,7 @@ impl Checker<'_> {
                 }
             }
             if let Some(grace) = &step.kill_grace {
-                if let Err(e) = crate::engine::grants::check_kill_grace(grace) {
+                if let Err(e) = crate::step::grants::check_kill_grace(grace) {
                     let at = self.loc.step_key(i, &["kill_grace"]);
                     self.report(at, Some(&step.id), e);
                 }

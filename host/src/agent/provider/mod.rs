@@ -8,13 +8,14 @@
 //! agent names; they never enter a sandbox.
 
 pub mod openai;
-pub mod reach;
 pub mod scripted;
+
+pub use crate::workflow::reach;
 
 use std::path::Path;
 
-use crate::engine::executor::BoxFuture;
-use crate::runtime::bindings::model::{Completion, Message, ModelError, ToolSpec};
+use crate::step::bindings::model::{Completion, Message, ModelError, ToolSpec};
+use crate::step::executor::BoxFuture;
 use crate::workflow::model::ModelSpec;
 
 /// Something that completes conversations.

@@ -17,10 +17,10 @@ use ureq::http::Uri;
 use super::reach::chat_endpoint;
 use super::ModelProvider;
 use crate::agent::record::{role_str, truncate};
-use crate::engine::executor::BoxFuture;
-use crate::runtime::bindings::model::{
+use crate::step::bindings::model::{
     Completion, Message, ModelError, Role, ToolCall, ToolSpec, Usage,
 };
+use crate::step::executor::BoxFuture;
 
 /// Request timeout when the agent's model sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);

@@ -38,10 +38,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ModelProvider;
-use crate::engine::executor::BoxFuture;
-use crate::runtime::bindings::model::{
+use crate::step::bindings::model::{
     Completion, Message, ModelError, Role, ToolCall, ToolSpec, Usage,
 };
+use crate::step::executor::BoxFuture;
 
 /// A parsed script file.
 #[derive(Debug, Clone)]

@@ -41,7 +41,7 @@ pub struct StepInvocation {
     /// A private directory of this step in the run folder, for host-side files.
     pub scratch_dir: PathBuf,
     /// For agent steps: the session serving the `model` and `tools` imports.
-    pub agent: Option<crate::agent::AgentHandle>,
+    pub agent: Option<super::session::AgentHandle>,
     /// Fires when the run is cancelled: the step's started programs get
     /// SIGTERM, `kill_grace`, then SIGKILL, and the step ends.
     pub cancel: super::stop::StopSignal,

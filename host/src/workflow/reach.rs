@@ -10,7 +10,7 @@
 
 use ureq::http::Uri;
 
-use crate::engine::grants::NetworkGrant;
+use crate::step::grants::NetworkGrant;
 use crate::workflow::model::{Agent, ModelSpec};
 
 /// The reach of one agent's model.
