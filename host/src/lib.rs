@@ -6,6 +6,7 @@
 //! [`cli`] is a thin layer on top.
 
 pub mod agent;
+pub mod app;
 pub mod cli;
 pub mod engine;
 pub mod runtime;

@@ -44,27 +44,22 @@ use tools::ToolEnv;
 
 pub use crate::step::session::{AgentHandle, AgentSession};
 
-/// Everything the host needs to serve one attempt of an agent step.
-pub struct SessionContext {
-    /// The run.
-    pub run_id: String,
-    /// The step.
-    pub step_id: String,
-    /// The attempt (recorded replies and tool results are replayed across
-    /// attempts of the same step after a crash).
-    pub attempt: u32,
-    /// The `for_each` item this attempt runs (the iteration of its
-    /// idempotency key; 0 for other steps). Approvals belong to one
-    /// attempt and iteration.
-    pub iteration: u32,
-    /// The agent's definition from the workflow.
-    pub agent: crate::workflow::model::Agent,
-    /// The step's effective grants (tools are confined by them).
-    pub grants: crate::engine::grants::ResolvedGrants,
-    /// Absolute directory of the workflow file (relative paths resolve here).
-    pub workdir: std::path::PathBuf,
-    /// The store, for audit events, approvals and recordings.
-    pub store: Arc<crate::store::Store>,
+pub use crate::engine::agents::SessionContext;
+
+/// This host's agent sessions: the [`AgentSessions`] port the engine's
+/// driver opens agent steps' sessions through.
+///
+/// [`AgentSessions`]: crate::engine::agents::AgentSessions
+pub struct Sessions;
+
+impl crate::engine::agents::AgentSessions for Sessions {
+    fn history(&self, store: &Store, run_id: &str, agent_id: &str) -> Vec<Value> {
+        history(store, run_id, agent_id)
+    }
+
+    fn open(&self, ctx: SessionContext) -> Result<AgentHandle, String> {
+        open_session(ctx)
+    }
 }
 
 /// Open the session serving one attempt of an agent step: its model

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::engine::{Driver, Silent};
-use crate::runtime::{Runtime, WasmExecutor};
+use crate::engine::Silent;
 use crate::store::{RunStatus, Store};
 
 /// Arguments of `wfhost bench`.
@@ -113,11 +112,11 @@ fn overhead_per_step(m: &Measured) -> Duration {
 
 fn run_all(args: &BenchArgs, dir: &Path) -> Result<Vec<Measured>> {
     let store = Arc::new(Store::open(&dir.join("home"))?);
-    let runtime = Runtime::new(Some(super::component_cache_dir(dir)))?;
+    let runtime = crate::app::runtime(dir)?;
     // Compile up front: the benchmark measures per-step cost, not compilation.
     runtime.load("echo")?;
     runtime.load("script")?;
-    let driver = Driver::new(store, Arc::new(WasmExecutor(runtime)), Arc::new(Silent));
+    let driver = crate::app::driver(&store, runtime, None, Arc::new(Silent));
     let tokio = super::tokio_runtime()?;
     let mut results = Vec::new();
     for workload in &args.workload {

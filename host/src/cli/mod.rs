@@ -16,6 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::app::{check_grants, tokio_runtime};
+
 /// Exit code of a run that failed or of an operational error.
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code of invalid input: a bad workflow, bad arguments, an unknown run.
@@ -24,16 +26,7 @@ pub const EXIT_INVALID: u8 = 2;
 pub const EXIT_STOPPED: u8 = 3;
 
 /// A user mistake: reported on one line, exit code 2.
-#[derive(Debug)]
-pub struct Invalid(pub String);
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Invalid {}
+pub use crate::app::Invalid;
 
 /// wfhost runs workflows (YAML or JSON DAGs of steps) whose every step is a
 /// sandboxed WebAssembly component, and records every transition in SQLite.
@@ -150,25 +143,14 @@ fn init_tracing() {
 /// The `--config` file given on the command line, if any.
 static CONFIG_FILE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
-/// The host config file: `--config`, else `<home>/config.toml` if it exists.
-fn config_path(home: &std::path::Path, config: Option<&std::path::Path>) -> Option<PathBuf> {
-    let given = config.or_else(|| CONFIG_FILE.get().and_then(|c| c.as_deref()));
-    match given {
-        Some(path) => Some(path.to_path_buf()),
-        None => Some(home.join("config.toml")).filter(|default| default.exists()),
-    }
+/// The `--config` file given on the command line, if any.
+fn config_file() -> Option<&'static std::path::Path> {
+    CONFIG_FILE.get().and_then(|c| c.as_deref())
 }
 
-/// Open the store under `home` with the config's `[store] durability`, as
-/// an operational error if that fails (a broken config is invalid input).
+/// Open the store under `home` (see [`crate::app::open_store`]).
 fn open_store(home: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::store::Store>> {
-    let durability = match config_path(home, None) {
-        Some(path) => crate::engine::ceiling::load_durability(&path).map_err(Invalid)?,
-        None => crate::store::Durability::default(),
-    };
-    let store = crate::store::Store::open_with(home, durability)
-        .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))?;
-    Ok(std::sync::Arc::new(store))
+    crate::app::open_store(home, config_file())
 }
 
 /// Resolve a run id prefix, turning "unknown" and "ambiguous" into user errors.
@@ -183,43 +165,13 @@ fn resolve_run(store: &crate::store::Store, prefix: &str) -> anyhow::Result<Stri
     }
 }
 
-/// The operator's ceiling: from `--config`, else `<home>/config.toml` if
-/// it exists. A broken config file is an invalid-input error.
+/// The operator's ceiling: from `config` (`--config`), else
+/// `<home>/config.toml` if it exists (see [`crate::app::load_ceiling`]).
 fn load_ceiling(
     home: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<crate::engine::ceiling::Ceiling>> {
-    let Some(path) = config_path(home, config) else {
-        return Ok(None);
-    };
-    crate::engine::ceiling::Ceiling::load(&path).map_err(|e| Invalid(e).into())
-}
-
-/// Resolve every step's grants against the ceiling and wfhost's own state
-/// under `home`; problems are invalid input.
-fn check_grants(
-    home: &std::path::Path,
-    workflow: &crate::workflow::LoadedWorkflow,
-    ceiling: Option<&crate::engine::ceiling::Ceiling>,
-) -> anyhow::Result<Vec<crate::engine::grants::ResolvedGrants>> {
-    crate::engine::retry::resolve_all(workflow).map_err(|d| Invalid(d.to_string()))?;
-    let host = crate::engine::grants::HostState::new(home, Some(&component_cache_dir(home)));
-    crate::engine::grants::resolve_all(workflow, ceiling, &host)
-        .map_err(|d| Invalid(d.to_string()).into())
-}
-
-/// Directory for compiled components shared by every run on this machine.
-fn component_cache_dir(home: &std::path::Path) -> PathBuf {
-    if let Some(dir) = std::env::var_os("WFHOST_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("wfhost");
-    }
-    if let Some(dir) = std::env::var_os("HOME") {
-        return PathBuf::from(dir).join(".cache").join("wfhost");
-    }
-    home.join("cache")
+    crate::app::load_ceiling(home, config.or(config_file()))
 }
 
 /// A driver for `store` executing steps with the wasm runtime, printing
@@ -232,19 +184,11 @@ fn driver(
     show_logs: bool,
 ) -> anyhow::Result<crate::engine::Driver> {
     use std::sync::Arc;
-    let runtime = crate::runtime::Runtime::new(Some(component_cache_dir(home)))?;
+    let runtime = crate::app::runtime(home)?;
     let listener: Arc<dyn crate::engine::RunListener> = if quiet {
         Arc::new(crate::engine::Silent)
     } else {
         Arc::new(output::ProgressPrinter::new(show_logs))
     };
-    let executor = Arc::new(crate::runtime::WasmExecutor(runtime));
-    Ok(crate::engine::Driver::new(store.clone(), executor, listener).with_ceiling(ceiling))
-}
-
-/// A multi-threaded tokio runtime for commands that execute steps.
-fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(crate::app::driver(store, runtime, ceiling, listener))
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
+use super::agents::AgentSessions;
 use super::ceiling::Ceiling;
 use super::grants;
 use super::progress::ProgressBoard;
@@ -132,6 +133,7 @@ pub struct Driver {
     executor: Arc<dyn StepExecutor>,
     listener: Arc<dyn RunListener>,
     ceiling: Option<Ceiling>,
+    agents: Option<Arc<dyn AgentSessions>>,
 }
 
 impl Driver {
@@ -146,7 +148,15 @@ impl Driver {
             executor,
             listener,
             ceiling: None,
+            agents: None,
         }
+    }
+
+    /// Open agent steps' sessions through `agents` (without it, agent steps
+    /// fail: this driver serves no agents).
+    pub fn with_agents(mut self, agents: Arc<dyn AgentSessions>) -> Driver {
+        self.agents = Some(agents);
+        self
     }
 
     /// Check every step's grants against the operator's ceiling.
@@ -861,27 +871,33 @@ impl Driver {
             .iter()
             .find(|a| a.id == name)
             .ok_or_else(|| StepFailure::permanent(format!("unknown agent '{name}'")))?;
+        let agents = self.agents.as_ref().ok_or_else(|| {
+            StepFailure::permanent(format!(
+                "agent '{name}': this host was not set up to serve agent steps"
+            ))
+        })?;
         if step.session == Some(SessionMode::Reuse) {
-            let history = crate::agent::history(&self.store, &invocation.run_id, name);
+            let history = agents.history(&self.store, &invocation.run_id, name);
             invocation.config["history"] = Value::Array(history);
         }
-        let session = crate::agent::open_session(crate::agent::SessionContext {
-            run_id: invocation.run_id.clone(),
-            step_id: invocation.step_id.clone(),
-            attempt: invocation.attempt,
-            // `run:step:iteration:attempt`.
-            iteration: invocation
-                .idempotency_key
-                .rsplit(':')
-                .nth(1)
-                .and_then(|i| i.parse().ok())
-                .unwrap_or(0),
-            agent: agent.clone(),
-            grants: invocation.grants.clone(),
-            workdir: invocation.workdir.clone(),
-            store: self.store.clone(),
-        })
-        .map_err(|e| StepFailure::permanent(format!("agent '{name}': {e}")))?;
+        let session = agents
+            .open(super::agents::SessionContext {
+                run_id: invocation.run_id.clone(),
+                step_id: invocation.step_id.clone(),
+                attempt: invocation.attempt,
+                // `run:step:iteration:attempt`.
+                iteration: invocation
+                    .idempotency_key
+                    .rsplit(':')
+                    .nth(1)
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(0),
+                agent: agent.clone(),
+                grants: invocation.grants.clone(),
+                workdir: invocation.workdir.clone(),
+                store: self.store.clone(),
+            })
+            .map_err(|e| StepFailure::permanent(format!("agent '{name}': {e}")))?;
         invocation.agent = Some(session);
         Ok(invocation)
     }

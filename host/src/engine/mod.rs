@@ -5,6 +5,7 @@
 //! (the wasm runtime in production), and persists each transition before
 //! the next action.
 
+pub mod agents;
 pub mod ceiling;
 pub mod driver;
 mod fan_out;

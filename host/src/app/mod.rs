@@ -1,0 +1,113 @@
+//! The wiring of a wfhost application: where the host config is, the
+//! operator's ceiling, the store (with its configured durability), the
+//! compiled-component cache, the wasm runtime and the driver that ties them
+//! together. The CLI is one front end on top; a server can reuse the same
+//! wiring.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::engine::ceiling::{self, Ceiling};
+use crate::engine::grants::{self, HostState, ResolvedGrants};
+use crate::engine::{Driver, RunListener};
+use crate::runtime::{Runtime, WasmExecutor};
+use crate::store::{Durability, Store};
+use crate::workflow::LoadedWorkflow;
+
+/// Invalid input (a user mistake, such as a broken config file or a grant
+/// over the ceiling), as opposed to an operational failure. The CLI reports
+/// it on one line with exit code 2.
+#[derive(Debug)]
+pub struct Invalid(pub String);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// The host config file: `given`, else `<home>/config.toml` if it exists.
+pub fn config_path(home: &Path, given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(home.join("config.toml")).filter(|default| default.exists()),
+    }
+}
+
+/// Open the store under `home` with the `[store] durability` of the config
+/// (`config`: see [`config_path`]). A broken config is [`Invalid`].
+pub fn open_store(home: &Path, config: Option<&Path>) -> anyhow::Result<Arc<Store>> {
+    let durability = match config_path(home, config) {
+        Some(path) => ceiling::load_durability(&path).map_err(Invalid)?,
+        None => Durability::default(),
+    };
+    let store = Store::open_with(home, durability)
+        .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// The operator's ceiling from the config (see [`config_path`]), if there
+/// is a config. A broken config file is [`Invalid`].
+pub fn load_ceiling(home: &Path, config: Option<&Path>) -> anyhow::Result<Option<Ceiling>> {
+    let Some(path) = config_path(home, config) else {
+        return Ok(None);
+    };
+    Ceiling::load(&path).map_err(|e| Invalid(e).into())
+}
+
+/// Resolve every step's grants (and retry policies) against the ceiling
+/// and wfhost's own state under `home`; problems are [`Invalid`].
+pub fn check_grants(
+    home: &Path,
+    workflow: &LoadedWorkflow,
+    ceiling: Option<&Ceiling>,
+) -> anyhow::Result<Vec<ResolvedGrants>> {
+    crate::engine::retry::resolve_all(workflow).map_err(|d| Invalid(d.to_string()))?;
+    let host = HostState::new(home, Some(&component_cache_dir(home)));
+    grants::resolve_all(workflow, ceiling, &host).map_err(|d| Invalid(d.to_string()).into())
+}
+
+/// Directory for compiled components shared by every run on this machine:
+/// `$WFHOST_CACHE_DIR`, else `$XDG_CACHE_HOME/wfhost`, else
+/// `~/.cache/wfhost`, else `<home>/cache`.
+pub fn component_cache_dir(home: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("WFHOST_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("wfhost");
+    }
+    if let Some(dir) = std::env::var_os("HOME") {
+        return PathBuf::from(dir).join(".cache").join("wfhost");
+    }
+    home.join("cache")
+}
+
+/// The wasm runtime, caching compiled components for `home` (see
+/// [`component_cache_dir`]).
+pub fn runtime(home: &Path) -> anyhow::Result<Arc<Runtime>> {
+    Runtime::new(Some(component_cache_dir(home)))
+}
+
+/// A driver recording into `store`, executing steps with `runtime`,
+/// serving agent steps with [`crate::agent::Sessions`], checking grants
+/// against `ceiling` and reporting to `listener`.
+pub fn driver(
+    store: &Arc<Store>,
+    runtime: Arc<Runtime>,
+    ceiling: Option<Ceiling>,
+    listener: Arc<dyn RunListener>,
+) -> Driver {
+    Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener)
+        .with_ceiling(ceiling)
+        .with_agents(Arc::new(crate::agent::Sessions))
+}
+
+/// A multi-threaded tokio runtime for work that executes steps.
+pub fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
