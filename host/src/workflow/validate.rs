@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use super::diag::{Diagnostic, Diagnostics, Location};
 use super::graph::{cycle_text, Graph};
-use super::load::parse_duration;
 use super::locate::Locator;
 use super::model::{Step, Workflow};
 use super::template::references;
+use crate::step::units::parse_duration;
 
 /// The built-in step types (besides the workflow's `plugins`).
 pub const BUILTIN_TYPES: &[&str] = &["script", "function", "agent"];
