@@ -478,7 +478,7 @@ fn shown_path(path: &str, workdir: &Path) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::engine::grants::ResolvedGrants;
+    use crate::step::grants::ResolvedGrants;
     use crate::workflow::model::ModelSpec;
 
     /// A `tool-policy` component in WAT: denies tools starting with `w`
@@ -753,9 +753,9 @@ pub(crate) mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let grants = ResolvedGrants {
-            exec: vec![crate::engine::grants::ExecGrant {
+            exec: vec![crate::step::grants::ExecGrant {
                 name: "sh".into(),
-                path: crate::engine::grants::resolve_program("sh").unwrap(),
+                path: crate::step::grants::resolve_program("sh").unwrap(),
             }],
             ..ResolvedGrants::default()
         };

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::engine::grants::{resolve_program, ExecGrant, ResolvedGrants};
 use crate::step::bindings::model::Role;
+use crate::step::grants::{resolve_program, ExecGrant, ResolvedGrants};
 use crate::store::{NewRun, RunStatus, Store};
 use crate::workflow::model::{Agent, ModelSpec, PolicySpec};
 

@@ -30,11 +30,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::agent::record::truncate;
-use crate::engine::grants::{resolve_program, ResolvedGrants};
 use crate::runtime::host_files::{FileError, GrantedFiles};
 use crate::step::bindings::model::ToolSpec;
 use crate::step::bindings::process::ProcessError;
 use crate::step::bindings::tools::ToolError;
+use crate::step::grants::{resolve_program, ResolvedGrants};
 
 /// How long an `exec` command may run.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -711,7 +711,7 @@ pub fn audit_arguments(arguments: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::grants::{ExecGrant, NetworkGrant};
+    use crate::step::grants::{ExecGrant, NetworkGrant};
 
     struct Fixture {
         _dir: tempfile::TempDir,

@@ -27,7 +27,7 @@ use std::path::{Component, Path, PathBuf};
 
 use cap_std::fs::Dir;
 
-use crate::engine::grants::ResolvedGrants;
+use crate::step::grants::ResolvedGrants;
 
 /// Symlinks one resolution may follow (Linux's own limit).
 const MAX_SYMLINKS: usize = 40;
@@ -87,7 +87,7 @@ impl GrantedFiles {
             // directory swapped for a symlink since then is not followed.
             let dir = match grants.handle(path) {
                 Some(handle) => handle.dir().try_clone()?,
-                None => crate::engine::grants::DirHandle::open(path)?
+                None => crate::step::grants::DirHandle::open(path)?
                     .dir()
                     .try_clone()?,
             };
@@ -213,7 +213,7 @@ impl GrantedFiles {
 
     /// The most specific root holding `absolute` (lexically).
     fn root_of(&self, absolute: &Path) -> Option<&Root> {
-        crate::engine::grants::covering_root(&self.roots, |root| root.path.as_path(), absolute)
+        crate::step::grants::covering_root(&self.roots, |root| root.path.as_path(), absolute)
     }
 
     /// The root covering `path` and the names below it.

@@ -37,10 +37,10 @@ use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::engine::grants::DirHandle;
 use crate::step::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
+use crate::step::grants::DirHandle;
 use crate::step::stop::{StopSignal, StopTrigger, STOP_MARGIN};
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
@@ -133,7 +133,7 @@ impl Runtime {
         StepState {
             wasi: WasiCtxBuilder::new().build(),
             table: step_table(),
-            limits: StepLimits::new(crate::engine::grants::DEFAULT_MEMORY as usize),
+            limits: StepLimits::new(crate::step::grants::DEFAULT_MEMORY as usize),
             network: network::NetworkPolicy::new(&[], Arc::new(NullObserver)),
             progress: Default::default(),
             step: Arc::new(StepContext {

@@ -28,8 +28,8 @@ use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::state::StepState;
-use crate::engine::grants::NetworkGrant;
 use crate::step::executor::{LogLevel, StepObserver};
+use crate::step::grants::NetworkGrant;
 
 /// Most sockets (TCP and UDP, listening, connected or accepted) one step
 /// attempt may hold open at once.

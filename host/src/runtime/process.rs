@@ -83,8 +83,8 @@ use tokio::sync::watch;
 use super::bindings::process::{self, Denial, Output, ProcessError};
 use super::sandbox::{self, Cgroup, Support};
 use super::state::{StepContext, StepState};
-use crate::engine::grants::{resolve_program, ExecGrant, ResolvedGrants};
 use crate::step::executor::LogLevel;
+use crate::step::grants::{resolve_program, ExecGrant, ResolvedGrants};
 use crate::step::stop::StopSignal;
 
 /// How long the output readers may take to reach the end of their pipes
@@ -676,7 +676,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::engine::grants::{EnvGrant, NetworkGrant};
+    use crate::step::grants::{EnvGrant, NetworkGrant};
     use crate::workflow::model::SandboxMode;
 
     /// Whether this machine can run the sandbox tests (Landlock and

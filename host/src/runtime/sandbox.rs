@@ -39,7 +39,7 @@ use landlock::{
     Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
-use crate::engine::grants::ResolvedGrants;
+use crate::step::grants::ResolvedGrants;
 use crate::workflow::model::SandboxMode;
 
 /// Most tasks (processes and threads) the tree of one started program may
@@ -1203,7 +1203,7 @@ fn errno() -> libc::c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::grants::NetworkGrant;
+    use crate::step::grants::NetworkGrant;
 
     fn rules(grants: &ResolvedGrants, private: &Path) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
         let request = Request {
@@ -1270,10 +1270,10 @@ mod tests {
     fn execute_is_granted_on_the_programs_and_their_loader_only() {
         let private = tempfile::tempdir().unwrap();
         let granted = tempfile::tempdir().unwrap();
-        let cat = crate::engine::grants::resolve_program("cat").unwrap();
+        let cat = crate::step::grants::resolve_program("cat").unwrap();
         let grants = ResolvedGrants {
             files: vec![(granted.path().to_path_buf(), true)],
-            exec: vec![crate::engine::grants::ExecGrant {
+            exec: vec![crate::step::grants::ExecGrant {
                 name: "cat".into(),
                 path: cat.clone(),
             }],
@@ -1302,7 +1302,7 @@ mod tests {
 
     #[test]
     fn the_dynamic_loader_of_a_program_is_found() {
-        let sh = crate::engine::grants::resolve_program("sh").unwrap();
+        let sh = crate::step::grants::resolve_program("sh").unwrap();
         if let Some(loader) = elf_interpreter(&sh) {
             assert!(loader.is_absolute() && loader.is_file(), "{loader:?}");
             assert!(loader.to_string_lossy().contains("ld"), "{loader:?}");
