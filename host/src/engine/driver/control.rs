@@ -1,0 +1,57 @@
+//! Cancelling a run: stopping running steps and closing what is left.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::task::JoinSet;
+
+use super::state::RunState;
+use super::{Driver, RunEvent};
+use crate::step::stop::StopTrigger;
+use crate::store::StepStatus;
+use crate::workflow::model::Workflow;
+
+/// Stop every running step: ask them (their programs get SIGTERM, then
+/// SIGKILL after their `kill_grace`), wait up to `budget` for them to end,
+/// then abort what is left. Their results are dropped: the run is being
+/// cancelled. `stop` is renewed, so the cleanup steps that run next are not
+/// stopped at once.
+pub(super) async fn stop_running<T: 'static>(
+    running: &mut JoinSet<T>,
+    stop: &mut StopTrigger,
+    budget: Duration,
+) {
+    stop.fire();
+    let _ = tokio::time::timeout(budget, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+    *stop = StopTrigger::new();
+}
+
+impl Driver {
+    /// Cancel what has not finished (running steps were aborted by the
+    /// caller, which kills their programs); `finally` steps still run.
+    pub(super) fn cancel(&self, run_id: &str, def: &Workflow, state: &mut RunState) -> Result<()> {
+        state.cancelled = true;
+        self.store.set_request(run_id, None)?;
+        self.listener.on_event(&RunEvent::Cancelling);
+        for index in state.scheduler.close_open() {
+            let note = if state.running.remove(&index) {
+                "cancelled while running; its programs were killed"
+            } else {
+                "cancelled before it started"
+            };
+            self.store.set_step_status(
+                run_id,
+                &def.steps[index].id,
+                StepStatus::Cancelled,
+                Some(note),
+            )?;
+            state.board.finished(index, "cancelled", Duration::ZERO);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! `for_each` steps: render the list and start the items (the items run
+//! in [`super::super::fan_out`]).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::invocation::prepare_invocation;
+use super::state::RunState;
+use super::step_log::StepLog;
+use super::{Driver, RunEvent, DEFAULT_PARALLELISM};
+use crate::engine::fan_out;
+use crate::engine::retry::RetryPolicy;
+use crate::step::executor::{ResolvedGrants, StepFailure};
+use crate::workflow::{LoadedWorkflow, Templates};
+
+/// The future running a `for_each` step's items: the attempt to report
+/// and the list of outputs (or the first failure).
+type ItemsFuture = crate::step::executor::BoxFuture<(u32, Result<Value, StepFailure>)>;
+
+impl Driver {
+    /// Render a `for_each` step's list and start its items; returns the
+    /// future that runs them all.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_for_each(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        index: usize,
+        expression: &str,
+        component: &str,
+        args: &Value,
+        templates: &Templates,
+        grants: &ResolvedGrants,
+        retry: &RetryPolicy,
+        remaining: Option<Duration>,
+        state: &mut RunState,
+    ) -> std::result::Result<ItemsFuture, StepFailure> {
+        let step = &workflow.def.steps[index];
+        let inner = expression.trim();
+        let inner = inner
+            .strip_prefix("{{")
+            .and_then(|rest| rest.strip_suffix("}}"))
+            .unwrap_or(inner)
+            .trim();
+        let list = templates
+            .render_value(&Value::String(format!("{{{{ {inner} }}}}")), &state.context)
+            .map_err(|e| StepFailure::permanent(format!("for_each `{inner}`: {e}")))?;
+        let Value::Array(list) = list else {
+            return Err(StepFailure::permanent(format!(
+                "for_each `{inner}` must give a list, not {list}"
+            )));
+        };
+        let mut invocations = Vec::new();
+        let mut inputs = Vec::new();
+        for (position, item) in list.into_iter().enumerate() {
+            let mut context = state.context.clone();
+            context["item"] = item.clone();
+            context["index"] = json!(position);
+            let attempt = state.attempts[index] + 1;
+            state.attempts[index] = attempt;
+            let mut invocation = prepare_invocation(
+                workflow,
+                step,
+                component,
+                run_id,
+                attempt,
+                args,
+                &state.outputs,
+                &context,
+                templates,
+                grants.clone(),
+                self.store.run_files(run_id).step_dir(&step.id),
+            )
+            .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
+            invocation.idempotency_key =
+                crate::step::executor::idempotency_key(run_id, &step.id, position, attempt);
+            invocation.cancel = state.stop.signal();
+            if let Some(remaining) = remaining {
+                invocation.timeout = invocation.timeout.min(remaining);
+            }
+            inputs.push(json!({
+                "item": item,
+                "index": position,
+                "config": invocation.config,
+                "attempt": attempt,
+                "idempotency_key": invocation.idempotency_key,
+            }));
+            invocations.push(invocation);
+        }
+        state.board.started(index);
+        self.listener.on_event(&RunEvent::StepStarted {
+            step: step.id.clone(),
+            attempt: state.attempts[index],
+        });
+        if invocations.is_empty() {
+            return Ok(Box::pin(async { (0, Ok(Value::Array(Vec::new()))) }));
+        }
+        let observer = Arc::new(StepLog {
+            store: self.store.clone(),
+            listener: self.listener.clone(),
+            run_id: run_id.to_string(),
+            step_id: step.id.clone(),
+            budget: AtomicU64::new(grants.max_output),
+        });
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(state.attempts[index]));
+        state.item_attempts.insert(index, attempts.clone());
+        let items = fan_out::Items {
+            invocations,
+            inputs,
+            parallelism: step.parallelism.unwrap_or(DEFAULT_PARALLELISM),
+            fail_fast: step.fail_fast.unwrap_or(true),
+            retry: retry.clone(),
+            attempts,
+        };
+        Ok(Box::pin(fan_out::run_items(
+            self.store.clone(),
+            self.executor.clone(),
+            observer,
+            items,
+        )))
+    }
+}

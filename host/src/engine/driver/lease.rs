@@ -1,0 +1,51 @@
+//! The run's lease, renewed from its own task while the run is driven.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::CONTROL_TICK;
+use crate::store::Store;
+
+/// Renews a run's lease every [`CONTROL_TICK`] until dropped, and
+/// remembers when it was lost to another process.
+pub(super) struct Heartbeat {
+    lost: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    pub(super) fn start(store: Arc<Store>, run_id: &str) -> Heartbeat {
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, run_id) = (lost.clone(), run_id.to_string());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CONTROL_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match store.heartbeat(&run_id) {
+                    Ok(()) => {}
+                    Err(crate::store::StoreError::LeaseLost) => {
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(error) => tracing::warn!("run {run_id}: heartbeat failed: {error}"),
+                }
+            }
+        });
+        Heartbeat { lost, task }
+    }
+
+    /// An error once another process has taken the run over.
+    pub(super) fn check(&self) -> std::result::Result<(), crate::store::StoreError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(crate::store::StoreError::LeaseLost);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,137 @@
+//! Restore after a crash: bring the in-memory state of a resumed run in
+//! line with the store.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use super::state::RunState;
+use super::{Driver, ResumeOptions};
+use crate::engine::retry::RetryPolicy;
+use crate::store::StepStatus;
+use crate::workflow::model::Escalation;
+use crate::workflow::LoadedWorkflow;
+
+impl Driver {
+    /// Bring the in-memory state in line with the store (a resumed run).
+    /// Returns a message when an interrupted step needs an operator decision.
+    pub(super) fn restore(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        policies: &[RetryPolicy],
+        options: &ResumeOptions,
+        state: &mut RunState,
+    ) -> Result<Option<String>> {
+        let def = &workflow.def;
+        let records = self.store.steps(run_id)?;
+        for name in options.rerun.iter().chain(&options.skip) {
+            if !def.steps.iter().any(|s| &s.id == name) {
+                anyhow::bail!("run {run_id} has no step '{name}'");
+            }
+        }
+        let mut needs_decision = Vec::new();
+        for index in workflow.graph.topo_order() {
+            let step = &def.steps[index];
+            let Some(record) = records.iter().find(|r| r.id == step.id) else {
+                continue;
+            };
+            state.attempts[index] = record.attempts;
+            match record.status {
+                StepStatus::Completed => {
+                    state.scheduler.settle(index);
+                    state.complete(index, record.output.clone().unwrap_or(Value::Null));
+                    state.board.finished(index, "completed", Duration::ZERO);
+                }
+                StepStatus::Failed
+                    if step.on_failure.as_ref().and_then(|o| o.escalate)
+                        == Some(Escalation::Block) =>
+                {
+                    // The operator resumed a run this step blocked: try it again.
+                    self.store
+                        .reset_step(run_id, &step.id, "resumed after blocking the run")?;
+                }
+                StepStatus::Failed if step.optional || step.continue_on_error => {
+                    state.scheduler.settle(index);
+                    state.tolerated_any = true;
+                    state.record_status(index, "failed");
+                    state.scheduler.complete(index);
+                }
+                StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled => {
+                    state.scheduler.settle(index);
+                    state.record_status(index, record.status.as_str());
+                    state.failed_any |= record.status == StepStatus::Failed;
+                    for (skipped, _) in state.scheduler.fail(index) {
+                        state.board.skipped(skipped);
+                    }
+                    state
+                        .board
+                        .finished(index, record.status.as_str(), Duration::ZERO);
+                }
+                StepStatus::Running | StepStatus::Interrupted => {
+                    if options.skip.contains(&step.id) {
+                        self.store.set_step_status(
+                            run_id,
+                            &step.id,
+                            StepStatus::Skipped,
+                            Some("skipped by the operator after an interruption"),
+                        )?;
+                        state.scheduler.settle(index);
+                        for (skipped, _) in state.scheduler.fail(index) {
+                            let reason = format!("needs '{}', which was skipped", step.id);
+                            self.store
+                                .skip_step(run_id, &def.steps[skipped].id, &reason)?;
+                            state.board.skipped(skipped);
+                        }
+                    } else if options.rerun.contains(&step.id)
+                        || step.idempotent
+                        || policies[index].max_attempts > record.attempts
+                    {
+                        self.store.set_step_status(
+                            run_id,
+                            &step.id,
+                            StepStatus::Interrupted,
+                            Some("interrupted; running it again"),
+                        )?;
+                    } else {
+                        self.store.set_step_status(
+                            run_id,
+                            &step.id,
+                            StepStatus::Interrupted,
+                            Some("interrupted while running; not marked idempotent"),
+                        )?;
+                        needs_decision.push(step.id.clone());
+                    }
+                }
+                StepStatus::Retrying => {
+                    let wait = record
+                        .next_attempt_at
+                        .as_deref()
+                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                        .and_then(|at| {
+                            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                                .to_std()
+                                .ok()
+                        })
+                        .unwrap_or_default();
+                    if !wait.is_zero() {
+                        state.scheduler.settle(index);
+                        state.scheduler.mark_waiting_retry(index);
+                        state.due_later.push((index, wait));
+                    }
+                }
+                StepStatus::Pending => {}
+            }
+        }
+        if needs_decision.is_empty() {
+            return Ok(None);
+        }
+        let list = needs_decision.join(", ");
+        let first = &needs_decision[0];
+        Ok(Some(format!(
+            "step(s) {list} were interrupted while running and are not marked idempotent; \
+             decide with `wfhost resume {run_id} --rerun {first}` or `--skip {first}`"
+        )))
+    }
+}

@@ -1,0 +1,102 @@
+//! What a run needs before its first step: resolved grants (pinned to the
+//! paths they led to when the run started), retry policies and loaded
+//! components.
+
+use serde_json::{Map, Value};
+
+use super::invocation::component_of;
+use super::Driver;
+use crate::engine::{grants, retry};
+use crate::step::executor::ResolvedGrants;
+use crate::workflow::LoadedWorkflow;
+
+/// Per step (by index): its resolved grants, retry policy and component.
+pub(super) struct Setup {
+    /// Resolved grants of each step.
+    pub(super) grants: Vec<ResolvedGrants>,
+    /// Retry policy of each step.
+    pub(super) policies: Vec<retry::RetryPolicy>,
+    /// The component each step runs.
+    pub(super) components: Vec<String>,
+}
+
+impl Driver {
+    /// Resolve grants and retry policies and load every component; any
+    /// problem is one message.
+    pub(super) fn prepare(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+    ) -> std::result::Result<Setup, String> {
+        let host = grants::HostState::new(self.store.home(), self.executor.cache_dir().as_deref());
+        let all_grants = grants::resolve_all(workflow, self.ceiling.as_ref(), &host)
+            .map_err(|d| format!("grants: {d}"))?;
+        self.pin_grant_paths(run_id, workflow, &all_grants)?;
+        let policies = retry::resolve_all(workflow).map_err(|d| format!("retry: {d}"))?;
+        let components: Vec<String> = workflow
+            .def
+            .steps
+            .iter()
+            .map(|step| component_of(workflow, step))
+            .collect();
+        let mut unique = components.clone();
+        unique.sort();
+        unique.dedup();
+        self.executor
+            .prepare(&unique)
+            .map_err(|error| format!("cannot load plugins: {error}"))?;
+        Ok(Setup {
+            grants: all_grants,
+            policies,
+            components,
+        })
+    }
+
+    /// Check that every `files` grant resolves to the directory it resolved
+    /// to when the run first started (a directory swapped for a symlink
+    /// while the run was stopped must not widen a grant on resume), and
+    /// record the grants seen for the first time.
+    fn pin_grant_paths(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        all_grants: &[ResolvedGrants],
+    ) -> std::result::Result<(), String> {
+        let store_error = |e: crate::store::StoreError| format!("store: {e}");
+        let mut pinned = match self
+            .store
+            .latest_event(run_id, "grants_pinned")
+            .map_err(store_error)?
+        {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        let mut added = false;
+        for (step, resolved) in workflow.def.steps.iter().zip(all_grants) {
+            let written = grants::merged(workflow, step).files;
+            for (file, (path, _)) in written.iter().zip(&resolved.files) {
+                let key = format!("{}:{}", step.id, file.path);
+                let now = path.display().to_string();
+                match pinned.get(&key).and_then(Value::as_str) {
+                    Some(before) if before != now => {
+                        return Err(format!(
+                            "step '{}': files grant '{}' now leads to '{now}', not to '{before}' as when the run started (was the directory replaced by a link?); restore it, or start a new run",
+                            step.id, file.path
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        pinned.insert(key, Value::String(now));
+                        added = true;
+                    }
+                }
+            }
+        }
+        if added {
+            self.store
+                .append_event(run_id, None, "grants_pinned", &Value::Object(pinned))
+                .map_err(store_error)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! The in-memory side of a run being driven.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::invocation::template_context;
+use crate::engine::progress::ProgressBoard;
+use crate::engine::scheduler::Scheduler;
+use crate::step::executor::{FailureKind, StepFailure};
+use crate::step::stop::StopTrigger;
+use crate::store::Store;
+use crate::workflow::model::{Step, Workflow};
+use crate::workflow::parse_duration;
+
+/// The in-memory side of a run being driven.
+pub(super) struct RunState {
+    pub(super) scheduler: Scheduler,
+    pub(super) outputs: BTreeMap<String, Value>,
+    /// Grown as steps complete, so dispatching a step never copies the
+    /// outputs of the whole run.
+    pub(super) context: Value,
+    pub(super) attempts: Vec<u32>,
+    pub(super) running: std::collections::HashSet<usize>,
+    pub(super) due_later: Vec<(usize, Duration)>,
+    pub(super) board: ProgressBoard,
+    pub(super) failed_any: bool,
+    pub(super) tolerated_any: bool,
+    pub(super) cancelled: bool,
+    /// Why the run is parking as `blocked` (an `on_failure: block` step).
+    pub(super) blocked: Option<String>,
+    /// Why the run was cancelled.
+    pub(super) cancel_reason: String,
+    /// When each step's first attempt started (for `total_timeout`).
+    pub(super) first_started: Vec<Option<Instant>>,
+    /// Steps waiting for a retry timer.
+    pub(super) waiting: std::collections::HashSet<usize>,
+    /// The attempt counters of running `for_each` steps (item retries
+    /// take attempt numbers as they go).
+    pub(super) item_attempts: std::collections::HashMap<usize, Arc<std::sync::atomic::AtomicU32>>,
+    /// Which step (and attempt) each running task executes.
+    pub(super) tasks: std::collections::HashMap<tokio::task::Id, (usize, u32)>,
+    pub(super) ids: Vec<String>,
+    /// Fired on cancel: running steps stop their programs gracefully.
+    pub(super) stop: StopTrigger,
+}
+
+impl RunState {
+    pub(super) fn new(run_id: &str, def: &Workflow, args: &Value, store: &Store) -> RunState {
+        RunState {
+            scheduler: Scheduler::new(
+                def.steps
+                    .iter()
+                    .map(|s| (s.id.as_str(), s.needs.as_slice())),
+            ),
+            outputs: BTreeMap::new(),
+            context: template_context(run_id, &def.name, args, &BTreeMap::new()),
+            attempts: vec![0; def.steps.len()],
+            item_attempts: std::collections::HashMap::new(),
+            tasks: std::collections::HashMap::new(),
+            running: Default::default(),
+            due_later: Vec::new(),
+            board: ProgressBoard::new(run_id, def, store.run_files(run_id)),
+            failed_any: false,
+            tolerated_any: false,
+            cancelled: false,
+            blocked: None,
+            cancel_reason: "cancelled by request".to_string(),
+            first_started: vec![None; def.steps.len()],
+            waiting: Default::default(),
+            ids: def.steps.iter().map(|s| s.id.clone()).collect(),
+            stop: StopTrigger::new(),
+        }
+    }
+
+    /// Make a step that did not complete visible to templates and
+    /// conditions as `steps.<id>.status` (its output is null).
+    pub(super) fn record_status(&mut self, index: usize, status: &str) {
+        let id = self.ids[index].clone();
+        self.context["steps"][&id] = json!({ "output": null, "status": status });
+    }
+
+    pub(super) fn complete(&mut self, index: usize, output: Value) {
+        let id = self.ids[index].clone();
+        self.context["steps"][&id] = json!({ "output": output, "status": "completed" });
+        self.outputs.insert(id, output);
+        self.scheduler.complete(index);
+    }
+}
+
+pub(super) fn describe_failure(failure: &StepFailure) -> String {
+    match failure.kind {
+        FailureKind::Timeout => format!("timeout: {}", failure.message),
+        _ => failure.message.clone(),
+    }
+}
+
+/// Whether a retry after `delay` still fits the step's `total_timeout`.
+pub(super) fn within_total(step: &Step, state: &RunState, index: usize, delay: Duration) -> bool {
+    let Some(total) = step
+        .total_timeout
+        .as_deref()
+        .and_then(|t| parse_duration(t).ok())
+    else {
+        return true;
+    };
+    state.first_started[index].is_none_or(|first| first.elapsed() + delay < total)
+}
