@@ -15,6 +15,9 @@ use crate::workflow::LoadedWorkflow;
 const DEFAULT_MAX_LOOPS: u32 = 3;
 
 impl Driver {
+    /// Record a step's failed `attempt` and what follows from its
+    /// `on_failure`: go back (`retry_step`), block the run, skip it, or fail
+    /// it (tolerated when it is optional); its dependents are skipped.
     pub(super) fn record_failure(
         &self,
         run_id: &str,
@@ -30,40 +33,12 @@ impl Driver {
         let on_failure = step.on_failure.clone().unwrap_or_default();
         if let Some(target) = &on_failure.retry_step {
             let max = on_failure.max_loops.unwrap_or(DEFAULT_MAX_LOOPS);
-            let used = self.store.loops(run_id, &step.id)?;
-            if used < max {
-                let data = json!({ "back_to": target, "loop": used + 1, "max_loops": max, "error": message });
-                let targets: Vec<usize> = workflow.graph.index_of(target).into_iter().collect();
-                self.go_back(
-                    run_id,
-                    workflow,
-                    state,
-                    &targets,
-                    &format!("'{}' failed and went back to '{target}'", step.id),
-                    &[
-                        Change::FinishAttempt {
-                            step: &step.id,
-                            attempt,
-                            status: StepStatus::Failed,
-                            outcome: Err(&message),
-                        },
-                        Change::Event {
-                            step: &step.id,
-                            kind: "step_loop",
-                            data: &data,
-                        },
-                    ],
-                )?;
-                self.listener.on_event(&RunEvent::StepFailed {
-                    step: step.id.clone(),
-                    error: format!(
-                        "{message} → going back to '{target}' (loop {}/{max})",
-                        used + 1
-                    ),
-                });
-                return Ok(());
+            match self.loop_back(
+                run_id, workflow, state, index, attempt, target, max, message,
+            )? {
+                Some(gave_up) => message = gave_up,
+                None => return Ok(()),
             }
-            message = format!("{message} (gave up after {max} loop(s) back to '{target}')");
         }
         match on_failure.escalate.unwrap_or_default() {
             Escalation::Block => {
@@ -144,6 +119,61 @@ impl Driver {
             });
         }
         Ok(())
+    }
+
+    /// `on_failure.retry_step`: while loops are left, record the failed
+    /// attempt and go back to `target` (returns `None`); after `max`
+    /// loops, the failure's message saying so.
+    #[allow(clippy::too_many_arguments)]
+    fn loop_back(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        state: &mut RunState,
+        index: usize,
+        attempt: u32,
+        target: &str,
+        max: u32,
+        message: String,
+    ) -> Result<Option<String>> {
+        let step = &workflow.def.steps[index];
+        let used = self.store.loops(run_id, &step.id)?;
+        if used < max {
+            let data =
+                json!({ "back_to": target, "loop": used + 1, "max_loops": max, "error": message });
+            let targets: Vec<usize> = workflow.graph.index_of(target).into_iter().collect();
+            self.go_back(
+                run_id,
+                workflow,
+                state,
+                &targets,
+                &format!("'{}' failed and went back to '{target}'", step.id),
+                &[
+                    Change::FinishAttempt {
+                        step: &step.id,
+                        attempt,
+                        status: StepStatus::Failed,
+                        outcome: Err(&message),
+                    },
+                    Change::Event {
+                        step: &step.id,
+                        kind: "step_loop",
+                        data: &data,
+                    },
+                ],
+            )?;
+            self.listener.on_event(&RunEvent::StepFailed {
+                step: step.id.clone(),
+                error: format!(
+                    "{message} → going back to '{target}' (loop {}/{max})",
+                    used + 1
+                ),
+            });
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{message} (gave up after {max} loop(s) back to '{target}')"
+        )))
     }
 
     /// Skip a step whose condition is false, and the steps that need it.

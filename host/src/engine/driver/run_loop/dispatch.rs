@@ -1,0 +1,211 @@
+//! Dispatch: start one ready step (its condition, `total_timeout`, its
+//! items or its next attempt).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::RunLoop;
+use crate::engine::driver::invocation::prepare_invocation;
+use crate::engine::driver::step_log::StepLog;
+use crate::engine::driver::RunEvent;
+use crate::step::executor::{FailureKind, StepFailure};
+use crate::step::units::humanize;
+use crate::workflow::parse_duration;
+use crate::workflow::template::evaluate_condition;
+
+impl RunLoop<'_> {
+    /// Start ready steps while the run may and there is room.
+    pub(super) fn dispatch_ready(&mut self) -> Result<()> {
+        while !self.paused && self.state.blocked.is_none() && self.running.len() < self.parallelism
+        {
+            let Some(index) = self.state.scheduler.next_ready() else {
+                break;
+            };
+            self.dispatch(index)?;
+        }
+        Ok(())
+    }
+
+    /// Start one ready step: check its condition and `total_timeout`, then
+    /// start its items (`for_each`) or its next attempt.
+    pub(super) fn dispatch(&mut self, index: usize) -> Result<()> {
+        let step = &self.workflow.def.steps[index];
+        if !self.condition_holds(index)? {
+            return Ok(());
+        }
+        let total = step
+            .total_timeout
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok());
+        let first = *self.state.first_started[index].get_or_insert_with(Instant::now);
+        let remaining = total.map(|t| t.saturating_sub(first.elapsed()));
+        if let (Some(total), Some(Duration::ZERO)) = (total, remaining) {
+            let failure = StepFailure {
+                kind: FailureKind::Timeout,
+                message: format!(
+                    "total_timeout of {} reached after {} attempt(s)",
+                    humanize(total),
+                    self.state.attempts[index]
+                ),
+            };
+            let attempt = self.state.attempts[index];
+            return self.record_failure(index, attempt, &failure);
+        }
+        match &step.for_each {
+            Some(expression) => self.dispatch_items(index, expression, remaining),
+            None => self.dispatch_attempt(index, remaining),
+        }
+    }
+
+    /// Whether a step's `if` holds; when it does not, the step is skipped
+    /// (false) or failed (an error in the condition).
+    pub(super) fn condition_holds(&mut self, index: usize) -> Result<bool> {
+        let (run_id, workflow) = (self.run_id, self.workflow);
+        let step = &workflow.def.steps[index];
+        let Some(condition) = &step.condition else {
+            return Ok(true);
+        };
+        match evaluate_condition(&self.templates, condition, &self.state.context) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                let reason = format!("condition is false: {}", condition.trim());
+                self.driver.skip_with_dependents(
+                    run_id,
+                    &workflow.def,
+                    &mut self.state,
+                    index,
+                    &reason,
+                )?;
+                Ok(false)
+            }
+            Err(error) => {
+                let failure =
+                    StepFailure::permanent(format!("condition `{}`: {error}", condition.trim()));
+                let attempt = self.state.attempts[index] + 1;
+                self.state.attempts[index] = attempt;
+                self.driver.store.start_attempt(
+                    run_id,
+                    &step.id,
+                    attempt,
+                    &json!({ "if": condition }),
+                )?;
+                self.record_failure(index, attempt, &failure)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Start the items of a `for_each` step as one task.
+    pub(super) fn dispatch_items(
+        &mut self,
+        index: usize,
+        expression: &str,
+        remaining: Option<Duration>,
+    ) -> Result<()> {
+        let setup = self.setup;
+        let started = self.driver.start_for_each(
+            self.run_id,
+            self.workflow,
+            index,
+            expression,
+            &setup.components[index],
+            self.args,
+            &self.templates,
+            &setup.grants[index],
+            &setup.policies[index],
+            remaining,
+            &mut self.state,
+        );
+        match started {
+            Ok(future) => {
+                self.state.running.insert(index);
+                let task = self.running.spawn(async move {
+                    let started = Instant::now();
+                    let (attempt, result) = future.await;
+                    (index, attempt, started.elapsed(), result)
+                });
+                let attempt = self.state.attempts[index];
+                self.state.tasks.insert(task.id(), (index, attempt));
+                Ok(())
+            }
+            Err(failure) => {
+                let attempt = self.state.attempts[index];
+                self.record_failure(index, attempt, &failure)
+            }
+        }
+    }
+
+    /// Prepare and start a step's next attempt (an agent step gets its
+    /// session); a step that cannot be prepared fails with the reason.
+    pub(super) fn dispatch_attempt(
+        &mut self,
+        index: usize,
+        remaining: Option<Duration>,
+    ) -> Result<()> {
+        let (driver, run_id, workflow) = (self.driver, self.run_id, self.workflow);
+        let step = &workflow.def.steps[index];
+        let attempt = self.state.attempts[index] + 1;
+        self.state.attempts[index] = attempt;
+        let prepared = prepare_invocation(
+            workflow,
+            step,
+            &self.setup.components[index],
+            run_id,
+            attempt,
+            self.args,
+            &self.state.outputs,
+            &self.state.context,
+            &self.templates,
+            self.setup.grants[index].clone(),
+            driver.store.run_files(run_id).step_dir(&step.id),
+        )
+        .and_then(|invocation| driver.attach_agent(workflow, step, invocation));
+        let input = match &prepared {
+            Ok(invocation) => json!({
+                "component": invocation.component,
+                "config": invocation.config,
+                "inputs": invocation.inputs,
+                "args": invocation.args,
+                "attempt": invocation.attempt,
+                "idempotency_key": invocation.idempotency_key,
+            }),
+            Err(_) => json!({ "config": step.with, "run": step.run }),
+        };
+        driver
+            .store
+            .start_attempt(run_id, &step.id, attempt, &input)?;
+        self.state.board.started(index);
+        driver.listener.on_event(&RunEvent::StepStarted {
+            step: step.id.clone(),
+            attempt,
+        });
+        let mut invocation = match prepared {
+            Ok(invocation) => invocation,
+            Err(failure) => return self.record_failure(index, attempt, &failure),
+        };
+        invocation.cancel = self.state.stop.signal();
+        if let Some(remaining) = remaining {
+            invocation.timeout = invocation.timeout.min(remaining);
+        }
+        let observer = Arc::new(StepLog {
+            store: driver.store.clone(),
+            listener: driver.listener.clone(),
+            run_id: run_id.to_string(),
+            step_id: step.id.clone(),
+            budget: AtomicU64::new(invocation.grants.max_output),
+        });
+        let future = driver.executor.execute(invocation, observer);
+        self.state.running.insert(index);
+        let task = self.running.spawn(async move {
+            let started = Instant::now();
+            let result = future.await;
+            (index, attempt, started.elapsed(), result)
+        });
+        self.state.tasks.insert(task.id(), (index, attempt));
+        Ok(())
+    }
+}

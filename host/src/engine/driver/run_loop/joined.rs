@@ -1,0 +1,186 @@
+//! Joined steps: what a finished task ended with, and recording its
+//! completion, its retry or its failure.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use tokio::task::JoinError;
+
+use super::{RunLoop, StepResult};
+use crate::engine::driver::state::{describe_failure, within_total};
+use crate::engine::driver::summary::write_summary;
+use crate::engine::driver::RunEvent;
+use crate::step::executor::StepFailure;
+use crate::store::{Change, StepStatus};
+
+impl RunLoop<'_> {
+    /// What a joined task ended with; a task that panicked or was stopped
+    /// fails its step with the reason, and the run goes on.
+    pub(super) fn task_result(
+        &mut self,
+        joined: Result<(tokio::task::Id, StepResult), JoinError>,
+    ) -> Result<StepResult> {
+        match joined {
+            Ok((task, done)) => {
+                self.state.tasks.remove(&task);
+                Ok(done)
+            }
+            Err(error) => {
+                let (index, attempt) = self
+                    .state
+                    .tasks
+                    .remove(&error.id())
+                    .context("a step task failed and its step is unknown")?;
+                let reason = if error.is_panic() {
+                    format!(
+                        "the step's task panicked: {}",
+                        crate::engine::fan_out::panic_text(error)
+                    )
+                } else {
+                    "the step's task was stopped".to_string()
+                };
+                let failure = Err(StepFailure::permanent(reason));
+                Ok((index, attempt, Duration::ZERO, failure))
+            }
+        }
+    }
+
+    /// Handle one joined step: record its completion, schedule its retry or
+    /// record its failure.
+    pub(super) fn on_finished(
+        &mut self,
+        (index, attempt, elapsed, result): StepResult,
+    ) -> Result<()> {
+        self.state.running.remove(&index);
+        if let Some(counter) = self.state.item_attempts.remove(&index) {
+            let used = counter.load(std::sync::atomic::Ordering::SeqCst);
+            self.state.attempts[index] = self.state.attempts[index].max(used);
+        }
+        let step = &self.workflow.def.steps[index];
+        let policy = &self.setup.policies[index];
+        match result {
+            Ok(output) => self.on_completed(index, attempt, elapsed, output)?,
+            Err(failure)
+                if step.for_each.is_none()
+                    && policy.should_retry(&failure.kind, attempt)
+                    && within_total(step, &self.state, index, policy.delay(attempt, 0.0)) =>
+            {
+                self.schedule_retry(index, attempt, &failure)?;
+            }
+            Err(failure) => {
+                let store = &self.driver.store;
+                write_summary(
+                    store,
+                    self.run_id,
+                    step,
+                    "failed",
+                    elapsed,
+                    Some(&failure.message),
+                    None,
+                );
+                self.state.board.finished(index, "failed", elapsed);
+                self.record_failure(index, attempt, &failure)?;
+            }
+        }
+        self.state.board.flush(false);
+        Ok(())
+    }
+
+    /// Record a step's completion (for a stage's last step, with what
+    /// follows it) and write its summary.
+    pub(super) fn on_completed(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        elapsed: Duration,
+        output: Value,
+    ) -> Result<()> {
+        let (driver, run_id, workflow) = (self.driver, self.run_id, self.workflow);
+        let step = &workflow.def.steps[index];
+        let completion = if step.for_each.is_some() {
+            Change::CompleteStep {
+                step: &step.id,
+                output: &output,
+            }
+        } else {
+            Change::FinishAttempt {
+                step: &step.id,
+                attempt,
+                status: StepStatus::Completed,
+                outcome: Ok(&output),
+            }
+        };
+        let completed = match &step.stage_loop {
+            Some(stage) => {
+                self.state.complete(index, output.clone());
+                driver.close_stage(
+                    run_id,
+                    workflow,
+                    &self.templates,
+                    &mut self.state,
+                    index,
+                    attempt,
+                    stage,
+                    completion,
+                )?
+            }
+            None => {
+                driver.store.apply(run_id, &[completion])?;
+                self.state.complete(index, output.clone());
+                true
+            }
+        };
+        if completed {
+            let store = &driver.store;
+            write_summary(
+                store,
+                run_id,
+                step,
+                "completed",
+                elapsed,
+                None,
+                Some(&output),
+            );
+            self.state.board.finished(index, "completed", elapsed);
+            driver.listener.on_event(&RunEvent::StepCompleted {
+                step: step.id.clone(),
+                elapsed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Record that a failed attempt will be tried again and start its timer.
+    pub(super) fn schedule_retry(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        failure: &StepFailure,
+    ) -> Result<()> {
+        let step = &self.workflow.def.steps[index];
+        let policy = &self.setup.policies[index];
+        let delay = policy.delay(attempt, rand::random::<f64>());
+        let due = chrono::Utc::now()
+            + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::zero());
+        let due = due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let message = describe_failure(failure);
+        self.driver
+            .store
+            .schedule_retry(self.run_id, &step.id, attempt, &message, &due)?;
+        self.state.board.retrying(index);
+        self.driver.listener.on_event(&RunEvent::StepRetrying {
+            step: step.id.clone(),
+            attempt,
+            max_attempts: policy.max_attempts,
+            delay,
+            error: message,
+        });
+        self.state.waiting.insert(index);
+        self.timers.spawn(async move {
+            tokio::time::sleep(delay).await;
+            index
+        });
+        Ok(())
+    }
+}
