@@ -2,16 +2,17 @@
 //! parallelism limit, renders their templates, persists every transition
 //! before acting on it, and decides the run's final status.
 //!
-//! Split by job: [`run_loop`] is the loop of one drive (dispatch, joined
-//! steps, the control tick, finishing); [`restore`] brings a resumed run in
-//! line with the store; [`failure`] handles failed steps (`retry_step`,
-//! escalation); [`for_each`] starts a step's items; [`stages`] closes stage
-//! loops and goes back; [`invocation`] prepares what a step is given;
-//! [`summary`] and [`step_log`] write what a step leaves behind.
+//! Split by job: `run_loop` is the loop of one drive (dispatch, `for_each`
+//! items, joined steps, the control tick, finishing); `setup` resolves what
+//! a run needs first; `restore` brings a resumed run in line with the
+//! store; `failure` handles failed steps (`retry_step`, escalation);
+//! `control` cancels; `stages` closes stage loops and goes back;
+//! `invocation` prepares what a step is given; `summary` and `step_log`
+//! write what a step leaves behind; `state` and `lease` are the run's
+//! memory and its lease.
 
 mod control;
 mod failure;
-mod for_each;
 mod invocation;
 mod lease;
 mod restore;

@@ -10,7 +10,7 @@ use super::state::RunState;
 use super::{Driver, ResumeOptions};
 use crate::engine::retry::RetryPolicy;
 use crate::store::StepStatus;
-use crate::workflow::model::Escalation;
+use crate::workflow::model::{Escalation, Workflow};
 use crate::workflow::LoadedWorkflow;
 
 impl Driver {
@@ -70,51 +70,13 @@ impl Driver {
                         .finished(index, record.status.as_str(), Duration::ZERO);
                 }
                 StepStatus::Running | StepStatus::Interrupted => {
-                    if options.skip.contains(&step.id) {
-                        self.store.set_step_status(
-                            run_id,
-                            &step.id,
-                            StepStatus::Skipped,
-                            Some("skipped by the operator after an interruption"),
-                        )?;
-                        state.scheduler.settle(index);
-                        for (skipped, _) in state.scheduler.fail(index) {
-                            let reason = format!("needs '{}', which was skipped", step.id);
-                            self.store
-                                .skip_step(run_id, &def.steps[skipped].id, &reason)?;
-                            state.board.skipped(skipped);
-                        }
-                    } else if options.rerun.contains(&step.id)
-                        || step.idempotent
-                        || policies[index].max_attempts > record.attempts
-                    {
-                        self.store.set_step_status(
-                            run_id,
-                            &step.id,
-                            StepStatus::Interrupted,
-                            Some("interrupted; running it again"),
-                        )?;
-                    } else {
-                        self.store.set_step_status(
-                            run_id,
-                            &step.id,
-                            StepStatus::Interrupted,
-                            Some("interrupted while running; not marked idempotent"),
-                        )?;
+                    let retry = policies[index].max_attempts > record.attempts;
+                    if self.restore_interrupted(run_id, def, options, state, index, retry)? {
                         needs_decision.push(step.id.clone());
                     }
                 }
                 StepStatus::Retrying => {
-                    let wait = record
-                        .next_attempt_at
-                        .as_deref()
-                        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
-                        .and_then(|at| {
-                            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                                .to_std()
-                                .ok()
-                        })
-                        .unwrap_or_default();
+                    let wait = retry_wait(record.next_attempt_at.as_deref());
                     if !wait.is_zero() {
                         state.scheduler.settle(index);
                         state.scheduler.mark_waiting_retry(index);
@@ -134,4 +96,63 @@ impl Driver {
              decide with `wfhost resume {run_id} --rerun {first}` or `--skip {first}`"
         )))
     }
+
+    /// A step a crash interrupted: skip it (and its dependents) or run it
+    /// again as the operator decided, or again by itself when it is
+    /// idempotent or has attempts left (`retry`). Returns whether it needs
+    /// an operator decision.
+    fn restore_interrupted(
+        &self,
+        run_id: &str,
+        def: &Workflow,
+        options: &ResumeOptions,
+        state: &mut RunState,
+        index: usize,
+        retry: bool,
+    ) -> Result<bool> {
+        let step = &def.steps[index];
+        if options.skip.contains(&step.id) {
+            self.store.set_step_status(
+                run_id,
+                &step.id,
+                StepStatus::Skipped,
+                Some("skipped by the operator after an interruption"),
+            )?;
+            state.scheduler.settle(index);
+            for (skipped, _) in state.scheduler.fail(index) {
+                let reason = format!("needs '{}', which was skipped", step.id);
+                self.store
+                    .skip_step(run_id, &def.steps[skipped].id, &reason)?;
+                state.board.skipped(skipped);
+            }
+        } else if options.rerun.contains(&step.id) || step.idempotent || retry {
+            self.store.set_step_status(
+                run_id,
+                &step.id,
+                StepStatus::Interrupted,
+                Some("interrupted; running it again"),
+            )?;
+        } else {
+            self.store.set_step_status(
+                run_id,
+                &step.id,
+                StepStatus::Interrupted,
+                Some("interrupted while running; not marked idempotent"),
+            )?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// How long until a retry recorded as due at `due` (RFC 3339); zero when
+/// it is due already or the time cannot be read.
+fn retry_wait(due: Option<&str>) -> Duration {
+    due.and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .and_then(|at| {
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default()
 }

@@ -106,20 +106,7 @@ impl RunLoop<'_> {
         expression: &str,
         remaining: Option<Duration>,
     ) -> Result<()> {
-        let setup = self.setup;
-        let started = self.driver.start_for_each(
-            self.run_id,
-            self.workflow,
-            index,
-            expression,
-            &setup.components[index],
-            self.args,
-            &self.templates,
-            &setup.grants[index],
-            &setup.policies[index],
-            remaining,
-            &mut self.state,
-        );
+        let started = self.start_for_each(index, expression, remaining);
         match started {
             Ok(future) => {
                 self.state.running.insert(index);

@@ -1,10 +1,11 @@
 //! The run loop of one drive: dispatch ready steps up to the parallelism
 //! limit, take in finished steps and due retry timers, obey the control
 //! tick (lease, `run_timeout`, pause and cancel requests), then settle the
-//! run's status. [`dispatch`] starts ready steps; [`joined`] takes in
-//! finished ones.
+//! run's status. `dispatch` starts ready steps (`for_each` a step's
+//! items); `joined` takes in finished ones.
 
 mod dispatch;
+mod for_each;
 mod joined;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! `for_each` steps: render the list and start the items (the items run
-//! in [`super::super::fan_out`]).
+//! in [`crate::engine::fan_out`]).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -7,37 +7,32 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::invocation::prepare_invocation;
-use super::state::RunState;
-use super::step_log::StepLog;
-use super::{Driver, RunEvent, DEFAULT_PARALLELISM};
+use super::RunLoop;
+use crate::engine::driver::invocation::prepare_invocation;
+use crate::engine::driver::step_log::StepLog;
+use crate::engine::driver::{RunEvent, DEFAULT_PARALLELISM};
 use crate::engine::fan_out;
-use crate::engine::retry::RetryPolicy;
-use crate::step::executor::{ResolvedGrants, StepFailure};
-use crate::workflow::{LoadedWorkflow, Templates};
+use crate::step::executor::StepFailure;
 
 /// The future running a `for_each` step's items: the attempt to report
 /// and the list of outputs (or the first failure).
 type ItemsFuture = crate::step::executor::BoxFuture<(u32, Result<Value, StepFailure>)>;
 
-impl Driver {
+impl RunLoop<'_> {
     /// Render a `for_each` step's list and start its items; returns the
     /// future that runs them all.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_for_each(
-        &self,
-        run_id: &str,
-        workflow: &LoadedWorkflow,
+        &mut self,
         index: usize,
         expression: &str,
-        component: &str,
-        args: &Value,
-        templates: &Templates,
-        grants: &ResolvedGrants,
-        retry: &RetryPolicy,
         remaining: Option<Duration>,
-        state: &mut RunState,
     ) -> std::result::Result<ItemsFuture, StepFailure> {
+        let (driver, run_id, workflow, args) = (self.driver, self.run_id, self.workflow, self.args);
+        let setup = self.setup;
+        let component = &setup.components[index];
+        let grants = &setup.grants[index];
+        let retry = &setup.policies[index];
+        let (templates, state) = (&self.templates, &mut self.state);
         let step = &workflow.def.steps[index];
         let inner = expression.trim();
         let inner = inner
@@ -72,7 +67,7 @@ impl Driver {
                 &context,
                 templates,
                 grants.clone(),
-                self.store.run_files(run_id).step_dir(&step.id),
+                driver.store.run_files(run_id).step_dir(&step.id),
             )
             .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
             invocation.idempotency_key =
@@ -91,7 +86,7 @@ impl Driver {
             invocations.push(invocation);
         }
         state.board.started(index);
-        self.listener.on_event(&RunEvent::StepStarted {
+        driver.listener.on_event(&RunEvent::StepStarted {
             step: step.id.clone(),
             attempt: state.attempts[index],
         });
@@ -99,8 +94,8 @@ impl Driver {
             return Ok(Box::pin(async { (0, Ok(Value::Array(Vec::new()))) }));
         }
         let observer = Arc::new(StepLog {
-            store: self.store.clone(),
-            listener: self.listener.clone(),
+            store: driver.store.clone(),
+            listener: driver.listener.clone(),
             run_id: run_id.to_string(),
             step_id: step.id.clone(),
             budget: AtomicU64::new(grants.max_output),
@@ -116,8 +111,8 @@ impl Driver {
             attempts,
         };
         Ok(Box::pin(fan_out::run_items(
-            self.store.clone(),
-            self.executor.clone(),
+            driver.store.clone(),
+            driver.executor.clone(),
             observer,
             items,
         )))
