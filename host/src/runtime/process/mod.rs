@@ -278,27 +278,7 @@ async fn run_with_support(
         log(warning);
     }
 
-    let mut command = Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .current_dir(&cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if !spec.env.iter().any(|(name, _)| name == "TMPDIR") {
-        command.env("TMPDIR", &private_dir);
-    }
-    command.envs(spec.extra_env.iter().map(|(k, v)| (k, v)));
-    if let Some(path) = &output_file {
-        command.env("WFHOST_OUTPUT", path);
-    }
+    let mut command = program_command(spec, &cwd, &private_dir, output_file.as_deref());
     prepared.install(&mut command);
 
     let spawned = command.spawn();
@@ -328,28 +308,7 @@ async fn run_with_support(
     let stdout = tokio::spawn(read_capped(child.stdout.take(), cap, stopped.clone()));
     let stderr = tokio::spawn(read_capped(child.stderr.take(), cap, stopped));
 
-    let mut step_stop = spec.stop.clone();
-    let ended = tokio::select! {
-        status = child.wait() => Some(status),
-        _ = tokio::time::sleep(spec.timeout) => None,
-        _ = step_stop.wait() => None,
-    };
-    let timed_out = ended.is_none() && !step_stop.is_set();
-    let status = match ended {
-        Some(status) => status,
-        None => {
-            // Graceful, then certain: SIGTERM to the whole tree, and
-            // SIGKILL to whatever is left after the grace.
-            tree.signal(libc::SIGTERM);
-            match tokio::time::timeout(spec.grants.kill_grace, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    tree.signal(libc::SIGKILL);
-                    child.wait().await
-                }
-            }
-        }
-    };
+    let (status, timed_out) = wait_or_stop(&mut child, &tree, spec).await;
     // Programs the step started do not outlive it: whatever is left of the
     // tree (background jobs holding the pipes open) is killed now.
     tree.finish().await;
@@ -383,6 +342,71 @@ async fn run_with_support(
         timed_out,
         output_file,
     })
+}
+
+/// The command that starts the program: its arguments, working directory,
+/// environment (cleared but for what the step gives, `TMPDIR` and
+/// `WFHOST_OUTPUT`) and piped streams.
+fn program_command(
+    spec: &ProgramSpec<'_>,
+    cwd: &Path,
+    private_dir: &Path,
+    output_file: Option<&Path>,
+) -> Command {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if !spec.env.iter().any(|(name, _)| name == "TMPDIR") {
+        command.env("TMPDIR", private_dir);
+    }
+    command.envs(spec.extra_env.iter().map(|(k, v)| (k, v)));
+    if let Some(path) = output_file {
+        command.env("WFHOST_OUTPUT", path);
+    }
+    command
+}
+
+/// Wait for the program to end, or stop it (timeout, or the step is
+/// stopping); returns how it ended and whether it timed out.
+async fn wait_or_stop(
+    child: &mut tokio::process::Child,
+    tree: &ChildTree,
+    spec: &ProgramSpec<'_>,
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
+    let mut step_stop = spec.stop.clone();
+    let ended = tokio::select! {
+        status = child.wait() => Some(status),
+        _ = tokio::time::sleep(spec.timeout) => None,
+        _ = step_stop.wait() => None,
+    };
+    let timed_out = ended.is_none() && !step_stop.is_set();
+    let status = match ended {
+        Some(status) => status,
+        None => {
+            // Graceful, then certain: SIGTERM to the whole tree, and
+            // SIGKILL to whatever is left after the grace.
+            tree.signal(libc::SIGTERM);
+            match tokio::time::timeout(spec.grants.kill_grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    tree.signal(libc::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    (status, timed_out)
 }
 
 /// Hints for programs the sandbox refused to `execve`: a shell reports
