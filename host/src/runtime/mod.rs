@@ -428,7 +428,7 @@ enum Stopped {
 
 /// Drive a step's call until it finishes, its deadline passes or the run is
 /// cancelled. When stopped, the step's running programs are asked to end
-/// (SIGTERM, `kill_grace`, SIGKILL, in `process.rs`): the call keeps being
+/// (SIGTERM, `kill_grace`, SIGKILL, in `process/`): the call keeps being
 /// polled until none is left, or the grace and a margin have passed; then
 /// it is dropped (which kills whatever is still there).
 async fn until_stopped<F: std::future::Future>(

@@ -6,7 +6,8 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{insert_event, now, Result, Store};
+use super::events::insert_event;
+use super::{now, Result, Store};
 
 /// One recording of an agent step.
 #[derive(Debug, Clone, Serialize)]

@@ -22,19 +22,24 @@
 //! The short names of an agent's `tools` list map to these: `read`,
 //! `write`, `edit`, `list`, `search`, `exec`, `http`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod exec;
+mod files;
+mod http;
+
 use crate::agent::record::truncate;
-use crate::runtime::host_files::{FileError, GrantedFiles};
+use crate::runtime::host_files::GrantedFiles;
 use crate::step::bindings::model::ToolSpec;
-use crate::step::bindings::process::ProcessError;
 use crate::step::bindings::tools::ToolError;
 use crate::step::grants::{resolve_program, ResolvedGrants};
+use exec::exec;
+use files::run_file_tool;
+use http::{http_get, parse_url};
 
 /// How long an `exec` command may run.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
@@ -369,323 +374,6 @@ pub async fn run(
     }
 }
 
-fn file_error(error: FileError) -> ToolError {
-    match error {
-        FileError::Denied { .. } => ToolError::Denied(error.to_string()),
-        FileError::Io { .. } => ToolError::Failed(error.to_string()),
-    }
-}
-
-fn run_file_tool(env: &ToolEnv, call: Call) -> Result<String, ToolError> {
-    let files = env
-        .files
-        .as_ref()
-        .map_err(|e| ToolError::Failed(e.clone()))?;
-    match call {
-        Call::Read { path } => {
-            let read = files.read(&path, READ_MAX).map_err(file_error)?;
-            let mut text = String::from_utf8_lossy(&read.bytes).into_owned();
-            if read.truncated {
-                text.push_str(&format!(
-                    "\n[read_file stopped at {READ_MAX} bytes: the file is larger]"
-                ));
-            }
-            Ok(text)
-        }
-        Call::Write { path, content } => {
-            files.write(&path, content.as_bytes()).map_err(file_error)?;
-            Ok(format!("wrote {} bytes to {path}", content.len()))
-        }
-        Call::Edit { path, old, new } => {
-            if old.is_empty() {
-                return Err(ToolError::Failed(
-                    "edit_file: `old` must not be empty".to_string(),
-                ));
-            }
-            let read = files.read(&path, EDIT_MAX).map_err(file_error)?;
-            if read.truncated {
-                return Err(ToolError::Failed(format!(
-                    "edit_file: '{path}' is larger than {EDIT_MAX} bytes, the most edit_file changes"
-                )));
-            }
-            let text = String::from_utf8(read.bytes)
-                .map_err(|_| ToolError::Failed(format!("edit_file: '{path}' is not UTF-8 text")))?;
-            match text.matches(old.as_str()).count() {
-                0 => Err(ToolError::Failed(format!(
-                    "edit_file: the `old` text does not occur in '{path}'"
-                ))),
-                1 => {
-                    let edited = text.replacen(old.as_str(), &new, 1);
-                    files.write(&path, edited.as_bytes()).map_err(file_error)?;
-                    Ok(format!("edited {path}: replaced 1 occurrence"))
-                }
-                n => Err(ToolError::Failed(format!(
-                    "edit_file: the `old` text occurs {n} times in '{path}'; include more context so it occurs once"
-                ))),
-            }
-        }
-        Call::List { path } => {
-            let names = files.list(&path).map_err(file_error)?;
-            Ok(names.join("\n"))
-        }
-        Call::Search { pattern, path } => search(env, files, &pattern, path.as_deref()),
-        Call::Exec { .. } | Call::HttpGet { .. } => {
-            Err(ToolError::Failed("not a file tool".to_string()))
-        }
-    }
-}
-
-fn search(
-    env: &ToolEnv,
-    files: &GrantedFiles,
-    pattern: &str,
-    path: Option<&str>,
-) -> Result<String, ToolError> {
-    let regex = regex::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| ToolError::Failed(format!("search: bad pattern: {e}")))?;
-    let mut pending: Vec<PathBuf> = match path {
-        Some(path) => vec![env.absolute(path)],
-        None => env
-            .grants
-            .files
-            .iter()
-            .map(|(root, _)| root.clone())
-            .collect(),
-    };
-    pending.reverse();
-    let mut matches = Vec::new();
-    let mut visited = 0usize;
-    let mut truncated = false;
-    while let Some(current) = pending.pop() {
-        let text_path = current.to_string_lossy().into_owned();
-        match files.list(&text_path) {
-            Ok(names) => {
-                for name in names.iter().rev() {
-                    if name == ".git/" {
-                        continue;
-                    }
-                    pending.push(current.join(name.trim_end_matches('/')));
-                }
-                continue;
-            }
-            Err(FileError::Denied { .. }) => continue,
-            Err(FileError::Io { .. }) => {}
-        }
-        visited += 1;
-        if visited > SEARCH_MAX_FILES {
-            truncated = true;
-            break;
-        }
-        let Ok(read) = files.read(&text_path, SEARCH_MAX_FILE) else {
-            continue;
-        };
-        let bytes = read.bytes;
-        if read.truncated || bytes.contains(&0) {
-            continue;
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        let shown = current
-            .strip_prefix(&env.workdir)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| current.display().to_string());
-        for (number, line) in text.lines().enumerate() {
-            if regex.is_match(line) {
-                if matches.len() == SEARCH_MAX_MATCHES {
-                    truncated = true;
-                    break;
-                }
-                let line: String = line.chars().take(300).collect();
-                matches.push(format!("{shown}:{}: {line}", number + 1));
-            }
-        }
-        if truncated {
-            break;
-        }
-    }
-    if matches.is_empty() {
-        return Ok("no matches".to_string());
-    }
-    let mut out = matches.join("\n");
-    if truncated {
-        out.push_str(&format!(
-            "\n[search stopped at {SEARCH_MAX_MATCHES} matches or {SEARCH_MAX_FILES} files: narrow the pattern or the path]"
-        ));
-    }
-    Ok(out)
-}
-
-async fn exec(
-    env: &ToolEnv,
-    command: &str,
-    stop: crate::step::stop::StopSignal,
-) -> Result<String, ToolError> {
-    let Some(shell) = env.shell() else {
-        return Err(ToolError::Denied(
-            "exec denied: this step may not start `sh` (add grants: { exec: [sh] })".into(),
-        ));
-    };
-    // Agent steps are never `for_each` items: their position is 0.
-    let idempotency_key =
-        crate::step::executor::idempotency_key(&env.run_id, &env.step_id, 0, env.attempt);
-    let vars = crate::runtime::process::program_env(
-        &env.grants,
-        &crate::runtime::process::StepIds {
-            run_id: &env.run_id,
-            step_id: &env.step_id,
-            attempt: env.attempt,
-            idempotency_key: &idempotency_key,
-        },
-    );
-    let spec = crate::runtime::process::ProgramSpec {
-        program: shell,
-        args: vec!["-c".to_string(), command.to_string()],
-        cwd: None,
-        workdir: env.workdir.clone(),
-        env: vars,
-        extra_env: Vec::new(),
-        stdin: None,
-        timeout: env.exec_timeout,
-        grants: &env.grants,
-        scratch_dir: env.scratch_dir.clone(),
-        capture_output_file: false,
-        stop,
-    };
-    let warnings = std::sync::Mutex::new(Vec::<String>::new());
-    let log = |message: &str| {
-        if let Ok(mut list) = warnings.lock() {
-            list.push(message.to_string());
-        }
-    };
-    let output = crate::runtime::process::run_sandboxed(&spec, &log)
-        .await
-        .map_err(|error| match error {
-            ProcessError::Denied(denial) => ToolError::Denied(format!(
-                "exec denied: {} (add {})",
-                denial.what, denial.missing_grant
-            )),
-            ProcessError::Failed(message) => ToolError::Failed(format!("exec: {message}")),
-        })?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let mut text = match (output.exit_code, output.signal) {
-        (Some(code), _) => format!("exit code: {code}"),
-        (None, Some(signal)) => format!("killed by signal {signal}"),
-        (None, None) => "ended".to_string(),
-    };
-    if output.timed_out {
-        text.push_str(&format!(
-            " (timed out after {} and was stopped)",
-            crate::step::units::humanize(env.exec_timeout)
-        ));
-    }
-    for warning in warnings.into_inner().unwrap_or_default() {
-        text.push_str(&format!("\n[sandbox: {warning}]"));
-    }
-    if !stdout.is_empty() {
-        text.push_str("\n--- stdout ---\n");
-        text.push_str(&truncate(&stdout, EXEC_MAX_OUTPUT));
-    }
-    if !stderr.is_empty() {
-        text.push_str("\n--- stderr ---\n");
-        text.push_str(&truncate(&stderr, EXEC_MAX_OUTPUT));
-    }
-    if output.exit_code == Some(0) && !output.timed_out {
-        Ok(text)
-    } else {
-        Err(ToolError::Failed(text))
-    }
-}
-
-/// Where a URL points.
-#[derive(Debug, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
-}
-
-fn parse_url(url: &str) -> Result<Target, String> {
-    let uri: ureq::http::Uri = url
-        .parse()
-        .map_err(|e| format!("http_get: '{url}' is not a URL: {e}"))?;
-    let default_port = match uri.scheme_str() {
-        Some("http") => 80,
-        Some("https") => 443,
-        _ => {
-            return Err(format!(
-                "http_get: '{url}' is not an http:// or https:// URL"
-            ))
-        }
-    };
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(format!(
-            "http_get: '{url}': credentials in URLs are not supported"
-        ));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("http_get: '{url}' has no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(Target {
-        host: host.to_ascii_lowercase(),
-        port: uri.port_u16().unwrap_or(default_port),
-    })
-}
-
-fn http_get(url: &str, max: usize) -> Result<String, ToolError> {
-    let agent = ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .proxy(None)
-        .user_agent(concat!("wfhost/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent();
-    let response = agent
-        .get(url)
-        .call()
-        .map_err(|e| ToolError::Failed(format!("http_get {url}: {e}")))?;
-    let status = response.status();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let content_type = header("content-type");
-    let location = header("location");
-    let mut bytes = Vec::new();
-    response
-        .into_body()
-        .into_reader()
-        .take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| ToolError::Failed(format!("http_get {url}: reading the body: {e}")))?;
-    let cut = bytes.len() > max;
-    bytes.truncate(max);
-    let mut text = format!("HTTP {}", status.as_u16());
-    if let Some(kind) = content_type {
-        text.push_str(&format!("\ncontent-type: {kind}"));
-    }
-    if let Some(location) = location {
-        text.push_str(&format!(
-            "\nlocation: {location}\n(redirects are not followed: fetch the new URL with http_get; its host must be granted too)"
-        ));
-    }
-    text.push_str("\n\n");
-    text.push_str(&String::from_utf8_lossy(&bytes));
-    if cut {
-        text.push_str(&format!("\n[body cut at {max} bytes]"));
-    }
-    if status.is_client_error() || status.is_server_error() {
-        Err(ToolError::Failed(text))
-    } else {
-        Ok(text)
-    }
-}
-
 /// The arguments as canonical JSON text (what policies and approvals see).
 pub fn canonical_arguments(arguments: &str) -> Result<(Value, String), String> {
     let value: Value = serde_json::from_str(arguments)
@@ -986,23 +674,6 @@ mod tests {
                 if !m.contains("TODO secret") && m.contains("secret.txt: Permission denied")),
             "{secret:?}"
         );
-    }
-
-    #[test]
-    fn urls_parse_into_host_and_port() {
-        assert_eq!(
-            parse_url("http://Example.com/x").unwrap(),
-            Target {
-                host: "example.com".into(),
-                port: 80
-            }
-        );
-        assert_eq!(parse_url("https://a.b:8443").unwrap().port, 8443);
-        assert_eq!(parse_url("http://[::1]:9/").unwrap().host, "::1");
-        assert!(parse_url("ftp://x").unwrap_err().contains("http://"));
-        assert!(parse_url("http://u:p@x/")
-            .unwrap_err()
-            .contains("credentials"));
     }
 
     #[test]

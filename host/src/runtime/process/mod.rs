@@ -1,7 +1,7 @@
 //! The `process` interface: start a program the step's `exec` grant allows.
 //!
 //! The child runs outside wasm, so the host confines it with what the OS
-//! offers (the mechanics are in `sandbox.rs`):
+//! offers (the mechanics are in `sandbox/`):
 //!
 //! - **Environment**: cleared except `PATH`, the step's granted variables,
 //!   `WFHOST_*` and `TMPDIR`, plus what the call itself sets.
@@ -74,28 +74,27 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::watch;
 
+mod output;
+mod tree;
+
 use super::bindings::process::{self, Denial, Output, ProcessError};
-use super::sandbox::{self, Cgroup, Support};
+use super::sandbox::{self, Support};
 use super::state::{StepContext, StepState};
 use crate::step::executor::LogLevel;
 use crate::step::grants::{resolve_program, ExecGrant, ResolvedGrants};
 use crate::step::stop::StopSignal;
+use output::{new_output_file, read_capped, read_output_file, RemoveOnDrop};
+use tree::ChildTree;
 
 /// How long the output readers may take to reach the end of their pipes
 /// once the program's tree is dead.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// How long the host keeps killing what is left of a program's tree (and
-/// waits to remove its cgroup) before it gives up.
-const SWEEP_BUDGET: Duration = Duration::from_secs(10);
-/// How long the host waits for a finished program's tree to be gone before
-/// it leaves the rest to a background thread.
-const FINISH_WAIT: Duration = Duration::from_millis(500);
 
 impl process::Host for StepState {
     async fn run(&mut self, command: process::Command) -> Result<Output, ProcessError> {
@@ -279,27 +278,7 @@ async fn run_with_support(
         log(warning);
     }
 
-    let mut command = Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .current_dir(&cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if !spec.env.iter().any(|(name, _)| name == "TMPDIR") {
-        command.env("TMPDIR", &private_dir);
-    }
-    command.envs(spec.extra_env.iter().map(|(k, v)| (k, v)));
-    if let Some(path) = &output_file {
-        command.env("WFHOST_OUTPUT", path);
-    }
+    let mut command = program_command(spec, &cwd, &private_dir, output_file.as_deref());
     prepared.install(&mut command);
 
     let spawned = command.spawn();
@@ -329,28 +308,7 @@ async fn run_with_support(
     let stdout = tokio::spawn(read_capped(child.stdout.take(), cap, stopped.clone()));
     let stderr = tokio::spawn(read_capped(child.stderr.take(), cap, stopped));
 
-    let mut step_stop = spec.stop.clone();
-    let ended = tokio::select! {
-        status = child.wait() => Some(status),
-        _ = tokio::time::sleep(spec.timeout) => None,
-        _ = step_stop.wait() => None,
-    };
-    let timed_out = ended.is_none() && !step_stop.is_set();
-    let status = match ended {
-        Some(status) => status,
-        None => {
-            // Graceful, then certain: SIGTERM to the whole tree, and
-            // SIGKILL to whatever is left after the grace.
-            tree.signal(libc::SIGTERM);
-            match tokio::time::timeout(spec.grants.kill_grace, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    tree.signal(libc::SIGKILL);
-                    child.wait().await
-                }
-            }
-        }
-    };
+    let (status, timed_out) = wait_or_stop(&mut child, &tree, spec).await;
     // Programs the step started do not outlive it: whatever is left of the
     // tree (background jobs holding the pipes open) is killed now.
     tree.finish().await;
@@ -384,6 +342,71 @@ async fn run_with_support(
         timed_out,
         output_file,
     })
+}
+
+/// The command that starts the program: its arguments, working directory,
+/// environment (cleared but for what the step gives, `TMPDIR` and
+/// `WFHOST_OUTPUT`) and piped streams.
+fn program_command(
+    spec: &ProgramSpec<'_>,
+    cwd: &Path,
+    private_dir: &Path,
+    output_file: Option<&Path>,
+) -> Command {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if !spec.env.iter().any(|(name, _)| name == "TMPDIR") {
+        command.env("TMPDIR", private_dir);
+    }
+    command.envs(spec.extra_env.iter().map(|(k, v)| (k, v)));
+    if let Some(path) = output_file {
+        command.env("WFHOST_OUTPUT", path);
+    }
+    command
+}
+
+/// Wait for the program to end, or stop it (timeout, or the step is
+/// stopping); returns how it ended and whether it timed out.
+async fn wait_or_stop(
+    child: &mut tokio::process::Child,
+    tree: &ChildTree,
+    spec: &ProgramSpec<'_>,
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
+    let mut step_stop = spec.stop.clone();
+    let ended = tokio::select! {
+        status = child.wait() => Some(status),
+        _ = tokio::time::sleep(spec.timeout) => None,
+        _ = step_stop.wait() => None,
+    };
+    let timed_out = ended.is_none() && !step_stop.is_set();
+    let status = match ended {
+        Some(status) => status,
+        None => {
+            // Graceful, then certain: SIGTERM to the whole tree, and
+            // SIGKILL to whatever is left after the grace.
+            tree.signal(libc::SIGTERM);
+            match tokio::time::timeout(spec.grants.kill_grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    tree.signal(libc::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    (status, timed_out)
 }
 
 /// Hints for programs the sandbox refused to `execve`: a shell reports
@@ -461,219 +484,12 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
-    std::fs::create_dir_all(dir).map_err(|error| {
-        ProcessError::Failed(format!("cannot create '{}': {error}", dir.display()))
-    })?;
-    let path = dir.join(format!("output-{}.env", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, b"").map_err(|error| {
-        ProcessError::Failed(format!("cannot create '{}': {error}", path.display()))
-    })?;
-    Ok(path)
-}
-
-/// Read the `WFHOST_OUTPUT` file the program wrote, refusing anything but
-/// a regular file of at most `budget` bytes (the step's `max_output`). The
-/// size is checked on the opened handle before anything is read, and the
-/// read itself stops past the budget, so a sparse file of many gigabytes
-/// costs nothing.
-async fn read_output_file(path: &Path, budget: u64) -> Result<Vec<u8>, ProcessError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let failed = |what: String| ProcessError::Failed(format!("$WFHOST_OUTPUT: {what}"));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|error| failed(format!("cannot open '{}': {error}", path.display())))?;
-    let meta = file
-        .metadata()
-        .map_err(|error| failed(format!("cannot inspect '{}': {error}", path.display())))?;
-    if !meta.is_file() {
-        return Err(failed("is no longer a regular file".to_string()));
-    }
-    let too_big = |size: u64| {
-        failed(format!(
-            "the program wrote {size} bytes, more than the budget of {budget} bytes (the \
-             step's max_output; grants: {{ max_output: ... }} raises it)"
-        ))
-    };
-    if meta.len() > budget {
-        return Err(too_big(meta.len()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len().min(1 << 20) as usize);
-    tokio::fs::File::from_std(file)
-        .take(budget.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|error| failed(format!("cannot read '{}': {error}", path.display())))?;
-    if bytes.len() as u64 > budget {
-        return Err(too_big(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Read a stream to its end (or until `stop`), keeping at most `cap` bytes
-/// (the step's `max_output`) and noting how much was dropped.
-async fn read_capped(
-    stream: Option<impl AsyncRead + Unpin>,
-    cap: usize,
-    mut stop: watch::Receiver<bool>,
-) -> Vec<u8> {
-    let Some(mut stream) = stream else {
-        return Vec::new();
-    };
-    let mut kept = Vec::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut dropped = 0usize;
-    loop {
-        let read = tokio::select! {
-            read = stream.read(&mut buffer) => read,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..n.min(room)]);
-                dropped += n.saturating_sub(room);
-            }
-        }
-    }
-    if dropped > 0 {
-        kept.extend_from_slice(
-            format!("\n[wfhost: output cut, {dropped} more bytes dropped]\n").as_bytes(),
-        );
-    }
-    kept
-}
-
-/// A started program's tree: its process group and, when there is one, its
-/// `pids` cgroup. Whatever is left of it is killed when it is finished or
-/// dropped (the step was cancelled or timed out while the program ran).
-struct ChildTree {
-    pgid: Option<i32>,
-    cgroup: Option<Cgroup>,
-}
-
-impl ChildTree {
-    /// Signal the whole tree: the group, and every process of the cgroup
-    /// that left the group. Each process gets the signal once: a second
-    /// SIGTERM could hit what a TERM handler started to clean up.
-    fn signal(&self, signal: i32) {
-        let outside_group: Vec<i32> = match &self.cgroup {
-            // SAFETY: getpgid has no memory-safety preconditions.
-            Some(cgroup) => cgroup
-                .pids()
-                .into_iter()
-                .filter(|pid| self.pgid != Some(unsafe { libc::getpgid(*pid) }))
-                .collect(),
-            None => Vec::new(),
-        };
-        if let Some(pgid) = self.pgid {
-            // SAFETY: killpg has no memory-safety preconditions; the group
-            // still has its leader (not reaped yet) so the id is ours.
-            unsafe {
-                libc::killpg(pgid, signal);
-            }
-        }
-        for pid in outside_group {
-            // SAFETY: as above; the pid was in our cgroup a moment ago.
-            unsafe {
-                libc::kill(pid, signal);
-            }
-        }
-    }
-
-    /// Kill what is left, wait a moment for it to be gone and remove the
-    /// cgroup; what takes longer is left to a background thread, so the
-    /// step is not held up.
-    async fn finish(mut self) {
-        let (pgid, cgroup) = (self.pgid.take(), self.cgroup.take());
-        let started = Instant::now();
-        while started.elapsed() < FINISH_WAIT {
-            if sweep_once(pgid, cgroup.as_ref()) && cgroup.as_ref().is_none_or(Cgroup::try_remove) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        finish_tree(pgid, cgroup);
-    }
-}
-
-impl Drop for ChildTree {
-    fn drop(&mut self) {
-        finish_tree(self.pgid.take(), self.cgroup.take());
-    }
-}
-
-fn finish_tree(pgid: Option<i32>, cgroup: Option<Cgroup>) {
-    if pgid.is_none() && cgroup.is_none() {
-        return;
-    }
-    // Usually everything is dead already (the pid namespace's init took
-    // the tree with it): done without a thread.
-    if sweep_once(pgid, cgroup.as_ref()) && cgroup.as_ref().is_none_or(Cgroup::try_remove) {
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("wfhost-sweep".into())
-        .spawn(move || sweep(pgid, cgroup));
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot start a thread to sweep a program's processes");
-    }
-}
-
-/// SIGKILL the group and the cgroup once; true when nothing was left.
-fn sweep_once(pgid: Option<i32>, cgroup: Option<&Cgroup>) -> bool {
-    let mut left = false;
-    if let Some(pgid) = pgid {
-        // SAFETY: see `ChildTree::signal`; ESRCH means the group is gone.
-        left |= unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0;
-    }
-    if let Some(cgroup) = cgroup {
-        left |= cgroup.signal(libc::SIGKILL) > 0;
-    }
-    !left
-}
-
-/// Kill until the group and cgroup are empty (or the budget is spent), then
-/// remove the cgroup. The group id is never signalled once it was found
-/// empty, so a reused id is safe.
-fn sweep(mut pgid: Option<i32>, cgroup: Option<Cgroup>) {
-    let deadline = Instant::now() + SWEEP_BUDGET;
-    loop {
-        if let Some(group) = pgid {
-            // SAFETY: see `ChildTree::signal`.
-            if unsafe { libc::killpg(group, libc::SIGKILL) } != 0 {
-                pgid = None;
-            }
-        }
-        let in_cgroup = cgroup
-            .as_ref()
-            .map_or(0, |cgroup| cgroup.signal(libc::SIGKILL));
-        if (pgid.is_none() && in_cgroup == 0) || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if let Some(cgroup) = cgroup {
-        cgroup.remove(deadline);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Read;
     use std::net::TcpListener;
     use std::sync::Mutex;
+    use std::time::Instant;
 
     use super::*;
     use crate::step::grants::{EnvGrant, NetworkGrant};

@@ -21,25 +21,19 @@
 //! network), 64 MiB of memory and a fuel budget. A policy that fails to load or
 //! traps denies the call (fail closed), saying so.
 
+mod component;
+
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 
 use serde_json::{json, Value};
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::policy_bindings::{Decision, ToolCallRequest, ToolPolicyPre};
 use super::tools::{Call, ToolDef, ToolEnv};
-use crate::runtime::cache::{shared_disk_dir, ComponentCache};
 use crate::workflow::model::{Agent, PolicySpec};
+
+pub use component::{ComponentPolicy, PolicyState};
 
 /// Name of the built-in component behind `rules:` entries.
 pub const RULES_POLICY: &str = "rules-policy";
-/// Instructions a policy may execute per decision.
-const POLICY_FUEL: u64 = 2_000_000_000;
-/// Linear memory a policy may use.
-const POLICY_MEMORY: usize = 64 * 1024 * 1024;
 
 /// A policy's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,162 +279,6 @@ fn policy_from_spec(
         }
         (Some(_), Some(_)) => Err(format!("{place}: give `rules` or `plugin`, not both")),
         (None, None) => Err(format!("{place}: give `rules` or `plugin`")),
-    }
-}
-
-/// A `tool-policy` component.
-pub struct ComponentPolicy {
-    label: String,
-    source: Source,
-    config: String,
-}
-
-enum Source {
-    Builtin(&'static str),
-    Bytes(Arc<[u8]>),
-}
-
-impl ComponentPolicy {
-    /// The embedded component `name` (e.g. `rules-policy`).
-    pub fn builtin(name: &'static str, label: &str, config: String) -> ComponentPolicy {
-        ComponentPolicy {
-            label: label.to_string(),
-            source: Source::Builtin(name),
-            config,
-        }
-    }
-
-    /// A component from its bytes (binary or, for tests, WAT text).
-    pub fn from_bytes(label: String, bytes: Arc<[u8]>, config: String) -> ComponentPolicy {
-        ComponentPolicy {
-            label,
-            source: Source::Bytes(bytes),
-            config,
-        }
-    }
-
-    fn prepared(&self) -> Result<Arc<ToolPolicyPre<PolicyState>>, String> {
-        let runtime = policy_runtime()?;
-        match &self.source {
-            Source::Builtin(name) => {
-                let builtin = crate::step::builtin::builtin(name).ok_or_else(|| {
-                    format!("the built-in component '{name}' is not part of this wfhost build")
-                })?;
-                runtime.load(builtin.wasm)
-            }
-            Source::Bytes(bytes) => runtime.load(bytes),
-        }
-    }
-}
-
-impl Policy for ComponentPolicy {
-    fn label(&self) -> String {
-        self.label.clone()
-    }
-
-    fn decide(&self, request: &PolicyRequest) -> Result<Verdict, String> {
-        let pre = self.prepared()?;
-        let runtime = policy_runtime()?;
-        let mut store = Store::new(
-            &runtime.engine,
-            PolicyState {
-                wasi: WasiCtxBuilder::new().build(),
-                table: ResourceTable::new(),
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(POLICY_MEMORY)
-                    .instances(100)
-                    .build(),
-            },
-        );
-        store.limiter(|state| &mut state.limits);
-        store
-            .set_fuel(POLICY_FUEL)
-            .map_err(|e| format!("cannot budget the policy: {e}"))?;
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("cannot start the policy component: {e:#}"))?;
-        let call = ToolCallRequest {
-            run_id: request.run_id.clone(),
-            step_id: request.step_id.clone(),
-            agent: request.agent.clone(),
-            tool: request.tool.clone(),
-            arguments: request.arguments.clone(),
-            grants: request.grants.clone(),
-            config: self.config.clone(),
-        };
-        let decision = instance
-            .call_decide(&mut store, &call)
-            .map_err(|e| format!("the policy component failed: {}", e.root_cause()))?;
-        Ok(match decision {
-            Decision::Allow => Verdict::Allow,
-            Decision::Deny(reason) => Verdict::Deny(reason),
-            Decision::Ask(prompt) => Verdict::Ask(prompt),
-        })
-    }
-}
-
-/// Store data of a policy instance: an empty WASI context.
-pub struct PolicyState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-}
-
-impl WasiView for PolicyState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// A policy component, pre-instantiated for the `tool-policy` world.
-type PolicyPre = Arc<ToolPolicyPre<PolicyState>>;
-
-/// The engine policies run in, and their compiled components (in the
-/// host's one component cache, [`ComponentCache`]).
-struct PolicyRuntime {
-    engine: Engine,
-    linker: Linker<PolicyState>,
-    cache: ComponentCache<PolicyPre>,
-}
-
-fn policy_runtime() -> Result<&'static PolicyRuntime, String> {
-    static RUNTIME: OnceLock<Result<PolicyRuntime, String>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            let mut config = Config::new();
-            config.consume_fuel(true);
-            config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
-            let engine = Engine::new(&config).map_err(|e| format!("policy engine: {e}"))?;
-            let mut linker = Linker::new(&engine);
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-                .map_err(|e| format!("policy engine: {e}"))?;
-            Ok(PolicyRuntime {
-                cache: ComponentCache::new(&engine, shared_disk_dir()),
-                engine,
-                linker,
-            })
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-impl PolicyRuntime {
-    fn load(&self, bytes: &[u8]) -> Result<PolicyPre, String> {
-        self.cache
-            .get_or_prepare(&self.engine, bytes, |component| {
-                let pre = self.linker.instantiate_pre(component).map_err(|e| {
-                    anyhow::anyhow!("the policy component imports what policies do not get: {e:#}")
-                })?;
-                Ok(Arc::new(ToolPolicyPre::new(pre).map_err(|e| {
-                    anyhow::anyhow!(
-                        "the component does not implement the wfhost:plugin/tool-policy world: {e:#}"
-                    )
-                })?))
-            })
-            .map_err(|e| format!("{e:#}"))
     }
 }
 

@@ -1,0 +1,103 @@
+//! What a started program returns: its stdout and stderr, capped at the
+//! step's `max_output`, and the `WFHOST_OUTPUT` file it may write.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+use crate::runtime::bindings::process::ProcessError;
+
+pub(super) fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
+    std::fs::create_dir_all(dir).map_err(|error| {
+        ProcessError::Failed(format!("cannot create '{}': {error}", dir.display()))
+    })?;
+    let path = dir.join(format!("output-{}.env", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, b"").map_err(|error| {
+        ProcessError::Failed(format!("cannot create '{}': {error}", path.display()))
+    })?;
+    Ok(path)
+}
+
+/// Read the `WFHOST_OUTPUT` file the program wrote, refusing anything but
+/// a regular file of at most `budget` bytes (the step's `max_output`). The
+/// size is checked on the opened handle before anything is read, and the
+/// read itself stops past the budget, so a sparse file of many gigabytes
+/// costs nothing.
+pub(super) async fn read_output_file(path: &Path, budget: u64) -> Result<Vec<u8>, ProcessError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |what: String| ProcessError::Failed(format!("$WFHOST_OUTPUT: {what}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| failed(format!("cannot open '{}': {error}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|error| failed(format!("cannot inspect '{}': {error}", path.display())))?;
+    if !meta.is_file() {
+        return Err(failed("is no longer a regular file".to_string()));
+    }
+    let too_big = |size: u64| {
+        failed(format!(
+            "the program wrote {size} bytes, more than the budget of {budget} bytes (the \
+             step's max_output; grants: {{ max_output: ... }} raises it)"
+        ))
+    };
+    if meta.len() > budget {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(1 << 20) as usize);
+    tokio::fs::File::from_std(file)
+        .take(budget.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|error| failed(format!("cannot read '{}': {error}", path.display())))?;
+    if bytes.len() as u64 > budget {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+pub(super) struct RemoveOnDrop(pub(super) PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Read a stream to its end (or until `stop`), keeping at most `cap` bytes
+/// (the step's `max_output`) and noting how much was dropped.
+pub(super) async fn read_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    cap: usize,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<u8> {
+    let Some(mut stream) = stream else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut dropped = 0usize;
+    loop {
+        let read = tokio::select! {
+            read = stream.read(&mut buffer) => read,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+                dropped += n.saturating_sub(room);
+            }
+        }
+    }
+    if dropped > 0 {
+        kept.extend_from_slice(
+            format!("\n[wfhost: output cut, {dropped} more bytes dropped]\n").as_bytes(),
+        );
+    }
+    kept
+}
