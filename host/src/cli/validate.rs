@@ -7,8 +7,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::run::load_workflow;
-use crate::engine::driver::component_of;
 use crate::engine::grants::{model_reach, step_timeout};
+use crate::engine::step_types::component_of;
 
 /// Arguments of `wfhost validate`.
 #[derive(Debug, clap::Args)]

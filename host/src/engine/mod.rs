@@ -13,6 +13,7 @@ pub mod grants;
 mod progress;
 pub mod retry;
 pub mod scheduler;
+pub mod step_types;
 
 pub use crate::step::{executor, stop};
 

@@ -37,7 +37,7 @@ use crate::step::executor::{LogLevel, StepExecutor};
 use crate::store::{NewRun, RunStatus, Store};
 use crate::workflow::LoadedWorkflow;
 
-pub use invocation::{component_of, template_context};
+pub use invocation::template_context;
 
 /// Steps running at once when the workflow does not say.
 pub const DEFAULT_PARALLELISM: usize = 4;

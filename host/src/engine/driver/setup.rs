@@ -4,18 +4,21 @@
 
 use serde_json::{Map, Value};
 
-use super::invocation::component_of;
 use super::Driver;
+use crate::engine::step_types::{self, StepType};
 use crate::engine::{grants, retry};
 use crate::step::executor::ResolvedGrants;
 use crate::workflow::LoadedWorkflow;
 
-/// Per step (by index): its resolved grants, retry policy and component.
+/// Per step (by index): its resolved grants, retry policy, step type and
+/// component.
 pub(super) struct Setup {
     /// Resolved grants of each step.
     pub(super) grants: Vec<ResolvedGrants>,
     /// Retry policy of each step.
     pub(super) policies: Vec<retry::RetryPolicy>,
+    /// The type of each step.
+    pub(super) types: Vec<Box<dyn StepType>>,
     /// The component each step runs.
     pub(super) components: Vec<String>,
 }
@@ -33,12 +36,8 @@ impl Driver {
             .map_err(|d| format!("grants: {d}"))?;
         self.pin_grant_paths(run_id, workflow, &all_grants)?;
         let policies = retry::resolve_all(workflow).map_err(|d| format!("retry: {d}"))?;
-        let components: Vec<String> = workflow
-            .def
-            .steps
-            .iter()
-            .map(|step| component_of(workflow, step))
-            .collect();
+        let types: Vec<Box<dyn StepType>> = workflow.def.steps.iter().map(step_types::of).collect();
+        let components: Vec<String> = types.iter().map(|kind| kind.component(workflow)).collect();
         let mut unique = components.clone();
         unique.sort();
         unique.dedup();
@@ -48,6 +47,7 @@ impl Driver {
         Ok(Setup {
             grants: all_grants,
             policies,
+            types,
             components,
         })
     }

@@ -137,9 +137,11 @@ impl RunLoop<'_> {
         let step = &workflow.def.steps[index];
         let attempt = self.state.attempts[index] + 1;
         self.state.attempts[index] = attempt;
+        let kind = self.setup.types[index].as_ref();
         let prepared = prepare_invocation(
             workflow,
             step,
+            kind,
             &self.setup.components[index],
             run_id,
             attempt,
@@ -150,7 +152,7 @@ impl RunLoop<'_> {
             self.setup.grants[index].clone(),
             driver.store.run_files(run_id).step_dir(&step.id),
         )
-        .and_then(|invocation| driver.attach_agent(workflow, step, invocation));
+        .and_then(|invocation| kind.attach(&driver.attach_context(), workflow, step, invocation));
         let input = match &prepared {
             Ok(invocation) => json!({
                 "component": invocation.component,

@@ -29,6 +29,7 @@ impl RunLoop<'_> {
     ) -> std::result::Result<ItemsFuture, StepFailure> {
         let (driver, run_id, workflow, args) = (self.driver, self.run_id, self.workflow, self.args);
         let setup = self.setup;
+        let kind = setup.types[index].as_ref();
         let component = &setup.components[index];
         let grants = &setup.grants[index];
         let retry = &setup.policies[index];
@@ -59,6 +60,7 @@ impl RunLoop<'_> {
             let mut invocation = prepare_invocation(
                 workflow,
                 step,
+                kind,
                 component,
                 run_id,
                 attempt,
