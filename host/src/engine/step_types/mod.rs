@@ -95,3 +95,178 @@ fn absolute(base: &Path, path: &str) -> PathBuf {
 fn template_error(what: &str, error: String) -> StepFailure {
     StepFailure::permanent(format!("template in {what}: {error}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::step::executor::ResolvedGrants;
+    use crate::workflow::{load_from_source, Format};
+
+    const WORKFLOW: &str = r#"
+name: kinds
+plugins:
+  upper: plugins/upper.wasm
+agents:
+  - id: helper
+    name: Helper
+    role: You help with {{ args.topic }}.
+    model:
+      provider: scripted
+      script: replies.yaml
+steps:
+  - id: shell
+    run: echo {{ args.topic }}
+    with: { shell: bash }
+  - id: builtin
+    type: function
+    component: echo
+    with: { text: "{{ args.topic }}" }
+  - id: wasm
+    type: function
+    component: own.wasm
+  - id: plugged
+    type: upper
+  - id: ask
+    type: agent
+    agent: helper
+    prompt: Tell me about {{ args.topic }}.
+"#;
+
+    fn workflow() -> (tempfile::TempDir, LoadedWorkflow) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        for file in ["plugins/upper.wasm", "own.wasm", "replies.yaml"] {
+            std::fs::write(dir.path().join(file), "").unwrap();
+        }
+        let loaded =
+            load_from_source(WORKFLOW, "kinds.yaml", dir.path(), Format::Yaml, &["echo"]).unwrap();
+        (dir, loaded)
+    }
+
+    fn step<'a>(workflow: &'a LoadedWorkflow, id: &str) -> &'a Step {
+        workflow.def.steps.iter().find(|s| s.id == id).unwrap()
+    }
+
+    fn config_of(workflow: &LoadedWorkflow, id: &str, with: Value) -> Result<Value, StepFailure> {
+        let step = step(workflow, id);
+        let context = json!({ "args": { "topic": "tides" } });
+        of(step).config(workflow, step, with, &context, &Templates::new())
+    }
+
+    fn invocation(workflow: &LoadedWorkflow) -> StepInvocation {
+        StepInvocation {
+            run_id: "r1".into(),
+            step_id: "ask".into(),
+            component: "agent".into(),
+            attempt: 1,
+            idempotency_key: "r1:ask:0:1".into(),
+            config: json!({}),
+            inputs: json!({}),
+            args: json!({}),
+            workdir: workflow.dir.clone(),
+            grants: ResolvedGrants::default(),
+            timeout: std::time::Duration::from_secs(1),
+            scratch_dir: PathBuf::new(),
+            agent: None,
+            cancel: Default::default(),
+        }
+    }
+
+    #[test]
+    fn each_kind_names_its_component() {
+        let (dir, workflow) = workflow();
+        let canonical = dir.path().canonicalize().unwrap();
+        let component = |id: &str| component_of(&workflow, step(&workflow, id));
+        assert_eq!(component("shell"), "script");
+        assert_eq!(component("builtin"), "echo");
+        assert_eq!(
+            component("wasm"),
+            canonical.join("own.wasm").to_string_lossy()
+        );
+        assert_eq!(
+            component("plugged"),
+            canonical.join("plugins/upper.wasm").to_string_lossy()
+        );
+        assert_eq!(component("ask"), "agent");
+    }
+
+    #[test]
+    fn a_script_gets_its_rendered_run_beside_with() {
+        let (_dir, workflow) = workflow();
+        let config = config_of(&workflow, "shell", json!({ "shell": "bash" })).unwrap();
+        assert_eq!(config, json!({ "shell": "bash", "run": "echo tides" }));
+    }
+
+    #[test]
+    fn functions_and_plugins_get_with_as_rendered() {
+        let (_dir, workflow) = workflow();
+        for id in ["builtin", "wasm", "plugged"] {
+            let config = config_of(&workflow, id, json!({ "text": "tides" })).unwrap();
+            assert_eq!(config, json!({ "text": "tides" }), "step {id}");
+        }
+    }
+
+    #[test]
+    fn an_agent_gets_its_rendered_prompts_not_with() {
+        let (_dir, workflow) = workflow();
+        let config = config_of(&workflow, "ask", json!({ "ignored": true })).unwrap();
+        assert_eq!(config["prompt"], "Tell me about tides.");
+        assert_eq!(config["system"], "You help with tides.");
+        assert_eq!(config["max_turns"], 20);
+        assert_eq!(config["output"], "text");
+        assert_eq!(config["agent"]["id"], "helper");
+        assert!(config.get("ignored").is_none());
+    }
+
+    #[test]
+    fn a_template_error_names_the_field() {
+        let (_dir, mut workflow) = workflow();
+        workflow.def.steps[0].run = Some("echo {{ args.topic | nope }}".into());
+        let failure = config_of(&workflow, "shell", json!({})).unwrap_err();
+        assert!(
+            failure.message.starts_with("template in `run`: "),
+            "{}",
+            failure.message
+        );
+    }
+
+    #[test]
+    fn only_an_agent_attaches_and_without_sessions_it_fails() {
+        let (dir, workflow) = workflow();
+        let store = Arc::new(Store::open(&dir.path().join("home")).unwrap());
+        let engine = Attach {
+            store: &store,
+            agents: None,
+        };
+        let shell = step(&workflow, "shell");
+        let attached = of(shell)
+            .attach(&engine, &workflow, shell, invocation(&workflow))
+            .unwrap();
+        assert!(attached.agent.is_none());
+        let ask = step(&workflow, "ask");
+        let failure = of(ask)
+            .attach(&engine, &workflow, ask, invocation(&workflow))
+            .err()
+            .unwrap();
+        assert_eq!(
+            failure.message,
+            "agent 'helper': this host was not set up to serve agent steps"
+        );
+    }
+
+    #[test]
+    fn only_an_agent_adds_a_summary_section() {
+        let (dir, workflow) = workflow();
+        let store = Store::open(&dir.path().join("home")).unwrap();
+        let summary = |id: &str| of(step(&workflow, id)).summary(&store, "r1", id);
+        assert_eq!(summary("shell"), None);
+        assert_eq!(summary("plugged"), None);
+        let audit = summary("ask").unwrap();
+        assert!(audit.contains("## Agent audit"), "{audit}");
+        assert!(audit.contains("model calls: 0"), "{audit}");
+    }
+}
