@@ -235,6 +235,7 @@ mod tests {
             scratch_dir: std::env::temp_dir(),
             agent: Some(AgentHandle(session.clone())),
             cancel: Default::default(),
+            lease: Default::default(),
         };
         let tokio = tokio::runtime::Runtime::new().expect("tokio");
         let runtime = crate::runtime::Runtime::new(None).expect("runtime");

@@ -152,6 +152,7 @@ impl Runtime {
                     scratch_dir: std::env::temp_dir(),
                     agent: None,
                     cancel: Default::default(),
+                    lease: Default::default(),
                 },
                 observer: Arc::new(NullObserver),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(5),
@@ -278,7 +279,14 @@ impl StepExecutor for WasmExecutor {
         observer: Arc<dyn StepObserver>,
     ) -> BoxFuture<Result<Value, StepFailure>> {
         let runtime = self.0.clone();
-        Box::pin(async move { runtime.run_step(invocation, observer).await })
+        Box::pin(async move {
+            if !invocation.lease.holds() {
+                return Err(StepFailure::permanent(
+                    "this process no longer holds the run's lease (another process took the run over): the step was not started",
+                ));
+            }
+            runtime.run_step(invocation, observer).await
+        })
     }
 }
 

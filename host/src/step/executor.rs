@@ -45,6 +45,32 @@ pub struct StepInvocation {
     /// Fires when the run is cancelled: the step's started programs get
     /// SIGTERM, `kill_grace`, then SIGKILL, and the step ends.
     pub cancel: super::stop::StopSignal,
+    /// Whether this process still holds the run's lease; asked right
+    /// before a program is started.
+    pub lease: LeaseCheck,
+}
+
+/// Asks whether the driving process still holds its run's lease (see the
+/// store's leases). The default always says yes (no lease involved).
+#[derive(Clone, Default)]
+pub struct LeaseCheck(Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>);
+
+impl LeaseCheck {
+    /// A check that calls `holds`.
+    pub fn new(holds: impl Fn() -> bool + Send + Sync + 'static) -> LeaseCheck {
+        LeaseCheck(Some(std::sync::Arc::new(holds)))
+    }
+
+    /// Whether the lease is still held.
+    pub fn holds(&self) -> bool {
+        self.0.as_ref().is_none_or(|holds| holds())
+    }
+}
+
+impl std::fmt::Debug for LeaseCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseCheck")
+    }
 }
 
 pub use super::grants::ResolvedGrants;

@@ -283,6 +283,8 @@ mod tests {
         let lost = |result: Result<()>| {
             assert!(matches!(result, Err(StoreError::LeaseLost)), "{result:?}")
         };
+        assert!(!first.holds_lease("run1").unwrap());
+        assert!(second.holds_lease("run1").unwrap());
         lost(first.heartbeat("run1"));
         lost(first.start_attempt("run1", "b", 1, &json!({})));
         lost(first.finish_attempt(

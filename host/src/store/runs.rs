@@ -128,6 +128,30 @@ impl Store {
             .map(|_| true)
     }
 
+    /// Whether this handle still holds the lease on `run_id` it claimed
+    /// (true when it claimed none): another process has not taken the run
+    /// over.
+    pub fn holds_lease(&self, run_id: &str) -> Result<bool> {
+        let lost: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM held_leases h
+             WHERE h.run_id = ?1
+               AND h.token IS NOT (SELECT lease_owner FROM runs WHERE id = ?1)",
+            [run_id],
+            |row| row.get(0),
+        )?;
+        Ok(lost == 0)
+    }
+
+    /// A check of [`Store::holds_lease`] for a step's invocation, asked
+    /// right before a program starts (a store error counts as lost).
+    pub fn lease_check(
+        self: &std::sync::Arc<Self>,
+        run_id: &str,
+    ) -> crate::step::executor::LeaseCheck {
+        let (store, run_id) = (self.clone(), run_id.to_string());
+        crate::step::executor::LeaseCheck::new(move || store.holds_lease(&run_id).unwrap_or(false))
+    }
+
     /// The driving process is alive: renews its lease. Fails with
     /// [`StoreError::LeaseLost`] once another process has claimed the run.
     pub fn heartbeat(&self, run_id: &str) -> Result<()> {

@@ -84,6 +84,7 @@ pub(super) fn prepare_invocation(
         scratch_dir,
         agent: None,
         cancel: Default::default(),
+        lease: Default::default(),
     })
 }
 

@@ -173,6 +173,7 @@ steps:
             scratch_dir: PathBuf::new(),
             agent: None,
             cancel: Default::default(),
+            lease: Default::default(),
         }
     }
 

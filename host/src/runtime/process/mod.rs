@@ -110,6 +110,15 @@ async fn run_program(
 ) -> Result<Output, ProcessError> {
     let invocation = &step.invocation;
     let program = authorize(&invocation.grants.exec, &request.program)?;
+    // A driver that was stopped past its lease and continued must not
+    // start a program the run's new driver may be running too.
+    if !invocation.lease.holds() {
+        return Err(ProcessError::Failed(
+            "this process no longer holds the run's lease (another process took the run over): \
+             the program was not started"
+                .into(),
+        ));
+    }
     if step.stop.fired() {
         return Err(ProcessError::Failed(
             "the step is being stopped (timed out or cancelled): no new program starts".into(),
@@ -949,6 +958,7 @@ mod tests {
                 scratch_dir: world.scratch(),
                 agent: None,
                 cancel: Default::default(),
+                lease: Default::default(),
             },
             observer: std::sync::Arc::new(Quiet),
             deadline: tokio::time::Instant::now() + Duration::from_secs(5),

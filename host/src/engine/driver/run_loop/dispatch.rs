@@ -177,6 +177,7 @@ impl RunLoop<'_> {
             Err(failure) => return self.record_failure(index, attempt, &failure),
         };
         invocation.cancel = self.state.stop.signal();
+        invocation.lease = driver.store.lease_check(&invocation.run_id);
         if let Some(remaining) = remaining {
             invocation.timeout = invocation.timeout.min(remaining);
         }

@@ -75,6 +75,7 @@ impl RunLoop<'_> {
             invocation.idempotency_key =
                 crate::step::executor::idempotency_key(run_id, &step.id, position, attempt);
             invocation.cancel = state.stop.signal();
+            invocation.lease = driver.store.lease_check(run_id);
             if let Some(remaining) = remaining {
                 invocation.timeout = invocation.timeout.min(remaining);
             }
