@@ -801,3 +801,26 @@ fn store_durability_is_read_from_the_config() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_bench_workload_runs() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.wfhost(&[
+        "bench",
+        "--workload",
+        "w1",
+        "--workload",
+        "w2",
+        "--workload",
+        "w3",
+        "--fan-out",
+        "5",
+        "--chain",
+        "5",
+    ]);
+    assert_exit(&output, 0);
+    let stdout = text(&output.stdout);
+    for workload in ["W1", "W2", "W3"] {
+        assert!(stdout.contains(workload), "{stdout}");
+    }
+}

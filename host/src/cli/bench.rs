@@ -201,7 +201,7 @@ fn sleepers() -> String {
     for i in 0..8 {
         let _ = write!(
             text,
-            "  - id: sleep{i}\n    needs: [root]\n    run: sleep 0.2\n"
+            "  - id: sleep{i}\n    needs: [root]\n    grants: {{ exec: [sleep] }}\n    run: sleep 0.2\n"
         );
     }
     text.push_str("  - id: sink\n    type: function\n    component: echo\n    needs: [");
