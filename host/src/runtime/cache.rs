@@ -170,7 +170,15 @@ fn digest_path(path: &Path) -> PathBuf {
 /// host recorded for them; `None` (with a warning for a mismatch) if not.
 fn read_verified(path: &Path) -> Option<Vec<u8>> {
     let bytes = std::fs::read(path).ok()?;
-    let recorded = std::fs::read_to_string(digest_path(path)).unwrap_or_default();
+    let Ok(recorded) = std::fs::read_to_string(digest_path(path)) else {
+        // Written by an older wfhost (or its digest not yet written):
+        // not trusted, quietly compiled again.
+        tracing::debug!(
+            "cache entry {} has no recorded digest; compiling again",
+            path.display()
+        );
+        return None;
+    };
     if recorded.trim() == hex::encode(sha2::Sha256::digest(&bytes)) {
         return Some(bytes);
     }
