@@ -824,3 +824,35 @@ fn every_bench_workload_runs() {
         assert!(stdout.contains(workload), "{stdout}");
     }
 }
+
+#[test]
+fn printing_commands_end_quietly_on_a_closed_pipe() {
+    use std::process::Stdio;
+    let sandbox = Sandbox::new();
+    let (output, _) = sandbox.run(&repo().join("workflows/hello.yaml"), &[]);
+    assert_exit(&output, 0);
+    for args in [
+        vec!["runs"],
+        vec!["validate", "../../workflows/code-review.yaml"],
+        vec!["plugins"],
+    ] {
+        let mut args = args;
+        let code_review = repo().join("workflows/code-review.yaml");
+        if args[0] == "validate" {
+            args[1] = code_review.to_str().unwrap();
+        }
+        let mut child = sandbox
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away at once
+        let output = child.wait_with_output().unwrap();
+        let stderr = text(&output.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -93,6 +93,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let _ = CONFIG_FILE.set(cli.config.clone());
+    if !drives_a_run(&cli.command) {
+        quiet_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(&cli.home, cli.config.as_deref(), args),
         Command::Validate(args) => validate::validate(&cli.home, cli.config.as_deref(), args),
@@ -127,6 +130,25 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         }
+    }
+}
+
+/// Whether the command drives a run (which must go on when its terminal
+/// output goes away, so it keeps Rust's ignored SIGPIPE).
+fn drives_a_run(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Run(_) | Command::Resume(_) | Command::Retry(_) | Command::Restore(_)
+    )
+}
+
+/// A command that only prints ends quietly when its reader goes away
+/// (`wfhost runs | head -1`): the default SIGPIPE action, as for other
+/// Unix tools, instead of a panic on the failed write.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring a signal's default action has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
