@@ -788,3 +788,48 @@ fn a_program_started_by_an_agent_gets_its_grace_on_cancel() {
     );
     assert_eq!(sandbox.status(&id)["status"], "cancelled");
 }
+
+/// A policy component that spins, hogs memory or sleeps is stopped (two
+/// seconds per decision, 64 MiB) and the call it was asked about is denied,
+/// saying why; the run goes on.
+#[test]
+fn a_runaway_policy_denies_the_call_and_the_run_goes_on() {
+    let policy = std::path::Path::new(env!("WFHOST_TEST_PLUGINS")).join("hostile_policy.wasm");
+    assert!(policy.is_file(), "{} was not built", policy.display());
+    for (config, expected) in [
+        ("spin", "interrupt"),
+        ("hog", "policy component failed"),
+        ("sleep", "did not decide within 2s"),
+    ] {
+        let sandbox = Sandbox::new();
+        sandbox.write("docs/a.md", "alpha");
+        let replies =
+            json!([call("read_file", json!({"path": "docs/a.md"})), { "content": "done" }]);
+        sandbox.write("replies.json", &replies.to_string());
+        let path = sandbox.write(
+            "agent.yaml",
+            &format!(
+                "name: a\nagents:\n  - id: bot\n    model: {{provider: scripted, script: replies.json}}\n    tools: [read]\n    policy: [{{plugin: '{}', config: {config}}}]\nsteps:\n  - id: work\n    type: agent\n    agent: bot\n    prompt: do it\n    grants: {{files: [{{path: docs}}]}}\n",
+                policy.display()
+            ),
+        );
+        let (output, status) = sandbox.run(&path, &[]);
+        assert_exit(&output, 0);
+        let status = status.unwrap();
+        let results: Vec<String> = step(&status, "work")["output"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(results.len(), 1, "{config}: {results:#?}");
+        assert!(
+            results[0].starts_with("denied") && results[0].contains("could not decide"),
+            "{config}: {}",
+            results[0]
+        );
+        assert!(results[0].contains(expected), "{config}: {}", results[0]);
+        assert!(!results[0].contains("alpha"), "{config}: {}", results[0]);
+    }
+}

@@ -4,4 +4,9 @@
 wasmtime::component::bindgen!({
     world: "tool-policy",
     path: "../wit",
+    // Async so a decision can be abandoned at its deadline even while the
+    // guest waits in a WASI poll (a sync call could block for ever).
+    exports: {
+        default: async,
+    },
 });

@@ -15,6 +15,7 @@
 mod agent_api;
 pub mod builtin;
 pub mod cache;
+pub mod engine;
 mod host_api;
 pub mod host_files;
 mod limits;
@@ -26,14 +27,13 @@ mod state;
 pub use crate::step::bindings;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker, ResourceTable, ResourceTableError};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -48,9 +48,6 @@ use cache::{ComponentCache, Prepared};
 use limits::StepLimits;
 use state::{StepContext, StepState};
 
-/// How often the epoch advances; steps yield to the scheduler at each tick,
-/// which is also the granularity of timeouts.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Bytes of a guest's own stdout/stderr kept for its log.
 const GUEST_STDIO_CAPACITY: usize = 1024 * 1024;
 /// Longest error message a step may return; longer ones are cut with a
@@ -60,43 +57,27 @@ pub const MAX_STEP_ERROR: usize = 64 * 1024;
 /// pollables) one step attempt may hold at once.
 pub const MAX_STEP_HANDLES: usize = 1024;
 
-/// The shared wasm runtime: one engine and compile cache for every step.
+/// The shared wasm runtime: the process's one engine ([`engine::shared`])
+/// and compile cache for every step.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StepState>,
     cache: ComponentCache,
-    ticker_stop: Arc<AtomicBool>,
 }
 
 impl Runtime {
     /// A runtime whose compiled components are also cached in `cache_dir`.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Runtime>> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
-        let engine = Engine::new(&config)?;
+        let engine = engine::shared().map_err(anyhow::Error::msg)?.clone();
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         network::add_to_linker(&mut linker)?;
         Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let stop = ticker_stop.clone();
-        let ticking = engine.clone();
-        std::thread::Builder::new()
-            .name("wfhost-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                }
-            })?;
-
         Ok(Arc::new(Runtime {
             cache: ComponentCache::new(&engine, cache_dir),
             engine,
             linker,
-            ticker_stop,
         }))
     }
 
@@ -245,12 +226,6 @@ impl Runtime {
             }
             Ok(Ok(Ok(json))) => parse_output(json, max_output),
         }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
 

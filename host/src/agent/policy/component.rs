@@ -1,19 +1,23 @@
 //! Policy components (`tool-policy` world): the built-in `rules-policy`
-//! and plugins, run in their own wasmtime engine with an empty WASI
-//! context, a memory limit and a fuel budget (see [`super`]).
+//! and plugins, run in the process's one wasmtime engine
+//! ([`crate::runtime::engine::shared`]) with an empty WASI context, a memory
+//! limit and a time budget per decision (see [`super`]).
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{Policy, PolicyRequest, Verdict};
 use crate::agent::policy_bindings::{Decision, ToolCallRequest, ToolPolicyPre};
 use crate::runtime::cache::{shared_disk_dir, ComponentCache};
+use crate::runtime::engine;
 
-/// Instructions a policy may execute per decision.
-const POLICY_FUEL: u64 = 2_000_000_000;
+/// Time a policy may compute per decision (checked at each epoch tick of
+/// the shared engine); past it the decision traps and the call is denied.
+const POLICY_TIME: Duration = Duration::from_secs(2);
 /// Linear memory a policy may use.
 const POLICY_MEMORY: usize = 64 * 1024 * 1024;
 
@@ -70,24 +74,6 @@ impl Policy for ComponentPolicy {
     fn decide(&self, request: &PolicyRequest) -> Result<Verdict, String> {
         let pre = self.prepared()?;
         let runtime = policy_runtime()?;
-        let mut store = Store::new(
-            &runtime.engine,
-            PolicyState {
-                wasi: WasiCtxBuilder::new().build(),
-                table: ResourceTable::new(),
-                limits: StoreLimitsBuilder::new()
-                    .memory_size(POLICY_MEMORY)
-                    .instances(100)
-                    .build(),
-            },
-        );
-        store.limiter(|state| &mut state.limits);
-        store
-            .set_fuel(POLICY_FUEL)
-            .map_err(|e| format!("cannot budget the policy: {e}"))?;
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("cannot start the policy component: {e:#}"))?;
         let call = ToolCallRequest {
             run_id: request.run_id.clone(),
             step_id: request.step_id.clone(),
@@ -97,9 +83,22 @@ impl Policy for ComponentPolicy {
             grants: request.grants.clone(),
             config: self.config.clone(),
         };
-        let decision = instance
-            .call_decide(&mut store, &call)
-            .map_err(|e| format!("the policy component failed: {}", e.root_cause()))?;
+        // A small runtime of its own: decisions are asked from blocking
+        // threads, and the deadline must hold even while the guest waits.
+        let executor = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("cannot start the policy: {e}"))?;
+        let decision = executor.block_on(async {
+            tokio::time::timeout(POLICY_TIME, runtime.call(&pre, &call))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the policy component did not decide within {}s",
+                        POLICY_TIME.as_secs()
+                    ))
+                })
+        })?;
         Ok(match decision {
             Decision::Allow => Verdict::Allow,
             Decision::Deny(reason) => Verdict::Deny(reason),
@@ -139,12 +138,9 @@ fn policy_runtime() -> Result<&'static PolicyRuntime, String> {
     static RUNTIME: OnceLock<Result<PolicyRuntime, String>> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            let mut config = Config::new();
-            config.consume_fuel(true);
-            config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
-            let engine = Engine::new(&config).map_err(|e| format!("policy engine: {e}"))?;
+            let engine = engine::shared()?.clone();
             let mut linker = Linker::new(&engine);
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker)
                 .map_err(|e| format!("policy engine: {e}"))?;
             Ok(PolicyRuntime {
                 cache: ComponentCache::new(&engine, shared_disk_dir()),
@@ -157,6 +153,33 @@ fn policy_runtime() -> Result<&'static PolicyRuntime, String> {
 }
 
 impl PolicyRuntime {
+    /// One decision, in a fresh store: computing past [`POLICY_TIME`]
+    /// traps at the next epoch tick.
+    async fn call(&self, pre: &PolicyPre, call: &ToolCallRequest) -> Result<Decision, String> {
+        let mut store = Store::new(
+            &self.engine,
+            PolicyState {
+                wasi: WasiCtxBuilder::new().build(),
+                table: ResourceTable::new(),
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(POLICY_MEMORY)
+                    .instances(100)
+                    .build(),
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine::ticks(POLICY_TIME));
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| format!("cannot start the policy component: {e:#}"))?;
+        instance
+            .call_decide(&mut store, call)
+            .await
+            .map_err(|e| format!("the policy component failed: {}", e.root_cause()))
+    }
+
     fn load(&self, bytes: &[u8]) -> Result<PolicyPre, String> {
         self.cache
             .get_or_prepare(&self.engine, bytes, |component| {

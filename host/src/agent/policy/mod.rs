@@ -14,12 +14,13 @@
 //! the workflow's directory when inside it, `..` and `.` resolved), so a
 //! rule on `secrets/**` cannot be dodged with `src/../secrets/x`.
 //!
-//! Policy components run in their own wasmtime engine: compiled once per
-//! process (and cached on disk, through the host's one component cache,
-//! `runtime::cache`), a fresh store per decision, no WASI
-//! capabilities (an empty WASI context: no files, environment variables or
-//! network), 64 MiB of memory and a fuel budget. A policy that fails to load or
-//! traps denies the call (fail closed), saying so.
+//! Policy components run in the process's one wasmtime engine (shared with
+//! steps, `runtime::engine`): compiled once per process (and cached on
+//! disk, through the host's one component cache, `runtime::cache`), a
+//! fresh store per decision, no WASI capabilities (an empty WASI context:
+//! no files, environment variables or network), 64 MiB of memory and two
+//! seconds of computing per decision. A policy that fails to load, traps or
+//! runs out of time denies the call (fail closed), saying so.
 
 mod component;
 

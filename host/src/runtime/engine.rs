@@ -1,0 +1,64 @@
+//! The process's one wasmtime engine, shared by step components and
+//! policy components, so both compile with the same settings and share
+//! compiled code on disk (see [`super::cache`]).
+//!
+//! The engine interrupts guests by epoch: a ticker thread advances the
+//! epoch every [`EPOCH_TICK`] for the life of the process. A step yields
+//! to the scheduler at each tick (its timeout is enforced by the host); a
+//! policy decision traps once its deadline of ticks has passed.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine};
+
+/// How often the epoch advances; steps yield to the scheduler at each tick,
+/// which is also the granularity of timeouts.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The shared engine, made (and its epoch ticker started) on first use.
+pub fn shared() -> Result<&'static Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.epoch_interruption(true);
+            config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+            let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
+            let ticking = engine.clone();
+            std::thread::Builder::new()
+                .name("wfhost-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                })
+                .map_err(|e| format!("wasm engine: cannot start the epoch ticker: {e}"))?;
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Epoch ticks in `duration` (at least one).
+pub fn ticks(duration: Duration) -> u64 {
+    (duration.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_engine_per_process() {
+        let first = shared().unwrap();
+        let second = shared().unwrap();
+        assert!(Engine::same(first, second));
+    }
+
+    #[test]
+    fn ticks_round_down_but_never_to_zero() {
+        assert_eq!(ticks(Duration::from_millis(1)), 1);
+        assert_eq!(ticks(Duration::from_millis(25)), 2);
+        assert_eq!(ticks(Duration::from_secs(2)), 200);
+    }
+}
