@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Whole-process benchmark of wfhost against GNU make, measured in the same run.
+
+Each workload is run as a user runs it: one process per run
+(`wfhost run -q FILE` with a fresh home; `make -j -f FILE`), wall time of the
+whole process, one warm-up then the median of --runs runs. The working
+directory is on the default disk (under target/, not /tmp, which may be
+tmpfs); pass --dir to choose another. The compile cache is warm (the
+warm-up fills it), as a user's second run would be.
+
+Workloads (as `wfhost bench`):
+  W0   one no-op step (start-up cost)
+  W1   1 root -> N no-op steps -> 1 sink, N in --fan-out (default 100,1000)
+  W2   a chain of 200 steps, each passing its output on
+  W3   1 -> 8 x `sleep 0.2` at parallelism 4 -> 1 (ideal 400 ms)
+W1 and W2 run as `function` steps (a wasm component) and as `script` steps
+(a sandboxed program: `true`); make runs `true` per target (fork+exec).
+
+Per-step cost = (wall(W) - wall(W0)) / steps. Ratios are wfhost / make.
+
+Usage: bench/run.py [--wfhost PATH] [--runs 3] [--fan-out 100,1000,10000]
+                    [--out bench/RESULTS.md] [--dir DIR] [--durability normal|full]
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def function_step(step_id, needs=(), with_=None, parallelism=None):
+    text = f"  - id: {step_id}\n    type: function\n    component: echo\n"
+    if needs:
+        text += f"    needs: [{', '.join(needs)}]\n"
+    if with_:
+        text += f"    with: {with_}\n"
+    return text
+
+
+def script_step(step_id, needs=(), command="true", program="true"):
+    text = f"  - id: {step_id}\n    grants: {{ exec: [{program}] }}\n    run: {command}\n"
+    if needs:
+        text += f"    needs: [{', '.join(needs)}]\n"
+    return text
+
+
+def header(name, parallelism):
+    return f"name: {name}\nconfig: {{ parallelism: {parallelism} }}\nsteps:\n"
+
+
+def wf_w0(kind):
+    step = function_step("only") if kind == "function" else script_step("only")
+    return header("w0", 16) + step
+
+
+def wf_w1(kind, n):
+    make = function_step if kind == "function" else script_step
+    text = header("w1", 16) + make("root")
+    for i in range(n):
+        text += make(f"s{i}", ["root"])
+    text += make("sink", [f"s{i}" for i in range(n)])
+    return text
+
+
+def wf_w2(kind, n=200):
+    text = header("w2", 16)
+    if kind == "function":
+        text += function_step("s0", with_="{ value: 0 }")
+        for i in range(1, n):
+            text += function_step(
+                f"s{i}", [f"s{i - 1}"], with_=f'{{ value: "{{{{ steps.s{i - 1}.output.value + 1 }}}}" }}'
+            )
+    else:
+        text += script_step("s0")
+        for i in range(1, n):
+            text += script_step(f"s{i}", [f"s{i - 1}"])
+    return text
+
+
+def wf_w3():
+    text = header("w3", 4) + function_step("root")
+    for i in range(8):
+        text += script_step(f"sleep{i}", ["root"], command="sleep 0.2", program="sleep")
+    text += function_step("sink", [f"sleep{i}" for i in range(8)])
+    return text
+
+
+def mk_w0():
+    return "all:\n\t@true\n"
+
+
+def mk_w1(n):
+    names = " ".join(f"s{i}" for i in range(n))
+    text = f".PHONY: all root sink {names}\nall: sink\nroot:\n\t@true\n"
+    for i in range(n):
+        text += f"s{i}: root\n\t@true\n"
+    text += f"sink: {names}\n\t@true\n"
+    return text
+
+
+def mk_w2(n=200):
+    text = f".PHONY: all {' '.join(f's{i}' for i in range(n))}\nall: s{n - 1}\ns0:\n\t@true\n"
+    for i in range(1, n):
+        text += f"s{i}: s{i - 1}\n\t@true\n"
+    return text
+
+
+def mk_w3():
+    sleeps = " ".join(f"sleep{i}" for i in range(8))
+    text = f".PHONY: all root sink {sleeps}\nall: sink\nroot:\n\t@true\n"
+    for i in range(8):
+        text += f"sleep{i}: root\n\tsleep 0.2\n"
+    text += f"sink: {sleeps}\n\t@true\n"
+    return text
+
+
+def timed(cmd, cwd, env=None):
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"benchmark command failed ({done.returncode}): {' '.join(map(str, cmd))}\n"
+                 f"{done.stderr.decode(errors='replace')[-2000:]}")
+    return wall
+
+
+def median_wall(make_cmd, runs, workdir, env=None):
+    """One warm-up, then the median of `runs`; each run gets a fresh workdir."""
+    walls = []
+    for i in range(runs + 1):
+        run_dir = workdir / f"r{i}"
+        run_dir.mkdir()
+        wall = timed(make_cmd(run_dir), run_dir, env)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if i > 0:
+            walls.append(wall)
+    return statistics.median(walls)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wfhost", default=str(ROOT / "target/release/wfhost"),
+                        help="the wfhost binary (default: target/release/wfhost, built if missing)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--fan-out", default="100,1000", help="W1 widths, comma-separated")
+    parser.add_argument("--dir", default=str(ROOT / "target/bench-work"),
+                        help="working directory (default on the repository's disk)")
+    parser.add_argument("--out", default=None, help="also write the results as Markdown here")
+    parser.add_argument("--durability", choices=["normal", "full"], default="normal")
+    parser.add_argument("--skip-scripts", action="store_true", help="skip the script-step variants")
+    args = parser.parse_args()
+
+    wfhost = Path(args.wfhost).resolve()
+    if not wfhost.exists():
+        print("building wfhost (release)...", file=sys.stderr)
+        subprocess.run(["cargo", "build", "--release", "-p", "wfhost"], cwd=ROOT, check=True)
+    make = shutil.which("make")
+    if not make:
+        sys.exit("GNU make is needed (apt-get install make)")
+
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    # A shared compile cache so the warm-up compiles once, as a user's home would.
+    cache_home = work / "cache-home"
+    cache_home.mkdir()
+    env = dict(os.environ)
+    env["XDG_CACHE_HOME"] = str(cache_home)
+    fs = subprocess.run(["df", "-T", str(work)], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
+
+    shapes = []  # (label, steps, wf text or None, make text or None, kind)
+    shapes.append(("W0", 1, {"function": wf_w0("function"), "script": wf_w0("script")}, mk_w0()))
+    for n in [int(x) for x in args.fan_out.split(",") if x]:
+        shapes.append((f"W1 N={n}", n + 2, {"function": wf_w1("function", n), "script": wf_w1("script", n)}, mk_w1(n)))
+    shapes.append(("W2", 200, {"function": wf_w2("function"), "script": wf_w2("script")}, mk_w2()))
+    shapes.append(("W3", 10, {"mixed": wf_w3()}, mk_w3()))
+
+    kinds = ["function"] + ([] if args.skip_scripts else ["script"])
+    config = f"[store]\ndurability = \"{args.durability}\"\n"
+    results = {}
+    for label, steps, workflows, makefile in shapes:
+        mk_path = work / f"{label.replace(' ', '_')}.mk"
+        mk_path.write_text(makefile)
+        # W3 holds make to the workflow's parallelism of 4; the rest run unbounded (`-j`).
+        jobs = ["-j", "4"] if label == "W3" else ["-j"]
+        results[(label, "make")] = median_wall(lambda d: [make, "-s", *jobs, "-f", str(mk_path)], args.runs, work)
+        for kind, text in workflows.items():
+            if kind not in kinds and kind != "mixed":
+                continue
+            wf_path = work / f"{label.replace(' ', '_')}-{kind}.yaml"
+            wf_path.write_text(text)
+
+            def command(run_dir, wf_path=wf_path):
+                home = run_dir / "home"
+                home.mkdir()
+                (home / "config.toml").write_text(config)
+                return [str(wfhost), "run", "-q", "--home", str(home), str(wf_path)]
+
+            results[(label, kind)] = median_wall(command, args.runs, work, env)
+            print(f"{label:12} {kind:8} {results[(label, kind)] * 1000:9.1f} ms   make {results[(label, 'make')] * 1000:8.1f} ms",
+                  file=sys.stderr)
+
+    lines = []
+    lines.append(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
+                 f"working directory on {fs}; durability={args.durability}; median of {args.runs} runs after a warm-up; "
+                 f"whole process (`wfhost run -q`, `make -s -j`; W3 `make -j 4`).")
+    lines.append("")
+    lines.append("| workload | steps | make | wfhost function | ratio | wfhost script | ratio |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    for label, steps, workflows, _ in shapes:
+        row = [label, str(steps), f"{results[(label, 'make')] * 1000:.1f} ms"]
+        for kind in ["function", "script"]:
+            key = (label, kind) if label != "W3" else (label, "mixed")
+            if kind == "script" and label == "W3":
+                row += ["", ""]
+                continue
+            if key not in results:
+                row += ["—", ""]
+                continue
+            row += [f"{results[key] * 1000:.1f} ms", f"{results[key] / results[(label, 'make')]:.2f}×"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Per step ((wall − W0 wall) / steps):")
+    lines.append("")
+    lines.append("| workload | make | wfhost function | ratio | wfhost script | ratio |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for label, steps, workflows, _ in shapes:
+        if label in ("W0", "W3"):
+            continue
+        m = (results[(label, "make")] - results[("W0", "make")]) / steps
+        row = [label, f"{m * 1000:.3f} ms"]
+        for kind in ["function", "script"]:
+            if (label, kind) not in results:
+                row += ["—", ""]
+                continue
+            w = (results[(label, kind)] - results[("W0", kind)]) / steps
+            row += [f"{w * 1000:.3f} ms", f"{w / m:.2f}×" if m > 0 else "n/a"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(f"W3 wall: wfhost {results[('W3', 'mixed')] * 1000:.0f} ms, make {results[('W3', 'make')] * 1000:.0f} ms, "
+                 f"ratio {results[('W3', 'mixed')] / results[('W3', 'make')]:.2f}×.")
+    lines.append(f"Start (W0, function): ratio {results[('W0', 'function')] / results[('W0', 'make')]:.1f}× make.")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        Path(args.out).write_text("# Benchmark results\n\nProduced by `bench/run.py`.\n\n" + report)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
