@@ -26,6 +26,9 @@ pub struct ComponentPolicy {
     label: String,
     source: Source,
     config: String,
+    /// Prepared on the first decision; later ones reuse it without hashing
+    /// the component's bytes again.
+    prepared: OnceLock<PolicyPre>,
 }
 
 enum Source {
@@ -40,6 +43,7 @@ impl ComponentPolicy {
             label: label.to_string(),
             source: Source::Builtin(name),
             config,
+            prepared: OnceLock::new(),
         }
     }
 
@@ -49,12 +53,16 @@ impl ComponentPolicy {
             label,
             source: Source::Bytes(bytes),
             config,
+            prepared: OnceLock::new(),
         }
     }
 
-    fn prepared(&self) -> Result<Arc<ToolPolicyPre<PolicyState>>, String> {
+    fn prepared(&self) -> Result<PolicyPre, String> {
+        if let Some(found) = self.prepared.get() {
+            return Ok(found.clone());
+        }
         let runtime = policy_runtime()?;
-        match &self.source {
+        let prepared = match &self.source {
             Source::Builtin(name) => {
                 let builtin = crate::step::builtin::builtin(name).ok_or_else(|| {
                     format!("the built-in component '{name}' is not part of this wfhost build")
@@ -62,7 +70,8 @@ impl ComponentPolicy {
                 runtime.load(builtin.wasm)
             }
             Source::Bytes(bytes) => runtime.load(bytes),
-        }
+        }?;
+        Ok(self.prepared.get_or_init(|| prepared).clone())
     }
 }
 
