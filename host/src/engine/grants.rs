@@ -239,4 +239,43 @@ mod tests {
             .contains("unknown unit"));
         assert!(parse_size("0").is_err());
     }
+
+    fn load(source: &str, dir: &std::path::Path) -> LoadedWorkflow {
+        crate::workflow::load_from_source(
+            source,
+            "wf.yaml",
+            dir,
+            crate::workflow::Format::Yaml,
+            &["echo"],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_script_step_implies_its_shell_and_other_kinds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let workflow = load(
+            "name: x\ndefaults:\n  grants: {exec: [cat]}\nsteps:\n  - id: plain\n    run: 'true'\n  - id: bash\n    run: 'true'\n    with: {shell: bash}\n    grants: {exec: [bash]}\n  - id: fn\n    type: function\n    component: echo\n",
+            dir.path(),
+        );
+        let exec = |index: usize| merged(&workflow, &workflow.def.steps[index]).exec;
+        assert_eq!(exec(0), ["cat", "sh"]);
+        assert_eq!(exec(1), ["cat", "bash"], "the shell is not added twice");
+        assert_eq!(exec(2), ["cat"]);
+    }
+
+    #[test]
+    fn only_agent_steps_reach_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("replies.yaml"), "").unwrap();
+        let workflow = load(
+            "name: x\nagents:\n  - id: helper\n    name: Helper\n    role: You help.\n    model: {provider: scripted, script: replies.yaml}\nsteps:\n  - id: ask\n    type: agent\n    agent: helper\n    prompt: Hi.\n  - id: plain\n    run: 'true'\n",
+            dir.path(),
+        );
+        let reach = model_reach(&workflow, &workflow.def.steps[0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(reach.agent, "helper");
+        assert!(model_reach(&workflow, &workflow.def.steps[1]).is_none());
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::{
     none_if_empty, CapabilityUnit, Caps, CeilingSpec, Grants, ResolveContext, ResolvedGrants,
     SandboxPlan, WasiFuture, WasiSetup,
@@ -107,6 +109,21 @@ impl CapabilityUnit for Env {
             if let Some(value) = grant.value() {
                 plan.env.push((grant.name.clone().into(), value.into()));
             }
+        }
+    }
+
+    fn describe(&self, grants: &ResolvedGrants, out: &mut serde_json::Map<String, Value>) {
+        let env = grants.env.iter().map(|g| match &g.value {
+            Some(value) => Value::String(format!("{}={value}", g.name)),
+            None => Value::String(g.name.clone()),
+        });
+        out.insert("env".into(), env.collect());
+    }
+
+    fn summarize(&self, grants: &ResolvedGrants, parts: &mut Vec<String>) {
+        let env: Vec<&str> = grants.env.iter().map(|g| g.name.as_str()).collect();
+        if !env.is_empty() {
+            parts.push(format!("env: {}", env.join(", ")));
         }
     }
 }

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 use super::{
     none_if_empty, CapabilityUnit, Caps, CeilingSpec, Grants, PathAccess, ResolveContext,
     ResolvedGrants, SandboxPlan,
@@ -193,6 +195,22 @@ impl CapabilityUnit for Exec {
     fn sandbox(&self, grants: &ResolvedGrants, plan: &mut SandboxPlan) {
         for grant in &grants.exec {
             plan.paths.push((grant.path.clone(), PathAccess::Execute));
+        }
+    }
+
+    fn describe(&self, grants: &ResolvedGrants, out: &mut serde_json::Map<String, Value>) {
+        let exec = grants.exec.iter().map(|g| json!(g.path));
+        out.insert("exec".into(), exec.collect());
+    }
+
+    fn summarize(&self, grants: &ResolvedGrants, parts: &mut Vec<String>) {
+        let exec: Vec<String> = grants
+            .exec
+            .iter()
+            .map(|g| g.path.display().to_string())
+            .collect();
+        if !exec.is_empty() {
+            parts.push(format!("exec: {}", exec.join(", ")));
         }
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use wasmtime_wasi::FsPerms;
 
+use serde_json::{json, Value};
+
 use super::{
     none_if_empty, CapabilityUnit, Caps, CeilingSpec, Grants, PathAccess, ResolveContext,
     ResolvedGrants, SandboxPlan, WasiFuture, WasiSetup,
@@ -301,6 +303,20 @@ impl CapabilityUnit for Files {
                 PathAccess::Read
             };
             plan.paths.push((path.clone(), access));
+        }
+    }
+
+    fn describe(&self, grants: &ResolvedGrants, out: &mut serde_json::Map<String, Value>) {
+        let files = grants
+            .files
+            .iter()
+            .map(|(path, writable)| json!({ "path": path, "access": access_name(*writable) }));
+        out.insert("files".into(), files.collect());
+    }
+
+    fn summarize(&self, grants: &ResolvedGrants, parts: &mut Vec<String>) {
+        for (path, writable) in &grants.files {
+            parts.push(format!("{} ({})", path.display(), access_name(*writable)));
         }
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 
+use serde_json::{json, Value};
+
 use super::{
     CapabilityUnit, Caps, CeilingSpec, Grants, ResolveContext, ResolvedGrants, SandboxMode,
 };
@@ -142,6 +144,24 @@ impl CapabilityUnit for Limits {
                 humanize(max)
             ));
         }
+    }
+
+    fn describe(&self, grants: &ResolvedGrants, out: &mut serde_json::Map<String, Value>) {
+        out.insert("memory".into(), json!(grants.memory));
+        out.insert(
+            "timeout_ms".into(),
+            json!(grants.timeout.map(|t| t.as_millis() as u64)),
+        );
+        out.insert("max_output".into(), json!(grants.max_output));
+        out.insert("sandbox".into(), json!(grants.sandbox));
+        out.insert(
+            "kill_grace_ms".into(),
+            json!(grants.kill_grace.as_millis() as u64),
+        );
+    }
+
+    fn summarize(&self, grants: &ResolvedGrants, parts: &mut Vec<String>) {
+        parts.push(format!("memory: {} MiB", grants.memory >> 20));
     }
 }
 

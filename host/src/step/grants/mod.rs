@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::executor::StepObserver;
@@ -149,8 +150,7 @@ impl Default for ResolvedGrants {
     }
 }
 
-/// One kind of grant. Every method but [`CapabilityUnit::resolve`] and
-/// [`CapabilityUnit::check_cap`] does nothing by default.
+/// One kind of grant. The methods with a body do nothing by default.
 pub(crate) trait CapabilityUnit: Sync {
     /// Resolve this kind's part of `spec` into `into`; every problem is
     /// one message (naming the grant line).
@@ -195,6 +195,14 @@ pub(crate) trait CapabilityUnit: Sync {
     fn sandbox(&self, grants: &ResolvedGrants, plan: &mut SandboxPlan) {
         let _ = (grants, plan);
     }
+
+    /// Add this kind's keys to the JSON view of `grants`
+    /// ([`ResolvedGrants::to_json`]).
+    fn describe(&self, grants: &ResolvedGrants, out: &mut serde_json::Map<String, Value>);
+
+    /// Add this kind's parts to the one-line summary of `grants`
+    /// ([`ResolvedGrants::summary`]), if it has any.
+    fn summarize(&self, grants: &ResolvedGrants, parts: &mut Vec<String>);
 }
 
 /// The units, in the order their messages appear. A new kind of grant is
@@ -407,52 +415,124 @@ impl ResolvedGrants {
 
     /// A JSON view for `wfhost validate --json` and people.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "files": self.files.iter().map(|(path, writable)| serde_json::json!({
-                "path": path,
-                "access": if *writable { "read-write" } else { "read" },
-            })).collect::<Vec<_>>(),
-            "env": self.env.iter().map(|g| match &g.value {
-                Some(value) => format!("{}={value}", g.name),
-                None => g.name.clone(),
-            }).collect::<Vec<_>>(),
-            "exec": self.exec.iter().map(|g| g.path.clone()).collect::<Vec<_>>(),
-            "network": self.network.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "memory": self.memory,
-            "timeout_ms": self.timeout.map(|t| t.as_millis() as u64),
-            "max_output": self.max_output,
-            "sandbox": self.sandbox,
-            "kill_grace_ms": self.kill_grace.as_millis() as u64,
-        })
+        let mut out = serde_json::Map::new();
+        for unit in UNITS {
+            unit.describe(self, &mut out);
+        }
+        serde_json::Value::Object(out)
     }
 
     /// One line for people: `files: /src (read); exec: /usr/bin/git; ...`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
-        for (path, writable) in &self.files {
-            parts.push(format!(
-                "{} ({})",
-                path.display(),
-                if *writable { "read-write" } else { "read" }
-            ));
+        for unit in UNITS {
+            unit.summarize(self, &mut parts);
         }
-        let env: Vec<&str> = self.env.iter().map(|g| g.name.as_str()).collect();
-        if !env.is_empty() {
-            parts.push(format!("env: {}", env.join(", ")));
-        }
-        let exec: Vec<String> = self
-            .exec
-            .iter()
-            .map(|g| g.path.display().to_string())
-            .collect();
-        if !exec.is_empty() {
-            parts.push(format!("exec: {}", exec.join(", ")));
-        }
-        let network: Vec<String> = self.network.iter().map(ToString::to_string).collect();
-        if !network.is_empty() {
-            parts.push(format!("network: {}", network.join(", ")));
-        }
-        parts.push(format!("memory: {} MiB", self.memory >> 20));
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn full() -> ResolvedGrants {
+        ResolvedGrants {
+            files: vec![
+                (PathBuf::from("/src"), false),
+                (PathBuf::from("/out"), true),
+            ],
+            env: vec![
+                EnvGrant {
+                    name: "HOME".into(),
+                    value: None,
+                },
+                EnvGrant {
+                    name: "MODE".into(),
+                    value: Some("fast".into()),
+                },
+            ],
+            exec: vec![ExecGrant {
+                name: "git".into(),
+                path: PathBuf::from("/usr/bin/git"),
+            }],
+            network: vec![NetworkGrant::parse("api.example.com:443").unwrap()],
+            memory: 64 << 20,
+            timeout: Some(Duration::from_secs(30)),
+            ..ResolvedGrants::default()
+        }
+    }
+
+    #[test]
+    fn every_unit_has_its_part_in_the_views() {
+        assert_eq!(
+            full().to_json(),
+            json!({
+                "files": [
+                    {"path": "/src", "access": "read"},
+                    {"path": "/out", "access": "read-write"},
+                ],
+                "env": ["HOME", "MODE=fast"],
+                "exec": ["/usr/bin/git"],
+                "network": ["api.example.com:443"],
+                "memory": 64 << 20,
+                "timeout_ms": 30_000,
+                "max_output": DEFAULT_MAX_OUTPUT,
+                "sandbox": "strict",
+                "kill_grace_ms": 2000,
+            })
+        );
+        assert_eq!(
+            full().summary(),
+            "/src (read); /out (read-write); env: HOME, MODE; exec: /usr/bin/git; \
+             network: api.example.com:443; memory: 64 MiB"
+        );
+        assert_eq!(ResolvedGrants::default().summary(), "memory: 512 MiB");
+    }
+
+    #[test]
+    fn problems_come_unit_by_unit() {
+        let spec = Grants {
+            files: vec![FileGrant {
+                path: "missing-dir-wfhost".into(),
+                access: Access::Read,
+            }],
+            env: vec!["A-B".into()],
+            exec: vec!["@nothing".into()],
+            network: vec!["a b".into()],
+            memory: Some("lots".into()),
+            ..Grants::default()
+        };
+        let host = HostState::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cx = ResolveContext {
+            base: dir.path(),
+            host: &host,
+        };
+        let (_, problems) = resolve(&spec, &cx);
+        let kinds: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split([' ', ':']).next().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["files", "env", "exec", "network", "memory"],
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_sandbox_plan_gathers_every_unit() {
+        let plan = sandbox_plan(&full());
+        assert!(plan
+            .paths
+            .contains(&(PathBuf::from("/out"), PathAccess::ReadWrite)));
+        assert!(plan
+            .paths
+            .contains(&(PathBuf::from("/usr/bin/git"), PathAccess::Execute)));
+        assert_eq!(plan.network, NetworkAccess::Ports(vec![443]));
+        assert_eq!(plan.env[1], ("MODE".into(), "fast".into()));
     }
 }

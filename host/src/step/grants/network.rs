@@ -22,6 +22,8 @@ use std::time::Duration;
 use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
 use wasmtime_wasi::sockets::SocketAddrUse;
 
+use serde_json::Value;
+
 use super::{
     none_if_empty, CapabilityUnit, Caps, CeilingSpec, Grants, NetworkAccess, PathAccess,
     ResolveContext, ResolvedGrants, SandboxPlan, WasiFuture, WasiSetup,
@@ -222,6 +224,18 @@ impl CapabilityUnit for Network {
         } else {
             NetworkAccess::AnyPort
         };
+    }
+
+    fn describe(&self, grants: &ResolvedGrants, out: &mut serde_json::Map<String, Value>) {
+        let network = grants.network.iter().map(|g| Value::String(g.to_string()));
+        out.insert("network".into(), network.collect());
+    }
+
+    fn summarize(&self, grants: &ResolvedGrants, parts: &mut Vec<String>) {
+        let network: Vec<String> = grants.network.iter().map(ToString::to_string).collect();
+        if !network.is_empty() {
+            parts.push(format!("network: {}", network.join(", ")));
+        }
     }
 }
 
