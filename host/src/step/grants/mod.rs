@@ -5,23 +5,23 @@
 //! | unit | grant keys |
 //! |------|------------|
 //! | [`files`] | `files` |
-//! | [`env`] | `env` |
+//! | [`env`](mod@env) | `env` |
 //! | [`exec`] | `exec` |
 //! | [`network`] | `network` |
 //! | [`limits`] | `memory`, `timeout`, `max_output` (and `kill_grace`, `sandbox`) |
 //!
-//! Each unit implements [`CapabilityUnit`]: how its part of a step's
+//! Each unit implements `CapabilityUnit`: how its part of a step's
 //! [`Grants`] is resolved into [`ResolvedGrants`] (paths made absolute and
 //! opened, programs found on `PATH`, sizes parsed), how it is read from the
 //! operator's `[ceiling]` table and checked against it, how it shapes the
-//! step's WASI context, and what it adds to the [`SandboxPlan`] of the
+//! step's WASI context, and what it adds to the `SandboxPlan` of the
 //! programs a step starts. The checks the agent tools and the runtime's
 //! host functions make are plain functions of the unit (such as
 //! [`files::tool_check`], [`exec::authorize`], [`network::NetworkPolicy`]).
 //!
-//! The registry functions ([`resolve`], [`load_caps`], [`check_caps`],
-//! [`configure_wasi`], [`sandbox_plan`]) call the units of [`UNITS`] in
-//! order; that order is the order of their messages.
+//! The registry functions (`resolve`, `load_caps`, `check_caps`,
+//! `configure_wasi`, `sandbox_plan`) call the units of `UNITS` in order;
+//! that order is the order of their messages.
 
 pub mod env;
 pub mod exec;
@@ -217,7 +217,7 @@ pub(crate) const UNITS: &[&dyn CapabilityUnit] = &[
 ];
 
 /// What resolving grants may need besides the grants.
-pub struct ResolveContext<'a> {
+pub(crate) struct ResolveContext<'a> {
     /// Relative `files` paths resolve against this directory (the
     /// workflow's).
     pub base: &'a Path,
@@ -227,7 +227,7 @@ pub struct ResolveContext<'a> {
 
 /// Resolve `spec` (sandbox mode and `kill_grace` left at their defaults:
 /// they are the step's, not its grants'); every problem is a message.
-pub fn resolve(spec: &Grants, cx: &ResolveContext<'_>) -> (ResolvedGrants, Vec<String>) {
+pub(crate) fn resolve(spec: &Grants, cx: &ResolveContext<'_>) -> (ResolvedGrants, Vec<String>) {
     let mut resolved = ResolvedGrants::default();
     let mut problems = Vec::new();
     for unit in UNITS {
@@ -240,7 +240,7 @@ pub fn resolve(spec: &Grants, cx: &ResolveContext<'_>) -> (ResolvedGrants, Vec<S
 /// is absent sets no cap on that kind of grant; an empty list forbids it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CeilingSpec {
+pub(crate) struct CeilingSpec {
     files: Option<Vec<FileGrant>>,
     env: Option<Vec<String>>,
     exec: Option<Vec<String>>,
@@ -253,7 +253,7 @@ pub struct CeilingSpec {
 
 /// The operator's caps, resolved from a [`CeilingSpec`]; `None` sets no cap.
 #[derive(Debug, Clone, Default)]
-pub struct Caps {
+pub(crate) struct Caps {
     files: Option<Vec<(PathBuf, bool)>>,
     env: Option<Vec<String>>,
     exec: Option<Vec<(String, Option<PathBuf>)>>,
@@ -267,7 +267,7 @@ pub struct Caps {
 
 /// Read the caps of `spec` (paths relative to `base`); the error is
 /// `<key>: <why>`.
-pub fn load_caps(spec: &CeilingSpec, base: &Path) -> Result<Caps, String> {
+pub(crate) fn load_caps(spec: &CeilingSpec, base: &Path) -> Result<Caps, String> {
     let mut caps = Caps::default();
     for unit in UNITS {
         unit.load_cap(spec, base, &mut caps)?;
@@ -277,7 +277,7 @@ pub fn load_caps(spec: &CeilingSpec, base: &Path) -> Result<Caps, String> {
 
 /// Every way `grants` (with the step's effective `timeout`) exceed `caps`
 /// (read from `source`), one message each.
-pub fn check_caps(
+pub(crate) fn check_caps(
     caps: &Caps,
     source: &str,
     grants: &ResolvedGrants,
@@ -292,13 +292,13 @@ pub fn check_caps(
 
 /// Why passing the host variable `name` (described as `what`) exceeds the
 /// `env` caps, if it does.
-pub fn env_cap_problem(caps: &Caps, source: &str, name: &str, what: &str) -> Option<String> {
+pub(crate) fn env_cap_problem(caps: &Caps, source: &str, name: &str, what: &str) -> Option<String> {
     env::cap_problem(caps, source, name, what)
 }
 
 /// Why reaching `grant` (described as `what`) exceeds the `network` caps,
 /// if it does.
-pub fn network_cap_problem(
+pub(crate) fn network_cap_problem(
     caps: &Caps,
     source: &str,
     grant: &NetworkGrant,
@@ -317,19 +317,19 @@ fn none_if_empty(items: &[String]) -> String {
 }
 
 /// What the units shape the WASI context of one step attempt with.
-pub struct WasiSetup<'a> {
+pub(crate) struct WasiSetup<'a> {
     /// The context being built.
     pub builder: &'a mut WasiCtxBuilder,
     /// Where refusals at run time are logged.
     pub observer: Arc<dyn StepObserver>,
 }
 
-/// The future of [`CapabilityUnit::configure_wasi`].
-pub type WasiFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+/// The future of `CapabilityUnit::configure_wasi`.
+pub(crate) type WasiFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Shape a step attempt's WASI context by its grants: preopened
 /// directories, variables, sockets. The error is the step's failure.
-pub async fn configure_wasi(
+pub(crate) async fn configure_wasi(
     grants: &ResolvedGrants,
     wasi: &mut WasiSetup<'_>,
 ) -> Result<(), String> {
@@ -341,7 +341,7 @@ pub async fn configure_wasi(
 
 /// What a path rule of the OS sandbox allows a started program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathAccess {
+pub(crate) enum PathAccess {
     /// Read files and list directories (never execute).
     Read,
     /// Also create, change and remove (never execute).
@@ -353,7 +353,7 @@ pub enum PathAccess {
 
 /// The TCP a started program may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum NetworkAccess {
+pub(crate) enum NetworkAccess {
     /// None: the program gets an empty network namespace.
     #[default]
     None,
@@ -367,7 +367,7 @@ pub enum NetworkAccess {
 /// sandbox (`runtime::sandbox`) enforces, besides what every program gets
 /// (system directories, its private directory).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SandboxPlan {
+pub(crate) struct SandboxPlan {
     /// Paths and what may be done beneath them.
     pub paths: Vec<(PathBuf, PathAccess)>,
     /// Network access.
@@ -377,7 +377,7 @@ pub struct SandboxPlan {
 }
 
 /// The sandbox plan of the programs a step with `grants` starts.
-pub fn sandbox_plan(grants: &ResolvedGrants) -> SandboxPlan {
+pub(crate) fn sandbox_plan(grants: &ResolvedGrants) -> SandboxPlan {
     let mut plan = SandboxPlan::default();
     for unit in UNITS {
         unit.sandbox(grants, &mut plan);
