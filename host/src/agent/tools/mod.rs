@@ -291,11 +291,7 @@ impl ToolEnv {
             Call::Search {
                 path: Some(path), ..
             } => self.check_path("search", path, false),
-            Call::Search { path: None, .. } if self.grants.files.is_empty() => Err(
-                "search denied: the step has no files grant (add grants: { files: [{ path: ., access: read }] })"
-                    .to_string(),
-            ),
-            Call::Search { path: None, .. } => Ok(()),
+            Call::Search { path: None, .. } => files_grant::search_check(&self.grants),
             Call::Exec { .. } => match self.shell() {
                 Some(_) => Ok(()),
                 None => Err(

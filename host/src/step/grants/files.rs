@@ -383,6 +383,18 @@ pub fn tool_check(
     }
 }
 
+/// The check of an agent's `search` over every granted directory: there
+/// must be one.
+pub fn search_check(grants: &ResolvedGrants) -> Result<(), String> {
+    if grants.files.is_empty() {
+        return Err(
+            "search denied: the step has no files grant (add grants: { files: [{ path: ., access: read }] })"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +482,8 @@ mod tests {
             error.contains("no files grant covers /x/y") && error.contains("access: read }"),
             "{error}"
         );
+        assert!(search_check(&grants).is_ok());
+        let error = search_check(&ResolvedGrants::default()).unwrap_err();
+        assert!(error.starts_with("search denied: the step has no files grant"));
     }
 }
