@@ -10,8 +10,9 @@
 //!
 //! The rule: a module may refer (by a `crate::` or `super::` path) only to
 //! itself and to modules below it. [`step`] is the contract everything
-//! shares (the executor port, resolved grants, the agent-session handle,
-//! the stop signal, WIT bindings, units) and refers to nothing above it;
+//! shares (the executor port, the grants as capability units in
+//! [`step::grants`], the agent-session handle, the stop signal, WIT
+//! bindings, units) and refers to nothing above it;
 //! [`workflow`] is pure; [`engine`] drives runs and defines the ports
 //! ([`step::executor::StepExecutor`], [`engine::agents::AgentSessions`])
 //! that [`runtime`] and [`agent`] implement. [`runtime`] and [`agent`] are

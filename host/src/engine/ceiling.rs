@@ -23,12 +23,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::grants::{
-    exec_line_programs, parse_size, resolve_program, NetworkGrant, ResolvedGrants,
-};
+use crate::step::grants::{self, Caps, CeilingSpec, ResolvedGrants};
 use crate::store::Durability;
-use crate::workflow::model::{Access, FileGrant, SandboxMode};
-use crate::workflow::parse_duration;
 use crate::workflow::reach::ModelReach;
 
 #[derive(Debug, Deserialize)]
@@ -47,33 +43,13 @@ struct StoreSpec {
     durability: Option<Durability>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CeilingSpec {
-    files: Option<Vec<FileGrant>>,
-    env: Option<Vec<String>>,
-    exec: Option<Vec<String>>,
-    network: Option<Vec<String>>,
-    memory: Option<String>,
-    timeout: Option<String>,
-    max_output: Option<String>,
-    sandbox: Option<SandboxMode>,
-}
-
-/// The caps, resolved.
+/// The caps, resolved (each kind by its capability unit, see
+/// [`crate::step::grants`]).
 #[derive(Debug, Clone, Default)]
 pub struct Ceiling {
     /// The file it was read from, for messages.
     pub source: PathBuf,
-    files: Option<Vec<(PathBuf, bool)>>,
-    env: Option<Vec<String>>,
-    exec: Option<Vec<(String, Option<PathBuf>)>>,
-    network: Option<Vec<NetworkGrant>>,
-    memory: Option<u64>,
-    timeout: Option<Duration>,
-    max_output: Option<u64>,
-    /// `strict`: steps may not ask for `sandbox: best-effort`.
-    sandbox: Option<SandboxMode>,
+    caps: Caps,
 }
 
 /// Read the store's durability (`[store] durability`) from a host config
@@ -109,140 +85,23 @@ impl Ceiling {
             return Ok(None);
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        let bad = |what: &str, e: String| format!("{}: ceiling {what}: {e}", path.display());
+        let caps = grants::load_caps(&spec, base)
+            .map_err(|e| format!("{}: ceiling {e}", path.display()))?;
         Ok(Some(Ceiling {
             source: path.to_path_buf(),
-            files: spec.files.map(|files| {
-                files
-                    .iter()
-                    .map(|f| {
-                        let joined = base.join(&f.path);
-                        let path = std::fs::canonicalize(&joined).unwrap_or(joined);
-                        (path, f.access == Access::ReadWrite)
-                    })
-                    .collect()
-            }),
-            env: spec.env,
-            exec: spec
-                .exec
-                .map(|lines| {
-                    let mut entries = Vec::new();
-                    for line in &lines {
-                        for name in exec_line_programs(line).map_err(|e| bad("exec", e))? {
-                            entries.push((name.to_string(), resolve_program(name)));
-                        }
-                    }
-                    Ok::<_, String>(entries)
-                })
-                .transpose()?,
-            network: spec
-                .network
-                .map(|lines| {
-                    lines
-                        .iter()
-                        .map(|l| NetworkGrant::parse(l))
-                        .collect::<Result<_, _>>()
-                })
-                .transpose()
-                .map_err(|e| bad("network", e))?,
-            memory: spec
-                .memory
-                .map(|m| parse_size(&m))
-                .transpose()
-                .map_err(|e| bad("memory", e))?,
-            timeout: spec
-                .timeout
-                .map(|t| parse_duration(&t))
-                .transpose()
-                .map_err(|e| bad("timeout", e))?,
-            max_output: spec
-                .max_output
-                .map(|m| parse_size(&m))
-                .transpose()
-                .map_err(|e| bad("max_output", e))?,
-            sandbox: spec.sandbox,
+            caps,
         }))
     }
 
     /// Every way `grants` (with the step's effective `timeout`) exceeds
     /// this ceiling, one message each.
     pub fn check(&self, grants: &ResolvedGrants, timeout: Duration) -> Vec<String> {
-        let source = self.source.display();
-        let mut problems = Vec::new();
-        if let Some(allowed) = &self.files {
-            for (path, writable) in &grants.files {
-                let covered = allowed.iter().any(|(root, root_writable)| {
-                    path.starts_with(root) && (*root_writable || !writable)
-                });
-                if !covered {
-                    let list: Vec<String> = allowed
-                        .iter()
-                        .map(|(p, w)| {
-                            format!(
-                                "{} ({})",
-                                p.display(),
-                                if *w { "read-write" } else { "read" }
-                            )
-                        })
-                        .collect();
-                    problems.push(format!(
-                        "files grant '{}' ({}) exceeds the operator ceiling in {source} (ceiling files: {})",
-                        path.display(),
-                        if *writable { "read-write" } else { "read" },
-                        none_if_empty(&list)
-                    ));
-                }
-            }
-        }
-        for grant in grants.env.iter().filter(|g| g.value.is_none()) {
-            problems.extend(self.env_problem(&grant.name, &format!("env grant '{}'", grant.name)));
-        }
-        if let Some(allowed) = &self.exec {
-            for grant in &grants.exec {
-                let covered = allowed
-                    .iter()
-                    .any(|(name, path)| *name == grant.name || path.as_ref() == Some(&grant.path));
-                if !covered {
-                    let names: Vec<String> = allowed.iter().map(|(n, _)| n.clone()).collect();
-                    problems.push(format!(
-                        "exec grant '{}' exceeds the operator ceiling in {source} (ceiling exec: {})",
-                        grant.name,
-                        none_if_empty(&names)
-                    ));
-                }
-            }
-        }
-        for grant in &grants.network {
-            problems.extend(self.network_problem(grant, &format!("network grant '{grant}'")));
-        }
-        if let Some(max) = self.memory.filter(|max| grants.memory > *max) {
-            problems.push(format!(
-                "memory grant of {} MiB exceeds the operator ceiling in {source} (ceiling memory: {} MiB)",
-                grants.memory >> 20,
-                max >> 20
-            ));
-        }
-        if let Some(max) = self.max_output.filter(|max| grants.max_output > *max) {
-            problems.push(format!(
-                "max_output grant of {} bytes exceeds the operator ceiling in {source} (ceiling max_output: {max} bytes)",
-                grants.max_output
-            ));
-        }
-        if self.sandbox == Some(SandboxMode::Strict) && grants.sandbox == SandboxMode::BestEffort {
-            problems.push(format!(
-                "sandbox: best-effort is forbidden by the operator ceiling in {source} (ceiling \
-                 sandbox: strict); remove it so that started programs run fully confined or \
-                 not at all"
-            ));
-        }
-        if let Some(max) = self.timeout.filter(|max| timeout > *max) {
-            problems.push(format!(
-                "timeout of {} exceeds the operator ceiling in {source} (ceiling timeout: {})",
-                crate::step::units::humanize(timeout),
-                crate::step::units::humanize(max)
-            ));
-        }
-        problems
+        grants::check_caps(
+            &self.caps,
+            &self.source.display().to_string(),
+            grants,
+            timeout,
+        )
     }
 
     /// Every way what an agent step's model reaches (its endpoint and its
@@ -250,56 +109,32 @@ impl Ceiling {
     /// had asked for them in its `network` and `env` grants.
     pub fn check_model(&self, reach: &ModelReach) -> Vec<String> {
         let mut problems = Vec::new();
+        let source = self.source.display().to_string();
         let of = format!("of agent '{}' ({} model)", reach.agent, reach.provider);
         if let Some(endpoint) = &reach.endpoint {
-            problems.extend(
-                self.network_problem(endpoint, &format!("model endpoint '{endpoint}' {of}")),
-            );
+            problems.extend(grants::network_cap_problem(
+                &self.caps,
+                &source,
+                endpoint,
+                &format!("model endpoint '{endpoint}' {of}"),
+            ));
         }
         if let Some(name) = &reach.api_key_env {
-            problems.extend(self.env_problem(name, &format!("api_key_env '{name}' {of}")));
+            problems.extend(grants::env_cap_problem(
+                &self.caps,
+                &source,
+                name,
+                &format!("api_key_env '{name}' {of}"),
+            ));
         }
         problems
-    }
-
-    /// Why passing the host variable `name` exceeds the ceiling, if it does.
-    fn env_problem(&self, name: &str, what: &str) -> Option<String> {
-        let allowed = self.env.as_ref()?;
-        (!allowed.iter().any(|a| a == name)).then(|| {
-            format!(
-                "{what} exceeds the operator ceiling in {} (ceiling env: {})",
-                self.source.display(),
-                none_if_empty(allowed)
-            )
-        })
-    }
-
-    /// Why connecting as `grant` allows exceeds the ceiling, if it does.
-    fn network_problem(&self, grant: &NetworkGrant, what: &str) -> Option<String> {
-        let allowed = self.network.as_ref()?;
-        (!allowed.iter().any(|ceiling| ceiling.covers(grant))).then(|| {
-            let lines: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-            format!(
-                "{what} exceeds the operator ceiling in {} (ceiling network: {})",
-                self.source.display(),
-                none_if_empty(&lines)
-            )
-        })
-    }
-}
-
-fn none_if_empty(items: &[String]) -> String {
-    if items.is_empty() {
-        "none".to_string()
-    } else {
-        items.join(", ")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::grants::{EnvGrant, ExecGrant};
+    use crate::step::grants::{resolve_program, EnvGrant, ExecGrant, NetworkGrant, SandboxMode};
 
     fn ceiling(text: &str) -> (tempfile::TempDir, Result<Option<Ceiling>, String>) {
         let dir = tempfile::tempdir().unwrap();

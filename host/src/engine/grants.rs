@@ -1,24 +1,25 @@
-//! Effective grants: a step's grants merged with the workflow defaults,
-//! resolved (absolute paths, programs found on `PATH`, sizes parsed) and
-//! checked against the operator's ceiling, before any run starts.
+//! Effective grants: a step's grants merged with the workflow defaults
+//! and what its step type implies, resolved by the capability units
+//! ([`crate::step::grants`]) and checked against the operator's ceiling,
+//! before any run starts. What needs the workflow (its defaults, its
+//! agents' keys, the step's `sandbox` and `kill_grace`) is decided here.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::workflow::locate::Locator;
-use crate::workflow::model::{Access, Grants, ModelSpec, Step};
-use crate::workflow::reach::{reach, ModelReach};
-use crate::workflow::{
-    parse_duration, step_kind, Diagnostic, Diagnostics, LoadedWorkflow, StepKind,
-};
+use crate::workflow::model::{ModelSpec, Step};
+use crate::workflow::reach::ModelReach;
+use crate::workflow::{parse_duration, Diagnostic, Diagnostics, LoadedWorkflow};
 
 use super::ceiling::Ceiling;
+use super::step_types;
 
 pub use crate::step::grants::*;
 pub use crate::step::units::parse_size;
 
 /// The grants a step declares, merged with the workflow defaults (see
-/// [`Grants`] for the rule), plus the implicit shell of a script step.
+/// [`Grants`] for the rule), plus what its step type implies (the shell of
+/// a script step).
 pub fn merged(workflow: &LoadedWorkflow, step: &Step) -> Grants {
     let own = &step.grants;
     let mut grants = if own.inherit == Some(false) {
@@ -48,86 +49,8 @@ pub fn merged(workflow: &LoadedWorkflow, step: &Step) -> Grants {
         merged.max_output = own.max_output.clone().or(merged.max_output);
         merged
     };
-    if step_kind(step) == StepKind::Script {
-        let shell = step
-            .with
-            .as_ref()
-            .and_then(|with| with.get("shell"))
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("sh")
-            .to_string();
-        if !grants.exec.contains(&shell) {
-            grants.exec.push(shell);
-        }
-    }
+    step_types::of(step).implied_grants(step, &mut grants);
     grants
-}
-
-/// The directories of wfhost's own state: the home (run store, run
-/// folders) and the compiled-component cache. No step may be granted write
-/// access to them, nor to a directory containing them.
-#[derive(Debug, Clone, Default)]
-pub struct HostState {
-    dirs: Vec<(&'static str, PathBuf)>,
-}
-
-impl HostState {
-    /// The state under `home`, and the component cache `cache` if any.
-    /// Paths are made canonical as far as they exist.
-    pub fn new(home: &Path, cache: Option<&Path>) -> HostState {
-        let mut dirs = vec![("the wfhost home", canonical_as_far_as_exists(home))];
-        if let Some(cache) = cache {
-            dirs.push((
-                "the compiled-component cache",
-                canonical_as_far_as_exists(cache),
-            ));
-        }
-        HostState { dirs }
-    }
-
-    /// Why a files grant of `path` (`writable`) would reach host state.
-    fn check(&self, path: &Path, writable: bool) -> Vec<String> {
-        if !writable {
-            return Vec::new();
-        }
-        let mut problems = Vec::new();
-        for (what, dir) in &self.dirs {
-            if dir.starts_with(path) {
-                problems.push(format!(
-                    "files grant '{}' (read-write) contains {what} '{}': a step could rewrite wfhost's own state; grant a narrower directory that does not contain it",
-                    path.display(),
-                    dir.display()
-                ));
-            } else if path.starts_with(dir) {
-                problems.push(format!(
-                    "files grant '{}' (read-write) lies inside {what} '{}': a step could rewrite wfhost's own state; grant a directory outside it",
-                    path.display(),
-                    dir.display()
-                ));
-            }
-        }
-        problems
-    }
-}
-
-/// `path` made absolute with its longest existing prefix canonicalised
-/// (symbolic links resolved) and the rest appended.
-fn canonical_as_far_as_exists(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut existing = absolute.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(found) = std::fs::canonicalize(existing) {
-            return rest.iter().rev().fold(found, |acc, part| acc.join(part));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                existing = parent;
-            }
-            _ => return absolute,
-        }
-    }
 }
 
 /// Resolve one step's grants; every problem is a message.
@@ -138,119 +61,41 @@ pub fn resolve(
     host: &HostState,
 ) -> Result<ResolvedGrants, Vec<String>> {
     let grants = merged(workflow, step);
-    let mut problems = Vec::new();
-    let mut resolved = ResolvedGrants {
-        sandbox: step
-            .sandbox
-            .or(workflow.def.defaults.sandbox)
-            .unwrap_or_default(),
-        ..ResolvedGrants::default()
+    let cx = ResolveContext {
+        base: &workflow.dir,
+        host,
     };
-    for file in &grants.files {
-        let joined = workflow.dir.join(&file.path);
-        match std::fs::canonicalize(&joined) {
-            Ok(path) if path.is_dir() => {
-                let writable = file.access == Access::ReadWrite;
-                problems.extend(host.check(&path, writable));
-                match DirHandle::open(&path) {
-                    Ok(handle) => resolved.handles.push(handle),
-                    Err(error) => problems.push(format!(
-                        "files grant '{}' cannot be opened: {error}",
-                        file.path
-                    )),
-                }
-                resolved.files.push((path, writable));
-            }
-            Ok(_) => problems.push(format!(
-                "files grant '{}' is not a directory (grant a directory)",
-                file.path
-            )),
-            Err(_) => problems.push(format!(
-                "files grant '{}' does not exist ({})",
-                file.path,
-                joined.display()
-            )),
-        }
-    }
-    for line in &grants.env {
-        let (name, value) = match line.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_string())),
-            None => (line.as_str(), None),
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            problems.push(format!("env grant '{line}': expected NAME or NAME=value"));
-            continue;
-        }
-        resolved.env.push(EnvGrant {
-            name: name.to_string(),
-            value,
-        });
-    }
-    for line in &grants.exec {
-        let names = match exec_line_programs(line) {
-            Ok(names) => names,
-            Err(error) => {
-                problems.push(error);
-                continue;
-            }
-        };
-        let set = line.starts_with('@');
-        for name in names {
-            match resolve_program(name) {
-                Some(path)
-                    if !resolved
-                        .exec
-                        .iter()
-                        .any(|g| g.path == path && g.name == name) =>
-                {
-                    resolved.exec.push(ExecGrant {
-                        name: name.to_string(),
-                        path,
-                    })
-                }
-                Some(_) => {}
-                // A set grants the members this machine has.
-                None if set => {}
-                None => problems.push(format!("exec grant '{name}': no such program on PATH")),
-            }
-        }
-    }
-    for line in &grants.network {
-        match NetworkGrant::parse(line) {
-            Ok(grant) => resolved.network.push(grant),
-            Err(error) => problems.push(format!("network grant {error}")),
-        }
-    }
-    if let Some(text) = &grants.memory {
-        match parse_size(text) {
-            Ok(bytes) => resolved.memory = bytes,
-            Err(error) => problems.push(format!("memory grant {error}")),
-        }
-    }
-    if let Some(text) = &grants.max_output {
-        match parse_size(text) {
-            Ok(bytes) if bytes > MAX_MAX_OUTPUT => problems.push(format!(
-                "max_output grant '{text}' is over the host's limit of {} MiB (what a step hands the host is held in memory)",
-                MAX_MAX_OUTPUT >> 20
-            )),
-            Ok(bytes) => resolved.max_output = bytes,
-            Err(error) => problems.push(format!("max_output grant {error}")),
-        }
-    }
-    if let Some(text) = &grants.timeout {
-        match parse_duration(text) {
-            Ok(timeout) => resolved.timeout = Some(timeout),
-            Err(error) => problems.push(format!("timeout grant: {error}")),
-        }
-    }
+    let (mut resolved, mut problems) = crate::step::grants::resolve(&grants, &cx);
+    resolved.sandbox = step
+        .sandbox
+        .or(workflow.def.defaults.sandbox)
+        .unwrap_or_default();
     match kill_grace(workflow, step) {
         Ok(grace) => resolved.kill_grace = grace,
         Err(error) => problems.push(error),
     }
     problems.extend(provider_key_problems(workflow, &resolved));
+    problems.extend(ceiling_problems(workflow, step, ceiling, &resolved));
+    if problems.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(problems)
+    }
+}
+
+/// How the step exceeds the operator's ceiling: its grants, then what its
+/// model reaches (a model that cannot be reached is a problem even without
+/// a ceiling).
+fn ceiling_problems(
+    workflow: &LoadedWorkflow,
+    step: &Step,
+    ceiling: Option<&Ceiling>,
+    resolved: &ResolvedGrants,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     if let Some(ceiling) = ceiling {
-        let timeout = step_timeout(workflow, step, &resolved);
-        problems.extend(ceiling.check(&resolved, timeout));
+        let timeout = step_timeout(workflow, step, resolved);
+        problems.extend(ceiling.check(resolved, timeout));
     }
     match model_reach(workflow, step) {
         Some(Ok(reach)) => {
@@ -261,23 +106,14 @@ pub fn resolve(
         Some(Err(error)) => problems.push(error),
         None => {}
     }
-    if problems.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(problems)
-    }
+    problems
 }
 
 /// What the model of an agent step reaches (its endpoint and key
 /// variable); `None` for other steps and unknown agents (reported by
 /// validation).
 pub fn model_reach(workflow: &LoadedWorkflow, step: &Step) -> Option<Result<ModelReach, String>> {
-    if step_kind(step) != StepKind::Agent {
-        return None;
-    }
-    let name = step.agent.as_deref()?;
-    let agent = workflow.def.agents.iter().find(|a| a.id == name)?;
-    Some(reach(agent))
+    step_types::of(step).model_reach(workflow, step)
 }
 
 /// A step may not pass the host value of a variable that any agent of the
@@ -404,78 +240,42 @@ mod tests {
         assert!(parse_size("0").is_err());
     }
 
-    #[test]
-    fn network_grants_parse_and_match() {
-        let exact = NetworkGrant::parse("api.github.com:443").unwrap();
-        assert!(exact.allows("api.github.com", 443));
-        assert!(exact.allows("API.github.com", 443));
-        assert!(!exact.allows("api.github.com", 80));
-        assert!(!exact.allows("github.com", 443));
-        let wild = NetworkGrant::parse("*.example.com").unwrap();
-        assert!(wild.allows("a.example.com", 1) && wild.allows("a.b.example.com", 2));
-        assert!(!wild.allows("example.com", 1) && !wild.allows("badexample.com", 1));
-        let v6 = NetworkGrant::parse("[::1]:8080").unwrap();
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", Some(8080)));
-        assert_eq!(v6.to_string(), "[::1]:8080");
-        assert!(NetworkGrant::parse("a.*.com").is_err());
-        assert!(NetworkGrant::parse("host:http")
-            .unwrap_err()
-            .contains("bad port"));
-        assert!(NetworkGrant::parse("http://x").is_err());
+    fn load(source: &str, dir: &std::path::Path) -> LoadedWorkflow {
+        crate::workflow::load_from_source(
+            source,
+            "wf.yaml",
+            dir,
+            crate::workflow::Format::Yaml,
+            &["echo"],
+        )
+        .unwrap()
     }
 
     #[test]
-    fn ceiling_lines_cover_narrower_grants() {
-        let ceiling = NetworkGrant::parse("*.github.com").unwrap();
-        assert!(ceiling.covers(&NetworkGrant::parse("api.github.com:443").unwrap()));
-        assert!(!ceiling.covers(&NetworkGrant::parse("github.io").unwrap()));
-        let port = NetworkGrant::parse("127.0.0.1:80").unwrap();
-        assert!(
-            !port.covers(&NetworkGrant::parse("127.0.0.1").unwrap()),
-            "any port exceeds one port"
-        );
-    }
-
-    #[test]
-    fn write_grants_may_not_reach_host_state() {
+    fn a_script_step_implies_its_shell_and_other_kinds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        std::fs::create_dir_all(root.join("work")).unwrap();
-        let host = HostState::new(&root.join(".wfhost"), Some(&root.join("cache/wfhost")));
-        let above = host.check(&root, true);
-        assert_eq!(above.len(), 2, "{above:?}");
-        assert!(above[0].contains(&format!(
-            "files grant '{}' (read-write) contains the wfhost home '{}'",
-            root.display(),
-            root.join(".wfhost").display()
-        )));
-        assert!(above[0].contains("grant a narrower directory"));
-        assert!(above[1].contains("the compiled-component cache"));
-        let inside = host.check(&root.join(".wfhost/runs"), true);
-        assert!(
-            inside[0].contains("lies inside the wfhost home"),
-            "{inside:?}"
+        let workflow = load(
+            "name: x\ndefaults:\n  grants: {exec: [cat]}\nsteps:\n  - id: plain\n    run: 'true'\n  - id: bash\n    run: 'true'\n    with: {shell: bash}\n    grants: {exec: [bash]}\n  - id: fn\n    type: function\n    component: echo\n",
+            dir.path(),
         );
-        assert!(host.check(&root, false).is_empty(), "reading is allowed");
-        assert!(host.check(&root.join("work"), true).is_empty());
+        let exec = |index: usize| merged(&workflow, &workflow.def.steps[index]).exec;
+        assert_eq!(exec(0), ["cat", "sh"]);
+        assert_eq!(exec(1), ["cat", "bash"], "the shell is not added twice");
+        assert_eq!(exec(2), ["cat"]);
     }
 
     #[test]
-    fn exec_sets_expand_and_unknown_sets_are_named() {
-        let coreutils = exec_line_programs("@coreutils").unwrap();
-        assert!(coreutils.contains(&"cat") && coreutils.contains(&"sleep"));
-        assert_eq!(exec_line_programs("git").unwrap(), ["git"]);
-        assert_eq!(
-            exec_line_programs("@everything").unwrap_err(),
-            "exec grant '@everything': unknown set (the sets are: @coreutils)"
+    fn only_agent_steps_reach_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("replies.yaml"), "").unwrap();
+        let workflow = load(
+            "name: x\nagents:\n  - id: helper\n    name: Helper\n    role: You help.\n    model: {provider: scripted, script: replies.yaml}\nsteps:\n  - id: ask\n    type: agent\n    agent: helper\n    prompt: Hi.\n  - id: plain\n    run: 'true'\n",
+            dir.path(),
         );
-    }
-
-    #[test]
-    fn programs_resolve_on_path() {
-        let sh = resolve_program("sh").unwrap();
-        assert!(sh.is_absolute());
-        assert!(resolve_program("definitely-not-a-program-wfhost").is_none());
-        assert_eq!(resolve_program(sh.to_str().unwrap()).unwrap(), sh);
+        let reach = model_reach(&workflow, &workflow.def.steps[0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(reach.agent, "helper");
+        assert!(model_reach(&workflow, &workflow.def.steps[1]).is_none());
     }
 }

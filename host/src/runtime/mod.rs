@@ -3,8 +3,9 @@
 //!
 //! Each capability lives in its own file: [`host_api`] (log, progress),
 //! [`process`] (start granted programs). WASI is linked too, shaped by the
-//! grants: preopened directories for `files`, variables for `env`, and
-//! sockets and name lookups only as `network` allows ([`network`]).
+//! grants' capability units ([`crate::step::grants`]): preopened
+//! directories for `files`, variables for `env`, and sockets and name
+//! lookups only as `network` allows (checked by [`network`]).
 //!
 //! Nothing a step hands back is unbounded: its output is checked against
 //! its output budget ([`output_budget`]) as soon as it leaves the guest (before it is
@@ -18,7 +19,6 @@ pub mod cache;
 pub mod engine;
 mod host_api;
 pub mod host_files;
-mod limits;
 mod network;
 pub mod process;
 mod sandbox;
@@ -35,17 +35,18 @@ use serde_json::Value;
 use wasmtime::component::{HasSelf, Linker, ResourceTable, ResourceTableError};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::step::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };
-use crate::step::grants::DirHandle;
+use crate::step::grants::limits::StepLimits;
+use crate::step::grants::network::NetworkPolicy;
+use crate::step::grants::WasiSetup;
 use crate::step::stop::{StopSignal, StopTrigger, STOP_MARGIN};
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
 use cache::{ComponentCache, Prepared};
-use limits::StepLimits;
 use state::{StepContext, StepState};
 
 /// Bytes of a guest's own stdout/stderr kept for its log.
@@ -115,7 +116,7 @@ impl Runtime {
             wasi: WasiCtxBuilder::new().build(),
             table: step_table(),
             limits: StepLimits::new(crate::step::grants::DEFAULT_MEMORY as usize),
-            network: network::NetworkPolicy::new(&[], Arc::new(NullObserver)),
+            network: NetworkPolicy::new(&[], Arc::new(NullObserver)),
             progress: Default::default(),
             step: Arc::new(StepContext {
                 invocation: StepInvocation {
@@ -155,12 +156,17 @@ impl Runtime {
             .map_err(|error| StepFailure::permanent(format!("{error:#}")))?;
         let stdout = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
-        let mut builder = WasiCtxBuilder::new();
-        network::configure(&mut builder, &invocation.grants.network, observer.clone()).await;
-        let wasi = build_wasi(builder, &invocation, stdout.clone(), stderr.clone())?;
-        let memory_limit = usize::try_from(invocation.grants.memory).unwrap_or(usize::MAX);
+        let wasi = build_wasi(
+            &invocation,
+            observer.clone(),
+            stdout.clone(),
+            stderr.clone(),
+        )
+        .await?;
+        let limits = StepLimits::of(&invocation.grants);
+        let memory_limit = limits.memory_bytes;
         let max_output = output_budget(invocation.grants.max_output);
-        let network = network::NetworkPolicy::new(&invocation.grants.network, observer.clone());
+        let network = NetworkPolicy::new(&invocation.grants.network, observer.clone());
         let request = step_request(&invocation);
         let timeout = invocation.timeout;
         let mut cancel = invocation.cancel.clone();
@@ -179,7 +185,7 @@ impl Runtime {
             StepState {
                 wasi,
                 table: step_table(),
-                limits: StepLimits::new(memory_limit),
+                limits,
                 network,
                 progress: Default::default(),
                 step: context,
@@ -265,48 +271,24 @@ impl StepExecutor for WasmExecutor {
     }
 }
 
-/// Build the WASI context for a step: preopens for file grants, granted
-/// environment variables, captured stdio (sockets are set up by
-/// [`network::configure`]).
-fn build_wasi(
-    mut builder: WasiCtxBuilder,
+/// Build the WASI context for a step: shaped by its grants (preopens for
+/// `files`, variables for `env`, sockets for `network`: see
+/// [`crate::step::grants`]), with captured stdio.
+async fn build_wasi(
     invocation: &StepInvocation,
+    observer: Arc<dyn StepObserver>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
 ) -> Result<wasmtime_wasi::WasiCtx, StepFailure> {
+    let mut builder = WasiCtxBuilder::new();
+    let mut setup = WasiSetup {
+        builder: &mut builder,
+        observer,
+    };
+    crate::step::grants::configure_wasi(&invocation.grants, &mut setup)
+        .await
+        .map_err(StepFailure::permanent)?;
     builder.stdout(stdout).stderr(stderr);
-    for grant in &invocation.grants.env {
-        if let Some(value) = grant.value() {
-            builder.env(&grant.name, value);
-        }
-    }
-    for (path, writable) in &invocation.grants.files {
-        // The directory opened when the run's grants were resolved; a grant
-        // added later is opened now, with the same checks.
-        let handle = match invocation.grants.handle(path) {
-            Some(handle) => handle.clone(),
-            None => DirHandle::open(path).map_err(|error| {
-                StepFailure::permanent(format!(
-                    "files grant '{}' cannot be opened: {error}",
-                    path.display()
-                ))
-            })?,
-        };
-        let perms = if *writable {
-            FsPerms::ReadWrite
-        } else {
-            FsPerms::ReadOnly
-        };
-        let guest_path = path.to_string_lossy();
-        builder
-            .preopened_dir(handle.proc_path(), guest_path.as_ref(), perms)
-            .map_err(|error| {
-                StepFailure::permanent(format!(
-                    "cannot open files grant '{}': {error}",
-                    path.display()
-                ))
-            })?;
-    }
     Ok(builder.build())
 }
 

@@ -51,10 +51,10 @@ impl Drop for ProgramGuard<'_> {
 pub struct StepState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: super::limits::StepLimits,
+    pub(crate) limits: crate::step::grants::limits::StepLimits,
     pub(crate) step: Arc<StepContext>,
     /// What the step's sockets and name lookups may do.
-    pub(crate) network: super::network::NetworkPolicy,
+    pub(crate) network: crate::step::grants::network::NetworkPolicy,
     /// Progress reports the step may still make.
     pub(crate) progress: super::host_api::ProgressBudget,
 }

@@ -63,3 +63,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .filter(|bytes| *bytes > 0)
         .ok_or_else(|| format!("'{text}' is not a usable size"))
 }
+
+/// Serde helper for sizes and versions written either as a string or as a
+/// number (`memory: 1048576`, `memory: 1MiB`): the text, `None` when absent.
+pub fn string_or_number<'de, D>(de: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let value = Option::<serde_json::Value>::deserialize(de)?;
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a string or number, not {other}"
+        ))),
+    }
+}

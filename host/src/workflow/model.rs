@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::step::units::string_or_number;
+
 /// A whole workflow file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -159,7 +161,7 @@ pub struct Defaults {
     pub retry: Option<RetrySpec>,
 }
 
-pub use crate::step::grants::SandboxMode;
+pub use crate::step::grants::{Access, FileGrant, Grants, SandboxMode};
 
 /// A `retry:` block as written (per step, or under `defaults`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -394,81 +396,4 @@ pub struct StageLoop {
     /// Most iterations (default 10); reaching it fails the step.
     #[serde(default)]
     pub max_iterations: Option<u32>,
-}
-
-/// Capabilities granted to a step. Deny by default.
-///
-/// Merge rule with `defaults.grants`: unless the step says `inherit: false`,
-/// its lists (`files`, `env`, `exec`, `network`) are the union of the
-/// defaults' and its own, and its scalars (`memory`, `timeout`,
-/// `max_output`) replace the defaults' when given. With `inherit: false` the
-/// step gets exactly what it lists itself.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    /// Whether to start from `defaults.grants` (default true).
-    #[serde(default)]
-    pub inherit: Option<bool>,
-    /// Files and directories, relative to the workflow file or absolute.
-    #[serde(default)]
-    pub files: Vec<FileGrant>,
-    /// Host environment variables passed to the step: `NAME` passes the
-    /// host's value, `NAME=value` sets one.
-    #[serde(default)]
-    pub env: Vec<String>,
-    /// Programs the step may start through `process` (names looked up on
-    /// `PATH` at validation, or absolute paths).
-    #[serde(default)]
-    pub exec: Vec<String>,
-    /// Hosts the step may connect to: `host`, `host:port`, `*.domain:port`.
-    #[serde(default)]
-    pub network: Vec<String>,
-    /// Linear-memory cap, e.g. `256MiB` (default 512MiB).
-    #[serde(default, deserialize_with = "string_or_number")]
-    pub memory: Option<String>,
-    /// Per-attempt timeout (same as the step's `timeout`, which wins).
-    #[serde(default)]
-    pub timeout: Option<String>,
-    /// Bytes of stdout/stderr/log kept per program or step, e.g. `1MiB`
-    /// (default 16MiB).
-    #[serde(default, deserialize_with = "string_or_number")]
-    pub max_output: Option<String>,
-}
-
-/// One file grant line.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FileGrant {
-    /// Path relative to the workflow file, or absolute.
-    pub path: String,
-    /// `read` (default) or `read-write`.
-    #[serde(default)]
-    pub access: Access,
-}
-
-/// Access mode of a file grant.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Access {
-    /// Read files and list directories.
-    #[default]
-    Read,
-    /// Also create, modify and delete.
-    #[serde(alias = "rw", alias = "write")]
-    ReadWrite,
-}
-
-fn string_or_number<'de, D>(de: D) -> Result<Option<String>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let value = Option::<Value>::deserialize(de)?;
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a string or number, not {other}"
-        ))),
-    }
 }

@@ -36,7 +36,9 @@ use crate::agent::record::truncate;
 use crate::runtime::host_files::GrantedFiles;
 use crate::step::bindings::model::ToolSpec;
 use crate::step::bindings::tools::ToolError;
-use crate::step::grants::{resolve_program, ResolvedGrants};
+use crate::step::grants::{
+    exec as exec_grant, files as files_grant, network as network_grant, ResolvedGrants,
+};
 use exec::exec;
 use files::run_file_tool;
 use http::{http_get, parse_url};
@@ -271,38 +273,12 @@ impl ToolEnv {
     /// Check a file access against the `files` grants; the error names the
     /// grant line that would allow it.
     fn check_path(&self, tool: &str, path: &str, write: bool) -> Result<(), String> {
-        let absolute = self.absolute(path);
-        let access = if write { "read-write" } else { "read" };
-        match self.grants.file_root(&absolute) {
-            None => {
-                let suggestion = if absolute.is_dir() {
-                    absolute.clone()
-                } else {
-                    absolute.parent().unwrap_or(Path::new("/")).to_path_buf()
-                };
-                Err(format!(
-                    "{tool} of '{path}' denied: no files grant covers {} (add grants: {{ files: [{{ path: {}, access: {access} }}] }})",
-                    absolute.display(),
-                    suggestion.display()
-                ))
-            }
-            Some((root, writable)) if write && !writable => Err(format!(
-                "{tool} of '{path}' denied: the files grant for {} is read-only (grants: {{ files: [{{ path: {}, access: read-write }}] }})",
-                root.display(),
-                root.display()
-            )),
-            Some(_) => Ok(()),
-        }
+        files_grant::tool_check(&self.grants, tool, path, &self.absolute(path), write)
     }
 
     /// The `sh` this step may start, if any.
     fn shell(&self) -> Option<PathBuf> {
-        let sh = resolve_program("sh");
-        self.grants
-            .exec
-            .iter()
-            .find(|g| g.name == "sh" || Some(&g.path) == sh.as_ref())
-            .map(|g| g.path.clone())
+        exec_grant::granted_shell(&self.grants)
     }
 
     /// Check a call against the step's grants, before any effect.
@@ -315,11 +291,7 @@ impl ToolEnv {
             Call::Search {
                 path: Some(path), ..
             } => self.check_path("search", path, false),
-            Call::Search { path: None, .. } if self.grants.files.is_empty() => Err(
-                "search denied: the step has no files grant (add grants: { files: [{ path: ., access: read }] })"
-                    .to_string(),
-            ),
-            Call::Search { path: None, .. } => Ok(()),
+            Call::Search { path: None, .. } => files_grant::search_check(&self.grants),
             Call::Exec { .. } => match self.shell() {
                 Some(_) => Ok(()),
                 None => Err(
@@ -329,23 +301,7 @@ impl ToolEnv {
             },
             Call::HttpGet { url } => {
                 let target = parse_url(url)?;
-                if self
-                    .grants
-                    .network
-                    .iter()
-                    .any(|g| g.allows(&target.host, target.port))
-                {
-                    Ok(())
-                } else {
-                    let shown = if target.host.contains(':') {
-                        format!("[{}]:{}", target.host, target.port)
-                    } else {
-                        format!("{}:{}", target.host, target.port)
-                    };
-                    Err(format!(
-                        "http_get of '{url}' denied: no network grant covers {shown} (add grants: {{ network: [\"{shown}\"] }})"
-                    ))
-                }
+                network_grant::tool_check(&self.grants, url, &target.host, target.port)
             }
         }
     }
@@ -399,7 +355,7 @@ pub fn audit_arguments(arguments: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::grants::{ExecGrant, NetworkGrant};
+    use crate::step::grants::{resolve_program, ExecGrant, NetworkGrant};
 
     struct Fixture {
         _dir: tempfile::TempDir,

@@ -9,6 +9,7 @@ use crate::engine::agents::SessionContext;
 use crate::step::executor::{StepFailure, StepInvocation};
 use crate::store::Store;
 use crate::workflow::model::{SessionMode, Step};
+use crate::workflow::reach::{reach, ModelReach};
 use crate::workflow::{LoadedWorkflow, Templates};
 
 /// An agent step.
@@ -29,6 +30,17 @@ fn agent_of<'a>(
 }
 
 impl StepType for Agent {
+    /// The model of the agent the step names.
+    fn model_reach(
+        &self,
+        workflow: &LoadedWorkflow,
+        step: &Step,
+    ) -> Option<Result<ModelReach, String>> {
+        let name = step.agent.as_deref()?;
+        let agent = workflow.def.agents.iter().find(|a| a.id == name)?;
+        Some(reach(agent))
+    }
+
     fn component(&self, _workflow: &LoadedWorkflow) -> String {
         "agent".to_string()
     }

@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::engine::agents::AgentSessions;
 use crate::step::executor::{StepFailure, StepInvocation};
 use crate::store::Store;
-use crate::workflow::model::Step;
+use crate::workflow::model::{Grants, Step};
+use crate::workflow::reach::ModelReach;
 use crate::workflow::{step_kind, LoadedWorkflow, StepKind, Templates};
 
 /// What the engine offers a step type when it attaches what an invocation
@@ -60,6 +61,25 @@ pub(crate) trait StepType: Send + Sync {
     ) -> Result<StepInvocation, StepFailure> {
         let _ = (engine, workflow, step);
         Ok(invocation)
+    }
+
+    /// Add to the step's (merged) grants what this kind of step needs
+    /// implicitly (a script its shell); by default nothing.
+    fn implied_grants(&self, step: &Step, grants: &mut Grants) {
+        let _ = (step, grants);
+    }
+
+    /// What the step reaches besides its grants: an agent step's model
+    /// (its endpoint and key variable), checked against the ceiling as if
+    /// granted. `None` for kinds that reach nothing more (the default) and
+    /// for unknown agents (reported by validation).
+    fn model_reach(
+        &self,
+        workflow: &LoadedWorkflow,
+        step: &Step,
+    ) -> Option<Result<ModelReach, String>> {
+        let _ = (workflow, step);
+        None
     }
 
     /// A section for the step's `summary.md` (in Markdown), if this kind

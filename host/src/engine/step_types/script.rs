@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{template_error, StepType};
 use crate::step::executor::StepFailure;
-use crate::workflow::model::Step;
+use crate::workflow::model::{Grants, Step};
 use crate::workflow::{LoadedWorkflow, Templates};
 
 /// A script step.
@@ -33,5 +33,20 @@ impl StepType for Script {
             }
         }
         Ok(config)
+    }
+
+    /// The shell that runs the script (`with.shell`, default `sh`) in
+    /// `exec`.
+    fn implied_grants(&self, step: &Step, grants: &mut Grants) {
+        let shell = step
+            .with
+            .as_ref()
+            .and_then(|with| with.get("shell"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("sh")
+            .to_string();
+        if !grants.exec.contains(&shell) {
+            grants.exec.push(shell);
+        }
     }
 }

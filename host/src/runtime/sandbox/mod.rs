@@ -36,8 +36,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::step::grants::ResolvedGrants;
-use crate::workflow::model::SandboxMode;
+use crate::step::grants::{NetworkAccess, ResolvedGrants, SandboxMode};
 
 pub(crate) use cgroup::Cgroup;
 #[cfg(test)]
@@ -87,14 +86,15 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, String> {
     let grants = request.grants;
     let strict = grants.sandbox == SandboxMode::Strict;
-    let networked = !grants.network.is_empty();
+    let plan = crate::step::grants::sandbox_plan(grants);
+    let networked = plan.network != NetworkAccess::None;
     let ns = support.namespaces;
     let abi = support.landlock_abi;
-    let mut missing = check_kernel(grants, support)?;
+    let mut missing = check_kernel(grants.sandbox, &plan.network, support)?;
     let (cgroup, nproc) = limit_tasks(support, strict, &mut missing)?;
 
     let ruleset = if abi >= 1 {
-        Some(build_ruleset(request, abi, ns.net).map_err(|e| format!("OS sandbox: {e}"))?)
+        Some(build_ruleset(request, &plan, abi, ns.net).map_err(|e| format!("OS sandbox: {e}"))?)
     } else {
         None
     };
@@ -144,11 +144,15 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
 
 /// What the kernel cannot enforce for this step: an error in strict mode,
 /// else the list of what is missing (for best-effort warnings).
-fn check_kernel(grants: &ResolvedGrants, support: &Support) -> Result<Vec<String>, String> {
-    let strict = grants.sandbox == SandboxMode::Strict;
+fn check_kernel(
+    mode: SandboxMode,
+    network: &NetworkAccess,
+    support: &Support,
+) -> Result<Vec<String>, String> {
+    let strict = mode == SandboxMode::Strict;
     let mut missing = Vec::new();
-    let networked = !grants.network.is_empty();
-    let port_rules = grants.network.iter().all(|g| g.port.is_some());
+    let networked = *network != NetworkAccess::None;
+    let port_rules = matches!(network, NetworkAccess::Ports(_));
     let ns = support.namespaces;
     let abi = support.landlock_abi;
     if abi < 1 {

@@ -11,6 +11,7 @@ use landlock::{
 };
 
 use super::Request;
+use crate::step::grants::{NetworkAccess, PathAccess, SandboxPlan};
 
 /// System directories a program may read (not execute: only the step's
 /// granted programs and their dynamic loader may be `execve`d).
@@ -36,21 +37,9 @@ const DEVICES: &[&str] = &[
     "/dev/random",
     "/dev/urandom",
 ];
-/// What name resolution and TLS need, readable when the step may use the
-/// network.
-const NETWORK_FILES: &[&str] = &[
-    "/etc/resolv.conf",
-    "/etc/hosts",
-    "/etc/nsswitch.conf",
-    "/etc/host.conf",
-    "/etc/gai.conf",
-    "/etc/services",
-    "/etc/protocols",
-];
-const NETWORK_DIRS: &[&str] = &["/etc/ssl", "/etc/ca-certificates", "/etc/pki"];
 
 /// The Landlock rules of one program, as `(path, access)`.
-fn fs_rules(request: &Request, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
+fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
     // Execute is granted on the programs alone: no directory rule carries
     // it, so nothing copied into a writable directory can be run either.
     let no_exec = !BitFlags::from(AccessFs::Execute);
@@ -87,35 +76,29 @@ fn fs_rules(request: &Request, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
     for device in DEVICES {
         add(Path::new(device), write_file, write_file);
     }
-    if !request.grants.network.is_empty() {
-        for file in NETWORK_FILES.iter().chain(NETWORK_DIRS) {
-            add(
-                Path::new(file),
-                read_only,
-                read_only & AccessFs::from_file(abi),
-            );
-        }
-    }
+    // What the grants allow (their sandbox plan, see `crate::step::grants`).
     // Only the programs the step may start can be executed, by anything in
-    // the tree (a rule on each file), and the dynamic loader each names
-    // (the kernel opens it for execution too).
-    let programs = std::iter::once(request.program)
-        .chain(request.grants.exec.iter().map(|grant| grant.path.as_path()));
-    for program in programs {
-        // A granted script's `#!` interpreter is granted with it.
-        let interpreter = script_interpreter(program);
-        for file in std::iter::once(program).chain(interpreter.as_deref()) {
-            add(file, read_dir, executable);
-            if let Some(loader) = elf_interpreter(file) {
-                add(&loader, read_dir, executable);
+    // the tree (a rule on each file): the program itself, the `exec`
+    // grants, and the dynamic loader each names (the kernel opens it for
+    // execution too). A granted script's `#!` interpreter is granted with
+    // it.
+    let granted = plan
+        .paths
+        .iter()
+        .map(|(path, access)| (path.as_path(), *access));
+    for (path, access) in std::iter::once((request.program, PathAccess::Execute)).chain(granted) {
+        match access {
+            PathAccess::Read => add(path, read_dir, read_file),
+            PathAccess::ReadWrite => add(path, all, write_file),
+            PathAccess::Execute => {
+                let interpreter = script_interpreter(path);
+                for file in std::iter::once(path).chain(interpreter.as_deref()) {
+                    add(file, read_dir, executable);
+                    if let Some(loader) = elf_interpreter(file) {
+                        add(&loader, read_dir, executable);
+                    }
+                }
             }
-        }
-    }
-    for (path, writable) in &request.grants.files {
-        if *writable {
-            add(path, all, write_file);
-        } else {
-            add(path, read_dir, read_file);
         }
     }
     add(request.private_dir, all, write_file);
@@ -204,11 +187,11 @@ fn elf_interpreter(program: &Path) -> Option<PathBuf> {
 /// Build the Landlock ruleset in the host; the child only enforces it.
 pub(super) fn build_ruleset(
     request: &Request,
+    plan: &SandboxPlan,
     abi_version: i32,
     netns: bool,
 ) -> Result<OwnedFd, String> {
     let abi = ABI::from(abi_version);
-    let grants = request.grants;
     let fs = AccessFs::from_all(abi);
     // TCP: with a network grant, connect only to granted ports (any port
     // when a grant names none) and never listen; without one, the empty
@@ -217,17 +200,16 @@ pub(super) fn build_ruleset(
     let mut tcp: BitFlags<AccessNet> = BitFlags::EMPTY;
     let mut ports = Vec::new();
     if abi_version >= 4 {
-        if grants.network.is_empty() {
-            if !netns {
-                tcp = AccessNet::BindTcp | AccessNet::ConnectTcp;
+        match &plan.network {
+            NetworkAccess::None => {
+                if !netns {
+                    tcp = AccessNet::BindTcp | AccessNet::ConnectTcp;
+                }
             }
-        } else {
-            tcp = AccessNet::BindTcp.into();
-            if grants.network.iter().all(|g| g.port.is_some()) {
-                tcp |= AccessNet::ConnectTcp;
-                ports = grants.network.iter().filter_map(|g| g.port).collect();
-                ports.sort_unstable();
-                ports.dedup();
+            NetworkAccess::AnyPort => tcp = AccessNet::BindTcp.into(),
+            NetworkAccess::Ports(granted) => {
+                tcp = AccessNet::BindTcp | AccessNet::ConnectTcp;
+                ports.clone_from(granted);
             }
         }
     }
@@ -244,7 +226,7 @@ pub(super) fn build_ruleset(
             .map_err(|e| e.to_string())?;
     }
     let mut created = ruleset.create().map_err(|e| e.to_string())?;
-    for (path, access) in fs_rules(request, abi) {
+    for (path, access) in fs_rules(request, plan, abi) {
         // A granted directory's rule is made on the handle opened when the
         // run started, not on its name, which may have been swapped since.
         let rule = match request.grants.handle(&path) {
@@ -283,7 +265,11 @@ mod tests {
             private_dir: private,
             output_file: None,
         };
-        fs_rules(&request, ABI::V7)
+        fs_rules(
+            &request,
+            &crate::step::grants::sandbox_plan(grants),
+            ABI::V7,
+        )
     }
 
     #[test]
