@@ -13,6 +13,7 @@
 //! observer ([`StoreObserver`]) the store tells about every commit.
 
 mod agent;
+pub mod blocking;
 mod changes;
 pub mod files;
 mod observer;

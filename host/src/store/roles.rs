@@ -6,7 +6,7 @@
 //! [`StoreError`](super::StoreError): a second backend implements these
 //! traits next to [`super::sqlite`]. Every method is synchronous; an
 //! implementation keeps its blocking I/O off the async runtime's worker
-//! threads itself (see [`super::sqlite::offload`]).
+//! threads itself (see [`super::blocking::offload`]).
 //!
 //! Writes of a driven run are fenced by its lease ([`LeaseStore`]): once
 //! another process has claimed the run, they fail with

@@ -25,6 +25,7 @@ use rusqlite::Connection;
 
 use super::observer::{notify, Committed, StoreObserver};
 use super::{Durability, Result, StoreError};
+pub(super) use crate::store::blocking::offload;
 use lease::LEASE_LOST;
 
 impl From<rusqlite::Error> for StoreError {
@@ -141,21 +142,6 @@ impl SqliteStore {
             kind,
             data,
         })
-    }
-}
-
-/// Run `blocking` (SQLite I/O) off the async runtime's worker threads: on
-/// a worker of a multi-threaded tokio runtime, the worker's other tasks
-/// move to another thread while it runs ([`tokio::task::block_in_place`]);
-/// elsewhere (a plain thread, a blocking-pool thread, a current-thread
-/// runtime, which has no other worker to hand its tasks to) it just runs.
-pub fn offload<T>(blocking: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(blocking)
-        }
-        _ => blocking(),
     }
 }
 
@@ -338,6 +324,84 @@ mod tests {
         );
         let all = std::fs::read_to_string(files.dir().join("events.jsonl")).unwrap();
         assert_eq!(all.lines().count(), 4, "run_created + the step's three");
+    }
+
+    /// Notes every commit it is told about; fails when asked to.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Mutex<Vec<String>>,
+        fail: bool,
+    }
+
+    impl StoreObserver for Recorder {
+        fn committed(&self, change: &Committed<'_>) -> Result<()> {
+            let note = match change {
+                Committed::RunCreated { run_id } => format!("created {run_id}"),
+                Committed::StepInput { step_id, .. } => format!("input {step_id}"),
+                Committed::StepOutput { step_id, .. } => format!("output {step_id}"),
+                Committed::Event { kind, .. } => format!("event {kind}"),
+                Committed::RunRemoved { run_id } => format!("removed {run_id}"),
+            };
+            self.seen.lock().unwrap().push(note);
+            if self.fail {
+                return Err(StoreError::UnknownRun("observer failure".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn observers_follow_each_commit_and_sql_alone_writes_no_run_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let store = SqliteStore::open(dir.path())
+            .unwrap()
+            .observed_by(recorder.clone());
+        create(&store, "r1");
+        store.start_attempt("r1", "a", 1, &json!({})).unwrap();
+        store
+            .finish_attempt("r1", "a", 1, StepStatus::Completed, Ok(&json!(1)))
+            .unwrap();
+        store
+            .set_run_status("r1", RunStatus::Completed, None)
+            .unwrap();
+        assert_eq!(store.prune("9999-01-01T00:00:00Z").unwrap(), ["r1"]);
+        assert_eq!(
+            *recorder.seen.lock().unwrap(),
+            [
+                "created r1",
+                "event run_created",
+                "input a",
+                "event step_started",
+                "output a",
+                "event step_completed",
+                "event run_status",
+                "removed r1",
+            ]
+        );
+        assert!(
+            !dir.path().join("runs").exists(),
+            "the SQL code wrote no run folder"
+        );
+    }
+
+    #[test]
+    fn a_failing_observer_leaves_the_commit_standing_but_fails_a_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = Arc::new(Recorder {
+            fail: true,
+            ..Recorder::default()
+        });
+        let store = SqliteStore::open(dir.path()).unwrap().observed_by(failing);
+        create(&store, "r1");
+        store.start_attempt("r1", "a", 1, &json!({})).unwrap();
+        assert_eq!(store.steps("r1").unwrap()[0].status, StepStatus::Running);
+        store
+            .set_run_status("r1", RunStatus::Failed, Some("x"))
+            .unwrap();
+        let error = store.prune("9999-01-01T00:00:00Z").unwrap_err();
+        assert!(error.to_string().contains("observer failure"), "{error}");
+        assert!(store.runs().unwrap().is_empty(), "the rows are gone");
     }
 
     #[test]
