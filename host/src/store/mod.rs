@@ -135,3 +135,16 @@ pub fn open(home: &Path, durability: Durability) -> Result<Arc<dyn EngineStore>>
     let mirror = RunFolders::new(store.home());
     Ok(Arc::new(store.observed_by(Arc::new(mirror))))
 }
+
+/// Fault injection for crash tests, asked by a store after each committed
+/// event (before its observers hear of it): with `WFHOST_TEST_CRASH_AFTER=<event
+/// kind>` the process kills itself (SIGKILL, as `kill -9` would) right
+/// after committing the first transaction that records such an event.
+pub fn crash_point(kind: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("WFHOST_TEST_CRASH_AFTER").ok());
+    if point.as_deref() == Some(kind) {
+        // SAFETY: signalling our own process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}

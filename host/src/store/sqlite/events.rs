@@ -68,18 +68,6 @@ impl EventLog for SqliteStore {
     }
 }
 
-/// Fault injection for crash tests: with `WFHOST_TEST_CRASH_AFTER=<event
-/// kind>` the process kills itself (SIGKILL, as `kill -9` would) right
-/// after committing the first transaction that records such an event.
-pub(super) fn crash_point(kind: &str) {
-    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let point = POINT.get_or_init(|| std::env::var("WFHOST_TEST_CRASH_AFTER").ok());
-    if point.as_deref() == Some(kind) {
-        // SAFETY: signalling our own process.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
-}
-
 /// Insert one event row inside the caller's transaction.
 pub(super) fn insert_event(
     conn: &Connection,

@@ -125,7 +125,7 @@ impl SqliteStore {
     }
 
     /// Tell the observers about a committed event, after the crash point
-    /// of the crash tests (see [`events::crash_point`]).
+    /// of the crash tests (see [`crate::store::crash_point`]).
     fn committed_event(
         &self,
         run_id: &str,
@@ -134,7 +134,7 @@ impl SqliteStore {
         kind: &str,
         data: &serde_json::Value,
     ) -> Result<()> {
-        events::crash_point(kind);
+        super::crash_point(kind);
         self.notify(&Committed::Event {
             run_id,
             step_id,
