@@ -58,10 +58,11 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// The approval of this call (by [`call_hash`]) asked by this attempt
-    /// and iteration of the step, whatever its state. An answer given to
-    /// another attempt (before a `wfhost retry`, a crash, or in an earlier
-    /// loop iteration) is not found: the call is asked again.
+    /// The approval of this call (by [`crate::store::call_hash`]) asked by
+    /// this attempt and iteration of the step, whatever its state. An
+    /// answer given to another attempt (before a `wfhost retry`, a crash,
+    /// or in an earlier loop iteration) is not found: the call is asked
+    /// again.
     fn find_approval(
         &self,
         run_id: &str,
