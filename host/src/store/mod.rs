@@ -10,7 +10,9 @@
 //!
 //! The implementation is SQLite ([`sqlite::SqliteStore`]). The `runs/<id>/`
 //! folder mirrors the journal for people: [`files::RunFolders`], an
-//! observer ([`StoreObserver`]) the store tells about every commit.
+//! observer ([`StoreObserver`]) the store tells about every commit. The
+//! traits are synchronous; a backend keeps its blocking I/O off the async
+//! runtime's worker threads with [`blocking::offload`].
 
 mod agent;
 pub mod blocking;
@@ -137,9 +139,10 @@ pub fn open(home: &Path, durability: Durability) -> Result<Arc<dyn EngineStore>>
 }
 
 /// Fault injection for crash tests, asked by a store after each committed
-/// event (before its observers hear of it): with `WFHOST_TEST_CRASH_AFTER=<event
-/// kind>` the process kills itself (SIGKILL, as `kill -9` would) right
-/// after committing the first transaction that records such an event.
+/// event (before its observers hear of it): with
+/// `WFHOST_TEST_CRASH_AFTER=<event kind>` the process kills itself
+/// (SIGKILL, as `kill -9` would) right after committing the first
+/// transaction that records such an event.
 pub fn crash_point(kind: &str) {
     static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let point = POINT.get_or_init(|| std::env::var("WFHOST_TEST_CRASH_AFTER").ok());
