@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::blocking::offload;
 use super::observer::{notify, Committed, StoreObserver};
 use super::{Durability, Result, StoreError};
-pub(super) use crate::store::blocking::offload;
 use lease::LEASE_LOST;
 
 impl From<rusqlite::Error> for StoreError {
