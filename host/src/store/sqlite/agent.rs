@@ -13,7 +13,6 @@ use crate::store::{
 };
 
 impl AgentStore for SqliteStore {
-    /// Record a model reply, a tool result ... of an agent step.
     fn append_agent_record(&self, record: &NewAgentRecord<'_>) -> Result<i64> {
         offload(|| {
             let conn = self.conn();
@@ -35,8 +34,6 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// Recordings of a run, oldest first, optionally of one step and/or
-    /// one agent.
     fn agent_records(
         &self,
         run_id: &str,
@@ -58,11 +55,6 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// The approval of this call (by [`crate::store::call_hash`]) asked by
-    /// this attempt and iteration of the step, whatever its state. An
-    /// answer given to another attempt (before a `wfhost retry`, a crash,
-    /// or in an earlier loop iteration) is not found: the call is asked
-    /// again.
     fn find_approval(
         &self,
         run_id: &str,
@@ -86,11 +78,6 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// Hold a call for a person: a pending approval and its
-    /// `approval_requested` event, in one transaction. Approvals of the same
-    /// step still pending from another attempt or iteration (which ended,
-    /// e.g. by a crash) are closed as denied in the same transaction, naming
-    /// the new one.
     fn create_approval(&self, new: &NewApproval<'_>) -> Result<ApprovalRecord> {
         offload(|| {
             let at = now();
@@ -158,7 +145,6 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// One approval by id.
     fn approval(&self, id: i64) -> Result<Option<ApprovalRecord>> {
         offload(|| {
             Ok(self
@@ -175,8 +161,6 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// Approvals of one run (or of every run), oldest first; only pending
-    /// ones unless `all`.
     fn approvals(&self, run_id: Option<&str>, all: bool) -> Result<Vec<ApprovalRecord>> {
         offload(|| {
             let conn = self.conn();
@@ -192,7 +176,6 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// How many approvals of a run are still pending.
     fn pending_approvals(&self, run_id: &str) -> Result<u32> {
         offload(|| {
             Ok(self.conn().query_row(
@@ -203,9 +186,6 @@ impl AgentStore for SqliteStore {
         })
     }
 
-    /// Answer a pending approval of `run_id` (from any process). The outer
-    /// error is the database's; the inner one a user mistake (no such
-    /// approval, already answered).
     fn answer_approval(
         &self,
         run_id: &str,

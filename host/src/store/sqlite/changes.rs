@@ -34,7 +34,6 @@ impl CheckpointStore for SqliteStore {
         })
     }
 
-    /// The run a checkpoint (event sequence number) belongs to.
     fn checkpoint_run(&self, seq: i64) -> Result<Option<String>> {
         offload(|| {
             Ok(self

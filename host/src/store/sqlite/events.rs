@@ -8,7 +8,6 @@ use super::{offload, SqliteStore};
 use crate::store::{now, EventLog, EventRecord, Result};
 
 impl EventLog for SqliteStore {
-    /// Append a free-form event (log line, progress ...) to the journal.
     fn append_event(
         &self,
         run_id: &str,
@@ -23,7 +22,6 @@ impl EventLog for SqliteStore {
         })
     }
 
-    /// Every event of a run (or of one of its steps), in order.
     fn events(&self, run_id: &str, step_id: Option<&str>) -> Result<Vec<EventRecord>> {
         offload(|| {
             let conn = self.conn();
@@ -38,7 +36,6 @@ impl EventLog for SqliteStore {
         })
     }
 
-    /// Events of a run after sequence number `after`, oldest first.
     fn events_after(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>> {
         offload(|| {
             let conn = self.conn();
@@ -52,7 +49,6 @@ impl EventLog for SqliteStore {
         })
     }
 
-    /// The data of the run's latest event of `kind`, if any.
     fn latest_event(&self, run_id: &str, kind: &str) -> Result<Option<Value>> {
         offload(|| {
             let conn = self.conn();

@@ -19,7 +19,6 @@ impl RunStore for SqliteStore {
         &self.home
     }
 
-    /// Record a new run (status `pending`) and its steps in one transaction.
     fn create_run(&self, run: &NewRun<'_>) -> Result<()> {
         offload(|| {
             let now = now();
@@ -58,7 +57,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// Move a run to a new status (and stamp start/finish times).
     fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()> {
         offload(|| {
             let now = now();
@@ -86,7 +84,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// Ask the driving process to `pause` or `cancel` (or clear with `None`).
     fn set_request(&self, run_id: &str, request: Option<&str>) -> Result<()> {
         offload(|| {
             self.conn().execute(
@@ -101,7 +98,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// The pending control request of a run, if any.
     fn request(&self, run_id: &str) -> Result<Option<String>> {
         offload(|| {
             Ok(self.conn().query_row(
@@ -112,9 +108,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// Pin a new definition to a run (`wfhost resume --upgrade`): steps are
-    /// mapped by id; `steps` lists the new definition's ids in order, rows
-    /// of ids that are gone are removed (their attempts stay in history).
     fn upgrade_definition(
         &self,
         run_id: &str,
@@ -167,8 +160,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// Delete finished runs created before `cutoff` (RFC 3339), with their
-    /// folders; returns the ids removed.
     fn prune(&self, cutoff: &str) -> Result<Vec<String>> {
         offload(|| {
             let ids: Vec<String> = {
@@ -206,7 +197,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// Resolve a full run id or a unique prefix of one.
     fn resolve_run_id(&self, prefix: &str) -> Result<String> {
         offload(|| {
             let conn = self.conn();
@@ -228,7 +218,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// One run by exact id.
     fn run(&self, run_id: &str) -> Result<RunRecord> {
         offload(|| {
             let conn = self.conn();
@@ -242,7 +231,6 @@ impl RunStore for SqliteStore {
         })
     }
 
-    /// All runs, newest first.
     fn runs(&self) -> Result<Vec<RunRecord>> {
         offload(|| {
             let conn = self.conn();
@@ -259,9 +247,6 @@ impl RunStore for SqliteStore {
 }
 
 impl LeaseStore for SqliteStore {
-    /// Take over driving a run: allowed when nobody drives it (any status
-    /// but a `running` one with a fresh heartbeat from another process).
-    /// Returns false when another live process drives it.
     fn claim_run(&self, run_id: &str, pid: u32) -> Result<bool> {
         offload(|| {
             let now = now();
@@ -311,9 +296,6 @@ impl LeaseStore for SqliteStore {
         })
     }
 
-    /// Whether this handle still holds the lease on `run_id` it claimed
-    /// (true when it claimed none): another process has not taken the run
-    /// over.
     fn holds_lease(&self, run_id: &str) -> Result<bool> {
         offload(|| {
             let lost: i64 = self.conn().query_row(
@@ -327,8 +309,6 @@ impl LeaseStore for SqliteStore {
         })
     }
 
-    /// The driving process is alive: renews its lease. Fails with
-    /// [`StoreError::LeaseLost`] once another process has claimed the run.
     fn heartbeat(&self, run_id: &str) -> Result<()> {
         offload(|| {
             self.conn().execute(

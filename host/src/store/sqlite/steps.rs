@@ -12,7 +12,6 @@ use super::{offload, SqliteStore};
 use crate::store::{now, Committed, Result, StepRecord, StepStatus, StepStore};
 
 impl StepStore for SqliteStore {
-    /// Start attempt `attempt` of a step with the given rendered input.
     fn start_attempt(
         &self,
         run_id: &str,
@@ -55,8 +54,6 @@ impl StepStore for SqliteStore {
         })
     }
 
-    /// Finish one item of a `for_each` step (its own attempt row); the
-    /// step itself stays running.
     fn finish_item(
         &self,
         run_id: &str,
@@ -99,7 +96,6 @@ impl StepStore for SqliteStore {
         })
     }
 
-    /// An attempt failed and another is due at `next_at`.
     fn schedule_retry(
         &self,
         run_id: &str,
@@ -143,7 +139,6 @@ impl StepStore for SqliteStore {
         })
     }
 
-    /// Record how many attempts each step's retry policy allows.
     fn set_max_attempts(&self, run_id: &str, limits: &[(&str, u32)]) -> Result<()> {
         offload(|| {
             let mut conn = self.conn();
@@ -159,7 +154,6 @@ impl StepStore for SqliteStore {
         })
     }
 
-    /// How many times a step has looped back (`step_loop` events).
     fn loops(&self, run_id: &str, step_id: &str) -> Result<u32> {
         offload(|| {
             Ok(self.conn().query_row(
@@ -170,9 +164,6 @@ impl StepStore for SqliteStore {
         })
     }
 
-    /// The highest attempt of a step that completed (0 if none did):
-    /// recordings of later attempts belong to a run of the step that has
-    /// not finished yet, and are replayed.
     fn last_completed_attempt(&self, run_id: &str, step_id: &str) -> Result<u32> {
         offload(|| {
             Ok(self.conn().query_row(
@@ -184,7 +175,6 @@ impl StepStore for SqliteStore {
         })
     }
 
-    /// The steps of a run in file order, with their latest state.
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>> {
         offload(|| {
             let conn = self.conn();
