@@ -44,6 +44,10 @@ impl RunFolders {
 }
 
 impl StoreObserver for RunFolders {
+    fn name(&self) -> &'static str {
+        "the run folder"
+    }
+
     fn committed(&self, change: &Committed<'_>) -> Result<()> {
         let files = self.run(change.run_id());
         match *change {

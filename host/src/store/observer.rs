@@ -68,6 +68,9 @@ impl Committed<'_> {
 
 /// Follows a store's committed transitions.
 pub trait StoreObserver: Send + Sync {
+    /// What it keeps, for warnings (e.g. "the run folder").
+    fn name(&self) -> &'static str;
+
     /// Called after `change` committed. An error is reported by the store
     /// as a warning (the transition stands), except for
     /// [`Committed::RunRemoved`], where it fails the prune.
@@ -85,8 +88,9 @@ pub(crate) fn notify(
             (Ok(()), _) => {}
             (Err(error), Committed::RunRemoved { .. }) => return Err(error),
             (Err(error), _) => tracing::warn!(
-                "run {}: the run folder could not be updated: {error}",
-                change.run_id()
+                "run {}: {} could not be updated: {error}",
+                change.run_id(),
+                observer.name()
             ),
         }
     }

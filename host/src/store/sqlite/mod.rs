@@ -334,6 +334,10 @@ mod tests {
     }
 
     impl StoreObserver for Recorder {
+        fn name(&self) -> &'static str {
+            "the test recorder"
+        }
+
         fn committed(&self, change: &Committed<'_>) -> Result<()> {
             let note = match change {
                 Committed::RunCreated { run_id } => format!("created {run_id}"),
