@@ -299,3 +299,24 @@ pub trait AgentStore: RunStore + StepStore + EventLog {
 pub trait EngineStore: AgentStore + LeaseStore + CheckpointStore {}
 
 impl<T: AgentStore + LeaseStore + CheckpointStore> EngineStore for T {}
+
+#[cfg(test)]
+mod tests {
+    /// The seams a second backend implements name no SQLite type: of
+    /// `store/`, only `store/sqlite/` uses the SQLite crate.
+    #[test]
+    fn only_the_sqlite_backend_names_sqlite_types() {
+        let needle = concat!("rus", "qlite");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(!text.contains(needle), "{} names {needle}", path.display());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} files in {}", dir.display());
+    }
+}
