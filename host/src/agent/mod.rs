@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use crate::step::bindings::model::{Completion, Message, ModelError, ToolSpec};
 use crate::step::bindings::tools::ToolError;
 use crate::step::executor::BoxFuture;
-use crate::store::{StepStatus, Store};
+use crate::store::{AgentStore, StepStatus};
 
 use crate::step::stop::StopSignal;
 use policy::{Chain, PolicyRequest, Verdict};
@@ -53,7 +53,7 @@ pub use crate::engine::agents::SessionContext;
 pub struct Sessions;
 
 impl crate::engine::agents::AgentSessions for Sessions {
-    fn history(&self, store: &Store, run_id: &str, agent_id: &str) -> Vec<Value> {
+    fn history(&self, store: &dyn AgentStore, run_id: &str, agent_id: &str) -> Vec<Value> {
         history(store, run_id, agent_id)
     }
 
@@ -79,8 +79,8 @@ pub fn open_session(ctx: SessionContext) -> Result<AgentHandle, String> {
         workdir,
         store,
     } = ctx;
-    let replay = Replay::load(&store, &run_id, &step_id);
-    let position = script_position(&store, &run_id, &step_id, &agent.id);
+    let replay = Replay::load(&*store, &run_id, &step_id);
+    let position = script_position(&*store, &run_id, &step_id, &agent.id);
     let provider = provider::from_spec(&agent.model, &workdir, &step_id, position)
         .map_err(|e| format!("agent '{}': {e}", agent.id))?;
     let chain = Chain::for_agent(&agent, &workdir)?;
@@ -135,7 +135,12 @@ pub fn open_session(ctx: SessionContext) -> Result<AgentHandle, String> {
 
 /// Where a scripted provider continues: live replies (and errors) recorded
 /// so far in the run for the agent, and for the step.
-fn script_position(store: &Store, run_id: &str, step_id: &str, agent_id: &str) -> ScriptPosition {
+fn script_position(
+    store: &dyn AgentStore,
+    run_id: &str,
+    step_id: &str,
+    agent_id: &str,
+) -> ScriptPosition {
     let records = store
         .agent_records(run_id, None, Some(agent_id))
         .unwrap_or_default();
@@ -157,7 +162,7 @@ fn script_position(store: &Store, run_id: &str, step_id: &str, agent_id: &str) -
 /// step that used the agent, else the conversation rebuilt from the
 /// recordings of the latest step that used it. Messages are
 /// `{role, content, tool_calls: [{id, name, arguments}], tool_call_id}`.
-pub fn history(store: &Store, run_id: &str, agent_id: &str) -> Vec<Value> {
+pub fn history(store: &dyn AgentStore, run_id: &str, agent_id: &str) -> Vec<Value> {
     let records = store
         .agent_records(run_id, None, Some(agent_id))
         .unwrap_or_default();
@@ -188,7 +193,7 @@ pub fn history(store: &Store, run_id: &str, agent_id: &str) -> Vec<Value> {
 /// The conversation of one agent step: the `messages` of its output when
 /// it completed with them, else rebuilt from its recordings (the latest
 /// unfinished or finished run of the step).
-pub fn transcript(store: &Store, run_id: &str, step_id: &str) -> Vec<Value> {
+pub fn transcript(store: &dyn AgentStore, run_id: &str, step_id: &str) -> Vec<Value> {
     let step = store
         .steps(run_id)
         .unwrap_or_default()
@@ -224,7 +229,7 @@ pub fn transcript(store: &Store, run_id: &str, step_id: &str) -> Vec<Value> {
     record::transcript_from_records(&last)
 }
 
-fn previous_completion(store: &Store, run_id: &str, step_id: &str, completed: u32) -> u32 {
+fn previous_completion(store: &dyn AgentStore, run_id: &str, step_id: &str, completed: u32) -> u32 {
     store
         .events(run_id, Some(step_id))
         .unwrap_or_default()

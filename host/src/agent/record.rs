@@ -31,7 +31,7 @@ use crate::step::bindings::model::{
     Completion, Message, ModelError, Role, ToolCall, ToolSpec, Usage,
 };
 use crate::step::bindings::tools::ToolError;
-use crate::store::{AgentRecord, NewAgentRecord, Store};
+use crate::store::{AgentRecord, AgentStore, NewAgentRecord};
 
 /// Recording kinds in `agent_records`.
 pub mod kinds {
@@ -193,7 +193,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 
 /// Writes events and recordings for one attempt of one agent step.
 pub struct Recorder {
-    pub(crate) store: Arc<Store>,
+    pub(crate) store: Arc<dyn AgentStore>,
     pub(crate) run_id: String,
     pub(crate) step_id: String,
     pub(crate) agent_id: String,
@@ -275,7 +275,7 @@ pub struct Replay {
 
 impl Replay {
     /// The recordings of `step_id` made since it last completed.
-    pub fn load(store: &Store, run_id: &str, step_id: &str) -> Replay {
+    pub fn load(store: &dyn AgentStore, run_id: &str, step_id: &str) -> Replay {
         let since = store.last_completed_attempt(run_id, step_id).unwrap_or(0);
         let records = store
             .agent_records(run_id, Some(step_id), None)

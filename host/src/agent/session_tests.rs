@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::step::bindings::model::Role;
 use crate::step::grants::{resolve_program, ExecGrant, ResolvedGrants};
-use crate::store::{NewRun, RunStatus, Store};
+use crate::store::{AgentStore, EngineStore, NewRun, RunStatus};
 use crate::workflow::model::{Agent, ModelSpec, PolicySpec};
 
 const SCRIPT: &str = r#"
@@ -29,7 +29,7 @@ const SCRIPT: &str = r#"
 struct Fixture {
     _dir: tempfile::TempDir,
     base: PathBuf,
-    store: Arc<Store>,
+    store: Arc<dyn EngineStore>,
 }
 
 fn fixture() -> Fixture {
@@ -41,7 +41,7 @@ fn fixture() -> Fixture {
     let script = SCRIPT.replace("OUT", base.join("out").to_str().unwrap());
     std::fs::write(base.join("script.yaml"), script).unwrap();
     std::fs::write(base.join("policy.wat"), policy::tests::TEST_POLICY_WAT).unwrap();
-    let store = Arc::new(Store::open(&base.join(".wfhost")).unwrap());
+    let store = crate::store::open(&base.join(".wfhost"), Default::default()).unwrap();
     store
         .create_run(&NewRun {
             id: "run1",
@@ -122,7 +122,10 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Answer the first approval that shows up, from "another process".
-fn answer_when_asked(store: Arc<Store>, approve: bool) -> std::thread::JoinHandle<RunStatus> {
+fn answer_when_asked(
+    store: Arc<dyn AgentStore>,
+    approve: bool,
+) -> std::thread::JoinHandle<RunStatus> {
     std::thread::spawn(move || {
         for _ in 0..400 {
             if let Some(pending) = store.approvals(Some("run1"), false).unwrap().first() {
@@ -141,7 +144,7 @@ fn answer_when_asked(store: Arc<Store>, approve: bool) -> std::thread::JoinHandl
     })
 }
 
-fn kinds(store: &Store) -> Vec<String> {
+fn kinds(store: &dyn AgentStore) -> Vec<String> {
     store
         .events("run1", Some("review"))
         .unwrap()
@@ -213,7 +216,7 @@ fn a_session_checks_audits_asks_and_replays() {
         "ran\n"
     );
 
-    let events = kinds(&fx.store);
+    let events = kinds(&*fx.store);
     for kind in [
         "model_call",
         "tool_call",
@@ -303,13 +306,13 @@ fn a_session_checks_audits_asks_and_replays() {
         .unwrap();
     assert_eq!(next.message.content, "Report written.");
 
-    let transcript = transcript(&fx.store, "run1", "review");
+    let transcript = transcript(&*fx.store, "run1", "review");
     let roles: Vec<&str> = transcript
         .iter()
         .map(|m| m["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, ["user", "assistant", "assistant"]);
-    assert_eq!(history(&fx.store, "run1", "reviewer"), transcript);
+    assert_eq!(history(&*fx.store, "run1", "reviewer"), transcript);
 }
 
 #[test]
@@ -428,10 +431,10 @@ fn history_prefers_the_step_output_messages() {
         )
         .unwrap();
     assert_eq!(
-        Value::Array(history(&fx.store, "run1", "reviewer")),
+        Value::Array(history(&*fx.store, "run1", "reviewer")),
         messages
     );
-    assert!(history(&fx.store, "run1", "nobody").is_empty());
+    assert!(history(&*fx.store, "run1", "nobody").is_empty());
 }
 
 #[test]

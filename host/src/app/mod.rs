@@ -11,7 +11,7 @@ use crate::engine::ceiling::{self, Ceiling};
 use crate::engine::grants::{self, HostState, ResolvedGrants};
 use crate::engine::{Driver, RunListener};
 use crate::runtime::{Runtime, WasmExecutor};
-use crate::store::{Durability, Store};
+use crate::store::{Durability, EngineStore};
 use crate::workflow::LoadedWorkflow;
 
 /// Invalid input (a user mistake, such as a broken config file or a grant
@@ -38,14 +38,13 @@ pub fn config_path(home: &Path, given: Option<&Path>) -> Option<PathBuf> {
 
 /// Open the store under `home` with the `[store] durability` of the config
 /// (`config`: see [`config_path`]). A broken config is [`Invalid`].
-pub fn open_store(home: &Path, config: Option<&Path>) -> anyhow::Result<Arc<Store>> {
+pub fn open_store(home: &Path, config: Option<&Path>) -> anyhow::Result<Arc<dyn EngineStore>> {
     let durability = match config_path(home, config) {
         Some(path) => ceiling::load_durability(&path).map_err(Invalid)?,
         None => Durability::default(),
     };
-    let store = Store::open_with(home, durability)
-        .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))?;
-    Ok(Arc::new(store))
+    crate::store::open(home, durability)
+        .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))
 }
 
 /// The operator's ceiling from the config (see [`config_path`]), if there
@@ -95,7 +94,7 @@ pub fn runtime(home: &Path) -> anyhow::Result<Arc<Runtime>> {
 /// serving agent steps with [`crate::agent::Sessions`], checking grants
 /// against `ceiling` and reporting to `listener`.
 pub fn driver(
-    store: &Arc<Store>,
+    store: &Arc<dyn EngineStore>,
     runtime: Arc<Runtime>,
     ceiling: Option<Ceiling>,
     listener: Arc<dyn RunListener>,

@@ -52,7 +52,7 @@ pub struct DenyArgs {
 pub fn approvals(home: &Path, args: ApprovalsArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = match &args.run {
-        Some(prefix) => Some(super::resolve_run(&store, prefix)?),
+        Some(prefix) => Some(super::resolve_run(&*store, prefix)?),
         None => None,
     };
     let found = store.approvals(run_id.as_deref(), args.all)?;
@@ -143,7 +143,7 @@ pub fn deny(home: &Path, args: DenyArgs) -> Result<ExitCode> {
 
 fn answer(home: &Path, run: &str, id: i64, approved: bool, note: Option<&str>) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, run)?;
+    let run_id = super::resolve_run(&*store, run)?;
     let record = store
         .answer_approval(&run_id, id, approved, note)?
         .map_err(Invalid)?;

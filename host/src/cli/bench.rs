@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use crate::engine::Silent;
-use crate::store::{RunStatus, Store};
+use crate::store::RunStatus;
 
 /// Arguments of `wfhost bench`.
 #[derive(Debug, clap::Args)]
@@ -111,7 +111,7 @@ fn overhead_per_step(m: &Measured) -> Duration {
 }
 
 fn run_all(args: &BenchArgs, dir: &Path) -> Result<Vec<Measured>> {
-    let store = Arc::new(Store::open(&dir.join("home"))?);
+    let store = crate::store::open(&dir.join("home"), Default::default())?;
     let runtime = crate::app::runtime(dir)?;
     // Compile up front: the benchmark measures per-step cost, not compilation.
     runtime.load("echo")?;

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::Invalid;
 use crate::engine::driver::ResumeOptions;
-use crate::store::{RunStatus, StepStatus, Store};
+use crate::store::{EngineStore, RunStatus, StepStatus};
 use crate::workflow::{self, Format, LoadedWorkflow};
 
 /// Arguments of `wfhost pause` and `wfhost cancel`.
@@ -55,7 +55,7 @@ fn driven(run: &crate::store::RunRecord) -> bool {
 /// `wfhost pause`: no new step starts; running steps finish; then `paused`.
 pub fn pause(home: &Path, args: RunRef) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     let run = store.run(&run_id)?;
     if !driven(&run) {
         let why = if run.stale {
@@ -76,7 +76,7 @@ pub fn pause(home: &Path, args: RunRef) -> Result<ExitCode> {
 /// `wfhost cancel`: running steps are interrupted and their programs killed.
 pub fn cancel(home: &Path, args: RunRef) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     let run = store.run(&run_id)?;
     if run.status.is_final() {
         return Err(Invalid(format!("run {run_id} is already {}", run.status.as_str())).into());
@@ -108,7 +108,7 @@ pub fn cancel(home: &Path, args: RunRef) -> Result<ExitCode> {
 /// `wfhost resume`: continue a paused, blocked or stale run in this process.
 pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     let run = store.run(&run_id)?;
     if run.status.is_final() {
         return Err(Invalid(format!(
@@ -137,7 +137,7 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
     };
     let outcome = super::tokio_runtime()?
         .block_on(driver.drive_with(&run_id, &workflow, &run.args, &options));
-    super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
+    super::run::finish(&*store, &run_id, args.json, args.quiet, outcome)
 }
 
 /// Arguments of `wfhost retry`.
@@ -164,7 +164,7 @@ pub struct RetryArgs {
 /// keeping the attempt history.
 pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     let run = store.run(&run_id)?;
     if driven(&run) {
         return Err(Invalid(format!(
@@ -195,13 +195,13 @@ pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<Exit
     let ceiling = super::load_ceiling(home, config)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
-    super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
+    super::run::finish(&*store, &run_id, args.json, args.quiet, outcome)
 }
 
 /// Load the workflow file as it is now, print how it differs from the
 /// run's pinned definition (steps mapped by id) and pin it.
 fn upgrade(
-    store: &Arc<Store>,
+    store: &Arc<dyn EngineStore>,
     run_id: &str,
     ceiling: Option<&crate::engine::ceiling::Ceiling>,
 ) -> Result<LoadedWorkflow> {
@@ -271,7 +271,7 @@ fn upgrade(
 }
 
 /// The definition a run started with (never the file as it is now).
-pub fn pinned_workflow(store: &Arc<Store>, run_id: &str) -> Result<LoadedWorkflow> {
+pub fn pinned_workflow(store: &Arc<dyn EngineStore>, run_id: &str) -> Result<LoadedWorkflow> {
     let run = store.run(run_id)?;
     let format = Format::from_path(Path::new(&run.workflow_path));
     let builtins = crate::runtime::builtin::names();

@@ -56,7 +56,7 @@ pub struct PruneArgs {
 /// `wfhost watch`: print a run's events as they happen until it stops.
 pub fn watch(home: &Path, args: WatchArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     let style = Style::for_stdout();
     let mut last = 0;
     loop {
@@ -119,7 +119,7 @@ fn compact(data: &Value) -> String {
 /// `wfhost checkpoints`: the step transitions a run can be restored to.
 pub fn checkpoints(home: &Path, args: CheckpointsArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     let checkpoints = store.checkpoints(&run_id)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&checkpoints)?);
@@ -192,7 +192,7 @@ pub fn restore(home: &Path, config: Option<&Path>, args: RestoreArgs) -> Result<
     let ceiling = super::load_ceiling(home, config)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
-    super::run::finish(&store, &run_id, args.json, args.quiet, outcome)
+    super::run::finish(&*store, &run_id, args.json, args.quiet, outcome)
 }
 
 /// `wfhost prune`: delete old finished runs and their folders.

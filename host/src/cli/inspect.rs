@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::output::Style;
 use super::terminal::terminal_safe;
-use crate::store::Store;
+use crate::store::EngineStore;
 
 /// Arguments of `wfhost runs`.
 #[derive(Debug, clap::Args)]
@@ -90,7 +90,7 @@ pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
 }
 
 /// The JSON document of `wfhost status --json` (and `run --json`).
-pub fn status_json(store: &Store, run_id: &str) -> Result<Value> {
+pub fn status_json(store: &dyn EngineStore, run_id: &str) -> Result<Value> {
     let run = store.run(run_id)?;
     let steps = store.steps(run_id)?;
     Ok(json!({
@@ -117,11 +117,11 @@ pub fn status_json(store: &Store, run_id: &str) -> Result<Value> {
 /// `wfhost status`.
 pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&status_json(&store, &run_id)?)?
+            serde_json::to_string_pretty(&status_json(&*store, &run_id)?)?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -215,7 +215,7 @@ fn duration_between(start: &str, end: &str) -> Option<String> {
 /// `wfhost logs`.
 pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
-    let run_id = super::resolve_run(&store, &args.run)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
     if let Some(step) = &args.step {
         if !store.steps(&run_id)?.iter().any(|s| &s.id == step) {
             return Err(super::Invalid(format!("run {run_id} has no step '{step}'")).into());
@@ -223,7 +223,7 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
     }
     let style = Style::for_stdout();
     if let (true, Some(step)) = (args.transcript, &args.step) {
-        let messages = crate::agent::transcript(&store, &run_id, step);
+        let messages = crate::agent::transcript(&*store, &run_id, step);
         if args.json {
             println!("{}", serde_json::to_string_pretty(&messages)?);
         } else if messages.is_empty() {

@@ -171,12 +171,14 @@ fn config_file() -> Option<&'static std::path::Path> {
 }
 
 /// Open the store under `home` (see [`crate::app::open_store`]).
-fn open_store(home: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::store::Store>> {
+fn open_store(
+    home: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn crate::store::EngineStore>> {
     crate::app::open_store(home, config_file())
 }
 
 /// Resolve a run id prefix, turning "unknown" and "ambiguous" into user errors.
-fn resolve_run(store: &crate::store::Store, prefix: &str) -> anyhow::Result<String> {
+fn resolve_run(store: &dyn crate::store::EngineStore, prefix: &str) -> anyhow::Result<String> {
     use crate::store::StoreError;
     match store.resolve_run_id(prefix) {
         Ok(id) => Ok(id),
@@ -200,7 +202,7 @@ fn load_ceiling(
 /// progress (and step logs when `show_logs`) unless `quiet`.
 fn driver(
     home: &std::path::Path,
-    store: &std::sync::Arc<crate::store::Store>,
+    store: &std::sync::Arc<dyn crate::store::EngineStore>,
     ceiling: Option<crate::engine::ceiling::Ceiling>,
     quiet: bool,
     show_logs: bool,

@@ -46,13 +46,13 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     let driver = super::driver(home, &store, ceiling, args.quiet, !args.no_logs)?;
     let run_id = driver.create_run(&workflow, &run_args)?;
     let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run_args));
-    finish(&store, &run_id, args.json, args.quiet, outcome)
+    finish(&*store, &run_id, args.json, args.quiet, outcome)
 }
 
 /// Report how a drive ended and choose the exit code: 0 completed, 1
 /// failed or cancelled, 3 paused or blocked (resume it).
 pub fn finish(
-    store: &crate::store::Store,
+    store: &dyn crate::store::EngineStore,
     run_id: &str,
     json: bool,
     quiet: bool,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::step::session::AgentHandle;
-use crate::store::Store;
+use crate::store::AgentStore;
 
 /// Everything the host needs to serve one attempt of an agent step.
 pub struct SessionContext {
@@ -29,14 +29,14 @@ pub struct SessionContext {
     /// Absolute directory of the workflow file (relative paths resolve here).
     pub workdir: std::path::PathBuf,
     /// The store, for audit events, approvals and recordings.
-    pub store: Arc<crate::store::Store>,
+    pub store: Arc<dyn crate::store::AgentStore>,
 }
 
 /// Opens agent sessions for the driver.
 pub trait AgentSessions: Send + Sync {
     /// What earlier steps of the run that used `agent_id` said, most recent
     /// first (for `session: reuse`).
-    fn history(&self, store: &Store, run_id: &str, agent_id: &str) -> Vec<Value>;
+    fn history(&self, store: &dyn AgentStore, run_id: &str, agent_id: &str) -> Vec<Value>;
 
     /// Open the session serving one attempt of an agent step; a one-line
     /// message for a configuration problem.

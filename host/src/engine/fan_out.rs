@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::retry::RetryPolicy;
 use crate::step::executor::{LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver};
-use crate::store::Store;
+use crate::store::EngineStore;
 
 /// The items of one `for_each` step, ready to execute.
 pub struct Items {
@@ -38,7 +38,7 @@ type OpenAttempts = Arc<Mutex<HashMap<usize, u32>>>;
 /// Run every item; returns the attempt number to report (the failed item's,
 /// or the last one) and the list of outputs or the first failure.
 pub async fn run_items(
-    store: Arc<Store>,
+    store: Arc<dyn EngineStore>,
     executor: Arc<dyn StepExecutor>,
     observer: Arc<dyn StepObserver>,
     items: Items,
@@ -148,7 +148,7 @@ pub async fn run_items(
 /// One item's task: its tries, each recorded as an attempt.
 struct Item {
     index: usize,
-    store: Arc<Store>,
+    store: Arc<dyn EngineStore>,
     executor: Arc<dyn StepExecutor>,
     observer: Arc<dyn StepObserver>,
     open: OpenAttempts,

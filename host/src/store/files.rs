@@ -9,7 +9,9 @@
 //! runs/<run-id>/steps/<step>/summary.md    status, timings, error, output
 //! ```
 //!
-//! The database is the source of truth; these files are a mirror for people.
+//! The database is the source of truth; these files are a mirror for people,
+//! kept by [`RunFolders`], an observer of the store's commits. The engine
+//! writes `progress.md` and `summary.md` itself through [`RunFiles`].
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -17,7 +19,65 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::observer::{Committed, StoreObserver};
 use super::{Result, StoreError};
+
+/// The run-folder mirror: follows a store's commits into `runs/<run-id>/`
+/// under a home directory.
+#[derive(Debug, Clone)]
+pub struct RunFolders {
+    runs: PathBuf,
+}
+
+impl RunFolders {
+    /// The folders of runs stored under `home` (in `home/runs/`).
+    pub fn new(home: &Path) -> RunFolders {
+        RunFolders {
+            runs: home.join("runs"),
+        }
+    }
+
+    /// The folder of one run.
+    pub fn run(&self, run_id: &str) -> RunFiles {
+        RunFiles::new(self.runs.join(run_id))
+    }
+}
+
+impl StoreObserver for RunFolders {
+    fn name(&self) -> &'static str {
+        "the run folder"
+    }
+
+    fn committed(&self, change: &Committed<'_>) -> Result<()> {
+        let files = self.run(change.run_id());
+        match *change {
+            Committed::RunCreated { .. } => files.init(),
+            Committed::StepInput { step_id, input, .. } => {
+                files.write_step_json(step_id, "input.json", input)
+            }
+            Committed::StepOutput {
+                step_id, output, ..
+            } => files.write_step_json(step_id, "output.json", output),
+            Committed::Event {
+                step_id,
+                at,
+                kind,
+                data,
+                ..
+            } => {
+                let line =
+                    serde_json::json!({ "at": at, "step": step_id, "kind": kind, "data": data });
+                files.append_event(step_id, &line)
+            }
+            Committed::RunRemoved { .. } => match fs::remove_dir_all(files.dir()) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    Err(io_error(files.dir(), error))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+}
 
 /// Paths and writers for one run's folder.
 #[derive(Debug, Clone)]

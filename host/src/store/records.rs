@@ -1,6 +1,5 @@
-//! Rows read back from the store.
+//! Records read back from the store: plain data, whatever the backend.
 
-use rusqlite::Row;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -157,37 +156,6 @@ pub struct RunRecord {
     pub definition: String,
 }
 
-impl RunRecord {
-    pub(crate) const COLUMNS: &'static str = "id, workflow_name, workflow_path, workflow_dir, \
-        definition_hash, args, status, error, created_at, started_at, finished_at, definition, \
-        heartbeat_at, driver_pid, request";
-
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
-        let status: String = row.get(6)?;
-        let status = RunStatus::parse(&status).unwrap_or(RunStatus::Failed);
-        let heartbeat_at: Option<String> = row.get(12)?;
-        Ok(RunRecord {
-            stale: status == RunStatus::Running
-                && (is_stale(heartbeat_at.as_deref()) || !driver_alive(row.get(13)?)),
-            heartbeat_at,
-            driver_pid: row.get(13)?,
-            request: row.get(14)?,
-            id: row.get(0)?,
-            workflow: row.get(1)?,
-            workflow_path: row.get(2)?,
-            workflow_dir: row.get(3)?,
-            definition_hash: row.get(4)?,
-            args: parse_json(row.get::<_, String>(5)?),
-            status,
-            error: row.get(7)?,
-            created_at: row.get(8)?,
-            started_at: row.get(9)?,
-            finished_at: row.get(10)?,
-            definition: row.get(11)?,
-        })
-    }
-}
-
 /// How long a driver may stay silent before its run counts as stale.
 pub const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(5);
 
@@ -233,26 +201,6 @@ pub struct StepRecord {
     pub max_attempts: u32,
 }
 
-impl StepRecord {
-    pub(crate) const COLUMNS: &'static str =
-        "step_id, status, attempts, started_at, finished_at, output, error, next_attempt_at, max_attempts";
-
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<StepRecord> {
-        let status: String = row.get(1)?;
-        Ok(StepRecord {
-            id: row.get(0)?,
-            status: StepStatus::parse(&status).unwrap_or(StepStatus::Failed),
-            attempts: row.get(2)?,
-            started_at: row.get(3)?,
-            finished_at: row.get(4)?,
-            output: row.get::<_, Option<String>>(5)?.map(parse_json),
-            error: row.get(6)?,
-            next_attempt_at: row.get(7)?,
-            max_attempts: row.get(8)?,
-        })
-    }
-}
-
 /// One line of the append-only journal.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRecord {
@@ -266,20 +214,4 @@ pub struct EventRecord {
     pub kind: String,
     /// Details.
     pub data: Value,
-}
-
-impl EventRecord {
-    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
-        Ok(EventRecord {
-            seq: row.get(0)?,
-            step: row.get(1)?,
-            at: row.get(2)?,
-            kind: row.get(3)?,
-            data: parse_json(row.get::<_, String>(4)?),
-        })
-    }
-}
-
-fn parse_json(text: String) -> Value {
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }

@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::CONTROL_TICK;
-use crate::store::Store;
+use crate::step::executor::LeaseCheck;
+use crate::store::EngineStore;
 
 /// Renews a run's lease every [`CONTROL_TICK`] until dropped, and
 /// remembers when it was lost to another process.
@@ -14,7 +15,7 @@ pub(super) struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(super) fn start(store: Arc<Store>, run_id: &str) -> Heartbeat {
+    pub(super) fn start(store: Arc<dyn EngineStore>, run_id: &str) -> Heartbeat {
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (flag, run_id) = (lost.clone(), run_id.to_string());
         let task = tokio::spawn(async move {
@@ -48,4 +49,11 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A check, asked right before a step's program starts, that this driver
+/// still holds the run's lease (a store error counts as lost).
+pub(in crate::engine::driver) fn check(store: &Arc<dyn EngineStore>, run_id: &str) -> LeaseCheck {
+    let (store, run_id) = (store.clone(), run_id.to_string());
+    LeaseCheck::new(move || store.holds_lease(&run_id).unwrap_or(false))
 }

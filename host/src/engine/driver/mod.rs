@@ -14,7 +14,7 @@
 mod control;
 mod failure;
 mod invocation;
-mod lease;
+pub(super) mod lease;
 mod restore;
 mod run_loop;
 mod setup;
@@ -34,7 +34,7 @@ use serde_json::Value;
 use super::agents::AgentSessions;
 use super::ceiling::Ceiling;
 use crate::step::executor::{LogLevel, StepExecutor};
-use crate::store::{NewRun, RunStatus, Store};
+use crate::store::{EngineStore, NewRun, RunStatus};
 use crate::workflow::LoadedWorkflow;
 
 pub use invocation::template_context;
@@ -141,7 +141,7 @@ pub struct RunOutcome {
 
 /// Runs workflows against a store and an executor.
 pub struct Driver {
-    store: Arc<Store>,
+    store: Arc<dyn EngineStore>,
     executor: Arc<dyn StepExecutor>,
     listener: Arc<dyn RunListener>,
     ceiling: Option<Ceiling>,
@@ -151,7 +151,7 @@ pub struct Driver {
 impl Driver {
     /// A driver recording into `store`, executing with `executor`.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn EngineStore>,
         executor: Arc<dyn StepExecutor>,
         listener: Arc<dyn RunListener>,
     ) -> Driver {
@@ -240,7 +240,7 @@ impl Driver {
             .collect();
         self.store.set_max_attempts(run_id, &limits)?;
 
-        let mut state = state::RunState::new(run_id, def, args, &self.store);
+        let mut state = state::RunState::new(run_id, def, args, &*self.store);
         for (index, step) in def.steps.iter().enumerate() {
             if step.finally {
                 state.scheduler.hold(index);

@@ -11,7 +11,7 @@ use crate::engine::progress::ProgressBoard;
 use crate::engine::scheduler::Scheduler;
 use crate::step::executor::{FailureKind, StepFailure};
 use crate::step::stop::StopTrigger;
-use crate::store::Store;
+use crate::store::EngineStore;
 use crate::workflow::model::{Step, Workflow};
 use crate::workflow::parse_duration;
 
@@ -48,7 +48,12 @@ pub(super) struct RunState {
 }
 
 impl RunState {
-    pub(super) fn new(run_id: &str, def: &Workflow, args: &Value, store: &Store) -> RunState {
+    pub(super) fn new(
+        run_id: &str,
+        def: &Workflow,
+        args: &Value,
+        store: &dyn EngineStore,
+    ) -> RunState {
         RunState {
             scheduler: Scheduler::new(
                 def.steps

@@ -8,11 +8,11 @@ use serde_json::json;
 
 use super::{RunEvent, RunListener};
 use crate::step::executor::{LogLevel, StepObserver};
-use crate::store::Store;
+use crate::store::EngineStore;
 
 /// Forwards a step's logs to the store's journal and the listener.
 pub(super) struct StepLog {
-    pub(super) store: Arc<Store>,
+    pub(super) store: Arc<dyn EngineStore>,
     pub(super) listener: Arc<dyn RunListener>,
     pub(super) run_id: String,
     pub(super) step_id: String,

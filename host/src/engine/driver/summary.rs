@@ -5,12 +5,12 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::engine::step_types::StepType;
-use crate::store::Store;
+use crate::store::EngineStore;
 use crate::workflow::model::Step;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_summary(
-    store: &Store,
+    store: &dyn EngineStore,
     run_id: &str,
     step: &Step,
     kind: &dyn StepType,

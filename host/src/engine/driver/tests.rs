@@ -55,11 +55,18 @@ impl StepExecutor for FakeExecutor {
     }
 }
 
-fn run(yaml: &str) -> (tempfile::TempDir, Arc<Store>, Arc<FakeExecutor>, RunOutcome) {
+fn run(
+    yaml: &str,
+) -> (
+    tempfile::TempDir,
+    Arc<dyn EngineStore>,
+    Arc<FakeExecutor>,
+    RunOutcome,
+) {
     let dir = tempfile::tempdir().unwrap();
     let workflow =
         load_from_source(yaml, "test.yaml", dir.path(), Format::Yaml, &["echo"]).unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("home")).unwrap());
+    let store = crate::store::open(&dir.path().join("home"), Default::default()).unwrap();
     let executor = Arc::new(FakeExecutor::default());
     let driver = Driver::new(store.clone(), executor.clone(), Arc::new(Silent));
     let args = json!({});
@@ -74,7 +81,7 @@ fn run(yaml: &str) -> (tempfile::TempDir, Arc<Store>, Arc<FakeExecutor>, RunOutc
     (dir, store, executor, outcome)
 }
 
-fn statuses(store: &Store, run_id: &str) -> Vec<(String, StepStatus)> {
+fn statuses(store: &dyn EngineStore, run_id: &str) -> Vec<(String, StepStatus)> {
     store
         .steps(run_id)
         .unwrap()
@@ -110,8 +117,8 @@ fn a_panicking_step_or_item_fails_with_the_reason_and_the_run_goes_on() {
         StepStatus::Completed
     );
     // No attempt row is left running.
-    let open: i64 = store
-        .conn_for_tests()
+    let db = rusqlite::Connection::open(store.home().join("wfhost.db")).unwrap();
+    let open: i64 = db
         .query_row(
             "SELECT COUNT(*) FROM step_attempts WHERE status = 'running'",
             [],
@@ -158,7 +165,7 @@ fn a_failure_skips_dependents_and_fails_the_run() {
     );
     assert_eq!(outcome.status, RunStatus::Failed);
     assert_eq!(
-        statuses(&store, &outcome.run_id),
+        statuses(&*store, &outcome.run_id),
         [
             ("a".to_string(), StepStatus::Failed),
             ("b".to_string(), StepStatus::Skipped),

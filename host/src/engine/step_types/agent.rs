@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::{template_error, Attach, StepType};
 use crate::engine::agents::SessionContext;
 use crate::step::executor::{StepFailure, StepInvocation};
-use crate::store::Store;
+use crate::store::EngineStore;
 use crate::workflow::model::{SessionMode, Step};
 use crate::workflow::reach::{reach, ModelReach};
 use crate::workflow::{LoadedWorkflow, Templates};
@@ -95,7 +95,7 @@ impl StepType for Agent {
             ))
         })?;
         if step.session == Some(SessionMode::Reuse) {
-            let history = agents.history(engine.store, &invocation.run_id, name);
+            let history = agents.history(&**engine.store, &invocation.run_id, name);
             invocation.config["history"] = Value::Array(history);
         }
         let session = agents
@@ -120,14 +120,14 @@ impl StepType for Agent {
         Ok(invocation)
     }
 
-    fn summary(&self, store: &Store, run_id: &str, step_id: &str) -> Option<String> {
+    fn summary(&self, store: &dyn EngineStore, run_id: &str, step_id: &str) -> Option<String> {
         Some(audit(store, run_id, step_id))
     }
 }
 
 /// The audit section of an agent step's summary: model calls with token
 /// usage, and each tool call with its decision and who made it.
-fn audit(store: &Store, run_id: &str, step_id: &str) -> String {
+fn audit(store: &dyn EngineStore, run_id: &str, step_id: &str) -> String {
     let Ok(events) = store.events(run_id, Some(step_id)) else {
         return String::new();
     };

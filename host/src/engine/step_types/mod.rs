@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::engine::agents::AgentSessions;
 use crate::step::executor::{StepFailure, StepInvocation};
-use crate::store::Store;
+use crate::store::EngineStore;
 use crate::workflow::model::{Grants, Step};
 use crate::workflow::reach::ModelReach;
 use crate::workflow::{step_kind, LoadedWorkflow, StepKind, Templates};
@@ -25,7 +25,7 @@ use crate::workflow::{step_kind, LoadedWorkflow, StepKind, Templates};
 /// needs beyond its config.
 pub(crate) struct Attach<'a> {
     /// The run store.
-    pub(crate) store: &'a Arc<Store>,
+    pub(crate) store: &'a Arc<dyn EngineStore>,
     /// The agent sessions, when this host serves agent steps.
     pub(crate) agents: Option<&'a Arc<dyn AgentSessions>>,
 }
@@ -84,7 +84,7 @@ pub(crate) trait StepType: Send + Sync {
 
     /// A section for the step's `summary.md` (in Markdown), if this kind
     /// has one.
-    fn summary(&self, store: &Store, run_id: &str, step_id: &str) -> Option<String> {
+    fn summary(&self, store: &dyn EngineStore, run_id: &str, step_id: &str) -> Option<String> {
         let _ = (store, run_id, step_id);
         None
     }
@@ -258,7 +258,7 @@ steps:
     #[test]
     fn only_an_agent_attaches_and_without_sessions_it_fails() {
         let (dir, workflow) = workflow();
-        let store = Arc::new(Store::open(&dir.path().join("home")).unwrap());
+        let store = crate::store::open(&dir.path().join("home"), Default::default()).unwrap();
         let engine = Attach {
             store: &store,
             agents: None,
@@ -282,8 +282,8 @@ steps:
     #[test]
     fn only_an_agent_adds_a_summary_section() {
         let (dir, workflow) = workflow();
-        let store = Store::open(&dir.path().join("home")).unwrap();
-        let summary = |id: &str| of(step(&workflow, id)).summary(&store, "r1", id);
+        let store = crate::store::open(&dir.path().join("home"), Default::default()).unwrap();
+        let summary = |id: &str| of(step(&workflow, id)).summary(&*store, "r1", id);
         assert_eq!(summary("shell"), None);
         assert_eq!(summary("plugged"), None);
         let audit = summary("ask").unwrap();

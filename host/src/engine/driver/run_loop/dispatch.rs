@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::RunLoop;
 use crate::engine::driver::invocation::prepare_invocation;
+use crate::engine::driver::lease;
 use crate::engine::driver::step_log::StepLog;
 use crate::engine::driver::RunEvent;
 use crate::step::executor::{FailureKind, StepFailure};
@@ -177,7 +178,7 @@ impl RunLoop<'_> {
             Err(failure) => return self.record_failure(index, attempt, &failure),
         };
         invocation.cancel = self.state.stop.signal();
-        invocation.lease = driver.store.lease_check(&invocation.run_id);
+        invocation.lease = lease::check(&driver.store, &invocation.run_id);
         if let Some(remaining) = remaining {
             invocation.timeout = invocation.timeout.min(remaining);
         }

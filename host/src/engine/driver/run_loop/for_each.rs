@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::RunLoop;
 use crate::engine::driver::invocation::prepare_invocation;
+use crate::engine::driver::lease;
 use crate::engine::driver::step_log::StepLog;
 use crate::engine::driver::{RunEvent, DEFAULT_PARALLELISM};
 use crate::engine::fan_out;
@@ -75,7 +76,7 @@ impl RunLoop<'_> {
             invocation.idempotency_key =
                 crate::step::executor::idempotency_key(run_id, &step.id, position, attempt);
             invocation.cancel = state.stop.signal();
-            invocation.lease = driver.store.lease_check(run_id);
+            invocation.lease = lease::check(&driver.store, run_id);
             if let Some(remaining) = remaining {
                 invocation.timeout = invocation.timeout.min(remaining);
             }

@@ -69,7 +69,7 @@ impl RunLoop<'_> {
                 self.schedule_retry(index, attempt, &failure)?;
             }
             Err(failure) => {
-                let store = &self.driver.store;
+                let store = &*self.driver.store;
                 write_summary(
                     store,
                     self.run_id,
@@ -133,7 +133,7 @@ impl RunLoop<'_> {
             }
         };
         if completed {
-            let store = &driver.store;
+            let store = &*driver.store;
             write_summary(
                 store,
                 run_id,

@@ -1,14 +1,14 @@
 //! Run leases and fencing: one driver per run.
 //!
-//! A driver claims a run ([`super::Store::claim_run`]) by writing a fresh
+//! A driver claims a run ([`crate::store::LeaseStore::claim_run`]) by writing a fresh
 //! owner token into `runs.lease_owner`; the lease lasts while its heartbeat
-//! is fresh (see [`super::records::STALE_AFTER`]). The claiming handle
+//! is fresh (see [`crate::store::is_stale`]). The claiming handle
 //! remembers the token in a connection-private `TEMP` table, and `TEMP`
 //! triggers on every table a driver writes check, inside the writing
 //! transaction, that the run's owner is still that token. So once another
 //! process has taken the run over (this one was stopped or hung past its
 //! lease), every write this handle tries for the run fails with
-//! [`super::StoreError::LeaseLost`] and nothing of it is committed: no new
+//! [`crate::store::StoreError::LeaseLost`] and nothing of it is committed: no new
 //! attempt starts, no outcome is recorded, no status is overwritten.
 
 use rusqlite::Connection;

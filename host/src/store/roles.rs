@@ -1,0 +1,322 @@
+//! What the rest of wfhost needs from a store, one trait per role.
+//!
+//! The engine holds an `Arc<dyn` [`EngineStore`]`>` (every role), agent
+//! code an `Arc<dyn` [`AgentStore`]`>`, the CLI reads through the same
+//! traits. Signatures use only the plain records of this module and
+//! [`StoreError`](super::StoreError): a second backend implements these
+//! traits next to [`super::sqlite`]. Every method is synchronous; an
+//! implementation keeps its blocking I/O off the async runtime's worker
+//! threads itself (see [`super::blocking::offload`]).
+//!
+//! Writes of a driven run are fenced by its lease ([`LeaseStore`]): once
+//! another process has claimed the run, they fail with
+//! [`StoreError::LeaseLost`](super::StoreError::LeaseLost) and commit
+//! nothing.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{
+    AgentRecord, ApprovalRecord, Change, EventRecord, NewAgentRecord, NewApproval, NewRun, Result,
+    RunFiles, RunRecord, RunStatus, StepRecord, StepStatus,
+};
+
+/// Runs: creating them, their status, control requests, upgrades, pruning
+/// and listing.
+pub trait RunStore: Send + Sync {
+    /// The wfhost home this store serves; run folders live in
+    /// `<home>/runs/<run-id>/`.
+    fn home(&self) -> &Path;
+
+    /// The human-readable folder of a run (written by the run-folder
+    /// mirror, see [`super::files::RunFolders`]).
+    fn run_files(&self, run_id: &str) -> RunFiles {
+        RunFiles::new(self.home().join("runs").join(run_id))
+    }
+
+    /// Record a new run (status `pending`) and its steps in one transaction.
+    fn create_run(&self, run: &NewRun<'_>) -> Result<()>;
+
+    /// Move a run to a new status (and stamp start/finish times).
+    fn set_run_status(&self, run_id: &str, status: RunStatus, error: Option<&str>) -> Result<()>;
+
+    /// Ask the driving process to `pause` or `cancel` (or clear with
+    /// `None`). Not fenced: anyone may ask.
+    fn set_request(&self, run_id: &str, request: Option<&str>) -> Result<()>;
+
+    /// The pending control request of a run, if any.
+    fn request(&self, run_id: &str) -> Result<Option<String>>;
+
+    /// Pin a new definition to a run (`wfhost resume --upgrade`): steps are
+    /// mapped by id; `steps` lists the new definition's ids in order, rows
+    /// of ids that are gone are removed (their attempts stay in history).
+    fn upgrade_definition(
+        &self,
+        run_id: &str,
+        definition: &str,
+        steps: &[&str],
+        summary: &Value,
+    ) -> Result<()>;
+
+    /// Delete finished runs created before `cutoff` (RFC 3339), with their
+    /// folders; returns the ids removed.
+    fn prune(&self, cutoff: &str) -> Result<Vec<String>>;
+
+    /// Resolve a full run id or a unique prefix of one.
+    fn resolve_run_id(&self, prefix: &str) -> Result<String>;
+
+    /// One run by exact id.
+    fn run(&self, run_id: &str) -> Result<RunRecord>;
+
+    /// All runs, newest first.
+    fn runs(&self) -> Result<Vec<RunRecord>>;
+}
+
+/// One driver per run: claiming a run, renewing and checking the lease.
+pub trait LeaseStore: Send + Sync {
+    /// Take over driving a run: allowed when nobody drives it (any status
+    /// but a `running` one, or a `blocked` one waiting for an approval,
+    /// with a fresh heartbeat from another live process). Returns false
+    /// when another live process drives it. From then on this handle's
+    /// writes to the run are fenced by the new lease.
+    fn claim_run(&self, run_id: &str, pid: u32) -> Result<bool>;
+
+    /// Whether this handle still holds the lease on `run_id` it claimed
+    /// (true when it claimed none): another process has not taken the run
+    /// over.
+    fn holds_lease(&self, run_id: &str) -> Result<bool>;
+
+    /// The driving process is alive: renews its lease. Fails with
+    /// [`StoreError::LeaseLost`](super::StoreError::LeaseLost) once another
+    /// process has claimed the run.
+    fn heartbeat(&self, run_id: &str) -> Result<()>;
+}
+
+/// Steps and their attempts.
+pub trait StepStore: Send + Sync {
+    /// Start attempt `attempt` of a step with the given rendered input.
+    fn start_attempt(&self, run_id: &str, step_id: &str, attempt: u32, input: &Value)
+        -> Result<()>;
+
+    /// Finish one item of a `for_each` step (its own attempt row); the
+    /// step itself stays running.
+    fn finish_item(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        index: usize,
+        outcome: std::result::Result<&Value, &str>,
+    ) -> Result<()>;
+
+    /// An attempt failed and another is due at `next_at`.
+    fn schedule_retry(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        error: &str,
+        next_at: &str,
+    ) -> Result<()>;
+
+    /// Record how many attempts each step's retry policy allows.
+    fn set_max_attempts(&self, run_id: &str, limits: &[(&str, u32)]) -> Result<()>;
+
+    /// How many times a step has looped back (`step_loop` events).
+    fn loops(&self, run_id: &str, step_id: &str) -> Result<u32>;
+
+    /// The highest attempt of a step that completed (0 if none did).
+    fn last_completed_attempt(&self, run_id: &str, step_id: &str) -> Result<u32>;
+
+    /// The steps of a run in file order, with their latest state.
+    fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+}
+
+/// The journal: appending events and reading them back.
+pub trait EventLog: Send + Sync {
+    /// Append a free-form event (log line, progress ...) to the journal.
+    fn append_event(
+        &self,
+        run_id: &str,
+        step_id: Option<&str>,
+        kind: &str,
+        data: &Value,
+    ) -> Result<()>;
+
+    /// Every event of a run (or of one of its steps), in order.
+    fn events(&self, run_id: &str, step_id: Option<&str>) -> Result<Vec<EventRecord>>;
+
+    /// Events of a run after sequence number `after`, oldest first.
+    fn events_after(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>>;
+
+    /// The data of the run's latest event of `kind`, if any.
+    fn latest_event(&self, run_id: &str, kind: &str) -> Result<Option<Value>>;
+}
+
+/// Step transitions recorded whole ([`Change`] sets) and read back as
+/// checkpoints.
+pub trait CheckpointStore: StepStore + EventLog {
+    /// Make several changes to a run's steps in one transaction: a
+    /// decision made of several parts (a loop going back, a failure
+    /// escalated to a skip) is recorded whole or not at all.
+    fn apply(&self, run_id: &str, changes: &[Change<'_>]) -> Result<()>;
+
+    /// Checkpoints of a run: the step transitions (completed, failed,
+    /// skipped), each identified by its event sequence number.
+    fn checkpoints(&self, run_id: &str) -> Result<Vec<EventRecord>> {
+        Ok(self
+            .events(run_id, None)?
+            .into_iter()
+            .filter(|e| {
+                matches!(
+                    e.kind.as_str(),
+                    "step_completed" | "step_failed" | "step_skipped"
+                )
+            })
+            .collect())
+    }
+
+    /// The run a checkpoint (event sequence number) belongs to.
+    fn checkpoint_run(&self, seq: i64) -> Result<Option<String>>;
+
+    /// Finish an attempt: `Ok(output)` completes the step, `Err(message)`
+    /// fails it (the status says which kind of failure).
+    fn finish_attempt(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt: u32,
+        status: StepStatus,
+        outcome: std::result::Result<&Value, &str>,
+    ) -> Result<()> {
+        let step = step_id;
+        self.apply(
+            run_id,
+            &[Change::FinishAttempt {
+                step,
+                attempt,
+                status,
+                outcome,
+            }],
+        )
+    }
+
+    /// Complete a step whose attempts were recorded item by item.
+    fn complete_step(&self, run_id: &str, step_id: &str, output: &Value) -> Result<()> {
+        let step = step_id;
+        self.apply(run_id, &[Change::CompleteStep { step, output }])
+    }
+
+    /// Record that a step will not run, and why.
+    fn skip_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
+        let step = step_id;
+        self.apply(run_id, &[Change::SkipStep { step, reason }])
+    }
+
+    /// Move a step to `status` outside the normal attempt flow
+    /// (interrupted, cancelled, reset to pending for a re-run), noting why.
+    fn set_step_status(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        status: StepStatus,
+        note: Option<&str>,
+    ) -> Result<()> {
+        let step = step_id;
+        self.apply(run_id, &[Change::SetStepStatus { step, status, note }])
+    }
+
+    /// Make a finished step pending again for a re-run (`wfhost retry`):
+    /// its output and error are cleared, its attempt history kept.
+    fn reset_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
+        let step = step_id;
+        self.apply(run_id, &[Change::ResetStep { step, reason }])
+    }
+}
+
+/// What agent steps need: recordings of model replies and tool results
+/// (replayed after a crash) and tool calls held for a person's approval.
+/// An agent also reads its run and steps, blocks the run while a call
+/// waits, and writes audit events: hence the supertraits.
+pub trait AgentStore: RunStore + StepStore + EventLog {
+    /// Record a model reply, a tool result ... of an agent step; returns
+    /// its sequence number.
+    fn append_agent_record(&self, record: &NewAgentRecord<'_>) -> Result<i64>;
+
+    /// Recordings of a run, oldest first, optionally of one step and/or
+    /// one agent.
+    fn agent_records(
+        &self,
+        run_id: &str,
+        step_id: Option<&str>,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<AgentRecord>>;
+
+    /// The approval of this call (by [`super::call_hash`]) asked by this
+    /// attempt and iteration of the step, whatever its state. An answer
+    /// given to another attempt (before a `wfhost retry`, a crash, or in an
+    /// earlier loop iteration) is not found: the call is asked again.
+    fn find_approval(
+        &self,
+        run_id: &str,
+        step_id: &str,
+        attempt_and_iteration: (u32, u32),
+        call_hash: &str,
+    ) -> Result<Option<ApprovalRecord>>;
+
+    /// Hold a call for a person: a pending approval and its
+    /// `approval_requested` event, in one transaction. Approvals of the
+    /// same step still pending from another attempt or iteration are
+    /// closed as denied in the same transaction, naming the new one.
+    fn create_approval(&self, new: &NewApproval<'_>) -> Result<ApprovalRecord>;
+
+    /// One approval by id.
+    fn approval(&self, id: i64) -> Result<Option<ApprovalRecord>>;
+
+    /// Approvals of one run (or of every run), oldest first; only pending
+    /// ones unless `all`.
+    fn approvals(&self, run_id: Option<&str>, all: bool) -> Result<Vec<ApprovalRecord>>;
+
+    /// How many approvals of a run are still pending.
+    fn pending_approvals(&self, run_id: &str) -> Result<u32>;
+
+    /// Answer a pending approval of `run_id` (from any process). The outer
+    /// error is the store's; the inner one a user mistake (no such
+    /// approval, already answered).
+    fn answer_approval(
+        &self,
+        run_id: &str,
+        id: i64,
+        approved: bool,
+        note: Option<&str>,
+    ) -> Result<std::result::Result<ApprovalRecord, String>>;
+}
+
+/// Every role: what the engine (and the CLI on top of it) holds, as
+/// `Arc<dyn EngineStore>`; it hands agents the same store as
+/// `Arc<dyn AgentStore>`.
+pub trait EngineStore: AgentStore + LeaseStore + CheckpointStore {}
+
+impl<T: AgentStore + LeaseStore + CheckpointStore> EngineStore for T {}
+
+#[cfg(test)]
+mod tests {
+    /// The seams a second backend implements name no SQLite type: of
+    /// `store/`, only `store/sqlite/` uses the SQLite crate.
+    #[test]
+    fn only_the_sqlite_backend_names_sqlite_types() {
+        let needle = concat!("rus", "qlite");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(!text.contains(needle), "{} names {needle}", path.display());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8, "only {checked} files in {}", dir.display());
+    }
+}

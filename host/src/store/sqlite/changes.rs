@@ -1,0 +1,134 @@
+//! [`CheckpointStore`] in SQLite: several [`Change`]s in one transaction,
+//! and the run of a checkpoint.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+
+use super::events::insert_event;
+use super::{offload, SqliteStore};
+use crate::store::{now, Change, CheckpointStore, Committed, Result, StepStatus};
+
+impl CheckpointStore for SqliteStore {
+    fn apply(&self, run_id: &str, changes: &[Change<'_>]) -> Result<()> {
+        offload(|| {
+            let now = now();
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut events = Vec::with_capacity(changes.len());
+            for change in changes {
+                events.push(write(change, &tx, run_id, &now)?);
+            }
+            tx.commit()?;
+            drop(conn);
+            for (change, (step, kind, data)) in changes.iter().zip(&events) {
+                if let Some(output) = change.output() {
+                    self.notify(&Committed::StepOutput {
+                        run_id,
+                        step_id: step,
+                        output,
+                    })?;
+                }
+                self.committed_event(run_id, Some(step), &now, kind, data)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn checkpoint_run(&self, seq: i64) -> Result<Option<String>> {
+        offload(|| {
+            Ok(self
+                .conn()
+                .query_row("SELECT run_id FROM events WHERE seq = ?1", [seq], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
+    }
+}
+
+/// Write `change` inside `tx`; returns its event (step, kind, data).
+fn write(
+    change: &Change<'_>,
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    now: &str,
+) -> rusqlite::Result<(String, String, Value)> {
+    let (step, kind, data) = match *change {
+        Change::FinishAttempt {
+            step,
+            attempt,
+            status,
+            outcome,
+        } => {
+            let (output, error) = match outcome {
+                Ok(output) => (Some(output.to_string()), None),
+                Err(message) => (None, Some(message.to_string())),
+            };
+            tx.execute(
+                "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
+                     WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+                params![run_id, step, attempt, status.as_str(), now, output, error],
+            )?;
+            tx.execute(
+                "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
+                     WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id, step, status.as_str(), now, output, error],
+            )?;
+            let kind = if status == StepStatus::Completed {
+                "step_completed"
+            } else {
+                "step_failed"
+            };
+            let data = serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
+            (step, kind.to_string(), data)
+        }
+        Change::CompleteStep { step, output } => {
+            tx.execute(
+                "UPDATE steps SET status = 'completed', finished_at = ?3, output = ?4, error = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id, step, now, output.to_string()],
+            )?;
+            let data = serde_json::json!({ "status": "completed" });
+            (step, "step_completed".to_string(), data)
+        }
+        Change::SkipStep { step, reason } => {
+            tx.execute(
+                    "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step, StepStatus::Skipped.as_str(), now, reason],
+                )?;
+            let data = serde_json::json!({ "reason": reason });
+            (step, "step_skipped".to_string(), data)
+        }
+        Change::SetStepStatus { step, status, note } => {
+            let finished =
+                matches!(status, StepStatus::Cancelled | StepStatus::Skipped).then_some(now);
+            tx.execute(
+                "UPDATE steps SET status = ?3, error = ?4, finished_at = ?5, next_attempt_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id, step, status.as_str(), note, finished],
+            )?;
+            if matches!(status, StepStatus::Interrupted | StepStatus::Cancelled) {
+                tx.execute(
+                    "UPDATE step_attempts SET status = ?3, finished_at = ?4, error = ?5
+                         WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
+                    params![run_id, step, status.as_str(), now, note],
+                )?;
+            }
+            let data = serde_json::json!({ "status": status.as_str(), "note": note });
+            (step, format!("step_{}", status.as_str()), data)
+        }
+        Change::ResetStep { step, reason } => {
+            tx.execute(
+                    "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL, output = NULL,
+                                      error = NULL, next_attempt_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+                    params![run_id, step],
+                )?;
+            let data = serde_json::json!({ "reason": reason });
+            (step, "step_reset".to_string(), data)
+        }
+        Change::Event { step, kind, data } => (step, kind.to_string(), data.clone()),
+    };
+    insert_event(tx, run_id, Some(step), now, &kind, &data)?;
+    Ok((step.to_string(), kind, data))
+}

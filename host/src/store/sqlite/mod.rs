@@ -1,0 +1,465 @@
+//! The store in SQLite (WAL mode): [`SqliteStore`] implements every role
+//! trait of [`crate::store::roles`].
+//!
+//! Split by role: runs (`runs`), the lease and its fencing triggers
+//! (`lease`), steps and attempts (`steps`), several step changes in one
+//! transaction (`changes`), the journal (`events`), agent transcripts and
+//! approvals (`agent`); `rows` reads records from rows, `schema` holds the
+//! migrations. No SQL here writes run folders: committed transitions are
+//! handed to the store's observers (see [`crate::store::StoreObserver`]).
+
+mod agent;
+mod changes;
+mod events;
+mod lease;
+mod rows;
+mod runs;
+mod schema;
+mod steps;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::blocking::offload;
+use super::observer::{notify, Committed, StoreObserver};
+use super::{Durability, Result, StoreError};
+use lease::LEASE_LOST;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        match &error {
+            rusqlite::Error::SqliteFailure(_, Some(message)) if message == LEASE_LOST => {
+                StoreError::LeaseLost
+            }
+            _ => StoreError::Database(Box::new(error)),
+        }
+    }
+}
+
+/// SQLite's `synchronous` setting for a durability.
+fn synchronous(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    }
+}
+
+/// Handle on the SQLite database (`wfhost.db`) under one home directory.
+///
+/// Every write is an `IMMEDIATE` transaction: in WAL mode a deferred
+/// transaction that reads and then writes fails with `SQLITE_BUSY_SNAPSHOT`
+/// when another process wrote in between, which no busy timeout can wait out.
+pub struct SqliteStore {
+    home: PathBuf,
+    conn: Mutex<Connection>,
+    observers: Vec<Arc<dyn StoreObserver>>,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the store under `home` (e.g. `.wfhost/`),
+    /// with the default [`Durability`] and no observer.
+    pub fn open(home: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(home, Durability::default())
+    }
+
+    /// Open (creating if needed) the store under `home` with `durability`
+    /// and no observer.
+    pub fn open_with(home: &Path, durability: Durability) -> Result<SqliteStore> {
+        std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
+            path: home.to_path_buf(),
+            source,
+        })?;
+        // Absolute, so paths handed to child processes (which run in the
+        // workflow's directory) still point here.
+        let home = std::fs::canonicalize(home).map_err(|source| StoreError::Io {
+            path: home.to_path_buf(),
+            source,
+        })?;
+        let mut conn = Connection::open(home.join("wfhost.db"))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        // Switching a fresh database to WAL takes an exclusive lock that
+        // the busy timeout does not always wait for when several processes
+        // open it at once; retry that setup for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match initialise(&mut conn) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        }
+        conn.pragma_update(None, "synchronous", synchronous(durability))?;
+        Ok(SqliteStore {
+            home,
+            conn: Mutex::new(conn),
+            observers: Vec::new(),
+        })
+    }
+
+    /// This store, telling `observer` about every commit (after it).
+    pub fn observed_by(mut self, observer: Arc<dyn StoreObserver>) -> SqliteStore {
+        self.observers.push(observer);
+        self
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tell the observers about a committed change.
+    fn notify(&self, change: &Committed<'_>) -> Result<()> {
+        notify(&self.observers, change)
+    }
+
+    /// Tell the observers about a committed event, after the crash point
+    /// of the crash tests (see [`crate::store::crash_point`]).
+    fn committed_event(
+        &self,
+        run_id: &str,
+        step_id: Option<&str>,
+        at: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<()> {
+        super::crash_point(kind);
+        self.notify(&Committed::Event {
+            run_id,
+            step_id,
+            at,
+            kind,
+            data,
+        })
+    }
+}
+
+/// WAL mode, pragmas and migrations of a freshly opened connection.
+fn initialise(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    schema::migrate(conn)?;
+    lease::install(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::*;
+    use serde_json::json;
+
+    /// A store under a fresh directory, mirrored into run folders as the
+    /// app opens it.
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("home")).unwrap();
+        let mirror = Arc::new(RunFolders::new(store.home()));
+        (dir, store.observed_by(mirror))
+    }
+
+    fn create(store: &SqliteStore, id: &str) {
+        store
+            .create_run(&NewRun {
+                id,
+                workflow_name: "wf",
+                workflow_path: "wf.yaml",
+                workflow_dir: "/tmp",
+                definition: "name: wf\n",
+                args: &json!({"x": 1}),
+                steps: &["a", "b"],
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_driver_that_lost_its_lease_can_write_nothing_more() {
+        let (dir, first) = store();
+        create(&first, "run1");
+        assert!(first.claim_run("run1", 1).unwrap());
+        first.start_attempt("run1", "a", 1, &json!({})).unwrap();
+        first.heartbeat("run1").unwrap();
+        let second = SqliteStore::open(&dir.path().join("home")).unwrap();
+        // pid 1 is alive and the heartbeat fresh: the run is held.
+        assert!(!second.claim_run("run1", 2).unwrap());
+        // The holder stops beating (SIGSTOP): its lease runs out.
+        second
+            .conn()
+            .execute(
+                "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = 'run1'",
+                [],
+            )
+            .unwrap();
+        assert!(second.claim_run("run1", 2).unwrap());
+        second.start_attempt("run1", "a", 2, &json!({})).unwrap();
+
+        // Every write of the old holder fails, and none is committed.
+        let lost = |result: Result<()>| {
+            assert!(matches!(result, Err(StoreError::LeaseLost)), "{result:?}")
+        };
+        assert!(!first.holds_lease("run1").unwrap());
+        assert!(second.holds_lease("run1").unwrap());
+        lost(first.heartbeat("run1"));
+        lost(first.start_attempt("run1", "b", 1, &json!({})));
+        lost(first.finish_attempt(
+            "run1",
+            "a",
+            1,
+            StepStatus::Completed,
+            Ok(&json!({"late": true})),
+        ));
+        lost(first.set_run_status("run1", RunStatus::Failed, Some("late")));
+        lost(first.append_event("run1", None, "log", &json!({})));
+        let steps = second.steps("run1").unwrap();
+        assert_eq!(steps[0].status, StepStatus::Running);
+        assert_eq!(steps[0].attempts, 2);
+        assert_eq!(steps[1].status, StepStatus::Pending);
+        assert_eq!(second.run("run1").unwrap().status, RunStatus::Running);
+        // The new holder goes on; other runs of the old handle are unaffected.
+        second
+            .finish_attempt("run1", "a", 2, StepStatus::Completed, Ok(&json!({})))
+            .unwrap();
+        create(&first, "run2");
+        first.start_attempt("run2", "a", 1, &json!({})).unwrap();
+        // Someone without a lease (a `wfhost pause` from another terminal)
+        // may still ask the holder to stop.
+        let third = SqliteStore::open(&dir.path().join("home")).unwrap();
+        third.set_request("run1", Some("pause")).unwrap();
+    }
+
+    #[test]
+    fn a_run_and_its_attempts_round_trip() {
+        let (_dir, store) = store();
+        create(&store, "abc123");
+        let run = store.run("abc123").unwrap();
+        assert_eq!(run.status, RunStatus::Pending);
+        assert_eq!(run.definition, "name: wf\n");
+        assert_eq!(run.definition_hash, definition_hash("name: wf\n"));
+        assert_eq!(run.args, json!({"x": 1}));
+
+        store
+            .set_run_status("abc123", RunStatus::Running, None)
+            .unwrap();
+        store
+            .start_attempt("abc123", "a", 1, &json!({"config": {}}))
+            .unwrap();
+        let steps = store.steps("abc123").unwrap();
+        assert_eq!(steps[0].status, StepStatus::Running);
+        assert_eq!(steps[0].attempts, 1);
+        store
+            .finish_attempt(
+                "abc123",
+                "a",
+                1,
+                StepStatus::Completed,
+                Ok(&json!({"n": 5})),
+            )
+            .unwrap();
+        store.skip_step("abc123", "b", "because").unwrap();
+        store
+            .set_run_status("abc123", RunStatus::Completed, None)
+            .unwrap();
+
+        let steps = store.steps("abc123").unwrap();
+        assert_eq!(steps[0].output, Some(json!({"n": 5})));
+        assert!(steps[0].started_at.is_some() && steps[0].finished_at.is_some());
+        assert_eq!(steps[1].status, StepStatus::Skipped);
+        assert_eq!(steps[1].error.as_deref(), Some("because"));
+        let run = store.run("abc123").unwrap();
+        assert_eq!(run.status, RunStatus::Completed);
+        assert!(run.finished_at.is_some());
+
+        let kinds: Vec<String> = store
+            .events("abc123", None)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "run_created",
+                "run_status",
+                "step_started",
+                "step_completed",
+                "step_skipped",
+                "run_status"
+            ]
+        );
+        assert_eq!(store.events("abc123", Some("a")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_run_folder_mirrors_the_journal() {
+        let (_dir, store) = store();
+        create(&store, "r1");
+        store
+            .start_attempt("r1", "a", 1, &json!({"in": true}))
+            .unwrap();
+        store
+            .append_event("r1", Some("a"), "log", &json!({"message": "hi"}))
+            .unwrap();
+        store
+            .finish_attempt("r1", "a", 1, StepStatus::Failed, Err("it broke"))
+            .unwrap();
+        let files = store.run_files("r1");
+        let input = std::fs::read_to_string(files.step_dir("a").join("input.json")).unwrap();
+        assert!(input.contains("\"in\": true"));
+        let events = std::fs::read_to_string(files.step_dir("a").join("events.jsonl")).unwrap();
+        assert_eq!(events.lines().count(), 3);
+        assert!(events.contains("it broke"));
+        assert!(
+            !files.step_dir("a").join("output.json").exists(),
+            "no output for a failure"
+        );
+        let all = std::fs::read_to_string(files.dir().join("events.jsonl")).unwrap();
+        assert_eq!(all.lines().count(), 4, "run_created + the step's three");
+    }
+
+    /// Notes every commit it is told about; fails when asked to.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Mutex<Vec<String>>,
+        fail: bool,
+    }
+
+    impl StoreObserver for Recorder {
+        fn name(&self) -> &'static str {
+            "the test recorder"
+        }
+
+        fn committed(&self, change: &Committed<'_>) -> Result<()> {
+            let note = match change {
+                Committed::RunCreated { run_id } => format!("created {run_id}"),
+                Committed::StepInput { step_id, .. } => format!("input {step_id}"),
+                Committed::StepOutput { step_id, .. } => format!("output {step_id}"),
+                Committed::Event { kind, .. } => format!("event {kind}"),
+                Committed::RunRemoved { run_id } => format!("removed {run_id}"),
+            };
+            self.seen.lock().unwrap().push(note);
+            if self.fail {
+                return Err(StoreError::UnknownRun("observer failure".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn observers_follow_each_commit_and_sql_alone_writes_no_run_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let store = SqliteStore::open(dir.path())
+            .unwrap()
+            .observed_by(recorder.clone());
+        create(&store, "r1");
+        store.start_attempt("r1", "a", 1, &json!({})).unwrap();
+        store
+            .finish_attempt("r1", "a", 1, StepStatus::Completed, Ok(&json!(1)))
+            .unwrap();
+        store
+            .set_run_status("r1", RunStatus::Completed, None)
+            .unwrap();
+        assert_eq!(store.prune("9999-01-01T00:00:00Z").unwrap(), ["r1"]);
+        assert_eq!(
+            *recorder.seen.lock().unwrap(),
+            [
+                "created r1",
+                "event run_created",
+                "input a",
+                "event step_started",
+                "output a",
+                "event step_completed",
+                "event run_status",
+                "removed r1",
+            ]
+        );
+        assert!(
+            !dir.path().join("runs").exists(),
+            "the SQL code wrote no run folder"
+        );
+    }
+
+    #[test]
+    fn a_failing_observer_leaves_the_commit_standing_but_fails_a_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = Arc::new(Recorder {
+            fail: true,
+            ..Recorder::default()
+        });
+        let store = SqliteStore::open(dir.path()).unwrap().observed_by(failing);
+        create(&store, "r1");
+        store.start_attempt("r1", "a", 1, &json!({})).unwrap();
+        assert_eq!(store.steps("r1").unwrap()[0].status, StepStatus::Running);
+        store
+            .set_run_status("r1", RunStatus::Failed, Some("x"))
+            .unwrap();
+        let error = store.prune("9999-01-01T00:00:00Z").unwrap_err();
+        assert!(error.to_string().contains("observer failure"), "{error}");
+        assert!(store.runs().unwrap().is_empty(), "the rows are gone");
+    }
+
+    #[test]
+    fn run_ids_resolve_by_unique_prefix() {
+        let (_dir, store) = store();
+        create(&store, "aa11");
+        create(&store, "aa22");
+        create(&store, "bb33");
+        assert_eq!(store.resolve_run_id("b").unwrap(), "bb33");
+        assert_eq!(store.resolve_run_id("aa2").unwrap(), "aa22");
+        let ambiguous = store.resolve_run_id("aa").unwrap_err().to_string();
+        assert!(
+            ambiguous.contains("ambiguous")
+                && ambiguous.contains("aa11")
+                && ambiguous.contains("aa22")
+        );
+        let unknown = store.resolve_run_id("zz").unwrap_err().to_string();
+        assert_eq!(unknown, "no run matches 'zz' (see `wfhost runs`)");
+        assert_eq!(store.runs().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn durability_sets_sqlite_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let store = SqliteStore::open_with(dir.path(), durability).unwrap();
+            let level: i64 = store
+                .conn()
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(level, expected, "{durability:?}");
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_does_not_remigrate() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            create(&store, "keep");
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.run("keep").unwrap().workflow, "wf");
+        let mode: String = store
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn run_ids_are_fresh() {
+        let a = new_run_id();
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, new_run_id());
+    }
+}
