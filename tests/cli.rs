@@ -856,3 +856,34 @@ fn printing_commands_end_quietly_on_a_closed_pipe() {
         );
     }
 }
+
+/// `plugins` lists the built-in step components and the built-in tool
+/// policies, each with its world.
+#[test]
+fn plugins_lists_steps_and_policies() {
+    let sandbox = Sandbox::new();
+    let output = sandbox.command(&["plugins", "--json"]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let world_of = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["world"].as_str().unwrap().to_string())
+    };
+    assert_eq!(world_of("script").as_deref(), Some("step"));
+    assert_eq!(world_of("rules-policy").as_deref(), Some("tool-policy"));
+    let text = sandbox.command(&["plugins"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("rules-policy") && l.contains("policy")),
+        "{text}"
+    );
+}

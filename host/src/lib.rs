@@ -20,12 +20,22 @@
 //! (its sandboxed programs and host files), [`runtime`] never uses
 //! [`agent`]. [`app`] wires them together; [`cli`] is a thin layer on top.
 //! `tests/layers.rs` checks the rule.
+//!
+//! # Visibility
+//!
+//! Modules are `pub(crate)`: the crate's one public item is [`main`], the
+//! `wfhost` command line (the binary is its only user; tests drive the
+//! binary). Inside the crate, `pub` marks what other modules use.
 
-pub mod agent;
-pub mod app;
-pub mod cli;
-pub mod engine;
-pub mod runtime;
-pub mod step;
-pub mod store;
-pub mod workflow;
+#![deny(missing_docs)]
+
+pub(crate) mod agent;
+pub(crate) mod app;
+pub(crate) mod cli;
+pub(crate) mod engine;
+pub(crate) mod runtime;
+pub(crate) mod step;
+pub(crate) mod store;
+pub(crate) mod workflow;
+
+pub use cli::main;

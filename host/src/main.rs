@@ -1,5 +1,5 @@
 //! The `wfhost` binary: see `wfhost --help`.
 
 fn main() -> std::process::ExitCode {
-    wfhost::cli::main()
+    wfhost::main()
 }

@@ -452,19 +452,31 @@ pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
         let info = tokio.block_on(runtime.describe(builtin.name))?;
         infos.push(json!({
             "name": builtin.name,
+            "world": "step",
             "version": info.version,
             "description": info.description,
             "config_schema": serde_json::from_str::<Value>(&info.config_schema).unwrap_or(Value::Null),
+        }));
+    }
+    for policy in crate::runtime::builtin::POLICIES {
+        infos.push(json!({
+            "name": policy.name,
+            "world": "tool-policy",
+            "description": policy.description,
         }));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&infos)?);
     } else {
         for info in &infos {
+            let kind = match info["world"].as_str() {
+                Some("step") => info["version"].as_str().unwrap_or_default(),
+                _ => "policy",
+            };
             println!(
-                "{:<12} {:<8} {}",
+                "{:<15} {:<8} {}",
                 info["name"].as_str().unwrap_or_default(),
-                info["version"].as_str().unwrap_or_default(),
+                kind,
                 info["description"].as_str().unwrap_or_default()
             );
         }

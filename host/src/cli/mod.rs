@@ -76,7 +76,7 @@ enum Command {
     Prune(history::PruneArgs),
     /// Print the log of a run, or of one of its steps.
     Logs(inspect::LogsArgs),
-    /// List the built-in step components.
+    /// List the built-in step components and tool policies.
     Plugins(inspect::PluginsArgs),
     /// Measure scheduling and persistence overhead on synthetic workflows.
     Bench(bench::BenchArgs),

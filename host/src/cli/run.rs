@@ -63,6 +63,10 @@ pub fn finish(
         println!("{}", serde_json::to_string_pretty(&status)?);
     }
     let outcome = outcome?;
+    debug_assert_eq!(
+        outcome.run_id, run_id,
+        "finish reports the run it was given"
+    );
     if !quiet {
         let style = Style::for_stderr();
         if let Some(message) = outcome

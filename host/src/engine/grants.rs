@@ -15,7 +15,6 @@ use super::ceiling::Ceiling;
 use super::step_types;
 
 pub use crate::step::grants::*;
-pub use crate::step::units::parse_size;
 
 /// The grants a step declares, merged with the workflow defaults (see
 /// [`Grants`] for the rule), plus what its step type implies (the shell of
@@ -229,6 +228,7 @@ mod tests {
 
     #[test]
     fn sizes_parse_with_units() {
+        use crate::step::units::parse_size;
         assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
         assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_size("10MB").unwrap(), 10_000_000);

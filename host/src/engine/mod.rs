@@ -15,6 +15,4 @@ pub mod retry;
 pub mod scheduler;
 pub mod step_types;
 
-pub use crate::step::{executor, stop};
-
 pub use driver::{Driver, RunEvent, RunListener, RunOutcome, Silent};

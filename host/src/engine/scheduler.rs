@@ -188,6 +188,7 @@ impl Scheduler {
         open
     }
 
+    #[cfg(test)]
     /// Slot of one step.
     pub fn slot(&self, step: usize) -> Slot {
         self.slots[step]

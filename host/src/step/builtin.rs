@@ -95,6 +95,7 @@ pub fn policy(name: &str) -> Option<&'static BuiltinComponent> {
     POLICIES.iter().find(|b| b.name == name)
 }
 
+#[cfg(test)]
 /// Names of all built-in tool-policy components, sorted.
 pub fn policy_names() -> Vec<&'static str> {
     POLICIES.iter().map(|b| b.name).collect()

@@ -19,6 +19,7 @@ pub trait AgentSession: Send + Sync {
     ) -> BoxFuture<Result<Completion, ModelError>>;
     /// The tools the agent may use.
     fn available(&self) -> Vec<ToolSpec>;
+    #[cfg(test)]
     /// Check, audit and run one tool call.
     fn invoke(
         &self,

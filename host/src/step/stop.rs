@@ -48,6 +48,7 @@ impl Default for StopTrigger {
 pub struct StopSignal(Option<watch::Receiver<bool>>);
 
 impl StopSignal {
+    #[cfg(test)]
     /// A signal that never fires.
     pub fn never() -> StopSignal {
         StopSignal(None)

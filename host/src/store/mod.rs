@@ -33,7 +33,7 @@ pub use agent::{
 };
 pub use changes::Change;
 pub use files::{RunFiles, RunFolders};
-pub use observer::{Committed, StoreObserver};
+pub use observer::Committed;
 pub use records::{
     driver_alive, is_stale, EventRecord, RunRecord, RunStatus, StepRecord, StepStatus,
 };

@@ -202,12 +202,6 @@ pub trait CheckpointStore: StepStore + EventLog {
         )
     }
 
-    /// Complete a step whose attempts were recorded item by item.
-    fn complete_step(&self, run_id: &str, step_id: &str, output: &Value) -> Result<()> {
-        let step = step_id;
-        self.apply(run_id, &[Change::CompleteStep { step, output }])
-    }
-
     /// Record that a step will not run, and why.
     fn skip_step(&self, run_id: &str, step_id: &str, reason: &str) -> Result<()> {
         let step = step_id;

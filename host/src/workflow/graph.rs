@@ -55,22 +55,19 @@ impl Graph {
         self.ids.len()
     }
 
+    #[cfg(test)]
     /// True when there are no steps.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
 
+    #[cfg(test)]
     /// The id of step `i`.
     ///
     /// # Panics
     /// When `i >= self.len()`.
     pub fn id(&self, i: usize) -> &str {
         &self.ids[i]
-    }
-
-    /// All step ids, in file order.
-    pub fn ids(&self) -> &[String] {
-        &self.ids
     }
 
     /// The index of the (first) step with this id.
@@ -83,11 +80,13 @@ impl Graph {
         self.deps.get(i).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    #[cfg(test)]
     /// The steps that need `i` directly, in file order.
     pub fn dependents(&self, i: usize) -> &[usize] {
         self.dependents.get(i).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    #[cfg(test)]
     /// Steps with no needs, in file order.
     pub fn roots(&self) -> Vec<usize> {
         (0..self.len())
@@ -136,6 +135,7 @@ impl Graph {
         order
     }
 
+    #[cfg(test)]
     /// Groups steps by depth: level 0 has the roots, level `k` the steps whose
     /// deepest need is on level `k - 1`. Steps on cycles are left out.
     pub fn levels(&self) -> Vec<Vec<usize>> {

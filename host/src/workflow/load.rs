@@ -79,7 +79,7 @@ pub fn load_from_source(
     })
 }
 
-pub use crate::step::units::{parse_duration, MAX_DURATION};
+pub use crate::step::units::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -21,10 +21,9 @@ pub mod template;
 pub mod validate;
 
 pub use args::{coerce_cli_arg, resolve_args};
-pub use diag::{Diagnostic, Diagnostics, Location};
-pub use graph::{to_dot, to_mermaid, Graph};
+pub use diag::{Diagnostic, Diagnostics};
 pub use load::{load, load_from_source, parse_duration, LoadedWorkflow};
-pub use model::{Access, FileGrant, Grants, Phase, RunConfig, Step, Workflow};
-pub use parse::{parse_str, Format};
-pub use template::{references, Templates};
-pub use validate::{step_kind, validate, StepKind};
+pub use model::Step;
+pub use parse::Format;
+pub use template::Templates;
+pub use validate::{step_kind, StepKind};

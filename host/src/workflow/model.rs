@@ -161,7 +161,7 @@ pub struct Defaults {
     pub retry: Option<RetrySpec>,
 }
 
-pub use crate::step::grants::{Access, FileGrant, Grants, SandboxMode};
+pub use crate::step::grants::{Grants, SandboxMode};
 
 /// A `retry:` block as written (per step, or under `defaults`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

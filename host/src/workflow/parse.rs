@@ -98,7 +98,7 @@ fn clean_message(message: &str, line: usize, col: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::model::Access;
+    use crate::step::grants::files::Access;
 
     fn yaml_err(src: &str) -> Diagnostic {
         let mut ds = parse_str(src, "wf.yaml", Format::Yaml).expect_err("should fail");

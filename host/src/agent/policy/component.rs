@@ -64,7 +64,7 @@ impl ComponentPolicy {
         let runtime = policy_runtime()?;
         let prepared = match &self.source {
             Source::Builtin(name) => {
-                let builtin = crate::step::builtin::builtin(name).ok_or_else(|| {
+                let builtin = crate::step::builtin::policy(name).ok_or_else(|| {
                     format!("the built-in component '{name}' is not part of this wfhost build")
                 })?;
                 runtime.load(builtin.wasm)

@@ -62,7 +62,7 @@ pub const SEARCH_MAX_FILES: usize = 5000;
 /// Files larger than this are skipped by `search`.
 pub const SEARCH_MAX_FILE: usize = 2 * 1024 * 1024;
 
-pub use wfhost_tool_catalog::{lookup, Subject, ToolDef, TOOLS};
+pub use wfhost_tool_catalog::{lookup, ToolDef};
 
 /// Specs of the tools an agent lists, in its order, each once; unknown
 /// names are left out.
@@ -421,7 +421,7 @@ mod tests {
         ]);
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["read_file", "exec"]);
-        for tool in TOOLS {
+        for tool in wfhost_tool_catalog::TOOLS {
             let schema: Value = serde_json::from_str(tool.parameters).unwrap();
             assert_eq!(schema["type"], "object", "{}", tool.name);
         }

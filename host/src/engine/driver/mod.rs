@@ -37,8 +37,6 @@ use crate::step::executor::{LogLevel, StepExecutor};
 use crate::store::{EngineStore, NewRun, RunStatus};
 use crate::workflow::LoadedWorkflow;
 
-pub use invocation::template_context;
-
 /// Steps running at once when the workflow does not say.
 pub const DEFAULT_PARALLELISM: usize = 4;
 /// Per-attempt timeout when neither the step nor `config.timeout` says.

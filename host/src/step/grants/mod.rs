@@ -44,12 +44,9 @@ use super::executor::StepObserver;
 use super::units::string_or_number;
 
 pub use env::EnvGrant;
-pub use exec::{exec_line_programs, resolve_program, ExecGrant, COREUTILS};
-pub use files::{Access, DirHandle, FileGrant, HostState};
-pub use limits::{
-    check_kill_grace, DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, MAX_KILL_GRACE,
-    MAX_MAX_OUTPUT,
-};
+pub use exec::{resolve_program, ExecGrant};
+pub use files::{DirHandle, FileGrant, HostState};
+pub use limits::{check_kill_grace, DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY};
 pub use network::NetworkGrant;
 
 /// Capabilities granted to a step, as the workflow writes them. Deny by
@@ -497,7 +494,7 @@ mod tests {
         let spec = Grants {
             files: vec![FileGrant {
                 path: "missing-dir-wfhost".into(),
-                access: Access::Read,
+                access: files::Access::Read,
             }],
             env: vec!["A-B".into()],
             exec: vec!["@nothing".into()],

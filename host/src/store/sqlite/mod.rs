@@ -59,6 +59,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    #[cfg(test)]
     /// Open (creating if needed) the store under `home` (e.g. `.wfhost/`),
     /// with the default [`Durability`] and no observer.
     pub fn open(home: &Path) -> Result<SqliteStore> {
