@@ -14,6 +14,12 @@ use crate::workflow::LoadedWorkflow;
 /// Loops back a `retry_step` may make when `max_loops` is not given.
 const DEFAULT_MAX_LOOPS: u32 = 3;
 
+/// Where an `on_failure.retry_step` goes back to, and how often at most.
+struct LoopBack<'a> {
+    target: &'a str,
+    max: u32,
+}
+
 impl Driver {
     /// Record a step's failed `attempt` and what follows from its
     /// `on_failure`: go back (`retry_step`), block the run, skip it, or fail
@@ -33,9 +39,8 @@ impl Driver {
         let on_failure = step.on_failure.clone().unwrap_or_default();
         if let Some(target) = &on_failure.retry_step {
             let max = on_failure.max_loops.unwrap_or(DEFAULT_MAX_LOOPS);
-            match self.loop_back(
-                run_id, workflow, state, index, attempt, target, max, message,
-            )? {
+            let back = LoopBack { target, max };
+            match self.loop_back(run_id, workflow, state, (index, attempt), back, message)? {
                 Some(gave_up) => message = gave_up,
                 None => return Ok(()),
             }
@@ -124,18 +129,16 @@ impl Driver {
     /// `on_failure.retry_step`: while loops are left, record the failed
     /// attempt and go back to `target` (returns `None`); after `max`
     /// loops, the failure's message saying so.
-    #[allow(clippy::too_many_arguments)]
     fn loop_back(
         &self,
         run_id: &str,
         workflow: &LoadedWorkflow,
         state: &mut RunState,
-        index: usize,
-        attempt: u32,
-        target: &str,
-        max: u32,
+        (index, attempt): (usize, u32),
+        back: LoopBack<'_>,
         message: String,
     ) -> Result<Option<String>> {
+        let LoopBack { target, max } = back;
         let step = &workflow.def.steps[index];
         let used = self.store.loops(run_id, &step.id)?;
         if used < max {

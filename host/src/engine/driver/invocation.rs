@@ -37,21 +37,60 @@ pub fn template_context(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a run offers the invocations of its steps.
+pub(super) struct RunView<'a> {
+    /// The run.
+    pub(super) run_id: &'a str,
+    /// Its workflow.
+    pub(super) workflow: &'a LoadedWorkflow,
+    /// Its arguments.
+    pub(super) args: &'a Value,
+    /// Outputs of the steps completed so far.
+    pub(super) outputs: &'a BTreeMap<String, Value>,
+    /// The template context (for a `for_each` item, with `item`, `index`).
+    pub(super) context: &'a Value,
+    /// The template engine.
+    pub(super) templates: &'a Templates,
+}
+
+/// One attempt of one step, to be prepared.
+pub(super) struct AttemptPlan<'a> {
+    /// The step.
+    pub(super) step: &'a Step,
+    /// Its type.
+    pub(super) kind: &'a dyn StepType,
+    /// The component it runs.
+    pub(super) component: &'a str,
+    /// The attempt's number (1 for the first).
+    pub(super) attempt: u32,
+    /// Its resolved grants.
+    pub(super) grants: ResolvedGrants,
+    /// Its scratch directory.
+    pub(super) scratch_dir: PathBuf,
+}
+
+/// The invocation of `plan` in `run`: config rendered, inputs gathered,
+/// timeout from the grants.
 pub(super) fn prepare_invocation(
-    workflow: &LoadedWorkflow,
-    step: &Step,
-    kind: &dyn StepType,
-    component: &str,
-    run_id: &str,
-    attempt: u32,
-    args: &Value,
-    outputs: &BTreeMap<String, Value>,
-    context: &Value,
-    templates: &Templates,
-    grants: ResolvedGrants,
-    scratch_dir: PathBuf,
+    run: &RunView<'_>,
+    plan: AttemptPlan<'_>,
 ) -> Result<StepInvocation, StepFailure> {
+    let RunView {
+        run_id,
+        workflow,
+        args,
+        outputs,
+        context,
+        templates,
+    } = *run;
+    let AttemptPlan {
+        step,
+        kind,
+        component,
+        attempt,
+        grants,
+        scratch_dir,
+    } = plan;
     let rendered_with = match &step.with {
         Some(with) => templates
             .render_value(with, context)

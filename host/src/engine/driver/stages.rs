@@ -9,7 +9,6 @@ use super::Driver;
 use crate::engine::scheduler::Scheduler;
 use crate::step::executor::StepFailure;
 use crate::store::{Change, StepStatus};
-use crate::workflow::model::StageLoop;
 use crate::workflow::template::evaluate_condition;
 use crate::workflow::{LoadedWorkflow, Templates};
 
@@ -22,19 +21,20 @@ impl Driver {
     /// stage is over, or it goes back (its steps are reset), or it failed
     /// to converge (then the completion is not recorded, the failure is).
     /// Returns whether the completion was recorded.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn close_stage(
         &self,
         run_id: &str,
         workflow: &LoadedWorkflow,
         templates: &Templates,
         state: &mut RunState,
-        index: usize,
-        attempt: u32,
-        stage: &StageLoop,
+        (index, attempt): (usize, u32),
         completion: Change<'_>,
     ) -> Result<bool> {
         let step = &workflow.def.steps[index];
+        let Some(stage) = &step.stage_loop else {
+            self.store.apply(run_id, &[completion])?;
+            return Ok(true);
+        };
         let max = stage
             .max_iterations
             .unwrap_or(DEFAULT_MAX_ITERATIONS)

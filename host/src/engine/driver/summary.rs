@@ -8,17 +8,20 @@ use crate::engine::step_types::StepType;
 use crate::store::EngineStore;
 use crate::workflow::model::Step;
 
-#[allow(clippy::too_many_arguments)]
+/// Write `summary.md` of a step that ended after `elapsed` with
+/// `outcome` (its output, or its error).
 pub(super) fn write_summary(
     store: &dyn EngineStore,
     run_id: &str,
     step: &Step,
     kind: &dyn StepType,
-    status: &str,
     elapsed: Duration,
-    error: Option<&str>,
-    output: Option<&Value>,
+    outcome: Result<&Value, &str>,
 ) {
+    let (status, output, error) = match outcome {
+        Ok(output) => ("completed", Some(output), None),
+        Err(error) => ("failed", None, Some(error)),
+    };
     let mut text = format!("# Step `{}`\n\n", step.id);
     if let Some(name) = &step.name {
         text.push_str(&format!("{name}\n\n"));

@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::RunLoop;
-use crate::engine::driver::invocation::prepare_invocation;
+use crate::engine::driver::invocation::{prepare_invocation, AttemptPlan, RunView};
 use crate::engine::driver::lease;
 use crate::engine::driver::step_log::StepLog;
 use crate::engine::driver::RunEvent;
@@ -139,21 +139,25 @@ impl RunLoop<'_> {
         let attempt = self.state.attempts[index] + 1;
         self.state.attempts[index] = attempt;
         let kind = self.setup.types[index].as_ref();
-        let prepared = prepare_invocation(
+        let run = RunView {
+            run_id,
             workflow,
+            args: self.args,
+            outputs: &self.state.outputs,
+            context: &self.state.context,
+            templates: &self.templates,
+        };
+        let plan = AttemptPlan {
             step,
             kind,
-            &self.setup.components[index],
-            run_id,
+            component: &self.setup.components[index],
             attempt,
-            self.args,
-            &self.state.outputs,
-            &self.state.context,
-            &self.templates,
-            self.setup.grants[index].clone(),
-            driver.store.run_files(run_id).step_dir(&step.id),
-        )
-        .and_then(|invocation| kind.attach(&driver.attach_context(), workflow, step, invocation));
+            grants: self.setup.grants[index].clone(),
+            scratch_dir: driver.store.run_files(run_id).step_dir(&step.id),
+        };
+        let prepared = prepare_invocation(&run, plan).and_then(|invocation| {
+            kind.attach(&driver.attach_context(), workflow, step, invocation)
+        });
         let input = match &prepared {
             Ok(invocation) => json!({
                 "component": invocation.component,

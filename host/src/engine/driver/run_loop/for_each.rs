@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::RunLoop;
-use crate::engine::driver::invocation::prepare_invocation;
+use crate::engine::driver::invocation::{prepare_invocation, AttemptPlan, RunView};
 use crate::engine::driver::lease;
 use crate::engine::driver::step_log::StepLog;
 use crate::engine::driver::{RunEvent, DEFAULT_PARALLELISM};
@@ -58,21 +58,24 @@ impl RunLoop<'_> {
             context["index"] = json!(position);
             let attempt = state.attempts[index] + 1;
             state.attempts[index] = attempt;
-            let mut invocation = prepare_invocation(
+            let run = RunView {
+                run_id,
                 workflow,
+                args,
+                outputs: &state.outputs,
+                context: &context,
+                templates,
+            };
+            let plan = AttemptPlan {
                 step,
                 kind,
                 component,
-                run_id,
                 attempt,
-                args,
-                &state.outputs,
-                &context,
-                templates,
-                grants.clone(),
-                driver.store.run_files(run_id).step_dir(&step.id),
-            )
-            .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
+                grants: grants.clone(),
+                scratch_dir: driver.store.run_files(run_id).step_dir(&step.id),
+            };
+            let mut invocation = prepare_invocation(&run, plan)
+                .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;
             invocation.idempotency_key =
                 crate::step::executor::idempotency_key(run_id, &step.id, position, attempt);
             invocation.cancel = state.stop.signal();

@@ -75,10 +75,8 @@ impl RunLoop<'_> {
                     self.run_id,
                     step,
                     self.setup.types[index].as_ref(),
-                    "failed",
                     elapsed,
-                    Some(&failure.message),
-                    None,
+                    Err(&failure.message),
                 );
                 self.state.board.finished(index, "failed", elapsed);
                 self.record_failure(index, attempt, &failure)?;
@@ -113,16 +111,14 @@ impl RunLoop<'_> {
             }
         };
         let completed = match &step.stage_loop {
-            Some(stage) => {
+            Some(_) => {
                 self.state.complete(index, output.clone());
                 driver.close_stage(
                     run_id,
                     workflow,
                     &self.templates,
                     &mut self.state,
-                    index,
-                    attempt,
-                    stage,
+                    (index, attempt),
                     completion,
                 )?
             }
@@ -139,10 +135,8 @@ impl RunLoop<'_> {
                 run_id,
                 step,
                 self.setup.types[index].as_ref(),
-                "completed",
                 elapsed,
-                None,
-                Some(&output),
+                Ok(&output),
             );
             self.state.board.finished(index, "completed", elapsed);
             driver.listener.on_event(&RunEvent::StepCompleted {
