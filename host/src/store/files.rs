@@ -13,9 +13,13 @@
 //! kept by [`RunFolders`], an observer of the store's commits. The engine
 //! writes `progress.md` and `summary.md` itself through [`RunFiles`].
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use serde_json::Value;
 
@@ -24,9 +28,26 @@ use super::{Result, StoreError};
 
 /// The run-folder mirror: follows a store's commits into `runs/<run-id>/`
 /// under a home directory.
-#[derive(Debug, Clone)]
+///
+/// The files are written by one background thread, so a step's transition
+/// never waits on them: each commit is queued (a copy of what changed), and
+/// the writer takes everything queued at once, appends each file's lines
+/// in one write and creates each directory once. The mirror may lag the
+/// store by what is queued; [`StoreObserver::flush`] (and dropping the last
+/// clone) waits for it to catch up. A crash can lose what was queued; the
+/// store stays the truth.
+#[derive(Clone)]
 pub struct RunFolders {
     runs: PathBuf,
+    writer: Arc<Writer>,
+}
+
+impl std::fmt::Debug for RunFolders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunFolders")
+            .field("runs", &self.runs)
+            .finish()
+    }
 }
 
 impl RunFolders {
@@ -34,6 +55,7 @@ impl RunFolders {
     pub fn new(home: &Path) -> RunFolders {
         RunFolders {
             runs: home.join("runs"),
+            writer: Arc::new(Writer::start()),
         }
     }
 
@@ -50,14 +72,20 @@ impl StoreObserver for RunFolders {
 
     fn committed(&self, change: &Committed<'_>) -> Result<()> {
         let files = self.run(change.run_id());
-        match *change {
-            Committed::RunCreated { .. } => files.init(),
-            Committed::StepInput { step_id, input, .. } => {
-                files.write_step_json(step_id, "input.json", input)
-            }
+        let job = match *change {
+            Committed::RunCreated { .. } => Job::CreateDir(files.dir),
+            Committed::StepInput { step_id, input, .. } => Job::WriteJson {
+                dir: files.step_dir(step_id),
+                name: "input.json",
+                value: input.clone(),
+            },
             Committed::StepOutput {
                 step_id, output, ..
-            } => files.write_step_json(step_id, "output.json", output),
+            } => Job::WriteJson {
+                dir: files.step_dir(step_id),
+                name: "output.json",
+                value: output.clone(),
+            },
             Committed::Event {
                 step_id,
                 at,
@@ -67,15 +95,223 @@ impl StoreObserver for RunFolders {
             } => {
                 let line =
                     serde_json::json!({ "at": at, "step": step_id, "kind": kind, "data": data });
-                files.append_event(step_id, &line)
-            }
-            Committed::RunRemoved { .. } => match fs::remove_dir_all(files.dir()) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    Err(io_error(files.dir(), error))
+                Job::Append {
+                    step_dir: step_id.map(|step| files.step_dir(step)),
+                    line: format!("{line}\n"),
+                    run_dir: files.dir,
                 }
-                _ => Ok(()),
-            },
+            }
+            Committed::RunRemoved { .. } => {
+                let (done, result) = mpsc::sync_channel(1);
+                self.writer.send(Job::Remove {
+                    dir: files.dir,
+                    done,
+                });
+                return result.recv().unwrap_or(Ok(()));
+            }
+        };
+        self.writer.send(job);
+        Ok(())
+    }
+
+    fn flush(&self) {
+        self.writer.flush();
+    }
+}
+
+/// What the writer thread is asked to do, in commit order.
+enum Job {
+    CreateDir(PathBuf),
+    WriteJson {
+        dir: PathBuf,
+        name: &'static str,
+        value: Value,
+    },
+    Append {
+        run_dir: PathBuf,
+        step_dir: Option<PathBuf>,
+        line: String,
+    },
+    /// Remove a run's folder; the result goes back to the caller.
+    Remove {
+        dir: PathBuf,
+        done: mpsc::SyncSender<Result<()>>,
+    },
+    /// Everything before this is on disk.
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// The background thread writing run folders, and the queue to it.
+struct Writer {
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    fn start() -> Writer {
+        let (queue, jobs) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("wfhost-run-folders".into())
+            .spawn(move || write_all(jobs))
+            .map_err(|error| tracing::warn!("cannot start the run-folder writer: {error}"))
+            .ok();
+        Writer {
+            queue: Mutex::new(thread.as_ref().map(|_| queue)),
+            thread: Mutex::new(thread),
         }
+    }
+
+    fn send(&self, job: Job) {
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        match queue.as_ref() {
+            Some(queue) => {
+                if let Err(mpsc::SendError(job)) = queue.send(job) {
+                    Batch::default().run(job);
+                }
+            }
+            // No thread: write in place.
+            None => Batch::default().run(job),
+        }
+    }
+
+    fn flush(&self) {
+        let (done, finished) = mpsc::sync_channel(1);
+        self.send(Job::Flush(done));
+        let _ = finished.recv();
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has written the rest.
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writer thread: takes what is queued at once and writes it.
+fn write_all(jobs: mpsc::Receiver<Job>) {
+    let mut batch = Batch::default();
+    while let Ok(first) = jobs.recv() {
+        batch.run(first);
+        while let Ok(job) = jobs.try_recv() {
+            batch.run(job);
+        }
+        batch.write_appends();
+        // Bounded memory and descriptors over long-lived processes.
+        if batch.made.len() > 100_000 {
+            batch.made.clear();
+        }
+        if batch.open.len() > MAX_OPEN_JOURNALS {
+            batch.open.clear();
+        }
+    }
+}
+
+/// Journals (`events.jsonl`) the writer keeps open between batches.
+const MAX_OPEN_JOURNALS: usize = 64;
+
+/// What the writer knows between jobs: appends gathered per file (in
+/// order) until written, directories known to exist, journals open.
+#[derive(Default)]
+struct Batch {
+    made: HashSet<PathBuf>,
+    appends: BTreeMap<PathBuf, String>,
+    open: HashMap<PathBuf, fs::File>,
+}
+
+impl Batch {
+    fn run(&mut self, job: Job) {
+        let outcome = match job {
+            Job::CreateDir(dir) => self.dir(&dir),
+            Job::WriteJson { dir, name, value } => {
+                let text =
+                    serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
+                self.dir(&dir).and_then(|()| {
+                    let path = dir.join(name);
+                    fs::write(&path, text + "\n").map_err(|source| io_error(&path, source))
+                })
+            }
+            Job::Append {
+                run_dir,
+                step_dir,
+                line,
+            } => {
+                self.appends
+                    .entry(run_dir.join("events.jsonl"))
+                    .or_default()
+                    .push_str(&line);
+                if let Some(step_dir) = step_dir {
+                    self.appends
+                        .entry(step_dir.join("events.jsonl"))
+                        .or_default()
+                        .push_str(&line);
+                }
+                Ok(())
+            }
+            Job::Remove { dir, done } => {
+                self.write_appends();
+                self.made.retain(|made| !made.starts_with(&dir));
+                self.open.retain(|path, _| !path.starts_with(&dir));
+                let removed = match fs::remove_dir_all(&dir) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        Err(io_error(&dir, error))
+                    }
+                    _ => Ok(()),
+                };
+                let _ = done.send(removed);
+                Ok(())
+            }
+            Job::Flush(done) => {
+                self.write_appends();
+                let _ = done.send(());
+                Ok(())
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::warn!("the run folder could not be updated: {error}");
+        }
+    }
+
+    /// Create `dir` (and its parents) unless this writer already did.
+    fn dir(&mut self, dir: &Path) -> Result<()> {
+        if self.made.contains(dir) {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).map_err(|source| io_error(dir, source))?;
+        self.made.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// One append per file of everything gathered.
+    fn write_appends(&mut self) {
+        for (path, text) in std::mem::take(&mut self.appends) {
+            if let Err(error) = self.append(&path, &text) {
+                self.open.remove(&path);
+                tracing::warn!("the run folder could not be updated: {error}");
+            }
+        }
+    }
+
+    fn append(&mut self, path: &Path, text: &str) -> Result<()> {
+        if !self.open.contains_key(path) {
+            if let Some(dir) = path.parent() {
+                self.dir(dir)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| io_error(path, source))?;
+            self.open.insert(path.to_path_buf(), file);
+        }
+        let Some(file) = self.open.get_mut(path) else {
+            return Ok(());
+        };
+        file.write_all(text.as_bytes())
+            .map_err(|source| io_error(path, source))
     }
 }
 
@@ -101,17 +337,6 @@ impl RunFiles {
         self.dir.join("steps").join(step_id)
     }
 
-    /// Create the run folder.
-    pub fn init(&self) -> Result<()> {
-        fs::create_dir_all(&self.dir).map_err(|source| io_error(&self.dir, source))
-    }
-
-    /// Write `value` pretty-printed to `steps/<step>/<name>`.
-    pub fn write_step_json(&self, step_id: &str, name: &str, value: &Value) -> Result<()> {
-        let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
-        self.write_step_file(step_id, name, &(text + "\n"))
-    }
-
     /// Write a text file into the step's folder.
     pub fn write_step_file(&self, step_id: &str, name: &str, text: &str) -> Result<()> {
         let dir = self.step_dir(step_id);
@@ -125,29 +350,6 @@ impl RunFiles {
         let path = self.dir.join("progress.md");
         fs::write(&path, markdown).map_err(|source| io_error(&path, source))
     }
-
-    /// Append one JSON line to the run's journal and, for step events, to
-    /// the step's journal.
-    pub fn append_event(&self, step_id: Option<&str>, line: &Value) -> Result<()> {
-        let text = format!("{line}\n");
-        append(&self.dir.join("events.jsonl"), &text)?;
-        if let Some(step_id) = step_id {
-            let dir = self.step_dir(step_id);
-            fs::create_dir_all(&dir).map_err(|source| io_error(&dir, source))?;
-            append(&dir.join("events.jsonl"), &text)?;
-        }
-        Ok(())
-    }
-}
-
-fn append(path: &Path, text: &str) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| io_error(path, source))?;
-    file.write_all(text.as_bytes())
-        .map_err(|source| io_error(path, source))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {

@@ -75,6 +75,10 @@ pub trait StoreObserver: Send + Sync {
     /// as a warning (the transition stands), except for
     /// [`Committed::RunRemoved`], where it fails the prune.
     fn committed(&self, change: &Committed<'_>) -> Result<()>;
+
+    /// Wait until everything told so far is kept (for observers that work
+    /// in the background; by default there is nothing to wait for).
+    fn flush(&self) {}
 }
 
 /// Tell every observer about a committed change; failures other than a

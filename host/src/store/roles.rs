@@ -35,6 +35,10 @@ pub trait RunStore: Send + Sync {
         RunFiles::new(self.home().join("runs").join(run_id))
     }
 
+    /// Wait until the store's observers (the run-folder mirror) have
+    /// caught up with every commit so far.
+    fn flush_observers(&self) {}
+
     /// Record a new run (status `pending`) and its steps in one transaction.
     fn create_run(&self, run: &NewRun<'_>) -> Result<()>;
 

@@ -313,6 +313,7 @@ mod tests {
         store
             .finish_attempt("r1", "a", 1, StepStatus::Failed, Err("it broke"))
             .unwrap();
+        store.flush_observers();
         let files = store.run_files("r1");
         let input = std::fs::read_to_string(files.step_dir("a").join("input.json")).unwrap();
         assert!(input.contains("\"in\": true"));

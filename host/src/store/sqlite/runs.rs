@@ -19,6 +19,12 @@ impl RunStore for SqliteStore {
         &self.home
     }
 
+    fn flush_observers(&self) {
+        for observer in &self.observers {
+            observer.flush();
+        }
+    }
+
     fn create_run(&self, run: &NewRun<'_>) -> Result<()> {
         offload(|| {
             let now = now();

@@ -208,6 +208,8 @@ impl<'a> RunLoop<'a> {
             .set_run_status(self.run_id, status, message.as_deref())?;
         self.state.board.set_status(status);
         self.state.board.flush(true);
+        // The run folder is complete when the run ends.
+        self.driver.store.flush_observers();
         self.driver
             .listener
             .on_event(&RunEvent::Finished { status });
