@@ -88,7 +88,7 @@ impl Stage {
 #[derive(Clone)]
 pub(super) struct ChildSetup {
     pub(super) stage: RawFd,
-    pub(super) cgroup_procs: Option<RawFd>,
+    pub(super) cgroup_join: Option<RawFd>,
     pub(super) unshare: libc::c_int,
     pub(super) id_maps: Option<IdMaps>,
     pub(super) nproc: Option<libc::rlim_t>,
@@ -107,7 +107,7 @@ impl ChildSetup {
             if libc::setsid() < 0 {
                 return Err(self.fail(Stage::Session));
             }
-            if let Some(fd) = self.cgroup_procs {
+            if let Some(fd) = self.cgroup_join {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) < 0 {
                     return Err(self.fail(Stage::Cgroup));
                 }

@@ -2,12 +2,14 @@
 //! [`super::process`] for what a step author sees).
 //!
 //! Everything is prepared in the host, before `fork`: the Landlock ruleset
-//! (paths opened, rules added), the `pids` cgroup and its `cgroup.procs`
-//! descriptor, the user-namespace id maps. Between `fork` and `exec` the
-//! child ([`ChildSetup::enter`]) only makes system calls, in this order:
+//! (paths opened, rules added), the `pids` cgroup and the descriptor the
+//! child joins it through, the user-namespace id maps. Between `fork` and
+//! `exec` the child ([`ChildSetup::enter`]) only makes system calls, in this
+//! order:
 //!
 //! 1. `setsid`: its own session and process group, no controlling terminal;
-//! 2. joins the `pids` cgroup (a `write` to the pre-opened `cgroup.procs`);
+//! 2. joins the `pids` cgroup (a `write` to the pre-opened `tasks` of cgroup
+//!    v1, `cgroup.procs` of v2);
 //! 3. `unshare`: a user namespace (its uid and gid mapped to themselves, so
 //!    even a root host's program keeps no privilege over the machine), a
 //!    network namespace with nothing in it unless the step has a `network`
@@ -113,7 +115,7 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
     let (stage_read, stage_write) = stage_pipe().map_err(|e| format!("OS sandbox: {e}"))?;
     let setup = ChildSetup {
         stage: stage_write.as_raw_fd(),
-        cgroup_procs: cgroup.as_ref().map(|c| c.procs.as_raw_fd()),
+        cgroup_join: cgroup.as_ref().map(|c| c.join.as_raw_fd()),
         unshare,
         id_maps: ns.user.then(IdMaps::current),
         nproc,
