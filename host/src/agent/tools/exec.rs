@@ -41,6 +41,7 @@ pub(super) async fn exec(
         scratch_dir: env.scratch_dir.clone(),
         capture_output_file: false,
         stop,
+        lease: Default::default(),
     };
     let warnings = std::sync::Mutex::new(Vec::<String>::new());
     let log = |message: &str| {

@@ -86,7 +86,7 @@ mod tree;
 use super::bindings::process::{self, Output, ProcessError};
 use super::sandbox::{self, Support};
 use super::state::{StepContext, StepState};
-use crate::step::executor::LogLevel;
+use crate::step::executor::{LeaseCheck, LogLevel};
 use crate::step::grants::{exec, resolve_program, ResolvedGrants};
 use crate::step::stop::StopSignal;
 use output::{new_output_file, read_capped, read_output_file, RemoveOnDrop};
@@ -110,15 +110,6 @@ async fn run_program(
 ) -> Result<Output, ProcessError> {
     let invocation = &step.invocation;
     let program = exec::authorize(&invocation.grants.exec, &request.program)?;
-    // A driver that was stopped past its lease and continued must not
-    // start a program the run's new driver may be running too.
-    if !invocation.lease.holds() {
-        return Err(ProcessError::Failed(
-            "this process no longer holds the run's lease (another process took the run over): \
-             the program was not started"
-                .into(),
-        ));
-    }
     if step.stop.fired() {
         return Err(ProcessError::Failed(
             "the step is being stopped (timed out or cancelled): no new program starts".into(),
@@ -159,6 +150,7 @@ async fn run_program(
         scratch_dir: invocation.scratch_dir.clone(),
         capture_output_file: request.capture_output_file,
         stop: step.stop.signal(),
+        lease: invocation.lease.clone(),
     };
     let observer = step.observer.clone();
     let log = move |message: &str| observer.log(LogLevel::Warn, message);
@@ -221,6 +213,11 @@ pub(crate) struct ProgramSpec<'a> {
     /// Fires when the step must end before the program did: the program
     /// gets SIGTERM, then SIGKILL after the grants' `kill_grace`.
     pub stop: StopSignal,
+    /// Asked right before the program is forked: a driver that was stopped
+    /// past its lease (SIGSTOP) and continued must not start a program the
+    /// run's new driver may be running too. Asked last, after the sandbox
+    /// is prepared, so a pause anywhere before cannot slip past it.
+    pub lease: LeaseCheck,
 }
 
 /// Run an authorised program in the OS sandbox, with this machine's
@@ -267,6 +264,13 @@ async fn run_with_support(
     let mut command = program_command(spec, &cwd, &private_dir, output_file.as_deref());
     prepared.install(&mut command);
 
+    if !spec.lease.holds() {
+        return Err(failed(
+            "this process no longer holds the run's lease (another process took the run over): \
+             the program was not started"
+                .into(),
+        ));
+    }
     let spawned = command.spawn();
     let mut tree = ChildTree {
         pgid: None,
@@ -554,6 +558,7 @@ mod tests {
                 scratch_dir: self.scratch(),
                 capture_output_file: false,
                 stop: StopSignal::never(),
+                lease: Default::default(),
             }
         }
 
