@@ -10,8 +10,10 @@
 //! ```
 //!
 //! The database is the source of truth; these files are a mirror for people,
-//! kept by [`RunFolders`], an observer of the store's commits. The engine
-//! writes `progress.md` and `summary.md` itself through [`RunFiles`].
+//! kept by [`RunFolders`], an observer of the store's commits (the engine
+//! hands it each step's `summary.md` too). The engine rewrites
+//! `progress.md` itself through [`RunFiles`], at most every few hundred
+//! milliseconds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -101,6 +103,16 @@ impl StoreObserver for RunFolders {
                     run_dir: files.dir,
                 }
             }
+            Committed::StepNote {
+                step_id,
+                name,
+                text,
+                ..
+            } => Job::WriteText {
+                dir: files.step_dir(step_id),
+                name: name.to_string(),
+                text: text.to_string(),
+            },
             Committed::RunRemoved { .. } => {
                 let (done, result) = mpsc::sync_channel(1);
                 self.writer.send(Job::Remove {
@@ -126,6 +138,11 @@ enum Job {
         dir: PathBuf,
         name: &'static str,
         value: Value,
+    },
+    WriteText {
+        dir: PathBuf,
+        name: String,
+        text: String,
     },
     Append {
         run_dir: PathBuf,
@@ -234,6 +251,10 @@ impl Batch {
                     fs::write(&path, text + "\n").map_err(|source| io_error(&path, source))
                 })
             }
+            Job::WriteText { dir, name, text } => self.dir(&dir).and_then(|()| {
+                let path = dir.join(name);
+                fs::write(&path, text).map_err(|source| io_error(&path, source))
+            }),
             Job::Append {
                 run_dir,
                 step_dir,
@@ -335,14 +356,6 @@ impl RunFiles {
     /// The folder of one step.
     pub fn step_dir(&self, step_id: &str) -> PathBuf {
         self.dir.join("steps").join(step_id)
-    }
-
-    /// Write a text file into the step's folder.
-    pub fn write_step_file(&self, step_id: &str, name: &str, text: &str) -> Result<()> {
-        let dir = self.step_dir(step_id);
-        fs::create_dir_all(&dir).map_err(|source| io_error(&dir, source))?;
-        let path = dir.join(name);
-        fs::write(&path, text).map_err(|source| io_error(&path, source))
     }
 
     /// Rewrite the run's `progress.md`.

@@ -46,6 +46,18 @@ pub enum Committed<'a> {
         /// Details.
         data: &'a Value,
     },
+    /// A human-readable file of a step (its `summary.md`), written by the
+    /// engine for people: nothing in the store depends on it.
+    StepNote {
+        /// The run.
+        run_id: &'a str,
+        /// The step.
+        step_id: &'a str,
+        /// The file's name in the step's folder.
+        name: &'a str,
+        /// Its text.
+        text: &'a str,
+    },
     /// A run and its history were deleted (`wfhost prune`).
     RunRemoved {
         /// The run.
@@ -61,6 +73,7 @@ impl Committed<'_> {
             | Committed::StepInput { run_id, .. }
             | Committed::StepOutput { run_id, .. }
             | Committed::Event { run_id, .. }
+            | Committed::StepNote { run_id, .. }
             | Committed::RunRemoved { run_id } => run_id,
         }
     }

@@ -39,6 +39,10 @@ pub trait RunStore: Send + Sync {
     /// caught up with every commit so far.
     fn flush_observers(&self) {}
 
+    /// Hand a human-readable file of a step (its `summary.md`) to the
+    /// store's observers, which keep it in the run folder.
+    fn note_step_file(&self, run_id: &str, step_id: &str, name: &str, text: &str) -> Result<()>;
+
     /// Record a new run (status `pending`) and its steps in one transaction.
     fn create_run(&self, run: &NewRun<'_>) -> Result<()>;
 

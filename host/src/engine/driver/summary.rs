@@ -40,10 +40,7 @@ pub(super) fn write_summary(
         let pretty = serde_json::to_string_pretty(output).unwrap_or_default();
         text.push_str(&format!("\n## Output\n\n```json\n{pretty}\n```\n"));
     }
-    if let Err(error) = store
-        .run_files(run_id)
-        .write_step_file(&step.id, "summary.md", &text)
-    {
+    if let Err(error) = store.note_step_file(run_id, &step.id, "summary.md", &text) {
         tracing::warn!("cannot write summary of step '{}': {error}", step.id);
     }
 }

@@ -346,6 +346,7 @@ mod tests {
                 Committed::StepInput { step_id, .. } => format!("input {step_id}"),
                 Committed::StepOutput { step_id, .. } => format!("output {step_id}"),
                 Committed::Event { kind, .. } => format!("event {kind}"),
+                Committed::StepNote { name, .. } => format!("note {name}"),
                 Committed::RunRemoved { run_id } => format!("removed {run_id}"),
             };
             self.seen.lock().unwrap().push(note);
