@@ -158,15 +158,19 @@ enum Job {
     Flush(mpsc::SyncSender<()>),
 }
 
+/// Jobs queued for the writer at most: past it, a commit waits for the
+/// writer (memory stays bounded when the disk is slower than the steps).
+const QUEUE_DEPTH: usize = 1024;
+
 /// The background thread writing run folders, and the queue to it.
 struct Writer {
-    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    queue: Mutex<Option<mpsc::SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Writer {
     fn start() -> Writer {
-        let (queue, jobs) = mpsc::channel();
+        let (queue, jobs) = mpsc::sync_channel(QUEUE_DEPTH);
         let thread = std::thread::Builder::new()
             .name("wfhost-run-folders".into())
             .spawn(move || write_all(jobs))
