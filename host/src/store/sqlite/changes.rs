@@ -64,16 +64,24 @@ fn write(
                 Ok(output) => (Some(output.to_string()), None),
                 Err(message) => (None, Some(message.to_string())),
             };
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
                      WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-                params![run_id, step, attempt, status.as_str(), now, output, error],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![
+                run_id,
+                step,
+                attempt,
+                status.as_str(),
+                now,
+                output,
+                error
+            ])?;
+            tx.prepare_cached(
                 "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
                      WHERE run_id = ?1 AND step_id = ?2",
-                params![run_id, step, status.as_str(), now, output, error],
-            )?;
+            )?
+            .execute(params![run_id, step, status.as_str(), now, output, error])?;
             let kind = if status == StepStatus::Completed {
                 "step_completed"
             } else {
@@ -83,18 +91,16 @@ fn write(
             (step, kind.to_string(), data)
         }
         Change::CompleteStep { step, output } => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE steps SET status = 'completed', finished_at = ?3, output = ?4, error = NULL
                      WHERE run_id = ?1 AND step_id = ?2",
-                params![run_id, step, now, output.to_string()],
-            )?;
+            )?
+            .execute(params![run_id, step, now, output.to_string()])?;
             let data = serde_json::json!({ "status": "completed" });
             (step, "step_completed".to_string(), data)
         }
         Change::SkipStep { step, reason } => {
-            tx.execute(
-                    "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2",
-                    params![run_id, step, StepStatus::Skipped.as_str(), now, reason],
+            tx.prepare_cached("UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2")?.execute(params![run_id, step, StepStatus::Skipped.as_str(), now, reason],
                 )?;
             let data = serde_json::json!({ "reason": reason });
             (step, "step_skipped".to_string(), data)
@@ -102,27 +108,25 @@ fn write(
         Change::SetStepStatus { step, status, note } => {
             let finished =
                 matches!(status, StepStatus::Cancelled | StepStatus::Skipped).then_some(now);
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE steps SET status = ?3, error = ?4, finished_at = ?5, next_attempt_at = NULL
                      WHERE run_id = ?1 AND step_id = ?2",
-                params![run_id, step, status.as_str(), note, finished],
-            )?;
+            )?
+            .execute(params![run_id, step, status.as_str(), note, finished])?;
             if matches!(status, StepStatus::Interrupted | StepStatus::Cancelled) {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE step_attempts SET status = ?3, finished_at = ?4, error = ?5
                          WHERE run_id = ?1 AND step_id = ?2 AND status = 'running'",
-                    params![run_id, step, status.as_str(), now, note],
-                )?;
+                )?
+                .execute(params![run_id, step, status.as_str(), now, note])?;
             }
             let data = serde_json::json!({ "status": status.as_str(), "note": note });
             (step, format!("step_{}", status.as_str()), data)
         }
         Change::ResetStep { step, reason } => {
-            tx.execute(
-                    "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL, output = NULL,
+            tx.prepare_cached("UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL, output = NULL,
                                       error = NULL, next_attempt_at = NULL
-                     WHERE run_id = ?1 AND step_id = ?2",
-                    params![run_id, step],
+                     WHERE run_id = ?1 AND step_id = ?2")?.execute(params![run_id, step],
                 )?;
             let data = serde_json::json!({ "reason": reason });
             (step, "step_reset".to_string(), data)

@@ -73,9 +73,9 @@ pub(super) fn insert_event(
     kind: &str,
     data: &Value,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO events (run_id, step_id, at, kind, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![run_id, step_id, at, kind, data.to_string()],
-    )?;
+    )?
+    .execute(params![run_id, step_id, at, kind, data.to_string()])?;
     Ok(())
 }

@@ -81,6 +81,8 @@ impl SqliteStore {
         })?;
         let mut conn = Connection::open(home.join("wfhost.db"))?;
         conn.busy_timeout(Duration::from_secs(30))?;
+        // Every statement of a step's transitions stays prepared.
+        conn.set_prepared_statement_cache_capacity(64);
         // Switching a fresh database to WAL takes an exclusive lock that
         // the busy timeout does not always wait for when several processes
         // open it at once; retry that setup for a while.

@@ -313,23 +313,23 @@ impl LeaseStore for SqliteStore {
 
     fn holds_lease(&self, run_id: &str) -> Result<bool> {
         offload(|| {
-            let lost: i64 = self.conn().query_row(
-                "SELECT COUNT(*) FROM held_leases h
-             WHERE h.run_id = ?1
-               AND h.token IS NOT (SELECT lease_owner FROM runs WHERE id = ?1)",
-                [run_id],
-                |row| row.get(0),
-            )?;
+            let conn = self.conn();
+            let lost: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM held_leases h
+                     WHERE h.run_id = ?1
+                       AND h.token IS NOT (SELECT lease_owner FROM runs WHERE id = ?1)",
+                )?
+                .query_row([run_id], |row| row.get(0))?;
             Ok(lost == 0)
         })
     }
 
     fn heartbeat(&self, run_id: &str) -> Result<()> {
         offload(|| {
-            self.conn().execute(
-                "UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1",
-                params![run_id, now()],
-            )?;
+            self.conn()
+                .prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1")?
+                .execute(params![run_id, now()])?;
             Ok(())
         })
     }

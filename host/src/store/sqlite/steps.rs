@@ -23,23 +23,21 @@ impl StepStore for SqliteStore {
             let now = now();
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    run_id,
-                    step_id,
-                    attempt,
-                    StepStatus::Running.as_str(),
-                    now,
-                    input.to_string()
-                ],
-            )?;
-            tx.execute(
-            "UPDATE steps SET status = ?3, attempts = MAX(attempts, ?4), started_at = COALESCE(started_at, ?5),
+            )?
+            .execute(params![
+                run_id,
+                step_id,
+                attempt,
+                StepStatus::Running.as_str(),
+                now,
+                input.to_string()
+            ])?;
+            tx.prepare_cached("UPDATE steps SET status = ?3, attempts = MAX(attempts, ?4), started_at = COALESCE(started_at, ?5),
                               finished_at = NULL, error = NULL, next_attempt_at = NULL
-             WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id, StepStatus::Running.as_str(), attempt, now],
+             WHERE run_id = ?1 AND step_id = ?2")?.execute(params![run_id, step_id, StepStatus::Running.as_str(), attempt, now],
         )?;
             let data = serde_json::json!({ "attempt": attempt });
             insert_event(&tx, run_id, Some(step_id), &now, "step_started", &data)?;
@@ -70,19 +68,19 @@ impl StepStore for SqliteStore {
             };
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
              WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-                params![
-                    run_id,
-                    step_id,
-                    attempt,
-                    status.as_str(),
-                    now,
-                    output,
-                    error
-                ],
-            )?;
+            )?
+            .execute(params![
+                run_id,
+                step_id,
+                attempt,
+                status.as_str(),
+                now,
+                output,
+                error
+            ])?;
             let kind = if error.is_none() {
                 "item_completed"
             } else {
@@ -108,21 +106,19 @@ impl StepStore for SqliteStore {
             let now = now();
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE step_attempts SET status = ?4, finished_at = ?5, error = ?6
              WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-                params![
-                    run_id,
-                    step_id,
-                    attempt,
-                    StepStatus::Failed.as_str(),
-                    now,
-                    error
-                ],
-            )?;
-            tx.execute(
-            "UPDATE steps SET status = ?3, error = ?4, next_attempt_at = ?5 WHERE run_id = ?1 AND step_id = ?2",
-            params![run_id, step_id, StepStatus::Retrying.as_str(), error, next_at],
+            )?
+            .execute(params![
+                run_id,
+                step_id,
+                attempt,
+                StepStatus::Failed.as_str(),
+                now,
+                error
+            ])?;
+            tx.prepare_cached("UPDATE steps SET status = ?3, error = ?4, next_attempt_at = ?5 WHERE run_id = ?1 AND step_id = ?2")?.execute(params![run_id, step_id, StepStatus::Retrying.as_str(), error, next_at],
         )?;
             let data = serde_json::json!({ "attempt": attempt, "error": error, "next_attempt_at": next_at });
             insert_event(
@@ -144,10 +140,10 @@ impl StepStore for SqliteStore {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (step, max) in limits {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE steps SET max_attempts = ?3 WHERE run_id = ?1 AND step_id = ?2",
-                    params![run_id, step, max],
-                )?;
+                )?
+                .execute(params![run_id, step, max])?;
             }
             tx.commit()?;
             Ok(())
