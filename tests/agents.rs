@@ -197,6 +197,17 @@ fn agent_workflow(
     )
 }
 
+/// What the tools answered in step `id`'s conversation, in order.
+fn tool_results(status: &Value, id: &str) -> Vec<String> {
+    step(status, id)["output"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn call(name: &str, arguments: Value) -> Value {
     json!({ "tool_calls": [{ "name": name, "arguments": arguments }] })
 }
@@ -225,13 +236,7 @@ fn the_tool_list_the_grants_and_the_rules_each_decide() {
     assert_exit(&output, 0);
     let status = status.unwrap();
     let run = status["id"].as_str().unwrap();
-    let results: Vec<String> = step(&status, "work")["output"]["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().unwrap().to_string())
-        .collect();
+    let results = tool_results(&status, "work");
     assert_eq!(results.len(), 5, "{results:#?}");
     assert!(
         results[0].starts_with("denied") && results[0].contains("not in agent 'bot'"),
@@ -816,13 +821,7 @@ fn a_runaway_policy_denies_the_call_and_the_run_goes_on() {
         let (output, status) = sandbox.run(&path, &[]);
         assert_exit(&output, 0);
         let status = status.unwrap();
-        let results: Vec<String> = step(&status, "work")["output"]["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["role"] == "tool")
-            .map(|m| m["content"].as_str().unwrap().to_string())
-            .collect();
+        let results = tool_results(&status, "work");
         assert_eq!(results.len(), 1, "{config}: {results:#?}");
         assert!(
             results[0].starts_with("denied") && results[0].contains("could not decide"),

@@ -184,14 +184,15 @@ impl Writer {
 
     fn send(&self, job: Job) {
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        match queue.as_ref() {
-            Some(queue) => {
-                if let Err(mpsc::SendError(job)) = queue.send(job) {
-                    Batch::default().run(job);
-                }
-            }
-            // No thread: write in place.
-            None => Batch::default().run(job),
+        let unsent = match queue.as_ref() {
+            Some(queue) => queue.send(job).err().map(|mpsc::SendError(job)| job),
+            None => Some(job),
+        };
+        // No thread (it could not start, or died): write in place.
+        if let Some(job) = unsent {
+            let mut batch = Batch::default();
+            batch.run(job);
+            batch.write_appends();
         }
     }
 
@@ -373,5 +374,46 @@ fn io_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the writer thread does with a batch (and what a commit does in
+    /// place when there is no thread): each line lands in the run's journal
+    /// and the step's, directories made on the way.
+    #[test]
+    fn a_batch_appends_to_both_journals_and_writes_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("runs/r1");
+        let mut batch = Batch::default();
+        for line in ["{\"a\":1}\n", "{\"b\":2}\n"] {
+            batch.run(Job::Append {
+                run_dir: run.clone(),
+                step_dir: Some(run.join("steps/s")),
+                line: line.to_string(),
+            });
+        }
+        batch.run(Job::WriteText {
+            dir: run.join("steps/s"),
+            name: "summary.md".into(),
+            text: "# s\n".into(),
+        });
+        batch.write_appends();
+        let journal = "{\"a\":1}\n{\"b\":2}\n";
+        assert_eq!(
+            fs::read_to_string(run.join("events.jsonl")).unwrap(),
+            journal
+        );
+        assert_eq!(
+            fs::read_to_string(run.join("steps/s/events.jsonl")).unwrap(),
+            journal
+        );
+        assert_eq!(
+            fs::read_to_string(run.join("steps/s/summary.md")).unwrap(),
+            "# s\n"
+        );
     }
 }
