@@ -31,9 +31,7 @@ fn wait_for_approval(sandbox: &Sandbox) -> (String, Value) {
 fn events(sandbox: &Sandbox, run: &str, step: &str) -> Vec<Value> {
     std::fs::read_to_string(
         sandbox
-            .home()
-            .join("runs")
-            .join(run)
+            .export(run)
             .join("steps")
             .join(step)
             .join("events.jsonl"),
@@ -160,14 +158,8 @@ fn the_agent_review_example_runs_offline_and_waits_for_approval() {
             .contains("write(**/*.yaml)"),
         "{denial:#}"
     );
-    let summary = std::fs::read_to_string(
-        sandbox
-            .home()
-            .join("runs")
-            .join(&run)
-            .join("steps/review/summary.md"),
-    )
-    .unwrap();
+    let summary =
+        std::fs::read_to_string(sandbox.export(&run).join("steps/review/summary.md")).unwrap();
     assert!(
         summary.contains("## Agent audit") && summary.contains("| write_file | deny | rules |"),
         "{summary}"

@@ -39,11 +39,19 @@ fn hello_runs_and_every_step_completes() {
         "the run id is printed"
     );
 
-    // The run folder mirrors the journal for people.
-    let dir = sandbox.home().join("runs").join(id);
-    assert!(std::fs::read_to_string(dir.join("progress.md"))
+    // The run folder mirrors the journal for people; `export` writes the
+    // per-step files from the store.
+    let folder = sandbox.home().join("runs").join(id);
+    assert!(std::fs::read_to_string(folder.join("progress.md"))
         .unwrap()
         .contains("completed"));
+    let journal = std::fs::read_to_string(folder.join("events.jsonl")).unwrap();
+    assert!(journal.contains("\"step_completed\""), "{journal}");
+    assert!(
+        !folder.join("steps").exists(),
+        "no per-step files while running"
+    );
+    let dir = sandbox.export(id);
     for name in ["input.json", "output.json", "events.jsonl", "summary.md"] {
         assert!(
             dir.join("steps/count").join(name).is_file(),
@@ -59,6 +67,29 @@ fn hello_runs_and_every_step_completes() {
     );
     assert_eq!(input["inputs"]["greet"]["exit_code"], 0);
     assert_eq!(input["idempotency_key"], format!("{id}:count:0:1"));
+    let output: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("steps/count/output.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(output["words"], 5);
+    let summary = std::fs::read_to_string(dir.join("steps/count/summary.md")).unwrap();
+    assert!(summary.contains("- status: **completed**"), "{summary}");
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "completed");
+    assert!(dir.join("definition.yaml").is_file());
+    // An export never writes into a folder that holds something.
+    let again = sandbox.wfhost(&["export", id, dir.to_str().unwrap()]);
+    assert_exit(&again, 2);
+    assert!(
+        text(&again.stderr).contains("exists and is not empty (pass --force"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_exit(
+        &sandbox.wfhost(&["export", id, dir.to_str().unwrap(), "--force"]),
+        0,
+    );
 
     // Prefixes work; the log shows what the script printed.
     let logs = sandbox.wfhost(&["logs", &id[..6], "greet"]);

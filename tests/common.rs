@@ -94,6 +94,19 @@ impl Sandbox {
         );
         serde_json::from_slice(&output.stdout).unwrap()
     }
+
+    /// `wfhost export RUN DIR` into a fresh folder of the sandbox; the folder.
+    pub fn export(&self, run: &str) -> PathBuf {
+        let dir = self.path().join(format!("export-{run}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let output = self.wfhost(&["export", run, dir.to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "export failed: {}",
+            text(&output.stderr)
+        );
+        dir
+    }
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -103,17 +103,12 @@ fn failed_attempts_are_retried_with_backoff() {
     assert_eq!(step(&status, "never")["attempts"], 1, "no policy, no retry");
 
     let id = status["id"].as_str().unwrap();
-    let events: Vec<Value> = std::fs::read_to_string(
-        sandbox
-            .home()
-            .join("runs")
-            .join(id)
-            .join("steps/flaky/events.jsonl"),
-    )
-    .unwrap()
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect();
+    let events: Vec<Value> =
+        std::fs::read_to_string(sandbox.export(id).join("steps/flaky/events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     let starts: Vec<i64> = events
         .iter()
         .filter(|e| e["kind"] == "step_started")
@@ -415,14 +410,8 @@ fn optional_failures_are_tolerated_and_kept_apart() {
     );
     assert_eq!(step(&status, "lint")["status"], "failed");
     let id = status["id"].as_str().unwrap();
-    let events = std::fs::read_to_string(
-        sandbox
-            .home()
-            .join("runs")
-            .join(id)
-            .join("steps/flaky/events.jsonl"),
-    )
-    .unwrap();
+    let events =
+        std::fs::read_to_string(sandbox.export(id).join("steps/flaky/events.jsonl")).unwrap();
     assert!(events.contains("\"conclusion\":\"tolerated\""), "{events}");
 }
 
@@ -716,14 +705,8 @@ fn for_each_runs_items_in_parallel_and_keeps_their_order() {
     assert_eq!(step(&status, "total")["output"]["first"], "hello ann #0");
     assert!(started.elapsed() < Duration::from_secs(30));
     let id = status["id"].as_str().unwrap();
-    let events = std::fs::read_to_string(
-        sandbox
-            .home()
-            .join("runs")
-            .join(id)
-            .join("steps/greet/events.jsonl"),
-    )
-    .unwrap();
+    let events =
+        std::fs::read_to_string(sandbox.export(id).join("steps/greet/events.jsonl")).unwrap();
     assert_eq!(events.matches("item_completed").count(), 5);
 
     let failing = sandbox.write(

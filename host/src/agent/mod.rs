@@ -84,7 +84,7 @@ pub fn open_session(ctx: SessionContext) -> Result<AgentHandle, String> {
     let provider = provider::from_spec(&agent.model, &workdir, &step_id, position)
         .map_err(|e| format!("agent '{}': {e}", agent.id))?;
     let chain = Chain::for_agent(&agent, &workdir)?;
-    let scratch_dir = store.run_files(&run_id).step_dir(&step_id);
+    let scratch_dir = store.run_files(&run_id).scratch_dir(&step_id);
     let env = Arc::new(ToolEnv::new(
         grants,
         &workdir,

@@ -260,13 +260,9 @@ fn a_session_checks_audits_asks_and_replays() {
         .unwrap();
     assert!(model_call.data["usage"]["prompt_tokens"].is_u64());
     assert_eq!(model_call.data["replayed"], false);
-    let events_file = std::fs::read_to_string(
-        fx.store
-            .run_files("run1")
-            .step_dir("review")
-            .join("events.jsonl"),
-    )
-    .unwrap();
+    fx.store.flush_observers();
+    let events_file =
+        std::fs::read_to_string(fx.store.run_files("run1").dir().join("events.jsonl")).unwrap();
     assert!(events_file.contains("\"tool_decision\""));
 
     // The process "crashes" here; attempt 2 replays the reply and the

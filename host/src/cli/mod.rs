@@ -4,6 +4,7 @@
 mod approvals;
 mod bench;
 mod control;
+mod export;
 mod history;
 mod inspect;
 mod output;
@@ -76,6 +77,8 @@ enum Command {
     Prune(history::PruneArgs),
     /// Print the log of a run, or of one of its steps.
     Logs(inspect::LogsArgs),
+    /// Write a run's whole folder (each step's input, output, events, summary) from the store.
+    Export(export::ExportArgs),
     /// List the built-in step components and tool policies.
     Plugins(inspect::PluginsArgs),
     /// Measure scheduling and persistence overhead on synthetic workflows.
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Runs(args) => inspect::runs(&cli.home, args),
         Command::Status(args) => inspect::status(&cli.home, args),
         Command::Logs(args) => inspect::logs(&cli.home, args),
+        Command::Export(args) => export::export(&cli.home, args),
         Command::Pause(args) => control::pause(&cli.home, args),
         Command::Resume(args) => control::resume(&cli.home, cli.config.as_deref(), args),
         Command::Cancel(args) => control::cancel(&cli.home, args),

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod ceiling;
 pub mod driver;
+pub mod export;
 mod fan_out;
 pub mod grants;
 mod progress;

@@ -61,17 +61,3 @@ pub enum Change<'a> {
         data: &'a Value,
     },
 }
-
-impl Change<'_> {
-    /// The output this change records, if any.
-    pub fn output(&self) -> Option<&Value> {
-        match self {
-            Change::FinishAttempt {
-                outcome: Ok(output),
-                ..
-            }
-            | Change::CompleteStep { output, .. } => Some(output),
-            _ => None,
-        }
-    }
-}

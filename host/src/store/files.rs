@@ -1,19 +1,18 @@
 //! The human-readable folder of a run: `runs/<run-id>/`.
 //!
 //! ```text
-//! runs/<run-id>/progress.md            the run at a glance, rewritten on every transition
+//! runs/<run-id>/progress.md            the run at a glance, rewritten as it goes
 //! runs/<run-id>/events.jsonl           every event of the run
-//! runs/<run-id>/steps/<step>/input.json    rendered config, inputs, args of the latest attempt
-//! runs/<run-id>/steps/<step>/output.json   output of the completed attempt
-//! runs/<run-id>/steps/<step>/events.jsonl  the step's events (logs included)
-//! runs/<run-id>/steps/<step>/summary.md    status, timings, error, output
+//! runs/<run-id>/scratch/<step>/        a program step's private directory
 //! ```
 //!
 //! The database is the source of truth; these files are a mirror for people,
-//! kept by [`RunFolders`], an observer of the store's commits (the engine
-//! hands it each step's `summary.md` too). The engine rewrites
-//! `progress.md` itself through [`RunFiles`], at most every few hundred
-//! milliseconds.
+//! kept by [`RunFolders`], an observer of the store's commits. The engine
+//! rewrites `progress.md` itself through [`RunFiles`], at most every few
+//! hundred milliseconds. Per-step files (input, output, events, summary)
+//! are not written while a run goes: creating a directory and several files
+//! per step cost more than the step itself on an ordinary disk. `wfhost
+//! export` writes them from the store on demand.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -22,8 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-
-use serde_json::Value;
 
 use super::observer::{Committed, StoreObserver};
 use super::{Result, StoreError};
@@ -76,18 +73,6 @@ impl StoreObserver for RunFolders {
         let files = self.run(change.run_id());
         let job = match *change {
             Committed::RunCreated { .. } => Job::CreateDir(files.dir),
-            Committed::StepInput { step_id, input, .. } => Job::WriteJson {
-                dir: files.step_dir(step_id),
-                name: "input.json",
-                value: input.clone(),
-            },
-            Committed::StepOutput {
-                step_id, output, ..
-            } => Job::WriteJson {
-                dir: files.step_dir(step_id),
-                name: "output.json",
-                value: output.clone(),
-            },
             Committed::Event {
                 step_id,
                 at,
@@ -98,21 +83,10 @@ impl StoreObserver for RunFolders {
                 let line =
                     serde_json::json!({ "at": at, "step": step_id, "kind": kind, "data": data });
                 Job::Append {
-                    step_dir: step_id.map(|step| files.step_dir(step)),
                     line: format!("{line}\n"),
                     run_dir: files.dir,
                 }
             }
-            Committed::StepNote {
-                step_id,
-                name,
-                text,
-                ..
-            } => Job::WriteText {
-                dir: files.step_dir(step_id),
-                name: name.to_string(),
-                text: text.to_string(),
-            },
             Committed::RunRemoved { .. } => {
                 let (done, result) = mpsc::sync_channel(1);
                 self.writer.send(Job::Remove {
@@ -134,19 +108,8 @@ impl StoreObserver for RunFolders {
 /// What the writer thread is asked to do, in commit order.
 enum Job {
     CreateDir(PathBuf),
-    WriteJson {
-        dir: PathBuf,
-        name: &'static str,
-        value: Value,
-    },
-    WriteText {
-        dir: PathBuf,
-        name: String,
-        text: String,
-    },
     Append {
         run_dir: PathBuf,
-        step_dir: Option<PathBuf>,
         line: String,
     },
     /// Remove a run's folder; the result goes back to the caller.
@@ -248,33 +211,11 @@ impl Batch {
     fn run(&mut self, job: Job) {
         let outcome = match job {
             Job::CreateDir(dir) => self.dir(&dir),
-            Job::WriteJson { dir, name, value } => {
-                let text =
-                    serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
-                self.dir(&dir).and_then(|()| {
-                    let path = dir.join(name);
-                    fs::write(&path, text + "\n").map_err(|source| io_error(&path, source))
-                })
-            }
-            Job::WriteText { dir, name, text } => self.dir(&dir).and_then(|()| {
-                let path = dir.join(name);
-                fs::write(&path, text).map_err(|source| io_error(&path, source))
-            }),
-            Job::Append {
-                run_dir,
-                step_dir,
-                line,
-            } => {
+            Job::Append { run_dir, line } => {
                 self.appends
                     .entry(run_dir.join("events.jsonl"))
                     .or_default()
                     .push_str(&line);
-                if let Some(step_dir) = step_dir {
-                    self.appends
-                        .entry(step_dir.join("events.jsonl"))
-                        .or_default()
-                        .push_str(&line);
-                }
                 Ok(())
             }
             Job::Remove { dir, done } => {
@@ -358,9 +299,10 @@ impl RunFiles {
         &self.dir
     }
 
-    /// The folder of one step.
-    pub fn step_dir(&self, step_id: &str) -> PathBuf {
-        self.dir.join("steps").join(step_id)
+    /// The scratch folder of one step: its programs' private working
+    /// directory (`TMPDIR`) and `WFHOST_OUTPUT` files live under it.
+    pub fn scratch_dir(&self, step_id: &str) -> PathBuf {
+        self.dir.join("scratch").join(step_id)
     }
 
     /// Rewrite the run's `progress.md`.
@@ -382,38 +324,24 @@ mod tests {
     use super::*;
 
     /// What the writer thread does with a batch (and what a commit does in
-    /// place when there is no thread): each line lands in the run's journal
-    /// and the step's, directories made on the way.
+    /// place when there is no thread): the lines land in the run's journal
+    /// in order, its directory made on the way.
     #[test]
-    fn a_batch_appends_to_both_journals_and_writes_files() {
+    fn a_batch_appends_to_the_run_journal() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("runs/r1");
         let mut batch = Batch::default();
         for line in ["{\"a\":1}\n", "{\"b\":2}\n"] {
             batch.run(Job::Append {
                 run_dir: run.clone(),
-                step_dir: Some(run.join("steps/s")),
                 line: line.to_string(),
             });
         }
-        batch.run(Job::WriteText {
-            dir: run.join("steps/s"),
-            name: "summary.md".into(),
-            text: "# s\n".into(),
-        });
         batch.write_appends();
-        let journal = "{\"a\":1}\n{\"b\":2}\n";
         assert_eq!(
             fs::read_to_string(run.join("events.jsonl")).unwrap(),
-            journal
+            "{\"a\":1}\n{\"b\":2}\n"
         );
-        assert_eq!(
-            fs::read_to_string(run.join("steps/s/events.jsonl")).unwrap(),
-            journal
-        );
-        assert_eq!(
-            fs::read_to_string(run.join("steps/s/summary.md")).unwrap(),
-            "# s\n"
-        );
+        assert!(!run.join("steps").exists(), "no per-step files");
     }
 }

@@ -15,24 +15,6 @@ pub enum Committed<'a> {
         /// The run.
         run_id: &'a str,
     },
-    /// An attempt started with this rendered input.
-    StepInput {
-        /// The run.
-        run_id: &'a str,
-        /// The step.
-        step_id: &'a str,
-        /// Its input.
-        input: &'a Value,
-    },
-    /// A step recorded this output.
-    StepOutput {
-        /// The run.
-        run_id: &'a str,
-        /// The step.
-        step_id: &'a str,
-        /// Its output.
-        output: &'a Value,
-    },
     /// An event was appended to the journal.
     Event {
         /// The run.
@@ -46,18 +28,6 @@ pub enum Committed<'a> {
         /// Details.
         data: &'a Value,
     },
-    /// A human-readable file of a step (its `summary.md`), written by the
-    /// engine for people: nothing in the store depends on it.
-    StepNote {
-        /// The run.
-        run_id: &'a str,
-        /// The step.
-        step_id: &'a str,
-        /// The file's name in the step's folder.
-        name: &'a str,
-        /// Its text.
-        text: &'a str,
-    },
     /// A run and its history were deleted (`wfhost prune`).
     RunRemoved {
         /// The run.
@@ -70,10 +40,7 @@ impl Committed<'_> {
     pub fn run_id(&self) -> &str {
         match self {
             Committed::RunCreated { run_id }
-            | Committed::StepInput { run_id, .. }
-            | Committed::StepOutput { run_id, .. }
             | Committed::Event { run_id, .. }
-            | Committed::StepNote { run_id, .. }
             | Committed::RunRemoved { run_id } => run_id,
         }
     }

@@ -39,10 +39,6 @@ pub trait RunStore: Send + Sync {
     /// caught up with every commit so far.
     fn flush_observers(&self) {}
 
-    /// Hand a human-readable file of a step (its `summary.md`) to the
-    /// store's observers, which keep it in the run folder.
-    fn note_step_file(&self, run_id: &str, step_id: &str, name: &str, text: &str) -> Result<()>;
-
     /// Record a new run (status `pending`) and its steps in one transaction.
     fn create_run(&self, run: &NewRun<'_>) -> Result<()>;
 
@@ -139,6 +135,10 @@ pub trait StepStore: Send + Sync {
 
     /// The steps of a run in file order, with their latest state.
     fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>>;
+
+    /// The rendered input of each step's latest attempt, by step id (steps
+    /// that never started are absent).
+    fn latest_inputs(&self, run_id: &str) -> Result<std::collections::HashMap<String, Value>>;
 }
 
 /// The journal: appending events and reading them back.

@@ -7,8 +7,8 @@
 //! a run needs first; `restore` brings a resumed run in line with the
 //! store; `failure` handles failed steps (`retry_step`, escalation);
 //! `control` cancels; `stages` closes stage loops and goes back;
-//! `invocation` prepares what a step is given; `summary` and `step_log`
-//! write what a step leaves behind; `state` and `lease` are the run's
+//! `invocation` prepares what a step is given; `step_log` writes a
+//! step's log lines; `state` and `lease` are the run's
 //! memory and its lease.
 
 mod control;
@@ -21,7 +21,6 @@ mod setup;
 mod stages;
 mod state;
 mod step_log;
-mod summary;
 #[cfg(test)]
 mod tests;
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::events::insert_event;
 use super::{offload, SqliteStore};
-use crate::store::{now, Change, CheckpointStore, Committed, Result, StepStatus};
+use crate::store::{now, Change, CheckpointStore, Result, StepStatus};
 
 impl CheckpointStore for SqliteStore {
     fn apply(&self, run_id: &str, changes: &[Change<'_>]) -> Result<()> {
@@ -20,14 +20,7 @@ impl CheckpointStore for SqliteStore {
             }
             tx.commit()?;
             drop(conn);
-            for (change, (step, kind, data)) in changes.iter().zip(&events) {
-                if let Some(output) = change.output() {
-                    self.notify(&Committed::StepOutput {
-                        run_id,
-                        step_id: step,
-                        output,
-                    })?;
-                }
+            for (step, kind, data) in &events {
                 self.committed_event(run_id, Some(step), &now, kind, data)?;
             }
             Ok(())

@@ -25,15 +25,6 @@ impl RunStore for SqliteStore {
         }
     }
 
-    fn note_step_file(&self, run_id: &str, step_id: &str, name: &str, text: &str) -> Result<()> {
-        self.notify(&Committed::StepNote {
-            run_id,
-            step_id,
-            name,
-            text,
-        })
-    }
-
     fn create_run(&self, run: &NewRun<'_>) -> Result<()> {
         offload(|| {
             let now = now();

@@ -3,13 +3,15 @@
 //! skipping and resetting steps are [`Change`](crate::store::Change)s (see
 //! `changes`).
 
+use std::collections::HashMap;
+
 use rusqlite::{params, TransactionBehavior};
 use serde_json::Value;
 
 use super::events::insert_event;
 use super::rows::FromRow;
 use super::{offload, SqliteStore};
-use crate::store::{now, Committed, Result, StepRecord, StepStatus, StepStore};
+use crate::store::{now, Result, StepRecord, StepStatus, StepStore};
 
 impl StepStore for SqliteStore {
     fn start_attempt(
@@ -43,11 +45,6 @@ impl StepStore for SqliteStore {
             insert_event(&tx, run_id, Some(step_id), &now, "step_started", &data)?;
             tx.commit()?;
             drop(conn);
-            self.notify(&Committed::StepInput {
-                run_id,
-                step_id,
-                input,
-            })?;
             self.committed_event(run_id, Some(step_id), &now, "step_started", &data)
         })
     }
@@ -182,6 +179,29 @@ impl StepStore for SqliteStore {
                 .query_map([run_id], StepRecord::from_row)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(steps)
+        })
+    }
+
+    fn latest_inputs(&self, run_id: &str) -> Result<HashMap<String, Value>> {
+        offload(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT step_id, input FROM step_attempts a WHERE run_id = ?1 AND attempt =
+                   (SELECT MAX(attempt) FROM step_attempts b
+                    WHERE b.run_id = a.run_id AND b.step_id = a.step_id)",
+            )?;
+            let rows = stmt.query_map([run_id], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut inputs = HashMap::new();
+            for row in rows {
+                let (step, input) = row?;
+                // Written by `start_attempt` from a `Value`; unreadable only
+                // if someone edited the database.
+                let input = serde_json::from_str(&input).unwrap_or(Value::String(input));
+                inputs.insert(step, input);
+            }
+            Ok(inputs)
         })
     }
 }

@@ -153,7 +153,7 @@ impl RunLoop<'_> {
             component: &self.setup.components[index],
             attempt,
             grants: self.setup.grants[index].clone(),
-            scratch_dir: driver.store.run_files(run_id).step_dir(&step.id),
+            scratch_dir: driver.store.run_files(run_id).scratch_dir(&step.id),
         };
         let prepared = prepare_invocation(&run, plan).and_then(|invocation| {
             kind.attach(&driver.attach_context(), workflow, step, invocation)

@@ -72,7 +72,7 @@ impl RunLoop<'_> {
                 component,
                 attempt,
                 grants: grants.clone(),
-                scratch_dir: driver.store.run_files(run_id).step_dir(&step.id),
+                scratch_dir: driver.store.run_files(run_id).scratch_dir(&step.id),
             };
             let mut invocation = prepare_invocation(&run, plan)
                 .map_err(|f| StepFailure::permanent(format!("item {position}: {}", f.message)))?;

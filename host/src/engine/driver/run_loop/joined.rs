@@ -9,7 +9,6 @@ use tokio::task::JoinError;
 
 use super::{RunLoop, StepResult};
 use crate::engine::driver::state::{describe_failure, within_total};
-use crate::engine::driver::summary::write_summary;
 use crate::engine::driver::RunEvent;
 use crate::step::executor::StepFailure;
 use crate::store::{Change, StepStatus};
@@ -69,15 +68,6 @@ impl RunLoop<'_> {
                 self.schedule_retry(index, attempt, &failure)?;
             }
             Err(failure) => {
-                let store = &*self.driver.store;
-                write_summary(
-                    store,
-                    self.run_id,
-                    step,
-                    self.setup.types[index].as_ref(),
-                    elapsed,
-                    Err(&failure.message),
-                );
                 self.state.board.finished(index, "failed", elapsed);
                 self.record_failure(index, attempt, &failure)?;
             }
@@ -87,7 +77,7 @@ impl RunLoop<'_> {
     }
 
     /// Record a step's completion (for a stage's last step, with what
-    /// follows it) and write its summary.
+    /// follows it).
     pub(super) fn on_completed(
         &mut self,
         index: usize,
@@ -124,20 +114,11 @@ impl RunLoop<'_> {
             }
             None => {
                 driver.store.apply(run_id, &[completion])?;
-                self.state.complete(index, output.clone());
+                self.state.complete(index, output);
                 true
             }
         };
         if completed {
-            let store = &*driver.store;
-            write_summary(
-                store,
-                run_id,
-                step,
-                self.setup.types[index].as_ref(),
-                elapsed,
-                Ok(&output),
-            );
             self.state.board.finished(index, "completed", elapsed);
             driver.listener.on_event(&RunEvent::StepCompleted {
                 step: step.id.clone(),
