@@ -918,3 +918,38 @@ fn plugins_lists_steps_and_policies() {
         "{text}"
     );
 }
+
+/// A big component's first compile takes seconds: the user is told, once;
+/// the second run reads the compiled code from the cache and says nothing.
+#[test]
+fn a_big_components_first_compile_is_announced_once() {
+    let sandbox = Sandbox::new();
+    // 2 MB of data: big enough to be announced (compiles quickly all the same).
+    let data = "\\00".repeat(2_000_000);
+    let wasm = wat::parse_str(format!(
+        "(component (core module (memory 32) (data (i32.const 0) \"{data}\")))"
+    ))
+    .unwrap();
+    std::fs::write(sandbox.path().join("big.wasm"), wasm).unwrap();
+    let path = sandbox.write(
+        "big.yaml",
+        "name: big\nsteps:\n  - id: a\n    type: function\n    component: ./big.wasm\n",
+    );
+    let cache = sandbox.path().join("cache");
+    let run = || {
+        sandbox
+            .command(&["run", path.to_str().unwrap()])
+            .env("WFHOST_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let first = text(&run().stderr);
+    assert!(
+        first.contains(
+            "compiling a 2.0 MB component for this machine (first use only; then cached)"
+        ) && first.contains("compiled the 2.0 MB component in"),
+        "{first}"
+    );
+    let second = text(&run().stderr);
+    assert!(!second.contains("compiling a"), "{second}");
+}

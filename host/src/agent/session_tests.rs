@@ -40,7 +40,7 @@ fn fixture() -> Fixture {
     std::fs::write(base.join("src/a.rs"), "fn main() {}\n").unwrap();
     let script = SCRIPT.replace("OUT", base.join("out").to_str().unwrap());
     std::fs::write(base.join("script.yaml"), script).unwrap();
-    std::fs::write(base.join("policy.wat"), policy::tests::TEST_POLICY_WAT).unwrap();
+    std::fs::write(base.join("policy.wasm"), policy::tests::test_policy_wasm()).unwrap();
     let store = crate::store::open(&base.join(".wfhost"), Default::default()).unwrap();
     store
         .create_run(&NewRun {
@@ -78,7 +78,7 @@ fn agent() -> Agent {
         // text) and asks about exec (prompt: the same).
         policy: vec![PolicySpec {
             rules: None,
-            plugin: Some("policy.wat".into()),
+            plugin: Some("policy.wasm".into()),
             config: Some(json!("not without a person")),
         }],
     }
@@ -243,12 +243,12 @@ fn a_session_checks_audits_asks_and_replays() {
         by,
         [
             "every policy",
-            "plugin policy.wat",
+            "plugin policy.wasm",
             "tools list",
             "grants",
-            "plugin policy.wat",
+            "plugin policy.wasm",
             "person",
-            "plugin policy.wat"
+            "plugin policy.wasm"
         ]
     );
     let model_call = fx

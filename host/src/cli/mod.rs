@@ -158,7 +158,8 @@ fn quiet_on_closed_pipe() {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // Warnings, and the announcement of a slow first compile.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,wfhost::compile=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -104,9 +104,7 @@ impl<P: Clone> ComponentCache<P> {
 
     fn compile(&self, engine: &Engine, wasm: &[u8], key: &str) -> Result<Component> {
         let Some(dir) = &self.disk_dir else {
-            return Component::new(engine, wasm)
-                .map_err(anyhow::Error::from)
-                .context("compiling component");
+            return compile_showing_progress(engine, wasm);
         };
         let path = dir.join(format!("{key}-{}.cwasm", self.engine_tag));
         if let Some(bytes) = read_verified(&path) {
@@ -121,14 +119,41 @@ impl<P: Clone> ComponentCache<P> {
                 ),
             }
         }
-        let component = Component::new(engine, wasm)
-            .map_err(anyhow::Error::from)
-            .context("compiling component")?;
+        let component = compile_showing_progress(engine, wasm)?;
         if let Err(error) = store_atomically(dir, &path, &component) {
             tracing::warn!("cannot write component cache {}: {error:#}", path.display());
         }
         Ok(component)
     }
+}
+
+/// Components at least this big say so before they are compiled: a
+/// componentize-py component (~18 MB) takes seconds, the first time only.
+const ANNOUNCED_SIZE: usize = 1 << 20;
+
+/// Compile `wasm`; a big component is announced on stderr (target
+/// `wfhost::compile`, shown by default) with the time it took.
+fn compile_showing_progress(engine: &Engine, wasm: &[u8]) -> Result<Component> {
+    let announce = wasm.len() >= ANNOUNCED_SIZE;
+    let mb = wasm.len() as f64 / 1e6;
+    if announce {
+        tracing::info!(
+            target: "wfhost::compile",
+            "compiling a {mb:.1} MB component for this machine (first use only; then cached)..."
+        );
+    }
+    let started = std::time::Instant::now();
+    let component = Component::new(engine, wasm)
+        .map_err(anyhow::Error::from)
+        .context("compiling component")?;
+    if announce {
+        tracing::info!(
+            target: "wfhost::compile",
+            "compiled the {mb:.1} MB component in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(component)
 }
 
 impl ComponentCache<Prepared> {
@@ -229,8 +254,7 @@ mod tests {
     fn any_world_is_compiled_once_and_shared_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        // The text format: Component::new parses it too.
-        let wasm = b"(component)".to_vec();
+        let wasm = wat::parse_str("(component)").unwrap();
         let prepared = AtomicUsize::new(0);
         let prepare = |_: &Component| Ok(prepared.fetch_add(1, Ordering::SeqCst) + 100);
 
@@ -249,14 +273,13 @@ mod tests {
     }
 
     fn exporting(name: &str) -> Vec<u8> {
-        // wasmtime accepts the text format wherever it takes wasm bytes.
-        format!(
+        wat::parse_str(format!(
             r#"(component
                  (core module $m (func (export "f")))
                  (core instance $i (instantiate $m))
                  (func (export "{name}") (canon lift (core func $i "f"))))"#
-        )
-        .into_bytes()
+        ))
+        .unwrap()
     }
 
     fn exports(engine: &Engine, component: &Component) -> Vec<String> {

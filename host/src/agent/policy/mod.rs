@@ -323,6 +323,11 @@ pub(crate) mod tests {
     /// A `tool-policy` component in WAT: denies tools starting with `w`
     /// (reason: its config), asks for tools starting with `e` (prompt: its
     /// config), allows the rest.
+    /// [`TEST_POLICY_WAT`] compiled to a binary component.
+    pub fn test_policy_wasm() -> Vec<u8> {
+        wat::parse_str(TEST_POLICY_WAT).unwrap()
+    }
+
     pub const TEST_POLICY_WAT: &str = r#"
 (component
   (type $req' (record
@@ -504,7 +509,7 @@ pub(crate) mod tests {
         let s = setup();
         let policy = ComponentPolicy::from_bytes(
             "plugin test.wat".into(),
-            TEST_POLICY_WAT.as_bytes().into(),
+            test_policy_wasm().into(),
             "because config says so".into(),
         );
         assert_eq!(

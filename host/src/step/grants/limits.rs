@@ -281,7 +281,9 @@ mod tests {
 
     fn instantiate(limit: usize) -> (wasmtime::Result<()>, bool) {
         let engine = wasmtime::Engine::default();
-        let component = wasmtime::component::Component::new(&engine, TWO_MEMORIES).unwrap();
+        let component =
+            wasmtime::component::Component::new(&engine, wat::parse_str(TWO_MEMORIES).unwrap())
+                .unwrap();
         let linker = wasmtime::component::Linker::<StepLimits>::new(&engine);
         let mut store = wasmtime::Store::new(&engine, StepLimits::new(limit));
         store.limiter(|limits| limits);
