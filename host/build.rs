@@ -29,32 +29,16 @@ struct GuestWorkspace {
     dir: &'static str,
     /// Target directory, relative to `<root>/target`.
     target_dir: &'static str,
-    /// Sub-directory of `OUT_DIR` receiving its `.wasm` files (`""`: `OUT_DIR`
-    /// itself).
-    out_subdir: &'static str,
-    /// Variable set (`cargo:rustc-env`) to the directory of its `.wasm`
-    /// files, for crates and tests that load them from disk.
-    dir_env: Option<&'static str>,
 }
 
-/// Every guest workspace: the built-in plugins (embedded in the binary), and
-/// the test-only hostile components of the escape suite (`tests/plugins/`,
-/// never embedded; end-to-end tests find them in the directory named by
-/// `env!("WFHOST_TEST_PLUGINS")`).
-const WORKSPACES: &[GuestWorkspace] = &[
-    GuestWorkspace {
-        dir: "plugins",
-        target_dir: "wasm-plugins",
-        out_subdir: "",
-        dir_env: None,
-    },
-    GuestWorkspace {
-        dir: "tests/plugins",
-        target_dir: "wasm-test-plugins",
-        out_subdir: "test-plugins",
-        dir_env: Some("WFHOST_TEST_PLUGINS"),
-    },
-];
+/// Every guest workspace built here: the built-in plugins, embedded in the
+/// binary. The test-only hostile components (`tests/plugins/`) are built by
+/// the tests that use them (`tests/common.rs`), so that a user's first
+/// `cargo run` never waits for them.
+const WORKSPACES: &[GuestWorkspace] = &[GuestWorkspace {
+    dir: "plugins",
+    target_dir: "wasm-plugins",
+}];
 
 fn main() {
     if let Err(message) = run() {
@@ -82,7 +66,7 @@ fn run() -> Result<(), String> {
         emit_rerun_if_changed(&ws_dir);
         let target_dir = root.join("target").join(ws.target_dir);
         let artifacts = cargo_build(&ws_dir, &target_dir)?;
-        let dest_dir = out_dir.join(ws.out_subdir);
+        let dest_dir = out_dir.clone();
         fs::create_dir_all(&dest_dir)
             .map_err(|e| format!("cannot create {}: {e}", dest_dir.display()))?;
         for (name, path) in &artifacts {
@@ -93,9 +77,6 @@ fn run() -> Result<(), String> {
         }
         if artifacts.is_empty() {
             return Err(format!("{} produced no .wasm files", ws_dir.display()));
-        }
-        if let Some(var) = ws.dir_env {
-            println!("cargo:rustc-env={var}={}", dest_dir.display());
         }
     }
     Ok(())

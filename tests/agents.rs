@@ -791,8 +791,7 @@ fn a_program_started_by_an_agent_gets_its_grace_on_cancel() {
 /// saying why; the run goes on.
 #[test]
 fn a_runaway_policy_denies_the_call_and_the_run_goes_on() {
-    let policy = std::path::Path::new(env!("WFHOST_TEST_PLUGINS")).join("hostile_policy.wasm");
-    assert!(policy.is_file(), "{} was not built", policy.display());
+    let policy = common::test_plugin("hostile_policy");
     for (config, expected) in [
         ("spin", "interrupt"),
         ("hog", "policy component failed"),

@@ -16,6 +16,41 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// A test-only component of `tests/plugins/` (`hostile`, `hostile_policy`),
+/// built for `wasm32-wasip2` on first use in this test process (cargo's lock
+/// on the target directory serialises test binaries building it at once).
+/// The `wfhost` build does not build them, so a user's `cargo run` never
+/// waits for them.
+pub fn test_plugin(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let target_dir = repo().join("target/wasm-test-plugins");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
+            .arg("--manifest-path")
+            .arg(repo().join("tests/plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir)
+            // What the outer `cargo test` set for its own build.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building tests/plugins failed:\n{}",
+            text(&output.stderr)
+        );
+        target_dir.join("wasm32-wasip2/release")
+    });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
 /// A scratch directory with its own wfhost home.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,

@@ -32,9 +32,7 @@ const SECRET_FILE: &str = "TOP SECRET 5b0d: outside every grant\n";
 
 /// The hostile component built from `tests/plugins/`.
 fn hostile() -> PathBuf {
-    let path = Path::new(env!("WFHOST_TEST_PLUGINS")).join("hostile.wasm");
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
+    common::test_plugin("hostile")
 }
 
 /// A step running the hostile plugin with `config`.
