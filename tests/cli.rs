@@ -377,15 +377,22 @@ fn script_output_file_becomes_output_fields() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "out.yaml",
-        "name: o\nsteps:\n  - id: produce\n    run: |\n      echo 'answer=42' >> \"$WFHOST_OUTPUT\"\n      printf 'notes<<EOF\\nline one\\nline two\\nEOF\\n' >> \"$WFHOST_OUTPUT\"\n  - id: consume\n    needs: [produce]\n    run: echo 'got {{ steps.produce.output.answer }}'\n",
+        "name: o\nsteps:\n  - id: produce\n    run: |\n      echo 'answer=42' >> \"$WFHOST_OUTPUT\"\n      echo 'ok=true' >> \"$WFHOST_OUTPUT\"\n      echo 'list=[1, \"two\"]' >> \"$WFHOST_OUTPUT\"\n      echo 'version=1.10' >> \"$WFHOST_OUTPUT\"\n      printf 'code<<EOF\\n7\\nEOF\\n' >> \"$WFHOST_OUTPUT\"\n      printf 'notes<<EOF\\nline one\\nline two\\nEOF\\n' >> \"$WFHOST_OUTPUT\"\n  - id: consume\n    needs: [produce]\n    run: echo 'got {{ steps.produce.output.answer }}'\n  - id: big\n    needs: [produce]\n    if: steps.produce.output.answer > 99\n    run: 'true'\n",
     );
     let (output, status) = sandbox.run(&path, &[]);
     assert_exit(&output, 0);
     let status = status.unwrap();
     let produce = step(&status, "produce");
-    assert_eq!(produce["output"]["answer"], "42");
+    // Values that spell JSON are typed; the rest, and heredocs, are text.
+    assert_eq!(produce["output"]["answer"], 42);
+    assert_eq!(produce["output"]["ok"], true);
+    assert_eq!(produce["output"]["list"], serde_json::json!([1, "two"]));
+    assert_eq!(produce["output"]["version"], "1.10");
+    assert_eq!(produce["output"]["code"], "7");
     assert_eq!(produce["output"]["notes"], "line one\nline two");
     assert_eq!(step(&status, "consume")["output"]["stdout"], "got 42");
+    // 42 > 99 compares numbers: false (as text, "42" would sort after 99).
+    assert_eq!(step(&status, "big")["status"], "skipped");
 }
 
 #[test]
@@ -509,9 +516,11 @@ fn validate_accepts_the_examples_and_shows_grants() {
 #[test]
 fn unknown_and_ambiguous_run_ids_are_user_errors() {
     let sandbox = Sandbox::new();
+    // A home where nothing ran: said plainly, and nothing is created.
     let output = sandbox.wfhost(&["status", "doesnotexist"]);
     assert_exit(&output, 2);
-    assert!(text(&output.stderr).contains("no run matches 'doesnotexist'"));
+    assert!(text(&output.stderr).contains("no runs recorded in"));
+    assert!(!sandbox.home().join("wfhost.db").exists());
     let path = sandbox.write(
         "ok.yaml",
         "name: ok\nsteps:\n  - id: a\n    type: function\n    component: echo\n",
@@ -519,6 +528,9 @@ fn unknown_and_ambiguous_run_ids_are_user_errors() {
     for _ in 0..20 {
         assert_exit(&sandbox.run(&path, &[]).0, 0);
     }
+    let output = sandbox.wfhost(&["status", "doesnotexist"]);
+    assert_exit(&output, 2);
+    assert!(text(&output.stderr).contains("no run matches 'doesnotexist'"));
     // 20 random hex ids: some share a first character.
     let ids: Vec<String> =
         serde_json::from_slice::<Value>(&sandbox.wfhost(&["runs", "--json"]).stdout)
@@ -952,4 +964,96 @@ fn a_big_components_first_compile_is_announced_once() {
     );
     let second = text(&run().stderr);
     assert!(!second.contains("compiling a"), "{second}");
+}
+
+/// The home is `--home`/`WFHOST_HOME`, else the nearest `.wfhost` upward,
+/// else the per-user one; reading where nothing ran creates nothing, and a
+/// command that creates a home says where.
+#[test]
+fn the_home_is_found_upward_else_per_user_and_reading_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = dir.path().join("user");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("sub/deeper")).unwrap();
+    let per_user = user.join(".local/share/wfhost");
+    let wfhost = |cwd: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wfhost"))
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("WFHOST_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", &user)
+            .env(
+                "WFHOST_CACHE_DIR",
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"),
+            )
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+
+    let runs = wfhost(&project, &["runs"]);
+    assert_exit(&runs, 0);
+    assert!(
+        text(&runs.stdout).contains(&format!("no runs recorded in {}", per_user.display())),
+        "{}",
+        text(&runs.stdout)
+    );
+    let status = wfhost(&project, &["status", "abc"]);
+    assert_exit(&status, 2);
+    assert!(text(&status.stderr).contains("no runs recorded in"));
+    assert!(
+        !user.exists() && !project.join(".wfhost").exists(),
+        "nothing created"
+    );
+
+    std::fs::write(
+        project.join("one.yaml"),
+        "name: one\nsteps:\n  - id: a\n    type: function\n    component: echo\n",
+    )
+    .unwrap();
+    let first = wfhost(&project.join("sub"), &["run", "../one.yaml", "-q"]);
+    assert_exit(&first, 0);
+    assert!(
+        text(&first.stderr).contains(&format!(
+            "created wfhost home {} (the per-user home",
+            per_user.display()
+        )),
+        "{}",
+        text(&first.stderr)
+    );
+    assert!(per_user.join("wfhost.db").is_file());
+
+    let init = wfhost(&project, &["init"]);
+    assert_exit(&init, 0);
+    assert!(project.join(".wfhost/wfhost.db").is_file());
+    assert!(std::fs::read_to_string(project.join(".wfhost/config.toml"))
+        .unwrap()
+        .contains("# [ceiling]"));
+    let run = wfhost(
+        &project.join("sub/deeper"),
+        &[
+            "run",
+            "../../workflow.yaml",
+            "--json",
+            "-q",
+            "--arg",
+            "who=ann",
+        ],
+    );
+    assert_exit(&run, 0);
+    let status: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(step(&status, "count")["output"]["words"], 2);
+    let id = status["id"].as_str().unwrap();
+    let listed = text(&wfhost(&project.join("sub"), &["runs"]).stdout);
+    assert!(listed.contains(id), "{listed}");
+    let elsewhere = text(&wfhost(dir.path(), &["runs"]).stdout);
+    assert!(
+        !elsewhere.contains(id),
+        "the per-user home has only the first run"
+    );
+
+    let again = wfhost(&project, &["init"]);
+    assert_exit(&again, 2);
+    assert!(text(&again.stderr).contains("is already a wfhost project"));
 }

@@ -470,7 +470,7 @@ fn finally_steps_run_after_failure_and_after_cancel() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "cancel-finally.yaml",
-        "name: cf\nsteps:\n  - id: long\n    run: sleep 58.3\n    grants: {exec: [sleep]}\n  - id: cleanup\n    finally: true\n    run: echo cleaned\n",
+        "name: cf\nsteps:\n  - id: long\n    run: sleep 58.3\n    grants: {exec: [sleep]}\n  - id: cleanup\n    finally: true\n    needs: [long]\n    run: echo cleaned after {{ steps.long.status }}\n",
     );
     let mut child = sandbox.spawn_run(&path);
     let id = wait_for_child_run(&sandbox, &mut child);
@@ -483,7 +483,11 @@ fn finally_steps_run_after_failure_and_after_cancel() {
     assert_eq!(status["status"], "cancelled");
     assert_eq!(step(&status, "long")["status"], "cancelled");
     assert_eq!(step(&status, "cleanup")["status"], "completed");
-    assert_eq!(step(&status, "cleanup")["output"]["stdout"], "cleaned");
+    assert_eq!(
+        step(&status, "cleanup")["output"]["stdout"],
+        "cleaned after cancelled",
+        "a finally step sees the cancelled step's status"
+    );
 }
 
 #[test]
@@ -775,7 +779,7 @@ fn a_stage_loop_repeats_until_its_condition_holds() {
     assert_exit(&output, 0);
     let status = status.unwrap();
     assert_eq!(step(&status, "draft")["attempts"], 3);
-    assert_eq!(step(&status, "review")["output"]["count"], "3");
+    assert_eq!(step(&status, "review")["output"]["count"], 3);
     assert_eq!(step(&status, "publish")["status"], "completed");
 
     let endless = sandbox.write(
@@ -1003,11 +1007,7 @@ fn a_crash_right_after_a_loop_decision_keeps_the_decision() {
     let status = crash_then_resume(&sandbox, &path, "step_loop");
     assert_eq!(status["status"], "completed", "{status:#}");
     let status = sandbox.status(status["id"].as_str().unwrap());
-    assert_eq!(
-        step(&status, "review")["output"]["count"],
-        "2",
-        "{status:#}"
-    );
+    assert_eq!(step(&status, "review")["output"]["count"], 2, "{status:#}");
     assert_eq!(step(&status, "draft")["attempts"], 2);
 
     // escalate: skip: the failure and the skip are one transaction.
@@ -1058,4 +1058,109 @@ fn a_grant_swapped_for_a_link_while_the_run_was_down_is_refused_on_resume() {
         "{stderr}"
     );
     assert_ne!(step(&sandbox.status(&id), "b")["status"], "completed");
+}
+
+/// Ctrl-C (SIGINT) on `wfhost run` is a cancel: the running program is
+/// stopped, the `finally` step runs, the run ends `cancelled`, exit 130.
+#[test]
+fn ctrl_c_cancels_the_run_and_its_finally_steps_run() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "interrupt.yaml",
+        "name: i\nsteps:\n  - id: long\n    run: sleep 57.1\n    grants: {exec: [sleep]}\n  - id: cleanup\n    finally: true\n    run: echo cleaned\n",
+    );
+    let mut child = sandbox.spawn_run(&path);
+    let id = wait_for_child_run(&sandbox, &mut child);
+    wait_until(&sandbox, &id, "long running", |s| {
+        step(s, "long")["status"] == "running"
+    });
+    // SAFETY: signalling the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = wait_child(child);
+    assert_exit(&output, 130);
+    assert!(
+        text(&output.stderr).contains(&format!("interrupted (SIGINT): cancelling run {id}")),
+        "{}",
+        text(&output.stderr)
+    );
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(step(&status, "long")["status"], "cancelled");
+    assert_eq!(step(&status, "cleanup")["status"], "completed");
+    assert_eq!(step(&status, "cleanup")["output"]["stdout"], "cleaned");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 57.1$"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the program was stopped");
+}
+
+/// A second SIGTERM while the first one's cancel waits on a program that
+/// ignores SIGTERM stops at once (exit 143): the program is killed and the
+/// run is left for `wfhost resume`, not marked cancelled.
+#[test]
+fn a_second_signal_stops_at_once_and_leaves_the_run_resumable() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "stubborn.yaml",
+        "name: s\nsteps:\n  - id: stubborn\n    kill_grace: 50s\n    run: trap '' TERM; sleep 57.2\n    grants: {exec: [sleep]}\n",
+    );
+    let mut child = sandbox.spawn_run(&path);
+    let id = wait_for_child_run(&sandbox, &mut child);
+    wait_until(&sandbox, &id, "stubborn running", |s| {
+        step(s, "stubborn")["status"] == "running"
+    });
+    let pid = child.id() as i32;
+    // SAFETY: signalling the child we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The cancel has begun (the program got its SIGTERM and ignores it).
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let started = Instant::now();
+    let output = wait_child(child);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_exit(&output, 143);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("terminated (SIGTERM): stopped at once")
+            && stderr.contains(&format!("`wfhost resume {id}` continues it")),
+        "{stderr}"
+    );
+    let status = sandbox.status(&id);
+    assert_ne!(status["status"], "cancelled", "{status:#}");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 57.2$"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the program was killed");
+}
+
+/// `wfhost run` whose stdout and stderr readers went away (`| head`) and
+/// whose terminal hung up (SIGHUP) drives its run to the end all the same.
+#[test]
+fn a_run_whose_output_goes_away_still_finishes() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "chatty.yaml",
+        "name: c\nsteps:\n  - id: talk\n    run: 'for i in $(seq 2000); do echo line $i; done'\n  - id: nap\n    needs: [talk]\n    run: sleep 1.3\n    grants: {exec: [sleep]}\n  - id: after\n    needs: [nap]\n    run: echo done\n",
+    );
+    let mut child = sandbox
+        .command(&["run", path.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let id = wait_for_child_run(&sandbox, &mut child);
+    wait_until(&sandbox, &id, "nap running", |s| {
+        step(s, "nap")["status"] == "running"
+    });
+    // SAFETY: signalling the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    let status = sandbox.status(&id);
+    assert_eq!(status["status"], "completed");
+    assert_eq!(step(&status, "after")["output"]["stdout"], "done");
 }

@@ -4,6 +4,8 @@
 //! together. The CLI is one front end on top; a server can reuse the same
 //! wiring.
 
+pub mod home;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

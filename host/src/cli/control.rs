@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use super::say::err_line;
 use super::Invalid;
 use crate::engine::driver::ResumeOptions;
 use crate::store::{EngineStore, RunStatus, StepStatus};
@@ -135,9 +136,9 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
         rerun: args.rerun,
         skip: args.skip,
     };
-    let outcome = super::tokio_runtime()?
-        .block_on(driver.drive_with(&run_id, &workflow, &run.args, &options));
-    super::run::finish(&*store, &run_id, args.json, args.quiet, outcome)
+    let drive = driver.drive_with(&run_id, &workflow, &run.args, &options);
+    let driven = super::interrupt::drive(&*store, &run_id, drive)?;
+    super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// Arguments of `wfhost retry`.
@@ -194,8 +195,9 @@ pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<Exit
     }
     let ceiling = super::load_ceiling(home, config)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
-    let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
-    super::run::finish(&*store, &run_id, args.json, args.quiet, outcome)
+    let drive = driver.drive(&run_id, &workflow, &run.args);
+    let driven = super::interrupt::drive(&*store, &run_id, drive)?;
+    super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// Load the workflow file as it is now, print how it differs from the
@@ -246,15 +248,18 @@ fn upgrade(
         .filter(|s| s.status == StepStatus::Completed)
         .map(|s| s.id)
         .collect();
-    eprintln!("upgrading run {run_id} to the current {}:", path.display());
+    err_line(&format!(
+        "upgrading run {run_id} to the current {}:",
+        path.display()
+    ));
     if added.is_empty() && removed.is_empty() && changed.is_empty() {
-        eprintln!("  no step changed");
+        err_line("  no step changed");
     }
     for id in &added {
-        eprintln!("  + {id} (new step)");
+        err_line(&format!("  + {id} (new step)"));
     }
     for id in &removed {
-        eprintln!("  - {id} (removed)");
+        err_line(&format!("  - {id} (removed)"));
     }
     for id in &changed {
         let note = if done.iter().any(|d| d == id) {
@@ -262,7 +267,7 @@ fn upgrade(
         } else {
             ""
         };
-        eprintln!("  ~ {id} (changed){note}");
+        err_line(&format!("  ~ {id} (changed){note}"));
     }
     let ids: Vec<&str> = current.def.steps.iter().map(|s| s.id.as_str()).collect();
     let summary = serde_json::json!({ "added": added, "removed": removed, "changed": changed });

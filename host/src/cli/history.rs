@@ -191,8 +191,9 @@ pub fn restore(home: &Path, config: Option<&Path>, args: RestoreArgs) -> Result<
     let workflow = super::control::pinned_workflow(&store, &run_id)?;
     let ceiling = super::load_ceiling(home, config)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
-    let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run.args));
-    super::run::finish(&*store, &run_id, args.json, args.quiet, outcome)
+    let drive = driver.drive(&run_id, &workflow, &run.args);
+    let driven = super::interrupt::drive(&*store, &run_id, drive)?;
+    super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// `wfhost prune`: delete old finished runs and their folders.

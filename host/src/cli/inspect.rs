@@ -55,6 +55,15 @@ pub struct PluginsArgs {
 
 /// `wfhost runs`.
 pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
+    if !crate::app::home::has_store(home) {
+        // Nothing ever ran here: say so, and create nothing.
+        if args.json {
+            println!("[]");
+        } else {
+            println!("{}", super::no_runs_here(home));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = super::open_store(home)?;
     let runs = store.runs()?;
     if args.json {

@@ -6,9 +6,12 @@ mod bench;
 mod control;
 mod export;
 mod history;
+mod init;
 mod inspect;
+mod interrupt;
 mod output;
 mod run;
+mod say;
 mod terminal;
 mod validate;
 
@@ -34,9 +37,11 @@ pub use crate::app::Invalid;
 #[derive(Debug, Parser)]
 #[command(name = "wfhost", version, about, long_about = None)]
 pub struct Cli {
-    /// Where runs are stored (SQLite database and run folders).
-    #[arg(long, global = true, env = "WFHOST_HOME", default_value = ".wfhost")]
-    home: PathBuf,
+    /// Where runs are stored (SQLite database and run folders). Default:
+    /// the nearest `.wfhost` directory here or above (`wfhost init` makes
+    /// one), else `$XDG_DATA_HOME/wfhost` (`~/.local/share/wfhost`).
+    #[arg(long, global = true, env = "WFHOST_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
 
     /// Host config file with the operator's `[ceiling]` on grants
     /// (default: `config.toml` in the home directory, if present).
@@ -49,6 +54,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make a directory a wfhost project: its own home (`.wfhost/`), a commented config, a starter workflow.
+    Init(init::InitArgs),
     /// Run a workflow; exits 0 when the run completed, 1 when it failed, 2 on invalid input, 3 when paused or blocked.
     Run(run::RunArgs),
     /// Check a workflow without running it; exits 0 when valid, 2 with the problems.
@@ -96,41 +103,46 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let _ = CONFIG_FILE.set(cli.config.clone());
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let home = crate::app::home::find(cli.home.as_deref(), &cwd);
+    let _ = HOME.set(home.clone());
+    let home = home.path;
     if !drives_a_run(&cli.command) {
         quiet_on_closed_pipe();
     }
     let result = match cli.command {
-        Command::Run(args) => run::run(&cli.home, cli.config.as_deref(), args),
-        Command::Validate(args) => validate::validate(&cli.home, cli.config.as_deref(), args),
+        Command::Init(args) => init::init(args),
+        Command::Run(args) => run::run(&home, cli.config.as_deref(), args),
+        Command::Validate(args) => validate::validate(&home, cli.config.as_deref(), args),
         Command::Graph(args) => validate::graph(args),
-        Command::Runs(args) => inspect::runs(&cli.home, args),
-        Command::Status(args) => inspect::status(&cli.home, args),
-        Command::Logs(args) => inspect::logs(&cli.home, args),
-        Command::Export(args) => export::export(&cli.home, args),
-        Command::Pause(args) => control::pause(&cli.home, args),
-        Command::Resume(args) => control::resume(&cli.home, cli.config.as_deref(), args),
-        Command::Cancel(args) => control::cancel(&cli.home, args),
-        Command::Watch(args) => history::watch(&cli.home, args),
-        Command::Checkpoints(args) => history::checkpoints(&cli.home, args),
-        Command::Restore(args) => history::restore(&cli.home, cli.config.as_deref(), args),
-        Command::Prune(args) => history::prune(&cli.home, args),
-        Command::Retry(args) => control::retry(&cli.home, cli.config.as_deref(), args),
+        Command::Runs(args) => inspect::runs(&home, args),
+        Command::Status(args) => inspect::status(&home, args),
+        Command::Logs(args) => inspect::logs(&home, args),
+        Command::Export(args) => export::export(&home, args),
+        Command::Pause(args) => control::pause(&home, args),
+        Command::Resume(args) => control::resume(&home, cli.config.as_deref(), args),
+        Command::Cancel(args) => control::cancel(&home, args),
+        Command::Watch(args) => history::watch(&home, args),
+        Command::Checkpoints(args) => history::checkpoints(&home, args),
+        Command::Restore(args) => history::restore(&home, cli.config.as_deref(), args),
+        Command::Prune(args) => history::prune(&home, args),
+        Command::Retry(args) => control::retry(&home, cli.config.as_deref(), args),
         Command::Plugins(args) => inspect::plugins(args),
         Command::Bench(args) => bench::bench(args),
-        Command::Approvals(args) => approvals::approvals(&cli.home, args),
-        Command::Approve(args) => approvals::approve(&cli.home, args),
-        Command::Deny(args) => approvals::deny(&cli.home, args),
+        Command::Approvals(args) => approvals::approvals(&home, args),
+        Command::Approve(args) => approvals::approve(&home, args),
+        Command::Deny(args) => approvals::deny(&home, args),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             if let Some(invalid) = error.downcast_ref::<Invalid>() {
                 for line in invalid.0.lines() {
-                    eprintln!("error: {line}");
+                    say::err_line(&format!("error: {line}"));
                 }
                 ExitCode::from(EXIT_INVALID)
             } else {
-                eprintln!("error: {error:#}");
+                say::err_line(&format!("error: {error:#}"));
                 ExitCode::from(EXIT_FAILED)
             }
         }
@@ -175,11 +187,45 @@ fn config_file() -> Option<&'static std::path::Path> {
     CONFIG_FILE.get().and_then(|c| c.as_deref())
 }
 
-/// Open the store under `home` (see [`crate::app::open_store`]).
+/// The home this process uses (see [`crate::app::home::find`]).
+static HOME: std::sync::OnceLock<crate::app::home::Home> = std::sync::OnceLock::new();
+
+/// Open the existing store under `home` (see [`crate::app::open_store`]);
+/// a home where nothing was ever run is an error, not a new empty store.
 fn open_store(
     home: &std::path::Path,
 ) -> anyhow::Result<std::sync::Arc<dyn crate::store::EngineStore>> {
+    if !crate::app::home::has_store(home) {
+        return Err(Invalid(no_runs_here(home)).into());
+    }
     crate::app::open_store(home, config_file())
+}
+
+/// What a read-only command says where no run was ever recorded.
+fn no_runs_here(home: &std::path::Path) -> String {
+    format!(
+        "no runs recorded in {} (the wfhost home here; `--home DIR` or WFHOST_HOME chooses another)",
+        home.display()
+    )
+}
+
+/// Open the store under `home` for a new run, creating it (and saying
+/// where) if this home has none yet.
+fn create_store(
+    home: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn crate::store::EngineStore>> {
+    let created = !crate::app::home::has_store(home);
+    let store = crate::app::open_store(home, config_file())?;
+    if created {
+        let why = match HOME.get().map(|h| h.source) {
+            Some(crate::app::home::HomeSource::User) => {
+                " (the per-user home: no `.wfhost` here or above; `wfhost init` makes one)"
+            }
+            _ => "",
+        };
+        say::err_line(&format!("created wfhost home {}{why}", home.display()));
+    }
+    Ok(store)
 }
 
 /// Resolve a run id prefix, turning "unknown" and "ambiguous" into user errors.

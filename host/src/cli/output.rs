@@ -167,6 +167,6 @@ impl RunListener for ProgressPrinter {
                 format!("{} {painted}", s.bold("run"))
             }
         };
-        eprintln!("{line}");
+        super::say::err_line(&line);
     }
 }

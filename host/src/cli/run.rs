@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
+use super::interrupt::{self, Driven};
 use super::output::Style;
+use super::say::{err_line, out_line};
 use super::{inspect, Invalid, EXIT_FAILED};
 use crate::store::RunStatus;
 use crate::workflow::{self, LoadedWorkflow};
@@ -42,25 +44,39 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     super::check_grants(home, &workflow, ceiling.as_ref())?;
     let run_args = collect_args(&workflow, args.args_file.as_deref(), &args.args)?;
 
-    let store = super::open_store(home)?;
+    let store = super::create_store(home)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, !args.no_logs)?;
     let run_id = driver.create_run(&workflow, &run_args)?;
-    let outcome = super::tokio_runtime()?.block_on(driver.drive(&run_id, &workflow, &run_args));
-    finish(&*store, &run_id, args.json, args.quiet, outcome)
+    let driven = interrupt::drive(
+        &*store,
+        &run_id,
+        driver.drive(&run_id, &workflow, &run_args),
+    )?;
+    finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// Report how a drive ended and choose the exit code: 0 completed, 1
-/// failed or cancelled, 3 paused or blocked (resume it).
+/// failed or cancelled, 3 paused or blocked (resume it), 128 + the signal
+/// when a signal cancelled (130, 143) or stopped the run.
 pub fn finish(
     store: &dyn crate::store::EngineStore,
     run_id: &str,
     json: bool,
     quiet: bool,
-    outcome: Result<crate::engine::RunOutcome>,
+    driven: Driven,
 ) -> Result<ExitCode> {
+    let (outcome, interrupted) = match driven {
+        Driven::Finished {
+            outcome,
+            interrupted,
+        } => (outcome, interrupted),
+        Driven::Stopped { signal } => {
+            return Ok(ExitCode::from(interrupt::exit_code(signal)));
+        }
+    };
     if json {
         let status = inspect::status_json(store, run_id)?;
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        out_line(&serde_json::to_string_pretty(&status)?);
     }
     let outcome = outcome?;
     debug_assert_eq!(
@@ -74,20 +90,17 @@ pub fn finish(
             .as_ref()
             .filter(|_| outcome.status == RunStatus::Blocked)
         {
-            eprintln!("{}", style.warn(&format!("blocked: {message}")));
+            err_line(&style.warn(&format!("blocked: {message}")));
         }
         if outcome.status == RunStatus::Paused {
-            eprintln!(
-                "{}",
-                style.warn(&format!("paused: continue with `wfhost resume {run_id}`"))
-            );
+            err_line(&style.warn(&format!("paused: continue with `wfhost resume {run_id}`")));
         }
-        eprintln!(
-            "{}",
-            style.dim(&format!(
-                "details: wfhost status {run_id} · wfhost logs {run_id}"
-            ))
-        );
+        err_line(&style.dim(&format!(
+            "details: wfhost status {run_id} · wfhost logs {run_id}"
+        )));
+    }
+    if let (Some(signal), RunStatus::Cancelled) = (interrupted, outcome.status) {
+        return Ok(ExitCode::from(interrupt::exit_code(signal)));
     }
     Ok(match outcome.status {
         RunStatus::Completed | RunStatus::CompletedWithErrors => ExitCode::SUCCESS,

@@ -17,8 +17,8 @@
 //! stdout line goes to the step log at info level, every stderr line at warn.
 //!
 //! Output: `{ "exit_code": 0, "stdout": "...", "stderr": "..." }` (stdout and
-//! stderr without their trailing line break) plus one string field per line
-//! the script wrote to `$WFHOST_OUTPUT`, GitHub-Actions style: `key=value`, or
+//! stderr without their trailing line break) plus one field per line the
+//! script wrote to `$WFHOST_OUTPUT`, GitHub-Actions style: `key=value`, or
 //!
 //! ```text
 //! key<<EOF
@@ -26,6 +26,11 @@
 //! lines
 //! EOF
 //! ```
+//!
+//! A `key=value` value written as a JSON number (in its plain form: `3`,
+//! `-1.5`; not `1.10`, `007`, `1e3`), `true`/`false`, array or object is
+//! typed (`n=3` gives the number 3); anything else is a string, as is every
+//! `key<<EOF` value (the way to keep `3` a string).
 //!
 //! Errors: a non-zero exit (`script exited with code 3` and the last stderr
 //! lines), a signal, a denied `exec`, a bad config or a malformed output line
@@ -143,7 +148,7 @@ impl Plugin for Script {
         if let Some(file) = &out.output_file {
             let text = String::from_utf8_lossy(file);
             for (key, value) in parse_output_file(&text).map_err(StepError::permanent)? {
-                output.insert(key, Value::String(value));
+                output.insert(key, value);
             }
         }
         Ok(Value::Object(output))
@@ -190,11 +195,12 @@ fn trim_line_break(text: &str) -> &str {
         .unwrap_or(text)
 }
 
-/// Parse the `$WFHOST_OUTPUT` file: `key=value` lines and `key<<DELIM` blocks
-/// ending with a line `DELIM`. Empty lines are ignored; a later key replaces
-/// an earlier one. Errors name the 1-based line number.
-fn parse_output_file(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut fields: Vec<(String, String)> = Vec::new();
+/// Parse the `$WFHOST_OUTPUT` file: `key=value` lines (typed, see
+/// [`typed`]) and `key<<DELIM` blocks ending with a line `DELIM` (strings).
+/// Empty lines are ignored; a later key replaces an earlier one. Errors name
+/// the 1-based line number.
+fn parse_output_file(text: &str) -> Result<Vec<(String, Value)>, String> {
+    let mut fields: Vec<(String, Value)> = Vec::new();
     let mut lines = text
         .lines()
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -208,7 +214,7 @@ fn parse_output_file(text: &str) -> Result<Vec<(String, String)>, String> {
         let heredoc = line.find("<<");
         let (key, value) = match (eq, heredoc) {
             (Some(e), h) if h.is_none_or(|h| e < h) => {
-                (line[..e].to_string(), line[e + 1..].to_string())
+                (line[..e].to_string(), typed(&line[e + 1..]))
             }
             (_, Some(h)) => {
                 let key = line[..h].to_string();
@@ -231,7 +237,7 @@ fn parse_output_file(text: &str) -> Result<Vec<(String, String)>, String> {
                         }
                     }
                 }
-                (key, body.join("\n"))
+                (key, Value::String(body.join("\n")))
             }
             _ => {
                 return Err(format!(
@@ -245,6 +251,22 @@ fn parse_output_file(text: &str) -> Result<Vec<(String, String)>, String> {
         fields.push((key, value));
     }
     Ok(fields)
+}
+
+/// A `key=value` value: the JSON it spells when that is a number in its plain
+/// form (the text is exactly how the number prints: `1.10` and `1e3` stay
+/// text, so nothing written is silently changed), `true`/`false`, an array
+/// or an object; otherwise the text itself (JSON strings and `null`
+/// included).
+fn typed(text: &str) -> Value {
+    if text.trim() != text {
+        return Value::String(text.to_string());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Number(number)) if number.to_string() == text => Value::Number(number),
+        Ok(value @ (Value::Bool(_) | Value::Array(_) | Value::Object(_))) => value,
+        _ => Value::String(text.to_string()),
+    }
 }
 
 /// Keys must be identifiers (usable as `steps.<id>.output.<key>`) and not
@@ -281,12 +303,38 @@ mod tests {
         assert_eq!(
             fields,
             vec![
-                ("b".to_string(), "x=y".to_string()),
-                ("msg".to_string(), "line one\nline two".to_string()),
-                ("a".to_string(), "2".to_string()),
-                ("empty".to_string(), String::new()),
+                ("b".to_string(), json!("x=y")),
+                ("msg".to_string(), json!("line one\nline two")),
+                ("a".to_string(), json!(2)),
+                ("empty".to_string(), json!("")),
             ]
         );
+    }
+
+    #[test]
+    fn values_that_spell_json_are_typed_and_nothing_else_changes() {
+        for (text, value) in [
+            ("3", json!(3)),
+            ("-1.5", json!(-1.5)),
+            ("true", json!(true)),
+            ("false", json!(false)),
+            ("[1,\"a\"]", json!([1, "a"])),
+            ("{\"k\": {\"n\": 1}}", json!({"k": {"n": 1}})),
+            // Kept as written.
+            ("1.10", json!("1.10")),
+            ("007", json!("007")),
+            ("1e3", json!("1e3")),
+            (" 3", json!(" 3")),
+            ("null", json!("null")),
+            ("\"quoted\"", json!("\"quoted\"")),
+            ("hello", json!("hello")),
+            ("[unclosed", json!("[unclosed")),
+            ("", json!("")),
+        ] {
+            assert_eq!(typed(text), value, "{text}");
+        }
+        let fields = parse_output_file("n<<EOF\n3\nEOF\n").unwrap();
+        assert_eq!(fields[0].1, json!("3"), "a heredoc value stays text");
     }
 
     #[test]

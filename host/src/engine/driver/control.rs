@@ -50,6 +50,8 @@ impl Driver {
                 StepStatus::Cancelled,
                 Some(note),
             )?;
+            // `finally` steps see it: `{{ steps.<id>.status }}` is "cancelled".
+            state.record_status(index, "cancelled");
             state.board.finished(index, "cancelled", Duration::ZERO);
         }
         Ok(())
