@@ -1057,3 +1057,89 @@ fn the_home_is_found_upward_else_per_user_and_reading_creates_nothing() {
     assert_exit(&again, 2);
     assert!(text(&again.stderr).contains("is already a wfhost project"));
 }
+
+/// What a user writes wrong is one line naming the place: a component file
+/// that is garbage, empty, a directory or a core module; `{{ args.x }}`
+/// without `args`; a huge or binary file. `needs: a` is `needs: [a]`.
+#[test]
+fn wrong_files_and_references_are_one_line_validation_errors() {
+    let sandbox = Sandbox::new();
+    sandbox.write("garbage.wasm", "garbage");
+    sandbox.write("empty.wasm", "");
+    std::fs::create_dir_all(sandbox.path().join("dir.wasm")).unwrap();
+    std::fs::write(sandbox.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    for (file, problem) in [
+        ("garbage.wasm", "is not WebAssembly"),
+        ("empty.wasm", "is empty"),
+        ("dir.wasm", "is a directory"),
+        ("core.wasm", "is a core WebAssembly module, not a component"),
+    ] {
+        let path = sandbox.write(
+            "c.yaml",
+            &format!("name: c\nsteps:\n  - id: a\n    type: function\n    component: ./{file}\n"),
+        );
+        let output = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
+        assert_exit(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "c.yaml:5:5: step 'a': component file './{file}' {problem}"
+            )) && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    }
+
+    let path = sandbox.write(
+        "noargs.yaml",
+        "name: n\nsteps:\n  - id: a\n    run: echo {{ args.who | shq }}\n",
+    );
+    let output = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains(
+            "step 'a': template references arg 'who', but the workflow has no `args` block"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let path = sandbox.write(
+        "needs.yaml",
+        "name: n\nsteps:\n  - id: a\n    run: 'true'\n  - id: b\n    needs: a\n    run: 'true'\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    assert!(
+        millis(&step(&status, "b")["started_at"]) >= millis(&step(&status, "a")["finished_at"])
+    );
+    // A workflow without `args` takes no arguments.
+    let output = sandbox.wfhost(&["run", path.to_str().unwrap(), "--arg", "x=1"]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("arg 'x' given, but the workflow declares no `args`"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let huge = sandbox.path().join("huge.yaml");
+    std::fs::write(&huge, format!("name: {}\n", "x".repeat(5 << 20))).unwrap();
+    let output = sandbox.wfhost(&["validate", huge.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("workflow files are limited to 4 MiB"),
+        "{}",
+        text(&output.stderr)
+    );
+    // Not a workflow at all: the error quotes a short excerpt, not the file.
+    let blob = sandbox.path().join("blob.yaml");
+    std::fs::write(&blob, "y".repeat(3 << 20)).unwrap();
+    let output = sandbox.wfhost(&["validate", blob.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.len() < 1000 && stderr.contains("more characters"),
+        "{}",
+        &stderr[..stderr.len().min(600)]
+    );
+}

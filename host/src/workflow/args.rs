@@ -19,7 +19,20 @@ pub fn resolve_args(
     given: Map<String, Value>,
 ) -> Result<Value, Diagnostics> {
     let Some(schema) = schema else {
-        return Ok(Value::Object(given));
+        // No `args` block: the workflow takes no arguments (and validation
+        // rejects `{{ args.x }}` in it), so one given is a mistake.
+        let mut out = Diagnostics::new();
+        for name in given.keys() {
+            out.push(Diagnostic::new(format!(
+                "arg '{name}' given, but the workflow declares no `args` (add an `args` block \
+                 with a JSON Schema to accept it)"
+            )));
+        }
+        return if out.is_empty() {
+            Ok(Value::Object(given))
+        } else {
+            Err(out)
+        };
     };
     let mut args = given;
     let properties = schema.get("properties").and_then(Value::as_object);
@@ -147,9 +160,14 @@ mod tests {
     }
 
     #[test]
-    fn no_schema_passes_args_through() {
-        let given = map(json!({"a": "1"}));
-        assert_eq!(resolve_args(None, given).unwrap(), json!({"a": "1"}));
+    fn without_a_schema_no_arg_is_taken() {
+        assert_eq!(resolve_args(None, Map::new()).unwrap(), json!({}));
+        let e = resolve_args(None, map(json!({"a": "1"}))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("arg 'a' given, but the workflow declares no `args`"),
+            "{e}"
+        );
     }
 
     #[test]

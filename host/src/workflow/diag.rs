@@ -61,13 +61,28 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// The longest message a [`Diagnostic`] keeps, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 400;
+
+/// `message`, cut to [`MAX_MESSAGE_CHARS`] with a note of how much was left out.
+fn shorten(message: String) -> String {
+    let total = message.chars().count();
+    if total <= MAX_MESSAGE_CHARS {
+        return message;
+    }
+    let kept: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    format!("{kept}… ({} more characters)", total - MAX_MESSAGE_CHARS)
+}
+
 impl Diagnostic {
-    /// A diagnostic with only a message.
+    /// A diagnostic with only a message. A message longer than
+    /// [`MAX_MESSAGE_CHARS`] (a parser quoting a huge value) is cut, so an
+    /// error stays one readable line whatever the file holds.
     pub fn new(message: impl Into<String>) -> Self {
         Diagnostic {
             location: None,
             step: None,
-            message: message.into(),
+            message: shorten(message.into()),
         }
     }
 

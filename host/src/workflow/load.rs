@@ -37,7 +37,9 @@ pub fn load(path: &Path, builtin_components: &[&str]) -> Result<LoadedWorkflow, 
             .at(Location::file(&file_name))
             .into()
     };
-    let source = std::fs::read_to_string(path).map_err(read_error)?;
+    let source = read_bounded(path).map_err(|problem| {
+        Diagnostics::from(Diagnostic::new(problem).at(Location::file(&file_name)))
+    })?;
     let canonical = path.canonicalize().map_err(read_error)?;
     let dir = canonical
         .parent()
@@ -52,6 +54,46 @@ pub fn load(path: &Path, builtin_components: &[&str]) -> Result<LoadedWorkflow, 
     )?;
     loaded.path = canonical;
     Ok(loaded)
+}
+
+/// The largest workflow file wfhost reads, in bytes.
+pub const MAX_WORKFLOW_BYTES: u64 = 4 << 20;
+
+/// The text of the workflow file at `path`, refusing a file over
+/// [`MAX_WORKFLOW_BYTES`] (checked on the opened handle, before reading, and
+/// by the read itself) and one that is not UTF-8.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read the workflow file: {e}"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("cannot read the workflow file: {e}"))?;
+    if metadata.is_dir() {
+        return Err("cannot read the workflow file: it is a directory".to_string());
+    }
+    let too_big = |size: u64| {
+        format!(
+            "the workflow file is {size} bytes; workflow files are limited to {} MiB",
+            MAX_WORKFLOW_BYTES >> 20
+        )
+    };
+    if metadata.len() > MAX_WORKFLOW_BYTES {
+        return Err(too_big(metadata.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_WORKFLOW_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the workflow file: {e}"))?;
+    if bytes.len() as u64 > MAX_WORKFLOW_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the workflow file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Parses and validates `source` as if it were the file `file_name` in
@@ -118,7 +160,7 @@ mod tests {
     #[test]
     fn loads_json_by_extension_and_resolves_components_in_its_dir() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f.wasm"), b"\0asm").unwrap();
+        std::fs::write(dir.path().join("f.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
         let path = dir.path().join("wf.json");
         std::fs::write(
             &path,

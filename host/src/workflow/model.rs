@@ -257,8 +257,9 @@ pub struct Step {
     /// For `type: function`: a built-in component name or a `.wasm` path.
     #[serde(default)]
     pub component: Option<String>,
-    /// Steps that must complete before this one starts.
-    #[serde(default, alias = "dependencies")]
+    /// Steps that must complete before this one starts (`needs: a` is
+    /// `needs: [a]`, as in GitHub Actions).
+    #[serde(default, alias = "dependencies", deserialize_with = "one_or_many")]
     pub needs: Vec<String>,
     /// Plugin configuration; string values are templates.
     #[serde(default, rename = "with")]
@@ -396,4 +397,32 @@ pub struct StageLoop {
     /// Most iterations (default 10); reaching it fails the step.
     #[serde(default)]
     pub max_iterations: Option<u32>,
+}
+
+/// A list of strings, or one string for a list of one.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a step id or a list of step ids")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, one: &str) -> Result<Vec<String>, E> {
+            Ok(vec![one.to_string()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut many = Vec::new();
+            while let Some(one) = seq.next_element::<String>()? {
+                many.push(one);
+            }
+            Ok(many)
+        }
+    }
+    deserializer.deserialize_any(OneOrMany)
 }

@@ -128,6 +128,10 @@ mod tests {
 
     const WORKFLOW: &str = r#"
 name: kinds
+args:
+  type: object
+  properties:
+    topic: { type: string }
 plugins:
   upper: plugins/upper.wasm
 agents:
@@ -159,9 +163,11 @@ steps:
     fn workflow() -> (tempfile::TempDir, LoadedWorkflow) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("plugins")).unwrap();
-        for file in ["plugins/upper.wasm", "own.wasm", "replies.yaml"] {
-            std::fs::write(dir.path().join(file), "").unwrap();
+        // A component's header is all validation reads.
+        for file in ["plugins/upper.wasm", "own.wasm"] {
+            std::fs::write(dir.path().join(file), b"\0asm\x0d\0\x01\0").unwrap();
         }
+        std::fs::write(dir.path().join("replies.yaml"), "").unwrap();
         let loaded =
             load_from_source(WORKFLOW, "kinds.yaml", dir.path(), Format::Yaml, &["echo"]).unwrap();
         (dir, loaded)

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{is_valid_id, resolve, Checker, BUILTIN_TYPES};
+use super::{component_file, is_valid_id, resolve, Checker, BUILTIN_TYPES};
 use crate::step::units::parse_duration;
 
 impl Checker<'_> {
@@ -103,11 +103,16 @@ impl Checker<'_> {
                 match (&policy.rules, &policy.plugin) {
                     (Some(_), None) => {}
                     (None, Some(path)) => {
-                        if !path.ends_with(".wasm") || !self.dir.join(path).is_file() {
+                        let problem = if path.ends_with(".wasm") {
+                            component_file::problem(&resolve(self.dir, path))
+                        } else {
+                            Some("is not a .wasm file".to_string())
+                        };
+                        if let Some(problem) = problem {
                             self.report(
                                 at.clone(),
                                 None,
-                                format!("agent '{}': policy plugin '{path}' is not an existing .wasm file", agent.id),
+                                format!("agent '{}': policy plugin '{path}' {problem}", agent.id),
                             );
                         }
                     }
@@ -174,14 +179,11 @@ impl Checker<'_> {
                 continue;
             }
             let full = resolve(self.dir, path);
-            if !full.is_file() {
+            if let Some(problem) = component_file::problem(&full) {
                 self.report(
                     at,
                     None,
-                    format!(
-                        "plugin '{name}': file '{path}' not found (looked for {})",
-                        full.display()
-                    ),
+                    format!("plugin '{name}': file '{path}' {problem}"),
                 );
             }
         }

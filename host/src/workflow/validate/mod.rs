@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+mod component_file;
 mod declarations;
 mod step_types;
 mod templates;
@@ -386,7 +387,7 @@ mod tests {
     #[test]
     fn unknown_type_lists_known_types() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("up.wasm"), b"\0asm").unwrap();
+        std::fs::write(dir.path().join("up.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
         let src = "name: x\nplugins:\n  upper: up.wasm\nsteps:\n  - id: a\n    type: lower\n  - id: b\n    type: upper\n    with: {text: hi}\n";
         let e = check_in(src, Format::Yaml, dir.path()).unwrap_err();
         assert_eq!(
@@ -420,7 +421,7 @@ mod tests {
     fn function_component_rules() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("c")).unwrap();
-        std::fs::write(dir.path().join("c/f.wasm"), b"\0asm").unwrap();
+        std::fs::write(dir.path().join("c/f.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
         let abs = dir.path().join("c/f.wasm");
         let ok = format!(
             "name: x\nsteps:\n  - {{id: a, type: function, component: wordcount}}\n  - {{id: b, type: function, component: c/f.wasm}}\n  - {{id: c, type: function, component: '{}'}}\n",
@@ -549,8 +550,17 @@ mod tests {
     }
 
     #[test]
-    fn template_args_without_schema_are_not_checked() {
-        assert!(check("name: x\nsteps:\n  - {id: a, run: 'echo {{ args.anything }}'}\n").is_ok());
+    fn template_args_without_an_args_block_are_errors() {
+        let e = one_error("name: x\nsteps:\n  - {id: a, run: 'echo {{ args.anything }}'}\n");
+        assert!(
+            e.contains("template references arg 'anything', but the workflow has no `args` block"),
+            "{e}"
+        );
+        // A schema without `properties` is open: not checked.
+        assert!(check(
+            "name: x\nargs: {type: object}\nsteps:\n  - {id: a, run: 'echo {{ args.anything }}'}\n"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{list, resolve, Checker, BUILTIN_TYPES};
+use super::{component_file, list, resolve, Checker, BUILTIN_TYPES};
 use crate::workflow::model::Step;
 
 impl Checker<'_> {
@@ -148,15 +148,8 @@ impl Checker<'_> {
         let at = self.loc.step_key(i, &["component"]);
         if component.ends_with(".wasm") {
             let full = resolve(self.dir, component);
-            if !full.is_file() {
-                self.report(
-                    at,
-                    id,
-                    format!(
-                        "component file '{component}' not found (looked for {})",
-                        full.display()
-                    ),
-                );
+            if let Some(problem) = component_file::problem(&full) {
+                self.report(at, id, format!("component file '{component}' {problem}"));
             }
         } else {
             self.report(

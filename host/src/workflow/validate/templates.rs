@@ -82,6 +82,12 @@ impl Checker<'_> {
         match segments[0] {
             "args" => {
                 let name = second?;
+                if self.wf.args.is_none() {
+                    return Some(format!(
+                        "template references arg '{name}', but the workflow has no `args` block \
+                         (declare it: `args: {{ type: object, properties: {{ {name}: {{ type: string }} }} }}`)"
+                    ));
+                }
                 let declared = declared_args?;
                 if declared.contains(&name) {
                     None
