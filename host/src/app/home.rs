@@ -31,6 +31,14 @@ pub enum HomeSource {
     User,
 }
 
+/// Whether `path` belongs to the user this process runs as.
+fn owned_by_this_user(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    std::fs::metadata(path).is_ok_and(|metadata| metadata.uid() == me)
+}
+
 /// Whether a store was ever created in the home at `path`.
 pub fn has_store(path: &Path) -> bool {
     path.join("wfhost.db").is_file()
@@ -48,12 +56,22 @@ pub fn find(given: Option<&Path>, cwd: &Path) -> Home {
     }
     for dir in cwd.ancestors() {
         let candidate = dir.join(PROJECT_HOME);
-        if candidate.is_dir() {
-            return Home {
-                path: candidate,
-                source: HomeSource::Project,
-            };
+        if !candidate.is_dir() {
+            continue;
         }
+        // As git's `safe.directory`: a home someone else put in a folder
+        // (a cloned repository, a shared /tmp) is not trusted with runs.
+        if !owned_by_this_user(&candidate) {
+            tracing::warn!(
+                "ignoring {}: it belongs to another user (pass --home to use it)",
+                candidate.display()
+            );
+            continue;
+        }
+        return Home {
+            path: candidate,
+            source: HomeSource::Project,
+        };
     }
     let data = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
@@ -92,5 +110,26 @@ mod tests {
         assert_eq!(found.path, dir.path().join("a/.wfhost"));
         assert_eq!(found.source, HomeSource::Project);
         assert!(!has_store(&found.path));
+    }
+
+    #[test]
+    fn a_project_home_of_another_user_is_passed_over() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "this test changes a directory's owner: it needs root"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().join(".wfhost");
+        let theirs = dir.path().join("repo/.wfhost");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::create_dir_all(&outer).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(12345), Some(12345)).unwrap();
+        let found = find(None, &dir.path().join("repo"));
+        assert_eq!(found.path, outer, "the other user's home is skipped");
     }
 }

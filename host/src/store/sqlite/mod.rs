@@ -165,6 +165,11 @@ fn initialise(conn: &mut Connection, durability: Durability) -> rusqlite::Result
         )?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A database file is data, not code: SQL functions with side effects
+    // are not run from its schema (views, triggers), and its schema cannot
+    // be corrupted through writes to it.
+    conn.pragma_update(None, "trusted_schema", "OFF")?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     schema::migrate(conn)?;
     lease::install(conn)
 }
