@@ -340,6 +340,17 @@ fn a_failing_script_fails_the_run_and_skips_dependents() {
         "{}",
         text(&all.stdout)
     );
+    // Each line starts with its time of day (UTC, as stored).
+    let first = text(&all.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let time = first.split(' ').next().unwrap_or_default();
+    assert!(
+        time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.',
+        "{first}"
+    );
 }
 
 #[test]
@@ -531,6 +542,22 @@ fn unknown_and_ambiguous_run_ids_are_user_errors() {
     let output = sandbox.wfhost(&["status", "doesnotexist"]);
     assert_exit(&output, 2);
     assert!(text(&output.stderr).contains("no run matches 'doesnotexist'"));
+    // `runs` filters: by state, by workflow name, the newest N.
+    let listed = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["runs", "--json"];
+        all.extend(args);
+        serde_json::from_slice(&sandbox.wfhost(&all).stdout).unwrap()
+    };
+    assert_eq!(listed(&["--limit", "3"]).len(), 3);
+    assert_eq!(
+        listed(&["--status", "completed", "--workflow", "ok"]).len(),
+        20
+    );
+    assert!(listed(&["--status", "failed"]).is_empty());
+    assert!(listed(&["--workflow", "other"]).is_empty());
+    let none = sandbox.wfhost(&["runs", "--status", "failed"]);
+    assert!(text(&none.stdout).contains("no runs match in"));
+    assert_exit(&sandbox.wfhost(&["runs", "--status", "bogus"]), 2);
     // 20 random hex ids: some share a first character.
     let ids: Vec<String> =
         serde_json::from_slice::<Value>(&sandbox.wfhost(&["runs", "--json"]).stdout)

@@ -289,7 +289,8 @@ fn a_killed_driver_is_resumed_and_every_step_runs_once() {
             .split(|b| *b == b'\n')
             .map(|l| String::from_utf8_lossy(l).into_owned())
             .filter(|l| l.contains("interrupted"))
-            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            // `<time> <step> │ ── interrupted: ...`
+            .map(|l| l.split(' ').nth(1).unwrap_or_default().to_string())
             .collect();
         for chain in 0..10 {
             for link in 0..5 {
@@ -622,6 +623,30 @@ fn a_run_restored_to_a_checkpoint_reruns_later_steps() {
     );
     assert!(!sandbox.home().join("runs").join(&id).exists());
     assert_exit(&sandbox.wfhost(&["status", &id]), 2);
+}
+
+/// `prune` gives the space of what it deleted back to the file system.
+#[test]
+fn prune_reclaims_the_space_of_deleted_runs() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "big.yaml",
+        "name: big\nsteps:\n  - id: a\n    run: |\n      printf '%3000000s' | tr ' ' x\n    grants: {exec: [tr], max_output: 8MiB}\n",
+    );
+    let (output, _) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let size = || {
+        ["wfhost.db", "wfhost.db-wal"]
+            .iter()
+            .map(|name| std::fs::metadata(sandbox.home().join(name)).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    let before = size();
+    assert!(before > 3_000_000, "{before}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_exit(&sandbox.wfhost(&["prune", "--older-than", "1s"]), 0);
+    let after = size();
+    assert!(after < 1_000_000, "{before} -> {after} bytes");
 }
 
 /// A sandbox with a writable `data/` folder granted to every step.

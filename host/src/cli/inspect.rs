@@ -16,6 +16,18 @@ pub struct RunsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only runs in this state (`stale`: its driver died; `wfhost resume` continues it).
+    #[arg(long, value_parser = [
+        "pending", "running", "stale", "paused", "blocked", "completed",
+        "completed_with_errors", "failed", "cancelled",
+    ])]
+    status: Option<String>,
+    /// Only runs of the workflow with this `name`.
+    #[arg(long, value_name = "NAME")]
+    workflow: Option<String>,
+    /// At most this many runs (the newest).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
 }
 
 /// Arguments of `wfhost status`.
@@ -65,13 +77,34 @@ pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = super::open_store(home)?;
-    let runs = store.runs()?;
+    let runs: Vec<_> = store
+        .runs()?
+        .into_iter()
+        .filter(|run| {
+            let state = if run.stale {
+                "stale"
+            } else {
+                run.status.as_str()
+            };
+            args.status.as_deref().is_none_or(|wanted| wanted == state)
+                && args
+                    .workflow
+                    .as_deref()
+                    .is_none_or(|name| name == run.workflow)
+        })
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        println!("no runs recorded in {}", home.display());
+        let filtered = args.status.is_some() || args.workflow.is_some() || args.limit == Some(0);
+        if filtered {
+            println!("no runs match in {}", home.display());
+        } else {
+            println!("no runs recorded in {}", home.display());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let style = Style::for_stdout();
@@ -221,6 +254,15 @@ fn duration_between(start: &str, end: &str) -> Option<String> {
     ))
 }
 
+/// The time of day of a stored timestamp (`2026-11-30T17:03:04.123Z` →
+/// `17:03:04.123`, UTC as stored); anything else as it is.
+fn clock_time(at: &str) -> &str {
+    match (at.find('T'), at.strip_suffix('Z')) {
+        (Some(t), Some(without_zone)) => &without_zone[t + 1..],
+        _ => at,
+    }
+}
+
 /// `wfhost logs`.
 pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
@@ -246,10 +288,11 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
     }
     for event in store.events(&run_id, args.step.as_deref())? {
         let Some(step) = &event.step else { continue };
+        let time = style.dim(clock_time(&event.at));
         let prefix = if args.step.is_some() {
-            String::new()
+            format!("{time} ")
         } else {
-            format!("{} ", style.dim(&format!("{step} │")))
+            format!("{time} {} ", style.dim(&format!("{step} │")))
         };
         // Log lines and errors may carry what a step or a model wrote.
         let text = |key: &str| {

@@ -56,7 +56,7 @@ pub struct Cli {
 enum Command {
     /// Make a directory a wfhost project: its own home (`.wfhost/`), a commented config, a starter workflow.
     Init(init::InitArgs),
-    /// Run a workflow; exits 0 when the run completed, 1 when it failed, 2 on invalid input, 3 when paused or blocked.
+    /// Run a workflow; exits 0 when the run completed, 1 when it failed, 2 on invalid input, 3 when paused or blocked, 130/143 when Ctrl-C/SIGTERM cancelled it.
     Run(run::RunArgs),
     /// Check a workflow without running it; exits 0 when valid, 2 with the problems.
     Validate(validate::ValidateArgs),

@@ -196,6 +196,17 @@ impl RunStore for SqliteStore {
             }
             tx.commit()?;
             drop(conn);
+            if !ids.is_empty() {
+                // Give the deleted rows' space back to the file system (and
+                // empty the WAL the copy went through). The runs are gone
+                // either way; a database too busy to compact stays as big.
+                let compacted = self
+                    .conn()
+                    .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);");
+                if let Err(error) = compacted {
+                    tracing::warn!("pruned, but could not compact the database: {error}");
+                }
+            }
             for id in &ids {
                 self.notify(&Committed::RunRemoved { run_id: id })?;
             }
