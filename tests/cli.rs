@@ -1170,3 +1170,24 @@ fn wrong_files_and_references_are_one_line_validation_errors() {
         &stderr[..stderr.len().min(600)]
     );
 }
+
+/// `wfhost completions SHELL` prints a completion script that knows the
+/// commands; an unknown shell is a usage error listing the known ones.
+#[test]
+fn shell_completions_are_printed() {
+    let sandbox = Sandbox::new();
+    let bash = sandbox.wfhost(&["completions", "bash"]);
+    assert_exit(&bash, 0);
+    let script = text(&bash.stdout);
+    assert!(
+        script.contains("_wfhost()") && script.contains("export"),
+        "{script}"
+    );
+    let zsh = sandbox.wfhost(&["completions", "zsh"]);
+    assert!(text(&zsh.stdout).starts_with("#compdef wfhost"));
+    let fish = sandbox.wfhost(&["completions", "fish"]);
+    assert!(text(&fish.stdout).contains("complete -c wfhost"));
+    let unknown = sandbox.wfhost(&["completions", "nushell"]);
+    assert_exit(&unknown, 2);
+    assert!(text(&unknown.stderr).contains("possible values: bash"));
+}

@@ -90,12 +90,29 @@ enum Command {
     Plugins(inspect::PluginsArgs),
     /// Measure scheduling and persistence overhead on synthetic workflows.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script: `wfhost completions bash > /etc/bash_completion.d/wfhost`.
+    Completions(CompletionsArgs),
     /// List agents' tool calls waiting for a person (`--all`: answered ones too).
     Approvals(approvals::ApprovalsArgs),
     /// Approve a waiting tool call: the agent's call goes ahead.
     Approve(approvals::ApproveArgs),
     /// Deny a waiting tool call: the reason goes back to the agent's model.
     Deny(approvals::DenyArgs),
+}
+
+/// Arguments of `wfhost completions`.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+/// `wfhost completions SHELL`: the completion script on stdout.
+fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(args.shell, &mut command, "wfhost", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Entry point of the binary.
@@ -129,6 +146,7 @@ pub fn main() -> ExitCode {
         Command::Retry(args) => control::retry(&home, cli.config.as_deref(), args),
         Command::Plugins(args) => inspect::plugins(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Completions(args) => completions(args),
         Command::Approvals(args) => approvals::approvals(&home, args),
         Command::Approve(args) => approvals::approve(&home, args),
         Command::Deny(args) => approvals::deny(&home, args),
