@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -150,8 +149,5 @@ fn duration_between(start: &str, end: &str) -> Option<String> {
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    let mut file =
-        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -39,6 +39,32 @@ impl CheckpointStore for SqliteStore {
     }
 }
 
+/// Record the end of one attempt (`status`, its output or error) in its
+/// `step_attempts` row, inside `tx`.
+pub(super) fn finish_attempt_row(
+    tx: &rusqlite::Transaction<'_>,
+    (run_id, step_id, attempt): (&str, &str, u32),
+    status: StepStatus,
+    now: &str,
+    output: Option<&str>,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
+         WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
+    )?
+    .execute(params![
+        run_id,
+        step_id,
+        attempt,
+        status.as_str(),
+        now,
+        output,
+        error
+    ])?;
+    Ok(())
+}
+
 /// Write `change` inside `tx`; returns its event (step, kind, data).
 fn write(
     change: &Change<'_>,
@@ -57,19 +83,8 @@ fn write(
                 Ok(output) => (Some(output.to_string()), None),
                 Err(message) => (None, Some(message.to_string())),
             };
-            tx.prepare_cached(
-                "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
-                     WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-            )?
-            .execute(params![
-                run_id,
-                step,
-                attempt,
-                status.as_str(),
-                now,
-                output,
-                error
-            ])?;
+            let (output, error) = (output.as_deref(), error.as_deref());
+            finish_attempt_row(tx, (run_id, step, attempt), status, now, output, error)?;
             tx.prepare_cached(
                 "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
                      WHERE run_id = ?1 AND step_id = ?2",

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use rusqlite::{params, TransactionBehavior};
 use serde_json::Value;
 
+use super::changes::finish_attempt_row;
 use super::events::insert_event;
 use super::rows::FromRow;
 use super::{offload, SqliteStore};
@@ -65,19 +66,14 @@ impl StepStore for SqliteStore {
             };
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "UPDATE step_attempts SET status = ?4, finished_at = ?5, output = ?6, error = ?7
-             WHERE run_id = ?1 AND step_id = ?2 AND attempt = ?3",
-            )?
-            .execute(params![
-                run_id,
-                step_id,
-                attempt,
-                status.as_str(),
-                now,
-                output,
-                error
-            ])?;
+            finish_attempt_row(
+                &tx,
+                (run_id, step_id, attempt),
+                status,
+                &now,
+                output.as_deref(),
+                error.as_deref(),
+            )?;
             let kind = if error.is_none() {
                 "item_completed"
             } else {
