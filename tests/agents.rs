@@ -77,9 +77,41 @@ fn example(sandbox: &Sandbox) -> std::path::PathBuf {
 fn the_agent_review_example_runs_offline_and_waits_for_approval() {
     let sandbox = Sandbox::new();
     let path = example(&sandbox);
-    let child = sandbox.spawn_run(&path);
+    // Not quiet: the run's terminal announces the wait.
+    let mut child = sandbox
+        .command(&["run", path.to_str().unwrap(), "--json", "--no-logs"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, terminal) = std::sync::mpsc::channel::<String>();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
     let (run, approval) = wait_for_approval(&sandbox);
     assert_eq!(approval["tool"], "exec");
+    let id = approval["id"].to_string();
+    let mut said = Vec::new();
+    while !said
+        .iter()
+        .any(|l: &String| l.contains("answer: wfhost approve"))
+    {
+        match terminal.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => said.push(line),
+            Err(_) => panic!("the run's terminal did not announce the approval: {said:#?}"),
+        }
+    }
+    let said = said.join("\n");
+    assert!(
+        said.contains("⏸ review: waiting for your approval of exec")
+            && said.contains(&format!(
+                "answer: wfhost approve {run} {id}   or   wfhost deny {run} {id} --reason TEXT"
+            )),
+        "{said}"
+    );
     assert!(
         approval["prompt"].as_str().unwrap().contains("exec(wc *)"),
         "{approval:#}"
@@ -99,13 +131,13 @@ fn the_agent_review_example_runs_offline_and_waits_for_approval() {
         "{human}"
     );
 
-    let id = approval["id"].to_string();
     let approved = sandbox.wfhost(&["approve", &run, &id, "--note", "go ahead"]);
     assert_exit(&approved, 0);
     let again = sandbox.wfhost(&["approve", &run, &id]);
     assert_exit(&again, 2);
 
     let output = child.wait_with_output().unwrap();
+    reader.join().unwrap();
     assert_exit(&output, 0);
     let status: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(status["status"], "completed");

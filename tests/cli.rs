@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 #[test]
 fn hello_runs_and_every_step_completes() {
@@ -1190,4 +1191,147 @@ fn shell_completions_are_printed() {
     let unknown = sandbox.wfhost(&["completions", "nushell"]);
     assert_exit(&unknown, 2);
     assert!(text(&unknown.stderr).contains("possible values: bash"));
+}
+
+/// The id of the only run in the sandbox, once it is recorded.
+fn wait_for_run(sandbox: &Sandbox) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = sandbox.wfhost(&["runs", "--json"]);
+        if let Ok(Value::Array(runs)) = serde_json::from_slice::<Value>(&output.stdout) {
+            if let Some(run) = runs.first() {
+                return run["id"].as_str().unwrap().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no run was recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A script's lines reach the step log while it runs (`logs` shows them
+/// before the script ends, `logs -f` follows to the end), and the lines of
+/// an attempt killed by its timeout are kept.
+#[test]
+fn script_output_is_live_and_kept_when_the_attempt_is_killed() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir(sandbox.path().join("go")).unwrap();
+    let path = sandbox.write(
+        "live.yaml",
+        "name: live\nsteps:\n  - id: talk\n    run: |\n      echo first\n      echo warned >&2\n      \
+         while [ ! -e go/flag ]; do sleep 0.1; done\n      printf 'second\\nno line end'\n    \
+         grants:\n      exec: [sleep]\n      files: [{ path: ./go, access: read }]\n",
+    );
+    let running = sandbox.spawn_run(&path);
+    let run = wait_for_run(&sandbox);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = text(&sandbox.wfhost(&["logs", &run, "talk"]).stdout);
+        if logs.contains("first") && logs.contains("warned") {
+            assert!(!logs.contains("second"), "{logs}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first lines never showed while the script ran: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let follower = sandbox
+        .command(&["logs", "-f", &run, "talk"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(sandbox.path().join("go/flag"), "").unwrap();
+    assert_exit(&running.wait_with_output().unwrap(), 0);
+    let followed = follower.wait_with_output().unwrap();
+    assert_exit(&followed, 0);
+    let followed = text(&followed.stdout);
+    let seen: Vec<&str> = ["first", "warned", "second", "no line end", "── completed"]
+        .into_iter()
+        .filter(|word| followed.contains(word))
+        .collect();
+    assert_eq!(seen.len(), 5, "{followed}");
+
+    // Killed by its timeout: the lines written before the kill stay.
+    let path = sandbox.write(
+        "killed.yaml",
+        "name: killed\nsteps:\n  - id: slow\n    timeout: 2s\n    run: |\n      echo before the kill\n      \
+         sleep 30\n    grants:\n      exec: [sleep]\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 1);
+    let run = status.unwrap()["id"].as_str().unwrap().to_string();
+    let logs = text(&sandbox.wfhost(&["logs", &run, "slow"]).stdout);
+    assert!(logs.contains("before the kill"), "{logs}");
+}
+
+/// Scripts start in the workflow's folder (granted or not: relative paths
+/// into a granted subfolder work), `working_directory` moves them, and
+/// `{{ workflow.dir }}` names the folder.
+#[test]
+fn scripts_run_in_the_workflow_folder() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("project/out")).unwrap();
+    let path = sandbox.write(
+        "project/wf.yaml",
+        r#"name: where
+steps:
+  - id: here
+    run: |
+      echo x >> out/log
+      echo "pwd=$(pwd)" >> "$WFHOST_OUTPUT"
+      echo "dir={{ workflow.dir }}" >> "$WFHOST_OUTPUT"
+    grants:
+      exec: ["@coreutils"]
+      files: [{ path: ./out, access: read-write }]
+  - id: moved
+    needs: here
+    working_directory: out
+    run: cat log && echo "pwd=$(pwd)" >> "$WFHOST_OUTPUT"
+    grants:
+      exec: ["@coreutils"]
+      files: [{ path: ./out, access: read }]
+"#,
+    );
+    let project = sandbox.path().join("project").canonicalize().unwrap();
+    // From another directory: the workflow's folder counts, not the caller's.
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    let here = &step(&status, "here")["output"];
+    assert_eq!(here["pwd"], project.display().to_string(), "{status:#}");
+    assert_eq!(here["dir"], project.display().to_string());
+    let moved = &step(&status, "moved")["output"];
+    assert_eq!(moved["pwd"], project.join("out").display().to_string());
+    assert_eq!(moved["stdout"], "x");
+
+    let gone = sandbox.write(
+        "project/gone.yaml",
+        "name: gone\nsteps:\n  - id: a\n    working_directory: nowhere\n    run: pwd\n",
+    );
+    let (output, status) = sandbox.run(&gone, &[]);
+    assert_exit(&output, 1);
+    let error = step(&status.unwrap(), "a")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "working directory '{}' does not exist",
+            project.join("nowhere").display()
+        )),
+        "{error}"
+    );
+    let bad = sandbox.write(
+        "project/bad.yaml",
+        "name: bad\nsteps:\n  - id: a\n    run: echo {{ workflow.home }}\n",
+    );
+    let output = sandbox.wfhost(&["validate", bad.to_str().unwrap()]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr)
+            .contains("template references unknown workflow field 'home' (known: name, dir)"),
+        "{}",
+        text(&output.stderr)
+    );
 }

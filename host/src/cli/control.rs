@@ -137,7 +137,7 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
         skip: args.skip,
     };
     let drive = driver.drive_with(&run_id, &workflow, &run.args, &options);
-    let driven = super::interrupt::drive(&*store, &run_id, drive)?;
+    let driven = super::interrupt::drive(&*store, &run_id, !args.quiet, drive)?;
     super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 
@@ -196,7 +196,7 @@ pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<Exit
     let ceiling = super::load_ceiling(home, config)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let drive = driver.drive(&run_id, &workflow, &run.args);
-    let driven = super::interrupt::drive(&*store, &run_id, drive)?;
+    let driven = super::interrupt::drive(&*store, &run_id, !args.quiet, drive)?;
     super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 

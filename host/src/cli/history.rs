@@ -3,14 +3,13 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::Value;
 
+use super::events_view;
 use super::output::Style;
 use super::Invalid;
-use crate::store::{EventRecord, RunStatus};
+use crate::store::RunStatus;
 
 /// Arguments of `wfhost watch`.
 #[derive(Debug, clap::Args)]
@@ -58,62 +57,18 @@ pub fn watch(home: &Path, args: WatchArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&*store, &args.run)?;
     let style = Style::for_stdout();
-    let mut last = 0;
-    loop {
-        for event in store.events_after(&run_id, last)? {
-            last = event.seq;
-            if args.json {
-                println!("{}", serde_json::to_string(&event)?);
-            } else {
-                println!("{}", describe(&event, &style));
-            }
-        }
-        let run = store.run(&run_id)?;
-        let moving = run.status == RunStatus::Running && !run.stale;
-        if !moving && store.events_after(&run_id, last)?.is_empty() {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn describe(event: &EventRecord, style: &Style) -> String {
-    let step = event
-        .step
-        .as_deref()
-        .map(|s| format!("{s} "))
-        .unwrap_or_default();
-    let detail = match event.kind.as_str() {
-        "log" => event.data["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        _ => compact(&event.data),
+    let show = events_view::Show {
+        step_column: true,
+        run_events: true,
     };
-    format!(
-        "{} {step}{} {detail}",
-        style.dim(&event.at),
-        style.bold(&event.kind)
-    )
-}
-
-fn compact(data: &Value) -> String {
-    match data {
-        Value::Object(map) => map
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| {
-                format!(
-                    "{k}={}",
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        other => other.to_string(),
-    }
+    events_view::follow(&*store, &run_id, 0, |event| {
+        if args.json {
+            super::say::out_line(&serde_json::to_string(event).unwrap_or_default());
+        } else if let Some(line) = events_view::line(&style, event, show) {
+            super::say::out_line(&line);
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `wfhost checkpoints`: the step transitions a run can be restored to.
@@ -192,7 +147,7 @@ pub fn restore(home: &Path, config: Option<&Path>, args: RestoreArgs) -> Result<
     let ceiling = super::load_ceiling(home, config)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let drive = driver.drive(&run_id, &workflow, &run.args);
-    let driven = super::interrupt::drive(&*store, &run_id, drive)?;
+    let driven = super::interrupt::drive(&*store, &run_id, !args.quiet, drive)?;
     super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 

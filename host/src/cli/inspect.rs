@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::events_view;
 use super::output::Style;
 use super::terminal::terminal_safe;
 use crate::store::EngineStore;
@@ -55,6 +56,10 @@ pub struct LogsArgs {
     /// With `--transcript`: print the messages as JSON.
     #[arg(long, requires = "transcript")]
     json: bool,
+    /// Keep printing new lines as they are written, until the run stops
+    /// (finishes, pauses, blocks, or loses its driving process).
+    #[arg(short, long, conflicts_with = "transcript")]
+    follow: bool,
 }
 
 /// Arguments of `wfhost plugins`.
@@ -254,15 +259,6 @@ fn duration_between(start: &str, end: &str) -> Option<String> {
     ))
 }
 
-/// The time of day of a stored timestamp (`2026-11-30T17:03:04.123Z` →
-/// `17:03:04.123`, UTC as stored); anything else as it is.
-fn clock_time(at: &str) -> &str {
-    match (at.find('T'), at.strip_suffix('Z')) {
-        (Some(t), Some(without_zone)) => &without_zone[t + 1..],
-        _ => at,
-    }
-}
-
 /// `wfhost logs`.
 pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
@@ -286,171 +282,28 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let show = events_view::Show {
+        step_column: args.step.is_none(),
+        run_events: false,
+    };
+    let mut last = 0;
     for event in store.events(&run_id, args.step.as_deref())? {
-        let Some(step) = &event.step else { continue };
-        let time = style.dim(clock_time(&event.at));
-        let prefix = if args.step.is_some() {
-            format!("{time} ")
-        } else {
-            format!("{time} {} ", style.dim(&format!("{step} │")))
-        };
-        // Log lines and errors may carry what a step or a model wrote.
-        let text = |key: &str| {
-            terminal_safe(
-                event
-                    .data
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-            )
-            .into_owned()
-        };
-        match event.kind.as_str() {
-            "log" => {
-                let message = text("message");
-                match text("level").as_str() {
-                    "warn" | "error" => println!("{prefix}{}", style.warn(&message)),
-                    _ => println!("{prefix}{message}"),
-                }
-            }
-            "step_started" => println!(
-                "{prefix}{}",
-                style.dim(&format!("── started (attempt {})", event.data["attempt"]))
-            ),
-            "step_completed" => println!("{prefix}{}", style.dim("── completed")),
-            "step_failed" => println!(
-                "{prefix}{}",
-                style.bad(&format!("── failed: {}", text("error")))
-            ),
-            "step_retry_scheduled" => println!(
-                "{prefix}{}",
-                style.warn(&format!(
-                    "── attempt {} failed: {}; next attempt at {}",
-                    event.data["attempt"],
-                    text("error"),
-                    text("next_attempt_at")
-                ))
-            ),
-            "step_interrupted" | "step_cancelled" => println!(
-                "{prefix}{}",
-                style.warn(&format!("── {}: {}", text("status"), text("note")))
-            ),
-            "step_skipped" => println!(
-                "{prefix}{}",
-                style.dim(&format!("── skipped: {}", text("reason")))
-            ),
-            kind => {
-                if let Some(line) = agent_event_line(&style, kind, &event.data) {
-                    println!("{prefix}{line}");
-                }
-            }
+        last = event.seq;
+        if let Some(line) = events_view::line(&style, &event, show) {
+            println!("{line}");
         }
     }
+    if args.follow {
+        events_view::follow(&*store, &run_id, last, |event| {
+            if args.step.is_some() && event.step != args.step {
+                return;
+            }
+            if let Some(line) = events_view::line(&style, event, show) {
+                println!("{line}");
+            }
+        })?;
+    }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line for an agent step's audit event (see `agent::record`).
-/// What a model wrote is printed through [`terminal_safe`].
-fn agent_event_line(style: &Style, kind: &str, data: &Value) -> Option<String> {
-    let text = |key: &str| terminal_safe(data.get(key).and_then(Value::as_str).unwrap_or_default());
-    let short = |value: &str| {
-        let value = terminal_safe(value);
-        let line = value.lines().next().unwrap_or_default();
-        if line.chars().count() > 120 || value.lines().count() > 1 {
-            format!("{}…", line.chars().take(120).collect::<String>())
-        } else {
-            line.to_string()
-        }
-    };
-    Some(match kind {
-        "model_call" => {
-            let calls: Vec<std::borrow::Cow<'_, str>> = data["tool_calls"]
-                .as_array()
-                .map(|calls| {
-                    calls
-                        .iter()
-                        .filter_map(|c| c["name"].as_str().map(terminal_safe))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut line = format!(
-                "model turn {}: {}+{} tokens, {}",
-                data["turn"],
-                data["usage"]["prompt_tokens"],
-                data["usage"]["completion_tokens"],
-                text("finish_reason")
-            );
-            if !calls.is_empty() {
-                line.push_str(&format!(" ({})", calls.join(", ")));
-            }
-            if data["replayed"] == true {
-                line.push_str(", replayed");
-            }
-            style.dim(&line)
-        }
-        "model_error" => style.warn(&format!(
-            "model error ({}): {}",
-            text("kind"),
-            text("message")
-        )),
-        "tool_call" => format!(
-            "→ {} {} {}",
-            text("tool"),
-            short(&data["arguments"].to_string()),
-            style.dim(&format!("[{}]", text("call_id")))
-        ),
-        "tool_decision" => {
-            let decision = text("decision");
-            let detail = [text("reason"), text("prompt"), text("note")]
-                .into_iter()
-                .find(|t| !t.is_empty())
-                .map(|t| format!(": {}", short(&t)))
-                .unwrap_or_default();
-            let line = format!("  {decision} by {}{detail}", text("decided_by"));
-            match decision.as_ref() {
-                "deny" => style.bad(&line),
-                "ask" => style.warn(&line),
-                _ => style.dim(&line),
-            }
-        }
-        "tool_result" => {
-            let mut line = format!("  ← {} ({} bytes)", text("status"), data["bytes"]);
-            if data["replayed"] == true {
-                line.push_str(", replayed");
-            }
-            if text("status") != "ok" {
-                line.push_str(&format!(": {}", short(&text("text"))));
-            }
-            style.dim(&line)
-        }
-        "agent_replay" => style.dim(&format!(
-            "── replaying {} recorded model replies (and the tool results of their calls)",
-            data["recorded_replies"]
-        )),
-        "replay_diverged" => style.warn(&format!(
-            "── turn {}: the conversation differs from the recording; the model is called from here on",
-            data["turn"]
-        )),
-        "approval_requested" => style.warn(&format!(
-            "  waiting for approval #{}: {}",
-            data["approval"],
-            short(&text("prompt"))
-        )),
-        "approval_answered" => {
-            let note = text("note");
-            let note = if note.is_empty() {
-                String::new()
-            } else {
-                format!(": {note}")
-            };
-            style.warn(&format!(
-                "  approval #{} {}{note}",
-                data["approval"],
-                text("status")
-            ))
-        }
-        _ => return None,
-    })
 }
 
 /// A conversation for people: each message under a header naming its role,

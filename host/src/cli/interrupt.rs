@@ -43,9 +43,13 @@ const STOP_BUDGET: Duration = Duration::from_secs(3);
 
 /// Drive `drive` (of run `run_id`) on a fresh runtime, turning `SIGINT` and
 /// `SIGTERM` into a cancel, and a second one into a stop.
+///
+/// With `announce`, a tool call held for a person is announced on stderr
+/// as soon as it waits, with the commands that answer it.
 pub fn drive(
     store: &dyn EngineStore,
     run_id: &str,
+    announce: bool,
     drive: impl Future<Output = Result<RunOutcome>>,
 ) -> Result<Driven> {
     let runtime = super::tokio_runtime()?;
@@ -55,9 +59,15 @@ pub fn drive(
         let mut hangup = signal(SignalKind::hangup())?;
         tokio::pin!(drive);
         let mut interrupted = None;
+        let mut approvals = tokio::time::interval(APPROVAL_POLL);
+        let mut announced = std::collections::HashSet::new();
         loop {
             let signal = tokio::select! {
                 outcome = &mut drive => return Ok(Driven::Finished { outcome, interrupted }),
+                _ = approvals.tick(), if announce => {
+                    announce_approvals(store, run_id, &mut announced);
+                    continue;
+                }
                 _ = interrupt.recv() => libc::SIGINT,
                 _ = terminate.recv() => libc::SIGTERM,
                 _ = hangup.recv() => continue,
@@ -86,6 +96,37 @@ pub fn drive(
         ));
     }
     driven
+}
+
+/// How often a driving terminal looks for tool calls held for a person.
+const APPROVAL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Say once for each newly pending approval of the run that it waits, and
+/// how to answer it.
+fn announce_approvals(
+    store: &dyn EngineStore,
+    run_id: &str,
+    announced: &mut std::collections::HashSet<i64>,
+) {
+    let Ok(pending) = store.approvals(Some(run_id), false) else {
+        return;
+    };
+    let style = super::output::Style::for_stderr();
+    for approval in pending {
+        if !announced.insert(approval.id) {
+            continue;
+        }
+        let prompt = super::terminal::error_line(&approval.prompt);
+        err_line(&style.warn(&format!(
+            "  ⏸ {}: waiting for your approval of {} ({prompt})",
+            approval.step_id,
+            super::terminal::terminal_safe(&approval.tool)
+        )));
+        err_line(&format!(
+            "    answer: wfhost approve {run_id} {id}   or   wfhost deny {run_id} {id} --reason TEXT",
+            id = approval.id
+        ));
+    }
 }
 
 /// The exit code of a process ended by `signal` (128 + its number).

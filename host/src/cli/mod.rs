@@ -4,6 +4,7 @@
 mod approvals;
 mod bench;
 mod control;
+mod events_view;
 mod export;
 mod history;
 mod init;

@@ -4,7 +4,7 @@
 
 use std::io::IsTerminal;
 
-use super::terminal::terminal_safe;
+use super::terminal::{error_line, terminal_safe};
 use crate::engine::{RunEvent, RunListener};
 use crate::step::executor::LogLevel;
 use crate::store::RunStatus;
@@ -108,9 +108,7 @@ impl RunListener for ProgressPrinter {
                 s.dim(&crate::step::units::humanize(*elapsed))
             ),
             RunEvent::StepFailed { step, error } => {
-                let error = terminal_safe(error);
-                let first = error.lines().next().unwrap_or_default();
-                format!("  {} {step}: {}", s.bad("✗"), s.bad(first))
+                format!("  {} {step}: {}", s.bad("✗"), s.bad(&error_line(error)))
             }
             RunEvent::StepRetrying {
                 step,
@@ -119,8 +117,7 @@ impl RunListener for ProgressPrinter {
                 delay,
                 error,
             } => {
-                let error = terminal_safe(error);
-                let first = error.lines().next().unwrap_or_default();
+                let first = error_line(error);
                 format!(
                     "  {} {step}: attempt {attempt}/{max_attempts} failed: {first}; retrying in {}",
                     s.warn("↻"),

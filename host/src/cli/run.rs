@@ -50,6 +50,7 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     let driven = interrupt::drive(
         &*store,
         &run_id,
+        !args.quiet,
         driver.drive(&run_id, &workflow, &run_args),
     )?;
     finish(&*store, &run_id, args.json, args.quiet, driven)

@@ -37,6 +37,21 @@ pub fn terminal_safe(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// One line that says what an error was: its first line, and when that
+/// ends with a colon (`script exited with code 2:` followed by the stderr
+/// tail) the last non-empty line after it too, so the line never ends in
+/// a dangling colon. Control sequences removed.
+pub fn error_line(error: &str) -> String {
+    let error = terminal_safe(error);
+    let mut lines = error.lines().map(str::trim_end).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default();
+    match (first.strip_suffix(':'), lines.next_back()) {
+        (Some(head), Some(last)) => format!("{head}: {}", last.trim_start()),
+        (Some(head), None) => head.to_string(),
+        (None, _) => first.to_string(),
+    }
+}
+
 /// Whether `c` is a C0 or C1 control or DEL, other than newline and tab.
 fn is_control(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}'
@@ -96,6 +111,18 @@ fn skip_string(chars: &mut Peekable<Chars<'_>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_never_ends_in_a_dangling_colon() {
+        assert_eq!(
+            error_line("script exited with code 2:\nfirst\nls: cannot open '.'\n\n"),
+            "script exited with code 2: ls: cannot open '.'"
+        );
+        assert_eq!(error_line("boom\nmore"), "boom");
+        assert_eq!(error_line("ends here:"), "ends here");
+        assert_eq!(error_line("\x1b[2Kred:\n\x1b[31mx"), "red: x");
+        assert_eq!(error_line(""), "");
+    }
 
     #[test]
     fn plain_text_newlines_and_tabs_pass_unchanged() {

@@ -63,15 +63,15 @@ mod tests {
             );
             let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
             assert!(
-                imports.iter().any(|i| i == "wfhost:plugin/host@0.1.0"),
+                imports.iter().any(|i| i == "wfhost:plugin/host@0.1.1"),
                 "{}: imports {imports:?}",
                 b.name
             );
             if b.name == "script" {
-                assert!(imports.iter().any(|i| i == "wfhost:plugin/process@0.1.0"));
+                assert!(imports.iter().any(|i| i == "wfhost:plugin/process@0.1.1"));
             }
             if b.name == "agent" {
-                for needed in ["wfhost:plugin/model@0.1.0", "wfhost:plugin/tools@0.1.0"] {
+                for needed in ["wfhost:plugin/model@0.1.1", "wfhost:plugin/tools@0.1.1"] {
                     assert!(
                         imports.iter().any(|i| i == needed),
                         "agent: imports {imports:?}"
@@ -105,7 +105,7 @@ mod tests {
             assert!(
                 imports
                     .iter()
-                    .all(|i| i.starts_with("wasi:") || i == "wfhost:plugin/policy-types@0.1.0"),
+                    .all(|i| i.starts_with("wasi:") || i == "wfhost:plugin/policy-types@0.1.1"),
                 "{}: imports {imports:?}",
                 p.name
             );
@@ -230,6 +230,7 @@ mod tests {
             inputs: json!({}),
             args: json!({}),
             workdir: std::env::temp_dir(),
+            cwd: std::env::temp_dir(),
             grants: Default::default(),
             timeout: Duration::from_secs(60),
             scratch_dir: std::env::temp_dir(),

@@ -129,6 +129,7 @@ impl Runtime {
                     inputs: Value::Null,
                     args: Value::Null,
                     workdir: PathBuf::from("/"),
+                    cwd: PathBuf::from("/"),
                     grants: Default::default(),
                     timeout: Duration::from_secs(5),
                     scratch_dir: std::env::temp_dir(),
@@ -435,4 +436,43 @@ struct NullObserver;
 impl StepObserver for NullObserver {
     fn log(&self, _: LogLevel, _: &str) {}
     fn progress(&self, _: &str, _: Option<f32>) {}
+}
+
+#[cfg(test)]
+mod contract_version_tests {
+    use super::*;
+    use wasmtime::component::Component;
+
+    /// A component importing the host interface at `version`, with one of
+    /// its functions.
+    fn importing(version: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(component
+                 (import "wfhost:plugin/host@{version}" (instance
+                   (export "progress" (func (param "message" string) (param "fraction" (option f32)))))))"#
+        ))
+        .unwrap()
+    }
+
+    /// Plugins built against an older 0.1.x contract keep linking (the
+    /// interfaces only grew); another minor version is refused.
+    #[test]
+    fn plugins_of_an_older_patch_version_link_and_another_minor_does_not() {
+        let runtime = Runtime::new(None).unwrap();
+        for version in ["0.1.0", "0.1.1"] {
+            let component = Component::new(&runtime.engine, importing(version)).unwrap();
+            assert!(
+                runtime.linker.instantiate_pre(&component).is_ok(),
+                "{version}"
+            );
+        }
+        let component = Component::new(&runtime.engine, importing("0.2.0")).unwrap();
+        let error = runtime
+            .linker
+            .instantiate_pre(&component)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("wfhost:plugin/host@0.2.0"), "{error}");
+    }
 }

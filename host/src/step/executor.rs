@@ -34,6 +34,9 @@ pub struct StepInvocation {
     pub args: Value,
     /// Absolute directory of the workflow file.
     pub workdir: PathBuf,
+    /// Default working directory of the programs the step starts: the
+    /// workflow's directory, or the step's `working_directory` under it.
+    pub cwd: PathBuf,
     /// The step's grants, paths resolved.
     pub grants: ResolvedGrants,
     /// Per-attempt deadline.

@@ -159,6 +159,10 @@ pub struct Defaults {
     /// Default retry policy.
     #[serde(default)]
     pub retry: Option<RetrySpec>,
+    /// Default working directory of the programs steps start (relative
+    /// to the workflow file's directory).
+    #[serde(default, alias = "working-directory")]
+    pub working_directory: Option<String>,
 }
 
 pub use crate::step::grants::{Grants, SandboxMode};
@@ -280,6 +284,11 @@ pub struct Step {
     /// step times out or is cancelled; overrides `config.kill_grace`.
     #[serde(default)]
     pub kill_grace: Option<String>,
+    /// Working directory of the programs this step starts, relative to the
+    /// workflow file's directory (default: that directory). It changes
+    /// where programs run, not what they may access (that is `grants`).
+    #[serde(default, alias = "working-directory")]
+    pub working_directory: Option<String>,
     /// How failed attempts are retried (fields missing here come from
     /// `defaults.retry`).
     #[serde(default)]

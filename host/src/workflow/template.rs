@@ -5,7 +5,8 @@
 //! ```json
 //! { "args":  { ... },
 //!   "steps": { "<id>": { "output": { ... }, "status": "completed" } },
-//!   "run":   { "id": "...", "workflow": "..." } }
+//!   "run":   { "id": "...", "workflow": "..." },
+//!   "workflow": { "name": "...", "dir": "/abs/dir/of/the/workflow/file" } }
 //! ```
 //!
 //! An undefined reference is an error, never an empty string.

@@ -14,7 +14,8 @@
 //!
 //! The script sees `WFHOST_RUN_ID`, `WFHOST_STEP_ID`, `WFHOST_ATTEMPT`,
 //! `WFHOST_IDEMPOTENCY_KEY` and (set by the host) `WFHOST_OUTPUT`. Every
-//! stdout line goes to the step log at info level, every stderr line at warn.
+//! stdout line goes to the step log at info level, every stderr line at warn,
+//! as it is written (`process::run_streamed`).
 //!
 //! Output: `{ "exit_code": 0, "stdout": "...", "stderr": "..." }` (stdout and
 //! stderr without their trailing line break) plus one field per line the
@@ -39,7 +40,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use wfhost_sdk::process::{self, Command, Output, ProcessError};
-use wfhost_sdk::{fs, log, Info, Plugin, Request, StepError};
+use wfhost_sdk::{fs, Info, Plugin, Request, StepError};
 
 /// How many trailing stderr lines a failure message quotes.
 const STDERR_TAIL_LINES: usize = 10;
@@ -117,7 +118,8 @@ impl Plugin for Script {
             cmd = cmd.cwd(fs::resolve(&req, cwd));
         }
 
-        let out = process::run(cmd).map_err(|e| match e {
+        // Streamed: each line reaches the step log as it is written.
+        let out = process::run_streamed(cmd).map_err(|e| match e {
             ProcessError::Denied {
                 what,
                 missing_grant,
@@ -132,12 +134,6 @@ impl Plugin for Script {
 
         let stdout = out.stdout_text();
         let stderr = out.stderr_text();
-        for line in stdout.lines() {
-            log::info(line);
-        }
-        for line in stderr.lines() {
-            log::warn(line);
-        }
 
         check_status(&out, &stderr)?;
 

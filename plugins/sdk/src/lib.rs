@@ -1,7 +1,7 @@
 //! Guest SDK for **wfhost** step plugins.
 //!
 //! A step plugin is a WebAssembly component that targets the `step` world of
-//! the WIT package `wfhost:plugin@0.1.0` (`wit/plugin.wit`). This crate hides
+//! the WIT package `wfhost:plugin@0.1.1` (`wit/plugin.wit`). This crate hides
 //! the generated bindings: implement [`Plugin`], call [`export_plugin!`], and
 //! build with `cargo build --release --target wasm32-wasip2`.
 //!

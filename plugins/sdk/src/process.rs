@@ -182,6 +182,21 @@ impl From<ProcessError> for StepError {
 
 /// Run a program to completion and collect its output.
 pub fn run(cmd: Command) -> Result<Output, ProcessError> {
+    call(cmd, wit::run)
+}
+
+/// Like [`run`], and each line the program writes also goes to the step's
+/// log as it is written (stdout at info, stderr at warn): users follow it
+/// live, and the lines of a program killed by a timeout or a cancel are
+/// kept. Needs a host with `wfhost:plugin@0.1.1`.
+pub fn run_streamed(cmd: Command) -> Result<Output, ProcessError> {
+    call(cmd, wit::run_streamed)
+}
+
+fn call(
+    cmd: Command,
+    start: fn(&wit::Command) -> Result<wit::Output, wit::ProcessError>,
+) -> Result<Output, ProcessError> {
     let timeout_ms = cmd
         .timeout
         .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
@@ -194,7 +209,7 @@ pub fn run(cmd: Command) -> Result<Output, ProcessError> {
         timeout_ms,
         capture_output_file: cmd.capture_output_file,
     };
-    match wit::run(&wit_cmd) {
+    match start(&wit_cmd) {
         Ok(o) => Ok(Output {
             exit_code: o.exit_code,
             signal: o.signal,

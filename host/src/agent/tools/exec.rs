@@ -42,6 +42,7 @@ pub(super) async fn exec(
         capture_output_file: false,
         stop,
         lease: Default::default(),
+        live_output: None,
     };
     let warnings = std::sync::Mutex::new(Vec::<String>::new());
     let log = |message: &str| {

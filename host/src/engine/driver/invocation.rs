@@ -14,10 +14,12 @@ use crate::step::executor::{ResolvedGrants, StepFailure, StepInvocation};
 use crate::workflow::model::Step;
 use crate::workflow::{LoadedWorkflow, Templates};
 
-/// The template context: `args`, `steps.<id>.output`, `run`.
+/// The template context: `args`, `steps.<id>.output`, `run`, `workflow`
+/// (`workflow.dir`: the workflow file's directory, absolute).
 pub fn template_context(
     run_id: &str,
     workflow: &str,
+    workflow_dir: &std::path::Path,
     args: &Value,
     outputs: &BTreeMap<String, Value>,
 ) -> Value {
@@ -34,6 +36,7 @@ pub fn template_context(
         "args": args,
         "steps": steps,
         "run": { "id": run_id, "workflow": workflow },
+        "workflow": { "name": workflow, "dir": workflow_dir.to_string_lossy() },
     })
 }
 
@@ -118,6 +121,7 @@ pub(super) fn prepare_invocation(
         inputs: Value::Object(inputs),
         args: args.clone(),
         workdir: workflow.dir.clone(),
+        cwd: working_directory(workflow, step),
         grants,
         timeout,
         scratch_dir,
@@ -125,6 +129,20 @@ pub(super) fn prepare_invocation(
         cancel: Default::default(),
         lease: Default::default(),
     })
+}
+
+/// Where the step's programs start: its `working_directory` (else the
+/// workflow's `defaults.working_directory`) under the workflow's directory,
+/// or that directory itself.
+pub(super) fn working_directory(workflow: &LoadedWorkflow, step: &Step) -> PathBuf {
+    let configured =
+        step.working_directory
+            .as_deref()
+            .or(workflow.def.defaults.working_directory.as_deref());
+    match configured {
+        Some(dir) => workflow.dir.join(dir),
+        None => workflow.dir.clone(),
+    }
 }
 
 impl Driver {

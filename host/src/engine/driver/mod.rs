@@ -237,7 +237,7 @@ impl Driver {
             .collect();
         self.store.set_max_attempts(run_id, &limits)?;
 
-        let mut state = state::RunState::new(run_id, def, args, &*self.store);
+        let mut state = state::RunState::new(run_id, def, &workflow.dir, args, &*self.store);
         for (index, step) in def.steps.iter().enumerate() {
             if step.finally {
                 state.scheduler.hold(index);

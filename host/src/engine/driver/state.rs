@@ -51,6 +51,7 @@ impl RunState {
     pub(super) fn new(
         run_id: &str,
         def: &Workflow,
+        workflow_dir: &std::path::Path,
         args: &Value,
         store: &dyn EngineStore,
     ) -> RunState {
@@ -61,7 +62,7 @@ impl RunState {
                     .map(|s| (s.id.as_str(), s.needs.as_slice())),
             ),
             outputs: BTreeMap::new(),
-            context: template_context(run_id, &def.name, args, &BTreeMap::new()),
+            context: template_context(run_id, &def.name, workflow_dir, args, &BTreeMap::new()),
             attempts: vec![0; def.steps.len()],
             item_attempts: std::collections::HashMap::new(),
             tasks: std::collections::HashMap::new(),

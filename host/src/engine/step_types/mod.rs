@@ -194,6 +194,7 @@ steps:
             inputs: json!({}),
             args: json!({}),
             workdir: workflow.dir.clone(),
+            cwd: workflow.dir.clone(),
             grants: ResolvedGrants::default(),
             timeout: std::time::Duration::from_secs(1),
             scratch_dir: PathBuf::new(),

@@ -23,11 +23,13 @@
 //!   (`/etc/resolv.conf`, `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/ssl`,
 //!   `/etc/ca-certificates`, ...), read-only. `/proc`, `/sys`, `/tmp` and
 //!   the home directory are closed.
-//! - **Working directory**: the requested one (default: the workflow's
-//!   directory) when it lies inside a `files` grant; otherwise a private
-//!   directory of the step, `<scratch>/work`, created on demand and
-//!   read-write. `TMPDIR` always names that private directory, so temporary
-//!   files work without a grant.
+//! - **Working directory**: the requested one, by default the workflow's
+//!   directory (or the step's `working_directory`), whether or not a `files`
+//!   grant covers it: where a program starts is not what it may access, so
+//!   `echo x >> out/log` works with a grant on `./out` alone and `ls` of an
+//!   ungranted workflow folder fails with "Permission denied". `TMPDIR`
+//!   names a private directory of the step, `<scratch>/work` (read-write),
+//!   so temporary files work without a grant.
 //! - **Network**: none without a `network` grant (the program runs in a
 //!   fresh network namespace: every connection fails with "Network is
 //!   unreachable"). With one, the program shares the host's network and
@@ -80,6 +82,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::watch;
 
+mod lines;
 mod output;
 mod tree;
 
@@ -99,14 +102,21 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 impl process::Host for StepState {
     async fn run(&mut self, command: process::Command) -> Result<Output, ProcessError> {
         let step = self.step.clone();
-        run_program(&step, command).await
+        run_program(&step, command, false).await
+    }
+
+    async fn run_streamed(&mut self, command: process::Command) -> Result<Output, ProcessError> {
+        let step = self.step.clone();
+        run_program(&step, command, true).await
     }
 }
 
-/// Check the request against the step's grants, then run it sandboxed.
+/// Check the request against the step's grants, then run it sandboxed;
+/// `streamed`: its output lines go to the step's log as they are written.
 async fn run_program(
     step: &StepContext,
     request: process::Command,
+    streamed: bool,
 ) -> Result<Output, ProcessError> {
     let invocation = &step.invocation;
     let program = exec::authorize(&invocation.grants.exec, &request.program)?;
@@ -140,8 +150,14 @@ async fn run_program(
     let spec = ProgramSpec {
         program,
         args: request.args,
-        cwd: request.cwd.map(|dir| invocation.workdir.join(dir)),
-        workdir: invocation.workdir.clone(),
+        // A step's `working_directory` that is gone is an error, like a
+        // `cwd` the call names; only the workflow's own folder falls back.
+        cwd: match request.cwd {
+            Some(dir) => Some(invocation.workdir.join(dir)),
+            None if invocation.cwd != invocation.workdir => Some(invocation.cwd.clone()),
+            None => None,
+        },
+        workdir: invocation.cwd.clone(),
         env,
         extra_env,
         stdin: request.stdin,
@@ -151,6 +167,7 @@ async fn run_program(
         capture_output_file: request.capture_output_file,
         stop: step.stop.signal(),
         lease: invocation.lease.clone(),
+        live_output: streamed.then(|| step.observer.clone()),
     };
     let observer = step.observer.clone();
     let log = move |message: &str| observer.log(LogLevel::Warn, message);
@@ -194,7 +211,8 @@ pub(crate) struct ProgramSpec<'a> {
     pub args: Vec<String>,
     /// The working directory asked for, absolute; `None`: `workdir`.
     pub cwd: Option<PathBuf>,
-    /// The workflow's directory.
+    /// The default working directory: the workflow's directory, or the
+    /// step's `working_directory`.
     pub workdir: PathBuf,
     /// `PATH`, granted variables, `WFHOST_*`, in order.
     pub env: Vec<(OsString, OsString)>,
@@ -218,6 +236,9 @@ pub(crate) struct ProgramSpec<'a> {
     /// run's new driver may be running too. Asked last, after the sandbox
     /// is prepared, so a pause anywhere before cannot slip past it.
     pub lease: LeaseCheck,
+    /// Where the program's output lines go as they are written (stdout at
+    /// info, stderr at warn), if anywhere.
+    pub live_output: Option<std::sync::Arc<dyn crate::step::executor::StepObserver>>,
 }
 
 /// Run an authorised program in the OS sandbox, with this machine's
@@ -295,8 +316,23 @@ async fn run_with_support(
     }
     let cap = usize::try_from(spec.grants.max_output).unwrap_or(usize::MAX);
     let (stop, stopped) = watch::channel(false);
-    let stdout = tokio::spawn(read_capped(child.stdout.take(), cap, stopped.clone()));
-    let stderr = tokio::spawn(read_capped(child.stderr.take(), cap, stopped));
+    let splitter = |level| {
+        spec.live_output
+            .clone()
+            .map(|observer| lines::LineSplitter::new(lines::step_log(observer, level)))
+    };
+    let stdout = tokio::spawn(read_capped(
+        child.stdout.take(),
+        cap,
+        stopped.clone(),
+        splitter(LogLevel::Info),
+    ));
+    let stderr = tokio::spawn(read_capped(
+        child.stderr.take(),
+        cap,
+        stopped,
+        splitter(LogLevel::Warn),
+    ));
 
     let (status, timed_out) = wait_or_stop(&mut child, &tree, spec).await;
     // Programs the step started do not outlive it: whatever is left of the
@@ -313,9 +349,12 @@ async fn run_with_support(
     let stdout = stdout.await.unwrap_or_default();
     let mut stderr = stderr.await.unwrap_or_default();
     stopper.abort();
-    // The hints go to stderr, which the step's plugin logs and quotes in
-    // its error (logging them here too would print each twice).
+    // The hints go to stderr, which the step's plugin quotes in its error,
+    // and (streamed) to the log, which got the rest of stderr already.
     for hint in exec_denial_hints(&stderr, spec) {
+        if let Some(observer) = &spec.live_output {
+            observer.log(LogLevel::Warn, &hint);
+        }
         stderr.extend_from_slice(format!("{hint}\n").as_bytes());
     }
 
@@ -432,38 +471,33 @@ fn exec_denial_hints(stderr: &[u8], spec: &ProgramSpec) -> Vec<String> {
     hints
 }
 
-/// The program's working directory: the requested one when a `files`
-/// grant covers it, else the private directory.
+/// The program's working directory: the requested one, else the step's
+/// default (the workflow's directory or its `working_directory`). It says
+/// where the program starts, not what it may access: outside the `files`
+/// grants the sandbox refuses every access there all the same (so a
+/// relative path into a granted folder works, `ls` of the rest does not).
+/// A default that no longer exists falls back to the private directory.
 fn working_dir(
     spec: &ProgramSpec,
     private_dir: &Path,
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<PathBuf, ProcessError> {
     let requested = spec.cwd.as_ref().unwrap_or(&spec.workdir);
-    let canonical = match std::fs::canonicalize(requested) {
-        Ok(path) if path.is_dir() => Some(path),
-        _ if spec.cwd.is_some() => {
-            return Err(ProcessError::Failed(format!(
-                "working directory '{}' does not exist",
-                requested.display()
-            )))
-        }
-        _ => None,
-    };
-    if let Some(path) = canonical {
-        if spec.grants.file_root(&path).is_some() {
-            return Ok(path);
-        }
-        if spec.cwd.is_some() {
+    match std::fs::metadata(requested) {
+        Ok(meta) if meta.is_dir() => Ok(requested.clone()),
+        _ if spec.cwd.is_some() => Err(ProcessError::Failed(format!(
+            "working directory '{}' does not exist",
+            requested.display()
+        ))),
+        _ => {
             log(&format!(
-                "working directory '{}' is outside the step's files grants; the program \
-                 runs in its private directory instead (grants: {{ files: [...] }} would \
-                 allow it)",
+                "working directory '{}' does not exist; the program runs in its private \
+                 directory instead",
                 requested.display()
             ));
+            Ok(private_dir.to_path_buf())
         }
     }
-    Ok(private_dir.to_path_buf())
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -558,6 +592,7 @@ mod tests {
                 scratch_dir: self.scratch(),
                 capture_output_file: false,
                 stop: StopSignal::never(),
+                live_output: None,
                 lease: Default::default(),
             }
         }
@@ -650,34 +685,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_working_directory_falls_back_to_a_private_dir() {
+    async fn the_working_directory_is_where_a_program_starts_not_what_it_may_access() {
         if !sandbox_available() {
             return;
         }
         let mut world = World::new();
-        world.allow(&["cat"]);
-        // The workflow directory is not granted: the program runs in the
-        // private directory, which is also TMPDIR, and may write there.
-        let out = output(&world.sh("pwd; echo \"$TMPDIR\"; echo kept > file && cat file")).await;
-        let private = world.scratch().join("work").canonicalize().unwrap();
-        let expected = format!("{0}\n{0}\nkept\n", private.display());
+        world.allow(&["cat", "ls"]);
+        let out_dir = world.grant_dir("out", true);
+        // The workflow directory is not granted: the program starts there
+        // all the same, may write into the granted `out/` by a relative
+        // path, may not list the rest; TMPDIR is its private directory.
+        let out = output(&world.sh(
+            "pwd; echo \"$TMPDIR\"; echo kept > out/file && cat out/file; ls . || echo refused",
+        ))
+        .await;
+        let private = world.scratch().join("work");
+        let expected = format!(
+            "{}\n{}\nkept\nrefused\n",
+            world.workdir().display(),
+            private.display()
+        );
         assert_eq!(text(&out.stdout), expected, "{}", text(&out.stderr));
-        assert!(private.join("file").exists());
+        assert!(out_dir.join("file").exists());
 
-        // An explicit directory outside the grants: same, with a warning.
+        // The default gone (the workflow's folder was removed): the
+        // private directory, with a warning.
         let mut spec = world.sh("pwd");
-        spec.cwd = Some(world.root.path().to_path_buf());
+        spec.workdir = world.root.path().join("removed");
         let (result, warnings) = run(&spec).await;
         assert_eq!(
             text(&result.unwrap().stdout).trim(),
-            private.to_str().unwrap()
+            private.canonicalize().unwrap().to_str().unwrap()
         );
-        assert!(
-            warnings[0].contains("outside the step's files grants"),
-            "{warnings:?}"
-        );
+        assert!(warnings[0].contains("does not exist"), "{warnings:?}");
 
-        // A missing directory is an error.
+        // A missing directory asked for is an error.
         spec.cwd = Some(world.root.path().join("missing"));
         match run(&spec).await.0 {
             Err(ProcessError::Failed(message)) => assert!(message.contains("does not exist")),
@@ -920,6 +962,7 @@ mod tests {
                 inputs: serde_json::Value::Null,
                 args: serde_json::Value::Null,
                 workdir: world.workdir(),
+                cwd: world.workdir(),
                 grants: world.grants.clone(),
                 timeout: Duration::from_secs(5),
                 scratch_dir: world.scratch(),
@@ -943,7 +986,7 @@ mod tests {
             timeout_ms: None,
             capture_output_file: false,
         };
-        match run_program(&step, request).await {
+        match run_program(&step, request, false).await {
             Err(ProcessError::Failed(message)) => {
                 assert!(message.contains("the step is being stopped"), "{message}")
             }
@@ -1083,7 +1126,7 @@ mod tests {
         assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
         // A granted program cannot make another one executable by copying.
         let out = output(&world.sh(&format!(
-            "cp {} ./myid && chmod +x ./myid && ./myid; echo $?",
+            "cd \"$TMPDIR\" && cp {} ./myid && chmod +x ./myid && ./myid; echo $?",
             id.display()
         )))
         .await;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+use super::lines::LineSplitter;
 use crate::runtime::bindings::process::ProcessError;
 
 pub(super) fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
@@ -68,11 +69,13 @@ impl Drop for RemoveOnDrop {
 }
 
 /// Read a stream to its end (or until `stop`), keeping at most `cap` bytes
-/// (the step's `max_output`) and noting how much was dropped.
+/// (the step's `max_output`) and noting how much was dropped. With `lines`,
+/// the kept bytes are also passed on line by line as they arrive.
 pub(super) async fn read_capped(
     stream: Option<impl AsyncRead + Unpin>,
     cap: usize,
     mut stop: watch::Receiver<bool>,
+    mut lines: Option<LineSplitter>,
 ) -> Vec<u8> {
     let Some(mut stream) = stream else {
         return Vec::new();
@@ -89,15 +92,25 @@ pub(super) async fn read_capped(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..n.min(room)]);
+                let keep = &buffer[..n.min(room)];
+                if let Some(lines) = lines.as_mut() {
+                    lines.feed(keep);
+                }
+                kept.extend_from_slice(keep);
                 dropped += n.saturating_sub(room);
             }
         }
     }
-    if dropped > 0 {
-        kept.extend_from_slice(
-            format!("\n[wfhost: output cut, {dropped} more bytes dropped]\n").as_bytes(),
-        );
+    let marker =
+        (dropped > 0).then(|| format!("\n[wfhost: output cut, {dropped} more bytes dropped]\n"));
+    if let Some(lines) = lines.as_mut() {
+        if let Some(marker) = &marker {
+            lines.feed(marker.as_bytes());
+        }
+        lines.finish();
+    }
+    if let Some(marker) = marker {
+        kept.extend_from_slice(marker.as_bytes());
     }
     kept
 }

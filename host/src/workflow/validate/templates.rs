@@ -1,5 +1,5 @@
 //! Checks of the `${{ … }}` templates in a step: syntax, and that each
-//! reference names an ancestor step, a declared arg or a run field.
+//! reference names an ancestor step, a declared arg, a run or a workflow field.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -12,6 +12,9 @@ use crate::workflow::template::references;
 
 /// Fields of the `run` object in the template context.
 const RUN_FIELDS: &[&str] = &["id", "workflow"];
+
+/// Fields of the `workflow` object in the template context.
+const WORKFLOW_FIELDS: &[&str] = &["name", "dir"];
 
 /// Fields of each `steps.<id>` object in the template context.
 const STEP_FIELDS: &[&str] = &["output", "status"];
@@ -139,9 +142,20 @@ impl Checker<'_> {
                     ))
                 }
             }
+            "workflow" => {
+                let name = second?;
+                if WORKFLOW_FIELDS.contains(&name) {
+                    None
+                } else {
+                    Some(format!(
+                        "template references unknown workflow field '{name}' (known: {})",
+                        WORKFLOW_FIELDS.join(", ")
+                    ))
+                }
+            }
             "item" | "index" if step.for_each.is_some() => None,
             other => Some(format!(
-                "template references unknown variable '{other}' (known: args, steps, run{})",
+                "template references unknown variable '{other}' (known: args, steps, run, workflow{})",
                 if step.for_each.is_some() {
                     ", item, index"
                 } else {
