@@ -131,8 +131,13 @@ fn the_agent_review_example_runs_offline_and_waits_for_approval() {
         "{human}"
     );
 
-    let approved = sandbox.wfhost(&["approve", &run, &id, "--note", "go ahead"]);
+    let approved = sandbox.wfhost(&["approve", &run, &id, "--note", "go ahead", "--json"]);
     assert_exit(&approved, 0);
+    let answered: Value = serde_json::from_slice(&approved.stdout).unwrap();
+    assert_eq!(
+        (&answered["status"], &answered["note"]),
+        (&json!("approved"), &json!("go ahead"))
+    );
     let again = sandbox.wfhost(&["approve", &run, &id]);
     assert_exit(&again, 2);
 

@@ -1304,6 +1304,13 @@ steps:
     let moved = &step(&status, "moved")["output"];
     assert_eq!(moved["pwd"], project.join("out").display().to_string());
     assert_eq!(moved["stdout"], "x");
+    // Human status shows each step's output on a line.
+    let human = text(
+        &sandbox
+            .wfhost(&["status", status["id"].as_str().unwrap()])
+            .stdout,
+    );
+    assert!(human.contains("→ exit_code=0  pwd="), "{human}");
 
     let gone = sandbox.write(
         "project/gone.yaml",
@@ -1334,4 +1341,102 @@ steps:
         "{}",
         text(&output.stderr)
     );
+}
+
+/// `--json` on every command that reports something, failures included
+/// (with structured diagnostics for a broken workflow).
+#[test]
+fn every_command_speaks_json() {
+    let sandbox = Sandbox::new();
+    let json = |output: &std::process::Output| -> Value {
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&output.stdout)))
+    };
+    let project = sandbox.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let init = sandbox.wfhost(&["init", project.to_str().unwrap(), "--json"]);
+    assert_exit(&init, 0);
+    assert_eq!(
+        json(&init)["home"],
+        project.join(".wfhost").display().to_string()
+    );
+
+    let path = sandbox.write(
+        "wf.yaml",
+        "name: j\nsteps:\n  - id: a\n    run: echo hi\n  - id: b\n    needs: a\n    run: sleep 60\n    \
+         grants: { exec: [sleep] }\n",
+    );
+    let graph = sandbox.wfhost(&["graph", path.to_str().unwrap(), "--format", "text"]);
+    assert_eq!(text(&graph.stdout), "a\n  b  ← a\n");
+    let graph = json(&sandbox.wfhost(&["graph", path.to_str().unwrap(), "--json"]));
+    assert_eq!(graph["steps"][1]["needs"][0], "a");
+    assert_eq!(graph["steps"][1]["depth"], 1);
+
+    let running = sandbox.spawn_run(&path);
+    let run = wait_for_run(&sandbox);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sandbox.status(&run)["steps"][1]["status"] != "running" {
+        assert!(Instant::now() < deadline, "b never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cancel = sandbox.wfhost(&["cancel", &run, "--json"]);
+    assert_exit(&cancel, 0);
+    assert_eq!(
+        json(&cancel),
+        serde_json::json!({ "run_id": run, "request": "cancel" })
+    );
+    assert_exit(&running.wait_with_output().unwrap(), 1);
+
+    let logs = sandbox.wfhost(&["logs", &run, "--json"]);
+    let events: Vec<Value> = text(&logs.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "log" && e["step"] == "a" && e["data"]["message"] == "hi"),
+        "{events:?}"
+    );
+
+    // A failure is JSON too: the message and the exit code.
+    let pause = sandbox.wfhost(&["pause", &run, "--json"]);
+    assert_exit(&pause, 2);
+    assert_eq!(json(&pause)["error"]["kind"], "invalid");
+    assert!(json(&pause)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing to pause"));
+
+    let dir = sandbox.path().join("exported");
+    let export = sandbox.wfhost(&["export", &run, dir.to_str().unwrap(), "--json"]);
+    assert_eq!(json(&export)["steps"], 2);
+    std::thread::sleep(Duration::from_millis(1100));
+    let prune = sandbox.wfhost(&["prune", "--older-than", "1s", "--json"]);
+    assert_eq!(json(&prune), serde_json::json!({ "removed": [run] }));
+
+    let broken = sandbox.write(
+        "broken.yaml",
+        "name: b\nsteps:\n  - id: a\n    run: echo\n    needs: [nope]\n",
+    );
+    let validate = sandbox.wfhost(&["validate", broken.to_str().unwrap(), "--json"]);
+    assert_exit(&validate, 2);
+    let diagnostic = &json(&validate)["error"]["diagnostics"][0];
+    assert_eq!(
+        (
+            &diagnostic["file"],
+            &diagnostic["line"],
+            &diagnostic["step"]
+        ),
+        (
+            &Value::from(broken.display().to_string()),
+            &Value::from(5),
+            &Value::from("a")
+        ),
+        "{diagnostic:#}"
+    );
+    assert!(diagnostic["message"]
+        .as_str()
+        .unwrap()
+        .contains("needs unknown step 'nope'"));
 }

@@ -30,6 +30,19 @@ impl std::fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// A workflow (or its arguments) with problems: reported like [`Invalid`],
+/// one line per diagnostic, and as structured diagnostics with `--json`.
+#[derive(Debug)]
+pub struct InvalidWorkflow(pub crate::workflow::Diagnostics);
+
+impl std::fmt::Display for InvalidWorkflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for InvalidWorkflow {}
+
 /// The host config file: `given`, else `<home>/config.toml` if it exists.
 pub fn config_path(home: &Path, given: Option<&Path>) -> Option<PathBuf> {
     match given {

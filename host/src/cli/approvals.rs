@@ -34,6 +34,9 @@ pub struct ApproveArgs {
     /// A note for the audit log.
     #[arg(long)]
     note: Option<String>,
+    /// Print the answered approval as JSON (as `approvals --json` lists it).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `wfhost deny`.
@@ -46,6 +49,9 @@ pub struct DenyArgs {
     /// Why: sent back to the agent's model as the tool's result.
     #[arg(long)]
     reason: String,
+    /// Print the answered approval as JSON (as `approvals --json` lists it).
+    #[arg(long)]
+    json: bool,
 }
 
 /// `wfhost approvals`.
@@ -128,7 +134,14 @@ fn safe(text: &str) -> String {
 
 /// `wfhost approve`.
 pub fn approve(home: &Path, args: ApproveArgs) -> Result<ExitCode> {
-    answer(home, &args.run, args.id, true, args.note.as_deref())
+    answer(
+        home,
+        &args.run,
+        args.id,
+        true,
+        args.note.as_deref(),
+        args.json,
+    )
 }
 
 /// `wfhost deny`.
@@ -138,15 +151,33 @@ pub fn deny(home: &Path, args: DenyArgs) -> Result<ExitCode> {
             Invalid("--reason must not be empty: it is what the agent is told".into()).into(),
         );
     }
-    answer(home, &args.run, args.id, false, Some(&args.reason))
+    answer(
+        home,
+        &args.run,
+        args.id,
+        false,
+        Some(&args.reason),
+        args.json,
+    )
 }
 
-fn answer(home: &Path, run: &str, id: i64, approved: bool, note: Option<&str>) -> Result<ExitCode> {
+fn answer(
+    home: &Path,
+    run: &str,
+    id: i64,
+    approved: bool,
+    note: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&*store, run)?;
     let record = store
         .answer_approval(&run_id, id, approved, note)?
         .map_err(Invalid)?;
+    if json {
+        super::say::out_line(&serde_json::to_string_pretty(&record)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let word = if approved { "approved" } else { "denied" };
     eprintln!(
         "{word} #{} of run {run_id}: {} {}",

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Result;
+use serde_json::json;
 
 use super::say::err_line;
 use super::Invalid;
@@ -19,6 +20,9 @@ use crate::workflow::{self, Format, LoadedWorkflow};
 pub struct RunRef {
     /// Run id or a unique prefix of one.
     run: String,
+    /// Print what was done as JSON: `{"run_id", "request"|"status"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `wfhost resume`.
@@ -70,6 +74,9 @@ pub fn pause(home: &Path, args: RunRef) -> Result<ExitCode> {
         .into());
     }
     store.set_request(&run_id, Some("pause"))?;
+    if args.json {
+        return done_json(json!({ "run_id": run_id, "request": "pause" }));
+    }
     eprintln!("pause requested for run {run_id}: running steps finish, then it stops (resume with `wfhost resume {run_id}`)");
     Ok(ExitCode::SUCCESS)
 }
@@ -84,6 +91,9 @@ pub fn cancel(home: &Path, args: RunRef) -> Result<ExitCode> {
     }
     if driven(&run) {
         store.set_request(&run_id, Some("cancel"))?;
+        if args.json {
+            return done_json(json!({ "run_id": run_id, "request": "cancel" }));
+        }
         eprintln!("cancel requested for run {run_id}: its driver stops it within a second");
         return Ok(ExitCode::SUCCESS);
     }
@@ -102,7 +112,16 @@ pub fn cancel(home: &Path, args: RunRef) -> Result<ExitCode> {
         }
     }
     store.set_run_status(&run_id, RunStatus::Cancelled, Some("cancelled by request"))?;
+    if args.json {
+        return done_json(json!({ "run_id": run_id, "status": "cancelled" }));
+    }
     eprintln!("run {run_id} cancelled");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print a control command's result as JSON on stdout.
+fn done_json(value: serde_json::Value) -> Result<ExitCode> {
+    super::say::out_line(&serde_json::to_string(&value)?);
     Ok(ExitCode::SUCCESS)
 }
 

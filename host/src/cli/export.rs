@@ -20,6 +20,9 @@ pub struct ExportArgs {
     /// Write into a folder that already holds files (same names are replaced).
     #[arg(long)]
     force: bool,
+    /// Print what was written as JSON: `{"run_id", "dir", "steps", "events"}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `wfhost export`.
@@ -41,6 +44,16 @@ pub fn export(home: &Path, args: ExportArgs) -> Result<ExitCode> {
         }
     };
     let exported = export_run(&*store, workflow.as_ref(), &run_id, &args.dir)?;
+    if args.json {
+        let done = serde_json::json!({
+            "run_id": run_id,
+            "dir": args.dir,
+            "steps": exported.steps,
+            "events": exported.events,
+        });
+        super::say::out_line(&done.to_string());
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "exported run {run_id} to {}: {} steps, {} events",
         args.dir.display(),

@@ -50,6 +50,9 @@ pub struct PruneArgs {
     /// Remove finished runs created longer ago than this (e.g. `7d`, `12h`).
     #[arg(long, value_name = "AGE")]
     older_than: String,
+    /// Print the removed run ids as JSON: `{"removed": [...]}`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `wfhost watch`: print a run's events as they happen until it stops.
@@ -159,6 +162,10 @@ pub fn prune(home: &Path, args: PruneArgs) -> Result<ExitCode> {
         - chrono::Duration::from_std(age).unwrap_or_else(|_| chrono::Duration::zero());
     let store = super::open_store(home)?;
     let removed = store.prune(&cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))?;
+    if args.json {
+        println!("{}", serde_json::json!({ "removed": removed }));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "removed {} run(s){}",
         removed.len(),

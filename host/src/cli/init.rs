@@ -16,6 +16,10 @@ use crate::app::home::{has_store, PROJECT_HOME};
 pub struct InitArgs {
     /// The project directory (default: the current one).
     dir: Option<PathBuf>,
+    /// Print what was created as JSON: `{"home", "config", "workflow"}`
+    /// (`workflow` is null when one was there already).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The starter workflow `init` writes (unless the file exists).
@@ -59,7 +63,7 @@ const CONFIG: &str = r#"# wfhost host config for this project (see the README: "
 
 /// `wfhost init`.
 pub fn init(args: InitArgs) -> Result<ExitCode> {
-    let dir = match args.dir {
+    let dir = match args.dir.clone() {
         Some(dir) => dir,
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
@@ -80,6 +84,15 @@ pub fn init(args: InitArgs) -> Result<ExitCode> {
     write_new(&config, CONFIG)?;
     let workflow = dir.join("workflow.yaml");
     let wrote_workflow = write_new(&workflow, STARTER)?;
+    if args.json {
+        let done = serde_json::json!({
+            "home": home,
+            "config": config,
+            "workflow": wrote_workflow.then_some(&workflow),
+        });
+        super::say::out_line(&done.to_string());
+        return Ok(ExitCode::SUCCESS);
+    }
     err_line(&format!("created wfhost home {}", home.display()));
     err_line(&format!(
         "  {}: the operator ceiling, commented",

@@ -53,8 +53,9 @@ pub struct LogsArgs {
     /// results) instead of its log.
     #[arg(long, requires = "step")]
     transcript: bool,
-    /// With `--transcript`: print the messages as JSON.
-    #[arg(long, requires = "transcript")]
+    /// One JSON event per line (as `watch --json`); with `--transcript`,
+    /// the messages as one JSON array.
+    #[arg(long)]
     json: bool,
     /// Keep printing new lines as they are written, until the run stops
     /// (finishes, pauses, blocks, or loses its driving process).
@@ -240,6 +241,9 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
             style.status(step.status.as_str()) + &status[step.status.as_str().len()..],
             style.dim(&notes.join(" · "))
         );
+        if let Some(output) = step.output.as_ref().and_then(output_summary) {
+            println!("  {:<24} {}", "", style.dim(&format!("→ {output}")));
+        }
         if let Some(error) = &step.error {
             // A step's error may quote what the step or a model wrote.
             for line in terminal_safe(error).lines().take(4) {
@@ -248,6 +252,49 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The longest summary of a step's output `status` prints, in characters.
+const OUTPUT_SUMMARY_CHARS: usize = 160;
+
+/// A step's output on one line for `status`: an object as `key=value`
+/// pairs (text values by their first line; empty ones left out), anything
+/// else as compact JSON; cut to [`OUTPUT_SUMMARY_CHARS`] and made safe for a
+/// terminal. `None` when there is nothing to show.
+fn output_summary(output: &Value) -> Option<String> {
+    let value_text = |value: &Value| match value {
+        Value::String(text) => {
+            let first = text.lines().next().unwrap_or_default();
+            if text.lines().nth(1).is_some() {
+                format!("{first}…")
+            } else {
+                first.to_string()
+            }
+        }
+        other => other.to_string(),
+    };
+    let text = match output {
+        Value::Null => return None,
+        Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !matches!(v, Value::Null) && v.as_str() != Some(""))
+            .map(|(k, v)| format!("{k}={}", value_text(v)))
+            .collect::<Vec<_>>()
+            .join("  "),
+        other => value_text(other),
+    };
+    if text.is_empty() {
+        return None;
+    }
+    let text = terminal_safe(&text).replace(['\n', '\t'], " ");
+    Some(if text.chars().count() > OUTPUT_SUMMARY_CHARS {
+        format!(
+            "{}…",
+            text.chars().take(OUTPUT_SUMMARY_CHARS).collect::<String>()
+        )
+    } else {
+        text
+    })
 }
 
 fn duration_between(start: &str, end: &str) -> Option<String> {
@@ -287,19 +334,23 @@ pub fn logs(home: &Path, args: LogsArgs) -> Result<ExitCode> {
         run_events: false,
     };
     let mut last = 0;
-    for event in store.events(&run_id, args.step.as_deref())? {
-        last = event.seq;
-        if let Some(line) = events_view::line(&style, &event, show) {
+    let print = |event: &crate::store::EventRecord| {
+        if args.json {
+            if event.step.is_some() {
+                println!("{}", serde_json::to_string(event).unwrap_or_default());
+            }
+        } else if let Some(line) = events_view::line(&style, event, show) {
             println!("{line}");
         }
+    };
+    for event in store.events(&run_id, args.step.as_deref())? {
+        last = event.seq;
+        print(&event);
     }
     if args.follow {
         events_view::follow(&*store, &run_id, last, |event| {
-            if args.step.is_some() && event.step != args.step {
-                return;
-            }
-            if let Some(line) = events_view::line(&style, event, show) {
-                println!("{line}");
+            if args.step.is_none() || event.step == args.step {
+                print(event);
             }
         })?;
     }
@@ -387,4 +438,29 @@ pub fn plugins(args: PluginsArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod output_summary_tests {
+    use super::*;
+
+    #[test]
+    fn an_output_is_one_short_safe_line() {
+        let output = serde_json::json!({
+            "exit_code": 0, "stdout": "one\ntwo", "stderr": "", "n": 3, "x": null
+        });
+        assert_eq!(
+            output_summary(&output).unwrap(),
+            "exit_code=0  n=3  stdout=one…"
+        );
+        assert_eq!(output_summary(&Value::Null), None);
+        assert_eq!(output_summary(&serde_json::json!({})), None);
+        let long = serde_json::json!({ "text": "\x1b[31m".to_string() + &"y".repeat(500) });
+        let line = output_summary(&long).unwrap();
+        assert!(
+            line.starts_with("text=yyy") && line.ends_with('…'),
+            "{line}"
+        );
+        assert_eq!(line.chars().count(), OUTPUT_SUMMARY_CHARS + 1);
+    }
 }

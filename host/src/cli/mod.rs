@@ -128,6 +128,7 @@ pub fn main() -> ExitCode {
     if !drives_a_run(&cli.command) {
         quiet_on_closed_pipe();
     }
+    let wants_json = json_requested();
     let result = match cli.command {
         Command::Init(args) => init::init(args),
         Command::Run(args) => run::run(&home, cli.config.as_deref(), args),
@@ -154,18 +155,62 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(error) => {
-            if let Some(invalid) = error.downcast_ref::<Invalid>() {
-                for line in invalid.0.lines() {
-                    say::err_line(&format!("error: {line}"));
-                }
-                ExitCode::from(EXIT_INVALID)
-            } else {
-                say::err_line(&format!("error: {error:#}"));
-                ExitCode::from(EXIT_FAILED)
-            }
-        }
+        Err(error) => report_error(&error, wants_json),
     }
+}
+
+/// Report a failed command: `error: …` lines on stderr and, when the
+/// command was asked for `--json`, the same as a JSON document on stdout
+/// (`{"error": {"kind": "invalid"|"failed", "message", "diagnostics"}}`,
+/// each diagnostic with `file`, `line`, `col`, `step` and `message`).
+/// Invalid input exits 2, other failures 1.
+fn report_error(error: &anyhow::Error, json: bool) -> ExitCode {
+    let (kind, message, code) = if let Some(invalid) = error.downcast_ref::<Invalid>() {
+        ("invalid", invalid.0.clone(), EXIT_INVALID)
+    } else if let Some(invalid) = error.downcast_ref::<crate::app::InvalidWorkflow>() {
+        ("invalid", invalid.to_string(), EXIT_INVALID)
+    } else {
+        ("failed", format!("{error:#}"), EXIT_FAILED)
+    };
+    for line in message.lines() {
+        say::err_line(&format!("error: {line}"));
+    }
+    if json {
+        let diagnostics: Vec<serde_json::Value> = error
+            .downcast_ref::<crate::app::InvalidWorkflow>()
+            .map(|invalid| invalid.0.iter().map(diagnostic_json).collect())
+            .unwrap_or_default();
+        let doc = serde_json::json!({
+            "error": {
+                "kind": kind,
+                "message": message,
+                "exit_code": code,
+                "diagnostics": diagnostics,
+            }
+        });
+        say::out_line(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    ExitCode::from(code)
+}
+
+fn diagnostic_json(diagnostic: &crate::workflow::Diagnostic) -> serde_json::Value {
+    let location = diagnostic.location.as_ref();
+    serde_json::json!({
+        "file": location.map(|l| &l.file),
+        "line": location.map(|l| l.line).filter(|&n| n > 0),
+        "col": location.map(|l| l.col).filter(|&n| n > 0),
+        "step": diagnostic.step,
+        "message": diagnostic.message,
+    })
+}
+
+/// Whether the command line asks for JSON output (`--json` before any
+/// `--`), so that even a failure is reported as JSON.
+fn json_requested() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json")
 }
 
 /// Whether the command drives a run (which must go on when its terminal

@@ -113,7 +113,8 @@ pub fn finish(
 /// Load and validate a workflow file; problems become one [`Invalid`].
 pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow> {
     let builtins = crate::runtime::builtin::names();
-    workflow::load(path, &builtins).map_err(|diagnostics| Invalid(diagnostics.to_string()).into())
+    workflow::load(path, &builtins)
+        .map_err(|diagnostics| crate::app::InvalidWorkflow(diagnostics).into())
 }
 
 /// Merge `--args-file` and `--arg` values, apply defaults and check the schema.
@@ -153,5 +154,5 @@ fn collect_args(
         );
     }
     workflow::resolve_args(schema, given)
-        .map_err(|diagnostics| Invalid(diagnostics.to_string()).into())
+        .map_err(|diagnostics| crate::app::InvalidWorkflow(diagnostics).into())
 }

@@ -27,6 +27,11 @@ pub enum GraphFormat {
     Mermaid,
     /// Graphviz dot.
     Dot,
+    /// Indented text for a terminal: steps in run order, each with its
+    /// phase and needs.
+    Text,
+    /// JSON: the steps in run order with their phase, needs and depth.
+    Json,
 }
 
 /// Arguments of `wfhost graph`.
@@ -37,6 +42,9 @@ pub struct GraphArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "mermaid")]
     format: GraphFormat,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
 }
 
 /// `wfhost validate`.
@@ -107,9 +115,18 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
 /// `wfhost graph`.
 pub fn graph(args: GraphArgs) -> Result<ExitCode> {
     let workflow = load_workflow(&args.file)?;
-    let text = match args.format {
+    let format = if args.json {
+        GraphFormat::Json
+    } else {
+        args.format
+    };
+    let text = match format {
         GraphFormat::Mermaid => crate::workflow::graph::to_mermaid(&workflow.def),
         GraphFormat::Dot => crate::workflow::graph::to_dot(&workflow.def),
+        GraphFormat::Text => crate::workflow::graph::to_text(&workflow.def),
+        GraphFormat::Json => {
+            serde_json::to_string_pretty(&crate::workflow::graph::to_json(&workflow.def))?
+        }
     };
     print!("{text}");
     if !text.ends_with('\n') {

@@ -311,6 +311,83 @@ fn mermaid_escape(text: &str) -> String {
 
 /// Renders the workflow as a Mermaid `flowchart TD`, with one subgraph per
 /// phase and an edge `need --> step` per dependency.
+/// Each step's depth: 0 for steps that need nothing, else one more than
+/// its deepest need (steps on a cycle stay 0).
+fn depths(graph: &Graph) -> Vec<usize> {
+    let mut depth = vec![0usize; graph.len()];
+    for n in graph.topo_order() {
+        depth[n] = graph
+            .deps(n)
+            .iter()
+            .map(|&p| depth[p] + 1)
+            .max()
+            .unwrap_or(0);
+    }
+    depth
+}
+
+/// The graph for a terminal: steps in the order they can run, indented by
+/// depth, each with its phase and what it needs.
+///
+/// ```text
+/// plan
+///   build       [make]  ← plan
+///     test      [check] ← build
+/// ```
+pub fn to_text(wf: &Workflow) -> String {
+    let graph = Graph::new(wf);
+    let depth = depths(&graph);
+    let rows: Vec<(String, usize)> = graph
+        .topo_order()
+        .into_iter()
+        .map(|i| (format!("{}{}", "  ".repeat(depth[i]), wf.steps[i].id), i))
+        .collect();
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (name, i) in rows {
+        let step = &wf.steps[i];
+        let mut line = format!("{name:<width$}");
+        if let Some(phase) = &step.phase {
+            line.push_str(&format!("  [{phase}]"));
+        }
+        if !step.needs.is_empty() {
+            line.push_str(&format!("  ← {}", step.needs.join(", ")));
+        }
+        if step.finally {
+            line.push_str("  (finally)");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The graph as JSON: `{"steps": [{"id", "phase", "needs", "depth"}]}` in
+/// the order the steps can run.
+pub fn to_json(wf: &Workflow) -> serde_json::Value {
+    let graph = Graph::new(wf);
+    let depth = depths(&graph);
+    let steps: Vec<serde_json::Value> = graph
+        .topo_order()
+        .into_iter()
+        .map(|i| {
+            let step = &wf.steps[i];
+            serde_json::json!({
+                "id": step.id,
+                "phase": step.phase,
+                "needs": step.needs,
+                "depth": depth[i],
+                "finally": step.finally,
+            })
+        })
+        .collect();
+    serde_json::json!({ "name": wf.name, "steps": steps })
+}
+
 pub fn to_mermaid(wf: &Workflow) -> String {
     let mut out = String::from("flowchart TD\n");
     for (g, (phase, title, members)) in group_by_phase(wf).into_iter().enumerate() {
