@@ -389,7 +389,7 @@ fn script_output_file_becomes_output_fields() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(
         "out.yaml",
-        "name: o\nsteps:\n  - id: produce\n    run: |\n      echo 'answer=42' >> \"$WFHOST_OUTPUT\"\n      echo 'ok=true' >> \"$WFHOST_OUTPUT\"\n      echo 'list=[1, \"two\"]' >> \"$WFHOST_OUTPUT\"\n      echo 'version=1.10' >> \"$WFHOST_OUTPUT\"\n      printf 'code<<EOF\\n7\\nEOF\\n' >> \"$WFHOST_OUTPUT\"\n      printf 'notes<<EOF\\nline one\\nline two\\nEOF\\n' >> \"$WFHOST_OUTPUT\"\n  - id: consume\n    needs: [produce]\n    run: echo 'got {{ steps.produce.output.answer }}'\n  - id: big\n    needs: [produce]\n    if: steps.produce.output.answer > 99\n    run: 'true'\n",
+        "name: o\nsteps:\n  - id: produce\n    run: |\n      echo 'answer=42' >> \"$WFHOST_OUTPUT\"\n      echo 'ok=true' >> \"$WFHOST_OUTPUT\"\n      echo 'list=[1, \"two\"]' >> \"$WFHOST_OUTPUT\"\n      echo 'version=1.10' >> \"$WFHOST_OUTPUT\"\n      printf 'code<<EOF\\n7\\nEOF\\n' >> \"$WFHOST_OUTPUT\"\n      printf 'notes<<EOF\\nline one\\nline two\\nEOF\\n' >> \"$WFHOST_OUTPUT\"\n  - id: consume\n    needs: [produce]\n    run: echo 'got {{ steps.produce.output.answer }}'\n  - id: big\n    needs: [produce]\n    if: steps.produce.output.answer > 99\n    run: 'true'\n  - id: wrong\n    needs: [produce]\n    optional: true\n    if: steps.produce.output.code > 5\n    run: 'true'\n",
     );
     let (output, status) = sandbox.run(&path, &[]);
     assert_exit(&output, 0);
@@ -405,6 +405,16 @@ fn script_output_file_becomes_output_fields() {
     assert_eq!(step(&status, "consume")["output"]["stdout"], "got 42");
     // 42 > 99 compares numbers: false (as text, "42" would sort after 99).
     assert_eq!(step(&status, "big")["status"], "skipped");
+    // Text against a number is an error, never a silent answer.
+    let wrong = step(&status, "wrong");
+    assert_eq!(wrong["status"], "failed");
+    assert!(
+        wrong["error"]
+            .as_str()
+            .unwrap()
+            .contains("`steps.produce.output.code > 5` compares text (\"7\") with a number (5)"),
+        "{wrong:#}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! [`resolve_args`] checks a run's arguments against the `args` schema.
 
 pub mod args;
+pub mod compare;
 pub mod diag;
 pub mod graph;
 pub mod lint;

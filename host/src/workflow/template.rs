@@ -136,6 +136,17 @@ impl Templates {
         }
     }
 
+    /// The value of the expression `expr` in `ctx`; `None` when it does not
+    /// compile, fails or is undefined.
+    pub fn eval_expression_value(
+        &self,
+        expr: &str,
+        ctx: &minijinja::Value,
+    ) -> Option<minijinja::Value> {
+        let value = self.env.compile_expression(expr).ok()?.eval(ctx).ok()?;
+        (!value.is_undefined()).then_some(value)
+    }
+
     /// Evaluates `expr` (taken from `template`) keeping its JSON type.
     fn eval_expression(&self, template: &str, expr: &str, ctx: &Value) -> Result<Value, String> {
         let compiled = match self.env.compile_expression(expr) {
@@ -664,22 +675,29 @@ mod tests {
 /// (`args.deploy and steps.test.status == "completed"`) or one wrapped in
 /// `{{ }}`, rendered to `true` or `false` by minijinja's truthiness.
 pub fn condition_template(condition: &str) -> String {
-    let trimmed = condition.trim();
-    let inner = trimmed
-        .strip_prefix("{{")
-        .and_then(|rest| rest.strip_suffix("}}"))
-        .unwrap_or(trimmed)
-        .trim();
+    let inner = condition_expression(condition);
     format!("{{% if ({inner}) %}}true{{% else %}}false{{% endif %}}")
 }
 
+/// The expression of an `if:` condition, without `{{ }}`.
+fn condition_expression(condition: &str) -> &str {
+    let trimmed = condition.trim();
+    trimmed
+        .strip_prefix("{{")
+        .and_then(|rest| rest.strip_suffix("}}"))
+        .unwrap_or(trimmed)
+        .trim()
+}
+
 /// Evaluate an `if:` condition against the run's context: truthiness, in
-/// strict mode (an undefined name is an error, not false).
+/// strict mode (an undefined name is an error, not false), and a
+/// comparison of text with a number is an error (see [`super::compare`]).
 pub fn evaluate_condition(
     templates: &Templates,
     condition: &str,
     ctx: &Value,
 ) -> Result<bool, String> {
+    super::compare::check_comparisons(templates, condition_expression(condition), ctx)?;
     let rendered = templates.render_str(&condition_template(condition), ctx)?;
     Ok(rendered.trim() == "true")
 }
