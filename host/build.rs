@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::env;
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -210,6 +210,7 @@ fn cargo_build(ws_dir: &Path, target_dir: &Path) -> Result<BTreeMap<String, Path
         .map_err(|e| format!("cannot run `{}`: {e}", cargo()))?;
 
     let mut artifacts = BTreeMap::new();
+    let mut progress = Progress::new(ws_dir);
     let stdout = child.stdout.take().expect("stdout is piped");
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| format!("reading cargo's output: {e}"))?;
@@ -219,6 +220,10 @@ fn cargo_build(ws_dir: &Path, target_dir: &Path) -> Result<BTreeMap<String, Path
         if message["reason"] != "compiler-artifact" {
             continue;
         }
+        progress.compiled(
+            message["target"]["name"].as_str().unwrap_or_default(),
+            message["fresh"] == true,
+        );
         let is_cdylib = message["target"]["kind"]
             .as_array()
             .is_some_and(|kinds| kinds.iter().any(|k| k == "cdylib"));
@@ -239,6 +244,7 @@ fn cargo_build(ws_dir: &Path, target_dir: &Path) -> Result<BTreeMap<String, Path
     let status = child
         .wait()
         .map_err(|e| format!("waiting for cargo: {e}"))?;
+    progress.finish(status.success());
     if !status.success() {
         return Err(format!(
             "`cargo build --release --target {WASM_TARGET} --manifest-path {}` failed ({status}); \
@@ -247,6 +253,69 @@ fn cargo_build(ws_dir: &Path, target_dir: &Path) -> Result<BTreeMap<String, Path
         ));
     }
     Ok(artifacts)
+}
+
+/// Progress of the inner build: cargo shows a build script's output only
+/// when it fails, so a first build (a minute or more of compiling the
+/// plugins) would look stuck at `wfhost(build)`. Lines go to the terminal
+/// directly (`/dev/tty`) when there is one; a build that compiled anything
+/// ends with a one-line `cargo:warning` summary, which cargo shows.
+struct Progress {
+    workspace: String,
+    tty: Option<fs::File>,
+    started: std::time::Instant,
+    compiled: usize,
+}
+
+impl Progress {
+    fn new(ws_dir: &Path) -> Progress {
+        let workspace = ws_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tty = fs::OpenOptions::new().write(true).open("/dev/tty").ok();
+        Progress {
+            workspace,
+            tty,
+            started: std::time::Instant::now(),
+            compiled: 0,
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        if let Some(tty) = self.tty.as_mut() {
+            // `\r` and clear-line: cargo's progress bar may be on this line.
+            let _ = write!(tty, "\r\x1b[K{line}\n");
+        }
+    }
+
+    fn compiled(&mut self, crate_name: &str, fresh: bool) {
+        if fresh {
+            return;
+        }
+        self.compiled += 1;
+        if self.compiled == 1 {
+            let workspace = self.workspace.clone();
+            self.say(&format!(
+                "   wfhost: building the built-in plugins ({workspace}/) for {WASM_TARGET} (first build only)"
+            ));
+        }
+        self.say(&format!("   wfhost: compiled {crate_name}"));
+    }
+
+    fn finish(&mut self, ok: bool) {
+        if !ok || self.compiled == 0 {
+            return;
+        }
+        let summary = format!(
+            "built the built-in plugins ({}/) for {WASM_TARGET}: {} crate(s) in {:.0} s",
+            self.workspace,
+            self.compiled,
+            self.started.elapsed().as_secs_f64()
+        );
+        self.say(&format!("   wfhost: {summary}"));
+        println!("cargo:warning={summary}");
+    }
 }
 
 /// `cargo:rerun-if-changed` for the files at the top of a guest workspace

@@ -1187,6 +1187,21 @@ fn wrong_files_and_references_are_one_line_validation_errors() {
 #[test]
 fn shell_completions_are_printed() {
     let sandbox = Sandbox::new();
+    // `--home`/`--config` are offered only by commands that use a home.
+    for (command, has_them) in [
+        ("run", true),
+        ("logs", true),
+        ("completions", false),
+        ("graph", false),
+        ("init", false),
+    ] {
+        let help = text(&sandbox.wfhost(&[command, "--help"]).stdout);
+        assert_eq!(
+            (help.contains("--home"), help.contains("--config")),
+            (has_them, has_them),
+            "{command}: {help}"
+        );
+    }
     let bash = sandbox.wfhost(&["completions", "bash"]);
     assert_exit(&bash, 0);
     let script = text(&bash.stdout);

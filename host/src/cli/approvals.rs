@@ -22,6 +22,9 @@ pub struct ApprovalsArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost approve`.
@@ -37,6 +40,9 @@ pub struct ApproveArgs {
     /// Print the answered approval as JSON (as `approvals --json` lists it).
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost deny`.
@@ -52,6 +58,9 @@ pub struct DenyArgs {
     /// Print the answered approval as JSON (as `approvals --json` lists it).
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// `wfhost approvals`.

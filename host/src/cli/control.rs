@@ -23,6 +23,9 @@ pub struct RunRef {
     /// Print what was done as JSON: `{"run_id", "request"|"status"}`.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost resume`.
@@ -47,6 +50,9 @@ pub struct ResumeArgs {
     /// Print no progress on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Whether a live process is driving the run (running, or blocked while an
@@ -178,6 +184,9 @@ pub struct RetryArgs {
     /// Print no progress on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// `wfhost retry`: re-run a step (and what follows it) in the same run,

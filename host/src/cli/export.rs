@@ -23,6 +23,9 @@ pub struct ExportArgs {
     /// Print what was written as JSON: `{"run_id", "dir", "steps", "events"}`.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// `wfhost export`.

@@ -19,6 +19,9 @@ pub struct WatchArgs {
     /// One JSON event per line.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost checkpoints`.
@@ -29,6 +32,9 @@ pub struct CheckpointsArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost restore`.
@@ -42,6 +48,9 @@ pub struct RestoreArgs {
     /// Print no progress on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost prune`.
@@ -53,6 +62,9 @@ pub struct PruneArgs {
     /// Print the removed run ids as JSON: `{"removed": [...]}`.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// `wfhost watch`: print a run's events as they happen until it stops.

@@ -29,6 +29,9 @@ pub struct RunsArgs {
     /// At most this many runs (the newest).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost status`.
@@ -40,6 +43,9 @@ pub struct StatusArgs {
     /// started_at, finished_at, attempts, output and error.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost logs`.
@@ -61,6 +67,9 @@ pub struct LogsArgs {
     /// (finishes, pauses, blocks, or loses its driving process).
     #[arg(short, long, conflicts_with = "transcript")]
     follow: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Arguments of `wfhost plugins`.

@@ -38,19 +38,62 @@ pub use crate::app::Invalid;
 #[derive(Debug, Parser)]
 #[command(name = "wfhost", version, about, long_about = None)]
 pub struct Cli {
-    /// Where runs are stored (SQLite database and run folders). Default:
-    /// the nearest `.wfhost` directory here or above (`wfhost init` makes
-    /// one), else `$XDG_DATA_HOME/wfhost` (`~/.local/share/wfhost`).
-    #[arg(long, global = true, env = "WFHOST_HOME", value_name = "DIR")]
+    /// Kept for `wfhost --home DIR COMMAND` (each command that uses a home
+    /// takes `--home` itself, which wins).
+    #[arg(long, hide = true, value_name = "DIR")]
     home: Option<PathBuf>,
 
-    /// Host config file with the operator's `[ceiling]` on grants
-    /// (default: `config.toml` in the home directory, if present).
-    #[arg(long, global = true, env = "WFHOST_CONFIG", value_name = "FILE")]
+    /// Kept for `wfhost --config FILE COMMAND` (see `--home`).
+    #[arg(long, hide = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--home` and `--config`: on the commands that use a home (not on
+/// `init`, `graph`, `plugins`, `bench`, `completions`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Place {
+    /// Where runs are stored (SQLite database and run folders). Default:
+    /// the nearest `.wfhost` directory here or above (`wfhost init` makes
+    /// one), else `$XDG_DATA_HOME/wfhost` (`~/.local/share/wfhost`).
+    #[arg(long, env = "WFHOST_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    /// Host config file: the operator's `[ceiling]` on grants and the
+    /// `[store]` settings (default: `config.toml` in the home, if present).
+    #[arg(long, env = "WFHOST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl Command {
+    /// The command's `--home`/`--config`, when it has them.
+    fn place(&self) -> Option<&Place> {
+        Some(match self {
+            Command::Run(a) => &a.place,
+            Command::Validate(a) => &a.place,
+            Command::Runs(a) => &a.place,
+            Command::Status(a) => &a.place,
+            Command::Pause(a) | Command::Cancel(a) => &a.place,
+            Command::Resume(a) => &a.place,
+            Command::Retry(a) => &a.place,
+            Command::Watch(a) => &a.place,
+            Command::Checkpoints(a) => &a.place,
+            Command::Restore(a) => &a.place,
+            Command::Prune(a) => &a.place,
+            Command::Logs(a) => &a.place,
+            Command::Export(a) => &a.place,
+            Command::Approvals(a) => &a.place,
+            Command::Approve(a) => &a.place,
+            Command::Deny(a) => &a.place,
+            Command::Init(_)
+            | Command::Graph(_)
+            | Command::Plugins(_)
+            | Command::Bench(_)
+            | Command::Completions(_) => return None,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,9 +163,11 @@ fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let _ = CONFIG_FILE.set(cli.config.clone());
+    let place = cli.command.place().cloned().unwrap_or_default();
+    let config = place.config.or(cli.config.clone());
+    let _ = CONFIG_FILE.set(config.clone());
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let home = crate::app::home::find(cli.home.as_deref(), &cwd);
+    let home = crate::app::home::find(place.home.as_deref().or(cli.home.as_deref()), &cwd);
     let _ = HOME.set(home.clone());
     let home = home.path;
     if !drives_a_run(&cli.command) {
@@ -131,21 +176,21 @@ pub fn main() -> ExitCode {
     let wants_json = json_requested();
     let result = match cli.command {
         Command::Init(args) => init::init(args),
-        Command::Run(args) => run::run(&home, cli.config.as_deref(), args),
-        Command::Validate(args) => validate::validate(&home, cli.config.as_deref(), args),
+        Command::Run(args) => run::run(&home, config.as_deref(), args),
+        Command::Validate(args) => validate::validate(&home, config.as_deref(), args),
         Command::Graph(args) => validate::graph(args),
         Command::Runs(args) => inspect::runs(&home, args),
         Command::Status(args) => inspect::status(&home, args),
         Command::Logs(args) => inspect::logs(&home, args),
         Command::Export(args) => export::export(&home, args),
         Command::Pause(args) => control::pause(&home, args),
-        Command::Resume(args) => control::resume(&home, cli.config.as_deref(), args),
+        Command::Resume(args) => control::resume(&home, config.as_deref(), args),
         Command::Cancel(args) => control::cancel(&home, args),
         Command::Watch(args) => history::watch(&home, args),
         Command::Checkpoints(args) => history::checkpoints(&home, args),
-        Command::Restore(args) => history::restore(&home, cli.config.as_deref(), args),
+        Command::Restore(args) => history::restore(&home, config.as_deref(), args),
         Command::Prune(args) => history::prune(&home, args),
-        Command::Retry(args) => control::retry(&home, cli.config.as_deref(), args),
+        Command::Retry(args) => control::retry(&home, config.as_deref(), args),
         Command::Plugins(args) => inspect::plugins(args),
         Command::Bench(args) => bench::bench(args),
         Command::Completions(args) => completions(args),

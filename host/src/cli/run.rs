@@ -35,6 +35,9 @@ pub struct RunArgs {
     /// Do not echo step log lines while running (they stay in `wfhost logs`).
     #[arg(long)]
     no_logs: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Run `wfhost run`.

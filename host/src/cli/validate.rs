@@ -18,6 +18,9 @@ pub struct ValidateArgs {
     /// Print the validated steps as JSON.
     #[arg(long)]
     json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
 }
 
 /// Output format of `wfhost graph`.
