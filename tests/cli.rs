@@ -1465,3 +1465,53 @@ fn every_command_speaks_json() {
         .unwrap()
         .contains("needs unknown step 'nope'"));
 }
+
+/// On a terminal, `run` keeps the running steps listed at the bottom of
+/// the screen with their time and last output line (a pseudo-terminal from
+/// util-linux `script`); elsewhere it prints plain lines only.
+#[test]
+fn a_terminal_shows_the_running_steps_live() {
+    let script = std::process::Command::new("script")
+        .arg("--version")
+        .output();
+    if script.is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "util-linux `script` is needed for this test (apt-get install bsdutils)"
+        );
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "live.yaml",
+        "name: live\nsteps:\n  - id: slow\n    run: |\n      echo halfway there\n      sleep 1.5\n    \
+         grants: { exec: [sleep] }\n",
+    );
+    let command = format!("{} run {}", env!("CARGO_BIN_EXE_wfhost"), path.display());
+    let mut pty = std::process::Command::new("script");
+    pty.args(["-qfec", &command, "/dev/null"]);
+    for (name, value) in sandbox.command(&[]).get_envs() {
+        match value {
+            Some(value) => pty.env(name, value),
+            None => pty.env_remove(name),
+        };
+    }
+    let output = pty.env("TERM", "xterm").output().unwrap();
+    assert_exit(&output, 0);
+    let screen = text(&output.stdout);
+    // The live line: spinner, step, time so far, its last output line;
+    // redrawn in place (cursor up, clear to the end of the screen).
+    assert!(
+        screen.contains(" slow 0s  │ halfway there") && screen.contains("F\u{1b}[J"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("run completed"), "{screen:?}");
+
+    // Not a terminal: no cursor movement at all.
+    let (plain, _) = sandbox.run(&path, &[]);
+    assert!(
+        !text(&plain.stderr).contains('\u{1b}'),
+        "{}",
+        text(&plain.stderr)
+    );
+}

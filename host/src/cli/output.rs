@@ -3,6 +3,10 @@
 //! wrote is printed through `terminal_safe`).
 
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::say;
 
 use super::terminal::{error_line, terminal_safe};
 use crate::engine::{RunEvent, RunListener};
@@ -75,24 +79,134 @@ impl Style {
     }
 }
 
-/// Prints run events to stderr as they happen.
+/// Prints run events to stderr as they happen. On a terminal, the running
+/// steps also stay listed at the bottom (a live area redrawn as they go:
+/// each with its time so far and the last line it wrote).
 pub struct ProgressPrinter {
     style: Style,
     show_logs: bool,
+    board: Option<Arc<Mutex<Board>>>,
+}
+
+/// The running steps of the live area.
+#[derive(Default)]
+struct Board {
+    /// Step, when it started, the last line it wrote; in start order.
+    running: Vec<(String, Instant, String)>,
+    finished: bool,
+}
+
+/// How often the live area is redrawn (elapsed times, the spinner).
+const REDRAW: Duration = Duration::from_millis(200);
+
+impl Board {
+    fn lines(&self) -> Vec<String> {
+        const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+        let width = say::terminal_width()
+            .unwrap_or(80)
+            .saturating_sub(1)
+            .max(20);
+        self.running
+            .iter()
+            .map(|(step, started, last)| {
+                let elapsed = started.elapsed();
+                let frame = SPINNER[(elapsed.as_millis() / 100) as usize % SPINNER.len()];
+                let seconds = elapsed.as_secs();
+                let time = if seconds < 60 {
+                    format!("{seconds}s")
+                } else {
+                    crate::step::units::humanize(Duration::from_secs(seconds))
+                };
+                let mut line = format!("  {frame} {step} {time}");
+                if !last.is_empty() {
+                    line.push_str(&format!("  │ {last}"));
+                }
+                line.chars().take(width).collect()
+            })
+            .collect()
+    }
 }
 
 impl ProgressPrinter {
     /// A printer; `show_logs` also echoes step log lines.
     pub fn new(show_logs: bool) -> ProgressPrinter {
+        let live = std::io::stderr().is_terminal()
+            && std::env::var("TERM").map_or(true, |term| term != "dumb");
+        let board = live.then(|| {
+            let board = Arc::new(Mutex::new(Board::default()));
+            let weak = Arc::downgrade(&board);
+            std::thread::spawn(move || loop {
+                std::thread::sleep(REDRAW);
+                let Some(board) = weak.upgrade() else { return };
+                let board = board.lock().unwrap_or_else(|e| e.into_inner());
+                if board.finished {
+                    return;
+                }
+                say::set_live(board.lines());
+            });
+            board
+        });
         ProgressPrinter {
             style: Style::for_stderr(),
             show_logs,
+            board,
+        }
+    }
+
+    /// Keep the live area up to date with `event`.
+    fn track(&self, event: &RunEvent) {
+        let Some(board) = &self.board else { return };
+        let mut board = board.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            RunEvent::StepStarted { step, .. } => {
+                board.running.retain(|(id, _, _)| id != step);
+                board
+                    .running
+                    .push((step.clone(), Instant::now(), String::new()));
+            }
+            RunEvent::StepCompleted { step, .. }
+            | RunEvent::StepFailed { step, .. }
+            | RunEvent::StepRetrying { step, .. }
+            | RunEvent::StepSkipped { step, .. } => {
+                board.running.retain(|(id, _, _)| id != step);
+            }
+            RunEvent::Log { step, message, .. } => {
+                let line = terminal_safe(message);
+                let line = line.lines().last().unwrap_or_default().trim();
+                if let Some(entry) = board.running.iter_mut().find(|(id, _, _)| id == step) {
+                    if !line.is_empty() {
+                        entry.2 = line.to_string();
+                    }
+                }
+            }
+            RunEvent::Finished { .. } => {
+                board.running.clear();
+                board.finished = true;
+            }
+            _ => {}
+        }
+        say::set_live(board.lines());
+    }
+}
+
+impl Drop for ProgressPrinter {
+    fn drop(&mut self) {
+        if let Some(board) = &self.board {
+            board.lock().unwrap_or_else(|e| e.into_inner()).finished = true;
+            say::set_live(Vec::new());
         }
     }
 }
 
 impl RunListener for ProgressPrinter {
     fn on_event(&self, event: &RunEvent) {
+        self.print(event);
+        self.track(event);
+    }
+}
+
+impl ProgressPrinter {
+    fn print(&self, event: &RunEvent) {
         let s = &self.style;
         let line = match event {
             RunEvent::Started { run_id, steps } => {
