@@ -93,6 +93,29 @@ def wf_w3():
     return text
 
 
+def wf_sleepers(n, ms):
+    """N steps that each wait `ms` on a host timer, all at once."""
+    text = header("sleepers", n)
+    for i in range(n):
+        text += f"  - id: z{i}\n    type: function\n    component: sleep\n    with: {{ ms: {ms} }}\n"
+    return text
+
+
+def peak_rss_kib(cmd, cwd, env):
+    """Run `cmd` in a child of a fresh Python; its peak RSS (KiB) and wall."""
+    probe = ("import resource, subprocess, sys, time\n"
+             "t = time.perf_counter()\n"
+             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+             "w = time.perf_counter() - t\n"
+             "sys.exit(r.stderr.decode(errors='replace')[-2000:]) if r.returncode else None\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, w)\n")
+    done = subprocess.run([sys.executable, "-c", probe, *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"memory workload failed: {done.stderr}")
+    rss, wall = done.stdout.split()
+    return int(rss), float(wall)
+
+
 def mk_w0():
     return "all:\n\t@true\n"
 
@@ -156,6 +179,9 @@ def main():
     parser.add_argument("--out", default=None, help="also write the results as Markdown here")
     parser.add_argument("--durability", choices=["normal", "full"], default="normal")
     parser.add_argument("--skip-scripts", action="store_true", help="skip the script-step variants")
+    parser.add_argument("--sleepers", type=int, default=0,
+                        help="also measure the peak RSS of N function steps sleeping at once (e.g. 10000)")
+    parser.add_argument("--only-sleepers", action="store_true", help="run only the --sleepers workload")
     args = parser.parse_args()
 
     wfhost = Path(args.wfhost).resolve()
@@ -175,6 +201,27 @@ def main():
     env = dict(os.environ)
     env["XDG_CACHE_HOME"] = str(cache_home)
     fs = subprocess.run(["df", "-T", str(work)], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
+
+    if args.sleepers:
+        wf_path = work / "sleepers.yaml"
+        wf_path.write_text(wf_sleepers(args.sleepers, 3000))
+        samples = []
+        for i in range(args.runs + 1):
+            home = work / f"sleepers-home-{i}"
+            home.mkdir()
+            (home / "config.toml").write_text(f"[store]\ndurability = \"{args.durability}\"\n")
+            rss, wall = peak_rss_kib([str(wfhost), "run", "-q", "--home", str(home), str(wf_path)], work, env)
+            shutil.rmtree(home, ignore_errors=True)
+            if i > 0:
+                samples.append((rss, wall))
+        rss = statistics.median(r for r, _ in samples)
+        wall = statistics.median(w for _, w in samples)
+        print(f"Memory: {args.sleepers} function steps sleeping 3 s at once (`sleep` component, "
+              f"parallelism {args.sleepers}): peak RSS {rss / 1024:.0f} MiB "
+              f"({rss / args.sleepers:.1f} KiB per step), wall {wall:.2f} s; median of {args.runs} after a warm-up.")
+        if args.only_sleepers:
+            shutil.rmtree(work, ignore_errors=True)
+            return
 
     shapes = []  # (label, steps, wf text or None, make text or None, kind)
     shapes.append(("W0", 1, {"function": wf_w0("function"), "script": wf_w0("script")}, mk_w0()))

@@ -1515,3 +1515,31 @@ fn a_terminal_shows_the_running_steps_live() {
         text(&plain.stderr)
     );
 }
+
+/// The `sleep` component waits on a host timer and returns its config; a
+/// bad `ms` is a one-line error naming the field.
+#[test]
+fn the_sleep_component_waits_and_checks_its_config() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "nap.yaml",
+        "name: nap\nsteps:\n  - id: nap\n    type: function\n    component: sleep\n    with: { ms: 300 }\n  \
+         - id: bad\n    type: function\n    component: sleep\n    optional: true\n    with: { ms: -1 }\n",
+    );
+    let started = Instant::now();
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let status = status.unwrap();
+    assert_eq!(
+        step(&status, "nap")["output"],
+        serde_json::json!({ "ms": 300 })
+    );
+    assert!(
+        step(&status, "bad")["error"]
+            .as_str()
+            .unwrap()
+            .contains("`ms` must be an integer from 0 to 86400000"),
+        "{status:#}"
+    );
+}

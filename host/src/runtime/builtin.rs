@@ -13,7 +13,10 @@ mod tests {
 
     #[test]
     fn lookup_by_name() {
-        assert_eq!(names(), vec!["agent", "echo", "script", "wordcount"]);
+        assert_eq!(
+            names(),
+            vec!["agent", "echo", "script", "sleep", "wordcount"]
+        );
         assert_eq!(builtin("script").map(|b| b.name), Some("script"));
         assert!(builtin("nope").is_none());
         assert_eq!(policy_names(), vec!["example-policy", "rules-policy"]);

@@ -16,6 +16,7 @@
 mod agent_api;
 pub mod builtin;
 pub mod cache;
+mod capacity;
 pub mod engine;
 mod host_api;
 pub mod host_files;
@@ -267,6 +268,12 @@ impl StepExecutor for WasmExecutor {
                     "this process no longer holds the run's lease (another process took the run over): the step was not started",
                 ));
             }
+            // A slot for the instance (see `capacity`): too many at once
+            // would exhaust the process's memory mappings.
+            let _slot = capacity::instance_slots()
+                .acquire()
+                .await
+                .map_err(|_| StepFailure::permanent("the step executor is shutting down"))?;
             runtime.run_step(invocation, observer).await
         })
     }

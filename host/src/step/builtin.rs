@@ -6,10 +6,10 @@
 //!
 //! - [`BUILTINS`]: `step`-world components (`wit/plugin.wit`), which may be
 //!   named anywhere a component is expected: `script` backs `type: script`
-//!   and the `run:` shorthand, `agent` backs `type: agent`; `wordcount` and
-//!   `echo` are function-style examples usable as `type: function` with
-//!   `component: wordcount` / `component: echo` (`script` works there too, it
-//!   is just an ordinary component). [`names`] lists these.
+//!   and the `run:` shorthand, `agent` backs `type: agent`; `wordcount`,
+//!   `echo` and `sleep` are function-style components usable as `type:
+//!   function` with `component: wordcount` / `echo` / `sleep` (`script` works
+//!   there too, it is just an ordinary component). [`names`] lists these.
 //! - [`POLICIES`]: `tool-policy`-world components, loaded by the host's
 //!   policy chain, never run as steps: `rules-policy` backs an agent's
 //!   `policy: [{ rules: {...} }]` entries (its config is the rules object),
@@ -52,6 +52,12 @@ pub const BUILTINS: &[BuiltinComponent] = &[
         description: "Runs a shell script through `process`; output is exit_code, stdout, stderr \
                       and the key=value lines written to $WFHOST_OUTPUT.",
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/script.wasm")),
+    },
+    BuiltinComponent {
+        name: "sleep",
+        description: "Waits `ms` milliseconds on a host timer, then returns its config as the \
+                      output.",
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/sleep.wasm")),
     },
     BuiltinComponent {
         name: "wordcount",
