@@ -8,7 +8,9 @@
 //! The walk follows what evaluation would evaluate: `and`/`or` and
 //! `x if c else y` are short-circuited the same way, so a guard such as
 //! `steps.a.output.n is number and steps.a.output.n > 3` is not an error.
-//! Comparisons nested in filter or function arguments are not checked.
+//! Comparisons nested in filter or function arguments, or deeper than 64
+//! operators (the first terms of a very long `a and b and …` chain), are not
+//! checked; a condition is at most 4,096 characters (validation).
 
 use minijinja::machinery::ast::{self, BinOpKind, CompareOpKind, Expr};
 use minijinja::value::ValueKind;
@@ -20,6 +22,11 @@ use super::Templates;
 /// would evaluate against `ctx`. A syntax error is left to the evaluation,
 /// which reports it with its position.
 pub fn check_comparisons(templates: &Templates, expr: &str, ctx: &Value) -> Result<(), String> {
+    // Validation keeps conditions this short; one that is not (a definition
+    // pinned before the limit) is left to the evaluation alone.
+    if expr.len() > 4 * super::validate::MAX_CONDITION_CHARS {
+        return Ok(());
+    }
     let Ok(parsed) = minijinja::machinery::parse_expr(expr) else {
         return Ok(());
     };
@@ -28,8 +35,12 @@ pub fn check_comparisons(templates: &Templates, expr: &str, ctx: &Value) -> Resu
         source: expr,
         ctx: minijinja::Value::from_serialize(ctx),
     };
-    walker.walk(&parsed)
+    walker.walk(&parsed, 0)
 }
+
+/// How deep the walk goes into nested operators; deeper comparisons are
+/// not checked (the walk is recursive, and `a and b and …` nests).
+const MAX_DEPTH: usize = 64;
 
 struct Walker<'a> {
     templates: &'a Templates,
@@ -38,18 +49,22 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn walk(&self, expr: &Expr<'_>) -> Result<(), String> {
+    fn walk(&self, expr: &Expr<'_>, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Ok(());
+        }
+        let depth = depth + 1;
         match expr {
-            Expr::UnaryOp(unary) => self.walk(&unary.expr),
+            Expr::UnaryOp(unary) => self.walk(&unary.expr, depth),
             Expr::BinOp(binary) => {
-                self.walk(&binary.left)?;
+                self.walk(&binary.left, depth)?;
                 let right_evaluated = match binary.op {
                     BinOpKind::ScAnd => self.truthy(&binary.left) == Some(true),
                     BinOpKind::ScOr => self.truthy(&binary.left) == Some(false),
                     _ => true,
                 };
                 if right_evaluated {
-                    self.walk(&binary.right)?;
+                    self.walk(&binary.right, depth)?;
                 }
                 match operator(binary.op) {
                     Some(op) => self.compare(&binary.left, op, &binary.right),
@@ -57,10 +72,10 @@ impl Walker<'_> {
                 }
             }
             Expr::Compare(chain) => {
-                self.walk(&chain.expr)?;
+                self.walk(&chain.expr, depth)?;
                 let mut left = &chain.expr;
                 for step in &chain.ops {
-                    self.walk(&step.expr)?;
+                    self.walk(&step.expr, depth)?;
                     if let Some(op) = chained_operator(step.op) {
                         self.compare(left, op, &step.expr)?;
                     }
@@ -69,11 +84,11 @@ impl Walker<'_> {
                 Ok(())
             }
             Expr::IfExpr(choice) => {
-                self.walk(&choice.test_expr)?;
+                self.walk(&choice.test_expr, depth)?;
                 match self.truthy(&choice.test_expr) {
-                    Some(true) => self.walk(&choice.true_expr),
+                    Some(true) => self.walk(&choice.true_expr, depth),
                     Some(false) => match &choice.false_expr {
-                        Some(otherwise) => self.walk(otherwise),
+                        Some(otherwise) => self.walk(otherwise, depth),
                         None => Ok(()),
                     },
                     None => Ok(()),
@@ -277,6 +292,19 @@ mod tests {
             "`steps.count.output.n > 9` compares text (\"3\") with a number (9); convert the \
              text with `| int` or `| float` (or the number with `| string`)"
         );
+    }
+
+    #[test]
+    fn a_long_chain_is_walked_to_a_bounded_depth() {
+        // 600 `and`s nest 600 deep (to the left): the comparisons near the
+        // top (the last ones) are checked; the walk stops at its depth limit
+        // instead of recursing 600 deep, and ends quickly either way.
+        let chain = vec!["1 > 0"; 600].join(" and ");
+        let started = std::time::Instant::now();
+        let error = check(&format!("{chain} and steps.count.output.n > 9")).unwrap_err();
+        assert!(error.contains("compares text"), "{error}");
+        let _unchecked_when_deepest = check(&format!("steps.count.output.n > 9 and {chain}"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

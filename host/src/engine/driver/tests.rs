@@ -200,6 +200,25 @@ fn a_template_error_at_run_time_fails_only_that_step_with_the_reason() {
     );
 }
 
+/// Short lines run out by count: one line per 128 bytes of `max_output`
+/// (at least 1024), so a flood of tiny lines cannot fill the journal.
+#[test]
+fn step_logs_are_capped_in_lines_too() {
+    let (_dir, store, _executor, outcome) = run(
+        "name: t\nsteps:\n  - id: loud\n    type: function\n    component: echo\n    grants: {max_output: 256KiB}\n    with: {spam: 5000}\n",
+    );
+    assert_eq!(outcome.status, RunStatus::Completed);
+    let logs: Vec<String> = store
+        .events(&outcome.run_id, Some("loud"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "log")
+        .map(|e| e.data["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(logs.len(), 2048, "256 KiB / 128");
+    assert!(logs[2047].ends_with("[wfhost: log cut at max_output; further lines dropped]"));
+}
+
 #[test]
 fn step_logs_are_capped_at_max_output() {
     let (_dir, store, _executor, outcome) = run(

@@ -14,6 +14,8 @@ mod declarations;
 mod step_types;
 mod templates;
 
+pub use templates::MAX_CONDITION_CHARS;
+
 use super::diag::{Diagnostic, Diagnostics, Location};
 use super::graph::{cycle_text, Graph};
 use super::locate::Locator;
@@ -266,6 +268,17 @@ mod tests {
             Ok(_) => panic!("expected errors for:\n{src}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn a_condition_has_a_length_limit() {
+        let long = vec!["1 > 0"; 1000].join(" and ");
+        let src = format!("name: x\nsteps:\n  - id: a\n    run: x\n    if: \"{long}\"\n");
+        assert_eq!(
+            one_error(&src),
+            "wf.yaml:5:5: step 'a': `if` is 9995 characters long; a condition may have at most \
+             4096 (compute a long one in an earlier step and test its output)"
+        );
     }
 
     fn one_error(src: &str) -> String {

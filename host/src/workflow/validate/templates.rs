@@ -16,6 +16,11 @@ const RUN_FIELDS: &[&str] = &["id", "workflow"];
 /// Fields of the `workflow` object in the template context.
 const WORKFLOW_FIELDS: &[&str] = &["name", "dir"];
 
+/// The longest `if:` condition, in characters: each comparison in it is
+/// checked by evaluating its operands (see `workflow::compare`), which must
+/// stay cheap however the condition is written.
+pub const MAX_CONDITION_CHARS: usize = 4096;
+
 /// Fields of each `steps.<id>` object in the template context.
 const STEP_FIELDS: &[&str] = &["output", "status"];
 
@@ -28,6 +33,22 @@ impl Checker<'_> {
         ids: &HashMap<&str, usize>,
     ) {
         let mut strings: Vec<(String, &str)> = Vec::new();
+        if let Some(condition) = step.condition.as_deref() {
+            let length = condition.chars().count();
+            if length > MAX_CONDITION_CHARS {
+                let at = self.loc.step_key(i, &["if"]);
+                self.report(
+                    at,
+                    Some(&step.id),
+                    format!(
+                        "`if` is {length} characters long; a condition may have at most \
+                         {MAX_CONDITION_CHARS} (compute a long one in an earlier step and test \
+                         its output)"
+                    ),
+                );
+                return;
+            }
+        }
         let condition = step
             .condition
             .as_deref()

@@ -1,7 +1,6 @@
 //! Dispatch: start one ready step (its condition, `total_timeout`, its
 //! items or its next attempt).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,13 +185,13 @@ impl RunLoop<'_> {
         if let Some(remaining) = remaining {
             invocation.timeout = invocation.timeout.min(remaining);
         }
-        let observer = Arc::new(StepLog {
-            store: driver.store.clone(),
-            listener: driver.listener.clone(),
-            run_id: run_id.to_string(),
-            step_id: step.id.clone(),
-            budget: AtomicU64::new(invocation.grants.max_output),
-        });
+        let observer = Arc::new(StepLog::new(
+            driver.store.clone(),
+            driver.listener.clone(),
+            run_id,
+            &step.id,
+            invocation.grants.max_output,
+        ));
         let future = driver.executor.execute(invocation, observer);
         self.state.running.insert(index);
         let task = self.running.spawn(async move {

@@ -1,7 +1,6 @@
 //! `for_each` steps: render the list and start the items (the items run
 //! in [`crate::engine::fan_out`]).
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,13 +99,13 @@ impl RunLoop<'_> {
         if invocations.is_empty() {
             return Ok(Box::pin(async { (0, Ok(Value::Array(Vec::new()))) }));
         }
-        let observer = Arc::new(StepLog {
-            store: driver.store.clone(),
-            listener: driver.listener.clone(),
-            run_id: run_id.to_string(),
-            step_id: step.id.clone(),
-            budget: AtomicU64::new(grants.max_output),
-        });
+        let observer = Arc::new(StepLog::new(
+            driver.store.clone(),
+            driver.listener.clone(),
+            run_id,
+            &step.id,
+            grants.max_output,
+        ));
         let attempts = Arc::new(std::sync::atomic::AtomicU32::new(state.attempts[index]));
         state.item_attempts.insert(index, attempts.clone());
         let items = fan_out::Items {
