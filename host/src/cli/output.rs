@@ -121,10 +121,23 @@ impl Board {
                 if !last.is_empty() {
                     line.push_str(&format!("  │ {last}"));
                 }
-                line.chars().take(width).collect()
+                fit(&line, width)
             })
             .collect()
     }
+}
+
+/// `line` cut to at most `columns` terminal columns, counting every
+/// non-ASCII character as two (wide characters would otherwise wrap the
+/// line and break the redraw of the live area).
+fn fit(line: &str, columns: usize) -> String {
+    let mut used = 0;
+    line.chars()
+        .take_while(|c| {
+            used += if c.is_ascii() { 1 } else { 2 };
+            used <= columns
+        })
+        .collect()
 }
 
 impl ProgressPrinter {
@@ -279,5 +292,17 @@ impl ProgressPrinter {
             }
         };
         super::say::err_line(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_line_never_wraps() {
+        assert_eq!(fit("abcdef", 4), "abcd");
+        assert_eq!(fit("日本語テキスト", 5), "日本");
+        assert_eq!(fit("ok", 10), "ok");
     }
 }
