@@ -200,6 +200,17 @@ fn a_template_error_at_run_time_fails_only_that_step_with_the_reason() {
     );
 }
 
+/// The messages a step logged.
+fn log_messages(store: &dyn EngineStore, run_id: &str, step: &str) -> Vec<String> {
+    store
+        .events(run_id, Some(step))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "log")
+        .map(|e| e.data["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Short lines run out by count: one line per 128 bytes of `max_output`
 /// (at least 1024), so a flood of tiny lines cannot fill the journal.
 #[test]
@@ -208,13 +219,7 @@ fn step_logs_are_capped_in_lines_too() {
         "name: t\nsteps:\n  - id: loud\n    type: function\n    component: echo\n    grants: {max_output: 256KiB}\n    with: {spam: 5000}\n",
     );
     assert_eq!(outcome.status, RunStatus::Completed);
-    let logs: Vec<String> = store
-        .events(&outcome.run_id, Some("loud"))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "log")
-        .map(|e| e.data["message"].as_str().unwrap().to_string())
-        .collect();
+    let logs = log_messages(&*store, &outcome.run_id, "loud");
     assert_eq!(logs.len(), 2048, "256 KiB / 128");
     assert!(logs[2047].ends_with("[wfhost: log cut at max_output; further lines dropped]"));
 }
@@ -225,13 +230,7 @@ fn step_logs_are_capped_at_max_output() {
         "name: t\nsteps:\n  - id: loud\n    type: function\n    component: echo\n    grants: {max_output: 100}\n    with: {spam: 1000}\n",
     );
     assert_eq!(outcome.status, RunStatus::Completed);
-    let logs: Vec<String> = store
-        .events(&outcome.run_id, Some("loud"))
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "log")
-        .map(|e| e.data["message"].as_str().unwrap().to_string())
-        .collect();
+    let logs = log_messages(&*store, &outcome.run_id, "loud");
     assert_eq!(logs.len(), 4, "{logs:?}");
     assert!(logs[3].ends_with("[wfhost: log cut at max_output; further lines dropped]"));
     let kept: usize = logs.iter().map(|l| l.lines().next().unwrap().len()).sum();

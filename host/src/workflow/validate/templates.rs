@@ -152,28 +152,8 @@ impl Checker<'_> {
                     _ => None,
                 }
             }
-            "run" => {
-                let name = second?;
-                if RUN_FIELDS.contains(&name) {
-                    None
-                } else {
-                    Some(format!(
-                        "template references unknown run field '{name}' (known: {})",
-                        RUN_FIELDS.join(", ")
-                    ))
-                }
-            }
-            "workflow" => {
-                let name = second?;
-                if WORKFLOW_FIELDS.contains(&name) {
-                    None
-                } else {
-                    Some(format!(
-                        "template references unknown workflow field '{name}' (known: {})",
-                        WORKFLOW_FIELDS.join(", ")
-                    ))
-                }
-            }
+            "run" => unknown_field("run", second?, RUN_FIELDS),
+            "workflow" => unknown_field("workflow", second?, WORKFLOW_FIELDS),
             "item" | "index" if step.for_each.is_some() => None,
             other => Some(format!(
                 "template references unknown variable '{other}' (known: args, steps, run, workflow{})",
@@ -185,6 +165,16 @@ impl Checker<'_> {
             )),
         }
     }
+}
+
+/// The error for `object.name` when `name` is not among `fields`.
+fn unknown_field(object: &str, name: &str, fields: &[&str]) -> Option<String> {
+    (!fields.contains(&name)).then(|| {
+        format!(
+            "template references unknown {object} field '{name}' (known: {})",
+            fields.join(", ")
+        )
+    })
 }
 
 /// Declared arg names, when the args schema lists `properties`.
