@@ -78,11 +78,13 @@ pub fn finish(
             return Ok(ExitCode::from(interrupt::exit_code(signal)));
         }
     };
+    // A drive that failed is reported as an error (as JSON too with
+    // `--json`), never after a status document: one document on stdout.
+    let outcome = outcome?;
     if json {
         let status = inspect::status_json(store, run_id)?;
         out_line(&serde_json::to_string_pretty(&status)?);
     }
-    let outcome = outcome?;
     debug_assert_eq!(
         outcome.run_id, run_id,
         "finish reports the run it was given"
