@@ -18,7 +18,9 @@ pub(super) trait FromRow: Sized {
 
 impl FromRow for RunRecord {
     const COLUMNS: &'static str = "id, workflow_name, workflow_path, workflow_dir, \
-        definition_hash, args, status, error, created_at, started_at, finished_at, definition, \
+        definition_hash, (SELECT args FROM run_texts t WHERE t.run_id = runs.id), status, error, \
+        created_at, started_at, finished_at, \
+        (SELECT definition FROM run_texts t WHERE t.run_id = runs.id), \
         heartbeat_at, driver_pid, request";
 
     fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {

@@ -34,18 +34,20 @@ impl RunStore for SqliteStore {
             tx.execute(
                 "INSERT INTO runs (id, workflow_name, workflow_path, workflow_dir, definition,
                                definition_hash, args, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, '', ?5, '', ?6, ?7)",
                 params![
                     run.id,
                     run.workflow_name,
                     run.workflow_path,
                     run.workflow_dir,
-                    run.definition,
                     hash,
-                    run.args.to_string(),
                     RunStatus::Pending.as_str(),
                     now
                 ],
+            )?;
+            tx.execute(
+                "INSERT INTO run_texts (run_id, definition, args) VALUES (?1, ?2, ?3)",
+                params![run.id, run.definition, run.args.to_string()],
             )?;
             for (position, step) in run.steps.iter().enumerate() {
                 tx.execute(
@@ -127,8 +129,12 @@ impl RunStore for SqliteStore {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
-                "UPDATE runs SET definition = ?2, definition_hash = ?3 WHERE id = ?1",
-                params![run_id, definition, hash],
+                "UPDATE runs SET definition_hash = ?2 WHERE id = ?1",
+                params![run_id, hash],
+            )?;
+            tx.execute(
+                "UPDATE run_texts SET definition = ?2 WHERE run_id = ?1",
+                params![run_id, definition],
             )?;
             let existing: Vec<String> = {
                 let mut stmt = tx.prepare("SELECT step_id FROM steps WHERE run_id = ?1")?;
@@ -188,6 +194,7 @@ impl RunStore for SqliteStore {
                     "events",
                     "step_attempts",
                     "steps",
+                    "run_texts",
                     "runs",
                 ] {
                     let column = if table == "runs" { "id" } else { "run_id" };

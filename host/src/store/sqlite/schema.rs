@@ -111,6 +111,20 @@ ALTER TABLE approvals ADD COLUMN iteration INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE approvals ADD COLUMN call_hash TEXT NOT NULL DEFAULT '';
 CREATE INDEX approvals_attempt ON approvals(run_id, step_id, attempt, iteration, call_hash);
 "#,
+    // A run's definition and arguments live beside its row, not in it:
+    // SQLite reads a column by walking the record, overflow pages included,
+    // and rewrites the whole record on every UPDATE, so a big definition in
+    // `runs` made each status, request, heartbeat and lease check cost in
+    // proportion to the workflow's size (quadratic in steps for big runs).
+    r#"
+CREATE TABLE run_texts (
+    run_id     TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    definition TEXT NOT NULL,
+    args       TEXT NOT NULL
+);
+INSERT INTO run_texts (run_id, definition, args) SELECT id, definition, args FROM runs;
+UPDATE runs SET definition = '', args = '';
+"#,
 ];
 
 /// Bring the database up to the newest schema version. Safe when several
@@ -128,4 +142,42 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A home made before the definitions moved out of `runs` keeps its
+    /// runs' definitions and arguments.
+    #[test]
+    fn runs_of_an_older_schema_keep_their_definition_and_args() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for (index, sql) in MIGRATIONS[..before].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", index as i64 + 1)
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO runs (id, workflow_name, workflow_path, workflow_dir, definition,
+                               definition_hash, args, status, created_at)
+             VALUES ('r1', 'wf', 'wf.yaml', '/', 'name: wf', 'h', '{\"a\":1}', 'completed', 'now')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let moved: (String, String) = conn
+            .query_row(
+                "SELECT definition, args FROM run_texts WHERE run_id = 'r1'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(moved, ("name: wf".to_string(), "{\"a\":1}".to_string()));
+        let left: String = conn
+            .query_row("SELECT definition || args FROM runs", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(left, "", "the big columns left the run's row");
+    }
 }
