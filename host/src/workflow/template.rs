@@ -68,13 +68,17 @@ impl Templates {
     /// ``template `{{ args.nope }}`: undefined value 'args.nope' ('args' has
     /// keys: name)``.
     pub fn render_str(&self, template: &str, ctx: &Value) -> Result<String, String> {
-        let mj_ctx = minijinja::Value::from_serialize(ctx);
+        if !template.contains('{') {
+            // No tag, expression or comment can start: the text is the result.
+            return Ok(template.to_string());
+        }
         let compiled = self
             .env
             .template_from_str(template)
             .map_err(|e| describe(template, &e, ctx))?;
+        let used = narrowed(ctx, &compiled.undeclared_variables(true));
         compiled
-            .render(mj_ctx)
+            .render(minijinja::Value::from_serialize(used.as_ref()))
             .map_err(|e| describe(template, &e, ctx))
     }
 
@@ -154,8 +158,9 @@ impl Templates {
             // Let the template path produce the (better located) error.
             Err(_) => return self.render_str(template, ctx).map(Value::String),
         };
+        let used = narrowed(ctx, &compiled.undeclared_variables(true));
         let value = compiled
-            .eval(minijinja::Value::from_serialize(ctx))
+            .eval(minijinja::Value::from_serialize(used.as_ref()))
             .map_err(|e| describe(template, &e, ctx))?;
         if value.is_undefined() {
             let reason = missing_reference(template, ctx)
@@ -169,6 +174,53 @@ impl Templates {
             )
         })
     }
+}
+
+/// Below this many steps in the context, it is converted whole.
+const NARROW_FROM_STEPS: usize = 32;
+
+/// The part of `ctx` a template reads, judged by the variables it names
+/// (`used`, dotted): of `steps`, only the steps it names, unless it reads
+/// `steps` as a whole (`steps[name]`, a loop). Converting the context into
+/// minijinja values costs in proportion to its size, and a run's context
+/// holds every output so far: whole, each render in a run of N steps would
+/// cost O(N), the run O(N²). Other top-level values are kept as they are.
+fn narrowed<'a>(
+    ctx: &'a Value,
+    used: &std::collections::HashSet<String>,
+) -> std::borrow::Cow<'a, Value> {
+    use std::borrow::Cow;
+    let (Some(top), Some(steps)) = (ctx.as_object(), ctx.get("steps").and_then(Value::as_object))
+    else {
+        return Cow::Borrowed(ctx);
+    };
+    if steps.len() < NARROW_FROM_STEPS {
+        return Cow::Borrowed(ctx);
+    }
+    let mut named = BTreeSet::new();
+    for path in used {
+        let mut parts = path.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("steps"), Some(id)) => {
+                named.insert(id);
+            }
+            (Some("steps"), None) => return Cow::Borrowed(ctx),
+            _ => {}
+        }
+    }
+    let mut out = serde_json::Map::with_capacity(top.len());
+    for (key, value) in top {
+        if key == "steps" {
+            let kept: serde_json::Map<String, Value> = named
+                .iter()
+                .filter_map(|id| steps.get(*id).map(|v| (id.to_string(), v.clone())))
+                .collect();
+            out.insert(key.clone(), Value::Object(kept));
+        } else {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    Cow::Owned(Value::Object(out))
 }
 
 /// If `s` is exactly one `{{ expr }}` (whitespace and `-` trim markers
@@ -344,6 +396,47 @@ pub fn references(template: &str) -> Result<BTreeSet<String>, String> {
             !globals.contains(top)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod narrowing_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A context with 40 completed steps `s0`..`s39`, `s<i>.output.n = i`.
+    fn big() -> Value {
+        let steps: serde_json::Map<String, Value> = (0..40)
+            .map(|i| {
+                (
+                    format!("s{i}"),
+                    json!({ "output": { "n": i }, "status": "completed" }),
+                )
+            })
+            .collect();
+        json!({ "args": { "k": "s7" }, "steps": steps, "run": { "id": "r" } })
+    }
+
+    #[test]
+    fn a_template_sees_what_it_names_and_whole_steps_when_it_asks() {
+        let t = Templates::new();
+        let ctx = big();
+        assert_eq!(t.render_str("{{ steps.s3.output.n }}", &ctx).unwrap(), "3");
+        assert_eq!(
+            t.render_value(&json!("{{ steps.s39.output.n + 1 }}"), &ctx)
+                .unwrap(),
+            json!(40)
+        );
+        // By a computed name, or all of them: the whole context.
+        assert_eq!(
+            t.render_str("{{ steps[args.k].output.n }}", &ctx).unwrap(),
+            "7"
+        );
+        assert_eq!(t.render_str("{{ steps | length }}", &ctx).unwrap(), "40");
+        // A step that is not there is still an error, not an empty value.
+        assert!(t.render_str("{{ steps.s99.output.n }}", &ctx).is_err());
+        // No `{`: the text itself.
+        assert_eq!(t.render_str("echo hi\n", &ctx).unwrap(), "echo hi\n");
+    }
 }
 
 #[cfg(test)]
