@@ -307,6 +307,20 @@ async fn run_with_support(
     drop(prepared);
     // The child called setsid: its pid is its process group's id.
     tree.pgid = child.id().map(|pid| pid as i32);
+    // Asked again now the program exists: a driver stopped (SIGSTOP)
+    // during the fork resumes it only when continued, maybe after another
+    // process took the run over. The program has just exec'd (spawn returns
+    // then) and is killed before it gets further.
+    if !spec.lease.holds() {
+        tree.signal(libc::SIGKILL);
+        let _ = child.wait().await;
+        tree.finish().await;
+        return Err(failed(
+            "this process no longer holds the run's lease (another process took the run over): \
+             the program was stopped as it started"
+                .into(),
+        ));
+    }
 
     if let (Some(bytes), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
