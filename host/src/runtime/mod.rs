@@ -263,17 +263,18 @@ impl StepExecutor for WasmExecutor {
     ) -> BoxFuture<Result<Value, StepFailure>> {
         let runtime = self.0.clone();
         Box::pin(async move {
-            if !invocation.lease.holds() {
-                return Err(StepFailure::permanent(
-                    "this process no longer holds the run's lease (another process took the run over): the step was not started",
-                ));
-            }
             // A slot for the instance (see `capacity`): too many at once
-            // would exhaust the process's memory mappings.
+            // would exhaust the process's memory mappings. The lease is
+            // asked after the wait, right before the step starts.
             let _slot = capacity::instance_slots()
                 .acquire()
                 .await
                 .map_err(|_| StepFailure::permanent("the step executor is shutting down"))?;
+            if !invocation.lease.holds() {
+                return Err(StepFailure::permanent(crate::step::executor::lease_lost(
+                    "the step was not started",
+                )));
+            }
             runtime.run_step(invocation, observer).await
         })
     }

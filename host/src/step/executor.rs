@@ -53,6 +53,15 @@ pub struct StepInvocation {
     pub lease: LeaseCheck,
 }
 
+/// The message for work refused because the lease was lost: `outcome`
+/// says what became of it ("the program was not started").
+pub fn lease_lost(outcome: &str) -> String {
+    format!(
+        "this process no longer holds the run's lease (another process took the run over): \
+         {outcome}"
+    )
+}
+
 /// Asks whether the driving process still holds its run's lease (see the
 /// store's leases). The default always says yes (no lease involved).
 #[derive(Clone, Default)]

@@ -89,7 +89,7 @@ mod tree;
 use super::bindings::process::{self, Output, ProcessError};
 use super::sandbox::{self, Support};
 use super::state::{StepContext, StepState};
-use crate::step::executor::{LeaseCheck, LogLevel};
+use crate::step::executor::{lease_lost, LeaseCheck, LogLevel};
 use crate::step::grants::{exec, resolve_program, ResolvedGrants};
 use crate::step::stop::StopSignal;
 use output::{new_output_file, read_capped, read_output_file, RemoveOnDrop};
@@ -286,11 +286,7 @@ async fn run_with_support(
     prepared.install(&mut command);
 
     if !spec.lease.holds() {
-        return Err(failed(
-            "this process no longer holds the run's lease (another process took the run over): \
-             the program was not started"
-                .into(),
-        ));
+        return Err(failed(lease_lost("the program was not started")));
     }
     let spawned = command.spawn();
     let mut tree = ChildTree {
@@ -315,11 +311,7 @@ async fn run_with_support(
         tree.signal(libc::SIGKILL);
         let _ = child.wait().await;
         tree.finish().await;
-        return Err(failed(
-            "this process no longer holds the run's lease (another process took the run over): \
-             the program was stopped as it started"
-                .into(),
-        ));
+        return Err(failed(lease_lost("the program was stopped as it started")));
     }
 
     if let (Some(bytes), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
