@@ -1286,6 +1286,142 @@ fn a_cancelled_program_gets_sigterm_and_its_grace_then_sigkill() {
 }
 
 #[test]
+fn programs_of_two_steps_cannot_meet_on_an_abstract_unix_socket() {
+    let sandbox = layout();
+    let name = unique("wfhost_abstract_");
+    let listen = format!(
+        r#"/usr/bin/python3 -c '
+import socket
+s = socket.socket(socket.AF_UNIX)
+s.bind(b"\0{name}")
+s.listen(1)
+s.settimeout(4)
+try:
+    s.accept()
+    print("accepted")
+except socket.timeout:
+    print("nobody")
+'"#
+    );
+    // A program reaches its own socket (so the probe works), never the
+    // other step's.
+    let connect = format!(
+        r#"/usr/bin/python3 -c '
+import socket, time
+own = socket.socket(socket.AF_UNIX)
+own.bind(b"\0{name}-own")
+own.listen(1)
+socket.socket(socket.AF_UNIX).connect(b"\0{name}-own")
+error = None
+for _ in range(30):
+    try:
+        socket.socket(socket.AF_UNIX).connect(b"\0{name}")
+        print("connected")
+        break
+    except OSError as e:
+        error = e.errno
+        time.sleep(0.1)
+else:
+    print("refused", error)
+'"#
+    );
+    let python = json!({ "exec": ["/usr/bin/python3"] });
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![
+            script("listen", &listen, python.clone()),
+            script("connect", &connect, python),
+        ]),
+    );
+    let connected = run.completed("connect")["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(connected.starts_with("refused"), "{connected}");
+    assert_eq!(run.completed("listen")["stdout"], "nobody");
+    assert_eq!(run.status["status"], "completed");
+}
+
+/// The parent pid of `pid`, from `/proc/PID/stat` (after the command
+/// name, which may hold spaces and parentheses).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(1)?.parse().ok()
+}
+
+fn cmdline_of(pid: i32) -> String {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).replace('\0', " ")
+}
+
+#[test]
+fn programs_are_forked_by_the_launcher_and_die_with_the_host() {
+    let sandbox = layout();
+    let marker = unique("61.0").replace('x', "");
+    let flow = sandbox.flow(&workflow(vec![script(
+        "nap",
+        &format!("sleep {marker}"),
+        json!({ "exec": ["sleep"] }),
+    )]));
+    let mut host = sandbox.spawn_run(&flow);
+    let host_pid = host.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let program = loop {
+        let found = processes_with(&format!("sleep {marker}"));
+        if let Some(pid) = found
+            .iter()
+            .filter_map(|line| line.split(':').next()?.parse::<i32>().ok())
+            .find(|pid| cmdline_of(*pid).starts_with("sleep"))
+        {
+            break pid;
+        }
+        if let Ok(Some(status)) = host.try_wait() {
+            panic!("the run ended ({status}) before its program started");
+        }
+        assert!(Instant::now() < deadline, "the program never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Its ancestors: the shell, the sandbox's init and waiter (forks of the
+    // launcher, so with its command line), then the launcher (a child of
+    // the host, running the host's binary), then the host.
+    let mut ancestors = Vec::new();
+    let mut pid = program;
+    while let Some(parent) = parent_of(pid) {
+        if parent <= 1 || ancestors.len() > 8 {
+            break;
+        }
+        ancestors.push((parent, cmdline_of(parent)));
+        if parent == host_pid {
+            break;
+        }
+        pid = parent;
+    }
+    let launcher = ancestors
+        .iter()
+        .rposition(|(_, cmdline)| cmdline.contains("__wfhost-launcher"))
+        .unwrap_or_else(|| panic!("no launcher among the program's ancestors: {ancestors:?}"));
+    assert_eq!(
+        ancestors.get(launcher + 1).map(|(pid, _)| *pid),
+        Some(host_pid),
+        "the launcher is the host's child: {ancestors:?}"
+    );
+    let launcher_pid = ancestors[launcher].0;
+
+    // kill -9 of the host: the program's tree and the launcher go with it.
+    host.kill().unwrap();
+    let _ = host.wait();
+    assert_no_survivors(&marker);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while parent_of(launcher_pid).is_some()
+        && cmdline_of(launcher_pid).contains("__wfhost-launcher")
+    {
+        assert!(Instant::now() < deadline, "the launcher outlived its host");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn a_gigabyte_on_stdout_is_cut_at_max_output() {
     let sandbox = layout();
     let mut flood = script(

@@ -38,6 +38,25 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
+/// Programs steps start are forked by a small launcher process run from
+/// this binary (`/proc/self/exe`), not by the host itself: the binary's
+/// `main` calls this, after [`serve_launcher_if_asked`].
+pub fn use_launcher() {
+    sandbox::enable_launcher(PathBuf::from("/proc/self/exe"));
+}
+
+/// When this process was started as the sandbox launcher, serve the host
+/// that started it and exit; otherwise return at once. Called first thing
+/// in the binary's `main`.
+pub fn serve_launcher_if_asked() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(sandbox::LAUNCHER_ARG))
+        && args.next().is_none()
+    {
+        sandbox::serve_launcher();
+    }
+}
+
 use crate::step::executor::{
     BoxFuture, FailureKind, LogLevel, StepExecutor, StepFailure, StepInvocation, StepObserver,
 };

@@ -70,16 +70,15 @@
 //! with a `network` grant, UDP and the choice of host; connecting to unix
 //! sockets by path (say `/run/docker.sock`) on kernels whose Landlock is
 //! older than ABI 9, where the host's user may reach them. Each running
-//! program keeps two small waiting processes that share the host's memory
-//! copy-on-write.
+//! program keeps two small waiting processes (forks of the launcher, see
+//! [`super::sandbox`], or of the host where there is no launcher).
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 use tokio::sync::watch;
 
 mod lines;
@@ -282,27 +281,26 @@ async fn run_with_support(
         log(warning);
     }
 
-    let mut command = program_command(spec, &cwd, &private_dir, output_file.as_deref());
-    prepared.install(&mut command);
+    let env = program_env_map(spec, &private_dir, output_file.as_deref());
+    let launch = sandbox::Launch {
+        program: &spec.program,
+        args: &spec.args,
+        env: &env,
+        cwd: &cwd,
+        stdin: spec.stdin.is_some(),
+    };
 
     if !spec.lease.holds() {
         return Err(failed(lease_lost("the program was not started")));
     }
-    let spawned = command.spawn();
     let mut tree = ChildTree {
         pgid: None,
         cgroup: prepared.take_cgroup(),
     };
-    let mut child = spawned.map_err(|error| {
-        failed(format!(
-            "cannot start '{}': {}",
-            spec.program.display(),
-            prepared.explain(&error)
-        ))
-    })?;
+    let mut child = sandbox::start(&prepared, &launch).await.map_err(failed)?;
     drop(prepared);
     // The child called setsid: its pid is its process group's id.
-    tree.pgid = child.id().map(|pid| pid as i32);
+    tree.pgid = Some(child.pid);
     // Asked again now the program exists: a driver stopped (SIGSTOP)
     // during the fork resumes it only when continued, maybe after another
     // process took the run over. The program has just exec'd (spawn returns
@@ -379,43 +377,28 @@ async fn run_with_support(
     })
 }
 
-/// The command that starts the program: its arguments, working directory,
-/// environment (cleared but for what the step gives, `TMPDIR` and
-/// `WFHOST_OUTPUT`) and piped streams.
-fn program_command(
+/// The program's whole environment: what the step gives (the grants'
+/// variables, then the call's), `TMPDIR` (the private directory, unless
+/// the step sets it) and `WFHOST_OUTPUT`; a later value of a name wins.
+fn program_env_map(
     spec: &ProgramSpec<'_>,
-    cwd: &Path,
     private_dir: &Path,
     output_file: Option<&Path>,
-) -> Command {
-    let mut command = Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if !spec.env.iter().any(|(name, _)| name == "TMPDIR") {
-        command.env("TMPDIR", private_dir);
-    }
-    command.envs(spec.extra_env.iter().map(|(k, v)| (k, v)));
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = spec.env.iter().cloned().collect();
+    env.entry("TMPDIR".into())
+        .or_insert_with(|| private_dir.into());
+    env.extend(spec.extra_env.iter().cloned());
     if let Some(path) = output_file {
-        command.env("WFHOST_OUTPUT", path);
+        env.insert("WFHOST_OUTPUT".into(), path.into());
     }
-    command
+    env
 }
 
 /// Wait for the program to end, or stop it (timeout, or the step is
 /// stopping); returns how it ended and whether it timed out.
 async fn wait_or_stop(
-    child: &mut tokio::process::Child,
+    child: &mut sandbox::Started,
     tree: &ChildTree,
     spec: &ProgramSpec<'_>,
 ) -> (std::io::Result<std::process::ExitStatus>, bool) {

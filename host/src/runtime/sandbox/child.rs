@@ -57,13 +57,16 @@ pub(super) enum Stage {
     NoNewPrivs,
     Landlock,
     Init,
+    Directory,
+    Exec,
 }
 
 impl Stage {
     pub(super) fn from_byte(byte: u8) -> Option<Stage> {
         use Stage::*;
         [
-            Session, Cgroup, Namespaces, IdMaps, Limits, NoNewPrivs, Landlock, Init,
+            Session, Cgroup, Namespaces, IdMaps, Limits, NoNewPrivs, Landlock, Init, Directory,
+            Exec,
         ]
         .into_iter()
         .find(|stage| *stage as u8 == byte)
@@ -79,6 +82,8 @@ impl Stage {
             Stage::NoNewPrivs => "setting no_new_privs",
             Stage::Landlock => "enforcing the Landlock ruleset",
             Stage::Init => "starting the sandbox's init process",
+            Stage::Directory => "entering the working directory",
+            Stage::Exec => "starting the program",
         }
     }
 }
@@ -89,6 +94,8 @@ impl Stage {
 pub(super) struct ChildSetup {
     pub(super) stage: RawFd,
     pub(super) cgroup_join: Option<RawFd>,
+    /// A network namespace to join (`setns`) instead of creating one.
+    pub(super) join_net: Option<RawFd>,
     pub(super) unshare: libc::c_int,
     pub(super) id_maps: Option<IdMaps>,
     pub(super) nproc: Option<libc::rlim_t>,
@@ -110,6 +117,13 @@ impl ChildSetup {
             if let Some(fd) = self.cgroup_join {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) < 0 {
                     return Err(self.fail(Stage::Cgroup));
+                }
+            }
+            // Joined before the user namespace is created: afterwards the
+            // child has no privilege over the host's namespaces.
+            if let Some(fd) = self.join_net {
+                if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
+                    return Err(self.fail(Stage::Namespaces));
                 }
             }
             if self.unshare != 0 && libc::unshare(self.unshare) < 0 {
@@ -146,9 +160,9 @@ impl ChildSetup {
     }
 
     /// Record the failing stage for the host and return the error.
-    unsafe fn fail(&self, stage: Stage) -> io::Error {
+    pub(super) unsafe fn fail(&self, stage: Stage) -> io::Error {
         let error = errno();
-        libc::write(self.stage, [stage as u8].as_ptr().cast(), 1);
+        report_failure(self.stage, stage, error);
         io::Error::from_raw_os_error(error)
     }
 
@@ -204,6 +218,15 @@ impl ChildSetup {
             }
         }
     }
+}
+
+/// Write the failing stage and its errno (five bytes, one `write`, so the
+/// reader sees all or nothing) to `fd`.
+pub(super) unsafe fn report_failure(fd: RawFd, stage: Stage, error: libc::c_int) {
+    let mut bytes = [0u8; 5];
+    bytes[0] = stage as u8;
+    bytes[1..].copy_from_slice(&error.to_le_bytes());
+    libc::write(fd, bytes.as_ptr().cast(), bytes.len());
 }
 
 /// Wait for the init's report of how the program ended. When the host

@@ -3,13 +3,16 @@
 //!
 //! Everything is prepared in the host, before `fork`: the Landlock ruleset
 //! (paths opened, rules added), the `pids` cgroup and the descriptor the
-//! child joins it through, the user-namespace id maps. Between `fork` and
-//! `exec` the child ([`ChildSetup::enter`]) only makes system calls, in this
-//! order:
+//! child joins it through, the user-namespace id maps. The fork itself is
+//! the [`launcher`]'s (a small process started from the host's binary),
+//! which gets those as descriptors; without one, the host forks. Between
+//! `fork` and `exec` the child ([`ChildSetup::enter`]) only makes system
+//! calls, in this order:
 //!
 //! 1. `setsid`: its own session and process group, no controlling terminal;
 //! 2. joins the `pids` cgroup (a `write` to the pre-opened `tasks` of cgroup
-//!    v1, `cgroup.procs` of v2);
+//!    v1, `cgroup.procs` of v2), and the launcher's shared empty network
+//!    namespace where it has one (see [`launcher`]);
 //! 3. `unshare`: a user namespace (its uid and gid mapped to themselves, so
 //!    even a root host's program keeps no privilege over the machine), a
 //!    network namespace with nothing in it unless the step has a `network`
@@ -30,7 +33,9 @@
 
 mod cgroup;
 mod child;
+mod launcher;
 mod rules;
+mod start;
 mod support;
 
 use std::io;
@@ -41,6 +46,8 @@ use std::path::Path;
 use crate::step::grants::{NetworkAccess, ResolvedGrants, SandboxMode};
 
 pub(crate) use cgroup::Cgroup;
+pub(crate) use launcher::{enable as enable_launcher, serve as serve_launcher, LAUNCHER_ARG};
+pub(crate) use start::{start, Launch, Started};
 #[cfg(test)]
 pub(crate) use support::Namespaces;
 pub(crate) use support::{support, Support};
@@ -79,6 +86,11 @@ pub(crate) struct Prepared {
     stage_read: OwnedFd,
     _stage_write: OwnedFd,
     cgroup: Option<Cgroup>,
+    /// Whether the program may join the launcher's shared empty network
+    /// namespace instead of creating its own: only where Landlock scopes
+    /// abstract unix sockets (ABI 6), the one thing such a namespace would
+    /// otherwise let two programs share.
+    share_network: bool,
     /// What could not be enforced (best-effort mode), for the step's log.
     pub warnings: Vec<String>,
 }
@@ -112,10 +124,12 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
         unshare |= libc::CLONE_NEWPID;
     }
 
+    let ruleset_built = ruleset.is_some();
     let (stage_read, stage_write) = stage_pipe().map_err(|e| format!("OS sandbox: {e}"))?;
     let setup = ChildSetup {
         stage: stage_write.as_raw_fd(),
         cgroup_join: cgroup.as_ref().map(|c| c.join.as_raw_fd()),
+        join_net: None,
         unshare,
         id_maps: ns.user.then(IdMaps::current),
         nproc,
@@ -140,6 +154,7 @@ pub(crate) fn prepare(request: &Request, support: &Support) -> Result<Prepared, 
         stage_read,
         _stage_write: stage_write,
         cgroup,
+        share_network: abi >= 6 && ruleset_built,
         warnings,
     })
 }
@@ -290,7 +305,7 @@ fn best_effort_hint(what: &str) -> String {
 
 impl Prepared {
     /// Make `command`'s child enter the sandbox between fork and exec.
-    pub(crate) fn install(&self, command: &mut tokio::process::Command) {
+    fn install(&self, command: &mut tokio::process::Command) {
         let setup = self.setup.clone();
         // SAFETY: `enter` only makes async-signal-safe system calls on data
         // prepared before the fork; the descriptors it uses stay open until
@@ -307,11 +322,17 @@ impl Prepared {
 
     /// Explain a spawn error: which step of the sandbox set-up failed.
     pub(crate) fn explain(&self, error: &io::Error) -> String {
-        let mut byte = 0u8;
-        // SAFETY: a non-blocking read of one byte into a local.
-        let read = unsafe { libc::read(self.stage_read.as_raw_fd(), (&raw mut byte).cast(), 1) };
-        match (read, Stage::from_byte(byte)) {
-            (1, Some(stage)) => format!("{error} (while {})", stage.describe()),
+        let mut bytes = [0u8; 5];
+        // SAFETY: a non-blocking read into a local (the stage and errno).
+        let read = unsafe {
+            libc::read(
+                self.stage_read.as_raw_fd(),
+                bytes.as_mut_ptr().cast(),
+                bytes.len(),
+            )
+        };
+        match (read, Stage::from_byte(bytes[0])) {
+            (5, Some(stage)) => format!("{error} (while {})", stage.describe()),
             _ => error.to_string(),
         }
     }
