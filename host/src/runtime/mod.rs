@@ -256,6 +256,17 @@ impl Runtime {
     }
 }
 
+/// Whether the component imports the `process` interface (may start
+/// programs).
+fn starts_programs(prepared: &Prepared, engine: &Engine) -> bool {
+    prepared
+        .instance_pre()
+        .component()
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wfhost:plugin/process@"))
+}
+
 /// The engine's view of the runtime: a [`StepExecutor`] running steps as
 /// wasm components.
 #[derive(Clone)]
@@ -264,9 +275,14 @@ pub struct WasmExecutor(pub Arc<Runtime>);
 impl StepExecutor for WasmExecutor {
     fn prepare(&self, components: &[String]) -> Result<(), String> {
         for component in components {
-            self.0
+            let prepared = self
+                .0
                 .load(component)
                 .map_err(|error| format!("{error:#}"))?;
+            if starts_programs(&prepared, &self.0.engine) {
+                // Started now, it is ready by the time the first program is.
+                sandbox::prestart_launcher();
+            }
         }
         Ok(())
     }

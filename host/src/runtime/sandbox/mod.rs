@@ -46,7 +46,9 @@ use std::path::Path;
 use crate::step::grants::{NetworkAccess, ResolvedGrants, SandboxMode};
 
 pub(crate) use cgroup::Cgroup;
-pub(crate) use launcher::{enable as enable_launcher, serve as serve_launcher, LAUNCHER_ARG};
+pub(crate) use launcher::{
+    enable as enable_launcher, prestart as prestart_launcher, serve as serve_launcher, LAUNCHER_ARG,
+};
 pub(crate) use start::{start, Launch, Started};
 #[cfg(test)]
 pub(crate) use support::Namespaces;

@@ -63,6 +63,12 @@ pub(super) fn client() -> Option<Arc<Client>> {
     }
 }
 
+/// Start the launcher now (if enabled and not running), so it is ready
+/// when the first program is.
+pub(crate) fn prestart() {
+    let _ = client();
+}
+
 /// How a spawn request went: the program's pid, or the failing set-up
 /// stage and errno.
 pub(super) type StartResult = Result<i32, (u8, i32)>;
