@@ -57,7 +57,10 @@ fn run() -> Result<(), String> {
     let out_dir = PathBuf::from(env_var("OUT_DIR")?);
 
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("plugins/sdk/wit").display()
+    );
 
     ensure_wasm_target()?;
 

@@ -3,7 +3,7 @@
 
 wasmtime::component::bindgen!({
     world: "tool-policy",
-    path: "../wit",
+    path: "../plugins/sdk/wit",
     // Async so a decision can be abandoned at its deadline even while the
     // guest waits in a WASI poll (a sync call could block for ever).
     exports: {

@@ -5,6 +5,7 @@
 //! wiring.
 
 pub mod home;
+pub mod plugins;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -11,6 +11,8 @@ mod init;
 mod inspect;
 mod interrupt;
 mod output;
+mod plugin;
+mod plugin_new;
 mod run;
 mod say;
 mod terminal;
@@ -87,6 +89,7 @@ impl Command {
             Command::Approvals(a) => &a.place,
             Command::Approve(a) => &a.place,
             Command::Deny(a) => &a.place,
+            Command::Plugin(a) => return plugin::place(a),
             Command::Init(_)
             | Command::Graph(_)
             | Command::Plugins(_)
@@ -132,6 +135,8 @@ enum Command {
     Export(export::ExportArgs),
     /// List the built-in step components and tool policies.
     Plugins(inspect::PluginsArgs),
+    /// The plugin author's toolbox: `wit`, `new`, `check`, `call`.
+    Plugin(plugin::PluginArgs),
     /// Measure scheduling and persistence overhead on synthetic workflows.
     Bench(bench::BenchArgs),
     /// Print a shell completion script: `wfhost completions bash > /etc/bash_completion.d/wfhost`.
@@ -194,6 +199,7 @@ pub fn main() -> ExitCode {
         Command::Prune(args) => history::prune(&home, args),
         Command::Retry(args) => control::retry(&home, config.as_deref(), args),
         Command::Plugins(args) => inspect::plugins(args),
+        Command::Plugin(args) => plugin::plugin(&home, args),
         Command::Bench(args) => bench::bench(args),
         Command::Completions(args) => completions(args),
         Command::Approvals(args) => approvals::approvals(&home, args),

@@ -45,6 +45,10 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     let workflow = load_workflow(&args.file)?;
     let ceiling = super::load_ceiling(home, config)?;
     super::check_grants(home, &workflow, ceiling.as_ref())?;
+    let policies = crate::app::plugins::link_policies(&workflow);
+    if !policies.is_empty() {
+        return Err(crate::app::InvalidWorkflow(policies).into());
+    }
     let run_args = collect_args(&workflow, args.args_file.as_deref(), &args.args)?;
 
     let store = super::create_store(home)?;

@@ -55,6 +55,14 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
     let workflow = load_workflow(&args.file)?;
     let ceiling = super::load_ceiling(home, config)?;
     let grants = super::check_grants(home, &workflow, ceiling.as_ref())?;
+    // Every component the workflow names, checked (and compiled into the
+    // cache) the way `wfhost plugin check` does.
+    let runtime = crate::app::runtime(home)?;
+    let tokio = super::tokio_runtime()?;
+    let problems = crate::app::plugins::check_workflow(&runtime, &tokio, &workflow);
+    if !problems.is_empty() {
+        return Err(crate::app::InvalidWorkflow(problems).into());
+    }
     let warnings = crate::workflow::lint::shell_warnings(&workflow);
     for warning in &warnings {
         eprintln!("warning: {warning}");

@@ -219,6 +219,7 @@ mod tests {
             run_id: "r1".into(),
             step_id: "review".into(),
             component: "agent".into(),
+            function: None,
             attempt: 1,
             idempotency_key: "r1:review:0:1".into(),
             config: json!({

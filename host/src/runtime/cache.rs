@@ -86,25 +86,34 @@ impl<P: Clone> ComponentCache<P> {
 
     /// The component for these bytes, compiled (or read from disk) at most
     /// once and made ready by `prepare` (e.g. pre-instantiated for a world).
+    /// `label` names the component in what a compile prints.
     pub fn get_or_prepare(
         &self,
         engine: &Engine,
         wasm: &[u8],
+        label: &str,
         prepare: impl FnOnce(&Component) -> Result<P>,
     ) -> Result<P> {
         let key = hex::encode(sha2::Sha256::digest(wasm));
         if let Some(found) = lock(&self.loaded).get(&key) {
             return Ok(found.clone());
         }
-        let component = self.compile(engine, wasm, &key)?;
+        let component = self.compile(engine, wasm, label, &key)?;
         let prepared = prepare(&component)?;
         lock(&self.loaded).insert(key, prepared.clone());
         Ok(prepared)
     }
 
-    fn compile(&self, engine: &Engine, wasm: &[u8], key: &str) -> Result<Component> {
+    /// The compiled component for these bytes (read from disk when cached
+    /// there, else compiled and stored), without preparing it for a world.
+    pub fn compiled(&self, engine: &Engine, wasm: &[u8], label: &str) -> Result<Component> {
+        let key = hex::encode(sha2::Sha256::digest(wasm));
+        self.compile(engine, wasm, label, &key)
+    }
+
+    fn compile(&self, engine: &Engine, wasm: &[u8], label: &str, key: &str) -> Result<Component> {
         let Some(dir) = &self.disk_dir else {
-            return compile_showing_progress(engine, wasm);
+            return compile_showing_progress(engine, wasm, label, false);
         };
         let path = dir.join(format!("{key}-{}.cwasm", self.engine_tag));
         if let Some(bytes) = read_verified(&path) {
@@ -119,7 +128,7 @@ impl<P: Clone> ComponentCache<P> {
                 ),
             }
         }
-        let component = compile_showing_progress(engine, wasm)?;
+        let component = compile_showing_progress(engine, wasm, label, true)?;
         if let Err(error) = store_atomically(dir, &path, &component) {
             tracing::warn!("cannot write component cache {}: {error:#}", path.display());
         }
@@ -132,14 +141,28 @@ impl<P: Clone> ComponentCache<P> {
 const ANNOUNCED_SIZE: usize = 1 << 20;
 
 /// Compile `wasm`; a big component is announced on stderr (target
-/// `wfhost::compile`, shown by default) with the time it took.
-fn compile_showing_progress(engine: &Engine, wasm: &[u8]) -> Result<Component> {
+/// `wfhost::compile`, shown by default) by name and size, with the time it
+/// took and whether it is cached from now on.
+fn compile_showing_progress(
+    engine: &Engine,
+    wasm: &[u8],
+    label: &str,
+    cached: bool,
+) -> Result<Component> {
     let announce = wasm.len() >= ANNOUNCED_SIZE;
     let mb = wasm.len() as f64 / 1e6;
+    let name = std::path::Path::new(label)
+        .file_name()
+        .map_or(label.to_string(), |n| n.to_string_lossy().into_owned());
     if announce {
+        let after = if cached {
+            "first use only: cached afterwards"
+        } else {
+            "no cache directory: every run compiles it"
+        };
         tracing::info!(
             target: "wfhost::compile",
-            "compiling a {mb:.1} MB component for this machine (first use only; then cached)..."
+            "compiling {name} ({mb:.1} MB) for this machine ({after})..."
         );
     }
     let started = std::time::Instant::now();
@@ -149,7 +172,7 @@ fn compile_showing_progress(engine: &Engine, wasm: &[u8]) -> Result<Component> {
     if announce {
         tracing::info!(
             target: "wfhost::compile",
-            "compiled the {mb:.1} MB component in {:.1} s",
+            "compiled {name} ({mb:.1} MB) in {:.1} s",
             started.elapsed().as_secs_f64()
         );
     }
@@ -163,8 +186,9 @@ impl ComponentCache<Prepared> {
         engine: &Engine,
         linker: &Linker<StepState>,
         wasm: &[u8],
+        label: &str,
     ) -> Result<Prepared> {
-        self.get_or_prepare(engine, wasm, |component| {
+        self.get_or_prepare(engine, wasm, label, |component| {
             let pre = linker
                 .instantiate_pre(component)
                 .map_err(anyhow::Error::from)
@@ -259,15 +283,30 @@ mod tests {
         let prepare = |_: &Component| Ok(prepared.fetch_add(1, Ordering::SeqCst) + 100);
 
         let cache: ComponentCache<usize> = ComponentCache::new(&engine, Some(dir.path().into()));
-        assert_eq!(cache.get_or_prepare(&engine, &wasm, prepare).unwrap(), 100);
-        assert_eq!(cache.get_or_prepare(&engine, &wasm, prepare).unwrap(), 100);
+        assert_eq!(
+            cache
+                .get_or_prepare(&engine, &wasm, "test", prepare)
+                .unwrap(),
+            100
+        );
+        assert_eq!(
+            cache
+                .get_or_prepare(&engine, &wasm, "test", prepare)
+                .unwrap(),
+            100
+        );
         assert_eq!(prepared.load(Ordering::SeqCst), 1, "prepared once");
         assert_eq!(cwasm_files(dir.path()), 1);
 
         // Another cache over the same directory (another process) reads the
         // compiled code back instead of writing a second copy.
         let other: ComponentCache<usize> = ComponentCache::new(&engine, Some(dir.path().into()));
-        assert_eq!(other.get_or_prepare(&engine, &wasm, prepare).unwrap(), 101);
+        assert_eq!(
+            other
+                .get_or_prepare(&engine, &wasm, "test", prepare)
+                .unwrap(),
+            101
+        );
         assert_eq!(cwasm_files(dir.path()), 1);
         assert!(shared_disk_dir().is_some());
     }
@@ -297,7 +336,7 @@ mod tests {
         let genuine = exporting("genuine");
         let key = hex::encode(sha2::Sha256::digest(&genuine));
         let cache: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
-        cache.compile(&engine, &genuine, &key).unwrap();
+        cache.compile(&engine, &genuine, "test", &key).unwrap();
         let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
         assert!(entry.is_file() && digest_path(&entry).is_file());
 
@@ -307,12 +346,12 @@ mod tests {
         std::fs::write(&entry, other.serialize().unwrap()).unwrap();
 
         let fresh: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
-        let loaded = fresh.compile(&engine, &genuine, &key).unwrap();
+        let loaded = fresh.compile(&engine, &genuine, "test", &key).unwrap();
         assert_eq!(exports(&engine, &loaded), ["genuine"]);
         // ... and the entry was rewritten with the genuine code.
         assert!(read_verified(&entry).is_some());
         let reloaded = ComponentCache::<Prepared>::new(&engine, Some(dir.path().to_path_buf()))
-            .compile(&engine, &genuine, &key)
+            .compile(&engine, &genuine, "test", &key)
             .unwrap();
         assert_eq!(exports(&engine, &reloaded), ["genuine"]);
     }
@@ -327,7 +366,7 @@ mod tests {
         let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
         let planted = Component::new(&engine, exporting("planted")).unwrap();
         std::fs::write(&entry, planted.serialize().unwrap()).unwrap();
-        let loaded = cache.compile(&engine, &genuine, &key).unwrap();
+        let loaded = cache.compile(&engine, &genuine, "test", &key).unwrap();
         assert_eq!(exports(&engine, &loaded), ["genuine"]);
     }
 }

@@ -18,8 +18,10 @@ pub mod builtin;
 pub mod cache;
 mod capacity;
 pub mod engine;
+pub mod function_call;
 mod host_api;
 pub mod host_files;
+pub mod inspect;
 mod network;
 pub mod process;
 mod sandbox;
@@ -33,7 +35,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use wasmtime::component::{HasSelf, Linker, ResourceTable, ResourceTableError};
+use wasmtime::component::{HasSelf, InstancePre, Linker, ResourceTable, ResourceTableError};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
@@ -71,6 +73,8 @@ use state::{StepContext, StepState};
 
 /// Bytes of a guest's own stdout/stderr kept for its log.
 const GUEST_STDIO_CAPACITY: usize = 1024 * 1024;
+/// How long a plugin's `describe` may take.
+const DESCRIBE_TIME: Duration = Duration::from_secs(10);
 /// Longest error message a step may return; longer ones are cut with a
 /// marker.
 pub const MAX_STEP_ERROR: usize = 64 * 1024;
@@ -84,6 +88,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StepState>,
     cache: ComponentCache,
+    /// Components whose functions are called directly (`function:`),
+    /// linked but not bound to the `step` world.
+    functions: ComponentCache<InstancePre<StepState>>,
 }
 
 impl Runtime {
@@ -96,6 +103,7 @@ impl Runtime {
         Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
 
         Ok(Arc::new(Runtime {
+            functions: ComponentCache::new(&engine, cache_dir.clone()),
             cache: ComponentCache::new(&engine, cache_dir),
             engine,
             linker,
@@ -108,15 +116,10 @@ impl Runtime {
         if let Some(found) = self.cache.named(component) {
             return Ok(found);
         }
-        let bytes: std::borrow::Cow<'static, [u8]> = match builtin::builtin(component) {
-            Some(found) => found.wasm.into(),
-            None => std::fs::read(component)
-                .with_context(|| format!("cannot read component '{component}'"))?
-                .into(),
-        };
+        let bytes = Self::component_bytes(component)?;
         let prepared = self
             .cache
-            .get_or_load(&self.engine, &self.linker, &bytes)
+            .get_or_load(&self.engine, &self.linker, &bytes, component)
             .with_context(|| format!("cannot load component '{component}'"))?;
         self.cache.remember(component, &prepared);
         Ok(prepared)
@@ -126,9 +129,89 @@ impl Runtime {
     pub async fn describe(&self, component: &str) -> Result<bindings::types::PluginInfo> {
         let prepared = self.load(component)?;
         let mut store = Store::new(&self.engine, self.bare_state());
+        store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);
-        let step = prepared.instantiate_async(&mut store).await?;
-        Ok(step.call_describe(&mut store).await?)
+        let call = async {
+            let step = prepared.instantiate_async(&mut store).await?;
+            step.call_describe(&mut store).await
+        };
+        // The guest yields at every epoch tick, so a `describe` that never
+        // returns is given up on here.
+        match tokio::time::timeout(DESCRIBE_TIME, call).await {
+            Ok(info) => Ok(info?),
+            Err(_) => anyhow::bail!(
+                "`describe` did not return within {} s",
+                DESCRIBE_TIME.as_secs()
+            ),
+        }
+    }
+
+    /// Load a component whose exported functions are called directly
+    /// (`function:`): any world, linked against what steps get.
+    pub fn load_functions(&self, component: &str) -> Result<InstancePre<StepState>> {
+        if let Some(found) = self.functions.named(component) {
+            return Ok(found);
+        }
+        let bytes = Self::component_bytes(component)?;
+        let prepared = self
+            .functions
+            .get_or_prepare(&self.engine, &bytes, component, |component| {
+                self.linker
+                    .instantiate_pre(component)
+                    .map_err(anyhow::Error::from)
+                    .context("the component's imports do not match what wfhost provides")
+            })
+            .with_context(|| format!("cannot load component '{component}'"))?;
+        self.functions.remember(component, &prepared);
+        Ok(prepared)
+    }
+
+    /// Whether a step can call `function` of `component` with `with`
+    /// (checked before the run: the component links, exports the function,
+    /// and `with` gives its parameters; values holding templates are judged
+    /// when rendered).
+    pub fn check_function(
+        &self,
+        component: &str,
+        function: &str,
+        with: &Value,
+    ) -> std::result::Result<(), String> {
+        let pre = self
+            .load_functions(component)
+            .map_err(|error| format!("{error:#}"))?;
+        function_call::check(&self.engine, pre.component(), function, with)
+    }
+
+    /// The bytes of a component named by built-in name or path.
+    fn component_bytes(component: &str) -> Result<std::borrow::Cow<'static, [u8]>> {
+        Ok(match builtin::builtin(component) {
+            Some(found) => found.wasm.into(),
+            None => std::fs::read(component)
+                .with_context(|| format!("cannot read component '{component}'"))?
+                .into(),
+        })
+    }
+
+    /// What the component named by built-in name or path is: its world,
+    /// imports and exports (compiled into the cache on the way; a file that
+    /// is no component is an error saying so).
+    pub fn inspect(&self, component: &str) -> Result<inspect::Inspection> {
+        let bytes = Self::component_bytes(component)?;
+        if let Some(what) = inspect::not_a_component(&bytes) {
+            anyhow::bail!("'{component}' {what}");
+        }
+        let compiled = self
+            .cache
+            .compiled(&self.engine, &bytes, component)
+            .map_err(|error| {
+                // wasmparser's messages may span lines; one line is promised.
+                let text = format!("{error:#}")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                anyhow::anyhow!("'{component}' is not a usable WebAssembly component: {text}")
+            })?;
+        Ok(inspect::inspect(&self.engine, &compiled))
     }
 
     fn bare_state(&self) -> StepState {
@@ -143,6 +226,7 @@ impl Runtime {
                     run_id: String::new(),
                     step_id: String::new(),
                     component: String::new(),
+                    function: None,
                     attempt: 0,
                     idempotency_key: String::new(),
                     config: Value::Null,
@@ -172,9 +256,15 @@ impl Runtime {
         invocation: StepInvocation,
         observer: Arc<dyn StepObserver>,
     ) -> Result<Value, StepFailure> {
-        let prepared = self
-            .load(&invocation.component)
-            .map_err(|error| StepFailure::permanent(format!("{error:#}")))?;
+        let callee = match &invocation.function {
+            None => self.load(&invocation.component).map(Callee::Step),
+            Some(_) => self
+                .load_functions(&invocation.component)
+                .map(Callee::Functions),
+        }
+        .map_err(|error| StepFailure::permanent(format!("{error:#}")))?;
+        let function = invocation.function.clone();
+        let parameters = invocation.config.clone();
         let stdout = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
         let wasi = build_wasi(
@@ -216,8 +306,16 @@ impl Runtime {
         store.epoch_deadline_async_yield_and_update(1);
 
         let call = async {
-            let step = prepared.instantiate_async(&mut store).await?;
-            step.call_run(&mut store, &request).await
+            match &callee {
+                Callee::Step(prepared) => {
+                    let step = prepared.instantiate_async(&mut store).await?;
+                    step.call_run(&mut store, &request).await
+                }
+                Callee::Functions(pre) => {
+                    let function = function.as_deref().unwrap_or_default();
+                    function_call::call(pre, &mut store, function, &parameters).await
+                }
+            }
         };
         let outcome = until_stopped(call, deadline, &mut cancel, &step).await;
         forward_guest_output(&*observer, &stdout, LogLevel::Info);
@@ -256,6 +354,13 @@ impl Runtime {
     }
 }
 
+/// What a step attempt calls: the `step` world's `run`, or one exported
+/// function.
+enum Callee {
+    Step(Prepared),
+    Functions(InstancePre<StepState>),
+}
+
 /// Whether the component imports the `process` interface (may start
 /// programs).
 fn starts_programs(prepared: &Prepared, engine: &Engine) -> bool {
@@ -275,10 +380,15 @@ pub struct WasmExecutor(pub Arc<Runtime>);
 impl StepExecutor for WasmExecutor {
     fn prepare(&self, components: &[String]) -> Result<(), String> {
         for component in components {
-            let prepared = self
-                .0
-                .load(component)
-                .map_err(|error| format!("{error:#}"))?;
+            let prepared = match self.0.load(component) {
+                Ok(prepared) => prepared,
+                // A component called through `function:` needs no `step`
+                // world; each attempt links it as it is.
+                Err(error) => match self.0.load_functions(component) {
+                    Ok(_) => continue,
+                    Err(_) => return Err(format!("{error:#}")),
+                },
+            };
             if starts_programs(&prepared, &self.0.engine) {
                 // Started now, it is ready by the time the first program is.
                 sandbox::prestart_launcher();
@@ -392,9 +502,22 @@ fn parse_output(json: String, max_output: usize) -> Result<Value, StepFailure> {
         )));
     }
     serde_json::from_str(&json).map_err(|error| {
-        StepFailure::permanent(format!("plugin returned invalid JSON output: {error}"))
+        // The first bytes, escaped: they often say what went wrong (a
+        // debug print, a bare string) and cannot garble a terminal.
+        let start: String = json.chars().take(OUTPUT_EXCERPT_CHARS).collect();
+        let more = if json.chars().count() > OUTPUT_EXCERPT_CHARS {
+            "…"
+        } else {
+            ""
+        };
+        StepFailure::permanent(format!(
+            "plugin returned invalid JSON output ({error}); it starts {start:?}{more}"
+        ))
     })
 }
+
+/// How much of an invalid output its error quotes.
+const OUTPUT_EXCERPT_CHARS: usize = 80;
 
 /// `16 MiB`, `100 KiB`, `100 B` for messages.
 fn human_size(bytes: usize) -> String {
@@ -517,5 +640,30 @@ mod contract_version_tests {
             .unwrap()
             .to_string();
         assert!(error.contains("wfhost:plugin/host@0.2.0"), "{error}");
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn invalid_output_quotes_its_first_bytes_and_any_json_value_is_accepted() {
+        let error = parse_output("debug: 1\n{\"a\": 1}".into(), 1000).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("it starts \"debug: 1\\n{\\\"a\\\": 1}\""),
+            "{}",
+            error.message
+        );
+        let long = "x".repeat(500);
+        let error = parse_output(long, 1000).unwrap_err();
+        assert!(error.message.ends_with("…"), "{}", error.message);
+        assert_eq!(parse_output("\"text\"".into(), 100).unwrap(), "text");
+        assert_eq!(
+            parse_output("[1]".into(), 100).unwrap(),
+            serde_json::json!([1])
+        );
     }
 }

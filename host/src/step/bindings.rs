@@ -2,7 +2,7 @@
 
 wasmtime::component::bindgen!({
     world: "step",
-    path: "../wit",
+    path: "../plugins/sdk/wit",
     imports: {
         "wfhost:plugin/process": async,
         "wfhost:plugin/model": async,

@@ -4,7 +4,7 @@
 //! `wasm32-wasip2` and this module embeds the resulting components, in two
 //! lists:
 //!
-//! - [`BUILTINS`]: `step`-world components (`wit/plugin.wit`), which may be
+//! - [`BUILTINS`]: `step`-world components (`plugins/sdk/wit/plugin.wit`), which may be
 //!   named anywhere a component is expected: `script` backs `type: script`
 //!   and the `run:` shorthand, `agent` backs `type: agent`; `wordcount`,
 //!   `echo` and `sleep` are function-style components usable as `type:

@@ -22,6 +22,9 @@ pub struct StepInvocation {
     /// The component to run: a built-in name (`script`) or an absolute
     /// path of a `.wasm` file.
     pub component: String,
+    /// The exported function to call (`name` or `interface#name`) instead
+    /// of the `step` world's `run`; `config` then holds its parameters.
+    pub function: Option<String>,
     /// 1-based attempt number.
     pub attempt: u32,
     /// `run:step:iteration:attempt`.

@@ -261,6 +261,11 @@ pub struct Step {
     /// For `type: function`: a built-in component name or a `.wasm` path.
     #[serde(default)]
     pub component: Option<String>,
+    /// For `type: function`: the exported function to call (`name` or
+    /// `interface#name`) instead of the `step` world's `run`; `with:` gives
+    /// its parameters by name, its result is the output.
+    #[serde(default)]
+    pub function: Option<String>,
     /// Steps that must complete before this one starts (`needs: a` is
     /// `needs: [a]`, as in GitHub Actions).
     #[serde(default, alias = "dependencies", deserialize_with = "one_or_many")]

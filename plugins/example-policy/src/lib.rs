@@ -1,7 +1,7 @@
 //! `example-policy`: an example third-party tool policy, "no-secrets".
 //!
 //! A tool policy is a component targeting the `tool-policy` world of
-//! `wit/plugin.wit`: it exports one function, `decide(call) -> decision`,
+//! `plugins/sdk/wit/plugin.wit`: it exports one function, `decide(call) -> decision`,
 //! and the host asks it about every tool call of the agents that list it
 //! (`policy: [{ plugin: no-secrets.wasm, config: {...} }]`).
 //!
@@ -20,11 +20,11 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Bindings generated from `wit/plugin.wit`, world `tool-policy`.
+/// Bindings generated from `plugins/sdk/wit/plugin.wit`, world `tool-policy`.
 #[allow(clippy::too_many_arguments)] // the flattened `tool-call-request`
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../sdk/wit",
         world: "tool-policy",
     });
 }

@@ -1,5 +1,5 @@
 //! The built-in `rules` tool policy (component `rules-policy`, world
-//! `tool-policy` of `wit/plugin.wit`): rules in the style of coding agents.
+//! `tool-policy` of `plugins/sdk/wit/plugin.wit`): rules in the style of coding agents.
 //!
 //! Config (the `rules:` of an agent's `policy` entry, handed over in
 //! `tool-call-request.config`):
@@ -76,11 +76,11 @@ pub mod shell;
 
 use rules::{Rules, Verdict};
 
-/// Bindings generated from `wit/plugin.wit`, world `tool-policy`.
+/// Bindings generated from `plugins/sdk/wit/plugin.wit`, world `tool-policy`.
 #[allow(clippy::too_many_arguments)] // the flattened `tool-call-request`
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../sdk/wit",
         world: "tool-policy",
     });
 }

@@ -75,6 +75,13 @@ impl ComponentPolicy {
     }
 }
 
+/// Whether `bytes` make a usable `tool-policy` component: compiled (and
+/// cached) and linked the way a decision would, so a step component given
+/// as a policy is refused before any run instead of denying every call.
+pub fn check(bytes: &[u8]) -> Result<(), String> {
+    policy_runtime()?.load(bytes).map(|_| ())
+}
+
 impl Policy for ComponentPolicy {
     fn label(&self) -> String {
         self.label.clone()
@@ -191,7 +198,7 @@ impl PolicyRuntime {
 
     fn load(&self, bytes: &[u8]) -> Result<PolicyPre, String> {
         self.cache
-            .get_or_prepare(&self.engine, bytes, |component| {
+            .get_or_prepare(&self.engine, bytes, "a policy component", |component| {
                 let pre = self.linker.instantiate_pre(component).map_err(|e| {
                     anyhow::anyhow!("the policy component imports what policies do not get: {e:#}")
                 })?;

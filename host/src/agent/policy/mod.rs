@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use super::tools::{Call, ToolDef, ToolEnv};
 use crate::workflow::model::{Agent, PolicySpec};
 
-pub use component::ComponentPolicy;
+pub use component::{check as check_component, ComponentPolicy};
 
 /// Name of the built-in component behind `rules:` entries.
 pub const RULES_POLICY: &str = "rules-policy";

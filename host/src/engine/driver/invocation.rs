@@ -115,6 +115,7 @@ pub(super) fn prepare_invocation(
         run_id: run_id.to_string(),
         step_id: step.id.clone(),
         component: component.to_string(),
+        function: step.function.clone(),
         attempt,
         idempotency_key: crate::step::executor::idempotency_key(run_id, &step.id, 0, attempt),
         config,

@@ -188,6 +188,7 @@ steps:
             run_id: "r1".into(),
             step_id: "ask".into(),
             component: "agent".into(),
+            function: None,
             attempt: 1,
             idempotency_key: "r1:ask:0:1".into(),
             config: json!({}),

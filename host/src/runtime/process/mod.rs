@@ -945,6 +945,7 @@ mod tests {
                 run_id: "r".into(),
                 step_id: "s".into(),
                 component: "script".into(),
+                function: None,
                 attempt: 1,
                 idempotency_key: "r:s:0:1".into(),
                 config: serde_json::Value::Null,

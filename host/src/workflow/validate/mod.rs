@@ -409,6 +409,15 @@ mod tests {
                 "wf.yaml:6:5: step 'a': unknown step type 'lower' (known: script, function, agent, upper)"
             ]
         );
+        // A plugin named like a built-in is reported once, not listed twice.
+        let src = "name: x\nplugins:\n  script: up.wasm\nsteps:\n  - id: a\n    type: scrpt\n";
+        let e = check_in(src, Format::Yaml, dir.path()).unwrap_err();
+        assert!(
+            e.iter()
+                .any(|line| line
+                    .ends_with("unknown step type 'scrpt' (known: script, function, agent)")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -53,7 +53,14 @@ impl Checker<'_> {
                     self.check_agent_step(i, step);
                 } else if !self.wf.plugins.contains_key(other) {
                     let mut known: Vec<&str> = BUILTIN_TYPES.to_vec();
-                    known.extend(self.wf.plugins.keys().map(String::as_str));
+                    // A plugin named like a built-in type is reported on its own.
+                    known.extend(
+                        self.wf
+                            .plugins
+                            .keys()
+                            .map(String::as_str)
+                            .filter(|name| !BUILTIN_TYPES.contains(name)),
+                    );
                     let at = self.loc.step_key(i, &["type"]);
                     self.report(
                         at,
@@ -82,6 +89,25 @@ impl Checker<'_> {
         if step.component.is_some() && step.step_type.as_deref() != Some("function") {
             let at = self.loc.step_key(i, &["component"]);
             self.report(at, id, "`component` is only for `type: function` steps");
+        }
+        if let Some(function) = &step.function {
+            let at = self.loc.step_key(i, &["function"]);
+            if step.step_type.as_deref() != Some("function") {
+                self.report(at, id, "`function` is only for `type: function` steps");
+            } else if function.is_empty()
+                || function.len() > 256
+                || function.split('#').count() > 2
+                || function.split('#').any(str::is_empty)
+            {
+                self.report(
+                    at,
+                    id,
+                    format!(
+                        "`function: {function:?}` is not an export name: give `name` or \
+                         `interface#name` (e.g. `acme:text/tools#shout`)"
+                    ),
+                );
+            }
         }
     }
 

@@ -12,7 +12,7 @@
 #[allow(clippy::too_many_arguments)] // the flattened `tool-call-request`
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../../wit",
+        path: "../../../plugins/sdk/wit",
         world: "tool-policy",
     });
 }
