@@ -583,6 +583,39 @@ fn any_exported_function_is_callable_with_with_converted_by_wit_types() {
         status["steps"][0]["error"],
         "`acme:functions/kinds@0.1.0#divide` returned an error: division by zero"
     );
+    // A result that could swell past the host's budget once lifted (each
+    // byte of a list<u8> becomes a host value) is refused before the call,
+    // naming the memory grant under which it fits.
+    let flow = sandbox.write(
+        "bytes.yaml",
+        &format!(
+            "name: b\nsteps:\n{}",
+            step("b", &format!("{kinds}#bytes"), "{ count: 3 }")
+        ),
+    );
+    let run = sandbox.wfhost(&["run", flow.to_str().unwrap(), "--json", "-q"]);
+    assert_exit(&run, 1);
+    let status: Value = serde_json::from_str(&stdout(&run)).unwrap();
+    let error = status["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("returns a list whose 1-byte elements"),
+        "{error}"
+    );
+    assert!(
+        error.contains("give the step `grants: { memory: "),
+        "{error}"
+    );
+    let flow = sandbox.write(
+        "bytes-small.yaml",
+        &format!(
+            "name: b\nsteps:\n{}    grants: {{ memory: 16MiB }}\n",
+            step("b", &format!("{kinds}#bytes"), "{ count: 3 }")
+        ),
+    );
+    let run = sandbox.wfhost(&["run", flow.to_str().unwrap(), "--json", "-q"]);
+    assert_exit(&run, 0);
+    let status: Value = serde_json::from_str(&stdout(&run)).unwrap();
+    assert_eq!(status["steps"][0]["output"], json!([0, 1, 2]));
     // `plugin call --function` calls one alone.
     let called = sandbox.wfhost(&[
         "plugin",

@@ -14,6 +14,9 @@ use crate::runtime::Runtime;
 use crate::workflow::locate::Locator;
 use crate::workflow::{Diagnostic, Diagnostics, LoadedWorkflow, StepKind};
 
+/// The largest config schema a plugin's `describe` may return.
+const MAX_SCHEMA_BYTES: usize = 256 * 1024;
+
 /// What checking one component found.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -86,11 +89,17 @@ pub fn check(
         match world {
             World::Step => match runtime.load(component) {
                 Ok(_) => match tokio.block_on(runtime.describe(component)) {
+                    Ok(described) if described.config_schema.len() > MAX_SCHEMA_BYTES => {
+                        problems.push(format!(
+                            "its config schema is {} bytes, more than the {MAX_SCHEMA_BYTES} wfhost reads",
+                            described.config_schema.len()
+                        ));
+                    }
                     Ok(described) => {
                         info = Some(json!({
-                            "name": described.name,
-                            "version": described.version,
-                            "description": described.description,
+                            "name": cut(&described.name),
+                            "version": cut(&described.version),
+                            "description": cut(&described.description),
                             "config_schema": serde_json::from_str::<Value>(&described.config_schema)
                                 .unwrap_or(Value::Null),
                         }));
@@ -123,6 +132,17 @@ pub fn check(
         problems,
     })
 }
+
+/// A plugin-chosen text, at most [`MAX_INFO_CHARS`] characters.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(MAX_INFO_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// The longest name, version or description shown of a plugin.
+const MAX_INFO_CHARS: usize = 300;
 
 fn wrong_world(found: World, expected: World) -> String {
     let what = |world: World| match world {

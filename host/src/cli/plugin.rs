@@ -185,11 +185,15 @@ fn print_report(file: &str, report: &Report) {
         inspection.world
     ));
     if let Some(info) = &report.info {
+        // What `describe` returned is the plugin's to choose: no escape
+        // sequence reaches the terminal.
+        let field =
+            |key: &str| super::terminal::terminal_safe(info[key].as_str().unwrap_or_default());
         out_line(&format!(
             "  plugin: {} {} — {}",
-            info["name"].as_str().unwrap_or_default(),
-            info["version"].as_str().unwrap_or_default(),
-            info["description"].as_str().unwrap_or_default()
+            field("name"),
+            field("version"),
+            field("description")
         ));
     }
     out_line(&format!(

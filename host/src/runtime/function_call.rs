@@ -41,6 +41,9 @@ pub(super) async fn call(
         Ok(params) => params,
         Err(message) => return refuse(format!("`with:` does not fit `{function}`: {message}")),
     };
+    if let Err(message) = lift_fits(&ty, function, store.data().limits.memory_bytes) {
+        return refuse(message);
+    }
     let instance = pre.instantiate_async(&mut *store).await?;
     let func = match function.split_once('#') {
         Some((interface, name)) => instance
@@ -71,6 +74,110 @@ pub(super) async fn call(
         many => Value::Array(many.iter().map(to_json).collect()),
     };
     Ok(Ok(output.to_string()))
+}
+
+/// Host memory a function's result may take once lifted into values: a
+/// quarter of the machine's memory, at most 4 GiB.
+fn lift_budget() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let physical = u64::try_from(pages)
+        .unwrap_or(0)
+        .saturating_mul(u64::try_from(page).unwrap_or(0));
+    match physical {
+        0 => 1 << 30,
+        bytes => (bytes / 4).min(4 << 30),
+    }
+}
+
+/// Whether the result of `ty` fits [`lift_budget`] whatever the guest
+/// returns: each list element becomes a host value of
+/// `size_of::<Val>()` bytes, so a list of bytes filling the guest's
+/// memory (`memory_bytes`, its grant) expands many times over in the host.
+/// Refused before the call, with the grant that would make it fit.
+fn lift_fits(ty: &ComponentFunc, function: &str, memory_bytes: usize) -> Result<(), String> {
+    let smallest = ty.results().filter_map(|t| smallest_list_element(&t)).min();
+    let Some(element) = smallest else {
+        return Ok(());
+    };
+    let factor = (std::mem::size_of::<Val>() as u64).div_ceil(element).max(1);
+    let worst = (memory_bytes as u64).saturating_mul(factor);
+    let budget = lift_budget();
+    if worst <= budget {
+        return Ok(());
+    }
+    let fits = budget / factor / (1 << 20);
+    Err(format!(
+        "`{function}` returns a list whose {element}-byte elements become {}-byte host values: \
+         a result filling the step's {} MiB of memory would take {} MiB of the host's; give the \
+         step `grants: {{ memory: {fits}MiB }}` or less",
+        std::mem::size_of::<Val>(),
+        memory_bytes >> 20,
+        worst >> 20
+    ))
+}
+
+/// The canonical-ABI size of the smallest list element in `ty`, if `ty`
+/// holds a list.
+fn smallest_list_element(ty: &Type) -> Option<u64> {
+    let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match ty {
+        Type::List(list) => {
+            let element = list.ty();
+            min(Some(abi_size(&element)), smallest_list_element(&element))
+        }
+        Type::Record(record) => record
+            .fields()
+            .fold(None, |m, f| min(m, smallest_list_element(&f.ty))),
+        Type::Tuple(tuple) => tuple
+            .types()
+            .fold(None, |m, t| min(m, smallest_list_element(&t))),
+        Type::Variant(variant) => variant.cases().fold(None, |m, c| {
+            min(m, c.ty.as_ref().and_then(smallest_list_element))
+        }),
+        Type::Option(option) => smallest_list_element(&option.ty()),
+        Type::Result(result) => min(
+            result.ok().as_ref().and_then(smallest_list_element),
+            result.err().as_ref().and_then(smallest_list_element),
+        ),
+        _ => None,
+    }
+}
+
+/// A lower bound of a value's size in guest memory (canonical ABI).
+fn abi_size(ty: &Type) -> u64 {
+    match ty {
+        Type::Bool | Type::S8 | Type::U8 => 1,
+        Type::S16 | Type::U16 => 2,
+        Type::S32 | Type::U32 | Type::Float32 | Type::Char | Type::Enum(_) | Type::Flags(_) => 4,
+        Type::S64 | Type::U64 | Type::Float64 | Type::String | Type::List(_) => 8,
+        Type::Record(record) => record.fields().map(|f| abi_size(&f.ty)).sum::<u64>().max(1),
+        Type::Tuple(tuple) => tuple.types().map(|t| abi_size(&t)).sum::<u64>().max(1),
+        // A discriminant byte, then the largest payload.
+        Type::Variant(variant) => {
+            1 + variant
+                .cases()
+                .map(|c| c.ty.as_ref().map_or(0, abi_size))
+                .max()
+                .unwrap_or(0)
+        }
+        Type::Option(option) => 1 + abi_size(&option.ty()),
+        Type::Result(result) => {
+            1 + result
+                .ok()
+                .map_or(0, |t| abi_size(&t))
+                .max(result.err().map_or(0, |t| abi_size(&t)))
+        }
+        _ => 1,
+    }
 }
 
 /// The type of the exported function `function` (`name` or

@@ -69,6 +69,10 @@ impl Kinds for Functions {
         c.to_ascii_uppercase()
     }
 
+    fn bytes(count: u32) -> Vec<u8> {
+        (0..count).map(|i| i as u8).collect()
+    }
+
     fn shapes(count: u8) -> Vec<Shape> {
         (0..count)
             .map(|i| match i % 3 {
