@@ -711,61 +711,79 @@ fn call_and_run(sandbox: &Sandbox, dir: &Path, wasm: &str) {
     assert_eq!(status["steps"][0]["output"]["greeting"], "Hello, world!");
 }
 
+/// `plugin new NAME --lang LANG` in the sandbox, checked to be exactly
+/// `plugins/examples/NAME` (the examples are what the binary writes);
+/// the generated folder.
+fn example_as_generated(sandbox: &Sandbox, name: &str, lang: &str) -> PathBuf {
+    assert_exit(&sandbox.wfhost(&["plugin", "new", name, "--lang", lang]), 0);
+    let generated = sandbox.path().join(name);
+    let example = repo().join("plugins/examples").join(name);
+    let files = |root: &Path| {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let relative = path.strip_prefix(root).unwrap().to_path_buf();
+                    found.push((relative, std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        found.sort();
+        found
+    };
+    assert!(
+        files(&generated) == files(&example),
+        "plugins/examples/{name} differs from what `wfhost plugin new {name} --lang {lang}` \
+         writes: regenerate it"
+    );
+    generated
+}
+
 #[test]
-fn a_new_python_plugin_builds_and_runs_as_generated() {
+fn the_python_example_is_what_plugin_new_writes_and_builds_and_runs() {
     if !toolchain("componentize-py") {
         return;
     }
     let sandbox = Sandbox::new();
-    assert_exit(
-        &sandbox.wfhost(&["plugin", "new", "pygreet", "--lang", "python"]),
-        0,
-    );
-    let dir = sandbox.path().join("pygreet");
+    let dir = example_as_generated(&sandbox, "py-greet", "python");
     run_in(
         &dir,
         "componentize-py",
         &["-d", "wit", "-w", "step", "bindings", "."],
     );
     run_in(&dir, "python3", &["-m", "unittest", "test_app"]);
-    run_in(
-        &dir,
-        "componentize-py",
-        &[
-            "-d",
-            "wit",
-            "-w",
-            "step",
-            "componentize",
-            "app",
-            "-o",
-            "pygreet.wasm",
-        ],
-    );
-    call_and_run(&sandbox, &dir, "pygreet.wasm");
+    let build = [
+        "-d",
+        "wit",
+        "-w",
+        "step",
+        "componentize",
+        "app",
+        "-o",
+        "py-greet.wasm",
+    ];
+    run_in(&dir, "componentize-py", &build);
+    call_and_run(&sandbox, &dir, "py-greet.wasm");
 }
 
 #[test]
-fn a_new_javascript_plugin_builds_and_runs_as_generated() {
+fn the_javascript_example_is_what_plugin_new_writes_and_builds_and_runs() {
     if !toolchain("componentize-js") || !toolchain("npm") {
         return;
     }
     let sandbox = Sandbox::new();
-    assert_exit(
-        &sandbox.wfhost(&["plugin", "new", "jsgreet", "--lang", "js"]),
-        0,
-    );
-    let dir = sandbox.path().join("jsgreet");
+    let dir = example_as_generated(&sandbox, "js-greet", "js");
     run_in(&dir, "npm", &["test"]);
     // `npm run build` finds componentize-js on PATH (`.ci/run` installs it
     // globally; a user's `npm install` puts it in node_modules/.bin).
     run_in(&dir, "npm", &["run", "build"]);
-    let check = sandbox.wfhost(&[
-        "plugin",
-        "check",
-        dir.join("jsgreet.wasm").to_str().unwrap(),
-    ]);
+    let wasm = dir.join("js-greet.wasm");
+    let check = sandbox.wfhost(&["plugin", "check", wasm.to_str().unwrap()]);
     assert_exit(&check, 0);
     assert!(!stdout(&check).contains("wasi:http"), "{}", stdout(&check));
-    call_and_run(&sandbox, &dir, "jsgreet.wasm");
+    call_and_run(&sandbox, &dir, "js-greet.wasm");
 }

@@ -136,6 +136,54 @@ impl<P: Clone> ComponentCache<P> {
     }
 }
 
+/// On a terminal, says every few seconds that a compile is still going
+/// (Cranelift reports no progress of its own); stops when dropped.
+struct Ticker {
+    done: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Ticker {
+    /// How often the ticker speaks.
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+    fn start(name: String) -> Ticker {
+        let done = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        // SAFETY: isatty has no memory-safety preconditions.
+        if unsafe { libc::isatty(2) } == 1 {
+            let shared = done.clone();
+            let started = std::time::Instant::now();
+            let _ = std::thread::Builder::new()
+                .name("wfhost-compile-ticker".into())
+                .spawn(move || {
+                    let (lock, wake) = &*shared;
+                    let mut finished = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while !*finished {
+                        let (guard, timeout) = wake
+                            .wait_timeout(finished, Self::EVERY)
+                            .unwrap_or_else(|e| e.into_inner());
+                        finished = guard;
+                        if timeout.timed_out() && !*finished {
+                            tracing::info!(
+                                target: "wfhost::compile",
+                                "still compiling {name}: {} s",
+                                started.elapsed().as_secs()
+                            );
+                        }
+                    }
+                });
+        }
+        Ticker { done }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
+    }
+}
+
 /// Components at least this big say so before they are compiled: a
 /// componentize-py component (~18 MB) takes seconds, the first time only.
 const ANNOUNCED_SIZE: usize = 1 << 20;
@@ -166,9 +214,12 @@ fn compile_showing_progress(
         );
     }
     let started = std::time::Instant::now();
+    let ticker = announce.then(|| Ticker::start(name.clone()));
     let component = Component::new(engine, wasm)
         .map_err(anyhow::Error::from)
-        .context("compiling component")?;
+        .context("compiling component");
+    drop(ticker);
+    let component = component?;
     if announce {
         tracing::info!(
             target: "wfhost::compile",
