@@ -514,7 +514,12 @@ fn graph_prints_mermaid_and_dot() {
 #[test]
 fn validate_accepts_the_examples_and_shows_grants() {
     let sandbox = Sandbox::new();
-    for name in ["hello.yaml", "code-review.yaml", "word-stats.json"] {
+    for name in [
+        "hello.yaml",
+        "code-review.yaml",
+        "word-stats.json",
+        "agent-review.yaml",
+    ] {
         let file = repo().join("workflows").join(name);
         let output = sandbox.wfhost(&["validate", file.to_str().unwrap()]);
         assert_exit(&output, 0);

@@ -161,6 +161,10 @@ steps:
     };
     let good = sandbox.write("good.yaml", &workflow("policy.wasm", "step.wasm", "5"));
     assert_exit(&sandbox.wfhost(&["validate", good.to_str().unwrap()]), 0);
+    assert_exit(
+        &sandbox.wfhost(&["validate", "--precompile", good.to_str().unwrap()]),
+        0,
+    );
     // A template waits for the run.
     let templated = sandbox.write(
         "templated.yaml",
@@ -387,6 +391,20 @@ fn a_new_policy_builds_and_denies_in_a_run_as_generated() {
 #[test]
 fn the_sdk_packages_and_builds_outside_the_repository() {
     let sdk = repo().join("plugins/sdk");
+    // The package itself (its build is checked below, outside the
+    // repository, so cargo's own verification build is skipped here).
+    cargo(
+        &sdk,
+        &[
+            "package",
+            "--allow-dirty",
+            "--offline",
+            "--no-verify",
+            "--quiet",
+        ],
+    );
+    let packaged = repo().join("target/plugin-projects/package/wfhost-sdk-0.1.0.crate");
+    assert!(packaged.is_file(), "{} was not written", packaged.display());
     let listed = cargo(&sdk, &["package", "--list", "--allow-dirty", "--offline"]);
     let files = stdout(&listed);
     for file in ["Cargo.toml", "src/lib.rs", "wit/plugin.wit", "README.md"] {

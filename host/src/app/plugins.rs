@@ -290,7 +290,7 @@ pub fn config_problems(schema: &Value, with: &Value) -> Vec<String> {
     let templated: Vec<String> = match with {
         Value::Object(map) => map
             .iter()
-            .filter(|(_, value)| holds_template(value))
+            .filter(|(_, value)| crate::workflow::template::holds_template(value))
             .map(|(key, _)| key.clone())
             .collect(),
         _ => Vec::new(),
@@ -322,15 +322,6 @@ pub fn config_problems(schema: &Value, with: &Value) -> Vec<String> {
             }
         })
         .collect()
-}
-
-fn holds_template(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.contains("{{") || text.contains("{%"),
-        Value::Array(items) => items.iter().any(holds_template),
-        Value::Object(map) => map.values().any(holds_template),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,12 @@ pub struct ValidateArgs {
     /// Print the validated steps as JSON.
     #[arg(long)]
     json: bool,
+    /// Compile every component the workflow names into the cache, so the
+    /// first run starts at once. Validation always does (it checks each
+    /// component's world and imports on the compiled component); the flag
+    /// says so explicitly.
+    #[arg(long)]
+    precompile: bool,
     /// Where runs live, and the host config.
     #[command(flatten)]
     pub(crate) place: super::Place,
@@ -59,6 +65,8 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
     // cache) the way `wfhost plugin check` does.
     let runtime = crate::app::runtime(home)?;
     let tokio = super::tokio_runtime()?;
+    // `--precompile` is what this does in any case (see its doc).
+    let _ = args.precompile;
     let problems = crate::app::plugins::check_workflow(&runtime, &tokio, &workflow);
     if !problems.is_empty() {
         return Err(crate::app::InvalidWorkflow(problems).into());

@@ -221,7 +221,7 @@ pub(super) fn check(
     };
     let templated = with
         .as_object()
-        .is_some_and(|map| map.values().any(holds_template));
+        .is_some_and(|map| map.values().any(crate::workflow::template::holds_template));
     if !templated {
         return parameters(&ty, with)
             .map(|_| ())
@@ -240,15 +240,6 @@ pub(super) fn check(
         }
     }
     Ok(())
-}
-
-fn holds_template(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.contains("{{") || text.contains("{%"),
-        Value::Array(items) => items.iter().any(holds_template),
-        Value::Object(map) => map.values().any(holds_template),
-        _ => false,
-    }
 }
 
 fn exported_functions(engine: &Engine, component: &Component) -> Vec<String> {

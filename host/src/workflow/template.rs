@@ -398,6 +398,18 @@ pub fn references(template: &str) -> Result<BTreeSet<String>, String> {
         .collect())
 }
 
+/// Whether `value` (or anything inside it) holds template syntax, so its
+/// final value is known only once rendered at run time.
+pub fn holds_template(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains("{{") || text.contains("{%"),
+        Value::Array(items) => items.iter().any(holds_template),
+        Value::Object(map) => map.values().any(holds_template),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod narrowing_tests {
     use super::*;
