@@ -51,6 +51,8 @@ fn fixture() -> Fixture {
             definition: "name: wf\n",
             args: &json!({}),
             steps: &["review"],
+            triggered_by: None,
+            priority: 0,
         })
         .unwrap();
     store

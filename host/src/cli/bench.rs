@@ -137,7 +137,7 @@ fn run_all(args: &BenchArgs, dir: &Path) -> Result<Vec<Measured>> {
         };
         let path = dir.join(format!("{name}.yaml"));
         std::fs::write(&path, text)?;
-        let workflow = super::run::load_workflow(&path)?;
+        let workflow = super::run::load_workflow(None, &path)?;
         let args_value =
             crate::workflow::resolve_args(workflow.def.args.as_ref(), Default::default())
                 .map_err(|d| anyhow::anyhow!("{d}"))?;

@@ -241,7 +241,7 @@ fn upgrade(
         .file_name()
         .unwrap_or_default();
     let path = Path::new(&run.workflow_dir).join(file_name);
-    let current = super::run::load_workflow(&path)?;
+    let current = super::run::load_workflow(Some(store.home()), &path)?;
     super::check_grants(store.home(), &current, ceiling)?;
     let old: std::collections::BTreeMap<&str, &crate::workflow::Step> = pinned
         .def
@@ -308,12 +308,14 @@ pub fn pinned_workflow(store: &Arc<dyn EngineStore>, run_id: &str) -> Result<Loa
     let run = store.run(run_id)?;
     let format = Format::from_path(Path::new(&run.workflow_path));
     let builtins = crate::runtime::builtin::names();
-    workflow::load_from_source(
+    let agents = super::run::home_agents(Some(store.home()))?;
+    workflow::load_from_source_with(
         &run.definition,
         &run.workflow_path,
         Path::new(&run.workflow_dir),
         format,
         &builtins,
+        agents.as_ref(),
     )
     .map_err(|d| anyhow::anyhow!("the run's pinned definition no longer validates: {d}"))
 }

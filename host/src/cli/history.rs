@@ -29,7 +29,27 @@ pub struct WatchArgs {
 pub struct CheckpointsArgs {
     /// Run id or a unique prefix of one.
     run: String,
-    /// Print JSON.
+    /// Only the newest N checkpoints.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Print JSON: a list of {checkpoint, at, kind, step, label,
+    /// created_by, size_bytes}.
+    #[arg(long)]
+    json: bool,
+    /// Where runs live, and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
+}
+
+/// Arguments of `wfhost checkpoint`.
+#[derive(Debug, clap::Args)]
+pub struct CheckpointArgs {
+    /// Run id or a unique prefix of one.
+    run: String,
+    /// What this point is, for people (`before the migration`).
+    #[arg(long)]
+    label: String,
+    /// Print the checkpoint as JSON.
     #[arg(long)]
     json: bool,
     /// Where runs live, and the host config.
@@ -55,10 +75,21 @@ pub struct RestoreArgs {
 
 /// Arguments of `wfhost prune`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["older_than", "checkpoints"])))]
 pub struct PruneArgs {
     /// Remove finished runs created longer ago than this (e.g. `7d`, `12h`).
     #[arg(long, value_name = "AGE")]
-    older_than: String,
+    older_than: Option<String>,
+    /// Instead: stop offering all but the newest `--keep` checkpoints of
+    /// each run (or of `--run`) to `restore`. The journal keeps its events.
+    #[arg(long, requires = "keep")]
+    checkpoints: bool,
+    /// With `--checkpoints`: how many of each run's newest to keep.
+    #[arg(long, value_name = "N", requires = "checkpoints")]
+    keep: Option<usize>,
+    /// With `--checkpoints`: only this run.
+    #[arg(long, value_name = "RUN", requires = "checkpoints")]
+    run: Option<String>,
     /// Print the removed run ids as JSON: `{"removed": [...]}`.
     #[arg(long)]
     json: bool,
@@ -86,27 +117,130 @@ pub fn watch(home: &Path, args: WatchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `wfhost checkpoints`: the step transitions a run can be restored to.
+/// The longest checkpoint label, in characters.
+const MAX_LABEL_CHARS: usize = 200;
+
+/// `wfhost checkpoint`: mark the run's present state with a label, to
+/// restore it later.
+pub fn checkpoint(home: &Path, args: CheckpointArgs) -> Result<ExitCode> {
+    let label = args.label.trim();
+    if label.is_empty()
+        || label.chars().count() > MAX_LABEL_CHARS
+        || label.chars().any(char::is_control)
+    {
+        return Err(Invalid(format!(
+            "--label: give 1 to {MAX_LABEL_CHARS} characters without control characters"
+        ))
+        .into());
+    }
+    let store = super::open_store(home)?;
+    let run_id = super::resolve_run(&*store, &args.run)?;
+    let size = state_bytes(&store.steps(&run_id)?, None);
+    let data = serde_json::json!({ "label": label, "created_by": "user", "size_bytes": size });
+    store.append_event(&run_id, None, "checkpoint", &data)?;
+    let seq = store
+        .checkpoints(&run_id)?
+        .iter()
+        .rev()
+        .find(|c| c.kind == "checkpoint")
+        .map(|c| c.seq)
+        .unwrap_or_default();
+    if args.json {
+        super::say::out_line(&serde_json::to_string(&serde_json::json!({
+            "run_id": run_id, "checkpoint": seq, "label": label, "size_bytes": size,
+        }))?);
+    } else {
+        eprintln!(
+            "checkpoint {seq} of run {run_id}: {label} ({size} bytes of step outputs); `wfhost restore {seq}` returns to it"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes of the step outputs a restore to a checkpoint keeps: those of
+/// the steps in `completed` (every completed step when `None`).
+fn state_bytes(steps: &[crate::store::StepRecord], completed: Option<&[String]>) -> u64 {
+    steps
+        .iter()
+        .filter(|s| match completed {
+            Some(ids) => ids.contains(&s.id),
+            None => s.status == crate::store::StepStatus::Completed,
+        })
+        .filter_map(|s| s.output.as_ref())
+        .map(|o| o.to_string().len() as u64)
+        .sum()
+}
+
+/// `wfhost checkpoints`: the points a run can be restored to: its step
+/// transitions (made by the engine) and the checkpoints people made.
 pub fn checkpoints(home: &Path, args: CheckpointsArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&*store, &args.run)?;
-    let checkpoints = store.checkpoints(&run_id)?;
+    let steps = store.steps(&run_id)?;
+    let mut completed: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    for event in store.checkpoints(&run_id)? {
+        if event.kind == "step_completed" {
+            if let Some(step) = &event.step {
+                completed.push(step.clone());
+            }
+        }
+        let (label, created_by) = if event.kind == "checkpoint" {
+            (
+                event.data["label"].as_str().unwrap_or_default().to_string(),
+                "user",
+            )
+        } else {
+            (
+                format!(
+                    "after '{}' {}",
+                    event.step.as_deref().unwrap_or_default(),
+                    event.kind.trim_start_matches("step_")
+                ),
+                "engine",
+            )
+        };
+        rows.push(serde_json::json!({
+            "checkpoint": event.seq,
+            "at": event.at,
+            "kind": event.kind,
+            "step": event.step,
+            "label": label,
+            "created_by": created_by,
+            "size_bytes": state_bytes(&steps, Some(&completed)),
+        }));
+    }
+    if let Some(limit) = args.limit {
+        let skip = rows.len().saturating_sub(limit);
+        rows.drain(..skip);
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&checkpoints)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let relative = std::io::IsTerminal::is_terminal(&std::io::stdout());
     println!(
-        "{:<10}  {:<24}  {:<20}  STEP",
-        "CHECKPOINT", "AT", "TRANSITION"
+        "{:<10}  {:<36}  {:<7}  {:>10}  LABEL",
+        "CHECKPOINT", "AT", "BY", "SIZE"
     );
-    for event in checkpoints {
+    for row in &rows {
+        let at = row["at"].as_str().unwrap_or_default();
+        let at = if relative {
+            super::inspect::when(at, true)
+        } else {
+            at.to_string()
+        };
         println!(
-            "{:<10}  {:<24}  {:<20}  {}",
-            event.seq,
-            event.at,
-            event.kind.trim_start_matches("step_"),
-            event.step.unwrap_or_default()
+            "{:<10}  {:<36}  {:<7}  {:>10}  {}",
+            row["checkpoint"],
+            at,
+            row["created_by"].as_str().unwrap_or_default(),
+            format!("{} B", row["size_bytes"]),
+            super::terminal::safe_line(row["label"].as_str().unwrap_or_default(), 120)
         );
+    }
+    if rows.is_empty() {
+        eprintln!("run {run_id} has no checkpoints yet");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -166,9 +300,53 @@ pub fn restore(home: &Path, config: Option<&Path>, args: RestoreArgs) -> Result<
     super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 
+/// `wfhost prune --checkpoints --keep N`: from each run's (or `--run`'s)
+/// checkpoints, offer only the newest N to `restore`.
+fn prune_checkpoints(home: &Path, args: &PruneArgs) -> Result<ExitCode> {
+    let keep = args.keep.unwrap_or_default();
+    let store = super::open_store(home)?;
+    let runs = match &args.run {
+        Some(run) => vec![super::resolve_run(&*store, run)?],
+        None => store.runs()?.into_iter().map(|r| r.id).collect(),
+    };
+    let mut pruned = Vec::new();
+    for run_id in runs {
+        let checkpoints = store.checkpoints(&run_id)?;
+        if checkpoints.len() <= keep {
+            continue;
+        }
+        let first_kept = checkpoints
+            .get(checkpoints.len() - keep)
+            .map(|c| c.seq)
+            .unwrap_or(i64::MAX);
+        let dropped = checkpoints.len() - keep;
+        store.append_event(
+            &run_id,
+            None,
+            "checkpoints_pruned",
+            &serde_json::json!({ "before": first_kept, "kept": keep, "dropped": dropped }),
+        )?;
+        pruned.push(serde_json::json!({ "run_id": run_id, "dropped": dropped, "kept": keep }));
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "pruned": pruned }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total: u64 = pruned.iter().filter_map(|p| p["dropped"].as_u64()).sum();
+    println!(
+        "{total} checkpoint(s) of {} run(s) no longer offered (kept the newest {keep} of each; the journal keeps every event)",
+        pruned.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `wfhost prune`: delete old finished runs and their folders.
 pub fn prune(home: &Path, args: PruneArgs) -> Result<ExitCode> {
-    let age = crate::workflow::parse_duration(&args.older_than)
+    if args.checkpoints {
+        return prune_checkpoints(home, &args);
+    }
+    let older_than = args.older_than.as_deref().unwrap_or_default();
+    let age = crate::workflow::parse_duration(older_than)
         .map_err(|e| Invalid(format!("--older-than: {e}")))?;
     let cutoff = chrono::Utc::now()
         - chrono::Duration::from_std(age).unwrap_or_else(|_| chrono::Duration::zero());

@@ -150,6 +150,7 @@ pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
 pub fn status_json(store: &dyn EngineStore, run_id: &str) -> Result<Value> {
     let run = store.run(run_id)?;
     let steps = store.steps(run_id)?;
+    let summary = Summary::of(&run, &steps);
     Ok(json!({
         "id": run.id,
         "workflow": run.workflow,
@@ -165,10 +166,96 @@ pub fn status_json(store: &dyn EngineStore, run_id: &str) -> Result<Value> {
         "finished_at": run.finished_at,
         "definition_hash": run.definition_hash,
         "args": run.args,
+        "triggered_by": run.triggered_by,
+        "priority": run.priority,
+        "counts": summary.counts,
+        "current_phase": summary.current_phase,
+        "running": summary.running,
         "run_dir": store.run_files(run_id).dir(),
         "steps": steps,
         "pending_approvals": store.approvals(Some(run_id), false)?,
     }))
+}
+
+/// A run at a glance, as the seed systems show it: step counts, the phase
+/// it is in and the steps running now.
+struct Summary {
+    counts: Value,
+    current_phase: Option<String>,
+    running: Vec<String>,
+}
+
+impl Summary {
+    fn of(run: &crate::store::RunRecord, steps: &[crate::store::StepRecord]) -> Summary {
+        use crate::store::StepStatus;
+        let count = |wanted: &[StepStatus]| steps.iter().filter(|s| wanted.contains(&s.status)).count();
+        let counts = json!({
+            "total": steps.len(),
+            "completed": count(&[StepStatus::Completed]),
+            "failed": count(&[StepStatus::Failed]),
+            "skipped": count(&[StepStatus::Skipped]),
+            "cancelled": count(&[StepStatus::Cancelled]),
+            "running": count(&[StepStatus::Running, StepStatus::Retrying, StepStatus::Interrupted]),
+            "pending": count(&[StepStatus::Pending]),
+        });
+        let running: Vec<String> = steps
+            .iter()
+            .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::Retrying))
+            .map(|s| s.id.clone())
+            .collect();
+        // The phase of the first running step (in file order), else of the
+        // first pending one, else of the step that finished last.
+        let phases = step_phases(run);
+        let phase_of = |id: &str| phases.iter().find(|(s, _)| s == id).and_then(|(_, p)| p.clone());
+        let current_phase = steps
+            .iter()
+            .find(|s| matches!(s.status, StepStatus::Running | StepStatus::Retrying))
+            .or_else(|| steps.iter().find(|s| s.status == StepStatus::Pending))
+            .or_else(|| {
+                steps
+                    .iter()
+                    .filter(|s| s.finished_at.is_some())
+                    .max_by(|a, b| a.finished_at.cmp(&b.finished_at))
+            })
+            .and_then(|s| phase_of(&s.id));
+        Summary {
+            counts,
+            current_phase,
+            running,
+        }
+    }
+}
+
+/// Each step's phase, from the run's pinned definition (parsed only).
+fn step_phases(run: &crate::store::RunRecord) -> Vec<(String, Option<String>)> {
+    let format = crate::workflow::Format::from_path(Path::new(&run.workflow_path));
+    match crate::workflow::parse::parse_str(&run.definition, &run.workflow_path, format) {
+        Ok(def) => def
+            .steps
+            .into_iter()
+            .map(|s| (s.id, s.phase))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `at` as people read it on a terminal: `2026-12-01T10:00:00Z (3m ago)`.
+pub(super) fn when(at: &str, relative: bool) -> String {
+    if !relative {
+        return at.to_string();
+    }
+    let Ok(time) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return at.to_string();
+    };
+    let seconds = (chrono::Utc::now() - time.with_timezone(&chrono::Utc)).num_seconds();
+    let ago = match seconds {
+        s if s < 0 => return at.to_string(),
+        s if s < 60 => format!("{s}s ago"),
+        s if s < 3600 => format!("{}m ago", s / 60),
+        s if s < 86_400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    };
+    format!("{at} ({ago})")
 }
 
 /// `wfhost status`.
@@ -207,10 +294,37 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
     if let Some(request) = &run.request {
         println!("request   {request} (pending)");
     }
+    let relative = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let steps = store.steps(&run_id)?;
+    let summary = Summary::of(&run, &steps);
     println!("workflow  {} ({})", run.workflow, run.workflow_path);
-    println!("created   {}", run.created_at);
+    println!("created   {}", when(&run.created_at, relative));
     if let Some(finished) = &run.finished_at {
-        println!("finished  {finished}");
+        println!("finished  {}", when(finished, relative));
+    }
+    if let Some(who) = &run.triggered_by {
+        println!("by        {}", terminal_safe(who));
+    }
+    if run.priority != 0 {
+        println!("priority  {}", run.priority);
+    }
+    let counts = &summary.counts;
+    println!(
+        "steps     {}/{} completed · {} failed · {} skipped{}",
+        counts["completed"],
+        counts["total"],
+        counts["failed"],
+        counts["skipped"],
+        match counts["cancelled"].as_u64() {
+            Some(n) if n > 0 => format!(" · {n} cancelled"),
+            _ => String::new(),
+        }
+    );
+    if let Some(phase) = &summary.current_phase {
+        println!("phase     {}", terminal_safe(phase));
+    }
+    if !summary.running.is_empty() {
+        println!("running   {}", summary.running.join(", "));
     }
     if let Some(error) = &run.error {
         println!("error     {}", style.bad(&terminal_safe(error)));
@@ -226,7 +340,7 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
         );
     }
     println!();
-    for step in store.steps(&run_id)? {
+    for step in steps {
         let timing = match (&step.started_at, &step.finished_at) {
             (Some(start), Some(end)) => duration_between(start, end).unwrap_or_default(),
             (Some(_), None) => "…".to_string(),

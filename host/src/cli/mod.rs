@@ -17,6 +17,7 @@ mod run;
 mod say;
 mod terminal;
 mod validate;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,12 +77,14 @@ impl Command {
             Command::Run(a) => &a.place,
             Command::Validate(a) => &a.place,
             Command::Runs(a) => &a.place,
+            Command::Workflows(a) => &a.place,
             Command::Status(a) => &a.place,
             Command::Pause(a) | Command::Cancel(a) => &a.place,
             Command::Resume(a) => &a.place,
             Command::Retry(a) => &a.place,
             Command::Watch(a) => &a.place,
             Command::Checkpoints(a) => &a.place,
+            Command::Checkpoint(a) => &a.place,
             Command::Restore(a) => &a.place,
             Command::Prune(a) => &a.place,
             Command::Logs(a) => &a.place,
@@ -111,6 +114,8 @@ enum Command {
     Graph(validate::GraphArgs),
     /// List recorded runs, newest first.
     Runs(inspect::RunsArgs),
+    /// List the workflows that have runs (or the files of `--dir`) with executions, success rate and average duration.
+    Workflows(workflows::WorkflowsArgs),
     /// Show a run and its steps (run ids accept unique prefixes).
     Status(inspect::StatusArgs),
     /// Ask the process driving a run to pause: running steps finish, no new step starts.
@@ -123,7 +128,9 @@ enum Command {
     Cancel(control::RunRef),
     /// Follow a run's events live until it stops.
     Watch(history::WatchArgs),
-    /// List the checkpoints (step transitions) of a run.
+    /// Mark a run's present state with a label, to restore it later.
+    Checkpoint(history::CheckpointArgs),
+    /// List the checkpoints of a run: step transitions and labelled ones.
     Checkpoints(history::CheckpointsArgs),
     /// Resume a run from a checkpoint: steps finished after it run again.
     Restore(history::RestoreArgs),
@@ -185,8 +192,9 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::init(args),
         Command::Run(args) => run::run(&home, config.as_deref(), args),
         Command::Validate(args) => validate::validate(&home, config.as_deref(), args),
-        Command::Graph(args) => validate::graph(args),
+        Command::Graph(args) => validate::graph(&home, args),
         Command::Runs(args) => inspect::runs(&home, args),
+        Command::Workflows(args) => workflows::workflows(&home, args),
         Command::Status(args) => inspect::status(&home, args),
         Command::Logs(args) => inspect::logs(&home, args),
         Command::Export(args) => export::export(&home, args),
@@ -195,6 +203,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(args) => control::cancel(&home, args),
         Command::Watch(args) => history::watch(&home, args),
         Command::Checkpoints(args) => history::checkpoints(&home, args),
+        Command::Checkpoint(args) => history::checkpoint(&home, args),
         Command::Restore(args) => history::restore(&home, config.as_deref(), args),
         Command::Prune(args) => history::prune(&home, args),
         Command::Retry(args) => control::retry(&home, config.as_deref(), args),

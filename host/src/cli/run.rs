@@ -26,6 +26,11 @@ pub struct RunArgs {
     /// values override it.
     #[arg(long, value_name = "FILE")]
     args_file: Option<PathBuf>,
+    /// Run arguments as one JSON object, e.g. `--context '{"filePath":
+    /// "src/a.ts"}'` (AutomatosX's spelling); `--arg` values override it,
+    /// and it overrides `--args-file`.
+    #[arg(long, value_name = "JSON")]
+    context: Option<String>,
     /// Print the finished run as JSON on stdout (same shape as `status --json`).
     #[arg(long)]
     json: bool,
@@ -35,6 +40,18 @@ pub struct RunArgs {
     /// Do not echo step log lines while running (they stay in `wfhost logs`).
     #[arg(long)]
     no_logs: bool,
+    /// Start the run and return: print its id, and drive it in a background
+    /// process whose output goes to `driver.log` in the run folder. Follow
+    /// it with `wfhost watch`, `status`, `logs`; stop it with `cancel`.
+    #[arg(long, conflicts_with = "json")]
+    detach: bool,
+    /// Who or what started the run (e.g. `ci-pipeline`), recorded on it and
+    /// shown by `status`.
+    #[arg(long, value_name = "NAME")]
+    triggered_by: Option<String>,
+    /// The run's priority, recorded on it and shown by `status` (default 0).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    priority: Option<i64>,
     /// Where runs live, and the host config.
     #[command(flatten)]
     pub(crate) place: super::Place,
@@ -42,18 +59,39 @@ pub struct RunArgs {
 
 /// Run `wfhost run`.
 pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode> {
-    let workflow = load_workflow(&args.file)?;
+    let workflow = load_workflow(Some(home), &args.file)?;
     let ceiling = super::load_ceiling(home, config)?;
     super::check_grants(home, &workflow, ceiling.as_ref())?;
     let policies = crate::app::plugins::link_policies(&workflow);
     if !policies.is_empty() {
         return Err(crate::app::InvalidWorkflow(policies).into());
     }
-    let run_args = collect_args(&workflow, args.args_file.as_deref(), &args.args)?;
+    let run_args = collect_args(
+        &workflow,
+        args.args_file.as_deref(),
+        args.context.as_deref(),
+        &args.args,
+    )?;
 
+    if let Some(who) = &args.triggered_by {
+        if who.is_empty() || who.chars().count() > 200 || who.chars().any(char::is_control) {
+            return Err(Invalid(
+                "--triggered-by: give 1 to 200 characters without control characters".into(),
+            )
+            .into());
+        }
+    }
     let store = super::create_store(home)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, !args.no_logs)?;
-    let run_id = driver.create_run(&workflow, &run_args)?;
+    let run_id = driver.create_run_with(
+        &workflow,
+        &run_args,
+        args.triggered_by.as_deref(),
+        args.priority.unwrap_or(0),
+    )?;
+    if args.detach {
+        return detach(home, config, &*store, &run_id, args.quiet);
+    }
     let driven = interrupt::drive(
         &*store,
         &run_id,
@@ -61,6 +99,67 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
         driver.drive(&run_id, &workflow, &run_args),
     )?;
     finish(&*store, &run_id, args.json, args.quiet, driven)
+}
+
+/// `--detach`: drive the recorded run in a background process (`wfhost
+/// resume RUN` in its own session, output appended to the run folder's
+/// `driver.log`) and print the run id.
+fn detach(
+    home: &Path,
+    config: Option<&Path>,
+    store: &dyn crate::store::EngineStore,
+    run_id: &str,
+    quiet: bool,
+) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let dir = store.run_files(run_id).dir().to_path_buf();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the run folder {}", dir.display()))?;
+    let log_path = dir.join("driver.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the wfhost binary to detach")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("resume")
+        .arg(run_id)
+        .arg("--home")
+        .arg(home)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env("NO_COLOR", "1");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    // Its own session: a closed terminal or Ctrl-C here does not stop it.
+    // SAFETY: setsid is async-signal-safe and has no preconditions.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .context("cannot start the background driver")?;
+    out_line(run_id);
+    if !quiet {
+        err_line(&format!(
+            "run {run_id} started in the background (pid {}); its output: {}",
+            child.id(),
+            log_path.display()
+        ));
+        err_line(&format!(
+            "follow it: wfhost watch {run_id} · wfhost status {run_id} · stop it: wfhost cancel {run_id}"
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Report how a drive ended and choose the exit code: 0 completed, 1
@@ -120,16 +219,42 @@ pub fn finish(
 }
 
 /// Load and validate a workflow file; problems become one [`Invalid`].
-pub fn load_workflow(path: &Path) -> Result<LoadedWorkflow> {
+/// Agents its steps name but it does not define come from the agents file
+/// of `home` (when given).
+pub fn load_workflow(home: Option<&Path>, path: &Path) -> Result<LoadedWorkflow> {
     let builtins = crate::runtime::builtin::names();
-    workflow::load(path, &builtins)
+    let agents = home_agents(home)?;
+    workflow::load_with(path, &builtins, agents.as_ref())
         .map_err(|diagnostics| crate::app::InvalidWorkflow(diagnostics).into())
 }
 
-/// Merge `--args-file` and `--arg` values, apply defaults and check the schema.
+/// The agents of `<home>/agents.yaml`, if the file exists.
+pub fn home_agents(home: Option<&Path>) -> Result<Option<workflow::seeds::HomeAgents>> {
+    let Some(home) = home else {
+        return Ok(None);
+    };
+    workflow::seeds::load_home_agents(&home.join(workflow::seeds::HOME_AGENTS_FILE))
+        .map_err(|diagnostics| crate::app::InvalidWorkflow(diagnostics).into())
+}
+
+/// What kind of JSON value `value` is, for messages.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Merge `--args-file`, `--context` and `--arg` values, apply defaults and
+/// check the schema.
 fn collect_args(
     workflow: &LoadedWorkflow,
     args_file: Option<&Path>,
+    context: Option<&str>,
     pairs: &[String],
 ) -> Result<Value> {
     let schema = workflow.def.args.as_ref();
@@ -148,6 +273,19 @@ fn collect_args(
                     Invalid(format!("{}: args file must hold an object", path.display())).into(),
                 )
             }
+        }
+    }
+    if let Some(text) = context {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => given.extend(map),
+            Ok(other) => {
+                return Err(Invalid(format!(
+                    "--context must be a JSON object of arguments, not {}",
+                    json_kind(&other)
+                ))
+                .into())
+            }
+            Err(e) => return Err(Invalid(format!("--context is not valid JSON: {e}")).into()),
         }
     }
     for pair in pairs {

@@ -52,6 +52,18 @@ pub fn error_line(error: &str) -> String {
     }
 }
 
+/// `text` on one line for a terminal: control sequences removed, line
+/// breaks shown as `⏎`, cut to `max` characters (with `…`).
+pub fn safe_line(text: &str, max: usize) -> String {
+    let safe = terminal_safe(text).replace('\n', "⏎").replace('\t', " ");
+    if safe.chars().count() <= max {
+        return safe;
+    }
+    let mut cut: String = safe.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// Whether `c` is a C0 or C1 control or DEL, other than newline and tab.
 fn is_control(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t') || c == '\u{7f}'

@@ -58,7 +58,7 @@ pub struct GraphArgs {
 
 /// `wfhost validate`.
 pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Result<ExitCode> {
-    let workflow = load_workflow(&args.file)?;
+    let workflow = load_workflow(Some(home), &args.file)?;
     let ceiling = super::load_ceiling(home, config)?;
     let grants = super::check_grants(home, &workflow, ceiling.as_ref())?;
     // Every component the workflow names, checked (and compiled into the
@@ -101,6 +101,11 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
             "file": workflow.file_name,
             "ceiling": ceiling.as_ref().map(|c| c.source.clone()),
             "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "read_as": workflow.readings.iter().map(|r| json!({
+                "place": r.place,
+                "written": r.written,
+                "read_as": r.read_as,
+            })).collect::<Vec<_>>(),
             "steps": steps,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -112,6 +117,17 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
         workflow.def.name,
         workflow.def.steps.len()
     );
+    if !workflow.readings.is_empty() {
+        println!("read as (seed spellings → the wfhost form):");
+        for reading in &workflow.readings {
+            println!(
+                "  {}: {} → {}",
+                reading.place,
+                crate::cli::terminal::safe_line(&reading.written, 120),
+                crate::cli::terminal::safe_line(&reading.read_as, 200)
+            );
+        }
+    }
     if let Some(ceiling) = &ceiling {
         println!("operator ceiling: {}", ceiling.source.display());
     }
@@ -132,8 +148,8 @@ pub fn validate(home: &Path, config: Option<&Path>, args: ValidateArgs) -> Resul
 }
 
 /// `wfhost graph`.
-pub fn graph(args: GraphArgs) -> Result<ExitCode> {
-    let workflow = load_workflow(&args.file)?;
+pub fn graph(home: &Path, args: GraphArgs) -> Result<ExitCode> {
+    let workflow = load_workflow(Some(home), &args.file)?;
     let format = if args.json {
         GraphFormat::Json
     } else {

@@ -1,13 +1,25 @@
 //! The run's `progress.md`: a table of steps, rewritten as the run moves
-//! (at most every [`FLUSH_EVERY`], and always at the end).
+//! (at most every [`FLUSH_EVERY`], and always at the end), followed by the
+//! progress log: each completed step's short output under a timestamped
+//! heading, as the run service writes it. Templates read the log as
+//! `{{ progress }}`.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::store::{RunFiles, RunStatus};
 use crate::workflow::model::Workflow;
 
 /// Minimum time between two rewrites of `progress.md`.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// The most characters of one step's output in the log.
+const ENTRY_CHARS: usize = 2000;
+
+/// The most bytes the log keeps; the oldest entries go first.
+const LOG_BYTES: usize = 256 << 10;
 
 struct Row {
     id: String,
@@ -25,6 +37,10 @@ pub struct ProgressBoard {
     files: RunFiles,
     last_flush: Option<Instant>,
     dirty: bool,
+    /// The progress log, and the length of each entry in it (oldest first).
+    log: String,
+    entries: VecDeque<usize>,
+    dropped: usize,
 }
 
 impl ProgressBoard {
@@ -47,7 +63,33 @@ impl ProgressBoard {
             files,
             last_flush: None,
             dirty: true,
+            log: String::new(),
+            entries: VecDeque::new(),
+            dropped: 0,
         }
+    }
+
+    /// A step completed with `output`: its short form goes to the log.
+    pub fn note_output(&mut self, index: usize, output: &Value) {
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        let entry = format!(
+            "## Step: {} ({now})\n\n{}\n\n---\n\n",
+            self.rows[index].id,
+            short_output(output)
+        );
+        self.entries.push_back(entry.len());
+        self.log.push_str(&entry);
+        while self.log.len() > LOG_BYTES && self.entries.len() > 1 {
+            let first = self.entries.pop_front().unwrap_or(0);
+            self.log.drain(..first);
+            self.dropped += 1;
+        }
+        self.dirty = true;
+    }
+
+    /// The progress log (what `{{ progress }}` reads).
+    pub fn log(&self) -> &str {
+        &self.log
     }
 
     /// A step started.
@@ -125,6 +167,41 @@ impl ProgressBoard {
                 row.id, row.phase, row.status, duration
             ));
         }
+        if !self.log.is_empty() {
+            text.push_str("\n# Progress\n\n");
+            if self.dropped > 0 {
+                text.push_str(&format!(
+                    "({} earlier entries dropped: the log keeps the last {} KiB)\n\n",
+                    self.dropped,
+                    LOG_BYTES >> 10
+                ));
+            }
+            text.push_str(&self.log);
+        }
         text
     }
+}
+
+/// A step's output as the log shows it: an agent's answer, a script's
+/// output fields or stdout, else the JSON; at most [`ENTRY_CHARS`].
+fn short_output(output: &Value) -> String {
+    let text = match output {
+        Value::String(text) => text.clone(),
+        Value::Object(map) => match ["text", "result", "summary", "stdout"]
+            .iter()
+            .find_map(|key| map.get(*key))
+        {
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+            None => output.to_string(),
+        },
+        other => other.to_string(),
+    };
+    let text = text.trim();
+    if text.chars().count() <= ENTRY_CHARS {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(ENTRY_CHARS).collect();
+    cut.push_str(" …");
+    cut
 }

@@ -24,6 +24,9 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// Failures that are retried.
     pub on: Vec<RetryOn>,
+    /// When not empty, only failures whose message contains one of these
+    /// (compared in lower case) are retried.
+    pub errors: Vec<String>,
 }
 
 impl Default for RetryPolicy {
@@ -34,7 +37,11 @@ impl Default for RetryPolicy {
             backoff_coefficient: 2.0,
             max_interval: Duration::from_secs(100),
             jitter: 0.1,
-            on: vec![RetryOn::Transient, RetryOn::Timeout],
+            // A workflow that asks for retries gets them for any failure
+            // (a script's non-zero exit included), as the seed systems'
+            // users expect; `retry.on` narrows it.
+            on: vec![RetryOn::Transient, RetryOn::Timeout, RetryOn::Permanent],
+            errors: Vec::new(),
         }
     }
 }
@@ -90,18 +97,38 @@ impl RetryPolicy {
         {
             policy.on = on;
         }
+        if let Some(errors) = spec
+            .errors
+            .clone()
+            .or_else(|| fallback.and_then(|f| f.errors.clone()))
+        {
+            if errors.iter().any(|e| e.trim().is_empty()) {
+                return Err("retry.errors holds an empty text (it would match every error)".into());
+            }
+            policy.errors = errors.iter().map(|e| e.to_lowercase()).collect();
+        }
         Ok(policy)
     }
 
-    /// Whether a failure of `kind` after attempt `attempt` (1-based) is
-    /// retried.
-    pub fn should_retry(&self, kind: &FailureKind, attempt: u32) -> bool {
+    /// Whether a failure of `kind` with `message` after attempt `attempt`
+    /// (1-based) is retried.
+    pub fn should_retry(&self, kind: &FailureKind, message: &str, attempt: u32) -> bool {
         let wanted = match kind {
             FailureKind::Transient => RetryOn::Transient,
             FailureKind::Timeout => RetryOn::Timeout,
             FailureKind::Permanent => RetryOn::Permanent,
         };
-        attempt < self.max_attempts && self.on.contains(&wanted)
+        attempt < self.max_attempts && self.on.contains(&wanted) && self.matches(message)
+    }
+
+    /// Whether `message` is one of the retryable errors (always, when none
+    /// are listed).
+    fn matches(&self, message: &str) -> bool {
+        if self.errors.is_empty() {
+            return true;
+        }
+        let message = message.to_lowercase();
+        self.errors.iter().any(|e| message.contains(e.as_str()))
     }
 
     /// Wait after attempt `attempt` (1-based) failed, before the next one.
@@ -117,20 +144,11 @@ impl RetryPolicy {
     }
 }
 
-/// The retry policy of a step: its `retry:` block (or the seeds'
-/// `maxRetries` / `retryDelayMs` / `retryBackoffMultiplier`), with missing
-/// fields taken from `defaults.retry`.
+/// The retry policy of a step: its `retry:` block (the seeds' spellings
+/// were read into it when the workflow was loaded), with missing fields
+/// taken from `defaults.retry`.
 pub fn policy_for(step: &Step, defaults: Option<&RetrySpec>) -> Result<RetryPolicy, String> {
-    let mut spec = step.retry.clone().unwrap_or_default();
-    if let Some(retries) = step.max_retries {
-        spec.max_attempts.get_or_insert(retries.saturating_add(1));
-    }
-    if let Some(ms) = step.retry_delay_ms {
-        spec.initial_interval.get_or_insert(format!("{ms}ms"));
-    }
-    if let Some(multiplier) = step.retry_backoff_multiplier {
-        spec.backoff_coefficient.get_or_insert(multiplier);
-    }
+    let spec = step.retry.clone().unwrap_or_default();
     RetryPolicy::resolve(&spec, defaults)
 }
 
@@ -186,6 +204,17 @@ fn flow_problems(workflow: &LoadedWorkflow, index: usize) -> Vec<String> {
         for id in &stage.steps {
             earlier("loop.steps", id);
         }
+        if let Some(fallback) = &stage.fallback {
+            match workflow.graph.index_of(fallback) {
+                None => problems.push(format!("loop.fallback names unknown step '{fallback}'")),
+                Some(j) if !workflow.graph.dependents(index).contains(&j) => problems.push(format!(
+                    "loop.fallback '{fallback}' must be a step that needs '{}' (the step to go on to \
+                     when the loop runs out of iterations)",
+                    step.id
+                )),
+                Some(_) => {}
+            }
+        }
     }
     if step.on_failure.as_ref().and_then(|o| o.max_loops) == Some(0) {
         problems.push("on_failure.max_loops must be at least 1".into());
@@ -217,6 +246,7 @@ mod tests {
             max_interval: Duration::from_millis(max_ms),
             jitter,
             on: vec![RetryOn::Transient],
+            errors: Vec::new(),
         }
     }
 
@@ -233,11 +263,37 @@ mod tests {
             max_attempts: 3,
             ..RetryPolicy::default()
         };
-        assert!(p.should_retry(&FailureKind::Transient, 1));
-        assert!(p.should_retry(&FailureKind::Timeout, 2));
-        assert!(!p.should_retry(&FailureKind::Transient, 3));
-        assert!(!p.should_retry(&FailureKind::Permanent, 1));
-        assert!(!RetryPolicy::default().should_retry(&FailureKind::Transient, 1));
+        assert!(p.should_retry(&FailureKind::Transient, "x", 1));
+        assert!(p.should_retry(&FailureKind::Timeout, "x", 2));
+        assert!(!p.should_retry(&FailureKind::Transient, "x", 3));
+        // Any failure, a script's non-zero exit (permanent) included.
+        assert!(p.should_retry(&FailureKind::Permanent, "exit code 1", 1));
+        assert!(!RetryPolicy::default().should_retry(&FailureKind::Transient, "x", 1));
+        let narrowed = RetryPolicy {
+            on: vec![RetryOn::Transient],
+            ..p.clone()
+        };
+        assert!(!narrowed.should_retry(&FailureKind::Permanent, "x", 1));
+    }
+
+    #[test]
+    fn retryable_errors_match_the_message_text() {
+        let spec = RetrySpec {
+            max_attempts: Some(3),
+            errors: Some(vec!["ETIMEDOUT".into(), "rate limit".into()]),
+            ..RetrySpec::default()
+        };
+        let p = RetryPolicy::resolve(&spec, None).unwrap();
+        assert!(p.should_retry(&FailureKind::Permanent, "connect: etimedout", 1));
+        assert!(p.should_retry(&FailureKind::Transient, "Rate Limit exceeded", 1));
+        assert!(!p.should_retry(&FailureKind::Permanent, "exit code 1", 1));
+        let empty = RetrySpec {
+            errors: Some(vec![" ".into()]),
+            ..RetrySpec::default()
+        };
+        assert!(RetryPolicy::resolve(&empty, None)
+            .unwrap_err()
+            .contains("empty"));
     }
 
     #[test]

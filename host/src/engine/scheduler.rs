@@ -70,6 +70,11 @@ impl Scheduler {
         }
     }
 
+    /// The step [`Scheduler::next_ready`] would take, without taking it.
+    pub fn peek_ready(&self) -> Option<usize> {
+        self.ready.front().copied()
+    }
+
     /// Take the next ready step (file order among those that became ready
     /// together), marking it running.
     pub fn next_ready(&mut self) -> Option<usize> {
@@ -167,6 +172,7 @@ impl Scheduler {
     pub fn skip(&mut self, step: usize) -> Vec<(usize, usize)> {
         let skipped = self.fail(step);
         self.slots[step] = Slot::Skipped;
+        self.ready.retain(|&queued| queued != step);
         skipped
     }
 

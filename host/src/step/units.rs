@@ -64,6 +64,30 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{text}' is not a usable size"))
 }
 
+/// Serde helper for durations: a string as written (`30s`), or a bare
+/// number of milliseconds (`300000`, as the seed systems write timeouts),
+/// kept as the text `300000ms`; `None` when absent.
+pub fn duration_text<'de, D>(de: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let value = Option::<serde_json::Value>::deserialize(de)?;
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(ms) => Ok(Some(format!("{ms}ms"))),
+            None => Err(serde::de::Error::custom(format!(
+                "expected a duration such as 30s, or a whole number of milliseconds, not {n}"
+            ))),
+        },
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a duration such as 30s (or a number of milliseconds), not {other}"
+        ))),
+    }
+}
+
 /// Serde helper for sizes and versions written either as a string or as a
 /// number (`memory: 1048576`, `memory: 1MiB`): the text, `None` when absent.
 pub fn string_or_number<'de, D>(de: D) -> Result<Option<String>, D::Error>

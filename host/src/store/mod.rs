@@ -97,6 +97,10 @@ pub struct NewRun<'a> {
     pub args: &'a Value,
     /// Step ids in file order.
     pub steps: &'a [&'a str],
+    /// Who or what started it (`--triggered-by`).
+    pub triggered_by: Option<&'a str>,
+    /// Its priority (`--priority`; higher first where runs compete).
+    pub priority: i64,
 }
 
 /// How hard a committed transition is pushed to disk (`[store] durability`

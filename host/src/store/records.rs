@@ -154,6 +154,10 @@ pub struct RunRecord {
     /// The pinned definition text (not serialised in listings).
     #[serde(skip)]
     pub definition: String,
+    /// Who or what started it (`--triggered-by`).
+    pub triggered_by: Option<String>,
+    /// Its priority (`--priority`).
+    pub priority: i64,
 }
 
 /// How long a driver may stay silent before its run counts as stale.

@@ -171,15 +171,25 @@ pub trait CheckpointStore: StepStore + EventLog {
     fn apply(&self, run_id: &str, changes: &[Change<'_>]) -> Result<()>;
 
     /// Checkpoints of a run: the step transitions (completed, failed,
-    /// skipped), each identified by its event sequence number.
+    /// skipped) and the checkpoints people made (`checkpoint`), each
+    /// identified by its event sequence number.
     fn checkpoints(&self, run_id: &str) -> Result<Vec<EventRecord>> {
-        Ok(self
-            .events(run_id, None)?
+        let events = self.events(run_id, None)?;
+        // `wfhost prune --checkpoints` leaves the journal whole and records
+        // from where on checkpoints are offered.
+        let floor = events
+            .iter()
+            .filter(|e| e.kind == "checkpoints_pruned")
+            .filter_map(|e| e.data.get("before").and_then(serde_json::Value::as_i64))
+            .max()
+            .unwrap_or(0);
+        Ok(events
             .into_iter()
+            .filter(|e| e.seq >= floor)
             .filter(|e| {
                 matches!(
                     e.kind.as_str(),
-                    "step_completed" | "step_failed" | "step_skipped"
+                    "step_completed" | "step_failed" | "step_skipped" | "checkpoint"
                 )
             })
             .collect())

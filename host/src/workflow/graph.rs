@@ -80,7 +80,6 @@ impl Graph {
         self.deps.get(i).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    #[cfg(test)]
     /// The steps that need `i` directly, in file order.
     pub fn dependents(&self, i: usize) -> &[usize] {
         self.dependents.get(i).map(Vec::as_slice).unwrap_or(&[])

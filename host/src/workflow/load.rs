@@ -6,6 +6,7 @@ use super::diag::{Diagnostic, Diagnostics, Location};
 use super::graph::Graph;
 use super::model::Workflow;
 use super::parse::{parse_str, Format};
+use super::seeds::{normalize, HomeAgents, Reading};
 use super::validate::validate;
 
 /// A parsed and validated workflow with what is needed to run it.
@@ -24,6 +25,9 @@ pub struct LoadedWorkflow {
     pub def: Workflow,
     /// The step graph (acyclic, ids unique).
     pub graph: Graph,
+    /// How the seed systems' spellings in the file were read (see
+    /// [`super::seeds`]); empty for a file in wfhost's own form.
+    pub readings: Vec<Reading>,
 }
 
 /// Reads, parses and validates the workflow at `path`.
@@ -31,6 +35,16 @@ pub struct LoadedWorkflow {
 /// `builtin_components` are the component names `type: function` steps may
 /// use without a `.wasm` path.
 pub fn load(path: &Path, builtin_components: &[&str]) -> Result<LoadedWorkflow, Diagnostics> {
+    load_with(path, builtin_components, None)
+}
+
+/// [`load`], with the agents of the home's agents file for steps naming an
+/// agent the workflow does not define.
+pub fn load_with(
+    path: &Path,
+    builtin_components: &[&str],
+    home_agents: Option<&HomeAgents>,
+) -> Result<LoadedWorkflow, Diagnostics> {
     let file_name = path.display().to_string();
     let read_error = |e: std::io::Error| -> Diagnostics {
         Diagnostic::new(format!("cannot read the workflow file: {e}"))
@@ -45,12 +59,13 @@ pub fn load(path: &Path, builtin_components: &[&str]) -> Result<LoadedWorkflow, 
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let mut loaded = load_from_source(
+    let mut loaded = load_from_source_with(
         &source,
         &file_name,
         &dir,
         Format::from_path(path),
         builtin_components,
+        home_agents,
     )?;
     loaded.path = canonical;
     Ok(loaded)
@@ -62,7 +77,7 @@ pub const MAX_WORKFLOW_BYTES: u64 = 4 << 20;
 /// The text of the workflow file at `path`, refusing a file over
 /// [`MAX_WORKFLOW_BYTES`] (checked on the opened handle, before reading, and
 /// by the read itself) and one that is not UTF-8.
-fn read_bounded(path: &Path) -> Result<String, String> {
+pub(crate) fn read_bounded(path: &Path) -> Result<String, String> {
     use std::io::Read;
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read the workflow file: {e}"))?;
@@ -106,7 +121,20 @@ pub fn load_from_source(
     format: Format,
     builtin_components: &[&str],
 ) -> Result<LoadedWorkflow, Diagnostics> {
-    let def = parse_str(source, file_name, format)?;
+    load_from_source_with(source, file_name, dir, format, builtin_components, None)
+}
+
+/// [`load_from_source`], with the home's agents (see [`load_with`]).
+pub fn load_from_source_with(
+    source: &str,
+    file_name: &str,
+    dir: &Path,
+    format: Format,
+    builtin_components: &[&str],
+    home_agents: Option<&HomeAgents>,
+) -> Result<LoadedWorkflow, Diagnostics> {
+    let mut def = parse_str(source, file_name, format)?;
+    let readings = normalize(&mut def, source, file_name, home_agents)?;
     let graph = validate(&def, source, file_name, dir, builtin_components)?;
     let base = Path::new(file_name)
         .file_name()
@@ -118,6 +146,7 @@ pub fn load_from_source(
         source: source.to_string(),
         def,
         graph,
+        readings,
     })
 }
 

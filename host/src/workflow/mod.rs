@@ -11,6 +11,7 @@
 pub mod args;
 pub mod compare;
 pub mod diag;
+mod forms;
 pub mod graph;
 pub mod lint;
 pub mod load;
@@ -18,12 +19,15 @@ pub(crate) mod locate;
 pub mod model;
 pub mod parse;
 pub mod reach;
+pub mod seeds;
 pub mod template;
 pub mod validate;
 
 pub use args::{coerce_cli_arg, resolve_args};
 pub use diag::{Diagnostic, Diagnostics};
-pub use load::{load, load_from_source, parse_duration, LoadedWorkflow};
+pub use load::{
+    load, load_from_source, load_from_source_with, load_with, parse_duration, LoadedWorkflow,
+};
 pub use model::Step;
 pub use parse::Format;
 pub use template::Templates;

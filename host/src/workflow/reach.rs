@@ -60,6 +60,13 @@ pub fn reach(agent: &Agent) -> Result<ModelReach, String> {
             endpoint: None,
             api_key_env: None,
         }),
+        // Reaches nothing: a step using it is refused when it starts.
+        ModelSpec::Named { .. } => Ok(ModelReach {
+            agent: agent.id.clone(),
+            provider: "unknown provider",
+            endpoint: None,
+            api_key_env: None,
+        }),
         ModelSpec::Openai {
             base_url,
             api_key_env,

@@ -41,7 +41,22 @@ fn new_env() -> Environment<'static> {
     env.set_keep_trailing_newline(true);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("shq", shell_quote);
+    env.add_filter("seed_path", seed_path_filter);
     env
+}
+
+/// The `seed_path` filter (see [`crate::workflow::seeds::seed_path`]): the
+/// seeds' `{{ step.field }}` lookups.
+fn seed_path_filter(
+    output: minijinja::Value,
+    path: &str,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let json = serde_json::to_value(&output).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+    })?;
+    crate::workflow::seeds::seed_path(&json, path)
+        .map(|value| minijinja::Value::from_serialize(&value))
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
 }
 
 /// The `shq` filter: `value` as one POSIX shell word (single-quoted, with

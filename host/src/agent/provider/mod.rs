@@ -59,6 +59,12 @@ pub fn from_spec(
                 timeout,
             )?))
         }
+        ModelSpec::Named { name, model } => Err(format!(
+            "model '{name}/{model}': wfhost has no endpoint for provider '{name}' (known: {}); \
+             write the model as a block, e.g. `model: {{provider: openai, base_url: https://…/v1, \
+             model: {model}, api_key_env: KEY_VARIABLE}}` for any OpenAI-compatible endpoint",
+            crate::workflow::seeds::known_providers().join(", ")
+        )),
         ModelSpec::Scripted { script } => {
             let path = workdir.join(script);
             let script = scripted::Script::load(&path)?;

@@ -142,8 +142,13 @@ impl Driver {
         let step = &workflow.def.steps[index];
         let used = self.store.loops(run_id, &step.id)?;
         if used < max {
-            let data =
-                json!({ "back_to": target, "loop": used + 1, "max_loops": max, "error": message });
+            let data = json!({
+                "back_to": target,
+                "from": step.id,
+                "loop": used + 1,
+                "max_loops": max,
+                "error": message,
+            });
             let targets: Vec<usize> = workflow.graph.index_of(target).into_iter().collect();
             self.go_back(
                 run_id,
@@ -165,6 +170,7 @@ impl Driver {
                     },
                 ],
             )?;
+            state.set_retry_context(&message, used + 1, &step.id);
             self.listener.on_event(&RunEvent::StepFailed {
                 step: step.id.clone(),
                 error: format!(

@@ -37,6 +37,12 @@ pub fn template_context(
         "steps": steps,
         "run": { "id": run_id, "workflow": workflow },
         "workflow": { "name": workflow, "dir": workflow_dir.to_string_lossy() },
+        // Set when a step's failure went back to an earlier step
+        // (`on_failure.retry_step`): why, which time, from where.
+        "retry": { "error": "", "attempt": 0, "from": "" },
+        // The run's progress log (each completed step's short output), for
+        // workflows that use `{{ progress }}`.
+        "progress": "",
     })
 }
 

@@ -176,6 +176,17 @@ impl Driver {
 
     /// Record a new run of `workflow` with resolved `args`; returns its id.
     pub fn create_run(&self, workflow: &LoadedWorkflow, args: &Value) -> Result<String> {
+        self.create_run_with(workflow, args, None, 0)
+    }
+
+    /// [`Driver::create_run`], recording who started it and its priority.
+    pub fn create_run_with(
+        &self,
+        workflow: &LoadedWorkflow,
+        args: &Value,
+        triggered_by: Option<&str>,
+        priority: i64,
+    ) -> Result<String> {
         let run_id = crate::store::new_run_id();
         let steps: Vec<&str> = workflow.def.steps.iter().map(|s| s.id.as_str()).collect();
         self.store.create_run(&NewRun {
@@ -186,6 +197,8 @@ impl Driver {
             definition: &workflow.source,
             args,
             steps: &steps,
+            triggered_by,
+            priority,
         })?;
         Ok(run_id)
     }

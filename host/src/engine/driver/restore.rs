@@ -41,7 +41,9 @@ impl Driver {
             match record.status {
                 StepStatus::Completed => {
                     state.scheduler.settle(index);
-                    state.complete(index, record.output.clone().unwrap_or(Value::Null));
+                    let output = record.output.clone().unwrap_or(Value::Null);
+                    state.note_completion(index, &output);
+                    state.complete(index, output);
                     state.board.finished(index, "completed", Duration::ZERO);
                 }
                 StepStatus::Failed
@@ -84,6 +86,17 @@ impl Driver {
                     }
                 }
                 StepStatus::Pending => {}
+            }
+        }
+        // The latest go-back of a failed step (`retry_step`), for
+        // `{{ retry.* }}`.
+        if let Some(data) = self.store.latest_event(run_id, "step_loop")? {
+            if let (Some(error), Some(from)) = (
+                data.get("error").and_then(Value::as_str),
+                data.get("from").and_then(Value::as_str),
+            ) {
+                let attempt = data.get("loop").and_then(Value::as_u64).unwrap_or(1) as u32;
+                state.set_retry_context(error, attempt, from);
             }
         }
         if needs_decision.is_empty() {

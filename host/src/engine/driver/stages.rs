@@ -71,6 +71,10 @@ impl Driver {
                     )?;
                     return Ok(true);
                 }
+                if let Some(fallback) = &stage.fallback {
+                    self.fall_back(run_id, workflow, state, index, fallback, completion, max)?;
+                    return Ok(true);
+                }
                 format!(
                     "loop: `until` ({}) still false after {max} iteration(s)",
                     stage.until.trim()
@@ -90,6 +94,55 @@ impl Driver {
             &StepFailure::permanent(failure),
         )?;
         Ok(false)
+    }
+
+    /// A stage loop ran out of iterations and names where to go instead of
+    /// failing (`loop.fallback`): the step completes, the steps that need
+    /// it are skipped except the fallback, which runs.
+    #[allow(clippy::too_many_arguments)]
+    fn fall_back(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        state: &mut RunState,
+        index: usize,
+        fallback: &str,
+        completion: Change<'_>,
+        max: u32,
+    ) -> Result<()> {
+        let step = &workflow.def.steps[index];
+        let data = json!({
+            "until": step.stage_loop.as_ref().map(|s| s.until.as_str()),
+            "iterations": max,
+            "fallback": fallback,
+        });
+        self.store.apply(
+            run_id,
+            &[
+                completion,
+                Change::Event {
+                    step: &step.id,
+                    kind: "loop_fallback",
+                    data: &data,
+                },
+            ],
+        )?;
+        let target = workflow.graph.index_of(fallback);
+        let reason = format!(
+            "the loop of '{}' ran out of iterations ({max}) and went on to '{fallback}'",
+            step.id
+        );
+        let others: Vec<usize> = workflow
+            .graph
+            .dependents(index)
+            .iter()
+            .copied()
+            .filter(|&d| Some(d) != target && !workflow.def.steps[d].finally)
+            .collect();
+        for dependent in others {
+            self.skip_with_dependents(run_id, &workflow.def, state, dependent, &reason)?;
+        }
+        Ok(())
     }
 
     /// Run `targets` and everything downstream of them again (steps still

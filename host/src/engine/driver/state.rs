@@ -45,6 +45,9 @@ pub(super) struct RunState {
     pub(super) ids: Vec<String>,
     /// Fired on cancel: running steps stop their programs gracefully.
     pub(super) stop: StopTrigger,
+    /// Whether templates may read `{{ progress }}` (else it is not kept up
+    /// to date in the context: copying the log per step costs).
+    pub(super) wants_progress: bool,
 }
 
 impl RunState {
@@ -78,7 +81,23 @@ impl RunState {
             waiting: Default::default(),
             ids: def.steps.iter().map(|s| s.id.clone()).collect(),
             stop: StopTrigger::new(),
+            wants_progress: def.steps.iter().any(mentions_progress),
         }
+    }
+
+    /// A step completed just now (not restored): its short output goes to
+    /// the progress log, and to `{{ progress }}` when the workflow uses it.
+    pub(super) fn note_completion(&mut self, index: usize, output: &Value) {
+        self.board.note_output(index, output);
+        if self.wants_progress {
+            self.context["progress"] = Value::String(self.board.log().to_string());
+        }
+    }
+
+    /// The step failure that sent the run back to an earlier step, for
+    /// `{{ retry.error }}`, `{{ retry.attempt }}` and `{{ retry.from }}`.
+    pub(super) fn set_retry_context(&mut self, error: &str, attempt: u32, from: &str) {
+        self.context["retry"] = json!({ "error": error, "attempt": attempt, "from": from });
     }
 
     /// Make a step that did not complete visible to templates and
@@ -94,6 +113,18 @@ impl RunState {
         self.outputs.insert(id, output);
         self.scheduler.complete(index);
     }
+}
+
+/// Whether a step's templates may read `{{ progress }}`.
+fn mentions_progress(step: &Step) -> bool {
+    let in_text = |text: &Option<String>| text.as_deref().is_some_and(|t| t.contains("progress"));
+    in_text(&step.run)
+        || in_text(&step.prompt)
+        || in_text(&step.condition)
+        || step
+            .with
+            .as_ref()
+            .is_some_and(|with| with.to_string().contains("progress"))
 }
 
 pub(super) fn describe_failure(failure: &StepFailure) -> String {

@@ -272,6 +272,8 @@ mod tests {
                 definition: "name: wf\n",
                 args: &json!({}),
                 steps: &["a"],
+                triggered_by: None,
+                priority: 0,
             })
             .unwrap();
         (dir, store)

@@ -199,6 +199,8 @@ mod tests {
                 definition: "name: wf\n",
                 args: &json!({"x": 1}),
                 steps: &["a", "b"],
+                triggered_by: None,
+                priority: 0,
             })
             .unwrap();
     }

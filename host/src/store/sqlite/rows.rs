@@ -21,7 +21,7 @@ impl FromRow for RunRecord {
         definition_hash, (SELECT args FROM run_texts t WHERE t.run_id = runs.id), status, error, \
         created_at, started_at, finished_at, \
         (SELECT definition FROM run_texts t WHERE t.run_id = runs.id), \
-        heartbeat_at, driver_pid, request";
+        heartbeat_at, driver_pid, request, triggered_by, priority";
 
     fn from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         let status: String = row.get(6)?;
@@ -45,6 +45,8 @@ impl FromRow for RunRecord {
             started_at: row.get(9)?,
             finished_at: row.get(10)?,
             definition: row.get(11)?,
+            triggered_by: row.get(15)?,
+            priority: row.get(16)?,
         })
     }
 }

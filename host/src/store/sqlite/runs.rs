@@ -33,8 +33,8 @@ impl RunStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO runs (id, workflow_name, workflow_path, workflow_dir, definition,
-                               definition_hash, args, status, created_at)
-             VALUES (?1, ?2, ?3, ?4, '', ?5, '', ?6, ?7)",
+                               definition_hash, args, status, created_at, triggered_by, priority)
+             VALUES (?1, ?2, ?3, ?4, '', ?5, '', ?6, ?7, ?8, ?9)",
                 params![
                     run.id,
                     run.workflow_name,
@@ -42,7 +42,9 @@ impl RunStore for SqliteStore {
                     run.workflow_dir,
                     hash,
                     RunStatus::Pending.as_str(),
-                    now
+                    now,
+                    run.triggered_by,
+                    run.priority
                 ],
             )?;
             tx.execute(
@@ -55,8 +57,12 @@ impl RunStore for SqliteStore {
                     params![run.id, step, position as i64, StepStatus::Pending.as_str()],
                 )?;
             }
-            let data =
-                serde_json::json!({ "workflow": run.workflow_name, "definition_hash": hash });
+            let data = serde_json::json!({
+                "workflow": run.workflow_name,
+                "definition_hash": hash,
+                "triggered_by": run.triggered_by,
+                "priority": run.priority,
+            });
             insert_event(&tx, run.id, None, &now, "run_created", &data)?;
             tx.commit()?;
             drop(conn);

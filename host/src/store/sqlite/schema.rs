@@ -125,6 +125,12 @@ CREATE TABLE run_texts (
 INSERT INTO run_texts (run_id, definition, args) SELECT id, definition, args FROM runs;
 UPDATE runs SET definition = '', args = '';
 "#,
+    // Who or what started a run (`--triggered-by`) and its priority
+    // (`--priority`), recorded as the seed systems record them.
+    r#"
+ALTER TABLE runs ADD COLUMN triggered_by TEXT;
+ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Bring the database up to the newest schema version. Safe when several
@@ -153,7 +159,7 @@ mod tests {
     #[test]
     fn runs_of_an_older_schema_keep_their_definition_and_args() {
         let mut conn = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.len() - 1;
+        let before = MIGRATIONS.len() - 2;
         for (index, sql) in MIGRATIONS[..before].iter().enumerate() {
             conn.execute_batch(sql).unwrap();
             conn.pragma_update(None, "user_version", index as i64 + 1)

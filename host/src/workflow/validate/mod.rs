@@ -547,7 +547,7 @@ mod tests {
             e,
             vec![
                 "wf.yaml:11:41: step 'b': template references unknown arg 'whom' (declared: who)",
-                "wf.yaml:11:71: step 'b': template references unknown variable 'foo' (known: args, steps, run, workflow)",
+                "wf.yaml:11:71: step 'b': template references unknown variable 'foo' (known: args, steps, run, workflow, retry, progress)",
                 "wf.yaml:11:57: step 'b': template references unknown run field 'idd' (known: id, workflow)",
                 "wf.yaml:11:81: step 'b': template references 'steps.a.outptu.x': a step has only `output` and `status`",
                 "wf.yaml:11:104: step 'b': template references step 'b' which is not among its needs (add it to `needs`)",
@@ -562,7 +562,7 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:#?}");
         assert!(
             e[0].ends_with(
-                "step 'c': template references unknown variable 'b' (known: args, steps, run, workflow)"
+                "step 'c': template references unknown variable 'b' (known: args, steps, run, workflow, retry, progress)"
             ),
             "{}",
             e[0]
@@ -603,7 +603,7 @@ mod tests {
         let e = one_error("name: x\nsteps:\n  - id: a\n    type: function\n    component: wordcount\n    with:\n      list: [ok, {deep: '{{ nope.x }}'}]\n");
         assert_eq!(
             e,
-            "wf.yaml:7:29: step 'a': template references unknown variable 'nope' (known: args, steps, run, workflow)"
+            "wf.yaml:7:29: step 'a': template references unknown variable 'nope' (known: args, steps, run, workflow, retry, progress)"
         );
     }
 

@@ -13,6 +13,9 @@ use crate::workflow::template::references;
 /// Fields of the `run` object in the template context.
 const RUN_FIELDS: &[&str] = &["id", "workflow"];
 
+/// Fields of the `retry` object in the template context.
+const RETRY_FIELDS: &[&str] = &["error", "attempt", "from"];
+
 /// Fields of the `workflow` object in the template context.
 const WORKFLOW_FIELDS: &[&str] = &["name", "dir"];
 
@@ -154,9 +157,13 @@ impl Checker<'_> {
             }
             "run" => unknown_field("run", second?, RUN_FIELDS),
             "workflow" => unknown_field("workflow", second?, WORKFLOW_FIELDS),
+            "retry" => unknown_field("retry", second?, RETRY_FIELDS),
+            "progress" => second.map(|field| {
+                format!("template references 'progress.{field}': progress is text (the run's progress log)")
+            }),
             "item" | "index" if step.for_each.is_some() => None,
             other => Some(format!(
-                "template references unknown variable '{other}' (known: args, steps, run, workflow{})",
+                "template references unknown variable '{other}' (known: args, steps, run, workflow, retry, progress{})",
                 if step.for_each.is_some() {
                     ", item, index"
                 } else {

@@ -18,14 +18,29 @@ use crate::workflow::parse_duration;
 use crate::workflow::template::evaluate_condition;
 
 impl RunLoop<'_> {
-    /// Start ready steps while the run may and there is room.
+    /// Start ready steps while the run may and there is room. An
+    /// `exclusive` step waits for the running steps to finish, and nothing
+    /// starts while it runs.
     pub(super) fn dispatch_ready(&mut self) -> Result<()> {
+        let steps = &self.workflow.def.steps;
         while !self.paused && self.state.blocked.is_none() && self.running.len() < self.parallelism
         {
+            let Some(next) = self.state.scheduler.peek_ready() else {
+                break;
+            };
+            if self.any_exclusive {
+                let alone_running = self.state.running.iter().any(|&i| steps[i].exclusive);
+                if alone_running || (steps[next].exclusive && !self.running.is_empty()) {
+                    break;
+                }
+            }
             let Some(index) = self.state.scheduler.next_ready() else {
                 break;
             };
             self.dispatch(index)?;
+            if self.any_exclusive && steps[index].exclusive {
+                break;
+            }
         }
         Ok(())
     }

@@ -62,7 +62,7 @@ impl RunLoop<'_> {
             Ok(output) => self.on_completed(index, attempt, elapsed, output)?,
             Err(failure)
                 if step.for_each.is_none()
-                    && policy.should_retry(&failure.kind, attempt)
+                    && policy.should_retry(&failure.kind, &failure.message, attempt)
                     && within_total(step, &self.state, index, policy.delay(attempt, 0.0)) =>
             {
                 self.schedule_retry(index, attempt, &failure)?;
@@ -102,6 +102,7 @@ impl RunLoop<'_> {
         };
         let completed = match &step.stage_loop {
             Some(_) => {
+                self.state.note_completion(index, &output);
                 self.state.complete(index, output.clone());
                 driver.close_stage(
                     run_id,
@@ -114,6 +115,7 @@ impl RunLoop<'_> {
             }
             None => {
                 driver.store.apply(run_id, &[completion])?;
+                self.state.note_completion(index, &output);
                 self.state.complete(index, output);
                 true
             }

@@ -43,6 +43,8 @@ pub(super) struct RunLoop<'a> {
     timers: JoinSet<usize>,
     paused: bool,
     parallelism: usize,
+    /// Whether any step is `exclusive` (runs alone).
+    any_exclusive: bool,
     /// `run_timeout` and the instant it is reached.
     run_deadline: Option<(Duration, Instant)>,
     /// How long a cancel waits for running steps to stop their programs.
@@ -95,6 +97,7 @@ impl<'a> RunLoop<'a> {
             timers,
             paused: false,
             parallelism: def.config.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1),
+            any_exclusive: def.steps.iter().any(|s| s.exclusive),
             run_deadline,
             stop_budget,
         }
