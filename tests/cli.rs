@@ -1001,12 +1001,12 @@ fn a_big_components_first_compile_is_announced_once() {
     let first = text(&run().stderr);
     assert!(
         first.contains(
-            "compiling a 2.0 MB component for this machine (first use only; then cached)"
-        ) && first.contains("compiled the 2.0 MB component in"),
+            "compiling big.wasm (2.0 MB) for this machine (first use only: cached afterwards)"
+        ) && first.contains("compiled big.wasm (2.0 MB) in"),
         "{first}"
     );
     let second = text(&run().stderr);
-    assert!(!second.contains("compiling a"), "{second}");
+    assert!(!second.contains("compiling big.wasm"), "{second}");
 }
 
 /// The home is `--home`/`WFHOST_HOME`, else the nearest `.wfhost` upward,
