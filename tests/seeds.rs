@@ -63,7 +63,13 @@ fn home_agents(sandbox: &Sandbox) {
     );
     let mut agents = String::from("# agents shared by every workflow of this home\n");
     for name in [
-        "backend", "security", "quality", "writer", "product", "planner", "developer",
+        "backend",
+        "security",
+        "quality",
+        "writer",
+        "product",
+        "planner",
+        "developer",
     ] {
         agents.push_str(&format!(
             "- id: {name}\n  model: {{provider: scripted, script: replies.yaml}}\n"
@@ -128,7 +134,12 @@ fn automatosx_example_loads_and_runs_unchanged() {
     let doc = validate_json(&sandbox, &path);
     let all = readings(&doc);
     has_reading(&all, "config.timeout: 300000 → 5m");
-    has_reading(&all, "config.maxRetries: 2 → defaults.retry.max_attempts: 3");
+    has_reading(&all, "steps[1] (security-scan).dependencies: dependencies → needs");
+    has_reading(&all, "steps[1] (security-scan).retryPolicy: retryPolicy → retry");
+    has_reading(
+        &all,
+        "config.maxRetries: 2 → defaults.retry.max_attempts: 3",
+    );
     has_reading(&all, "config.checkpointInterval: 30000ms → not needed");
     has_reading(&all, "parallel: false → exclusive: true");
     has_reading(&all, ".retry.maxRetries: 3 → retry.max_attempts: 4");
@@ -138,7 +149,10 @@ fn automatosx_example_loads_and_runs_unchanged() {
         &all,
         "{{parse-changes.functions}} → {{ steps[\"parse-changes\"].output | seed_path(\"functions\") }}",
     );
-    has_reading(&all, "args: (none; placeholders name arguments) → args: required filePath");
+    has_reading(
+        &all,
+        "args: (none; placeholders name arguments) → args: required filePath",
+    );
     let human = sandbox.wfhost(&["validate", path.to_str().unwrap()]);
     assert_exit(&human, 0);
     assert!(
@@ -150,16 +164,28 @@ fn automatosx_example_loads_and_runs_unchanged() {
     // Without the argument the run does not start, and says which.
     let (output, _) = sandbox.run(&path, &[]);
     assert_exit(&output, 2);
-    assert!(text(&output.stderr).contains("filePath"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("filePath"),
+        "{}",
+        text(&output.stderr)
+    );
 
     let (output, status) = sandbox.run(
         &path,
-        &["--context", r#"{"filePath": "src/services/WorkflowEngine.ts"}"#],
+        &[
+            "--context",
+            r#"{"filePath": "src/services/WorkflowEngine.ts"}"#,
+        ],
     );
     assert_exit(&output, 0);
     let status = status.unwrap();
     assert_eq!(status["workflow"], "code-review-workflow");
-    for id in ["parse-changes", "security-scan", "quality-check", "generate-report"] {
+    for id in [
+        "parse-changes",
+        "security-scan",
+        "quality-check",
+        "generate-report",
+    ] {
         assert_eq!(step(&status, id)["status"], "completed", "{id}");
     }
     let run = status["id"].as_str().unwrap();
@@ -290,6 +316,8 @@ fn agentcmd_pipeline_runs_phase_by_phase_in_file_order() {
         "one after another, phase by phase: install-deps → build-app → run-tests → deploy",
     );
     has_reading(&all, "phases: build, test, deploy → phases with these ids");
+    has_reading(&all, "argsSchema: argsSchema → args");
+    has_reading(&all, "steps[0] (install-deps).command: command → run");
 
     let (output, _) = sandbox.run(&path, &["--arg", "environment=moon"]);
     assert_exit(&output, 2);
@@ -300,7 +328,12 @@ fn agentcmd_pipeline_runs_phase_by_phase_in_file_order() {
     for pair in order.windows(2) {
         let before = millis(&step(&status, pair[0])["finished_at"]);
         let after = millis(&step(&status, pair[1])["started_at"]);
-        assert!(before <= after, "{} ran before {} finished", pair[1], pair[0]);
+        assert!(
+            before <= after,
+            "{} ran before {} finished",
+            pair[1],
+            pair[0]
+        );
     }
     assert_eq!(
         step(&status, "deploy")["output"]["stdout"],
@@ -577,12 +610,19 @@ fn seed_spelling_errors_are_one_line_with_a_position() {
     }
     let path = sandbox.write("ok.yaml", "name: x\nsteps:\n  - {id: a, run: 'true'}\n");
     for (context, expected) in [
-        ("[1]", "--context must be a JSON object of arguments, not a list"),
+        (
+            "[1]",
+            "--context must be a JSON object of arguments, not a list",
+        ),
         ("{oops", "--context is not valid JSON"),
     ] {
         let output = sandbox.wfhost(&["run", path.to_str().unwrap(), "--context", context]);
         assert_exit(&output, 2);
-        assert!(text(&output.stderr).contains(expected), "{}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains(expected),
+            "{}",
+            text(&output.stderr)
+        );
     }
 }
 
@@ -630,7 +670,10 @@ fn status_counts_phase_and_background_runs_with_who_and_priority() {
     assert_eq!(status["current_phase"], "deploy");
     assert_eq!(status["running"], serde_json::json!([]));
     let human = text(&sandbox.wfhost(&["status", &run]).stdout);
-    assert!(human.contains("steps     4/4 completed · 0 failed · 0 skipped"), "{human}");
+    assert!(
+        human.contains("steps     4/4 completed · 0 failed · 0 skipped"),
+        "{human}"
+    );
     assert!(human.contains("phase     deploy"), "{human}");
 
     // In the background: the id comes back at once, the run goes on.
@@ -650,7 +693,11 @@ fn status_counts_phase_and_background_runs_with_who_and_priority() {
     assert_exit(&output, 0);
     let id = text(&output.stdout).trim().to_string();
     assert!(!id.is_empty() && !id.contains(' '), "{id}");
-    assert!(text(&output.stderr).contains("driver.log"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("driver.log"),
+        "{}",
+        text(&output.stderr)
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut seen_running = false;
     let finished = loop {
@@ -667,8 +714,8 @@ fn status_counts_phase_and_background_runs_with_who_and_priority() {
     assert!(seen_running, "status showed the running step and its phase");
     assert_eq!(finished["triggered_by"], "ci-pipeline");
     assert_eq!(finished["priority"], 10);
-    let log = std::fs::read_to_string(sandbox.home().join("runs").join(&id).join("driver.log"))
-        .unwrap();
+    let log =
+        std::fs::read_to_string(sandbox.home().join("runs").join(&id).join("driver.log")).unwrap();
     assert!(log.contains(&id), "{log}");
     let human = text(&sandbox.wfhost(&["status", &id]).stdout);
     assert!(human.contains("by        ci-pipeline"), "{human}");
@@ -690,12 +737,20 @@ fn status_counts_phase_and_background_runs_with_who_and_priority() {
     assert_eq!(row("slow")["success_rate"], 1.0);
     assert!(row("slow")["average_duration_ms"].as_u64().unwrap() >= 1000);
     assert_eq!(row("Simple Build Pipeline")["executions"], 1);
-    let output = sandbox.wfhost(&["workflows", "--dir", sandbox.path().to_str().unwrap(), "--json"]);
+    let output = sandbox.wfhost(&[
+        "workflows",
+        "--dir",
+        sandbox.path().to_str().unwrap(),
+        "--json",
+    ]);
     assert_exit(&output, 0);
     let files: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(files.as_array().unwrap().len(), 2, "{files:#}");
     let table = text(&sandbox.wfhost(&["workflows"]).stdout);
-    assert!(table.contains("EXECUTIONS") && table.contains("100%"), "{table}");
+    assert!(
+        table.contains("EXECUTIONS") && table.contains("100%"),
+        "{table}"
+    );
     let output = sandbox.wfhost(&["workflows", "--dir", "/no/such/dir"]);
     assert_exit(&output, 2);
     assert!(text(&output.stderr).contains("cannot read directory /no/such/dir"));
@@ -708,7 +763,13 @@ fn labelled_checkpoints_list_limit_restore_and_prune() {
     let (output, status) = sandbox.run(&path, &["--arg", "environment=dev"]);
     assert_exit(&output, 0);
     let run = status.unwrap()["id"].as_str().unwrap().to_string();
-    let output = sandbox.wfhost(&["checkpoint", &run, "--label", "after the first run", "--json"]);
+    let output = sandbox.wfhost(&[
+        "checkpoint",
+        &run,
+        "--label",
+        "after the first run",
+        "--json",
+    ]);
     assert_exit(&output, 0);
     let made: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(made["size_bytes"].as_u64().unwrap() > 0);
@@ -723,13 +784,24 @@ fn labelled_checkpoints_list_limit_restore_and_prune() {
     assert_eq!(list[1]["label"], "after the first run");
     assert_eq!(list[1]["checkpoint"], made["checkpoint"]);
     let table = text(&sandbox.wfhost(&["checkpoints", &run]).stdout);
-    assert!(table.contains("after the first run") && table.contains("engine"), "{table}");
+    assert!(
+        table.contains("after the first run") && table.contains("engine"),
+        "{table}"
+    );
 
     let output = sandbox.wfhost(&["checkpoint", &run, "--label", ""]);
     assert_exit(&output, 2);
     assert!(text(&output.stderr).contains("--label: give 1 to 200 characters"));
 
-    let output = sandbox.wfhost(&["prune", "--checkpoints", "--keep", "1", "--run", &run, "--json"]);
+    let output = sandbox.wfhost(&[
+        "prune",
+        "--checkpoints",
+        "--keep",
+        "1",
+        "--run",
+        &run,
+        "--json",
+    ]);
     assert_exit(&output, 0);
     let output = sandbox.wfhost(&["checkpoints", &run, "--json"]);
     let list: Value = serde_json::from_slice(&output.stdout).unwrap();

@@ -32,8 +32,8 @@ pub struct CheckpointsArgs {
     /// Only the newest N checkpoints.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Print JSON: a list of {checkpoint, at, kind, step, label,
-    /// created_by, size_bytes}.
+    /// Print JSON: a list of {checkpoint (also as seq), at, kind, step,
+    /// label, created_by, size_bytes}.
     #[arg(long)]
     json: bool,
     /// Where runs live, and the host config.
@@ -202,6 +202,7 @@ pub fn checkpoints(home: &Path, args: CheckpointsArgs) -> Result<ExitCode> {
         };
         rows.push(serde_json::json!({
             "checkpoint": event.seq,
+            "seq": event.seq,
             "at": event.at,
             "kind": event.kind,
             "step": event.step,

@@ -188,7 +188,8 @@ struct Summary {
 impl Summary {
     fn of(run: &crate::store::RunRecord, steps: &[crate::store::StepRecord]) -> Summary {
         use crate::store::StepStatus;
-        let count = |wanted: &[StepStatus]| steps.iter().filter(|s| wanted.contains(&s.status)).count();
+        let count =
+            |wanted: &[StepStatus]| steps.iter().filter(|s| wanted.contains(&s.status)).count();
         let counts = json!({
             "total": steps.len(),
             "completed": count(&[StepStatus::Completed]),
@@ -206,7 +207,12 @@ impl Summary {
         // The phase of the first running step (in file order), else of the
         // first pending one, else of the step that finished last.
         let phases = step_phases(run);
-        let phase_of = |id: &str| phases.iter().find(|(s, _)| s == id).and_then(|(_, p)| p.clone());
+        let phase_of = |id: &str| {
+            phases
+                .iter()
+                .find(|(s, _)| s == id)
+                .and_then(|(_, p)| p.clone())
+        };
         let current_phase = steps
             .iter()
             .find(|s| matches!(s.status, StepStatus::Running | StepStatus::Retrying))
@@ -230,11 +236,7 @@ impl Summary {
 fn step_phases(run: &crate::store::RunRecord) -> Vec<(String, Option<String>)> {
     let format = crate::workflow::Format::from_path(Path::new(&run.workflow_path));
     match crate::workflow::parse::parse_str(&run.definition, &run.workflow_path, format) {
-        Ok(def) => def
-            .steps
-            .into_iter()
-            .map(|s| (s.id, s.phase))
-            .collect(),
+        Ok(def) => def.steps.into_iter().map(|s| (s.id, s.phase)).collect(),
         Err(_) => Vec::new(),
     }
 }

@@ -101,7 +101,9 @@ pub fn workflows(home: &Path, args: WorkflowsArgs) -> Result<ExitCode> {
         Some(dir) => {
             for (path, def) in workflow_files(dir)? {
                 let own = stats.get(&def.name);
-                let mut row = own.map(Stats::to_json).unwrap_or_else(|| Stats::default().to_json());
+                let mut row = own
+                    .map(Stats::to_json)
+                    .unwrap_or_else(|| Stats::default().to_json());
                 row["name"] = json!(def.name);
                 row["path"] = json!(path.display().to_string());
                 row["version"] = json!(def.version);

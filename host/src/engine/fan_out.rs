@@ -190,7 +190,13 @@ impl Item {
             }
             self.opened(None);
             let failure = match result {
-                Err(failure) if self.retry.should_retry(&failure.kind, &failure.message, tries) => failure,
+                Err(failure)
+                    if self
+                        .retry
+                        .should_retry(&failure.kind, &failure.message, tries) =>
+                {
+                    failure
+                }
                 other => return (index, attempt, other),
             };
             let delay = self.retry.delay(tries, rand::random::<f64>());

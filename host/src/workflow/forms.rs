@@ -102,11 +102,23 @@ pub fn model_spec<'de, D: Deserializer<'de>>(de: D) -> Result<ModelSpec, D::Erro
 /// base URL, environment variable of the key.
 pub const KNOWN_PROVIDERS: &[(&str, &str, &str)] = &[
     ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
-    ("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    (
+        "openrouter",
+        "https://openrouter.ai/api/v1",
+        "OPENROUTER_API_KEY",
+    ),
     ("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-    ("deepseek", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    (
+        "deepseek",
+        "https://api.deepseek.com/v1",
+        "DEEPSEEK_API_KEY",
+    ),
     ("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
-    ("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+    (
+        "together",
+        "https://api.together.xyz/v1",
+        "TOGETHER_API_KEY",
+    ),
     ("ollama", "http://127.0.0.1:11434/v1", ""),
 ];
 
@@ -207,8 +219,8 @@ mod tests {
         assert_eq!(a.word, Some(FailureWord::Continue));
         let b = wf.steps[1].on_failure.as_ref().unwrap();
         assert_eq!(b.escalate, Some(Escalation::Skip));
-        let error = parse("name: x\nsteps:\n  - {id: a, run: 'true', on_failure: later}\n")
-            .unwrap_err();
+        let error =
+            parse("name: x\nsteps:\n  - {id: a, run: 'true', on_failure: later}\n").unwrap_err();
         assert!(error.contains("unknown on_failure 'later'"), "{error}");
         let error = parse(
             "name: x\nsteps:\n  - id: a\n    run: 'true'\n    on_failure: {escalate: skip, bogus: 1}\n",

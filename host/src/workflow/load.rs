@@ -30,16 +30,19 @@ pub struct LoadedWorkflow {
     pub readings: Vec<Reading>,
 }
 
-/// Reads, parses and validates the workflow at `path`.
-///
-/// `builtin_components` are the component names `type: function` steps may
-/// use without a `.wasm` path.
+/// Reads, parses and validates the workflow at `path` (without home
+/// agents: see [`load_with`]).
+#[cfg(test)]
 pub fn load(path: &Path, builtin_components: &[&str]) -> Result<LoadedWorkflow, Diagnostics> {
     load_with(path, builtin_components, None)
 }
 
-/// [`load`], with the agents of the home's agents file for steps naming an
-/// agent the workflow does not define.
+/// Reads, parses and validates the workflow at `path`, taking the agents
+/// its steps name but it does not define from `home_agents` (the home's
+/// agents file).
+///
+/// `builtin_components` are the component names `type: function` steps may
+/// use without a `.wasm` path.
 pub fn load_with(
     path: &Path,
     builtin_components: &[&str],
@@ -134,7 +137,8 @@ pub fn load_from_source_with(
     home_agents: Option<&HomeAgents>,
 ) -> Result<LoadedWorkflow, Diagnostics> {
     let mut def = parse_str(source, file_name, format)?;
-    let readings = normalize(&mut def, source, file_name, home_agents)?;
+    let mut readings = super::seeds::alias_readings(source, format);
+    readings.extend(normalize(&mut def, source, file_name, home_agents)?);
     let graph = validate(&def, source, file_name, dir, builtin_components)?;
     let base = Path::new(file_name)
         .file_name()

@@ -15,8 +15,11 @@ use super::model::{
     Agent, FailureWord, ModelSpec, ParallelHint, RetrySpec, SessionMode, Step, Workflow,
 };
 
+mod aliases;
 mod order;
 mod placeholders;
+
+pub use aliases::readings as alias_readings;
 
 pub use placeholders::seed_path;
 
@@ -66,7 +69,14 @@ pub fn normalize(
             read_as: "continue_on_error: true on every step".into(),
         });
     }
-    agents_from_home(wf, home_agents, &mut readings, &mut problems, source, file_name);
+    agents_from_home(
+        wf,
+        home_agents,
+        &mut readings,
+        &mut problems,
+        source,
+        file_name,
+    );
     order::implicit_order(wf, &mut readings);
     placeholders::rewrite(wf, &mut readings, &mut problems, source, file_name);
     problems.into_result(readings)
@@ -295,7 +305,11 @@ fn step(i: usize, step: &mut Step, continue_all: bool, readings: &mut Vec<Readin
         } else {
             "maxRetries / retries / retryDelayMs / retryBackoffMultiplier".to_string()
         };
-        push("retry", written, format!("retry: {{{}}}", read_as.join(", ")));
+        push(
+            "retry",
+            written,
+            format!("retry: {{{}}}", read_as.join(", ")),
+        );
     }
     if let Some(retry) = step.retry.as_mut() {
         let mut found = Vec::new();
@@ -393,7 +407,9 @@ fn agents_from_home(
             }
             None => {
                 let home_text = match home {
-                    Some(h) if h.agents.is_empty() => format!("{} (defines none)", h.file.display()),
+                    Some(h) if h.agents.is_empty() => {
+                        format!("{} (defines none)", h.file.display())
+                    }
                     Some(h) => format!(
                         "{} (defines {})",
                         h.file.display(),
@@ -485,7 +501,11 @@ pub fn load_home_agents(file: &std::path::Path) -> Result<Option<HomeAgents>, Di
     } else {
         match serde_yaml::from_str::<Form>(&text) {
             Ok(Form::List(agents)) | Ok(Form::Document(Document { agents })) => agents,
-            Err(_) => serde_yaml::from_str::<Document>(&text).map_err(located)?.agents,
+            Err(_) => {
+                serde_yaml::from_str::<Document>(&text)
+                    .map_err(located)?
+                    .agents
+            }
         }
     };
     let dir = file.parent().unwrap_or(std::path::Path::new("/"));

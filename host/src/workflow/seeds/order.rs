@@ -79,7 +79,10 @@ mod tests {
                 ("b2", vec!["loose".to_string()]),
             ]
         );
-        assert!(readings[0].read_as.ends_with("b1 → loose → b2 → t"), "{readings:?}");
+        assert!(
+            readings[0].read_as.ends_with("b1 → loose → b2 → t"),
+            "{readings:?}"
+        );
     }
 
     #[test]
