@@ -134,8 +134,14 @@ fn automatosx_example_loads_and_runs_unchanged() {
     let doc = validate_json(&sandbox, &path);
     let all = readings(&doc);
     has_reading(&all, "config.timeout: 300000 → 5m");
-    has_reading(&all, "steps[1] (security-scan).dependencies: dependencies → needs");
-    has_reading(&all, "steps[1] (security-scan).retryPolicy: retryPolicy → retry");
+    has_reading(
+        &all,
+        "steps[1] (security-scan).dependencies: dependencies → needs",
+    );
+    has_reading(
+        &all,
+        "steps[1] (security-scan).retryPolicy: retryPolicy → retry",
+    );
     has_reading(
         &all,
         "config.maxRetries: 2 → defaults.retry.max_attempts: 3",
@@ -809,4 +815,97 @@ fn labelled_checkpoints_list_limit_restore_and_prune() {
     assert_eq!(list[0]["created_by"], "user");
     let output = sandbox.wfhost(&["prune"]);
     assert_exit(&output, 2);
+}
+
+/// One small seed-shaped file per spelling: it loads, and validate says how
+/// it was read.
+#[test]
+fn each_seed_spelling_loads_and_validate_says_how_it_was_read() {
+    let sandbox = Sandbox::new();
+    let step = |extra: &str| format!("name: s\nsteps:\n  - id: a\n    run: 'true'\n{extra}");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "name: s\nargsSchema: {type: object, properties: {x: {type: string}}}\nsteps:\n  - {id: a, run: 'true'}\n".into(),
+            "argsSchema: argsSchema → args",
+        ),
+        (
+            "name: s\nauthor: Team\ntags: [a, b]\nsteps:\n  - {id: a, run: 'true'}\n".into(),
+            "",
+        ),
+        ("id: only-id\nsteps:\n  - {id: a, run: 'true'}\n".into(), "id: only-id → name: only-id"),
+        ("name: s\nparallel: 2\nsteps:\n  - {id: a, run: 'true'}\n".into(), "parallel: 2 → config.parallelism: 2"),
+        (
+            "name: s\nconfig: {parallel: false}\nsteps:\n  - {id: a, run: 'true'}\n".into(),
+            "config.parallel: false → config.parallelism: 1",
+        ),
+        (step("    parallel: false\n"), "parallel: false → exclusive: true"),
+        (
+            "name: s\nsteps:\n  - id: a\n    for_each: '[1, 2]'\n    run: 'true'\n    parallel: 2\n".into(),
+            "parallel: 2 → parallelism: 2",
+        ),
+        (
+            step("    retryPolicy: {maxAttempts: 3, initialDelayMs: 100, backoffMultiplier: 2, maxDelayMs: 5000, retryableErrors: [ETIMEDOUT]}\n"),
+            "retryPolicy.retryableErrors: retryableErrors → errors",
+        ),
+        (
+            step("    retryPolicy: {maxRetries: 2, retryDelayMs: 100}\n"),
+            "retry.maxRetries: 2 → retry.max_attempts: 3",
+        ),
+        (step("    timeoutMs: 5000\n"), "timeout: 5000 → 5s"),
+        ("name: s\nconfig: {timeout: 300000}\nsteps:\n  - {id: a, run: 'true'}\n".into(), "config.timeout: 300000 → 5m"),
+        (
+            "name: s\nconfig: {maxRetries: 2}\nsteps:\n  - {id: a, run: 'true'}\n".into(),
+            "config.maxRetries: 2 → defaults.retry.max_attempts: 3",
+        ),
+        (
+            "name: s\nconfig: {continueOnError: true}\nsteps:\n  - {id: a, run: 'true'}\n".into(),
+            "config.continueOnError: true → continue_on_error: true on every step",
+        ),
+        (
+            "name: s\nconfig: {checkpointInterval: 30000}\nsteps:\n  - {id: a, run: 'true'}\n".into(),
+            "config.checkpointInterval: 30000ms → not needed",
+        ),
+        (
+            "name: s\nphases: [p1, p2]\nsteps:\n  - {id: a, phase: p2, run: 'true'}\n  - {id: b, phase: p1, run: 'true'}\n".into(),
+            "one after another, phase by phase: b → a",
+        ),
+        (
+            "name: s\nsteps:\n  - {id: a, type: script, command: 'true'}\n".into(),
+            "command: command → run",
+        ),
+        (step("    on_failure: stop\n"), "on_failure: stop → on_failure: {escalate: fail}"),
+        (step("    on_failure: continue\n"), "on_failure: continue → continue_on_error: true"),
+        (step("    on_failure: retry\n"), "on_failure: retry → retry: {max_attempts: 3}"),
+        (
+            step("    retries: 4\n    retry_backoff: 1.5\n"),
+            "retry: {max_attempts: 5, backoff_coefficient: 1.5}",
+        ),
+        (
+            step("    on_failure: {retry: 1, retry_delay_ms: 50, escalation: skip}\n"),
+            "on_failure.escalation: escalation → escalate",
+        ),
+        (
+            "name: s\nsteps:\n  - {id: a, run: 'true'}\n  - id: b\n    needs: [a]\n    run: 'true'\n    loop: {steps: [a], stop_when: 'true', max_iters: 2, fallback_next_stage: c}\n  - {id: c, needs: [b], run: 'true'}\n".into(),
+            "loop.fallback_next_stage: fallback_next_stage → fallback",
+        ),
+        (
+            "name: s\nagents:\n  - {key: r, model: openai/gpt-4o}\nsteps:\n  - {key: a, agent: r, input: hi, fresh_session: false}\n".into(),
+            "fresh_session: false → session: reuse",
+        ),
+        (
+            "name: s\nsteps:\n  - {key: a, run: 'true'}\n  - {key: b, dependencies: [a], run: 'echo {{a.stdout}}'}\n".into(),
+            "{{a.stdout}} → {{ steps[\"a\"].output | seed_path(\"stdout\") }}",
+        ),
+        (
+            "name: s\nsteps:\n  - {id: a, run: 'echo {{who}}'}\n".into(),
+            "args: required who",
+        ),
+    ];
+    for (i, (source, expected)) in cases.iter().enumerate() {
+        let path = sandbox.write(&format!("spelling-{i}.yaml"), source);
+        let doc = validate_json(&sandbox, &path);
+        if !expected.is_empty() {
+            has_reading(&readings(&doc), expected);
+        }
+    }
 }
