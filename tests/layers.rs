@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// each other; `runtime` and `agent` are siblings where only
 /// `agent -> runtime` is allowed, so `agent` ranks above `runtime`.
 const LAYERS: &[&str] = &[
-    "step", "workflow", "store", "engine", "runtime", "agent", "app", "cli",
+    "step", "workflow", "store", "engine", "runtime", "agent", "app", "server", "cli",
 ];
 
 /// Known upward references still to be removed, as `file -> module`

@@ -6,7 +6,7 @@
 //! The modules form layers, bottom to top:
 //!
 //! [`step`] < [`workflow`] < [`store`] < [`engine`] < [`runtime`] <
-//! [`agent`] < [`app`] < [`cli`]
+//! [`agent`] < [`app`] < [`server`] < [`cli`]
 //!
 //! The rule: a module may refer (by a `crate::` or `super::` path) only to
 //! itself and to modules below it. [`step`] is the contract everything
@@ -18,7 +18,8 @@
 //! that [`runtime`] and [`agent`] implement. [`runtime`] and [`agent`] are
 //! siblings that allow one direction only: [`agent`] may use [`runtime`]
 //! (its sandboxed programs and host files), [`runtime`] never uses
-//! [`agent`]. [`app`] wires them together; [`cli`] is a thin layer on top.
+//! [`agent`]. [`app`] wires them together; [`server`] (HTTP) and [`cli`]
+//! are thin front ends on top.
 //! `tests/layers.rs` checks the rule.
 //!
 //! # Visibility
@@ -34,6 +35,7 @@ pub(crate) mod app;
 pub(crate) mod cli;
 pub(crate) mod engine;
 pub(crate) mod runtime;
+pub(crate) mod server;
 pub(crate) mod step;
 pub(crate) mod store;
 pub(crate) mod workflow;

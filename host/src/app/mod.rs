@@ -4,8 +4,13 @@
 //! together. The CLI is one front end on top; a server can reuse the same
 //! wiring.
 
+pub mod background;
+pub mod control;
 pub mod home;
 pub mod plugins;
+pub mod registry;
+pub mod runs;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

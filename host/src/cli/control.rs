@@ -11,8 +11,9 @@ use serde_json::json;
 
 use super::say::err_line;
 use super::Invalid;
+use crate::app::control::{self, driven};
 use crate::engine::driver::ResumeOptions;
-use crate::store::{EngineStore, RunStatus, StepStatus};
+use crate::store::{EngineStore, StepStatus};
 use crate::workflow::{self, Format, LoadedWorkflow};
 
 /// Arguments of `wfhost pause` and `wfhost cancel`.
@@ -55,31 +56,11 @@ pub struct ResumeArgs {
     pub(crate) place: super::Place,
 }
 
-/// Whether a live process is driving the run (running, or blocked while an
-/// agent waits for an approval).
-fn driven(run: &crate::store::RunRecord) -> bool {
-    matches!(run.status, RunStatus::Running | RunStatus::Blocked)
-        && !crate::store::is_stale(run.heartbeat_at.as_deref())
-        && crate::store::driver_alive(run.driver_pid)
-}
-
 /// `wfhost pause`: no new step starts; running steps finish; then `paused`.
 pub fn pause(home: &Path, args: RunRef) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&*store, &args.run)?;
-    let run = store.run(&run_id)?;
-    if !driven(&run) {
-        let why = if run.stale {
-            "stale (its driver died; use `wfhost resume`)"
-        } else {
-            run.status.as_str()
-        };
-        return Err(Invalid(format!(
-            "run {run_id} is {why}, not running: nothing to pause"
-        ))
-        .into());
-    }
-    store.set_request(&run_id, Some("pause"))?;
+    control::pause(&*store, &run_id)?;
     if args.json {
         return done_json(json!({ "run_id": run_id, "request": "pause" }));
     }
@@ -91,37 +72,20 @@ pub fn pause(home: &Path, args: RunRef) -> Result<ExitCode> {
 pub fn cancel(home: &Path, args: RunRef) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&*store, &args.run)?;
-    let run = store.run(&run_id)?;
-    if run.status.is_final() {
-        return Err(Invalid(format!("run {run_id} is already {}", run.status.as_str())).into());
-    }
-    if driven(&run) {
-        store.set_request(&run_id, Some("cancel"))?;
-        if args.json {
-            return done_json(json!({ "run_id": run_id, "request": "cancel" }));
+    match control::cancel(&*store, &run_id)? {
+        control::Done::Requested => {
+            if args.json {
+                return done_json(json!({ "run_id": run_id, "request": "cancel" }));
+            }
+            eprintln!("cancel requested for run {run_id}: its driver stops it within a second");
         }
-        eprintln!("cancel requested for run {run_id}: its driver stops it within a second");
-        return Ok(ExitCode::SUCCESS);
-    }
-    // Nobody drives it: cancel it here.
-    for step in store.steps(&run_id)? {
-        if !matches!(
-            step.status,
-            StepStatus::Completed | StepStatus::Failed | StepStatus::Skipped
-        ) {
-            store.set_step_status(
-                &run_id,
-                &step.id,
-                StepStatus::Cancelled,
-                Some("cancelled by request"),
-            )?;
+        control::Done::Settled => {
+            if args.json {
+                return done_json(json!({ "run_id": run_id, "status": "cancelled" }));
+            }
+            eprintln!("run {run_id} cancelled");
         }
     }
-    store.set_run_status(&run_id, RunStatus::Cancelled, Some("cancelled by request"))?;
-    if args.json {
-        return done_json(json!({ "run_id": run_id, "status": "cancelled" }));
-    }
-    eprintln!("run {run_id} cancelled");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -135,21 +99,7 @@ fn done_json(value: serde_json::Value) -> Result<ExitCode> {
 pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<ExitCode> {
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&*store, &args.run)?;
-    let run = store.run(&run_id)?;
-    if run.status.is_final() {
-        return Err(Invalid(format!(
-            "run {run_id} is {}: there is nothing to resume",
-            run.status.as_str()
-        ))
-        .into());
-    }
-    if driven(&run) {
-        return Err(Invalid(format!(
-            "run {run_id} is being driven by process {} (pause or cancel it instead)",
-            run.driver_pid.unwrap_or_default()
-        ))
-        .into());
-    }
+    let run = control::check_resumable(&*store, &run_id)?;
     let ceiling = super::load_ceiling(home, config)?;
     let workflow = if args.upgrade {
         upgrade(&store, &run_id, ceiling.as_ref())?

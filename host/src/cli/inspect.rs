@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::events_view;
 use super::output::Style;
 use super::terminal::terminal_safe;
-use crate::store::EngineStore;
+use crate::app::status::{status_json, Summary};
 
 /// Arguments of `wfhost runs`.
 #[derive(Debug, clap::Args)]
@@ -144,101 +144,6 @@ pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The JSON document of `wfhost status --json` (and `run --json`).
-pub fn status_json(store: &dyn EngineStore, run_id: &str) -> Result<Value> {
-    let run = store.run(run_id)?;
-    let steps = store.steps(run_id)?;
-    let summary = Summary::of(&run, &steps);
-    Ok(json!({
-        "id": run.id,
-        "workflow": run.workflow,
-        "workflow_path": run.workflow_path,
-        "status": if run.stale { serde_json::json!("stale") } else { serde_json::json!(run.status) },
-        "stale": run.stale,
-        "driver_pid": run.driver_pid,
-        "heartbeat_at": run.heartbeat_at,
-        "request": run.request,
-        "error": run.error,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "definition_hash": run.definition_hash,
-        "args": run.args,
-        "triggered_by": run.triggered_by,
-        "priority": run.priority,
-        "counts": summary.counts,
-        "current_phase": summary.current_phase,
-        "running": summary.running,
-        "run_dir": store.run_files(run_id).dir(),
-        "steps": steps,
-        "pending_approvals": store.approvals(Some(run_id), false)?,
-    }))
-}
-
-/// A run at a glance, as the seed systems show it: step counts, the phase
-/// it is in and the steps running now.
-struct Summary {
-    counts: Value,
-    current_phase: Option<String>,
-    running: Vec<String>,
-}
-
-impl Summary {
-    fn of(run: &crate::store::RunRecord, steps: &[crate::store::StepRecord]) -> Summary {
-        use crate::store::StepStatus;
-        let count =
-            |wanted: &[StepStatus]| steps.iter().filter(|s| wanted.contains(&s.status)).count();
-        let counts = json!({
-            "total": steps.len(),
-            "completed": count(&[StepStatus::Completed]),
-            "failed": count(&[StepStatus::Failed]),
-            "skipped": count(&[StepStatus::Skipped]),
-            "cancelled": count(&[StepStatus::Cancelled]),
-            "running": count(&[StepStatus::Running, StepStatus::Retrying, StepStatus::Interrupted]),
-            "pending": count(&[StepStatus::Pending]),
-        });
-        let running: Vec<String> = steps
-            .iter()
-            .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::Retrying))
-            .map(|s| s.id.clone())
-            .collect();
-        // The phase of the first running step (in file order), else of the
-        // first pending one, else of the step that finished last.
-        let phases = step_phases(run);
-        let phase_of = |id: &str| {
-            phases
-                .iter()
-                .find(|(s, _)| s == id)
-                .and_then(|(_, p)| p.clone())
-        };
-        let current_phase = steps
-            .iter()
-            .find(|s| matches!(s.status, StepStatus::Running | StepStatus::Retrying))
-            .or_else(|| steps.iter().find(|s| s.status == StepStatus::Pending))
-            .or_else(|| {
-                steps
-                    .iter()
-                    .filter(|s| s.finished_at.is_some())
-                    .max_by(|a, b| a.finished_at.cmp(&b.finished_at))
-            })
-            .and_then(|s| phase_of(&s.id));
-        Summary {
-            counts,
-            current_phase,
-            running,
-        }
-    }
-}
-
-/// Each step's phase, from the run's pinned definition (parsed only).
-fn step_phases(run: &crate::store::RunRecord) -> Vec<(String, Option<String>)> {
-    let format = crate::workflow::Format::from_path(Path::new(&run.workflow_path));
-    match crate::workflow::parse::parse_str(&run.definition, &run.workflow_path, format) {
-        Ok(def) => def.steps.into_iter().map(|s| (s.id, s.phase)).collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 /// `at` as people read it on a terminal: `2026-12-01T10:00:00Z (3m ago)`.

@@ -15,6 +15,7 @@ mod plugin;
 mod plugin_new;
 mod run;
 mod say;
+mod serve;
 mod terminal;
 mod validate;
 mod workflows;
@@ -93,6 +94,8 @@ impl Command {
             Command::Approve(a) => &a.place,
             Command::Deny(a) => &a.place,
             Command::Plugin(a) => return plugin::place(a),
+            Command::Serve(a) => &a.place,
+            Command::Token(a) => return serve::token_place(a),
             Command::Init(_)
             | Command::Graph(_)
             | Command::Plugins(_)
@@ -154,6 +157,10 @@ enum Command {
     Approve(approvals::ApproveArgs),
     /// Deny a waiting tool call: the reason goes back to the agent's model.
     Deny(approvals::DenyArgs),
+    /// Serve the REST API and live events (SSE) of this home over HTTP.
+    Serve(serve::ServeArgs),
+    /// Bearer tokens for `wfhost serve` on a non-loopback address.
+    Token(serve::TokenArgs),
 }
 
 /// Arguments of `wfhost completions`.
@@ -214,6 +221,8 @@ pub fn main() -> ExitCode {
         Command::Approvals(args) => approvals::approvals(&home, args),
         Command::Approve(args) => approvals::approve(&home, args),
         Command::Deny(args) => approvals::deny(&home, args),
+        Command::Serve(args) => serve::serve(&home, config.as_deref(), args),
+        Command::Token(args) => serve::token(&home, args),
     };
     match result {
         Ok(code) => code,
@@ -280,7 +289,13 @@ fn json_requested() -> bool {
 fn drives_a_run(command: &Command) -> bool {
     matches!(
         command,
-        Command::Run(_) | Command::Resume(_) | Command::Retry(_) | Command::Restore(_)
+        Command::Run(_)
+            | Command::Resume(_)
+            | Command::Retry(_)
+            | Command::Restore(_)
+            // The server writes to sockets: a client that goes away must
+            // be an error on that write, never a SIGPIPE that kills it.
+            | Command::Serve(_)
     )
 }
 

@@ -280,7 +280,7 @@ fn call(home: &Path, args: CallArgs) -> Result<ExitCode> {
     let run_id = driver.create_run(&workflow, &run_args)?;
     let tokio = super::tokio_runtime()?;
     let outcome = tokio.block_on(driver.drive(&run_id, &workflow, &run_args))?;
-    let status = super::inspect::status_json(&*store, &run_id)?;
+    let status = crate::app::status::status_json(&*store, &run_id)?;
     let step = &status["steps"][0];
     if outcome.status == crate::store::RunStatus::Completed {
         out_line(&serde_json::to_string_pretty(&step["output"])?);

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::interrupt::{self, Driven};
 use super::output::Style;
 use super::say::{err_line, out_line};
-use super::{inspect, Invalid, EXIT_FAILED};
+use super::{Invalid, EXIT_FAILED};
 use crate::store::RunStatus;
 use crate::workflow::{self, LoadedWorkflow};
 
@@ -73,14 +73,7 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
         &args.args,
     )?;
 
-    if let Some(who) = &args.triggered_by {
-        if who.is_empty() || who.chars().count() > 200 || who.chars().any(char::is_control) {
-            return Err(Invalid(
-                "--triggered-by: give 1 to 200 characters without control characters".into(),
-            )
-            .into());
-        }
-    }
+    crate::app::runs::check_triggered_by(args.triggered_by.as_deref())?;
     let store = super::create_store(home)?;
     let driver = super::driver(home, &store, ceiling, args.quiet, !args.no_logs)?;
     let run_id = driver.create_run_with(
@@ -101,9 +94,8 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     finish(&*store, &run_id, args.json, args.quiet, driven)
 }
 
-/// `--detach`: drive the recorded run in a background process (`wfhost
-/// resume RUN` in its own session, output appended to the run folder's
-/// `driver.log`) and print the run id.
+/// `--detach`: drive the recorded run in a background process (see
+/// [`crate::app::background`]) and print the run id.
 fn detach(
     home: &Path,
     config: Option<&Path>,
@@ -111,49 +103,13 @@ fn detach(
     run_id: &str,
     quiet: bool,
 ) -> Result<ExitCode> {
-    use std::os::unix::process::CommandExt;
-    let dir = store.run_files(run_id).dir().to_path_buf();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the run folder {}", dir.display()))?;
-    let log_path = dir.join("driver.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the wfhost binary to detach")?;
-    let mut command = std::process::Command::new(exe);
-    command
-        .arg("resume")
-        .arg(run_id)
-        .arg("--home")
-        .arg(home)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .env("NO_COLOR", "1");
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
-    // Its own session: a closed terminal or Ctrl-C here does not stop it.
-    // SAFETY: setsid is async-signal-safe and has no preconditions.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command
-        .spawn()
-        .context("cannot start the background driver")?;
+    let started = crate::app::background::start_driver(home, config, store, run_id)?;
     out_line(run_id);
     if !quiet {
         err_line(&format!(
             "run {run_id} started in the background (pid {}); its output: {}",
-            child.id(),
-            log_path.display()
+            started.pid,
+            started.log.display()
         ));
         err_line(&format!(
             "follow it: wfhost watch {run_id} · wfhost status {run_id} · stop it: wfhost cancel {run_id}"
@@ -185,7 +141,7 @@ pub fn finish(
     // `--json`), never after a status document: one document on stdout.
     let outcome = outcome?;
     if json {
-        let status = inspect::status_json(store, run_id)?;
+        let status = crate::app::status::status_json(store, run_id)?;
         out_line(&serde_json::to_string_pretty(&status)?);
     }
     debug_assert_eq!(
@@ -222,19 +178,12 @@ pub fn finish(
 /// Agents its steps name but it does not define come from the agents file
 /// of `home` (when given).
 pub fn load_workflow(home: Option<&Path>, path: &Path) -> Result<LoadedWorkflow> {
-    let builtins = crate::runtime::builtin::names();
-    let agents = home_agents(home)?;
-    workflow::load_with(path, &builtins, agents.as_ref())
-        .map_err(|diagnostics| crate::app::InvalidWorkflow(diagnostics).into())
+    crate::app::runs::load_workflow(home, path)
 }
 
 /// The agents of `<home>/agents.yaml`, if the file exists.
 pub fn home_agents(home: Option<&Path>) -> Result<Option<workflow::seeds::HomeAgents>> {
-    let Some(home) = home else {
-        return Ok(None);
-    };
-    workflow::seeds::load_home_agents(&home.join(workflow::seeds::HOME_AGENTS_FILE))
-        .map_err(|diagnostics| crate::app::InvalidWorkflow(diagnostics).into())
+    crate::app::runs::home_agents(home)
 }
 
 /// What kind of JSON value `value` is, for messages.

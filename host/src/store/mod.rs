@@ -38,7 +38,7 @@ pub use records::{
     driver_alive, is_stale, EventRecord, RunRecord, RunStatus, StepRecord, StepStatus,
 };
 pub use roles::{
-    AgentStore, CheckpointStore, EngineStore, EventLog, LeaseStore, RunStore, StepStore,
+    AgentStore, CheckpointStore, EngineStore, EventLog, LeaseStore, RunStore, StepStore, TokenStore,
 };
 pub use sqlite::SqliteStore;
 

@@ -158,6 +158,10 @@ pub trait EventLog: Send + Sync {
     /// Events of a run after sequence number `after`, oldest first.
     fn events_after(&self, run_id: &str, after: i64) -> Result<Vec<EventRecord>>;
 
+    /// Events of every run after sequence number `after`, oldest first, at
+    /// most `limit`, each with its run id.
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<(String, EventRecord)>>;
+
     /// The data of the run's latest event of `kind`, if any.
     fn latest_event(&self, run_id: &str, kind: &str) -> Result<Option<Value>>;
 }
@@ -305,12 +309,25 @@ pub trait AgentStore: RunStore + StepStore + EventLog {
     ) -> Result<std::result::Result<ApprovalRecord, String>>;
 }
 
+/// Bearer tokens of the API server (`wfhost token create`): only their
+/// SHA-256 is kept.
+pub trait TokenStore: Send + Sync {
+    /// Keep the hash of a new token under a name.
+    fn add_token(&self, name: &str, sha256: &str) -> Result<()>;
+
+    /// How many tokens there are.
+    fn token_count(&self) -> Result<u64>;
+
+    /// Whether a token with this hash exists.
+    fn token_known(&self, sha256: &str) -> Result<bool>;
+}
+
 /// Every role: what the engine (and the CLI on top of it) holds, as
 /// `Arc<dyn EngineStore>`; it hands agents the same store as
 /// `Arc<dyn AgentStore>`.
-pub trait EngineStore: AgentStore + LeaseStore + CheckpointStore {}
+pub trait EngineStore: AgentStore + LeaseStore + CheckpointStore + TokenStore {}
 
-impl<T: AgentStore + LeaseStore + CheckpointStore> EngineStore for T {}
+impl<T: AgentStore + LeaseStore + CheckpointStore + TokenStore> EngineStore for T {}
 
 #[cfg(test)]
 mod tests {

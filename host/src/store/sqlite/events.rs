@@ -49,6 +49,21 @@ impl EventLog for SqliteStore {
         })
     }
 
+    fn events_since(&self, after: i64, limit: usize) -> Result<Vec<(String, EventRecord)>> {
+        offload(|| {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT seq, step_id, at, kind, data, run_id FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let events = stmt
+                .query_map(params![after, limit.min(i64::MAX as usize) as i64], |row| {
+                    Ok((row.get::<_, String>(5)?, EventRecord::from_row(row)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(events)
+        })
+    }
+
     fn latest_event(&self, run_id: &str, kind: &str) -> Result<Option<Value>> {
         offload(|| {
             let conn = self.conn();

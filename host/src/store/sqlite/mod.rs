@@ -16,6 +16,7 @@ mod rows;
 mod runs;
 mod schema;
 mod steps;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -131,6 +131,14 @@ UPDATE runs SET definition = '', args = '';
 ALTER TABLE runs ADD COLUMN triggered_by TEXT;
 ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 "#,
+    // Bearer tokens of `wfhost serve` (their SHA-256 only).
+    r#"
+CREATE TABLE api_tokens (
+    sha256     TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"#,
 ];
 
 /// Bring the database up to the newest schema version. Safe when several
@@ -159,7 +167,7 @@ mod tests {
     #[test]
     fn runs_of_an_older_schema_keep_their_definition_and_args() {
         let mut conn = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.len() - 2;
+        let before = MIGRATIONS.len() - 3;
         for (index, sql) in MIGRATIONS[..before].iter().enumerate() {
             conn.execute_batch(sql).unwrap();
             conn.pragma_update(None, "user_version", index as i64 + 1)

@@ -1,0 +1,82 @@
+//! `/api/workflows`: the workflows that have runs, with their stats, and
+//! validation of a posted definition.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use super::extract::Body;
+use super::problem::Problem;
+use super::state::ApiState;
+
+/// `POST /api/workflows/validate`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The workflow text.
+    pub definition: String,
+    /// `yaml` (default) or `json`.
+    pub format: Option<String>,
+}
+
+/// Workflows with runs: executions, success rate, average duration.
+#[utoipa::path(get, path = "/api/workflows", tag = "workflows",
+    responses((status = 200, description = "as `wfhost workflows --json`", body = Value)))]
+pub async fn list_workflows(State(state): State<ApiState>) -> Result<Json<Value>, Problem> {
+    let runs = state.store.runs()?;
+    Ok(Json(json!(crate::app::registry::stats(&runs))))
+}
+
+/// Validate a definition: `{valid, diagnostics, read_as, steps}`.
+#[utoipa::path(post, path = "/api/workflows/validate", tag = "workflows",
+    request_body = ValidateRequest,
+    responses((status = 200, description = "`valid` true or false with diagnostics", body = Value)))]
+pub async fn validate(
+    State(state): State<ApiState>,
+    Body(request): Body<ValidateRequest>,
+) -> Result<Json<Value>, Problem> {
+    let format = match request.format.as_deref().unwrap_or("yaml") {
+        "yaml" | "yml" => crate::workflow::Format::Yaml,
+        "json" => crate::workflow::Format::Json,
+        other => {
+            return Err(Problem::bad_request(format!(
+                "format '{}' is not yaml or json",
+                super::runs::safe(other)
+            )))
+        }
+    };
+    let agents = crate::app::runs::home_agents(Some(&state.home))?;
+    let builtins = crate::runtime::builtin::names();
+    let dir = state.home.join("workflows");
+    let name = match format {
+        crate::workflow::Format::Json => "posted.json",
+        crate::workflow::Format::Yaml => "posted.yaml",
+    };
+    match crate::workflow::load_from_source_with(
+        &request.definition,
+        name,
+        &dir,
+        format,
+        &builtins,
+        agents.as_ref(),
+    ) {
+        Ok(workflow) => Ok(Json(json!({
+            "valid": true,
+            "workflow": workflow.def.name,
+            "steps": workflow.def.steps.iter().map(|s| json!({"id": s.id, "phase": s.phase, "needs": s.needs})).collect::<Vec<_>>(),
+            "read_as": workflow.readings.iter().map(|r| json!({"place": r.place, "written": r.written, "read_as": r.read_as})).collect::<Vec<_>>(),
+            "diagnostics": [],
+        }))),
+        Err(diagnostics) => Ok(Json(json!({
+            "valid": false,
+            "diagnostics": diagnostics.iter().map(|d| json!({
+                "line": d.location.as_ref().map(|l| l.line),
+                "col": d.location.as_ref().map(|l| l.col),
+                "step": d.step,
+                "message": d.message,
+            })).collect::<Vec<_>>(),
+        }))),
+    }
+}
