@@ -167,6 +167,10 @@ fn runs_started_over_the_api_match_the_cli_and_every_route_is_documented() {
         ("/api/approvals", "get"),
         ("/api/runs/{id}/approvals/{approval}/approve", "post"),
         ("/api/runs/{id}/approvals/{approval}/deny", "post"),
+        ("/api/runs/{id}/artifacts", "get"),
+        ("/api/runs/{id}/artifacts/{artifact}", "get"),
+        ("/api/runs/{id}/comments", "get"),
+        ("/api/runs/{id}/comments", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -483,4 +487,137 @@ fn an_agent_call_held_for_approval_is_answered_over_the_api_and_pause_resume_wor
     let done = server.wait_for(&run, &["completed", "failed"]);
     assert_eq!(done["status"], "completed");
     assert_eq!(sandbox.status(&run)["steps"], done["steps"]);
+}
+
+#[test]
+fn artifacts_are_kept_inside_their_grants_and_comments_reach_status_cli_and_api() {
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.path().join("out")).unwrap();
+    std::fs::write(sandbox.path().join("secret.txt"), "do not copy").unwrap();
+    std::os::unix::fs::symlink(
+        sandbox.path().join("secret.txt"),
+        sandbox.path().join("out/link.md"),
+    )
+    .unwrap();
+    let path = sandbox.write(
+        "art.yaml",
+        "name: art\nsteps:\n  - id: make\n    grants: {files: [{path: out, access: read-write}], exec: [mkdir]}\n    artifacts: ['out/**/*.md', 'out/data.json']\n    run: |\n      mkdir -p out/sub\n      echo '# Report' > out/report.md\n      echo 'deep' > out/sub/deep.md\n      echo '{\"a\": 1}' > out/data.json\n      echo 'not kept' > out/other.txt\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let run = status.unwrap()["id"].as_str().unwrap().to_string();
+    let listed = sandbox.wfhost(&["artifacts", &run, "--json"]);
+    assert_exit(&listed, 0);
+    let list: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["out/report.md", "out/sub/deep.md", "out/data.json"],
+        "the symlink is not followed"
+    );
+    let report = &list[0];
+    assert_eq!(report["media_type"], "text/markdown");
+    assert_eq!(report["size"], 9);
+    assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
+    let id = report["id"].to_string();
+    let got = sandbox.wfhost(&["artifacts", &run, "--get", &id, "--out", "-"]);
+    assert_exit(&got, 0);
+    assert_eq!(text(&got.stdout), "# Report\n");
+    let into = sandbox.path().join("copy.md");
+    assert_exit(
+        &sandbox.wfhost(&[
+            "artifacts",
+            &run,
+            "--get",
+            &id,
+            "--out",
+            into.to_str().unwrap(),
+        ]),
+        0,
+    );
+    let again = sandbox.wfhost(&[
+        "artifacts",
+        &run,
+        "--get",
+        &id,
+        "--out",
+        into.to_str().unwrap(),
+    ]);
+    assert_exit(&again, 2);
+    assert_exit(&sandbox.wfhost(&["artifacts", &run, "--get", "999"]), 2);
+
+    // Comments from the CLI and the API, on the run and on a step.
+    assert_exit(
+        &sandbox.wfhost(&["comment", &run, "looks good", "--author", "ann"]),
+        0,
+    );
+    assert_exit(
+        &sandbox.wfhost(&["comment", &run, "make", "report is short"]),
+        0,
+    );
+    let bad = sandbox.wfhost(&["comment", &run, "nosuchstep", "x"]);
+    assert_exit(&bad, 2);
+    assert!(text(&bad.stderr).contains("has no step 'nosuchstep'"));
+    let human = text(&sandbox.wfhost(&["status", &run]).stdout);
+    assert!(
+        human.contains("ann: looks good") && human.contains("on 'make': report is short"),
+        "{human}"
+    );
+    assert!(human.contains("artifacts 3"), "{human}");
+
+    let server = Server::start(&sandbox, "127.0.0.1:0");
+    let (status, api_list) = server.get(&format!("/api/runs/{run}/artifacts?step=make"));
+    assert_eq!(status, 200);
+    assert_eq!(api_list, list);
+    let (status, content_type, body) =
+        server.request("GET", &format!("/api/runs/{run}/artifacts/{id}"), None, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/markdown");
+    assert_eq!(body, "# Report\n");
+    let (status, _, _) = server.request(
+        "GET",
+        &format!("/api/runs/{run}/artifacts/..%2F..%2Fwfhost.db"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 400, "artifact names are ids, not paths");
+    let (status, _, _) = server.request(
+        "GET",
+        &format!("/api/runs/{run}/artifacts/12345"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 404);
+    let (status, added) = server.post(
+        &format!("/api/runs/{run}/comments"),
+        &json!({"text": "from the api", "step": "make"}),
+    );
+    assert_eq!(status, 201, "{added:#}");
+    assert_eq!(added["author"], "api");
+    let (status, comments) = server.get(&format!("/api/runs/{run}/comments"));
+    assert_eq!(status, 200);
+    assert_eq!(comments.as_array().unwrap().len(), 3);
+    let (status, _) = server.post(
+        &format!("/api/runs/{run}/comments"),
+        &json!({"text": "   "}),
+    );
+    assert_eq!(status, 409);
+
+    // A pattern outside the step's read-write grants stops the run before it starts.
+    let outside = sandbox.write(
+        "outside.yaml",
+        "name: o\nsteps:\n  - id: a\n    run: 'true'\n    grants: {files: [{path: out, access: read}]}\n    artifacts: ['out/*.md']\n",
+    );
+    let (output, _) = sandbox.run(&outside, &[]);
+    assert_exit(&output, 2);
+    assert!(
+        text(&output.stderr).contains("not inside a read-write grant"),
+        "{}",
+        text(&output.stderr)
+    );
 }

@@ -7,6 +7,7 @@
 pub mod background;
 pub mod control;
 pub mod home;
+pub mod notes;
 pub mod plugins;
 pub mod registry;
 pub mod runs;
@@ -86,7 +87,21 @@ pub fn check_grants(
 ) -> anyhow::Result<Vec<ResolvedGrants>> {
     crate::engine::retry::resolve_all(workflow).map_err(|d| Invalid(d.to_string()))?;
     let host = HostState::new(home, Some(&component_cache_dir(home)));
-    grants::resolve_all(workflow, ceiling, &host).map_err(|d| Invalid(d.to_string()).into())
+    let resolved =
+        grants::resolve_all(workflow, ceiling, &host).map_err(|d| Invalid(d.to_string()))?;
+    // `artifacts:` must name files inside the step's read-write grants.
+    let mut problems = Vec::new();
+    for (step, grants) in workflow.def.steps.iter().zip(&resolved) {
+        for pattern in &step.artifacts {
+            if let Err(why) = crate::engine::artifacts::place(pattern, &workflow.dir, grants) {
+                problems.push(format!("step '{}': {why}", step.id));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Invalid(problems.join("\n")).into());
+    }
+    Ok(resolved)
 }
 
 /// Directory for compiled components shared by every run on this machine:

@@ -36,6 +36,8 @@ pub fn status_json(store: &dyn EngineStore, run_id: &str) -> Result<Value> {
         "run_dir": store.run_files(run_id).dir(),
         "steps": steps,
         "pending_approvals": store.approvals(Some(run_id), false)?,
+        "artifacts": store.artifacts(run_id, None)?,
+        "comments": store.comments(run_id)?,
     }))
 }
 

@@ -246,6 +246,26 @@ pub fn status(home: &Path, args: StatusArgs) -> Result<ExitCode> {
             ))
         );
     }
+    for comment in store.comments(&run_id)? {
+        let about = comment
+            .step
+            .as_deref()
+            .map(|s| format!(" on '{}'", terminal_safe(s)))
+            .unwrap_or_default();
+        println!(
+            "comment   #{} {}{about}: {}",
+            comment.id,
+            terminal_safe(&comment.author),
+            super::terminal::safe_line(&comment.text, 200)
+        );
+    }
+    let artifacts = store.artifacts(&run_id, None)?;
+    if !artifacts.is_empty() {
+        println!(
+            "artifacts {} (`wfhost artifacts {run_id}`)",
+            artifacts.len()
+        );
+    }
     println!();
     for step in steps {
         let timing = match (&step.started_at, &step.finished_at) {

@@ -10,6 +10,7 @@ mod history;
 mod init;
 mod inspect;
 mod interrupt;
+mod notes;
 mod output;
 mod plugin;
 mod plugin_new;
@@ -95,6 +96,8 @@ impl Command {
             Command::Deny(a) => &a.place,
             Command::Plugin(a) => return plugin::place(a),
             Command::Serve(a) => &a.place,
+            Command::Artifacts(a) => &a.place,
+            Command::Comment(a) => &a.place,
             Command::Token(a) => return serve::token_place(a),
             Command::Init(_)
             | Command::Graph(_)
@@ -157,6 +160,10 @@ enum Command {
     Approve(approvals::ApproveArgs),
     /// Deny a waiting tool call: the reason goes back to the agent's model.
     Deny(approvals::DenyArgs),
+    /// List a run's artifacts (files kept from steps), or extract one with `--get`.
+    Artifacts(notes::ArtifactsArgs),
+    /// Comment on a run or one of its steps.
+    Comment(notes::CommentArgs),
     /// Serve the REST API and live events (SSE) of this home over HTTP.
     Serve(serve::ServeArgs),
     /// Bearer tokens for `wfhost serve` on a non-loopback address.
@@ -221,6 +228,8 @@ pub fn main() -> ExitCode {
         Command::Approvals(args) => approvals::approvals(&home, args),
         Command::Approve(args) => approvals::approve(&home, args),
         Command::Deny(args) => approvals::deny(&home, args),
+        Command::Artifacts(args) => notes::artifacts(&home, args),
+        Command::Comment(args) => notes::comment(&home, args),
         Command::Serve(args) => serve::serve(&home, config.as_deref(), args),
         Command::Token(args) => serve::token(&home, args),
     };

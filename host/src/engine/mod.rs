@@ -6,6 +6,7 @@
 //! the next action.
 
 pub mod agents;
+pub mod artifacts;
 pub mod ceiling;
 pub mod driver;
 pub mod export;

@@ -13,6 +13,7 @@ mod approvals;
 mod auth;
 mod events;
 mod extract;
+mod notes;
 mod problem;
 mod runs;
 mod state;
@@ -52,6 +53,9 @@ fn api(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::get_step))
         .routes(routes!(runs::step_logs))
         .routes(routes!(runs::checkpoints))
+        .routes(routes!(notes::list_artifacts))
+        .routes(routes!(notes::get_artifact))
+        .routes(routes!(notes::list_comments, notes::add_comment))
         .routes(routes!(events::all_events))
         .routes(routes!(events::run_events))
         .routes(routes!(workflows::list_workflows))

@@ -35,10 +35,12 @@ pub use changes::Change;
 pub use files::{RunFiles, RunFolders};
 pub use observer::Committed;
 pub use records::{
-    driver_alive, is_stale, EventRecord, RunRecord, RunStatus, StepRecord, StepStatus,
+    driver_alive, is_stale, ArtifactRecord, CommentRecord, EventRecord, RunRecord, RunStatus,
+    StepRecord, StepStatus,
 };
 pub use roles::{
-    AgentStore, CheckpointStore, EngineStore, EventLog, LeaseStore, RunStore, StepStore, TokenStore,
+    AgentStore, CheckpointStore, EngineStore, EventLog, LeaseStore, NoteStore, RunStore, StepStore,
+    TokenStore,
 };
 pub use sqlite::SqliteStore;
 

@@ -160,6 +160,40 @@ pub struct RunRecord {
     pub priority: i64,
 }
 
+/// A file a step produced, kept in the run folder (`artifacts:`).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct ArtifactRecord {
+    /// Its id within the store (what the API and `--get` take).
+    pub id: i64,
+    /// The step that produced it.
+    pub step: String,
+    /// Its path as matched, relative to the workflow's directory.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256 of its content (hex); also its file name in the run folder.
+    pub sha256: String,
+    /// Media type guessed from its extension.
+    pub media_type: String,
+    /// When it was kept.
+    pub created_at: String,
+}
+
+/// A comment on a run or one of its steps.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct CommentRecord {
+    /// Its id.
+    pub id: i64,
+    /// The step it is about, if any.
+    pub step: Option<String>,
+    /// Who wrote it.
+    pub author: String,
+    /// What it says.
+    pub text: String,
+    /// When.
+    pub created_at: String,
+}
+
 /// How long a driver may stay silent before its run counts as stale.
 pub const STALE_AFTER: chrono::Duration = chrono::Duration::seconds(5);
 

@@ -18,8 +18,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{
-    AgentRecord, ApprovalRecord, Change, EventRecord, NewAgentRecord, NewApproval, NewRun, Result,
-    RunFiles, RunRecord, RunStatus, StepRecord, StepStatus,
+    AgentRecord, ApprovalRecord, ArtifactRecord, Change, CommentRecord, EventRecord,
+    NewAgentRecord, NewApproval, NewRun, Result, RunFiles, RunRecord, RunStatus, StepRecord,
+    StepStatus,
 };
 
 /// Runs: creating them, their status, control requests, upgrades, pruning
@@ -322,12 +323,43 @@ pub trait TokenStore: Send + Sync {
     fn token_known(&self, sha256: &str) -> Result<bool>;
 }
 
+/// What people and steps leave on a run besides its steps: artifacts
+/// (files kept from a step) and comments.
+pub trait NoteStore: Send + Sync {
+    /// Record an artifact of a step (its file is already in the run
+    /// folder); returns its id.
+    fn add_artifact(
+        &self,
+        run_id: &str,
+        step: &str,
+        name: &str,
+        size: u64,
+        sha256: &str,
+        media_type: &str,
+    ) -> Result<i64>;
+
+    /// A run's artifacts (of one step, when given), oldest first.
+    fn artifacts(&self, run_id: &str, step: Option<&str>) -> Result<Vec<ArtifactRecord>>;
+
+    /// Add a comment to a run (or one of its steps); returns it.
+    fn add_comment(
+        &self,
+        run_id: &str,
+        step: Option<&str>,
+        author: &str,
+        text: &str,
+    ) -> Result<CommentRecord>;
+
+    /// A run's comments (all of them, the steps' included), oldest first.
+    fn comments(&self, run_id: &str) -> Result<Vec<CommentRecord>>;
+}
+
 /// Every role: what the engine (and the CLI on top of it) holds, as
 /// `Arc<dyn EngineStore>`; it hands agents the same store as
 /// `Arc<dyn AgentStore>`.
-pub trait EngineStore: AgentStore + LeaseStore + CheckpointStore + TokenStore {}
+pub trait EngineStore: AgentStore + LeaseStore + CheckpointStore + TokenStore + NoteStore {}
 
-impl<T: AgentStore + LeaseStore + CheckpointStore + TokenStore> EngineStore for T {}
+impl<T: AgentStore + LeaseStore + CheckpointStore + TokenStore + NoteStore> EngineStore for T {}
 
 #[cfg(test)]
 mod tests {

@@ -398,6 +398,12 @@ pub struct Step {
     /// What the step may touch; nothing by default.
     #[serde(default)]
     pub grants: Grants,
+    /// Files to keep after the step completes: globs (`*`, `?`, `**`)
+    /// relative to the workflow file's directory, inside the step's
+    /// read-write grants. Kept in the run folder with size, SHA-256 and
+    /// media type (`wfhost artifacts`).
+    #[serde(default)]
+    pub artifacts: Vec<String>,
     /// Per-attempt timeout, e.g. `30s`; overrides `config.timeout`. A bare
     /// number is milliseconds (`timeoutMs: 5000`, as the seeds write it).
     #[serde(default, alias = "timeoutMs", deserialize_with = "duration_text")]

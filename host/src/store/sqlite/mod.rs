@@ -12,6 +12,7 @@ mod agent;
 mod changes;
 mod events;
 mod lease;
+mod notes;
 mod rows;
 mod runs;
 mod schema;

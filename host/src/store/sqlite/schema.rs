@@ -139,6 +139,29 @@ CREATE TABLE api_tokens (
     created_at TEXT NOT NULL
 );
 "#,
+    // Files kept from steps (`artifacts:`), and comments on runs and steps.
+    r#"
+CREATE TABLE artifacts (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX artifacts_run ON artifacts(run_id, step_id);
+CREATE TABLE comments (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id    TEXT,
+    author     TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX comments_run ON comments(run_id);
+"#,
 ];
 
 /// Bring the database up to the newest schema version. Safe when several
@@ -167,7 +190,7 @@ mod tests {
     #[test]
     fn runs_of_an_older_schema_keep_their_definition_and_args() {
         let mut conn = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.len() - 3;
+        let before = MIGRATIONS.len() - 4;
         for (index, sql) in MIGRATIONS[..before].iter().enumerate() {
             conn.execute_batch(sql).unwrap();
             conn.pragma_update(None, "user_version", index as i64 + 1)

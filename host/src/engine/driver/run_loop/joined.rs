@@ -120,12 +120,52 @@ impl RunLoop<'_> {
                 true
             }
         };
+        if completed && !step.artifacts.is_empty() {
+            self.keep_artifacts(index)?;
+        }
         if completed {
             self.state.board.finished(index, "completed", elapsed);
             driver.listener.on_event(&RunEvent::StepCompleted {
                 step: step.id.clone(),
                 elapsed,
             });
+        }
+        Ok(())
+    }
+
+    /// Copy a completed step's `artifacts:` into the run folder and record
+    /// them; a file left out (too big, not a regular file) is an event.
+    fn keep_artifacts(&mut self, index: usize) -> Result<()> {
+        let (driver, run_id, workflow) = (self.driver, self.run_id, self.workflow);
+        let step = &workflow.def.steps[index];
+        let into = driver.store.run_files(run_id).dir().join("artifacts");
+        let grants = &self.setup.grants[index];
+        let (kept, skipped) = crate::store::blocking::offload(|| {
+            crate::engine::artifacts::collect(&step.artifacts, &workflow.dir, grants, &into)
+        });
+        for artifact in kept {
+            let id = driver.store.add_artifact(
+                run_id,
+                &step.id,
+                &artifact.name,
+                artifact.size,
+                &artifact.sha256,
+                &artifact.media_type,
+            )?;
+            driver.store.append_event(
+                run_id,
+                Some(&step.id),
+                "artifact_kept",
+                &serde_json::json!({ "id": id, "name": artifact.name, "size": artifact.size, "sha256": artifact.sha256 }),
+            )?;
+        }
+        for why in skipped {
+            driver.store.append_event(
+                run_id,
+                Some(&step.id),
+                "artifact_skipped",
+                &serde_json::json!({ "reason": why }),
+            )?;
         }
         Ok(())
     }

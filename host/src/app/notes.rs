@@ -1,0 +1,77 @@
+//! Artifacts and comments, for every front end.
+
+use sha2::{Digest, Sha256};
+
+use crate::app::Invalid;
+use crate::store::{ArtifactRecord, CommentRecord, EngineStore};
+
+/// The longest comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 10_000;
+
+/// Add a comment to a run (or one of its steps) after checking it: a known
+/// step, 1 to 10,000 characters of text, an author of 1 to 100 characters.
+pub fn add_comment(
+    store: &dyn EngineStore,
+    run_id: &str,
+    step: Option<&str>,
+    author: &str,
+    text: &str,
+) -> anyhow::Result<CommentRecord> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > MAX_COMMENT_CHARS {
+        return Err(Invalid(format!("a comment has 1 to {MAX_COMMENT_CHARS} characters")).into());
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Invalid("a comment may not hold control characters".into()).into());
+    }
+    let author = author.trim();
+    if author.is_empty() || author.chars().count() > 100 || author.chars().any(char::is_control) {
+        return Err(Invalid(
+            "the author has 1 to 100 characters, without control characters".into(),
+        )
+        .into());
+    }
+    if let Some(step) = step {
+        if !store.steps(run_id)?.iter().any(|s| s.id == step) {
+            return Err(Invalid(format!(
+                "run {run_id} has no step '{}'",
+                step.chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect::<String>()
+            ))
+            .into());
+        }
+    }
+    Ok(store.add_comment(run_id, step, author, text)?)
+}
+
+/// The content of an artifact, checked against its recorded SHA-256 (a
+/// file changed in the run folder is refused).
+pub fn artifact_bytes(
+    store: &dyn EngineStore,
+    run_id: &str,
+    artifact: &ArtifactRecord,
+) -> anyhow::Result<Vec<u8>> {
+    if artifact.sha256.len() != 64 || !artifact.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        anyhow::bail!("artifact {} has a malformed hash", artifact.id);
+    }
+    let path = store
+        .run_files(run_id)
+        .dir()
+        .join("artifacts")
+        .join(&artifact.sha256);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| anyhow::anyhow!("artifact {} ({}): {e}", artifact.id, path.display()))?;
+    if hex::encode(Sha256::digest(&bytes)) != artifact.sha256 {
+        anyhow::bail!(
+            "artifact {}: {} no longer holds what was kept (its SHA-256 differs)",
+            artifact.id,
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
