@@ -33,6 +33,8 @@ pub fn status_json(store: &dyn EngineStore, run_id: &str) -> Result<Value> {
         "counts": summary.counts,
         "current_phase": summary.current_phase,
         "running": summary.running,
+        "phases": summary.phases,
+        "phase_of": summary.phase_of,
         "run_dir": store.run_files(run_id).dir(),
         "steps": steps,
         "pending_approvals": store.approvals(Some(run_id), false)?,
@@ -50,6 +52,10 @@ pub struct Summary {
     pub current_phase: Option<String>,
     /// The steps running now.
     pub running: Vec<String>,
+    /// The workflow's phases, in order.
+    pub phases: Vec<String>,
+    /// Each step's phase.
+    pub phase_of: serde_json::Map<String, Value>,
 }
 
 impl Summary {
@@ -92,12 +98,36 @@ impl Summary {
                     .max_by(|a, b| a.finished_at.cmp(&b.finished_at))
             })
             .and_then(|s| phase_of(&s.id));
+        let (phase_list, phase_of) = phase_layout(run);
         Summary {
             counts,
             current_phase,
             running,
+            phases: phase_list,
+            phase_of,
         }
     }
+}
+
+/// The workflow's phases (declared, then any only steps name) and each
+/// step's phase.
+fn phase_layout(run: &crate::store::RunRecord) -> (Vec<String>, serde_json::Map<String, Value>) {
+    let format = crate::workflow::Format::from_path(Path::new(&run.workflow_path));
+    let Ok(def) = crate::workflow::parse::parse_str(&run.definition, &run.workflow_path, format)
+    else {
+        return (Vec::new(), serde_json::Map::new());
+    };
+    let mut phases: Vec<String> = def.phases.iter().map(|p| p.id.clone()).collect();
+    let mut phase_of = serde_json::Map::new();
+    for step in &def.steps {
+        if let Some(phase) = &step.phase {
+            if !phases.contains(phase) {
+                phases.push(phase.clone());
+            }
+            phase_of.insert(step.id.clone(), json!(phase));
+        }
+    }
+    (phases, phase_of)
 }
 
 /// Each step's phase, from the run's pinned definition (parsed only).

@@ -32,12 +32,22 @@ pub async fn require_token(
     if !state.require_token {
         return next.run(request).await;
     }
+    // The header, else `?token=` (what an `EventSource` or a download link
+    // of the board can send).
+    let from_query = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(str::to_string)
+    });
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(|t| t.trim().to_string())
+        .or(from_query);
+    let given = given.as_deref();
     let Some(token) = given.filter(|t| !t.is_empty() && t.len() <= 256) else {
         return unauthorized("this server needs a bearer token: `Authorization: Bearer <token>` (make one with `wfhost token create`)");
     };

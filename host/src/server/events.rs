@@ -30,18 +30,27 @@ const BATCH: usize = 500;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
-    /// Events after this id (the `Last-Event-ID` header wins).
+    /// Events after this id (the `Last-Event-ID` header wins); `-1`: only
+    /// events from now on.
     pub after: Option<i64>,
+    /// The bearer token, for clients that cannot send headers
+    /// (`EventSource`); read by the token check, declared so that it is
+    /// not an unknown parameter.
+    #[allow(dead_code)]
+    pub token: Option<String>,
 }
 
-fn start_after(headers: &HeaderMap, query: &EventsQuery) -> i64 {
-    headers
+fn start_after(state: &ApiState, headers: &HeaderMap, query: &EventsQuery) -> i64 {
+    let given = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(query.after)
-        .unwrap_or(0)
-        .max(0)
+        .unwrap_or(0);
+    if given < 0 {
+        return state.store.latest_seq().unwrap_or(0);
+    }
+    given
 }
 
 /// Every run's events, live (SSE; each event's `id` is the store's).
@@ -52,7 +61,7 @@ pub async fn all_events(
     headers: HeaderMap,
     Params(query): Params<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let after = start_after(&headers, &query);
+    let after = start_after(&state, &headers, &query);
     stream_events(state, None, after)
 }
 
@@ -68,7 +77,7 @@ pub async fn run_events(
     Params(query): Params<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     let run_id = resolve(&state, &id)?;
-    let after = start_after(&headers, &query);
+    let after = start_after(&state, &headers, &query);
     Ok(stream_events(state, Some(run_id), after))
 }
 

@@ -85,8 +85,31 @@ fn api(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .with_state(state);
+        .with_state(state)
+        // The board: one embedded page that uses only the public API (it
+        // holds no data itself, so it needs no token; its requests do).
+        .route("/", axum::routing::get(board))
+        .route("/board", axum::routing::get(board));
     (router, openapi)
+}
+
+/// The board's page (embedded; no CDN, works offline).
+const BOARD: &str = include_str!("board/index.html");
+
+async fn board() -> impl axum::response::IntoResponse {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+            (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        BOARD,
+    )
 }
 
 /// How to serve.

@@ -16,7 +16,9 @@ use super::state::ApiState;
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     /// The workflow text.
-    pub definition: String,
+    pub definition: Option<String>,
+    /// Or the path of a workflow file on the server.
+    pub workflow: Option<String>,
     /// `yaml` (default) or `json`.
     pub format: Option<String>,
 }
@@ -49,22 +51,35 @@ pub async fn validate(
     };
     let agents = crate::app::runs::home_agents(Some(&state.home))?;
     let builtins = crate::runtime::builtin::names();
-    let dir = state.home.join("workflows");
-    let name = match format {
-        crate::workflow::Format::Json => "posted.json",
-        crate::workflow::Format::Yaml => "posted.yaml",
-    };
-    match crate::workflow::load_from_source_with(
-        &request.definition,
-        name,
-        &dir,
-        format,
-        &builtins,
-        agents.as_ref(),
-    ) {
+    let loaded =
+        match (&request.definition, &request.workflow) {
+            (Some(text), None) => {
+                let dir = state.home.join("workflows");
+                let name = match format {
+                    crate::workflow::Format::Json => "posted.json",
+                    crate::workflow::Format::Yaml => "posted.yaml",
+                };
+                crate::workflow::load_from_source_with(
+                    text,
+                    name,
+                    &dir,
+                    format,
+                    &builtins,
+                    agents.as_ref(),
+                )
+            }
+            (None, Some(path)) => {
+                crate::workflow::load_with(std::path::Path::new(path), &builtins, agents.as_ref())
+            }
+            _ => return Err(Problem::bad_request(
+                "give exactly one of `definition` (the workflow text) or `workflow` (a file path)",
+            )),
+        };
+    match loaded {
         Ok(workflow) => Ok(Json(json!({
             "valid": true,
             "workflow": workflow.def.name,
+            "args": workflow.def.args,
             "steps": workflow.def.steps.iter().map(|s| json!({"id": s.id, "phase": s.phase, "needs": s.needs})).collect::<Vec<_>>(),
             "read_as": workflow.readings.iter().map(|r| json!({"place": r.place, "written": r.written, "read_as": r.read_as})).collect::<Vec<_>>(),
             "diagnostics": [],

@@ -163,6 +163,9 @@ pub trait EventLog: Send + Sync {
     /// most `limit`, each with its run id.
     fn events_since(&self, after: i64, limit: usize) -> Result<Vec<(String, EventRecord)>>;
 
+    /// The sequence number of the newest event of any run (0: none).
+    fn latest_seq(&self) -> Result<i64>;
+
     /// The data of the run's latest event of `kind`, if any.
     fn latest_event(&self, run_id: &str, kind: &str) -> Result<Option<Value>>;
 }

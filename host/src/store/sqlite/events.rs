@@ -64,6 +64,15 @@ impl EventLog for SqliteStore {
         })
     }
 
+    fn latest_seq(&self) -> Result<i64> {
+        offload(|| {
+            let conn = self.conn();
+            let seq: Option<i64> =
+                conn.query_row("SELECT MAX(seq) FROM events", [], |row| row.get(0))?;
+            Ok(seq.unwrap_or(0))
+        })
+    }
+
     fn latest_event(&self, run_id: &str, kind: &str) -> Result<Option<Value>> {
         offload(|| {
             let conn = self.conn();
