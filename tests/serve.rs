@@ -621,3 +621,115 @@ fn artifacts_are_kept_inside_their_grants_and_comments_reach_status_cli_and_api(
         text(&output.stderr)
     );
 }
+
+/// Load, bounded: SSE clients on `/api/events` while runs are started
+/// concurrently over the API; every client sees exactly the store's events
+/// of those runs, each once, in store order.
+#[test]
+fn many_event_clients_while_runs_start_concurrently_lose_and_repeat_nothing() {
+    const CLIENTS: usize = 20;
+    const RUNS: usize = 8;
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, "127.0.0.1:0");
+    let path = sandbox.write(
+        "quick.yaml",
+        "name: quick\nsteps:\n  - {id: a, run: echo a}\n  - {id: b, needs: [a], run: echo b}\n",
+    );
+    let address = server.address.clone();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&address).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(90)))
+                    .unwrap();
+                stream
+                    .write_all(
+                        b"GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+                    )
+                    .unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut seen: Vec<(String, i64)> = Vec::new();
+                let mut finished = std::collections::BTreeSet::new();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                        let event: Value = serde_json::from_str(data).unwrap();
+                        let run = event["run_id"].as_str().unwrap().to_string();
+                        if event["kind"] == "run_status" && event["data"]["status"] == "completed" {
+                            finished.insert(run.clone());
+                            if finished.len() == RUNS {
+                                // What follows the last run's end, then stop.
+                                stream
+                                    .set_read_timeout(Some(Duration::from_secs(2)))
+                                    .unwrap();
+                            }
+                        }
+                        seen.push((run, event["seq"].as_i64().unwrap()));
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let starters: Vec<_> = (0..RUNS)
+        .map(|_| {
+            let address = address.clone();
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let client = Server {
+                    child: std::process::Command::new("true").spawn().unwrap(),
+                    address,
+                };
+                let (status, started) = client.post("/api/runs", &json!({ "workflow": path }));
+                assert_eq!(status, 201, "{started:#}");
+                let id = started["id"].as_str().unwrap().to_string();
+                client.wait_for(&id, &["completed"]);
+                id
+            })
+        })
+        .collect();
+    let runs: Vec<String> = starters.into_iter().map(|t| t.join().unwrap()).collect();
+    // The store's own events of each run (`watch --json` of a finished run).
+    let store: Vec<(String, Vec<i64>)> = runs
+        .iter()
+        .map(|run| {
+            let out = sandbox.wfhost(&["watch", run, "--json"]);
+            let seqs = text(&out.stdout)
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["seq"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect();
+            (run.clone(), seqs)
+        })
+        .collect();
+    for client in clients {
+        let seen = client.join().unwrap();
+        let seqs: Vec<i64> = seen.iter().map(|(_, seq)| *seq).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(seqs, sorted, "each event once, in store order");
+        for (run, expected) in &store {
+            let got: Vec<i64> = seen
+                .iter()
+                .filter(|(r, _)| r == run)
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(
+                &got, expected,
+                "run {run}: the client's events are the store's"
+            );
+        }
+    }
+}
