@@ -24,9 +24,21 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
-        BufReader::new(stderr).read_line(&mut line).unwrap();
+        while !line.contains("listening on") {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("the server stopped before listening");
+            }
+        }
+        // Keep reading what it says, so its stderr never closes under it.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            while stderr.read_line(&mut rest).unwrap_or(0) > 0 {
+                rest.clear();
+            }
+        });
         let address = line
             .split("http://")
             .nth(1)
@@ -732,4 +744,33 @@ fn many_event_clients_while_runs_start_concurrently_lose_and_repeat_nothing() {
             );
         }
     }
+}
+
+/// A run the server started whose driver was killed is resumed by the
+/// next server: an idempotent step runs again and the run completes.
+#[test]
+fn a_restarted_server_resumes_the_runs_it_owns() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "nap.yaml",
+        "name: nap\nsteps:\n  - {id: nap, run: sleep 2, grants: {exec: [sleep]}, idempotent: true}\n  - {id: after, needs: [nap], run: echo after}\n",
+    );
+    let server = Server::start(&sandbox, "127.0.0.1:0");
+    let (status, started) = server.post("/api/runs", &json!({ "workflow": path }));
+    assert_eq!(status, 201);
+    let run = started["id"].as_str().unwrap().to_string();
+    let running = server.wait_for(&run, &["running"]);
+    let pid = running["driver_pid"].as_i64().unwrap();
+    drop(server);
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.status(&run)["status"] != "stale" {
+        assert!(Instant::now() < deadline, "the run never went stale");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server = Server::start(&sandbox, "127.0.0.1:0");
+    let done = server.wait_for(&run, &["completed", "failed", "blocked"]);
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(step(&done, "after")["output"]["stdout"], "after");
 }

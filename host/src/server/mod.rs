@@ -34,6 +34,15 @@ pub use auth::{new_token, token_hash};
 use problem::Problem;
 use state::ApiState;
 
+/// A line on stderr that never panics (a closed stderr must not stop the
+/// server).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(OpenApi)]
 #[openapi(info(
     title = "wfhost",
@@ -148,6 +157,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         store,
         require_token,
     };
+    resume_owned(&state, options.config.as_deref());
     let (router, _) = api(state);
     let runtime = crate::app::tokio_runtime()?;
     runtime.block_on(async move {
@@ -155,7 +165,7 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
             .await
             .map_err(|e| crate::app::Invalid(format!("cannot listen on {}: {e}", options.bind)))?;
         let address = listener.local_addr()?;
-        eprintln!(
+        say!(
             "wfhost serve: listening on http://{address}/api/ (home {}){}",
             options.home.display(),
             if require_token {
@@ -167,9 +177,35 @@ pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown())
             .await?;
-        eprintln!("wfhost serve: stopped");
+        say!("wfhost serve: stopped");
         anyhow::Ok(())
     })
+}
+
+/// Runs this server started whose driver died (stale) are resumed by a new
+/// background driver; resuming follows the CLI's rules, so a step that was
+/// interrupted and is not idempotent leaves the run blocked with the reason.
+fn resume_owned(state: &ApiState, config: Option<&std::path::Path>) {
+    let Ok(runs) = state.store.runs() else { return };
+    for run in runs.into_iter().filter(|r| r.stale) {
+        let owned = state
+            .store
+            .latest_event(&run.id, runs::OWNED_EVENT)
+            .ok()
+            .flatten()
+            .is_some();
+        if !owned {
+            continue;
+        }
+        match crate::app::background::start_driver(&state.home, config, &*state.store, &run.id) {
+            Ok(started) => say!(
+                "wfhost serve: resuming run {} (its driver had stopped; pid {})",
+                run.id,
+                started.pid
+            ),
+            Err(error) => say!("wfhost serve: cannot resume run {}: {error:#}", run.id),
+        }
+    }
 }
 
 async fn shutdown() {

@@ -73,6 +73,9 @@ pub struct ControlDone {
     pub result: String,
 }
 
+/// The event that marks a run as started by the server.
+pub(super) const OWNED_EVENT: &str = "run_started_by_server";
+
 /// A run's id, or a unique prefix of one, resolved.
 pub(super) fn resolve(state: &ApiState, run: &str) -> Result<String, Problem> {
     if run.is_empty() || run.len() > 64 || !run.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -143,6 +146,10 @@ pub async fn start_run(
             priority: start.priority.unwrap_or(0),
         },
     )?;
+    // The server owns it: a restarted server resumes it if its driver died.
+    state
+        .store
+        .append_event(&run_id, None, OWNED_EVENT, &json!({ "by": "wfhost serve" }))?;
     let started = background::start_driver(&state.home, config, &*state.store, &run_id)?;
     Ok((
         StatusCode::CREATED,
