@@ -183,6 +183,9 @@ fn runs_started_over_the_api_match_the_cli_and_every_route_is_documented() {
         ("/api/runs/{id}/artifacts/{artifact}", "get"),
         ("/api/runs/{id}/comments", "get"),
         ("/api/runs/{id}/comments", "post"),
+        ("/api/runs/{id}/checkpoints", "post"),
+        ("/api/runs/{id}/retry", "post"),
+        ("/api/runs/{id}/restore", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -773,4 +776,75 @@ fn a_restarted_server_resumes_the_runs_it_owns() {
     let done = server.wait_for(&run, &["completed", "failed", "blocked"]);
     assert_eq!(done["status"], "completed", "{done:#}");
     assert_eq!(step(&done, "after")["output"]["stdout"], "after");
+}
+
+#[test]
+fn retry_checkpoint_and_restore_over_the_api_as_the_cli_does() {
+    let sandbox = Sandbox::new();
+    let server = Server::start(&sandbox, "127.0.0.1:0");
+    let path = sandbox.write(
+        "abc.yaml",
+        "name: abc\nsteps:\n  - {id: a, run: echo a}\n  - {id: b, needs: [a], run: echo b}\n  - {id: c, needs: [b], run: echo c}\n",
+    );
+    let (_, started) = server.post("/api/runs", &json!({ "workflow": path }));
+    let run = started["id"].as_str().unwrap().to_string();
+    server.wait_for(&run, &["completed"]);
+    let (status, retried) = server.post(&format!("/api/runs/{run}/retry"), &json!({ "from": "b" }));
+    assert_eq!(status, 202, "{retried:#}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let doc = loop {
+        let (_, doc) = server.get(&format!("/api/runs/{run}"));
+        if doc["status"] == "completed" && step(&doc, "c")["attempts"] == 2 {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "{doc:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(step(&doc, "a")["attempts"], 1);
+    assert_eq!(step(&doc, "b")["attempts"], 2);
+    let (status, bad) = server.post(&format!("/api/runs/{run}/retry"), &json!({ "from": "zz" }));
+    assert_eq!(status, 404, "{bad:#}");
+    let (status, _) = server.post(&format!("/api/runs/{run}/retry"), &json!({}));
+    assert_eq!(status, 400);
+
+    let (status, made) = server.post(
+        &format!("/api/runs/{run}/checkpoints"),
+        &json!({ "label": "all done" }),
+    );
+    assert_eq!(status, 201, "{made:#}");
+    let listed: Value =
+        serde_json::from_slice(&sandbox.wfhost(&["checkpoints", &run, "--json"]).stdout).unwrap();
+    let after_a = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["step"] == "a")
+        .unwrap()["checkpoint"]
+        .as_i64()
+        .unwrap();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["label"] == "all done"));
+    let (status, restored) = server.post(
+        &format!("/api/runs/{run}/restore"),
+        &json!({ "checkpoint": after_a }),
+    );
+    assert_eq!(status, 202, "{restored:#}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let doc = sandbox.status(&run);
+        if doc["status"] == "completed" && step(&doc, "c")["attempts"] == 3 {
+            assert_eq!(step(&doc, "a")["attempts"], 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{doc:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = server.post(
+        &format!("/api/runs/{run}/restore"),
+        &json!({ "checkpoint": 999999 }),
+    );
+    assert_eq!(status, 404);
 }

@@ -28,6 +28,19 @@ pub fn start_driver(
     store: &dyn EngineStore,
     run_id: &str,
 ) -> anyhow::Result<Started> {
+    start_command(home, config, store, run_id, &["resume", run_id])
+}
+
+/// Start `wfhost ARGS...` (a command that drives `run_id`: `resume`,
+/// `retry`, `restore`) in the background, with the same home and config,
+/// its output appended to the run's `driver.log`.
+pub fn start_command(
+    home: &Path,
+    config: Option<&Path>,
+    store: &dyn EngineStore,
+    run_id: &str,
+    args: &[&str],
+) -> anyhow::Result<Started> {
     let dir = store.run_files(run_id).dir().to_path_buf();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the run folder {}", dir.display()))?;
@@ -40,8 +53,7 @@ pub fn start_driver(
     let exe = std::env::current_exe().context("cannot find the wfhost binary to start a driver")?;
     let mut command = std::process::Command::new(exe);
     command
-        .arg("resume")
-        .arg(run_id)
+        .args(args)
         .arg("--home")
         .arg(home)
         .stdin(std::process::Stdio::null())

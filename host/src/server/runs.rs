@@ -237,6 +237,154 @@ pub async fn resume_run(
     Ok(done(run_id, "resumed"))
 }
 
+/// `POST /api/runs/{id}/retry`: which steps run again.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Re-run this step and everything downstream of it.
+    pub from: Option<String>,
+    /// Or re-run only this step.
+    pub only: Option<String>,
+}
+
+/// Re-run part of a finished (or stopped) run in a background driver, as
+/// `wfhost retry --from|--only`.
+#[utoipa::path(post, path = "/api/runs/{id}/retry", tag = "runs",
+    params(("id" = String, Path, description = "Run id or a unique prefix")),
+    request_body = RetryRequest,
+    responses((status = 202, body = ControlDone), (status = 400, description = "neither or both of from/only"),
+              (status = 404, description = "no such step"), (status = 409, description = "still running")))]
+pub async fn retry_run(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    Body(request): Body<RetryRequest>,
+) -> Result<(StatusCode, Json<ControlDone>), Problem> {
+    let run_id = resolve(&state, &id)?;
+    let (flag, step) = match (&request.from, &request.only) {
+        (Some(step), None) => ("--from", step),
+        (None, Some(step)) => ("--only", step),
+        _ => return Err(Problem::bad_request("give exactly one of `from` or `only`")),
+    };
+    if !state.store.steps(&run_id)?.iter().any(|s| &s.id == step) {
+        return Err(Problem::not_found(format!(
+            "run {run_id} has no step '{}'",
+            safe(step)
+        )));
+    }
+    let run = state.store.run(&run_id)?;
+    if control::driven(&run) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("run {run_id} is still running: wait for it, or cancel it first"),
+        ));
+    }
+    let config = state.config.as_deref().map(PathBuf::as_path);
+    background::start_command(
+        &state.home,
+        config,
+        &*state.store,
+        &run_id,
+        &["retry", &run_id, flag, step],
+    )?;
+    Ok(done(run_id, "retrying"))
+}
+
+/// `POST /api/runs/{id}/checkpoints`: a labelled checkpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCheckpoint {
+    /// What this point is, for people (1 to 200 characters).
+    pub label: String,
+}
+
+/// Mark the run's present state with a label (as `wfhost checkpoint`).
+#[utoipa::path(post, path = "/api/runs/{id}/checkpoints", tag = "runs",
+    params(("id" = String, Path, description = "Run id or a unique prefix")),
+    request_body = NewCheckpoint,
+    responses((status = 201, description = "`{checkpoint, label}`", body = Value), (status = 400, description = "bad label")))]
+pub async fn add_checkpoint(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    Body(request): Body<NewCheckpoint>,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    let run_id = resolve(&state, &id)?;
+    let label = request.label.trim();
+    if label.is_empty() || label.chars().count() > 200 || label.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "a label has 1 to 200 characters without control characters",
+        ));
+    }
+    state.store.append_event(
+        &run_id,
+        None,
+        "checkpoint",
+        &json!({ "label": label, "created_by": "user" }),
+    )?;
+    let seq = state
+        .store
+        .checkpoints(&run_id)?
+        .iter()
+        .rev()
+        .find(|c| c.kind == "checkpoint")
+        .map(|c| c.seq)
+        .unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "checkpoint": seq, "label": label })),
+    ))
+}
+
+/// `POST /api/runs/{id}/restore`: which checkpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// A checkpoint id from `GET /api/runs/{id}/checkpoints`.
+    pub checkpoint: i64,
+}
+
+/// Put a run back as it was at a checkpoint and drive it on in a background
+/// driver (steps that finished after it run again), as `wfhost restore`.
+#[utoipa::path(post, path = "/api/runs/{id}/restore", tag = "runs",
+    params(("id" = String, Path, description = "Run id or a unique prefix")),
+    request_body = RestoreRequest,
+    responses((status = 202, body = ControlDone), (status = 404, description = "no such checkpoint of this run"),
+              (status = 409, description = "still running")))]
+pub async fn restore_run(
+    State(state): State<ApiState>,
+    UrlPath(id): UrlPath<String>,
+    Body(request): Body<RestoreRequest>,
+) -> Result<(StatusCode, Json<ControlDone>), Problem> {
+    let run_id = resolve(&state, &id)?;
+    if !state
+        .store
+        .checkpoints(&run_id)?
+        .iter()
+        .any(|c| c.seq == request.checkpoint)
+    {
+        return Err(Problem::not_found(format!(
+            "run {run_id} has no checkpoint {}",
+            request.checkpoint
+        )));
+    }
+    let run = state.store.run(&run_id)?;
+    if control::driven(&run) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("run {run_id} is running: pause or cancel it before restoring"),
+        ));
+    }
+    let config = state.config.as_deref().map(PathBuf::as_path);
+    let checkpoint = request.checkpoint.to_string();
+    background::start_command(
+        &state.home,
+        config,
+        &*state.store,
+        &run_id,
+        &["restore", &checkpoint],
+    )?;
+    Ok(done(run_id, "restoring"))
+}
+
 fn done(run_id: String, result: &str) -> (StatusCode, Json<ControlDone>) {
     (
         StatusCode::ACCEPTED,
