@@ -175,6 +175,7 @@ fn runs_started_over_the_api_match_the_cli_and_every_route_is_documented() {
         ("/api/runs/{id}/events", "get"),
         ("/api/events", "get"),
         ("/api/workflows", "get"),
+        ("/api/workflows/{name}", "get"),
         ("/api/workflows/validate", "post"),
         ("/api/approvals", "get"),
         ("/api/runs/{id}/approvals/{approval}/approve", "post"),
@@ -229,6 +230,15 @@ fn runs_started_over_the_api_match_the_cli_and_every_route_is_documented() {
     assert_eq!(status, 200);
     assert_eq!(workflows[0]["name"], "hello");
     assert_eq!(workflows[0]["executions"], 1);
+    let (status, one) = server.get("/api/workflows/hello");
+    assert_eq!(status, 200);
+    assert_eq!(one["args"]["properties"]["who"]["default"], "world");
+    assert_eq!(server.get("/api/workflows/nope").0, 404);
+    let (_, count) = server.get(&format!("/api/runs/{run}/steps/count"));
+    assert_eq!(
+        count["input"]["config"]["text"],
+        format!("Hello, api, from run {run}")
+    );
 
     // Live events: the whole run replays from the store, each with the
     // store's id; reconnecting after an id replays only what followed it.

@@ -70,6 +70,7 @@ fn api(state: ApiState) -> (axum::Router, utoipa::openapi::OpenApi) {
         .routes(routes!(events::all_events))
         .routes(routes!(events::run_events))
         .routes(routes!(workflows::list_workflows))
+        .routes(routes!(workflows::get_workflow))
         .routes(routes!(workflows::validate))
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::approve))

@@ -395,7 +395,8 @@ fn done(run_id: String, result: &str) -> (StatusCode, Json<ControlDone>) {
     )
 }
 
-/// One step of a run: status, attempts, output, error.
+/// One step of a run: status, attempts, input (of its latest attempt),
+/// output, error.
 #[utoipa::path(get, path = "/api/runs/{id}/steps/{step}", tag = "runs",
     params(("id" = String, Path, description = "Run id or a unique prefix"),
            ("step" = String, Path, description = "Step id")),
@@ -411,7 +412,13 @@ pub async fn get_step(
         .into_iter()
         .find(|s| s.id == step)
         .ok_or_else(|| Problem::not_found(format!("run {run_id} has no step '{}'", safe(&step))))?;
-    Ok(Json(json!(record)))
+    let mut doc = json!(record);
+    doc["input"] = state
+        .store
+        .latest_inputs(&run_id)?
+        .remove(&step)
+        .unwrap_or(Value::Null);
+    Ok(Json(doc))
 }
 
 /// A step's log lines (and other events), paged by event id.

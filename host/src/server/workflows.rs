@@ -31,6 +31,41 @@ pub async fn list_workflows(State(state): State<ApiState>) -> Result<Json<Value>
     Ok(Json(json!(crate::app::registry::stats(&runs))))
 }
 
+/// One workflow with runs: its stats, and its description and args schema
+/// from the definition its latest run pinned.
+#[utoipa::path(get, path = "/api/workflows/{name}", tag = "workflows",
+    params(("name" = String, Path, description = "The workflow's name")),
+    responses((status = 200, description = "stats, `args` (JSON Schema), `description`, `phases`", body = Value),
+              (status = 404, description = "no runs of such a workflow")))]
+pub async fn get_workflow(
+    State(state): State<ApiState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<Json<Value>, Problem> {
+    let runs = state.store.runs()?;
+    let mut rows = crate::app::registry::stats(&runs);
+    let Some(index) = rows.iter().position(|r| r["name"] == name.as_str()) else {
+        return Err(Problem::not_found(format!(
+            "no runs of a workflow named '{}'",
+            super::runs::safe(&name)
+        )));
+    };
+    let mut row = rows.swap_remove(index);
+    // Runs are newest first: the latest run's pinned definition.
+    if let Some(latest) = runs.iter().find(|r| r.workflow == name) {
+        let format =
+            crate::workflow::Format::from_path(std::path::Path::new(&latest.workflow_path));
+        if let Ok(def) =
+            crate::workflow::parse::parse_str(&latest.definition, &latest.workflow_path, format)
+        {
+            row["args"] = json!(def.args);
+            row["description"] = json!(def.description);
+            row["version"] = json!(def.version);
+            row["phases"] = json!(def.phases.iter().map(|p| p.id.clone()).collect::<Vec<_>>());
+        }
+    }
+    Ok(Json(row))
+}
+
 /// Validate a definition: `{valid, diagnostics, read_as, steps}`.
 #[utoipa::path(post, path = "/api/workflows/validate", tag = "workflows",
     request_body = ValidateRequest,
