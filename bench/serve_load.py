@@ -64,7 +64,22 @@ def start():
     status, body = request("POST", "/api/runs", {"workflow": hello})
     assert status == 201, body
     with lock: ids.append(body["id"])
+done_sampling = threading.Event()
+def sampler():
+    # GET /api/runs/{id} of the runs started so far, while they start and run.
+    while not done_sampling.is_set():
+        with lock: known = list(ids)
+        if not known:
+            time.sleep(0.005)
+            continue
+        for run in known:
+            t0 = time.monotonic()
+            status, doc = request("GET", f"/api/runs/{run}")
+            with lock: latencies.append((time.monotonic() - t0) * 1000)
+            assert status == 200, doc
+samplers = [threading.Thread(target=sampler, daemon=True) for _ in range(4)]
 began = time.monotonic()
+for t in samplers: t.start()
 starters = [threading.Thread(target=start) for _ in range(args.runs)]
 for t in starters: t.start()
 for t in starters: t.join()
@@ -81,6 +96,7 @@ while pending:
     if time.monotonic() - began > 300:
         sys.exit("runs did not finish in 300 s")
 wall = time.monotonic() - began
+done_sampling.set()
 time.sleep(2.0)
 stop.set()
 problems = 0
