@@ -63,6 +63,12 @@ pub fn start_command(
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
+    // The same store; in the environment, not the command line, where
+    // other users could read a password in it.
+    match store.url() {
+        Some(url) => command.env("WFHOST_STORE", url),
+        None => command.env_remove("WFHOST_STORE"),
+    };
     // Its own session: a closed terminal, a Ctrl-C or a stopped server does
     // not stop it.
     // SAFETY: setsid is async-signal-safe and has no preconditions.

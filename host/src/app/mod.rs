@@ -12,6 +12,7 @@ pub mod plugins;
 pub mod registry;
 pub mod runs;
 pub mod status;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,15 +59,57 @@ pub fn config_path(home: &Path, given: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// Open the store under `home` with the `[store] durability` of the config
-/// (`config`: see [`config_path`]). A broken config is [`Invalid`].
-pub fn open_store(home: &Path, config: Option<&Path>) -> anyhow::Result<Arc<dyn EngineStore>> {
+/// Open the store: PostgreSQL when `store` (`--store`/`WFHOST_STORE`) or the
+/// config's `[store] url` names a database, else SQLite under `home` with
+/// the config's `[store] durability` (`config`: see [`config_path`]). A
+/// broken config or URL is [`Invalid`].
+pub fn open_store(
+    home: &Path,
+    config: Option<&Path>,
+    store: Option<&str>,
+) -> anyhow::Result<Arc<dyn EngineStore>> {
+    if let Some(url) = store_url(home, config, store)? {
+        return crate::store::open_postgres(&url, home).map_err(|error| anyhow::anyhow!("{error}"));
+    }
     let durability = match config_path(home, config) {
         Some(path) => ceiling::load_durability(&path).map_err(Invalid)?,
         None => Durability::default(),
     };
     crate::store::open(home, durability)
         .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))
+}
+
+/// The PostgreSQL store to use, if any: `store` (`--store`/`WFHOST_STORE`),
+/// else the config's `[store] url`; `None` means SQLite under the home.
+pub fn store_url(
+    home: &Path,
+    config: Option<&Path>,
+    store: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let url = match (store, config_path(home, config)) {
+        (Some(url), _) => Some(url.to_string()),
+        (None, Some(path)) => ceiling::load_store_url(&path).map_err(Invalid)?,
+        (None, None) => None,
+    };
+    let Some(url) = url.filter(|url| !url.trim().is_empty()) else {
+        return Ok(None);
+    };
+    check_store_url(&url)?;
+    Ok(Some(url))
+}
+
+/// A store URL wfhost can use: `postgres://` or `postgresql://`.
+pub fn check_store_url(url: &str) -> anyhow::Result<()> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err(Invalid(format!(
+            "store '{}': wfhost stores runs in SQLite under the home (the default) or in \
+             PostgreSQL, given as postgres://USER@HOST:PORT/DATABASE",
+            crate::store::redact_url(url)
+        ))
+        .into())
+    }
 }
 
 /// The operator's ceiling from the config (see [`config_path`]), if there

@@ -79,7 +79,7 @@ pub fn init(args: InitArgs) -> Result<ExitCode> {
         ))
         .into());
     }
-    crate::app::open_store(&home, None)?;
+    crate::app::open_store(&home, None, None)?;
     let config = home.join("config.toml");
     write_new(&config, CONFIG)?;
     let workflow = dir.join("workflow.yaml");

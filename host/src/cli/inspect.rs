@@ -82,7 +82,7 @@ pub struct PluginsArgs {
 
 /// `wfhost runs`.
 pub fn runs(home: &Path, args: RunsArgs) -> Result<ExitCode> {
-    if !crate::app::home::has_store(home) {
+    if !super::store_exists(home)? {
         // Nothing ever ran here: say so, and create nothing.
         if args.json {
             println!("[]");

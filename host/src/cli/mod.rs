@@ -19,6 +19,7 @@ mod say;
 mod serve;
 mod terminal;
 mod validate;
+mod worker;
 mod workflows;
 
 use std::path::PathBuf;
@@ -70,6 +71,13 @@ pub struct Place {
     /// `[store]` settings (default: `config.toml` in the home, if present).
     #[arg(long, env = "WFHOST_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Keep runs in PostgreSQL instead of SQLite under the home:
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (default: the
+    /// config's `[store] url`, else SQLite). The home still holds this
+    /// machine's caches and run folders.
+    #[arg(long, env = "WFHOST_STORE", value_name = "URL", hide_env_values = true)]
+    store: Option<String>,
 }
 
 impl Command {
@@ -96,6 +104,7 @@ impl Command {
             Command::Deny(a) => &a.place,
             Command::Plugin(a) => return plugin::place(a),
             Command::Serve(a) => &a.place,
+            Command::Worker(a) => &a.place,
             Command::Artifacts(a) => &a.place,
             Command::Comment(a) => &a.place,
             Command::Token(a) => return serve::token_place(a),
@@ -166,6 +175,8 @@ enum Command {
     Comment(notes::CommentArgs),
     /// Serve the REST API and live events (SSE) of this home over HTTP.
     Serve(serve::ServeArgs),
+    /// Drive the runs waiting in the store (queued with `run --detach`, or left by a driver that died); with `--store postgres://…`, one worker per machine shares the runs.
+    Worker(worker::WorkerArgs),
     /// Bearer tokens for `wfhost serve` on a non-loopback address.
     Token(serve::TokenArgs),
 }
@@ -194,6 +205,7 @@ pub fn main() -> ExitCode {
     let place = cli.command.place().cloned().unwrap_or_default();
     let config = place.config.or(cli.config.clone());
     let _ = CONFIG_FILE.set(config.clone());
+    let _ = STORE_URL.set(place.store.clone());
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let home = crate::app::home::find(place.home.as_deref().or(cli.home.as_deref()), &cwd);
     let _ = HOME.set(home.clone());
@@ -231,6 +243,7 @@ pub fn main() -> ExitCode {
         Command::Artifacts(args) => notes::artifacts(&home, args),
         Command::Comment(args) => notes::comment(&home, args),
         Command::Serve(args) => serve::serve(&home, config.as_deref(), args),
+        Command::Worker(args) => worker::worker(&home, config.as_deref(), args),
         Command::Token(args) => serve::token(&home, args),
     };
     match result {
@@ -305,6 +318,7 @@ fn drives_a_run(command: &Command) -> bool {
             // The server writes to sockets: a client that goes away must
             // be an error on that write, never a SIGPIPE that kills it.
             | Command::Serve(_)
+            | Command::Worker(_)
     )
 }
 
@@ -337,6 +351,14 @@ fn config_file() -> Option<&'static std::path::Path> {
     CONFIG_FILE.get().and_then(|c| c.as_deref())
 }
 
+/// The `--store` URL (or `WFHOST_STORE`), if any.
+static STORE_URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// The `--store` URL (or `WFHOST_STORE`), if any.
+fn store_url() -> Option<&'static str> {
+    STORE_URL.get().and_then(|url| url.as_deref())
+}
+
 /// The home this process uses (see [`crate::app::home::find`]).
 static HOME: std::sync::OnceLock<crate::app::home::Home> = std::sync::OnceLock::new();
 
@@ -345,10 +367,19 @@ static HOME: std::sync::OnceLock<crate::app::home::Home> = std::sync::OnceLock::
 fn open_store(
     home: &std::path::Path,
 ) -> anyhow::Result<std::sync::Arc<dyn crate::store::EngineStore>> {
-    if !crate::app::home::has_store(home) {
+    if !store_exists(home)? {
         return Err(Invalid(no_runs_here(home)).into());
     }
-    crate::app::open_store(home, config_file())
+    crate::app::open_store(home, config_file(), store_url())
+}
+
+/// Whether there is a store to read: a PostgreSQL one is chosen, or the
+/// home has a SQLite database.
+fn store_exists(home: &std::path::Path) -> anyhow::Result<bool> {
+    Ok(
+        crate::app::store_url(home, config_file(), store_url())?.is_some()
+            || crate::app::home::has_store(home),
+    )
 }
 
 /// What a read-only command says where no run was ever recorded.
@@ -364,8 +395,9 @@ fn no_runs_here(home: &std::path::Path) -> String {
 fn create_store(
     home: &std::path::Path,
 ) -> anyhow::Result<std::sync::Arc<dyn crate::store::EngineStore>> {
-    let created = !crate::app::home::has_store(home);
-    let store = crate::app::open_store(home, config_file())?;
+    let postgres = crate::app::store_url(home, config_file(), store_url())?.is_some();
+    let created = !postgres && !crate::app::home::has_store(home);
+    let store = crate::app::open_store(home, config_file(), store_url())?;
     if created {
         let why = match HOME.get().map(|h| h.source) {
             Some(crate::app::home::HomeSource::User) => {

@@ -268,7 +268,7 @@ fn call(home: &Path, args: CallArgs) -> Result<ExitCode> {
     let ceiling = super::load_ceiling(home, args.place.config.as_deref())?;
     super::check_grants(home, &workflow, ceiling.as_ref())?;
     let scratch = ScratchHome::new()?;
-    let store = crate::app::open_store(&scratch.0, None)?;
+    let store = crate::app::open_store(&scratch.0, None, None)?;
     let runtime = crate::app::runtime(home)?;
     let listener: std::sync::Arc<dyn crate::engine::RunListener> = if args.quiet {
         std::sync::Arc::new(crate::engine::Silent)

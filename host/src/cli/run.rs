@@ -41,8 +41,10 @@ pub struct RunArgs {
     #[arg(long)]
     no_logs: bool,
     /// Start the run and return: print its id, and drive it in a background
-    /// process whose output goes to `driver.log` in the run folder. Follow
-    /// it with `wfhost watch`, `status`, `logs`; stop it with `cancel`.
+    /// process whose output goes to `driver.log` in the run folder. With a
+    /// PostgreSQL store (`--store`), queue it instead: a `wfhost worker` on
+    /// any machine takes it. Follow it with `wfhost watch`, `status`,
+    /// `logs`; stop it with `cancel`.
     #[arg(long, conflicts_with = "json")]
     detach: bool,
     /// Who or what started the run (e.g. `ci-pipeline`), recorded on it and
@@ -103,6 +105,19 @@ fn detach(
     run_id: &str,
     quiet: bool,
 ) -> Result<ExitCode> {
+    if let Some(url) = store.url() {
+        out_line(run_id);
+        if !quiet {
+            err_line(&format!(
+                "run {run_id} queued in {}: a `wfhost worker` on that store takes it",
+                crate::store::redact_url(&url)
+            ));
+            err_line(&format!(
+                "follow it: wfhost watch {run_id} · wfhost status {run_id} · stop it: wfhost cancel {run_id}"
+            ));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let started = crate::app::background::start_driver(home, config, store, run_id)?;
     out_line(run_id);
     if !quiet {

@@ -68,6 +68,7 @@ pub fn serve(home: &Path, config: Option<&Path>, args: ServeArgs) -> Result<Exit
         config: config.map(Path::to_path_buf),
         bind,
         require_token: args.require_token,
+        store: super::store_url().map(str::to_string),
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -31,7 +31,7 @@ pub struct WorkflowsArgs {
 
 /// `wfhost workflows`.
 pub fn workflows(home: &Path, args: WorkflowsArgs) -> Result<ExitCode> {
-    let runs = if crate::app::home::has_store(home) {
+    let runs = if super::store_exists(home)? {
         super::open_store(home)?.runs()?
     } else {
         Vec::new()

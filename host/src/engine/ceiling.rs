@@ -41,6 +41,8 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct StoreSpec {
     durability: Option<Durability>,
+    /// A PostgreSQL URL: runs shared by several machines.
+    url: Option<String>,
 }
 
 /// The caps, resolved (each kind by its capability unit, see
@@ -59,6 +61,12 @@ pub fn load_durability(path: &Path) -> Result<Durability, String> {
         .store
         .and_then(|store| store.durability)
         .unwrap_or_default())
+}
+
+/// Read the store's PostgreSQL URL (`[store] url`) from a host config
+/// file; `None` (SQLite under the home) when the file does not set it.
+pub fn load_store_url(path: &Path) -> Result<Option<String>, String> {
+    Ok(read_config(path)?.store.and_then(|store| store.url))
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile, String> {

@@ -134,12 +134,18 @@ pub struct ServeOptions {
     pub bind: SocketAddr,
     /// Require a token even on loopback.
     pub require_token: bool,
+    /// The PostgreSQL store (`--store`), if given.
+    pub store: Option<String>,
 }
 
 /// Serve until SIGINT or SIGTERM. A non-loopback `bind` needs at least one
 /// token in the store.
 pub fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let store = crate::app::open_store(&options.home, options.config.as_deref())?;
+    let store = crate::app::open_store(
+        &options.home,
+        options.config.as_deref(),
+        options.store.as_deref(),
+    )?;
     let require_token = options.require_token || !options.bind.ip().is_loopback();
     if require_token && store.token_count()? == 0 {
         return Err(crate::app::Invalid(format!(

@@ -17,8 +17,11 @@
 mod agent;
 pub mod blocking;
 mod changes;
+#[cfg(test)]
+mod conformance;
 pub mod files;
 mod observer;
+pub mod postgres;
 mod records;
 pub mod roles;
 pub mod sqlite;
@@ -34,6 +37,7 @@ pub use agent::{
 pub use changes::Change;
 pub use files::{RunFiles, RunFolders};
 pub use observer::Committed;
+pub use postgres::PgStore;
 pub use records::{
     driver_alive, is_stale, ArtifactRecord, CommentRecord, EventRecord, RunRecord, RunStatus,
     StepRecord, StepStatus,
@@ -142,6 +146,19 @@ pub fn open(home: &Path, durability: Durability) -> Result<Arc<dyn EngineStore>>
     let store = SqliteStore::open_with(home, durability)?;
     let mirror = RunFolders::new(store.home());
     Ok(Arc::new(store.observed_by(Arc::new(mirror))))
+}
+
+/// Connect to the PostgreSQL store at `url`, its run folders mirrored
+/// under `home/runs/` on this machine.
+pub fn open_postgres(url: &str, home: &Path) -> Result<Arc<dyn EngineStore>> {
+    let store = PgStore::connect(url, home)?;
+    let mirror = RunFolders::new(store.home());
+    Ok(Arc::new(store.observed_by(Arc::new(mirror))))
+}
+
+/// A store URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    postgres::redact(url)
 }
 
 /// Fault injection for crash tests, asked by a store after each committed

@@ -36,6 +36,18 @@ pub trait RunStore: Send + Sync {
         RunFiles::new(self.home().join("runs").join(run_id))
     }
 
+    /// The PostgreSQL URL of this store (`None`: SQLite under the home),
+    /// for processes that must open the same store.
+    fn url(&self) -> Option<String> {
+        None
+    }
+
+    /// Wait up to `timeout` for news of work (a run was queued); returns
+    /// early when the store can tell (PostgreSQL's `LISTEN`), else sleeps.
+    fn wait_for_work(&self, timeout: std::time::Duration) {
+        std::thread::sleep(timeout);
+    }
+
     /// Wait until the store's observers (the run-folder mirror) have
     /// caught up with every commit so far.
     fn flush_observers(&self) {}

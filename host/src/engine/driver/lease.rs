@@ -23,13 +23,19 @@ impl Heartbeat {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match store.heartbeat(&run_id) {
-                    Ok(()) => {}
-                    Err(crate::store::StoreError::LeaseLost) => {
+                // On the blocking pool, awaited: if the runtime shuts down
+                // meanwhile (the drive ended), this task is dropped at the
+                // await instead of going on to poll a timer that is gone.
+                let (beat_store, beat_run) = (store.clone(), run_id.clone());
+                let beat = tokio::task::spawn_blocking(move || beat_store.heartbeat(&beat_run));
+                match beat.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(crate::store::StoreError::LeaseLost)) => {
                         flag.store(true, Ordering::SeqCst);
                         return;
                     }
-                    Err(error) => tracing::warn!("run {run_id}: heartbeat failed: {error}"),
+                    Ok(Err(error)) => tracing::warn!("run {run_id}: heartbeat failed: {error}"),
+                    Err(_) => return,
                 }
             }
         });

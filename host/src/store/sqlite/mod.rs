@@ -176,6 +176,19 @@ fn initialise(conn: &mut Connection, durability: Durability) -> rusqlite::Result
     lease::install(conn)
 }
 
+/// For the store's tests: make a run's heartbeat old, as if its driver had
+/// stopped beating.
+#[cfg(test)]
+pub(crate) fn age_heartbeat(db: &Path, run_id: &str) {
+    let conn = Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute(
+        "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = ?1",
+        [run_id],
+    )
+    .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

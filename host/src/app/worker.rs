@@ -1,0 +1,190 @@
+//! `wfhost worker`: drive the runs waiting in a store, on this machine.
+//!
+//! A worker takes runs that nobody drives: new ones (`pending`, queued by
+//! `wfhost run --detach` or the API) and ones whose driver stopped beating
+//! (its lease ran out: the machine or process died). Each is driven by a
+//! `wfhost resume RUN` child, so the lease rules are the ones every driver
+//! follows: the child claims the run (two workers racing for one run: one
+//! claim wins, the other child stops at once), heartbeats, and is fenced
+//! out if its lease is ever taken over; after a crash, interrupted steps
+//! re-run when idempotent and block the run otherwise.
+//!
+//! The children die with the worker (`PR_SET_PDEATHSIG`): a worker killed
+//! with `kill -9` takes its drives with it, as a lost machine would, and
+//! other workers resume those runs once their leases run out.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::store::{EngineStore, RunRecord, RunStatus};
+
+/// How a worker works.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Runs driven at once.
+    pub concurrency: usize,
+    /// Stop once nothing is waiting and nothing is driven (instead of
+    /// waiting for more work).
+    pub until_idle: bool,
+    /// How often to look for runs whose lease ran out.
+    pub poll: Duration,
+}
+
+/// What the worker tells its user.
+pub trait WorkerListener {
+    /// A run was handed to a driver.
+    fn took(&self, run: &RunRecord, pid: u32);
+    /// A driver ended.
+    fn ended(&self, run_id: &str, status: Option<i32>);
+}
+
+/// Whether the worker should stop taking runs (the first Ctrl-C), or stop
+/// its drivers at once too (the second).
+pub trait StopSignal {
+    /// How many stop requests arrived.
+    fn requests(&self) -> usize;
+}
+
+/// Drive waiting runs until stopped (or, with `until_idle`, until there is
+/// nothing left). Returns how many runs it handed to drivers.
+pub fn work(
+    home: &Path,
+    config: Option<&Path>,
+    store: &dyn EngineStore,
+    options: &WorkerOptions,
+    listener: &dyn WorkerListener,
+    stop: &dyn StopSignal,
+) -> Result<usize> {
+    let mut driving: HashMap<String, Child> = HashMap::new();
+    let mut taken = 0;
+    loop {
+        reap(&mut driving, listener);
+        match stop.requests() {
+            0 => {}
+            1 => {
+                // Drain: finish the runs in hand, take no new one.
+                if driving.is_empty() {
+                    return Ok(taken);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            _ => {
+                for child in driving.values_mut() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Ok(taken);
+            }
+        }
+        let free = options.concurrency.saturating_sub(driving.len());
+        let mut waiting = 0;
+        if free > 0 {
+            let candidates = waiting_runs(store)?;
+            waiting = candidates.len();
+            let fresh: Vec<RunRecord> = candidates
+                .into_iter()
+                .filter(|run| !driving.contains_key(&run.id))
+                .take(free)
+                .collect();
+            for run in fresh {
+                let child = start_driver(home, config, store, &run.id)?;
+                listener.took(&run, child.id());
+                driving.insert(run.id.clone(), child);
+                taken += 1;
+            }
+        }
+        if options.until_idle && driving.is_empty() && waiting == 0 {
+            return Ok(taken);
+        }
+        if driving.len() >= options.concurrency || waiting == 0 {
+            store.wait_for_work(options.poll);
+        }
+    }
+}
+
+/// Runs nobody drives, most urgent first: higher priority, then older.
+fn waiting_runs(store: &dyn EngineStore) -> Result<Vec<RunRecord>> {
+    let mut runs: Vec<RunRecord> = store
+        .runs()?
+        .into_iter()
+        .filter(|run| {
+            run.status == RunStatus::Pending || (run.status == RunStatus::Running && run.stale)
+        })
+        .collect();
+    runs.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| a.created_at.cmp(&b.created_at))
+    });
+    Ok(runs)
+}
+
+fn reap(driving: &mut HashMap<String, Child>, listener: &dyn WorkerListener) {
+    driving.retain(|run_id, child| match child.try_wait() {
+        Ok(None) => true,
+        Ok(Some(status)) => {
+            listener.ended(run_id, status.code());
+            false
+        }
+        Err(_) => {
+            listener.ended(run_id, None);
+            false
+        }
+    });
+}
+
+/// `wfhost resume RUN` for `run_id`, dying with this process, in its own
+/// process group (a Ctrl-C at the worker's terminal is the worker's to
+/// handle), its output appended to the run folder's `driver.log`.
+fn start_driver(
+    home: &Path,
+    config: Option<&Path>,
+    store: &dyn EngineStore,
+    run_id: &str,
+) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let dir: PathBuf = store.run_files(run_id).dir().to_path_buf();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the run folder {}", dir.display()))?;
+    let log_path = dir.join("driver.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the wfhost binary to start a driver")?;
+    let mut command = Command::new(exe);
+    command
+        .args(["resume", run_id, "--quiet", "--home"])
+        .arg(home)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env("NO_COLOR", "1");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    match store.url() {
+        Some(url) => command.env("WFHOST_STORE", url),
+        None => command.env_remove("WFHOST_STORE"),
+    };
+    let worker = std::process::id();
+    // SAFETY: setpgid, prctl, getppid and _exit are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            libc::setpgid(0, 0);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The worker died before the line above: die now, as it asked.
+            if libc::getppid() as u32 != worker {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    command.spawn().context("cannot start a driver")
+}

@@ -1,0 +1,121 @@
+//! `wfhost worker`: drive the runs waiting in the store (see
+//! [`crate::app::worker`]).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::say::err_line;
+use super::Invalid;
+use crate::app::worker::{StopSignal, WorkerListener, WorkerOptions};
+use crate::store::RunRecord;
+
+/// Arguments of `wfhost worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// How many runs this worker drives at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    concurrency: usize,
+    /// Stop once no run is waiting and none is being driven, instead of
+    /// waiting for more (for scripts and tests).
+    #[arg(long)]
+    until_idle: bool,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Where runs live (`--store postgres://…` to share them with other
+    /// machines), and the host config.
+    #[command(flatten)]
+    pub(crate) place: super::Place,
+}
+
+/// Run `wfhost worker`.
+pub fn worker(home: &Path, config: Option<&Path>, args: WorkerArgs) -> Result<ExitCode> {
+    if args.concurrency == 0 {
+        return Err(Invalid("--concurrency must be at least 1".into()).into());
+    }
+    let store = super::create_store(home)?;
+    let options = WorkerOptions {
+        concurrency: args.concurrency,
+        until_idle: args.until_idle,
+        poll: Duration::from_secs(1),
+    };
+    install_stop_handlers();
+    if !args.quiet {
+        let place = store
+            .url()
+            .map(|url| crate::store::redact_url(&url))
+            .unwrap_or_else(|| home.display().to_string());
+        err_line(&format!(
+            "worker {} on {place}: driving up to {} runs at once (Ctrl-C: finish them and stop; twice: stop now)",
+            std::process::id(),
+            args.concurrency
+        ));
+    }
+    let listener = Say { quiet: args.quiet };
+    let taken = crate::app::worker::work(home, config, &*store, &options, &listener, &Signals)?;
+    if !args.quiet {
+        err_line(&format!("worker stopped after taking {taken} run(s)"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Say {
+    quiet: bool,
+}
+
+impl WorkerListener for Say {
+    fn took(&self, run: &RunRecord, pid: u32) {
+        if !self.quiet {
+            let how = if run.status == crate::store::RunStatus::Pending {
+                "queued"
+            } else {
+                "left by a stopped driver"
+            };
+            err_line(&format!(
+                "run {} ({}, {how}): driven by process {pid}",
+                run.id, run.workflow
+            ));
+        }
+    }
+
+    fn ended(&self, run_id: &str, status: Option<i32>) {
+        if !self.quiet {
+            let how = match status {
+                Some(0) => "completed".to_string(),
+                Some(1) => "failed or was cancelled".to_string(),
+                Some(3) => "paused or blocked".to_string(),
+                Some(2) => "was taken by another driver first, or could not start".to_string(),
+                Some(code) => format!("ended with exit code {code}"),
+                None => "ended by a signal".to_string(),
+            };
+            err_line(&format!("run {run_id}: {how} (see its driver.log)"));
+        }
+    }
+}
+
+/// SIGINT/SIGTERM seen so far.
+static STOPS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOPS.fetch_add(1, Ordering::SeqCst);
+}
+
+fn install_stop_handlers() {
+    // SAFETY: the handler only touches an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+    }
+}
+
+struct Signals;
+
+impl StopSignal for Signals {
+    fn requests(&self) -> usize {
+        STOPS.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,291 @@
+//! The store in PostgreSQL: [`PgStore`] implements every role trait of
+//! [`crate::store::roles`], for runs shared by several machines
+//! (`--store postgres://…`, `WFHOST_STORE`, `[store] url`).
+//!
+//! Split as the SQLite backend is: runs and the lease (`runs`), steps,
+//! attempts and whole transitions (`steps`), the journal (`events`), agent
+//! transcripts and approvals (`agent`), artifacts, comments and tokens
+//! (`notes`); `rows` reads records from rows, `schema` holds the
+//! migrations, `pool` the connections.
+//!
+//! Fencing: a handle that claimed a run remembers its lease token; every
+//! write transaction of that handle for the run first locks the run's row
+//! and compares its `lease_owner` with the token, so once another process
+//! took the run over the write fails with
+//! [`StoreError::LeaseLost`](crate::store::StoreError::LeaseLost) and
+//! commits nothing.
+//!
+//! Journal order: the events of every run get their sequence numbers under
+//! one transaction-scoped advisory lock taken just before they are
+//! inserted and held to the commit, so sequence numbers become visible in
+//! order and a reader following `seq > after` (the API's event stream)
+//! never skips one committed late.
+
+mod agent;
+mod events;
+mod notes;
+mod pool;
+pub(crate) use pool::redact;
+mod rows;
+mod runs;
+mod schema;
+mod steps;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use postgres::Transaction;
+use serde_json::Value;
+
+use super::observer::{notify, Committed, StoreObserver};
+use super::{Result, StoreError};
+use pool::Pool;
+
+impl From<postgres::Error> for StoreError {
+    fn from(error: postgres::Error) -> StoreError {
+        StoreError::Database(Box::new(error))
+    }
+}
+
+/// Handle on a PostgreSQL database holding wfhost's runs.
+///
+/// The role traits are synchronous; each call takes a pooled connection and
+/// runs off the async runtime's worker threads ([`pool::off_runtime`]).
+pub struct PgStore {
+    home: PathBuf,
+    url: String,
+    pool: Pool,
+    /// The connection that listens for queued work, once a worker waits.
+    listener: Mutex<Option<postgres::Client>>,
+    /// Leases this handle holds: run id → owner token.
+    leases: Mutex<HashMap<String, String>>,
+    observers: Vec<Arc<dyn StoreObserver>>,
+}
+
+impl PgStore {
+    /// Connect to the database at `url` (`postgres://user@host:port/db`)
+    /// and bring its schema up to date; `home` keeps this machine's run
+    /// folders (a local mirror) and caches.
+    pub fn connect(url: &str, home: &Path) -> Result<PgStore> {
+        std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
+            path: home.to_path_buf(),
+            source,
+        })?;
+        let home = std::fs::canonicalize(home).map_err(|source| StoreError::Io {
+            path: home.to_path_buf(),
+            source,
+        })?;
+        let pool = Pool::new(url)?;
+        pool.with(schema::migrate)?;
+        Ok(PgStore {
+            home,
+            url: url.to_string(),
+            listener: Mutex::new(None),
+            pool,
+            leases: Mutex::new(HashMap::new()),
+            observers: Vec::new(),
+        })
+    }
+
+    /// This store, telling `observer` about every commit (after it).
+    pub fn observed_by(mut self, observer: Arc<dyn StoreObserver>) -> PgStore {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Run `work` on a pooled connection.
+    fn with<T: Send>(
+        &self,
+        work: impl FnOnce(&mut postgres::Client) -> Result<T> + Send,
+    ) -> Result<T> {
+        self.pool.with(work)
+    }
+
+    /// Run `work` in one transaction on `run_id`, fenced by this handle's
+    /// lease on it (if it holds one), then commit. `exclusive`: the
+    /// transaction updates the run's own row (lock it for update from the
+    /// start, so two such transactions never deadlock upgrading a shared
+    /// lock).
+    fn write<T: Send>(
+        &self,
+        run_id: &str,
+        exclusive: bool,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        let token = self.lease_token(run_id);
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            if let Some(token) = token {
+                let lock = if exclusive { "UPDATE" } else { "SHARE" };
+                let owner: Option<String> = tx
+                    .query_opt(
+                        &format!("SELECT lease_owner FROM runs WHERE id = $1 FOR {lock}"),
+                        &[&run_id],
+                    )?
+                    .and_then(|row| row.get(0));
+                if owner.as_deref() != Some(token.as_str()) {
+                    return Err(StoreError::LeaseLost);
+                }
+            }
+            let value = work(&mut tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+
+    fn lease_token(&self, run_id: &str) -> Option<String> {
+        self.leases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(run_id)
+            .cloned()
+    }
+
+    fn set_lease_token(&self, run_id: &str, token: Option<String>) {
+        let mut leases = self
+            .leases
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match token {
+            Some(token) => leases.insert(run_id.to_string(), token),
+            None => leases.remove(run_id),
+        };
+    }
+
+    /// Wait up to `timeout` for a notification on [`WORK_CHANNEL`].
+    fn listen(&self, timeout: std::time::Duration) -> Result<()> {
+        pool::off_runtime(|| {
+            let mut listener = self
+                .listener
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if listener.as_ref().is_none_or(|client| client.is_closed()) {
+                let mut client = self.pool.connect()?;
+                client.batch_execute(&format!("LISTEN {WORK_CHANNEL}"))?;
+                *listener = Some(client);
+            }
+            let Some(client) = listener.as_mut() else {
+                return Ok(());
+            };
+            use postgres::fallible_iterator::FallibleIterator;
+            let woken = {
+                let mut notifications = client.notifications();
+                let woken = notifications.timeout_iter(timeout).next().map(|_| ());
+                // Several queued at once: one wake-up is enough.
+                while let Ok(Some(_)) = notifications.iter().next() {}
+                woken
+            };
+            if woken.is_err() {
+                *listener = None;
+            }
+            Ok(woken?)
+        })
+    }
+
+    /// Tell the observers about a committed change.
+    fn notify(&self, change: &Committed<'_>) -> Result<()> {
+        notify(&self.observers, change)
+    }
+
+    /// Tell the observers about committed events, after the crash point of
+    /// the crash tests (see [`crate::store::crash_point`]).
+    fn committed(&self, run_id: &str, at: &str, events: &[Event]) -> Result<()> {
+        for event in events {
+            super::crash_point(&event.kind);
+            self.notify(&Committed::Event {
+                run_id,
+                step_id: event.step.as_deref(),
+                at,
+                kind: &event.kind,
+                data: &event.data,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// An event to append to the journal at the end of a transaction.
+#[derive(Debug, Clone)]
+struct Event {
+    step: Option<String>,
+    kind: String,
+    data: Value,
+}
+
+impl Event {
+    fn new(step: Option<&str>, kind: &str, data: Value) -> Event {
+        Event {
+            step: step.map(str::to_string),
+            kind: kind.to_string(),
+            data,
+        }
+    }
+}
+
+/// Append `events` of `run_id` inside `tx`, in order, under the journal's
+/// advisory lock (see the module's doc: sequence numbers commit in order).
+fn insert_events(tx: &mut Transaction<'_>, run_id: &str, at: &str, events: &[Event]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])?;
+    let insert = tx.prepare(
+        "INSERT INTO events (run_id, step_id, at, kind, data) VALUES ($1, $2, $3, $4, $5)",
+    )?;
+    for event in events {
+        tx.execute(
+            &insert,
+            &[
+                &run_id,
+                &event.step,
+                &at,
+                &event.kind,
+                &event.data.to_string(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The channel a new run is announced on, for waiting workers.
+const WORK_CHANNEL: &str = "wfhost_work";
+
+/// The advisory lock key of the journal ("wfhostev" in ASCII).
+const JOURNAL_LOCK: i64 = 0x7766_686f_7374_6576;
+
+/// Free text from a step, a model or a person as PostgreSQL can keep it:
+/// its `text` type refuses NUL characters, which a hostile step could
+/// otherwise use to make the store fail on its error message.
+fn text(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains('\0') {
+        value.replace('\0', "\u{FFFD}").into()
+    } else {
+        value.into()
+    }
+}
+
+/// [`text`] of an optional value.
+fn opt_text(value: Option<&str>) -> Option<String> {
+    value.map(|v| text(v).into_owned())
+}
+
+/// This machine's name, recorded with a driver's pid: a pid says whether
+/// a driver is alive only on the machine it runs on.
+fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Whether the driver `pid` on `host` may still be alive: checked on this
+/// machine, assumed elsewhere (its heartbeat decides).
+fn driver_may_live(pid: Option<i64>, host: Option<&str>) -> bool {
+    match host {
+        Some(host) if host != host_name() => pid.is_some(),
+        _ => super::driver_alive(pid),
+    }
+}

@@ -1,0 +1,167 @@
+//! Connections to PostgreSQL, pooled, and used off the async runtime.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use postgres::{Client, Config, NoTls};
+
+use crate::store::{Result, StoreError};
+
+/// How many idle connections a handle keeps.
+const IDLE_KEPT: usize = 8;
+
+/// A small pool of connections to one database. A connection that broke
+/// (the server restarted, the network went away) is dropped, and the next
+/// call opens a new one.
+pub(super) struct Pool {
+    config: Config,
+    /// Where the database is, without credentials, for messages.
+    place: String,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl Pool {
+    /// A pool for `url`; checks that the database answers.
+    pub(super) fn new(url: &str) -> Result<Pool> {
+        let mut config: Config = url.parse().map_err(|error| {
+            StoreError::Database(
+                format!("'{}' is not a PostgreSQL URL: {error}", redact(url)).into(),
+            )
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("wfhost");
+        let pool = Pool {
+            place: redact(url),
+            config,
+            idle: Mutex::new(Vec::new()),
+        };
+        let client = pool.connect()?;
+        pool.give_back(client);
+        Ok(pool)
+    }
+
+    /// Run `work` with a connection, off the async runtime.
+    pub(super) fn with<T: Send>(
+        &self,
+        work: impl FnOnce(&mut Client) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| {
+            let mut client = self.take()?;
+            let result = work(&mut client);
+            self.give_back(client);
+            result
+        })
+    }
+
+    fn take(&self) -> Result<Client> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        match idle {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => self.connect(),
+        }
+    }
+
+    fn give_back(&self, client: Client) {
+        if client.is_closed() {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if idle.len() < IDLE_KEPT {
+            idle.push(client);
+        }
+    }
+
+    pub(super) fn connect(&self) -> Result<Client> {
+        self.config.connect(NoTls).map_err(|error| {
+            StoreError::Database(
+                format!(
+                    "cannot reach PostgreSQL at {}: {}",
+                    self.place,
+                    with_causes(&error)
+                )
+                .into(),
+            )
+        })
+    }
+}
+
+/// An error with what caused it ("error connecting to server: Connection
+/// refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+/// `url` without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Run `blocking` where the synchronous PostgreSQL client may block: it
+/// drives its own small runtime, which tokio refuses to start on a thread
+/// that is driving async tasks. On a worker of a multi-threaded runtime the
+/// worker hands its tasks to another thread first
+/// ([`tokio::task::block_in_place`]); on a current-thread runtime, which
+/// has no other thread, the call runs on a short-lived thread of its own.
+pub(super) fn off_runtime<T: Send>(blocking: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(blocking)
+        }
+        Ok(_) => std::thread::scope(|scope| {
+            scope
+                .spawn(blocking)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+        Err(_) => blocking(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_left_out_of_messages() {
+        assert_eq!(
+            redact("postgres://ann:secret@db:5432/wf"),
+            "postgres://ann:***@db:5432/wf"
+        );
+        assert_eq!(redact("postgres://ann@db/wf"), "postgres://ann@db/wf");
+        assert_eq!(redact("host=db user=ann"), "host=db user=ann");
+    }
+}
