@@ -68,13 +68,14 @@ pub fn open_store(
     config: Option<&Path>,
     store: Option<&str>,
 ) -> anyhow::Result<Arc<dyn EngineStore>> {
-    if let Some(url) = store_url(home, config, store)? {
-        return crate::store::open_postgres(&url, home).map_err(|error| anyhow::anyhow!("{error}"));
-    }
     let durability = match config_path(home, config) {
         Some(path) => ceiling::load_durability(&path).map_err(Invalid)?,
         None => Durability::default(),
     };
+    if let Some(url) = store_url(home, config, store)? {
+        return crate::store::open_postgres(&url, home, durability)
+            .map_err(|error| anyhow::anyhow!("{error}"));
+    }
     crate::store::open(home, durability)
         .map_err(|error| anyhow::anyhow!("cannot open store in '{}': {error}", home.display()))
 }

@@ -64,8 +64,13 @@ pub fn artifact_bytes(
         .dir()
         .join("artifacts")
         .join(&artifact.sha256);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| anyhow::anyhow!("artifact {} ({}): {e}", artifact.id, path.display()))?;
+    // Kept in the store when it is shared by several machines; else (or
+    // not found there) in this machine's run folder.
+    let bytes = match store.artifact_content(run_id, &artifact.sha256)? {
+        Some(bytes) => bytes,
+        None => std::fs::read(&path)
+            .map_err(|e| anyhow::anyhow!("artifact {} ({}): {e}", artifact.id, path.display()))?,
+    };
     if hex::encode(Sha256::digest(&bytes)) != artifact.sha256 {
         anyhow::bail!(
             "artifact {}: {} no longer holds what was kept (its SHA-256 differs)",

@@ -13,7 +13,7 @@
 //! with `kill -9` takes its drives with it, as a lost machine would, and
 //! other workers resume those runs once their leases run out.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,7 +32,26 @@ pub struct WorkerOptions {
     pub until_idle: bool,
     /// How often to look for runs whose lease ran out.
     pub poll: Duration,
+    /// This machine's labels: a run whose steps ask for labels
+    /// (`runs_on:`) is taken only when it has every one.
+    pub labels: BTreeSet<String>,
 }
+
+/// The first wait after the store could not be read, doubled each time up
+/// to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Sleep `wait`, waking early when a stop is asked.
+fn sleep_unless_stopped(wait: Duration, stop: &dyn StopSignal) {
+    let until = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < until && stop.requests() == 0 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How often a worker with drivers running checks whether one ended.
+const REAP_EVERY: Duration = Duration::from_millis(20);
 
 /// What the worker tells its user.
 pub trait WorkerListener {
@@ -40,6 +59,11 @@ pub trait WorkerListener {
     fn took(&self, run: &RunRecord, pid: u32);
     /// A driver ended.
     fn ended(&self, run_id: &str, status: Option<i32>);
+    /// The store could not be read; the worker tries again after `retry_in`.
+    fn store_unreachable(&self, error: &str, retry_in: Duration);
+    /// A waiting run asks for labels this worker does not have (told once
+    /// per run).
+    fn cannot_take(&self, run: &RunRecord, missing: &[String]);
 }
 
 /// Whether the worker should stop taking runs (the first Ctrl-C), or stop
@@ -60,6 +84,8 @@ pub fn work(
     stop: &dyn StopSignal,
 ) -> Result<usize> {
     let mut driving: HashMap<String, Child> = HashMap::new();
+    let mut needs: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut backoff: Option<Duration> = None;
     let mut taken = 0;
     loop {
         reap(&mut driving, listener);
@@ -84,7 +110,34 @@ pub fn work(
         let free = options.concurrency.saturating_sub(driving.len());
         let mut waiting = 0;
         if free > 0 {
-            let candidates = waiting_runs(store)?;
+            let mut candidates = match waiting_runs(store) {
+                Ok(runs) => {
+                    backoff = None;
+                    runs
+                }
+                Err(error) => {
+                    // The store is unreachable: take nothing, try again
+                    // later; the runs wait in the store, and the drivers
+                    // already started go on or stop by their own leases.
+                    let wait =
+                        backoff.map_or(BACKOFF_FIRST, |d: Duration| (d * 2).min(BACKOFF_MAX));
+                    backoff = Some(wait);
+                    listener.store_unreachable(&error.to_string(), wait);
+                    sleep_unless_stopped(wait, stop);
+                    continue;
+                }
+            };
+            candidates.retain(|run| {
+                let known = needs.contains_key(&run.id);
+                let asked = needs
+                    .entry(run.id.clone())
+                    .or_insert_with(|| labels_asked(&run.definition));
+                let missing: Vec<String> = asked.difference(&options.labels).cloned().collect();
+                if !missing.is_empty() && !known {
+                    listener.cannot_take(run, &missing);
+                }
+                missing.is_empty()
+            });
             waiting = candidates.len();
             let fresh: Vec<RunRecord> = candidates
                 .into_iter()
@@ -101,10 +154,49 @@ pub fn work(
         if options.until_idle && driving.is_empty() && waiting == 0 {
             return Ok(taken);
         }
-        if driving.len() >= options.concurrency || waiting == 0 {
-            store.wait_for_work(options.poll);
+        if driving.len() >= options.concurrency {
+            // Full: look again soon, a driver may end any moment.
+            std::thread::sleep(REAP_EVERY);
+        } else if waiting == 0 {
+            let wait = if driving.is_empty() {
+                options.poll
+            } else {
+                REAP_EVERY
+            };
+            store.wait_for_work(wait);
         }
     }
+}
+
+/// Every label the steps of a pinned definition ask for (`runs_on:` or
+/// `runs-on:`, a list or one label). The definition was validated when the
+/// run was made; anything unreadable here asks for nothing.
+fn labels_asked(definition: &str) -> BTreeSet<String> {
+    let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(definition) else {
+        return BTreeSet::new();
+    };
+    let steps = document
+        .get("steps")
+        .and_then(serde_yaml::Value::as_sequence)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut labels = BTreeSet::new();
+    for step in steps {
+        for key in ["runs_on", "runs-on"] {
+            match step.get(key) {
+                Some(serde_yaml::Value::Sequence(list)) => labels.extend(
+                    list.iter()
+                        .filter_map(serde_yaml::Value::as_str)
+                        .map(str::to_string),
+                ),
+                Some(serde_yaml::Value::String(one)) => {
+                    labels.insert(one.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    labels
 }
 
 /// Runs nobody drives, most urgent first: higher priority, then older.

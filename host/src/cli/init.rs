@@ -59,6 +59,7 @@ const CONFIG: &str = r#"# wfhost host config for this project (see the README: "
 
 # [store]
 # durability = "normal"   # or "full": every commit synced to disk
+# url = "postgres://wf@db.internal/wf"   # runs shared by several machines (`wfhost worker`)
 "#;
 
 /// `wfhost init`.

@@ -19,6 +19,10 @@ pub struct WorkerArgs {
     /// How many runs this worker drives at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     concurrency: usize,
+    /// This machine's labels (comma-separated): runs whose steps ask for
+    /// labels (`runs_on: [gpu]`) go only to workers that have every one.
+    #[arg(long, value_delimiter = ',', value_name = "LABEL,...")]
+    labels: Vec<String>,
     /// Stop once no run is waiting and none is being driven, instead of
     /// waiting for more (for scripts and tests).
     #[arg(long)]
@@ -37,13 +41,26 @@ pub fn worker(home: &Path, config: Option<&Path>, args: WorkerArgs) -> Result<Ex
     if args.concurrency == 0 {
         return Err(Invalid("--concurrency must be at least 1".into()).into());
     }
-    let store = super::create_store(home)?;
+    if let Some(bad) = args
+        .labels
+        .iter()
+        .find(|l| !crate::workflow::validate::is_label(l))
+    {
+        return Err(Invalid(format!(
+            "--labels: '{bad}' is not a label (1 to 64 letters, digits, '_', '-' or '.')"
+        ))
+        .into());
+    }
+    install_stop_handlers();
+    let Some(store) = open_until_reachable(home, args.quiet)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let options = WorkerOptions {
         concurrency: args.concurrency,
         until_idle: args.until_idle,
         poll: Duration::from_secs(1),
+        labels: args.labels.iter().cloned().collect(),
     };
-    install_stop_handlers();
     if !args.quiet {
         let place = store
             .url()
@@ -63,6 +80,37 @@ pub fn worker(home: &Path, config: Option<&Path>, args: WorkerArgs) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// Open the store, waiting (with backoff) while it cannot be reached; a
+/// mistake (a bad URL or config) is an error at once. `None`: stopped
+/// (Ctrl-C) while waiting.
+fn open_until_reachable(
+    home: &Path,
+    quiet: bool,
+) -> Result<Option<std::sync::Arc<dyn crate::store::EngineStore>>> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match super::create_store(home) {
+            Ok(store) => return Ok(Some(store)),
+            Err(error) if error.downcast_ref::<Invalid>().is_some() => return Err(error),
+            Err(error) => {
+                let _ = quiet;
+                err_line(&format!(
+                    "cannot open the store ({error}); trying again in {} s",
+                    wait.as_secs()
+                ));
+                let until = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < until {
+                    if Signals.requests() > 0 {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
 struct Say {
     quiet: bool,
 }
@@ -78,6 +126,25 @@ impl WorkerListener for Say {
             err_line(&format!(
                 "run {} ({}, {how}): driven by process {pid}",
                 run.id, run.workflow
+            ));
+        }
+    }
+
+    fn store_unreachable(&self, error: &str, retry_in: Duration) {
+        // Said even when quiet: the worker is idle until the store is back.
+        err_line(&format!(
+            "cannot read the store ({error}); taking nothing, trying again in {} s",
+            retry_in.as_secs()
+        ));
+    }
+
+    fn cannot_take(&self, run: &RunRecord, missing: &[String]) {
+        if !self.quiet {
+            err_line(&format!(
+                "run {} ({}) asks for labels this worker lacks: {} (left for another worker)",
+                run.id,
+                run.workflow,
+                missing.join(", ")
             ));
         }
     }

@@ -41,7 +41,7 @@ pub(crate) fn sqlite() -> Backend {
 }
 
 #[path = "../../../tests/support/postgres.rs"]
-mod scratch_postgres;
+pub(crate) mod scratch_postgres;
 
 /// A fresh PostgreSQL database on the test process's throw-away server.
 pub(crate) fn postgres() -> Backend {
@@ -50,7 +50,7 @@ pub(crate) fn postgres() -> Backend {
     let admin_url = url.clone();
     Backend {
         dir,
-        open: Box::new(move |home| open_postgres(&url, home).unwrap()),
+        open: Box::new(move |home| open_postgres(&url, home, Durability::Normal).unwrap()),
         age_heartbeat: Box::new(move |run_id| {
             let mut client = ::postgres::Client::connect(&admin_url, ::postgres::NoTls).unwrap();
             client
@@ -496,6 +496,16 @@ pub(crate) fn hostile_text_notes_and_tokens(backend: Backend) {
         (1, id, 10)
     );
     assert!(store.artifacts("r1", Some("b")).unwrap().is_empty());
+    // A store shared by several machines keeps the content itself.
+    store
+        .put_artifact_content("r1", &"a".repeat(64), b"\0bytes")
+        .unwrap();
+    let content = store.artifact_content("r1", &"a".repeat(64)).unwrap();
+    if store.keeps_artifact_content() {
+        assert_eq!(content.as_deref(), Some(&b"\0bytes"[..]));
+    } else {
+        assert_eq!(content, None, "the run folder keeps it");
+    }
 
     assert_eq!(store.token_count().unwrap(), 0);
     store.add_token("ci", &"f".repeat(64)).unwrap();
@@ -554,7 +564,7 @@ mod on_postgres {
             .unwrap()
             .port();
         let url = format!("postgres://wf:secret@127.0.0.1:{port}/wf");
-        let error = crate::store::open_postgres(&url, dir.path())
+        let error = crate::store::open_postgres(&url, dir.path(), crate::store::Durability::Normal)
             .err()
             .unwrap()
             .to_string();
@@ -569,10 +579,14 @@ mod on_postgres {
         std::thread::scope(|scope| {
             for n in 0..4 {
                 let (url, home) = (&url, dir.path().join(format!("h{n}")));
-                scope.spawn(move || crate::store::open_postgres(url, &home).unwrap());
+                scope.spawn(move || {
+                    crate::store::open_postgres(url, &home, crate::store::Durability::Normal)
+                        .unwrap()
+                });
             }
         });
-        let store = crate::store::open_postgres(&url, dir.path()).unwrap();
+        let store = crate::store::open_postgres(&url, dir.path(), crate::store::Durability::Normal)
+            .unwrap();
         assert!(store.runs().unwrap().is_empty());
     }
 }

@@ -18,7 +18,7 @@ mod agent;
 pub mod blocking;
 mod changes;
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 pub mod files;
 mod observer;
 pub mod postgres;
@@ -110,16 +110,19 @@ pub struct NewRun<'a> {
 }
 
 /// How hard a committed transition is pushed to disk (`[store] durability`
-/// in `config.toml`); for SQLite, its `synchronous` setting in WAL mode.
+/// in `config.toml`); for SQLite, its `synchronous` setting in WAL mode,
+/// for PostgreSQL, the session's `synchronous_commit`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// `synchronous=NORMAL`: a commit survives a crash of the process (even
+    /// `synchronous=NORMAL` (PostgreSQL: `synchronous_commit = off`): a
+    /// commit survives a crash of the process (even
     /// `kill -9`); after a power loss or kernel crash the last commits
     /// before it may be rolled back, but the database stays consistent.
     #[default]
     Normal,
-    /// `synchronous=FULL`: every commit is on disk (fsync of the WAL)
+    /// `synchronous=FULL` (PostgreSQL: `synchronous_commit = on`): every
+    /// commit is on disk (fsync of the WAL)
     /// before the engine acts on it; it also survives a power loss.
     Full,
 }
@@ -150,8 +153,12 @@ pub fn open(home: &Path, durability: Durability) -> Result<Arc<dyn EngineStore>>
 
 /// Connect to the PostgreSQL store at `url`, its run folders mirrored
 /// under `home/runs/` on this machine.
-pub fn open_postgres(url: &str, home: &Path) -> Result<Arc<dyn EngineStore>> {
-    let store = PgStore::connect(url, home)?;
+pub fn open_postgres(
+    url: &str,
+    home: &Path,
+    durability: Durability,
+) -> Result<Arc<dyn EngineStore>> {
+    let store = PgStore::connect(url, home, durability)?;
     let mirror = RunFolders::new(store.home());
     Ok(Arc::new(store.observed_by(Arc::new(mirror))))
 }

@@ -213,7 +213,22 @@ pub fn driver_alive(pid: Option<i64>) -> bool {
     };
     // SAFETY: signal 0 only checks for existence and permission.
     let result = unsafe { libc::kill(pid, 0) };
-    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Whether `pid` has exited and waits to be reaped: a driver that died
+/// whose parent is gone too stays a zombie where nothing reaps orphans
+/// (a container whose first process does not), and a zombie drives nothing.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')' (comm may hold any
+    // character, ')' included).
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X")
 }
 
 /// A step of a run with its latest state.
@@ -252,4 +267,27 @@ pub struct EventRecord {
     pub kind: String,
     /// Details.
     pub data: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::driver_alive;
+
+    #[test]
+    fn a_driver_that_exited_but_was_not_reaped_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = Some(i64::from(child.id()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Exited, not yet waited for: a zombie.
+        while driver_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a zombie counted as alive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+        assert!(driver_alive(Some(i64::from(std::process::id()))));
+        assert!(!driver_alive(None));
+    }
 }

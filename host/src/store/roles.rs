@@ -353,6 +353,25 @@ pub trait NoteStore: Send + Sync {
         media_type: &str,
     ) -> Result<i64>;
 
+    /// Whether this store keeps artifacts' content itself (PostgreSQL,
+    /// shared by every machine) rather than leaving it in the run folder
+    /// of the machine that ran the step (SQLite).
+    fn keeps_artifact_content(&self) -> bool {
+        false
+    }
+
+    /// Keep the content of an artifact (see
+    /// [`NoteStore::keeps_artifact_content`]); a no-op where the run folder
+    /// keeps it.
+    fn put_artifact_content(&self, _run_id: &str, _sha256: &str, _bytes: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
+    /// The content of an artifact kept by the store, if it keeps it.
+    fn artifact_content(&self, _run_id: &str, _sha256: &str) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
     /// A run's artifacts (of one step, when given), oldest first.
     fn artifacts(&self, run_id: &str, step: Option<&str>) -> Result<Vec<ArtifactRecord>>;
 

@@ -461,6 +461,12 @@ pub struct Step {
     /// `parallel: false`).
     #[serde(default)]
     pub exclusive: bool,
+    /// Labels a worker must have to drive a run with this step
+    /// (`wfhost worker --labels gpu,linux`): a run goes only to workers
+    /// that have every label any of its steps asks for. A run driven by
+    /// `wfhost run` itself ignores them. GitHub's spelling `runs-on` works.
+    #[serde(default, alias = "runs-on")]
+    pub runs_on: Vec<String>,
     /// Seeds' spelling: `parallel: false` is `exclusive: true`; a number is
     /// the `parallelism` of a `for_each`.
     #[serde(default, skip_serializing)]

@@ -39,7 +39,7 @@ use postgres::Transaction;
 use serde_json::Value;
 
 use super::observer::{notify, Committed, StoreObserver};
-use super::{Result, StoreError};
+use super::{Durability, Result, StoreError};
 use pool::Pool;
 
 impl From<postgres::Error> for StoreError {
@@ -67,7 +67,7 @@ impl PgStore {
     /// Connect to the database at `url` (`postgres://user@host:port/db`)
     /// and bring its schema up to date; `home` keeps this machine's run
     /// folders (a local mirror) and caches.
-    pub fn connect(url: &str, home: &Path) -> Result<PgStore> {
+    pub fn connect(url: &str, home: &Path, durability: Durability) -> Result<PgStore> {
         std::fs::create_dir_all(home).map_err(|source| StoreError::Io {
             path: home.to_path_buf(),
             source,
@@ -76,7 +76,7 @@ impl PgStore {
             path: home.to_path_buf(),
             source,
         })?;
-        let pool = Pool::new(url)?;
+        let pool = Pool::new(url, durability)?;
         pool.with(schema::migrate)?;
         Ok(PgStore {
             home,

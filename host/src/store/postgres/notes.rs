@@ -26,6 +26,32 @@ impl NoteStore for PgStore {
         })
     }
 
+    fn keeps_artifact_content(&self) -> bool {
+        true
+    }
+
+    fn put_artifact_content(&self, run_id: &str, sha256: &str, bytes: &[u8]) -> Result<()> {
+        self.write(run_id, false, |tx| {
+            tx.execute(
+                "INSERT INTO artifact_contents (run_id, sha256, content) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&run_id, &sha256, &bytes],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn artifact_content(&self, run_id: &str, sha256: &str) -> Result<Option<Vec<u8>>> {
+        self.with(|client| {
+            Ok(client
+                .query_opt(
+                    "SELECT content FROM artifact_contents WHERE run_id = $1 AND sha256 = $2",
+                    &[&run_id, &sha256],
+                )?
+                .map(|row| row.get(0)))
+        })
+    }
+
     fn artifacts(&self, run_id: &str, step: Option<&str>) -> Result<Vec<ArtifactRecord>> {
         self.with(|client| {
             Ok(client

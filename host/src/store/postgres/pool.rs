@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
 
-use crate::store::{Result, StoreError};
+use crate::store::{Durability, Result, StoreError};
 
 /// How many idle connections a handle keeps.
 const IDLE_KEPT: usize = 8;
@@ -22,7 +22,7 @@ pub(super) struct Pool {
 
 impl Pool {
     /// A pool for `url`; checks that the database answers.
-    pub(super) fn new(url: &str) -> Result<Pool> {
+    pub(super) fn new(url: &str, durability: Durability) -> Result<Pool> {
         let mut config: Config = url.parse().map_err(|error| {
             StoreError::Database(
                 format!("'{}' is not a PostgreSQL URL: {error}", redact(url)).into(),
@@ -32,6 +32,16 @@ impl Pool {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("wfhost");
+        // What `[store] durability` promises (see [`Durability`]): with
+        // `normal`, a commit survives any crash of wfhost at once, and a
+        // crash of the database server may lose the last moment of commits
+        // (the database stays consistent), as SQLite's NORMAL does after a
+        // power loss; `full` waits for each commit's WAL flush.
+        let synchronous = match durability {
+            Durability::Normal => "off",
+            Durability::Full => "on",
+        };
+        config.options(&format!("-c synchronous_commit={synchronous}"));
         let pool = Pool {
             place: redact(url),
             config,
@@ -153,7 +163,20 @@ pub(super) fn off_runtime<T: Send>(blocking: impl FnOnce() -> T + Send) -> T {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, Pool};
+    use crate::store::Durability;
+
+    #[test]
+    fn durability_sets_the_sessions_synchronous_commit() {
+        let url = crate::store::conformance::scratch_postgres::fresh_database();
+        for (durability, expected) in [(Durability::Normal, "off"), (Durability::Full, "on")] {
+            let pool = Pool::new(&url, durability).unwrap();
+            let setting: String = pool
+                .with(|client| Ok(client.query_one("SHOW synchronous_commit", &[])?.get(0)))
+                .unwrap();
+            assert_eq!(setting, expected, "{durability:?}");
+        }
+    }
 
     #[test]
     fn passwords_are_left_out_of_messages() {

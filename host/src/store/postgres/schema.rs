@@ -7,7 +7,8 @@ use postgres::Client;
 use crate::store::Result;
 
 /// Each entry upgrades the schema by one version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id              TEXT PRIMARY KEY,
     workflow_name   TEXT NOT NULL,
@@ -135,7 +136,19 @@ CREATE TABLE comments (
     created_at TEXT NOT NULL
 );
 CREATE INDEX comments_run ON comments(run_id);
-"#];
+"#,
+    // Artifacts' content: with workers on several machines, a file kept
+    // from a step must be readable from any of them (same caps as the run
+    // folder's copy: 64 MiB per file, 256 MiB per step).
+    r#"
+CREATE TABLE artifact_contents (
+    run_id  TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    sha256  TEXT NOT NULL,
+    content BYTEA NOT NULL,
+    PRIMARY KEY (run_id, sha256)
+);
+"#,
+];
 
 /// The advisory lock key that serialises migrations ("wfhostmg").
 const MIGRATION_LOCK: i64 = 0x7766_686f_7374_6d67;

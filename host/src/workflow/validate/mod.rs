@@ -196,6 +196,7 @@ impl Checker<'_> {
                     self.report(at, Some(&step.id), e);
                 }
             }
+            self.check_labels(i, step);
             self.check_templates(i, step, &graph, &first);
         }
         if let Some(cycle) = graph.find_cycle() {
@@ -224,6 +225,27 @@ impl Checker<'_> {
         }
     }
 
+    fn check_labels(&mut self, i: usize, step: &Step) {
+        if step.runs_on.len() > MAX_LABELS {
+            let at = self.loc.step_key(i, &["runs_on", "runs-on"]);
+            self.report(
+                at,
+                Some(&step.id),
+                format!("runs_on: at most {MAX_LABELS} labels"),
+            );
+        }
+        for label in &step.runs_on {
+            if !is_label(label) {
+                let at = self.loc.step_token(i, &["runs_on", "runs-on"], label);
+                self.report(
+                    at,
+                    Some(&step.id),
+                    "runs_on: a label is 1 to 64 letters, digits, '_', '-' or '.'",
+                );
+            }
+        }
+    }
+
     fn check_phase(&mut self, i: usize, step: &Step) {
         let Some(phase) = &step.phase else { return };
         if self.wf.phases.is_empty() {
@@ -239,6 +261,17 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// At most this many `runs_on` labels per step.
+const MAX_LABELS: usize = 16;
+
+/// Whether `label` can name a worker's label (`worker --labels`).
+pub fn is_label(label: &str) -> bool {
+    (1..=64).contains(&label.len())
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 #[cfg(test)]

@@ -144,6 +144,17 @@ impl RunLoop<'_> {
             crate::engine::artifacts::collect(&step.artifacts, &workflow.dir, grants, &into)
         });
         for artifact in kept {
+            if driver.store.keeps_artifact_content() {
+                let path = into.join(&artifact.sha256);
+                let bytes =
+                    std::fs::read(&path).map_err(|source| crate::store::StoreError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                driver
+                    .store
+                    .put_artifact_content(run_id, &artifact.sha256, &bytes)?;
+            }
             let id = driver.store.add_artifact(
                 run_id,
                 &step.id,
