@@ -10,7 +10,7 @@ use crate::store::{EngineStore, RunRecord, RunStatus, StepStatus};
 pub fn driven(run: &RunRecord) -> bool {
     matches!(run.status, RunStatus::Running | RunStatus::Blocked)
         && !crate::store::is_stale(run.heartbeat_at.as_deref())
-        && crate::store::driver_alive(run.driver_pid)
+        && crate::store::driver_may_live(run.driver_pid, run.driver_host.as_deref())
 }
 
 /// What a control request did.

@@ -1,9 +1,9 @@
-//! Artifacts and comments, for every front end.
+//! Artifacts, comments and the checkpoints people make, for every front end.
 
 use sha2::{Digest, Sha256};
 
 use crate::app::Invalid;
-use crate::store::{ArtifactRecord, CommentRecord, EngineStore};
+use crate::store::{ArtifactRecord, CommentRecord, EngineStore, StepRecord, StepStatus};
 
 /// The longest comment, in characters.
 pub const MAX_COMMENT_CHARS: usize = 10_000;
@@ -47,6 +47,77 @@ pub fn add_comment(
         }
     }
     Ok(store.add_comment(run_id, step, author, text)?)
+}
+
+/// The longest checkpoint label, in characters.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// A checkpoint a person made.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Its id (the sequence number of its event): `wfhost restore ID`.
+    pub seq: i64,
+    /// Its label, trimmed.
+    pub label: String,
+    /// Bytes of step outputs a restore to it keeps.
+    pub size_bytes: u64,
+}
+
+/// A checkpoint label, trimmed, or why it is refused: 1 to
+/// [`MAX_LABEL_CHARS`] characters without control characters.
+pub fn checkpoint_label(label: &str) -> Result<&str, String> {
+    let label = label.trim();
+    if label.is_empty()
+        || label.chars().count() > MAX_LABEL_CHARS
+        || label.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "give 1 to {MAX_LABEL_CHARS} characters without control characters"
+        ));
+    }
+    Ok(label)
+}
+
+/// Record a checkpoint of a run under `label` (checked as
+/// [`checkpoint_label`] says; a bad one is [`Invalid`]).
+pub fn add_checkpoint(
+    store: &dyn EngineStore,
+    run_id: &str,
+    label: &str,
+) -> anyhow::Result<Checkpoint> {
+    let label = checkpoint_label(label).map_err(Invalid)?;
+    let size_bytes = state_bytes(&store.steps(run_id)?, None);
+    let data =
+        serde_json::json!({ "label": label, "created_by": "user", "size_bytes": size_bytes });
+    store.append_event(run_id, None, "checkpoint", &data)?;
+    let seq = store
+        .checkpoints(run_id)?
+        .iter()
+        .rev()
+        .find(|c| {
+            c.kind == "checkpoint" && c.data.get("label").and_then(|l| l.as_str()) == Some(label)
+        })
+        .map(|c| c.seq)
+        .unwrap_or_default();
+    Ok(Checkpoint {
+        seq,
+        label: label.to_string(),
+        size_bytes,
+    })
+}
+
+/// Bytes of the step outputs a restore to a checkpoint keeps: those of
+/// the steps in `completed` (every completed step when `None`).
+pub fn state_bytes(steps: &[StepRecord], completed: Option<&[String]>) -> u64 {
+    steps
+        .iter()
+        .filter(|s| match completed {
+            Some(ids) => ids.contains(&s.id),
+            None => s.status == StepStatus::Completed,
+        })
+        .filter_map(|s| s.output.as_ref())
+        .map(|o| o.to_string().len() as u64)
+        .sum()
 }
 
 /// The content of an artifact, checked against its recorded SHA-256 (a

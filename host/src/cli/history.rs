@@ -117,34 +117,16 @@ pub fn watch(home: &Path, args: WatchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The longest checkpoint label, in characters.
-const MAX_LABEL_CHARS: usize = 200;
-
 /// `wfhost checkpoint`: mark the run's present state with a label, to
 /// restore it later.
 pub fn checkpoint(home: &Path, args: CheckpointArgs) -> Result<ExitCode> {
-    let label = args.label.trim();
-    if label.is_empty()
-        || label.chars().count() > MAX_LABEL_CHARS
-        || label.chars().any(char::is_control)
-    {
-        return Err(Invalid(format!(
-            "--label: give 1 to {MAX_LABEL_CHARS} characters without control characters"
-        ))
-        .into());
+    if let Err(why) = crate::app::notes::checkpoint_label(&args.label) {
+        return Err(Invalid(format!("--label: {why}")).into());
     }
     let store = super::open_store(home)?;
     let run_id = super::resolve_run(&*store, &args.run)?;
-    let size = state_bytes(&store.steps(&run_id)?, None);
-    let data = serde_json::json!({ "label": label, "created_by": "user", "size_bytes": size });
-    store.append_event(&run_id, None, "checkpoint", &data)?;
-    let seq = store
-        .checkpoints(&run_id)?
-        .iter()
-        .rev()
-        .find(|c| c.kind == "checkpoint")
-        .map(|c| c.seq)
-        .unwrap_or_default();
+    let made = crate::app::notes::add_checkpoint(&*store, &run_id, &args.label)?;
+    let (seq, label, size) = (made.seq, made.label, made.size_bytes);
     if args.json {
         super::say::out_line(&serde_json::to_string(&serde_json::json!({
             "run_id": run_id, "checkpoint": seq, "label": label, "size_bytes": size,
@@ -155,20 +137,6 @@ pub fn checkpoint(home: &Path, args: CheckpointArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Bytes of the step outputs a restore to a checkpoint keeps: those of
-/// the steps in `completed` (every completed step when `None`).
-fn state_bytes(steps: &[crate::store::StepRecord], completed: Option<&[String]>) -> u64 {
-    steps
-        .iter()
-        .filter(|s| match completed {
-            Some(ids) => ids.contains(&s.id),
-            None => s.status == crate::store::StepStatus::Completed,
-        })
-        .filter_map(|s| s.output.as_ref())
-        .map(|o| o.to_string().len() as u64)
-        .sum()
 }
 
 /// `wfhost checkpoints`: the points a run can be restored to: its step
@@ -208,7 +176,7 @@ pub fn checkpoints(home: &Path, args: CheckpointsArgs) -> Result<ExitCode> {
             "step": event.step,
             "label": label,
             "created_by": created_by,
-            "size_bytes": state_bytes(&steps, Some(&completed)),
+            "size_bytes": crate::app::notes::state_bytes(&steps, Some(&completed)),
         }));
     }
     if let Some(limit) = args.limit {

@@ -308,29 +308,11 @@ pub async fn add_checkpoint(
     Body(request): Body<NewCheckpoint>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     let run_id = resolve(&state, &id)?;
-    let label = request.label.trim();
-    if label.is_empty() || label.chars().count() > 200 || label.chars().any(char::is_control) {
-        return Err(Problem::bad_request(
-            "a label has 1 to 200 characters without control characters",
-        ));
-    }
-    state.store.append_event(
-        &run_id,
-        None,
-        "checkpoint",
-        &json!({ "label": label, "created_by": "user" }),
-    )?;
-    let seq = state
-        .store
-        .checkpoints(&run_id)?
-        .iter()
-        .rev()
-        .find(|c| c.kind == "checkpoint")
-        .map(|c| c.seq)
-        .unwrap_or_default();
+    crate::app::notes::checkpoint_label(&request.label).map_err(Problem::bad_request)?;
+    let made = crate::app::notes::add_checkpoint(&*state.store, &run_id, &request.label)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "checkpoint": seq, "label": label })),
+        Json(json!({ "checkpoint": made.seq, "label": made.label, "size_bytes": made.size_bytes })),
     ))
 }
 

@@ -20,6 +20,8 @@ pub(crate) struct Backend {
     open: Box<OpenStore>,
     /// Makes a run's heartbeat old, as if its driver had stopped beating.
     age_heartbeat: Box<dyn Fn(&str) + Send + Sync>,
+    /// The database's URL (PostgreSQL).
+    url: String,
 }
 
 impl Backend {
@@ -37,6 +39,7 @@ pub(crate) fn sqlite() -> Backend {
         dir,
         open: Box::new(|home| open(home, Durability::Normal).unwrap()),
         age_heartbeat: Box::new(move |run_id| sqlite::age_heartbeat(&db, run_id)),
+        url: String::new(),
     }
 }
 
@@ -49,6 +52,7 @@ pub(crate) fn postgres() -> Backend {
     let url = scratch_postgres::fresh_database();
     let admin_url = url.clone();
     Backend {
+        url: url.clone(),
         dir,
         open: Box::new(move |home| open_postgres(&url, home, Durability::Normal).unwrap()),
         age_heartbeat: Box::new(move |run_id| {
@@ -570,6 +574,31 @@ mod on_postgres {
             .to_string();
         assert!(error.contains("cannot reach PostgreSQL at"), "{error}");
         assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn a_run_driven_on_another_machine_is_held_while_it_beats() {
+        let backend = super::postgres();
+        let url = backend.url.clone();
+        let store = backend.open();
+        super::create(&*store, "r1");
+        assert!(store.claim_run("r1", 1).unwrap());
+        // Driven elsewhere: a pid that does not exist here, a fresh heartbeat.
+        let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        admin
+            .execute(
+                "UPDATE runs SET driver_host = 'another-machine', driver_pid = $1 WHERE id = 'r1'",
+                &[&i64::from(i32::MAX)],
+            )
+            .unwrap();
+        let here = backend.open();
+        let run = here.run("r1").unwrap();
+        assert!(!run.stale, "its heartbeat is fresh");
+        assert!(crate::app::control::driven(&run));
+        assert!(!here.claim_run("r1", std::process::id()).unwrap());
+        (backend.age_heartbeat)("r1");
+        assert!(here.run("r1").unwrap().stale);
+        assert!(here.claim_run("r1", std::process::id()).unwrap());
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub use files::{RunFiles, RunFolders};
 pub use observer::Committed;
 pub use postgres::PgStore;
 pub use records::{
-    driver_alive, is_stale, ArtifactRecord, CommentRecord, EventRecord, RunRecord, RunStatus,
-    StepRecord, StepStatus,
+    driver_alive, driver_may_live, is_stale, ArtifactRecord, CommentRecord, EventRecord, RunRecord,
+    RunStatus, StepRecord, StepStatus,
 };
 pub use roles::{
     AgentStore, CheckpointStore, EngineStore, EventLog, LeaseStore, NoteStore, RunStore, StepStore,

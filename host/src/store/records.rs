@@ -146,6 +146,9 @@ pub struct RunRecord {
     pub heartbeat_at: Option<String>,
     /// Process id of the driving process.
     pub driver_pid: Option<i64>,
+    /// The machine it runs on, where the store is shared (PostgreSQL);
+    /// `None`: this machine.
+    pub driver_host: Option<String>,
     /// A pending control request (`pause` or `cancel`).
     pub request: Option<String>,
     /// True when the run claims to be running but its driver stopped
@@ -205,8 +208,29 @@ pub fn is_stale(heartbeat_at: Option<&str>) -> bool {
     chrono::Utc::now().signed_duration_since(at) > STALE_AFTER
 }
 
-/// Whether the process that claimed a run still exists (runs are driven
-/// on this machine, so a dead pid means a dead driver).
+/// Whether the driver `pid` on `host` may still be alive: checked on this
+/// machine (`host` is this machine's name, or `None`), assumed elsewhere
+/// (its heartbeat decides).
+pub fn driver_may_live(pid: Option<i64>, host: Option<&str>) -> bool {
+    match host {
+        Some(host) if host != host_name() => pid.is_some(),
+        _ => driver_alive(pid),
+    }
+}
+
+/// This machine's name, recorded with a driver's pid: a pid says whether
+/// a driver is alive only on the machine it runs on.
+pub fn host_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Whether the process that claimed a run on this machine still exists (a
+/// dead pid means a dead driver).
 pub fn driver_alive(pid: Option<i64>) -> bool {
     let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) else {
         return false;
@@ -289,5 +313,18 @@ mod tests {
         child.wait().unwrap();
         assert!(driver_alive(Some(i64::from(std::process::id()))));
         assert!(!driver_alive(None));
+    }
+
+    #[test]
+    fn a_pid_is_checked_only_on_the_machine_it_runs_on() {
+        use super::{driver_may_live, host_name};
+        let gone = Some(i64::from(i32::MAX));
+        assert!(!driver_may_live(gone, None));
+        assert!(!driver_may_live(gone, Some(host_name())));
+        assert!(
+            driver_may_live(gone, Some("another-machine")),
+            "its heartbeat decides"
+        );
+        assert!(!driver_may_live(None, Some("another-machine")));
     }
 }

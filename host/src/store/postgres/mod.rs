@@ -39,6 +39,7 @@ use postgres::Transaction;
 use serde_json::Value;
 
 use super::observer::{notify, Committed, StoreObserver};
+use super::records::{driver_may_live, host_name};
 use super::{Durability, Result, StoreError};
 use pool::Pool;
 
@@ -268,24 +269,4 @@ fn text(value: &str) -> std::borrow::Cow<'_, str> {
 /// [`text`] of an optional value.
 fn opt_text(value: Option<&str>) -> Option<String> {
     value.map(|v| text(v).into_owned())
-}
-
-/// This machine's name, recorded with a driver's pid: a pid says whether
-/// a driver is alive only on the machine it runs on.
-fn host_name() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|name| name.trim().to_string())
-            .unwrap_or_default()
-    })
-}
-
-/// Whether the driver `pid` on `host` may still be alive: checked on this
-/// machine, assumed elsewhere (its heartbeat decides).
-fn driver_may_live(pid: Option<i64>, host: Option<&str>) -> bool {
-    match host {
-        Some(host) if host != host_name() => pid.is_some(),
-        _ => super::driver_alive(pid),
-    }
 }

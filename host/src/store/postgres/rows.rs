@@ -39,8 +39,10 @@ impl FromRow for RunRecord {
             stale: status == RunStatus::Running
                 && (is_stale(heartbeat_at.as_deref())
                     || !driver_may_live(driver_pid, driver_host.as_deref())),
+
             heartbeat_at,
             driver_pid,
+            driver_host,
             request: row.get(14),
             id: row.get(0),
             workflow: row.get(1),

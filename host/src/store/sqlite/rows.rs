@@ -32,6 +32,7 @@ impl FromRow for RunRecord {
                 && (is_stale(heartbeat_at.as_deref()) || !driver_alive(row.get(13)?)),
             heartbeat_at,
             driver_pid: row.get(13)?,
+            driver_host: None,
             request: row.get(14)?,
             id: row.get(0)?,
             workflow: row.get(1)?,
