@@ -20,27 +20,16 @@ pub struct Started {
     pub log: PathBuf,
 }
 
-/// Start `wfhost resume RUN` for `run_id` in the background, with the same
-/// home and config.
-pub fn start_driver(
-    home: &Path,
-    config: Option<&Path>,
-    store: &dyn EngineStore,
-    run_id: &str,
-) -> anyhow::Result<Started> {
-    start_command(home, config, store, run_id, &["resume", run_id])
-}
-
-/// Start `wfhost ARGS...` (a command that drives `run_id`: `resume`,
-/// `retry`, `restore`) in the background, with the same home and config,
-/// its output appended to the run's `driver.log`.
-pub fn start_command(
+/// `wfhost ARGS... --home HOME [--config FILE]` for `run_id`, on the same
+/// store, with no input and its output appended to the run folder's
+/// `driver.log` (returned too).
+pub fn driver_command(
     home: &Path,
     config: Option<&Path>,
     store: &dyn EngineStore,
     run_id: &str,
     args: &[&str],
-) -> anyhow::Result<Started> {
+) -> anyhow::Result<(std::process::Command, PathBuf)> {
     let dir = store.run_files(run_id).dir().to_path_buf();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the run folder {}", dir.display()))?;
@@ -69,6 +58,31 @@ pub fn start_command(
         Some(url) => command.env("WFHOST_STORE", url),
         None => command.env_remove("WFHOST_STORE"),
     };
+    Ok((command, log_path))
+}
+
+/// Start `wfhost resume RUN` for `run_id` in the background, with the same
+/// home and config.
+pub fn start_driver(
+    home: &Path,
+    config: Option<&Path>,
+    store: &dyn EngineStore,
+    run_id: &str,
+) -> anyhow::Result<Started> {
+    start_command(home, config, store, run_id, &["resume", run_id])
+}
+
+/// Start `wfhost ARGS...` (a command that drives `run_id`: `resume`,
+/// `retry`, `restore`) in the background, with the same home and config,
+/// its output appended to the run's `driver.log`.
+pub fn start_command(
+    home: &Path,
+    config: Option<&Path>,
+    store: &dyn EngineStore,
+    run_id: &str,
+    args: &[&str],
+) -> anyhow::Result<Started> {
+    let (mut command, log_path) = driver_command(home, config, store, run_id, args)?;
     // Its own session: a closed terminal, a Ctrl-C or a stopped server does
     // not stop it.
     // SAFETY: setsid is async-signal-safe and has no preconditions.

@@ -14,8 +14,8 @@
 //! other workers resume those runs once their leases run out.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -240,31 +240,13 @@ fn start_driver(
     run_id: &str,
 ) -> Result<Child> {
     use std::os::unix::process::CommandExt;
-    let dir: PathBuf = store.run_files(run_id).dir().to_path_buf();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the run folder {}", dir.display()))?;
-    let log_path = dir.join("driver.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("cannot find the wfhost binary to start a driver")?;
-    let mut command = Command::new(exe);
-    command
-        .args(["resume", run_id, "--quiet", "--home"])
-        .arg(home)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .env("NO_COLOR", "1");
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
-    match store.url() {
-        Some(url) => command.env("WFHOST_STORE", url),
-        None => command.env_remove("WFHOST_STORE"),
-    };
+    let (mut command, _log) = super::background::driver_command(
+        home,
+        config,
+        store,
+        run_id,
+        &["resume", run_id, "--quiet"],
+    )?;
     let worker = std::process::id();
     // SAFETY: setpgid, prctl, getppid and _exit are async-signal-safe.
     unsafe {

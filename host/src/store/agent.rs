@@ -150,3 +150,50 @@ pub fn call_hash(tool: &str, arguments: &str) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
+
+impl NewApproval<'_> {
+    /// The data of the `approval_requested` event that records it as
+    /// approval `id`, the same in every backend.
+    pub fn requested_event(&self, id: i64) -> Value {
+        serde_json::json!({
+            "approval": id,
+            "call_id": self.call_id,
+            "tool": self.tool,
+            "arguments": self.arguments,
+            "prompt": self.prompt,
+        })
+    }
+}
+
+impl ApprovalRecord {
+    /// The approval `id` of `run_id` as found (or not) when a person
+    /// answers it, if it can be answered; else why not (a person's
+    /// mistake, said the same in every backend).
+    pub fn answerable(
+        run_id: &str,
+        id: i64,
+        found: Option<ApprovalRecord>,
+    ) -> Result<ApprovalRecord, String> {
+        match found {
+            None => Err(format!(
+                "run {run_id} has no approval {id} (see `wfhost approvals {run_id}`)"
+            )),
+            Some(found) if found.status != ApprovalStatus::Pending => Err(format!(
+                "approval {id} of run {run_id} is already {}",
+                found.status.as_str()
+            )),
+            Some(found) => Ok(found),
+        }
+    }
+
+    /// The data of the `approval_answered` event that records its answer.
+    pub fn answered_event(&self, status: ApprovalStatus, note: Option<&str>) -> Value {
+        serde_json::json!({
+            "approval": self.id,
+            "call_id": self.call_id,
+            "tool": self.tool,
+            "status": status.as_str(),
+            "note": note,
+        })
+    }
+}

@@ -1,7 +1,7 @@
 //! [`Change`]: one change to a step of a run; [`CheckpointStore::apply`]
 //! records several in one transaction.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[cfg(doc)]
 use super::CheckpointStore;
@@ -60,4 +60,46 @@ pub enum Change<'a> {
         /// Event data.
         data: &'a Value,
     },
+}
+
+impl Change<'_> {
+    /// The journal entry that records this change, the same in every
+    /// backend: its step, event kind and data.
+    pub fn journal_entry(&self) -> (&str, String, Value) {
+        match *self {
+            Change::FinishAttempt {
+                step,
+                attempt,
+                status,
+                outcome,
+            } => {
+                let kind = if status == StepStatus::Completed {
+                    "step_completed"
+                } else {
+                    "step_failed"
+                };
+                let data = json!({ "attempt": attempt, "status": status.as_str(), "error": outcome.err() });
+                (step, kind.to_string(), data)
+            }
+            Change::CompleteStep { step, .. } => (
+                step,
+                "step_completed".to_string(),
+                json!({ "status": "completed" }),
+            ),
+            Change::SkipStep { step, reason } => (
+                step,
+                "step_skipped".to_string(),
+                json!({ "reason": reason }),
+            ),
+            Change::SetStepStatus { step, status, note } => (
+                step,
+                format!("step_{}", status.as_str()),
+                json!({ "status": status.as_str(), "note": note }),
+            ),
+            Change::ResetStep { step, reason } => {
+                (step, "step_reset".to_string(), json!({ "reason": reason }))
+            }
+            Change::Event { step, kind, data } => (step, kind.to_string(), data.clone()),
+        }
+    }
 }

@@ -410,6 +410,8 @@ pub(crate) fn approvals_round_trip(backend: Backend) {
         .agent_records("r1", None, Some("x"))
         .unwrap()
         .is_empty());
+    assert_eq!(call_hash("a", "b").len(), 64);
+    assert_ne!(call_hash("a", "bc"), call_hash("ab", "c"));
 }
 
 /// The journal across runs: sequence numbers grow in commit order, with no

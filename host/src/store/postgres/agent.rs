@@ -122,13 +122,7 @@ impl AgentStore for PgStore {
                     &i64::from(new.iteration),
                 ],
             )?;
-            let data = serde_json::json!({
-                "approval": id,
-                "call_id": new.call_id,
-                "tool": new.tool,
-                "arguments": new.arguments,
-                "prompt": new.prompt,
-            });
+            let data = new.requested_event(id);
             let events = [Event::new(Some(new.step_id), "approval_requested", data)];
             insert_events(tx, new.run_id, &at, &events)?;
             let row = tx.query_one(
@@ -206,31 +200,18 @@ impl AgentStore for PgStore {
             ApprovalRecord::COLUMNS
         );
         let answered = self.write(run_id, false, |tx| {
-            let Some(found) = tx
+            let found = tx
                 .query_opt(&format!("{select} FOR UPDATE"), &[&id, &run_id])?
-                .map(|row| ApprovalRecord::from_row(&row))
-            else {
-                return Ok(Err(format!(
-                    "run {run_id} has no approval {id} (see `wfhost approvals {run_id}`)"
-                )));
+                .map(|row| ApprovalRecord::from_row(&row));
+            let found = match ApprovalRecord::answerable(run_id, id, found) {
+                Ok(found) => found,
+                Err(why) => return Ok(Err(why)),
             };
-            if found.status != ApprovalStatus::Pending {
-                return Ok(Err(format!(
-                    "approval {id} of run {run_id} is already {}",
-                    found.status.as_str()
-                )));
-            }
             tx.execute(
                 "UPDATE approvals SET status = $2, note = $3, answered_at = $4 WHERE id = $1",
                 &[&id, &status.as_str(), &note, &at],
             )?;
-            let data = serde_json::json!({
-                "approval": id,
-                "call_id": found.call_id,
-                "tool": found.tool,
-                "status": status.as_str(),
-                "note": note,
-            });
+            let data = found.answered_event(status, note.as_deref());
             let events = [Event::new(Some(&found.step_id), "approval_answered", data)];
             insert_events(tx, run_id, &at, &events)?;
             let row = tx.query_one(&select, &[&id, &run_id])?;

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use postgres::Transaction;
+use pool::Tx;
 use serde_json::Value;
 
 use super::observer::{notify, Committed, StoreObserver};
@@ -96,10 +96,7 @@ impl PgStore {
     }
 
     /// Run `work` on a pooled connection.
-    fn with<T: Send>(
-        &self,
-        work: impl FnOnce(&mut postgres::Client) -> Result<T> + Send,
-    ) -> Result<T> {
+    fn with<T: Send>(&self, work: impl FnOnce(&mut pool::Db) -> Result<T> + Send) -> Result<T> {
         self.pool.with(work)
     }
 
@@ -112,7 +109,7 @@ impl PgStore {
         &self,
         run_id: &str,
         exclusive: bool,
-        work: impl FnOnce(&mut Transaction<'_>) -> Result<T> + Send,
+        work: impl FnOnce(&mut Tx<'_>) -> Result<T> + Send,
     ) -> Result<T> {
         let token = self.lease_token(run_id);
         self.with(|client| {
@@ -226,17 +223,14 @@ impl Event {
 
 /// Append `events` of `run_id` inside `tx`, in order, under the journal's
 /// advisory lock (see the module's doc: sequence numbers commit in order).
-fn insert_events(tx: &mut Transaction<'_>, run_id: &str, at: &str, events: &[Event]) -> Result<()> {
+fn insert_events(tx: &mut Tx<'_>, run_id: &str, at: &str, events: &[Event]) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])?;
-    let insert = tx.prepare(
-        "INSERT INTO events (run_id, step_id, at, kind, data) VALUES ($1, $2, $3, $4, $5)",
-    )?;
     for event in events {
         tx.execute(
-            &insert,
+            "INSERT INTO events (run_id, step_id, at, kind, data) VALUES ($1, $2, $3, $4, $5)",
             &[
                 &run_id,
                 &event.step,

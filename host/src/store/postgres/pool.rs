@@ -1,9 +1,11 @@
 //! Connections to PostgreSQL, pooled, and used off the async runtime.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use postgres::{Client, Config, NoTls};
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement, Transaction};
 
 use crate::store::{Durability, Result, StoreError};
 
@@ -17,7 +19,118 @@ pub(super) struct Pool {
     config: Config,
     /// Where the database is, without credentials, for messages.
     place: String,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Db>>,
+}
+
+/// A connection and the statements prepared on it: each SQL text is
+/// prepared once per connection (a plain query would be parsed and planned
+/// again each time, one more round trip per statement).
+pub(super) struct Db {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+/// A statement of `sql`, prepared on first use.
+fn prepared<'s>(
+    statements: &'s mut HashMap<String, Statement>,
+    prepare: impl FnOnce(&str) -> PgResult<Statement>,
+    sql: &str,
+) -> PgResult<&'s Statement> {
+    if !statements.contains_key(sql) {
+        let statement = prepare(sql)?;
+        statements.insert(sql.to_string(), statement);
+    }
+    Ok(&statements[sql])
+}
+
+/// What the client's calls return.
+type PgResult<T> = std::result::Result<T, postgres::Error>;
+
+/// Parameters of a statement.
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Db {
+    /// Start a transaction.
+    pub(super) fn transaction(&mut self) -> PgResult<Tx<'_>> {
+        Ok(Tx {
+            tx: self.client.transaction()?,
+            statements: &mut self.statements,
+        })
+    }
+
+    /// Rows of `sql`.
+    pub(super) fn query(&mut self, sql: &str, params: Params<'_>) -> PgResult<Vec<Row>> {
+        let client = &mut self.client;
+        let statement = prepared(&mut self.statements, |sql| client.prepare(sql), sql)?;
+        client.query(statement, params)
+    }
+
+    /// The one row of `sql`.
+    pub(super) fn query_one(&mut self, sql: &str, params: Params<'_>) -> PgResult<Row> {
+        let client = &mut self.client;
+        let statement = prepared(&mut self.statements, |sql| client.prepare(sql), sql)?;
+        client.query_one(statement, params)
+    }
+
+    /// The row of `sql`, if any.
+    pub(super) fn query_opt(&mut self, sql: &str, params: Params<'_>) -> PgResult<Option<Row>> {
+        let client = &mut self.client;
+        let statement = prepared(&mut self.statements, |sql| client.prepare(sql), sql)?;
+        client.query_opt(statement, params)
+    }
+
+    /// Run `sql`; how many rows it changed.
+    pub(super) fn execute(&mut self, sql: &str, params: Params<'_>) -> PgResult<u64> {
+        let client = &mut self.client;
+        let statement = prepared(&mut self.statements, |sql| client.prepare(sql), sql)?;
+        client.execute(statement, params)
+    }
+}
+
+/// A transaction on a [`Db`], using its prepared statements.
+pub(super) struct Tx<'a> {
+    tx: Transaction<'a>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+impl Tx<'_> {
+    /// Rows of `sql`.
+    pub(super) fn query(&mut self, sql: &str, params: Params<'_>) -> PgResult<Vec<Row>> {
+        let tx = &mut self.tx;
+        let statement = prepared(self.statements, |sql| tx.prepare(sql), sql)?;
+        tx.query(statement, params)
+    }
+
+    /// The one row of `sql`.
+    pub(super) fn query_one(&mut self, sql: &str, params: Params<'_>) -> PgResult<Row> {
+        let tx = &mut self.tx;
+        let statement = prepared(self.statements, |sql| tx.prepare(sql), sql)?;
+        tx.query_one(statement, params)
+    }
+
+    /// The row of `sql`, if any.
+    pub(super) fn query_opt(&mut self, sql: &str, params: Params<'_>) -> PgResult<Option<Row>> {
+        let tx = &mut self.tx;
+        let statement = prepared(self.statements, |sql| tx.prepare(sql), sql)?;
+        tx.query_opt(statement, params)
+    }
+
+    /// Run `sql`; how many rows it changed.
+    pub(super) fn execute(&mut self, sql: &str, params: Params<'_>) -> PgResult<u64> {
+        let tx = &mut self.tx;
+        let statement = prepared(self.statements, |sql| tx.prepare(sql), sql)?;
+        tx.execute(statement, params)
+    }
+
+    /// Run several statements (no parameters), unprepared.
+    pub(super) fn batch_execute(&mut self, sql: &str) -> PgResult<()> {
+        self.tx.batch_execute(sql)
+    }
+
+    /// Commit.
+    pub(super) fn commit(self) -> PgResult<()> {
+        self.tx.commit()
+    }
 }
 
 impl Pool {
@@ -48,14 +161,17 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
         };
         let client = pool.connect()?;
-        pool.give_back(client);
+        pool.give_back(Db {
+            client,
+            statements: HashMap::new(),
+        });
         Ok(pool)
     }
 
     /// Run `work` with a connection, off the async runtime.
     pub(super) fn with<T: Send>(
         &self,
-        work: impl FnOnce(&mut Client) -> Result<T> + Send,
+        work: impl FnOnce(&mut Db) -> Result<T> + Send,
     ) -> Result<T> {
         off_runtime(|| {
             let mut client = self.take()?;
@@ -65,20 +181,23 @@ impl Pool {
         })
     }
 
-    fn take(&self) -> Result<Client> {
+    fn take(&self) -> Result<Db> {
         let idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .pop();
         match idle {
-            Some(client) if !client.is_closed() => Ok(client),
-            _ => self.connect(),
+            Some(db) if !db.client.is_closed() => Ok(db),
+            _ => Ok(Db {
+                client: self.connect()?,
+                statements: HashMap::new(),
+            }),
         }
     }
 
-    fn give_back(&self, client: Client) {
-        if client.is_closed() {
+    fn give_back(&self, db: Db) {
+        if db.client.is_closed() {
             return;
         }
         let mut idle = self
@@ -86,7 +205,7 @@ impl Pool {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if idle.len() < IDLE_KEPT {
-            idle.push(client);
+            idle.push(db);
         }
     }
 

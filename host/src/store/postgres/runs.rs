@@ -66,12 +66,9 @@ impl RunStore for PgStore {
                 "INSERT INTO run_texts (run_id, definition, args) VALUES ($1, $2, $3)",
                 &[&run.id, &super::text(run.definition), &run.args.to_string()],
             )?;
-            let insert = tx.prepare(
-                "INSERT INTO steps (run_id, step_id, position, status) VALUES ($1, $2, $3, $4)",
-            )?;
             for (position, step) in run.steps.iter().enumerate() {
                 tx.execute(
-                    &insert,
+                    "INSERT INTO steps (run_id, step_id, position, status) VALUES ($1, $2, $3, $4)",
                     &[
                         &run.id,
                         step,

@@ -2,7 +2,7 @@
 //! in `wfhost_schema`. The first version is the SQLite store's schema as it
 //! stands (its nine migrations), in PostgreSQL's types.
 
-use postgres::Client;
+use super::pool::Db;
 
 use crate::store::Result;
 
@@ -156,7 +156,7 @@ const MIGRATION_LOCK: i64 = 0x7766_686f_7374_6d67;
 /// Bring the database up to the newest schema version. Safe when several
 /// processes (machines) open a fresh database at once: the version is read
 /// and the migrations applied under one advisory lock, in one transaction.
-pub(super) fn migrate(client: &mut Client) -> Result<()> {
+pub(super) fn migrate(client: &mut Db) -> Result<()> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS wfhost_schema (version BIGINT NOT NULL)")?;

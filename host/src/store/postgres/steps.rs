@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use postgres::Transaction;
+use super::pool::Tx;
 use serde_json::Value;
 
 use super::rows::{small, FromRow};
@@ -130,10 +130,11 @@ impl StepStore for PgStore {
 
     fn set_max_attempts(&self, run_id: &str, limits: &[(&str, u32)]) -> Result<()> {
         self.write(run_id, false, |tx| {
-            let update = tx
-                .prepare("UPDATE steps SET max_attempts = $3 WHERE run_id = $1 AND step_id = $2")?;
             for (step, max) in limits {
-                tx.execute(&update, &[&run_id, step, &i64::from(*max)])?;
+                tx.execute(
+                    "UPDATE steps SET max_attempts = $3 WHERE run_id = $1 AND step_id = $2",
+                    &[&run_id, step, &i64::from(*max)],
+                )?;
             }
             Ok(())
         })
@@ -225,7 +226,7 @@ impl CheckpointStore for PgStore {
 /// Record the end of one attempt (`status`, its output or error) in its
 /// `step_attempts` row, inside `tx`.
 fn finish_attempt_row(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     (run_id, step_id, attempt): (&str, &str, u32),
     status: StepStatus,
     now: &str,
@@ -249,8 +250,8 @@ fn finish_attempt_row(
 }
 
 /// Write `change` inside `tx`; returns its event.
-fn write(change: &Change<'_>, tx: &mut Transaction<'_>, run_id: &str, now: &str) -> Result<Event> {
-    let (step, kind, data) = match *change {
+fn write(change: &Change<'_>, tx: &mut Tx<'_>, run_id: &str, now: &str) -> Result<Event> {
+    match *change {
         Change::FinishAttempt {
             step,
             attempt,
@@ -268,13 +269,6 @@ fn write(change: &Change<'_>, tx: &mut Transaction<'_>, run_id: &str, now: &str)
                  WHERE run_id = $1 AND step_id = $2",
                 &[&run_id, &step, &status.as_str(), &now, &output, &error],
             )?;
-            let kind = if status == StepStatus::Completed {
-                "step_completed"
-            } else {
-                "step_failed"
-            };
-            let data = serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
-            (step, kind.to_string(), data)
         }
         Change::CompleteStep { step, output } => {
             tx.execute(
@@ -282,18 +276,19 @@ fn write(change: &Change<'_>, tx: &mut Transaction<'_>, run_id: &str, now: &str)
                  WHERE run_id = $1 AND step_id = $2",
                 &[&run_id, &step, &now, &output.to_string()],
             )?;
-            let data = serde_json::json!({ "status": "completed" });
-            (step, "step_completed".to_string(), data)
         }
         Change::SkipStep { step, reason } => {
-            let reason = text(reason).into_owned();
             tx.execute(
                 "UPDATE steps SET status = $3, finished_at = $4, error = $5
                  WHERE run_id = $1 AND step_id = $2",
-                &[&run_id, &step, &StepStatus::Skipped.as_str(), &now, &reason],
+                &[
+                    &run_id,
+                    &step,
+                    &StepStatus::Skipped.as_str(),
+                    &now,
+                    &text(reason),
+                ],
             )?;
-            let data = serde_json::json!({ "reason": reason });
-            (step, "step_skipped".to_string(), data)
         }
         Change::SetStepStatus { step, status, note } => {
             let note = opt_text(note);
@@ -311,24 +306,17 @@ fn write(change: &Change<'_>, tx: &mut Transaction<'_>, run_id: &str, now: &str)
                     &[&run_id, &step, &status.as_str(), &now, &note],
                 )?;
             }
-            let data = serde_json::json!({ "status": status.as_str(), "note": note });
-            (step, format!("step_{}", status.as_str()), data)
         }
-        Change::ResetStep { step, reason } => {
+        Change::ResetStep { step, .. } => {
             tx.execute(
                 "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL,
                                   output = NULL, error = NULL, next_attempt_at = NULL
                  WHERE run_id = $1 AND step_id = $2",
                 &[&run_id, &step],
             )?;
-            let data = serde_json::json!({ "reason": reason });
-            (step, "step_reset".to_string(), data)
         }
-        Change::Event { step, kind, data } => (step, kind.to_string(), data.clone()),
-    };
-    Ok(Event {
-        step: Some(step.to_string()),
-        kind,
-        data,
-    })
+        Change::Event { .. } => {}
+    }
+    let (step, kind, data) = change.journal_entry();
+    Ok(Event::new(Some(step), &kind, data))
 }

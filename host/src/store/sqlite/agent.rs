@@ -109,13 +109,7 @@ impl AgentStore for SqliteStore {
                AND NOT (attempt = ?3 AND iteration = ?6)",
                 params![new.run_id, new.step_id, new.attempt, id, at, new.iteration],
             )?;
-            let data = serde_json::json!({
-                "approval": id,
-                "call_id": new.call_id,
-                "tool": new.tool,
-                "arguments": new.arguments,
-                "prompt": new.prompt,
-            });
+            let data = new.requested_event(id);
             insert_event(
                 &tx,
                 new.run_id,
@@ -206,31 +200,18 @@ impl AgentStore for SqliteStore {
                 "SELECT {} FROM approvals WHERE id = ?1 AND run_id = ?2",
                 ApprovalRecord::COLUMNS
             );
-            let Some(found) = tx
+            let found = tx
                 .query_row(&select, params![id, run_id], ApprovalRecord::from_row)
-                .optional()?
-            else {
-                return Ok(Err(format!(
-                    "run {run_id} has no approval {id} (see `wfhost approvals {run_id}`)"
-                )));
+                .optional()?;
+            let found = match ApprovalRecord::answerable(run_id, id, found) {
+                Ok(found) => found,
+                Err(why) => return Ok(Err(why)),
             };
-            if found.status != ApprovalStatus::Pending {
-                return Ok(Err(format!(
-                    "approval {id} of run {run_id} is already {}",
-                    found.status.as_str()
-                )));
-            }
             tx.execute(
                 "UPDATE approvals SET status = ?2, note = ?3, answered_at = ?4 WHERE id = ?1",
                 params![id, status.as_str(), note, at],
             )?;
-            let data = serde_json::json!({
-                "approval": id,
-                "call_id": found.call_id,
-                "tool": found.tool,
-                "status": status.as_str(),
-                "note": note,
-            });
+            let data = found.answered_event(status, note);
             insert_event(
                 &tx,
                 run_id,
@@ -251,207 +232,5 @@ impl AgentStore for SqliteStore {
             )?;
             Ok(Ok(record))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::*;
-    use serde_json::json;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("home")).unwrap();
-        store
-            .create_run(&NewRun {
-                id: "r1",
-                workflow_name: "wf",
-                workflow_path: "wf.yaml",
-                workflow_dir: "/tmp",
-                definition: "name: wf\n",
-                args: &json!({}),
-                steps: &["a"],
-                triggered_by: None,
-                priority: 0,
-            })
-            .unwrap();
-        (dir, store)
-    }
-
-    fn new_approval<'a>(call_id: &'a str, arguments: &'a str) -> NewApproval<'a> {
-        NewApproval {
-            run_id: "r1",
-            step_id: "a",
-            agent_id: "rev",
-            attempt: 1,
-            iteration: 0,
-            call_hash: Box::leak(call_hash("exec", arguments).into_boxed_str()),
-            call_id,
-            tool: "exec",
-            arguments,
-            prompt: "run tests?",
-        }
-    }
-
-    #[test]
-    fn approvals_round_trip() {
-        let (_dir, store) = store();
-        let asked = store
-            .create_approval(&new_approval("c1", r#"{"command":"cargo test"}"#))
-            .unwrap();
-        assert_eq!(asked.status, ApprovalStatus::Pending);
-        assert_eq!(store.pending_approvals("r1").unwrap(), 1);
-        assert_eq!(store.approvals(Some("r1"), false).unwrap().len(), 1);
-        assert_eq!(store.approvals(None, false).unwrap()[0].id, asked.id);
-
-        let hash = call_hash("exec", r#"{"command":"cargo test"}"#);
-        let found = store
-            .find_approval("r1", "a", (1, 0), &hash)
-            .unwrap()
-            .unwrap();
-        assert_eq!(found.id, asked.id);
-        let other = call_hash("exec", r#"{"command":"rm"}"#);
-        assert!(store
-            .find_approval("r1", "a", (1, 0), &other)
-            .unwrap()
-            .is_none());
-        // Another attempt or iteration does not see it.
-        assert!(store
-            .find_approval("r1", "a", (2, 0), &hash)
-            .unwrap()
-            .is_none());
-        assert!(store
-            .find_approval("r1", "a", (1, 1), &hash)
-            .unwrap()
-            .is_none());
-
-        let answered = store
-            .answer_approval("r1", asked.id, true, Some("fine"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(answered.status, ApprovalStatus::Approved);
-        assert_eq!(answered.note.as_deref(), Some("fine"));
-        assert!(answered.answered_at.is_some());
-        assert_eq!(store.pending_approvals("r1").unwrap(), 0);
-        assert!(store.approvals(Some("r1"), false).unwrap().is_empty());
-        assert_eq!(store.approvals(Some("r1"), true).unwrap().len(), 1);
-
-        let again = store
-            .answer_approval("r1", asked.id, false, Some("no"))
-            .unwrap()
-            .unwrap_err();
-        assert!(again.contains("already approved"), "{again}");
-        let missing = store
-            .answer_approval("r1", 999, true, None)
-            .unwrap()
-            .unwrap_err();
-        assert!(missing.contains("has no approval 999"), "{missing}");
-
-        let second = store.create_approval(&new_approval("c2", "{}")).unwrap();
-        let denied = store
-            .answer_approval("r1", second.id, false, Some("too risky"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(denied.status, ApprovalStatus::Denied);
-        assert_eq!(
-            store.approval(second.id).unwrap().unwrap().note.as_deref(),
-            Some("too risky")
-        );
-
-        let kinds: Vec<String> = store
-            .events("r1", Some("a"))
-            .unwrap()
-            .into_iter()
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                "approval_requested",
-                "approval_answered",
-                "approval_requested",
-                "approval_answered"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_run_blocked_on_an_approval_is_still_driven() {
-        let (_dir, store) = store();
-        // Driven by another live process (pid 1 always exists).
-        assert!(store.claim_run("r1", 1).unwrap());
-        let asked = store.create_approval(&new_approval("c1", "{}")).unwrap();
-        store
-            .set_run_status("r1", crate::store::RunStatus::Blocked, None)
-            .unwrap();
-        let me = std::process::id();
-        assert!(
-            !store.claim_run("r1", me).unwrap(),
-            "its driver waits for the answer"
-        );
-        store
-            .answer_approval("r1", asked.id, true, None)
-            .unwrap()
-            .unwrap();
-        assert!(
-            store.claim_run("r1", me).unwrap(),
-            "blocked without a pending approval: claimable"
-        );
-    }
-
-    #[test]
-    fn records_round_trip_in_order() {
-        let (_dir, store) = store();
-        for (kind, key) in [("completion", "h1"), ("tool_result", "c1")] {
-            store
-                .append_agent_record(&NewAgentRecord {
-                    run_id: "r1",
-                    step_id: "a",
-                    agent_id: "rev",
-                    attempt: 1,
-                    kind,
-                    key,
-                    payload: &json!({"k": key}),
-                })
-                .unwrap();
-        }
-        let all = store.agent_records("r1", Some("a"), None).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].kind, "completion");
-        assert_eq!(all[1].payload, json!({"k": "c1"}));
-        assert!(store
-            .agent_records("r1", None, Some("other"))
-            .unwrap()
-            .is_empty());
-        assert_eq!(store.last_completed_attempt("r1", "a").unwrap(), 0);
-    }
-
-    #[test]
-    fn a_new_attempt_asks_again_and_closes_the_old_question() {
-        let (_dir, store) = store();
-        let first = store
-            .create_approval(&new_approval("c1", r#"{"command":"x"}"#))
-            .unwrap();
-        let again = store
-            .create_approval(&NewApproval {
-                attempt: 2,
-                ..new_approval("c1", r#"{"command":"x"}"#)
-            })
-            .unwrap();
-        assert_ne!(first.id, again.id);
-        let old = store.approval(first.id).unwrap().unwrap();
-        assert_eq!(old.status, ApprovalStatus::Denied);
-        assert!(
-            old.note
-                .as_deref()
-                .unwrap()
-                .contains(&format!("approval {}", again.id)),
-            "{:?}",
-            old.note
-        );
-        assert_eq!(store.pending_approvals("r1").unwrap(), 1);
-        assert_eq!(call_hash("a", "b").len(), 64);
-        assert_ne!(call_hash("a", "bc"), call_hash("ab", "c"));
     }
 }

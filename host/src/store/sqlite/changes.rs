@@ -72,7 +72,7 @@ fn write(
     run_id: &str,
     now: &str,
 ) -> rusqlite::Result<(String, String, Value)> {
-    let (step, kind, data) = match *change {
+    match *change {
         Change::FinishAttempt {
             step,
             attempt,
@@ -81,22 +81,15 @@ fn write(
         } => {
             let (output, error) = match outcome {
                 Ok(output) => (Some(output.to_string()), None),
-                Err(message) => (None, Some(message.to_string())),
+                Err(message) => (None, Some(message)),
             };
-            let (output, error) = (output.as_deref(), error.as_deref());
+            let output = output.as_deref();
             finish_attempt_row(tx, (run_id, step, attempt), status, now, output, error)?;
             tx.prepare_cached(
                 "UPDATE steps SET status = ?3, finished_at = ?4, output = ?5, error = ?6
                      WHERE run_id = ?1 AND step_id = ?2",
             )?
             .execute(params![run_id, step, status.as_str(), now, output, error])?;
-            let kind = if status == StepStatus::Completed {
-                "step_completed"
-            } else {
-                "step_failed"
-            };
-            let data = serde_json::json!({ "attempt": attempt, "status": status.as_str(), "error": error });
-            (step, kind.to_string(), data)
         }
         Change::CompleteStep { step, output } => {
             tx.prepare_cached(
@@ -104,14 +97,19 @@ fn write(
                      WHERE run_id = ?1 AND step_id = ?2",
             )?
             .execute(params![run_id, step, now, output.to_string()])?;
-            let data = serde_json::json!({ "status": "completed" });
-            (step, "step_completed".to_string(), data)
         }
         Change::SkipStep { step, reason } => {
-            tx.prepare_cached("UPDATE steps SET status = ?3, finished_at = ?4, error = ?5 WHERE run_id = ?1 AND step_id = ?2")?.execute(params![run_id, step, StepStatus::Skipped.as_str(), now, reason],
-                )?;
-            let data = serde_json::json!({ "reason": reason });
-            (step, "step_skipped".to_string(), data)
+            tx.prepare_cached(
+                "UPDATE steps SET status = ?3, finished_at = ?4, error = ?5
+                     WHERE run_id = ?1 AND step_id = ?2",
+            )?
+            .execute(params![
+                run_id,
+                step,
+                StepStatus::Skipped.as_str(),
+                now,
+                reason
+            ])?;
         }
         Change::SetStepStatus { step, status, note } => {
             let finished =
@@ -128,19 +126,18 @@ fn write(
                 )?
                 .execute(params![run_id, step, status.as_str(), now, note])?;
             }
-            let data = serde_json::json!({ "status": status.as_str(), "note": note });
-            (step, format!("step_{}", status.as_str()), data)
         }
-        Change::ResetStep { step, reason } => {
-            tx.prepare_cached("UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL, output = NULL,
-                                      error = NULL, next_attempt_at = NULL
-                     WHERE run_id = ?1 AND step_id = ?2")?.execute(params![run_id, step],
-                )?;
-            let data = serde_json::json!({ "reason": reason });
-            (step, "step_reset".to_string(), data)
+        Change::ResetStep { step, .. } => {
+            tx.prepare_cached(
+                "UPDATE steps SET status = 'pending', started_at = NULL, finished_at = NULL,
+                                  output = NULL, error = NULL, next_attempt_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+            )?
+            .execute(params![run_id, step])?;
         }
-        Change::Event { step, kind, data } => (step, kind.to_string(), data.clone()),
-    };
+        Change::Event { .. } => {}
+    }
+    let (step, kind, data) = change.journal_entry();
     insert_event(tx, run_id, Some(step), now, &kind, &data)?;
     Ok((step.to_string(), kind, data))
 }
