@@ -227,19 +227,18 @@ fn insert_events(tx: &mut Tx<'_>, run_id: &str, at: &str, events: &[Event]) -> R
     if events.is_empty() {
         return Ok(());
     }
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&JOURNAL_LOCK])?;
-    for event in events {
-        tx.execute(
-            "INSERT INTO events (run_id, step_id, at, kind, data) VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &run_id,
-                &event.step,
-                &at,
-                &event.kind,
-                &event.data.to_string(),
-            ],
-        )?;
-    }
+    // One statement, one round trip: the lock, then every event in order.
+    let steps: Vec<Option<&str>> = events.iter().map(|e| e.step.as_deref()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
+    tx.execute(
+        "INSERT INTO events (run_id, step_id, at, kind, data)
+         SELECT $1, e.step, $2, e.kind, e.data
+         FROM (SELECT pg_advisory_xact_lock($3)) AS journal,
+              UNNEST($4::TEXT[], $5::TEXT[], $6::TEXT[]) WITH ORDINALITY AS e(step, kind, data, n)
+         ORDER BY e.n",
+        &[&run_id, &at, &JOURNAL_LOCK, &steps, &kinds, &data],
+    )?;
     Ok(())
 }
 
