@@ -40,7 +40,8 @@ pub const EXIT_STOPPED: u8 = 3;
 pub use crate::app::Invalid;
 
 /// wfhost runs workflows (YAML or JSON DAGs of steps) whose every step is a
-/// sandboxed WebAssembly component, and records every transition in SQLite.
+/// sandboxed WebAssembly component, and records every transition in SQLite
+/// (or PostgreSQL, shared by workers on several machines).
 #[derive(Debug, Parser)]
 #[command(name = "wfhost", version, about, long_about = None)]
 pub struct Cli {
