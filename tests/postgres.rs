@@ -452,3 +452,32 @@ fn a_run_whose_steps_ask_for_labels_goes_only_to_a_worker_that_has_them() {
         text(&bad.stderr)
     );
 }
+
+#[test]
+fn a_grant_missing_on_the_worker_fails_the_run_with_the_grant_named() {
+    let shared = Shared::new();
+    let data = shared.first.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let path = shared.first.write(
+        "needs-data.yaml",
+        "name: needs-data\nsteps:\n  - id: read\n    run: ls data\n    \
+         grants: { exec: [ls], files: [{ path: data }] }\n",
+    );
+    let out = shared.on(
+        &shared.first,
+        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = text(&out.stdout).trim().to_string();
+    // The worker's machine has no such directory.
+    std::fs::remove_dir(&data).unwrap();
+    let worker = shared.on(&shared.second, &["worker", "--until-idle", "--quiet"]);
+    assert!(worker.status.success(), "{}", text(&worker.stderr));
+    let status = shared.status(&shared.second, &run);
+    assert_eq!(status["status"], "failed", "{status:#}");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("step 'read': files grant 'data' does not exist"),
+        "{error}"
+    );
+}
