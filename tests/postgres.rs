@@ -481,3 +481,21 @@ fn a_grant_missing_on_the_worker_fails_the_run_with_the_grant_named() {
         "{error}"
     );
 }
+
+#[test]
+fn a_step_cannot_be_granted_the_store_url() {
+    let shared = Shared::new();
+    let path = shared.first.write(
+        "leak.yaml",
+        "name: leak\nsteps:\n  - id: leak\n    run: 'echo $WFHOST_STORE'\n    grants: { env: [WFHOST_STORE] }\n",
+    );
+    let out = shared.on(&shared.first, &["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("step 'leak'")
+            && err.contains("env grant 'WFHOST_STORE' would pass wfhost's store URL"),
+        "{err}"
+    );
+    assert!(!err.contains("postgres://"), "{err}");
+}

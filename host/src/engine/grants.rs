@@ -119,6 +119,16 @@ pub fn model_reach(workflow: &LoadedWorkflow, step: &Step) -> Option<Result<Mode
 /// workflow uses as its model's key: the key never enters a sandbox.
 fn provider_key_problems(workflow: &LoadedWorkflow, resolved: &ResolvedGrants) -> Vec<String> {
     let mut problems = Vec::new();
+    // wfhost's own store URL carries the database's credentials: a step
+    // that had it could rewrite any run of the store.
+    for grant in resolved.env.iter().filter(|g| g.value.is_none()) {
+        if grant.name == STORE_URL_VARIABLE {
+            problems.push(format!(
+                "env grant '{STORE_URL_VARIABLE}' would pass wfhost's store URL (with its \
+                 credentials) into the step; the store's address never enters a sandbox"
+            ));
+        }
+    }
     for grant in resolved.env.iter().filter(|g| g.value.is_none()) {
         for agent in &workflow.def.agents {
             if let ModelSpec::Openai {
@@ -137,6 +147,9 @@ fn provider_key_problems(workflow: &LoadedWorkflow, resolved: &ResolvedGrants) -
     }
     problems
 }
+
+/// The variable that names wfhost's store (`--store`'s environment).
+pub const STORE_URL_VARIABLE: &str = "WFHOST_STORE";
 
 /// The step's `kill_grace`, else `config.kill_grace`, else 2 s; at most
 /// [`MAX_KILL_GRACE`].
