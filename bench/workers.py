@@ -13,18 +13,25 @@ as whole `wfhost` processes:
   per step     `wfhost run -q` of W1 (1 -> N no-op steps -> 1, N = --fan-out)
                with SQLite (fresh home) and with PostgreSQL (fresh database),
                in the same run; (wall - W0 wall) / steps, median of --repeat.
+  one run      one queued run of a fan-out of --fan-out no-op steps
+               (parallelism 16) with K workers: its steps are placed on all
+               of them; steps per second = steps / wall time.
   hand-off     one idle worker waits (LISTEN); a 1-step run is queued
                --samples times: the time from the run's `run_created` to its
                step's `step_started` (store timestamps): the worker's wake-up,
                a driver process started, the claim, the step started.
-
-A worker drives whole runs (each in a `wfhost resume` child), so "a step
-completing to its dependent starting on another worker" does not apply: the
-hand-off above is the closest measure of the queue.
+  step to dependent
+               a chain of --chain no-op steps queued with 2 workers
+               (concurrency 1 each): for each step, from its predecessor's
+               outcome recorded (`finished_at` of its task) to its own claim
+               by a worker (`claimed_at`), when the two ran on different
+               workers: the worker's NOTIFY, the driver's wake-up and its
+               transition, the dependent queued, a worker's wake-up and
+               claim.
 
 Usage: bench/workers.py [--wfhost target/release/wfhost] [--workers 1,2,4]
                         [--runs-queued 16] [--steps 50] [--fan-out 1000]
-                        [--repeat 3] [--samples 30] [--dir DIR]
+                        [--repeat 3] [--samples 30] [--chain 100] [--dir DIR]
 """
 
 import argparse
@@ -102,8 +109,8 @@ class Postgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def fan_out(n, name="fan"):
-    text = f"name: {name}\nconfig: {{ parallelism: 8 }}\nsteps:\n"
+def fan_out(n, name="fan", parallelism=8):
+    text = f"name: {name}\nconfig: {{ parallelism: {parallelism} }}\nsteps:\n"
     text += "  - id: root\n    type: function\n    component: echo\n"
     for i in range(n):
         text += f"  - id: s{i}\n    needs: [root]\n    type: function\n    component: echo\n"
@@ -135,6 +142,7 @@ def main():
     ap.add_argument("--fan-out", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--chain", type=int, default=100)
     ap.add_argument("--dir", default=str(ROOT / "target/bench-work"))
     a = ap.parse_args()
     wfhost = str(Path(a.wfhost).resolve())
@@ -169,6 +177,24 @@ def main():
             done = int(pg.sql(url, "SELECT COUNT(*) FROM runs WHERE status = 'completed'"))
             steps = done * (a.steps + 2)
             print(f"| {k} | {done}/{a.runs_queued} | {steps} | {wall:.2f} s | {steps / wall:.0f} |")
+
+        print(f"\n## One run of {a.fan_out} parallel steps (parallelism 16) placed on K workers\n")
+        print("| workers | steps | wall | steps/s | workers that ran steps |\n|---:|---:|---:|---:|---:|")
+        (scratch / "wide.yaml").write_text(fan_out(a.fan_out, "wide", 16))
+        for k in [int(x) for x in a.workers.split(",")]:
+            url = pg.fresh()
+            subprocess.run([wfhost, "run", "wide.yaml", "--detach", "-q"], cwd=scratch,
+                           env=env_for(scratch / f"wide{k}", url), check=True, stdout=subprocess.DEVNULL)
+            start = time.perf_counter()
+            workers = [subprocess.Popen([wfhost, "worker", "--until-idle", "--concurrency", "2", "-q"],
+                                        cwd=scratch, env=env_for(scratch / f"wide{k}-{i}", url))
+                       for i in range(k)]
+            for w in workers:
+                w.wait()
+            wall = time.perf_counter() - start
+            status = pg.sql(url, "SELECT status FROM runs")
+            ran_on = pg.sql(url, "SELECT COUNT(DISTINCT worker) FROM step_tasks")
+            print(f"| {k} | {a.fan_out + 2} ({status}) | {wall:.2f} s | {(a.fan_out + 2) / wall:.0f} | {ran_on} |")
 
         print(f"\n## Per step: W1 N={a.fan_out}, `wfhost run -q`, median of {a.repeat}\n")
         (scratch / "w1.yaml").write_text(fan_out(a.fan_out, "w1"))
@@ -212,6 +238,36 @@ def main():
         p99 = gaps[min(len(gaps) - 1, int(round(0.99 * (len(gaps) - 1))))]
         print(f"p50 {statistics.median(gaps):.0f} ms · p99 {p99:.0f} ms · min {gaps[0]:.0f} ms "
               f"(n = {len(gaps)})")
+
+        print(f"\n## Step completing to its dependent starting on another worker (chain of {a.chain})\n")
+        url = pg.fresh()
+        chain = "name: chain\nsteps:\n" + "".join(
+            f"  - id: c{i}\n" + (f"    needs: [c{i - 1}]\n" if i else "") + "    type: function\n    component: echo\n"
+            for i in range(a.chain))
+        (scratch / "chain.yaml").write_text(chain)
+        subprocess.run([wfhost, "run", "chain.yaml", "--detach", "-q"], cwd=scratch,
+                       env=env_for(scratch / "chain", url), check=True, stdout=subprocess.DEVNULL)
+        workers = [subprocess.Popen([wfhost, "worker", "--until-idle", "--concurrency", "1", "-q"],
+                                    cwd=scratch, env=env_for(scratch / f"chain-{i}", url))
+                   for i in range(2)]
+        for w in workers:
+            w.wait()
+        rows = pg.sql(url, """
+            SELECT EXTRACT(EPOCH FROM (d.claimed_at::timestamptz - p.finished_at::timestamptz)) * 1000,
+                   p.worker <> d.worker
+            FROM step_tasks p JOIN step_tasks d
+              ON d.run_id = p.run_id AND d.step_id = 'c' || (substr(p.step_id, 2)::int + 1)
+            WHERE p.state = 'done' AND d.state = 'done'""").split()
+        pairs = [(float(r.split("|")[0]), r.split("|")[1] == "t") for r in rows]
+        for label, gaps in [("on another worker", [g for g, other in pairs if other]),
+                            ("any worker", [g for g, _ in pairs])]:
+            gaps = sorted(gaps)
+            if not gaps:
+                print(f"{label}: no pairs")
+                continue
+            p99 = gaps[min(len(gaps) - 1, int(round(0.99 * (len(gaps) - 1))))]
+            print(f"{label}: p50 {statistics.median(gaps):.1f} ms · p99 {p99:.1f} ms "
+                  f"(n = {len(gaps)})")
     finally:
         pg.stop()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -2,7 +2,8 @@
 //! real binary against a throw-away PostgreSQL server: runs recorded from
 //! one machine's home and read, paused, resumed and cancelled from
 //! another; runs queued with `--detach` and driven by `wfhost worker`s;
-//! a worker killed mid-run loses nothing and no completed step runs twice.
+//! a worker killed mid-run loses nothing and no completed step runs twice;
+//! a run's steps placed on every worker, one attempt at a time.
 
 mod common;
 #[path = "support/postgres.rs"]
@@ -475,10 +476,20 @@ fn a_grant_missing_on_the_worker_fails_the_run_with_the_grant_named() {
     assert!(worker.status.success(), "{}", text(&worker.stderr));
     let status = shared.status(&shared.second, &run);
     assert_eq!(status["status"], "failed", "{status:#}");
-    let error = status["error"].as_str().unwrap_or_default();
+    // The step's grants are resolved on the worker that runs it, and the
+    // step fails there naming the grant and the worker.
+    let step = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "read")
+        .unwrap();
+    let error = step["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("step 'read': files grant 'data' does not exist"),
-        "{error}"
+        error.contains("on worker ")
+            && error.contains("the step's grants cannot be given")
+            && error.contains("files grant 'data' does not exist"),
+        "{status:#}"
     );
 }
 
@@ -498,4 +509,296 @@ fn a_step_cannot_be_granted_the_store_url() {
         "{err}"
     );
     assert!(!err.contains("postgres://"), "{err}");
+}
+
+/// The `wfhost worker` processes whose step attempts are running now.
+fn workers_running_steps(sql: &mut postgres::Client) -> Vec<u32> {
+    sql.query(
+        "SELECT DISTINCT worker FROM step_tasks WHERE state = 'running'",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .filter_map(|row| {
+        let worker: String = row.get(0);
+        worker.rsplit(':').next()?.parse().ok()
+    })
+    .collect()
+}
+
+/// The parent of process `pid` (the worker of a driver).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit(')').next()?;
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The worker whose child drives `run` now.
+fn driving_worker(sql: &mut postgres::Client, run: &str) -> Option<u32> {
+    let pid: Option<i64> = sql
+        .query_one("SELECT driver_pid FROM runs WHERE id = $1", &[&run])
+        .unwrap()
+        .get(0);
+    parent_of(u32::try_from(pid?).ok()?)
+}
+
+#[test]
+fn three_workers_run_a_1000_step_fan_out_each_step_once_and_a_killed_worker_loses_nothing() {
+    let shared = Shared::new();
+    let mut text_of = String::from("name: wide\nconfig: { parallelism: 16 }\nsteps:\n");
+    text_of
+        .push_str("  - id: root\n    type: function\n    component: echo\n    idempotent: true\n");
+    for i in 0..1000 {
+        text_of.push_str(&format!(
+            "  - id: s{i}\n    needs: [root]\n    type: function\n    component: sleep\n    idempotent: true\n    with: {{ ms: 5 }}\n"
+        ));
+    }
+    let all: Vec<String> = (0..1000).map(|i| format!("s{i}")).collect();
+    text_of.push_str(&format!(
+        "  - id: sink\n    needs: [{}]\n    type: function\n    component: echo\n    idempotent: true\n",
+        all.join(", ")
+    ));
+    let path = shared.first.write("wide.yaml", &text_of);
+    let out = shared.on(
+        &shared.first,
+        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = text(&out.stdout).trim().to_string();
+
+    let machines = [Sandbox::new(), Sandbox::new(), Sandbox::new()];
+    let mut workers: Vec<Child> = machines
+        .iter()
+        .map(|machine| shared.spawn(machine, &["worker", "--concurrency", "2", "--quiet"]))
+        .collect();
+    let mut sql = shared.sql();
+    // Mid-run, kill (`kill -9`) a worker that is running steps but does not
+    // drive the run: its attempts' claims run out, and the driver queues
+    // them again (the steps are idempotent).
+    let mut killed = None;
+    wait_for("a worker running steps of another's run", || {
+        let done: i64 = sql
+            .query_one("SELECT COUNT(*) FROM step_tasks WHERE state = 'done'", &[])
+            .unwrap()
+            .get(0);
+        if done < 100 {
+            return false;
+        }
+        let driver = driving_worker(&mut sql, &run);
+        let victim = workers_running_steps(&mut sql)
+            .into_iter()
+            .find(|pid| Some(*pid) != driver);
+        let Some(victim) = victim else {
+            return false;
+        };
+        let worker = workers.iter_mut().find(|w| w.id() == victim).unwrap();
+        worker.kill().unwrap();
+        let _ = worker.wait();
+        killed = Some(victim);
+        true
+    });
+    let killed = killed.unwrap();
+    wait_for("the run to end", || {
+        let status: String = sql
+            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
+            .unwrap()
+            .get(0);
+        status != "running" && status != "pending"
+    });
+    for worker in &mut workers {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+    let status = shared.status(&shared.second, &run);
+    assert_eq!(status["status"], "completed", "{}", status["error"]);
+    // Every step completed exactly once.
+    let completed = sql
+        .query(
+            "SELECT step_id, COUNT(*) FROM events WHERE run_id = $1 AND kind = 'step_completed'
+             GROUP BY step_id",
+            &[&run],
+        )
+        .unwrap();
+    assert_eq!(completed.len(), 1002);
+    assert!(completed.iter().all(|row| row.get::<_, i64>(1) == 1));
+    // The steps ran on all three workers, the killed one included.
+    let by_worker = sql
+        .query(
+            "SELECT worker, COUNT(*) FROM step_tasks WHERE run_id = $1 AND state = 'done'
+             GROUP BY worker",
+            &[&run],
+        )
+        .unwrap();
+    assert_eq!(
+        by_worker.len(),
+        3,
+        "steps ran on {} workers",
+        by_worker.len()
+    );
+    let killed_ran: i64 = sql
+        .query_one(
+            "SELECT COUNT(*) FROM step_tasks WHERE run_id = $1 AND worker LIKE $2",
+            &[&run, &format!("%:{killed}")],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed_ran > 0);
+}
+
+/// A workflow of a quick root and two slow steps side by side.
+fn two_slow_steps(machine: &Sandbox, idempotent: bool) -> std::path::PathBuf {
+    machine.write(
+        "slow.yaml",
+        &format!(
+            "name: slow\nsteps:\n  - id: root\n    type: function\n    component: echo\n\
+             \x20 - id: x\n    needs: [root]\n    type: function\n    component: sleep\n    with: {{ ms: 3000 }}\n    idempotent: {idempotent}\n\
+             \x20 - id: y\n    needs: [root]\n    type: function\n    component: sleep\n    with: {{ ms: 3000 }}\n    idempotent: {idempotent}\n"
+        ),
+    )
+}
+
+/// Queue `workflow`; one worker (one attempt at a time) takes the run and
+/// one slow step, a second worker the other slow step; the second is
+/// killed (`kill -9`) mid-step. Returns the run and the survivor.
+fn kill_the_worker_of_a_step(shared: &Shared, workflow: &std::path::Path) -> (String, Child) {
+    let out = shared.on(
+        &shared.first,
+        &["run", workflow.to_str().unwrap(), "--detach", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = text(&out.stdout).trim().to_string();
+    let first = Sandbox::new();
+    let second = Sandbox::new();
+    let driver = shared.spawn(&first, &["worker", "--concurrency", "1", "--quiet"]);
+    let mut sql = shared.sql();
+    let running = |sql: &mut postgres::Client| -> i64 {
+        sql.query_one(
+            "SELECT COUNT(*) FROM step_tasks WHERE state = 'running' AND step_id IN ('x', 'y')",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    wait_for("the first worker to run a slow step", || {
+        running(&mut sql) == 1
+    });
+    let mut other = shared.spawn(&second, &["worker", "--concurrency", "1", "--quiet"]);
+    wait_for("the second worker to run the other", || {
+        running(&mut sql) == 2
+    });
+    other.kill().unwrap();
+    let _ = other.wait();
+    (run, driver)
+}
+
+#[test]
+fn an_idempotent_step_of_a_killed_worker_runs_again_on_another() {
+    let shared = Shared::new();
+    let workflow = two_slow_steps(&shared.first, true);
+    let (run, mut survivor) = kill_the_worker_of_a_step(&shared, &workflow);
+    let mut sql = shared.sql();
+    wait_for("the run to end", || {
+        let status: String = sql
+            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
+            .unwrap()
+            .get(0);
+        status == "completed" || status == "failed" || status == "blocked"
+    });
+    let _ = survivor.kill();
+    let _ = survivor.wait();
+    assert_eq!(shared.status(&shared.second, &run)["status"], "completed");
+    // The lost attempt was queued again (a second claim of its task).
+    let reclaimed: i64 = sql
+        .query_one(
+            "SELECT COUNT(*) FROM step_tasks WHERE run_id = $1 AND token = 2 AND state = 'done'",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(reclaimed, 1);
+    let logs = shared.on(&shared.second, &["logs", &run]);
+    assert!(
+        text(&logs.stdout).contains("was lost while running this attempt; it is queued again"),
+        "{}",
+        text(&logs.stdout)
+    );
+}
+
+#[test]
+fn a_step_not_marked_idempotent_of_a_killed_worker_blocks_the_run() {
+    let shared = Shared::new();
+    let workflow = two_slow_steps(&shared.first, false);
+    let (run, mut survivor) = kill_the_worker_of_a_step(&shared, &workflow);
+    let mut sql = shared.sql();
+    wait_for("the run to block", || {
+        let status: String = sql
+            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
+            .unwrap()
+            .get(0);
+        status != "running" && status != "pending"
+    });
+    let status = shared.status(&shared.second, &run);
+    assert_eq!(status["status"], "blocked", "{status:#}");
+    let why: String = sql
+        .query_one(
+            "SELECT data FROM events WHERE run_id = $1 AND kind = 'run_status' ORDER BY seq DESC LIMIT 1",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        why.contains("was lost while running it, and it is not marked idempotent")
+            && why.contains("wfhost resume"),
+        "{why}"
+    );
+    // Nothing ran it again.
+    let claims: i64 = sql
+        .query_one(
+            "SELECT MAX(token) FROM step_tasks WHERE run_id = $1",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(claims, 1);
+    let _ = survivor.kill();
+    let _ = survivor.wait();
+}
+
+#[test]
+fn bad_worker_and_store_settings_are_one_line_errors() {
+    let machine = Sandbox::new();
+    let out = machine.wfhost(&["worker", "--concurrency", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: --concurrency must be at least 1"
+    );
+
+    let path = machine.write(
+        "badlabel.yaml",
+        "name: x\nsteps:\n  - id: a\n    runs_on: [\"g p u\"]\n    run: 'true'\n",
+    );
+    let out = machine.wfhost(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("badlabel.yaml:4:16: step 'a': runs_on: a label is 1 to 64 letters"),
+        "{err}"
+    );
+
+    std::fs::create_dir_all(machine.home()).unwrap();
+    std::fs::write(
+        machine.home().join("config.toml"),
+        "[store]\nurl = \"mysql://user:secret@db/wf\"\n",
+    )
+    .unwrap();
+    let out = machine.wfhost(&["runs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("wfhost stores runs in SQLite under the home (the default) or in PostgreSQL")
+            && !err.contains("secret"),
+        "{err}"
+    );
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::app::{Invalid, InvalidWorkflow};
-use crate::store::{EngineStore, NewRun};
+use crate::store::{EngineStore, NewRun, RunRecord};
 use crate::workflow::{self, LoadedWorkflow};
 
 /// Load and validate the workflow at `path`; agents its steps name but it
@@ -16,6 +16,27 @@ pub fn load_workflow(home: Option<&Path>, path: &Path) -> anyhow::Result<LoadedW
     let agents = home_agents(home)?;
     workflow::load_with(path, &builtins, agents.as_ref())
         .map_err(|diagnostics| InvalidWorkflow(diagnostics).into())
+}
+
+/// The definition run `run_id` started with (never the file as it is now).
+pub fn pinned_workflow(store: &dyn EngineStore, run_id: &str) -> anyhow::Result<LoadedWorkflow> {
+    workflow_of(store.home(), &store.run(run_id)?)
+}
+
+/// The definition pinned in `run` (agents it names from `home`).
+pub fn workflow_of(home: &Path, run: &RunRecord) -> anyhow::Result<LoadedWorkflow> {
+    let format = workflow::Format::from_path(Path::new(&run.workflow_path));
+    let builtins = crate::runtime::builtin::names();
+    let agents = home_agents(Some(home))?;
+    workflow::load_from_source_with(
+        &run.definition,
+        &run.workflow_path,
+        Path::new(&run.workflow_dir),
+        format,
+        &builtins,
+        agents.as_ref(),
+    )
+    .map_err(|d| anyhow::anyhow!("the run's pinned definition no longer validates: {d}"))
 }
 
 /// The agents of `<home>/agents.yaml`, if the file exists.

@@ -12,20 +12,36 @@
 //! The children die with the worker (`PR_SET_PDEATHSIG`): a worker killed
 //! with `kill -9` takes its drives with it, as a lost machine would, and
 //! other workers resume those runs once their leases run out.
+//!
+//! With a store that has a step queue (PostgreSQL), the drivers place the
+//! attempts of their steps there (see [`crate::engine::placement`]) and
+//! every worker runs the ones it can, up to `--concurrency` at once: a
+//! run's steps spread over all the workers with the labels they ask for.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::engine::ceiling::Ceiling;
+use crate::engine::placement::{self, WorkerSide, TASK_LEASE};
+use crate::step::executor::StepExecutor;
+use crate::store::tasks::ClaimedTask;
 use crate::store::{EngineStore, RunRecord, RunStatus};
+use crate::workflow::LoadedWorkflow;
+
+/// Set (to `1`) in the environment of a worker's drivers: place the
+/// attempts of steps that may run anywhere in the store's queue.
+pub const PLACE_STEPS_VARIABLE: &str = "WFHOST_PLACE_STEPS";
 
 /// How a worker works.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// Runs driven at once.
+    /// Runs driven at once, and step attempts run at once.
     pub concurrency: usize,
     /// Stop once nothing is waiting and nothing is driven (instead of
     /// waiting for more work).
@@ -73,27 +89,47 @@ pub trait StopSignal {
     fn requests(&self) -> usize;
 }
 
-/// Drive waiting runs until stopped (or, with `until_idle`, until there is
-/// nothing left). Returns how many runs it handed to drivers.
+/// Drive waiting runs and run queued step attempts until stopped (or,
+/// with `until_idle`, until there is nothing left). Returns how many runs
+/// it handed to drivers.
 pub fn work(
     home: &Path,
     config: Option<&Path>,
-    store: &dyn EngineStore,
+    store: &Arc<dyn EngineStore>,
     options: &WorkerOptions,
     listener: &dyn WorkerListener,
     stop: &dyn StopSignal,
 ) -> Result<usize> {
+    let tasks = match store.step_queue() {
+        Some(_) => Some(Tasks::new(home, config, store)?),
+        None => None,
+    };
+    let placing = tasks.is_some();
     let mut driving: HashMap<String, Child> = HashMap::new();
     let mut needs: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut backoff: Option<Duration> = None;
     let mut taken = 0;
+    let running = |tasks: &Option<Tasks>| tasks.as_ref().map_or(0, Tasks::running);
+    // Runs are looked for when news came, a driver ended, or every `poll`
+    // (for runs whose driver stopped beating): listing them is the
+    // dearest query of the loop.
+    let mut woken = crate::store::News {
+        runs: true,
+        tasks: true,
+    };
+    let mut last_scan: Option<std::time::Instant> = None;
+    let mut waiting = 0;
+    let mut driven_elsewhere = false;
+    let mut last_claim: Option<std::time::Instant> = None;
+    let mut claimed = 0;
     loop {
-        reap(&mut driving, listener);
+        let ended = reap(&mut driving, listener);
         match stop.requests() {
             0 => {}
             1 => {
-                // Drain: finish the runs in hand, take no new one.
-                if driving.is_empty() {
+                // Drain: finish the runs and attempts in hand, take no new
+                // one.
+                if driving.is_empty() && running(&tasks) == 0 {
                     return Ok(taken);
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -107,10 +143,37 @@ pub fn work(
                 return Ok(taken);
             }
         }
+        if let Some(tasks) = &tasks {
+            // Attempts are looked for when one was queued, one ended here,
+            // the last look found some, or every `poll`.
+            let due = options.until_idle
+                || woken.tasks
+                || claimed > 0
+                || tasks.ended() > 0
+                || last_claim.is_none_or(|at: std::time::Instant| at.elapsed() >= options.poll);
+            if due {
+                last_claim = Some(std::time::Instant::now());
+                match tasks.claim(options) {
+                    Ok(count) => claimed = count,
+                    Err(error) => {
+                        let wait =
+                            backoff.map_or(BACKOFF_FIRST, |d: Duration| (d * 2).min(BACKOFF_MAX));
+                        backoff = Some(wait);
+                        listener.store_unreachable(&error.to_string(), wait);
+                        sleep_unless_stopped(wait, stop);
+                        continue;
+                    }
+                }
+            }
+        }
         let free = options.concurrency.saturating_sub(driving.len());
-        let mut waiting = 0;
-        if free > 0 {
-            let mut candidates = match waiting_runs(store) {
+        let scan = options.until_idle
+            || woken.runs
+            || ended > 0
+            || last_scan.is_none_or(|at| at.elapsed() >= options.poll);
+        if free > 0 && scan {
+            last_scan = Some(std::time::Instant::now());
+            let (mut candidates, driven) = match waiting_runs(&**store) {
                 Ok(runs) => {
                     backoff = None;
                     runs
@@ -131,92 +194,219 @@ pub fn work(
                 let known = needs.contains_key(&run.id);
                 let asked = needs
                     .entry(run.id.clone())
-                    .or_insert_with(|| labels_asked(&run.definition));
+                    .or_insert_with(|| labels_asked(store.home(), run));
                 let missing: Vec<String> = asked.difference(&options.labels).cloned().collect();
                 if !missing.is_empty() && !known {
                     listener.cannot_take(run, &missing);
                 }
                 missing.is_empty()
             });
-            waiting = candidates.len();
-            let fresh: Vec<RunRecord> = candidates
-                .into_iter()
-                .filter(|run| !driving.contains_key(&run.id))
-                .take(free)
-                .collect();
+            // Runs this worker's own drivers are about to claim are not
+            // waiting.
+            candidates.retain(|run| !driving.contains_key(&run.id));
+            waiting = candidates.len().saturating_sub(free);
+            // Runs other workers drive may still queue attempts for this
+            // one: `--until-idle` waits for them to end.
+            driven_elsewhere = false;
+            for run in driven.iter().filter(|run| !driving.contains_key(&run.id)) {
+                let asked = needs
+                    .entry(run.id.clone())
+                    .or_insert_with(|| labels_asked(store.home(), run));
+                driven_elsewhere |= placing && asked.is_subset(&options.labels);
+            }
+            let fresh: Vec<RunRecord> = candidates.into_iter().take(free).collect();
             for run in fresh {
-                let child = start_driver(home, config, store, &run.id)?;
+                let child = start_driver(home, config, &**store, &run.id, placing)?;
                 listener.took(&run, child.id());
                 driving.insert(run.id.clone(), child);
                 taken += 1;
             }
         }
-        if options.until_idle && driving.is_empty() && waiting == 0 {
+        let attempts = running(&tasks);
+        if options.until_idle
+            && driving.is_empty()
+            && waiting == 0
+            && attempts == 0
+            && !driven_elsewhere
+        {
             return Ok(taken);
         }
-        if driving.len() >= options.concurrency {
-            // Full: look again soon, a driver may end any moment.
+        let full = driving.len() >= options.concurrency || attempts >= options.concurrency;
+        woken = crate::store::News::default();
+        if full {
+            // Look again soon, a driver or an attempt may end any moment
+            // (news that comes meanwhile waits on the listening
+            // connection).
             std::thread::sleep(REAP_EVERY);
-        } else if waiting == 0 {
+        } else {
             let wait = if driving.is_empty() {
                 options.poll
             } else {
                 REAP_EVERY
             };
-            store.wait_for_work(wait);
+            woken = store.wait_for_work(wait);
         }
     }
 }
 
-/// Every label the steps of a pinned definition ask for (`runs_on:` or
-/// `runs-on:`, a list or one label). The definition was validated when the
-/// run was made; anything unreadable here asks for nothing.
-fn labels_asked(definition: &str) -> BTreeSet<String> {
-    let Ok(document) = serde_yaml::from_str::<serde_yaml::Value>(definition) else {
-        return BTreeSet::new();
-    };
-    let steps = document
-        .get("steps")
-        .and_then(serde_yaml::Value::as_sequence)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let mut labels = BTreeSet::new();
-    for step in steps {
-        for key in ["runs_on", "runs-on"] {
-            match step.get(key) {
-                Some(serde_yaml::Value::Sequence(list)) => labels.extend(
-                    list.iter()
-                        .filter_map(serde_yaml::Value::as_str)
-                        .map(str::to_string),
-                ),
-                Some(serde_yaml::Value::String(one)) => {
-                    labels.insert(one.clone());
+/// The step attempts this worker runs: claimed from the store's queue, run
+/// on a runtime of their own.
+struct Tasks {
+    runtime: tokio::runtime::Runtime,
+    store: Arc<dyn EngineStore>,
+    executor: Arc<dyn StepExecutor>,
+    ceiling: Option<Ceiling>,
+    home: PathBuf,
+    /// `host:pid`, recorded with each claim.
+    name: String,
+    running: Arc<AtomicUsize>,
+    /// Attempts ended since [`Tasks::ended`] was last asked.
+    ended: Arc<AtomicUsize>,
+    /// Runs' pinned definitions, by run id with their hash.
+    workflows: Arc<Definitions>,
+}
+
+/// Runs' pinned definitions, loaded: run id → (definition hash, workflow).
+type Definitions = Mutex<HashMap<String, (String, Arc<LoadedWorkflow>)>>;
+
+impl Tasks {
+    fn new(home: &Path, config: Option<&Path>, store: &Arc<dyn EngineStore>) -> Result<Tasks> {
+        let runtime = super::runtime(home)?;
+        Ok(Tasks {
+            runtime: super::tokio_runtime()?,
+            store: store.clone(),
+            executor: Arc::new(crate::runtime::WasmExecutor(runtime)),
+            ceiling: super::load_ceiling(home, config)?,
+            home: store.home().to_path_buf(),
+            name: format!("{}:{}", crate::store::host_name(), std::process::id()),
+            running: Arc::new(AtomicUsize::new(0)),
+            ended: Arc::new(AtomicUsize::new(0)),
+            workflows: Arc::new(Definitions::default()),
+        })
+    }
+
+    fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// How many attempts ended since the last call.
+    fn ended(&self) -> usize {
+        self.ended.swap(0, Ordering::SeqCst)
+    }
+
+    /// Claim queued attempts while there is room, and start them; returns
+    /// how many.
+    fn claim(&self, options: &WorkerOptions) -> Result<usize> {
+        let labels: Vec<String> = options.labels.iter().cloned().collect();
+        let queue = self
+            .store
+            .step_queue()
+            .context("the store has no step queue")?;
+        let mut count = 0;
+        while self.running() < options.concurrency {
+            let Some(task) = queue.claim_task(&self.name, &labels, TASK_LEASE)? else {
+                break;
+            };
+            self.running.fetch_add(1, Ordering::SeqCst);
+            self.start(task);
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn start(&self, task: ClaimedTask) {
+        let store = self.store.clone();
+        let executor = self.executor.clone();
+        let ceiling = self.ceiling.clone();
+        let home = self.home.clone();
+        let name = self.name.clone();
+        let running = self.running.clone();
+        let ended = self.ended.clone();
+        let workflows = self.workflows.clone();
+        self.runtime.spawn(async move {
+            let side = WorkerSide {
+                store: &store,
+                executor: &executor,
+                ceiling: ceiling.as_ref(),
+                home: &home,
+                worker: &name,
+            };
+            match workflow_of(&*store, &workflows, &task.run_id) {
+                Ok(workflow) => {
+                    if !placement::run_task(&side, &workflow, task.clone()).await {
+                        tracing::warn!(
+                            "the outcome of step '{}' of run {} was not recorded: this worker's claim was lost",
+                            task.step_id,
+                            task.run_id
+                        );
+                    }
                 }
-                _ => {}
+                Err(error) => {
+                    placement::refuse_task(&side, &task, &format!("{error:#}"));
+                }
             }
+            running.fetch_sub(1, Ordering::SeqCst);
+            ended.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// The pinned definition of `run_id`, loaded once per definition.
+fn workflow_of(
+    store: &dyn EngineStore,
+    cache: &Definitions,
+    run_id: &str,
+) -> Result<Arc<LoadedWorkflow>> {
+    let run = store.run(run_id)?;
+    if let Some((hash, workflow)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(run_id) {
+        if *hash == run.definition_hash {
+            return Ok(workflow.clone());
         }
     }
-    labels
+    let workflow = Arc::new(super::runs::workflow_of(store.home(), &run)?);
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(run_id.to_string(), (run.definition_hash, workflow.clone()));
+    Ok(workflow)
+}
+
+/// Every label the steps of `run` ask for (`runs_on:`): its driver runs
+/// on a machine that has them all (agent steps and steps keeping
+/// artifacts run in the driver; with placement, the other steps go to any
+/// worker with their own labels). A definition that no longer loads asks
+/// for nothing (its driver reports why it cannot run).
+fn labels_asked(home: &Path, run: &RunRecord) -> BTreeSet<String> {
+    let Ok(workflow) = super::runs::workflow_of(home, run) else {
+        return BTreeSet::new();
+    };
+    workflow
+        .def
+        .steps
+        .iter()
+        .flat_map(|step| step.runs_on.iter().cloned())
+        .collect()
 }
 
 /// Runs nobody drives, most urgent first: higher priority, then older.
-fn waiting_runs(store: &dyn EngineStore) -> Result<Vec<RunRecord>> {
-    let mut runs: Vec<RunRecord> = store
-        .runs()?
-        .into_iter()
-        .filter(|run| {
+/// Also returns the open runs (pending or running) nobody waits for: the
+/// ones other processes drive.
+fn waiting_runs(store: &dyn EngineStore) -> Result<(Vec<RunRecord>, Vec<RunRecord>)> {
+    let (mut runs, driven): (Vec<RunRecord>, Vec<RunRecord>) =
+        store.open_runs()?.into_iter().partition(|run| {
             run.status == RunStatus::Pending || (run.status == RunStatus::Running && run.stale)
-        })
-        .collect();
+        });
     runs.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
             .then_with(|| a.created_at.cmp(&b.created_at))
     });
-    Ok(runs)
+    Ok((runs, driven))
 }
 
-fn reap(driving: &mut HashMap<String, Child>, listener: &dyn WorkerListener) {
+/// Forget the drivers that ended; returns how many did.
+fn reap(driving: &mut HashMap<String, Child>, listener: &dyn WorkerListener) -> usize {
+    let before = driving.len();
     driving.retain(|run_id, child| match child.try_wait() {
         Ok(None) => true,
         Ok(Some(status)) => {
@@ -228,6 +418,7 @@ fn reap(driving: &mut HashMap<String, Child>, listener: &dyn WorkerListener) {
             false
         }
     });
+    before - driving.len()
 }
 
 /// `wfhost resume RUN` for `run_id`, dying with this process, in its own
@@ -238,6 +429,7 @@ fn start_driver(
     config: Option<&Path>,
     store: &dyn EngineStore,
     run_id: &str,
+    placing: bool,
 ) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     let (mut command, _log) = super::background::driver_command(
@@ -247,6 +439,9 @@ fn start_driver(
         run_id,
         &["resume", run_id, "--quiet"],
     )?;
+    if placing {
+        command.env(PLACE_STEPS_VARIABLE, "1");
+    }
     let worker = std::process::id();
     // SAFETY: setpgid, prctl, getppid and _exit are async-signal-safe.
     unsafe {

@@ -14,7 +14,7 @@ use super::Invalid;
 use crate::app::control::{self, driven};
 use crate::engine::driver::ResumeOptions;
 use crate::store::{EngineStore, StepStatus};
-use crate::workflow::{self, Format, LoadedWorkflow};
+use crate::workflow::LoadedWorkflow;
 
 /// Arguments of `wfhost pause` and `wfhost cancel`.
 #[derive(Debug, clap::Args)]
@@ -106,7 +106,11 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
     } else {
         pinned_workflow(&store, &run_id)?
     };
-    let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
+    let mut driver = super::driver(home, &store, ceiling, args.quiet, true)?;
+    // A worker's driver: its steps go to the workers through the store.
+    if std::env::var_os(crate::app::worker::PLACE_STEPS_VARIABLE).is_some() {
+        driver = driver.with_placement(crate::engine::placement::Placement::new(store.clone()));
+    }
     let options = ResumeOptions {
         rerun: args.rerun,
         skip: args.skip,
@@ -255,17 +259,5 @@ fn upgrade(
 
 /// The definition a run started with (never the file as it is now).
 pub fn pinned_workflow(store: &Arc<dyn EngineStore>, run_id: &str) -> Result<LoadedWorkflow> {
-    let run = store.run(run_id)?;
-    let format = Format::from_path(Path::new(&run.workflow_path));
-    let builtins = crate::runtime::builtin::names();
-    let agents = super::run::home_agents(Some(store.home()))?;
-    workflow::load_from_source_with(
-        &run.definition,
-        &run.workflow_path,
-        Path::new(&run.workflow_dir),
-        format,
-        &builtins,
-        agents.as_ref(),
-    )
-    .map_err(|d| anyhow::anyhow!("the run's pinned definition no longer validates: {d}"))
+    crate::app::runs::pinned_workflow(&**store, run_id)
 }

@@ -196,11 +196,6 @@ pub fn load_workflow(home: Option<&Path>, path: &Path) -> Result<LoadedWorkflow>
     crate::app::runs::load_workflow(home, path)
 }
 
-/// The agents of `<home>/agents.yaml`, if the file exists.
-pub fn home_agents(home: Option<&Path>) -> Result<Option<workflow::seeds::HomeAgents>> {
-    crate::app::runs::home_agents(home)
-}
-
 /// What kind of JSON value `value` is, for messages.
 fn json_kind(value: &Value) -> &'static str {
     match value {

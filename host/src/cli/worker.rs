@@ -16,15 +16,18 @@ use crate::store::RunRecord;
 /// Arguments of `wfhost worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// How many runs this worker drives at once.
+    /// How many runs this worker drives at once, and (on PostgreSQL) how
+    /// many step attempts of any run it runs at once besides.
     #[arg(long, default_value_t = 4, value_name = "N")]
     concurrency: usize,
-    /// This machine's labels (comma-separated): runs whose steps ask for
-    /// labels (`runs_on: [gpu]`) go only to workers that have every one.
+    /// This machine's labels (comma-separated): a step that asks for
+    /// labels (`runs_on: [gpu]`) runs only on workers that have every one,
+    /// and its run is driven only by such a worker.
     #[arg(long, value_delimiter = ',', value_name = "LABEL,...")]
     labels: Vec<String>,
-    /// Stop once no run is waiting and none is being driven, instead of
-    /// waiting for more (for scripts and tests).
+    /// Stop once no run is waiting, none is being driven and no step
+    /// attempt is running here, instead of waiting for more (for scripts
+    /// and tests).
     #[arg(long)]
     until_idle: bool,
     /// Print nothing but errors.
@@ -67,13 +70,13 @@ pub fn worker(home: &Path, config: Option<&Path>, args: WorkerArgs) -> Result<Ex
             .map(|url| crate::store::redact_url(&url))
             .unwrap_or_else(|| home.display().to_string());
         err_line(&format!(
-            "worker {} on {place}: driving up to {} runs at once (Ctrl-C: finish them and stop; twice: stop now)",
+            "worker {} on {place}: driving up to {} runs and running up to as many steps at once (Ctrl-C: finish them and stop; twice: stop now)",
             std::process::id(),
             args.concurrency
         ));
     }
     let listener = Say { quiet: args.quiet };
-    let taken = crate::app::worker::work(home, config, &*store, &options, &listener, &Signals)?;
+    let taken = crate::app::worker::work(home, config, &store, &options, &listener, &Signals)?;
     if !args.quiet {
         err_line(&format!("worker stopped after taking {taken} run(s)"));
     }

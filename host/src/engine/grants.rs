@@ -59,6 +59,23 @@ pub fn resolve(
     ceiling: Option<&Ceiling>,
     host: &HostState,
 ) -> Result<ResolvedGrants, Vec<String>> {
+    let (resolved, problems) = resolve_with_problems(workflow, step, ceiling, host);
+    if problems.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(problems)
+    }
+}
+
+/// One step's grants as far as they resolve here, and every problem: for
+/// a driver whose step runs on another worker (which resolves them again
+/// on its machine), only the limits matter.
+pub fn resolve_with_problems(
+    workflow: &LoadedWorkflow,
+    step: &Step,
+    ceiling: Option<&Ceiling>,
+    host: &HostState,
+) -> (ResolvedGrants, Vec<String>) {
     let grants = merged(workflow, step);
     let cx = ResolveContext {
         base: &workflow.dir,
@@ -75,11 +92,7 @@ pub fn resolve(
     }
     problems.extend(provider_key_problems(workflow, &resolved));
     problems.extend(ceiling_problems(workflow, step, ceiling, &resolved));
-    if problems.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(problems)
-    }
+    (resolved, problems)
 }
 
 /// How the step exceeds the operator's ceiling: its grants, then what its

@@ -12,6 +12,7 @@ pub mod driver;
 pub mod export;
 mod fan_out;
 pub mod grants;
+pub mod placement;
 mod progress;
 pub mod retry;
 pub mod scheduler;

@@ -114,7 +114,7 @@ impl RetryPolicy {
     /// (1-based) is retried.
     pub fn should_retry(&self, kind: &FailureKind, message: &str, attempt: u32) -> bool {
         let wanted = match kind {
-            FailureKind::Transient => RetryOn::Transient,
+            FailureKind::Transient | FailureKind::Interrupted => RetryOn::Transient,
             FailureKind::Timeout => RetryOn::Timeout,
             FailureKind::Permanent => RetryOn::Permanent,
         };

@@ -105,6 +105,9 @@ pub enum FailureKind {
     Permanent,
     /// Ran past its deadline and was stopped.
     Timeout,
+    /// Whatever ran it was lost mid-attempt (a worker died); what it did
+    /// is unknown, so a step not marked idempotent blocks its run.
+    Interrupted,
 }
 
 /// A failed attempt: what kind, and a message for people.

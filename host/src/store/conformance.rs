@@ -619,4 +619,151 @@ mod on_postgres {
             .unwrap();
         assert!(store.runs().unwrap().is_empty());
     }
+
+    #[test]
+    fn the_step_queue_hands_each_task_to_one_claim_and_fences_the_rest() {
+        use crate::store::tasks::{NewTask, TaskState};
+        use std::time::Duration;
+        let backend = super::postgres();
+        let store = backend.open();
+        super::create(&*store, "r1");
+        let queue = store.step_queue().expect("PostgreSQL has a queue");
+        let payload = serde_json::json!({ "config": { "ms": 1 } });
+        let gpu = vec!["gpu".to_string()];
+        let plain = queue
+            .enqueue_task(&NewTask {
+                run_id: "r1",
+                step_id: "a",
+                attempt: 1,
+                labels: &[],
+                payload: &payload,
+            })
+            .unwrap();
+        let labelled = queue
+            .enqueue_task(&NewTask {
+                run_id: "r1",
+                step_id: "b",
+                attempt: 1,
+                labels: &gpu,
+                payload: &payload,
+            })
+            .unwrap();
+        let lease = Duration::from_secs(30);
+        // A worker without the label gets only the plain task, once.
+        let first = queue.claim_task("w1", &[], lease).unwrap().unwrap();
+        assert_eq!(
+            (first.id, first.token, first.payload.clone()),
+            (plain, 1, payload.clone())
+        );
+        assert!(queue.claim_task("w1", &[], lease).unwrap().is_none());
+        let second = queue
+            .claim_task("w2", &["gpu".into(), "x".into()], lease)
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.id, labelled);
+        assert_eq!(
+            queue.task_state(plain).unwrap(),
+            TaskState::Running {
+                worker: "w1".into(),
+                token: 1,
+                expired: false
+            }
+        );
+        // Lost: the claim's lease runs out, the task is queued again and
+        // claimed anew; the old claim can neither renew nor finish.
+        let short = queue.claim_task("w3", &[], Duration::ZERO).unwrap();
+        assert!(short.is_none());
+        assert!(!queue.requeue_task(plain, 7).unwrap(), "wrong token");
+        assert!(queue.requeue_task(plain, 1).unwrap());
+        let again = queue.claim_task("w3", &[], lease).unwrap().unwrap();
+        assert_eq!((again.id, again.token), (plain, 2));
+        assert!(!queue.renew_task(plain, 1, lease).unwrap());
+        assert!(!queue
+            .finish_task(plain, 1, &serde_json::json!({"output": 1}))
+            .unwrap());
+        assert!(queue.renew_task(plain, 2, lease).unwrap());
+        assert!(queue
+            .finish_task(plain, 2, &serde_json::json!({"output": 2}))
+            .unwrap());
+        assert_eq!(
+            queue.task_state(plain).unwrap(),
+            TaskState::Done(serde_json::json!({"output": 2}))
+        );
+        // An expired claim shows as such.
+        let mut admin = ::postgres::Client::connect(&backend.url, ::postgres::NoTls).unwrap();
+        admin
+            .execute(
+                "UPDATE step_tasks SET lease_until = now() - interval '1 second' WHERE id = $1",
+                &[&labelled],
+            )
+            .unwrap();
+        assert!(matches!(
+            queue.task_state(labelled).unwrap(),
+            TaskState::Running { expired: true, .. }
+        ));
+        // A new driver of the run cancels what is left; a cancelled task
+        // cannot be finished.
+        assert_eq!(queue.cancel_tasks_of("r1").unwrap(), 1);
+        assert_eq!(queue.task_state(labelled).unwrap(), TaskState::Cancelled);
+        assert!(!queue
+            .finish_task(labelled, 1, &serde_json::json!({"output": 3}))
+            .unwrap());
+        assert_eq!(queue.task_state(99_999).unwrap(), TaskState::Missing);
+        // Hostile text in a payload round-trips (JSON escapes NUL).
+        let nul = serde_json::json!({ "config": "a\u{0}b" });
+        let id = queue
+            .enqueue_task(&NewTask {
+                run_id: "r1",
+                step_id: "a",
+                attempt: 2,
+                labels: &[],
+                payload: &nul,
+            })
+            .unwrap();
+        let claimed = queue.claim_task("w1", &[], lease).unwrap().unwrap();
+        assert_eq!(claimed.id, id);
+        assert_eq!(claimed.payload["config"], "a\u{0}b");
+    }
+
+    #[test]
+    fn concurrent_claims_never_share_a_task() {
+        use crate::store::tasks::NewTask;
+        use std::time::Duration;
+        let backend = super::postgres();
+        let store = backend.open();
+        super::create(&*store, "r1");
+        let queue = store.step_queue().unwrap();
+        for n in 0..40 {
+            queue
+                .enqueue_task(&NewTask {
+                    run_id: "r1",
+                    step_id: "a",
+                    attempt: n + 1,
+                    labels: &[],
+                    payload: &serde_json::json!({}),
+                })
+                .unwrap();
+        }
+        let claimed = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for w in 0..4 {
+                let (backend, claimed) = (&backend, &claimed);
+                scope.spawn(move || {
+                    let store = backend.open();
+                    let queue = store.step_queue().unwrap();
+                    while let Some(task) = queue
+                        .claim_task(&format!("w{w}"), &[], Duration::from_secs(30))
+                        .unwrap()
+                    {
+                        claimed.lock().unwrap().push(task.id);
+                    }
+                });
+            }
+        });
+        let mut ids = claimed.into_inner().unwrap();
+        ids.sort();
+        let before = ids.len();
+        ids.dedup();
+        assert_eq!((before, ids.len()), (40, 40));
+    }
 }

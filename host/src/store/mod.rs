@@ -25,6 +25,7 @@ pub mod postgres;
 mod records;
 pub mod roles;
 pub mod sqlite;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,12 +40,12 @@ pub use files::{RunFiles, RunFolders};
 pub use observer::Committed;
 pub use postgres::PgStore;
 pub use records::{
-    driver_alive, driver_may_live, is_stale, ArtifactRecord, CommentRecord, EventRecord, RunRecord,
-    RunStatus, StepRecord, StepStatus,
+    driver_alive, driver_may_live, host_name, is_stale, ArtifactRecord, CommentRecord, EventRecord,
+    RunRecord, RunStatus, StepRecord, StepStatus,
 };
 pub use roles::{
-    AgentStore, CheckpointStore, EngineStore, EventLog, LeaseStore, NoteStore, RunStore, StepStore,
-    TokenStore,
+    AgentStore, CheckpointStore, EngineStore, EventLog, LeaseStore, News, NoteStore, RunStore,
+    StepQueue, StepStore, TokenStore,
 };
 pub use sqlite::SqliteStore;
 

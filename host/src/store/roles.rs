@@ -17,11 +17,68 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::tasks::{ClaimedTask, NewTask, TaskState};
 use super::{
     AgentRecord, ApprovalRecord, ArtifactRecord, Change, CommentRecord, EventRecord,
     NewAgentRecord, NewApproval, NewRun, Result, RunFiles, RunRecord, RunStatus, StepRecord,
     StepStatus,
 };
+
+/// Step attempts placed in the store for any worker to run (see
+/// [`super::tasks`]): the driver of a run queues an attempt and waits for its
+/// outcome; a worker claims it under a lease (its fencing token changes with
+/// every claim), renews the lease while it runs, and records the outcome
+/// only while the claim is still its own.
+pub trait StepQueue: Send + Sync {
+    /// Queue an attempt; returns the task's id. Wakes waiting workers.
+    fn enqueue_task(&self, task: &NewTask<'_>) -> Result<i64>;
+
+    /// Claim the oldest queued task whose labels this worker all has,
+    /// leased for `lease` (measured by the database's clock).
+    fn claim_task(
+        &self,
+        worker: &str,
+        labels: &[String],
+        lease: std::time::Duration,
+    ) -> Result<Option<ClaimedTask>>;
+
+    /// Renew a claim; `false` when it is no longer this claim (the task was
+    /// cancelled or given to another worker): stop working on it.
+    fn renew_task(&self, id: i64, token: i64, lease: std::time::Duration) -> Result<bool>;
+
+    /// Record a claimed task's outcome; `false` (nothing written) when the
+    /// claim was lost meanwhile. Wakes the drivers waiting for outcomes.
+    fn finish_task(&self, id: i64, token: i64, outcome: &Value) -> Result<bool>;
+
+    /// Where a task stands.
+    fn task_state(&self, id: i64) -> Result<TaskState>;
+
+    /// Put a task whose worker was lost (its lease ran out under claim
+    /// `token`) back in the queue; `false` when it changed meanwhile.
+    fn requeue_task(&self, id: i64, token: i64) -> Result<bool>;
+
+    /// Give up on a task that has not finished (its run was cancelled, the
+    /// driver stopped waiting): a worker running it stops at its next
+    /// renewal.
+    fn cancel_task(&self, id: i64) -> Result<()>;
+
+    /// Cancel every unfinished task of a run: a driver taking the run
+    /// over decides afresh about the attempts its predecessor placed (see
+    /// the driver's restore), so none of them may still start.
+    fn cancel_tasks_of(&self, run_id: &str) -> Result<u64>;
+
+    /// Wait up to `timeout` for a task to finish anywhere.
+    fn wait_for_outcomes(&self, timeout: std::time::Duration);
+}
+
+/// What woke a worker waiting for work ([`RunStore::wait_for_work`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct News {
+    /// A run was queued.
+    pub runs: bool,
+    /// A step attempt was queued.
+    pub tasks: bool,
+}
 
 /// Runs: creating them, their status, control requests, upgrades, pruning
 /// and listing.
@@ -42,15 +99,23 @@ pub trait RunStore: Send + Sync {
         None
     }
 
-    /// Wait up to `timeout` for news of work (a run was queued); returns
-    /// early when the store can tell (PostgreSQL's `LISTEN`), else sleeps.
-    fn wait_for_work(&self, timeout: std::time::Duration) {
+    /// Wait up to `timeout` for news of work (a run or a step attempt was
+    /// queued); returns early with the news when the store can tell
+    /// (PostgreSQL's `LISTEN`), else sleeps and returns none.
+    fn wait_for_work(&self, timeout: std::time::Duration) -> News {
         std::thread::sleep(timeout);
+        News::default()
     }
 
     /// Wait until the store's observers (the run-folder mirror) have
     /// caught up with every commit so far.
     fn flush_observers(&self) {}
+
+    /// The queue of step attempts any worker may run, when the store has
+    /// one (PostgreSQL; `None`: steps run in their driver's process).
+    fn step_queue(&self) -> Option<&dyn StepQueue> {
+        None
+    }
 
     /// Record a new run (status `pending`) and its steps in one transaction.
     fn create_run(&self, run: &NewRun<'_>) -> Result<()>;
@@ -88,6 +153,14 @@ pub trait RunStore: Send + Sync {
 
     /// All runs, newest first.
     fn runs(&self) -> Result<Vec<RunRecord>>;
+
+    /// The runs that are `pending` or `running` (what a worker may take),
+    /// newest first.
+    fn open_runs(&self) -> Result<Vec<RunRecord>> {
+        let mut runs = self.runs()?;
+        runs.retain(|run| matches!(run.status, RunStatus::Pending | RunStatus::Running));
+        Ok(runs)
+    }
 }
 
 /// One driver per run: claiming a run, renewing and checking the lease.

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::state::{describe_failure, RunState};
 use super::{Driver, RunEvent};
-use crate::step::executor::StepFailure;
+use crate::step::executor::{FailureKind, StepFailure};
 use crate::store::{Change, StepStatus};
 use crate::workflow::model::{Escalation, Workflow};
 use crate::workflow::LoadedWorkflow;
@@ -36,6 +36,26 @@ impl Driver {
         let def = &workflow.def;
         let step = &def.steps[index];
         let mut message = describe_failure(failure);
+        if failure.kind == FailureKind::Interrupted {
+            // What the lost attempt did is unknown: an operator decides,
+            // as after a crash of the driver (see `restore`).
+            self.store.finish_attempt(
+                run_id,
+                &step.id,
+                attempt,
+                StepStatus::Failed,
+                Err(&message),
+            )?;
+            self.listener.on_event(&RunEvent::StepFailed {
+                step: step.id.clone(),
+                error: message.clone(),
+            });
+            state.blocked = Some(format!(
+                "step '{}' was {message}; check what it did, then `wfhost resume {run_id}` runs it again (or `wfhost cancel {run_id}`)",
+                step.id
+            ));
+            return Ok(());
+        }
         let on_failure = step.on_failure.clone().unwrap_or_default();
         if let Some(target) = &on_failure.retry_step {
             let max = on_failure.max_loops.unwrap_or(DEFAULT_MAX_LOOPS);

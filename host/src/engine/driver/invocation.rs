@@ -141,7 +141,7 @@ pub(super) fn prepare_invocation(
 /// Where the step's programs start: its `working_directory` (else the
 /// workflow's `defaults.working_directory`) under the workflow's directory,
 /// or that directory itself.
-pub(super) fn working_directory(workflow: &LoadedWorkflow, step: &Step) -> PathBuf {
+pub(crate) fn working_directory(workflow: &LoadedWorkflow, step: &Step) -> PathBuf {
     let configured =
         step.working_directory
             .as_deref()

@@ -14,6 +14,7 @@
 mod control;
 mod failure;
 mod invocation;
+pub(crate) use invocation::working_directory;
 pub(super) mod lease;
 mod restore;
 mod run_loop;
@@ -143,6 +144,7 @@ pub struct Driver {
     listener: Arc<dyn RunListener>,
     ceiling: Option<Ceiling>,
     agents: Option<Arc<dyn AgentSessions>>,
+    placement: Option<super::placement::Placement>,
 }
 
 impl Driver {
@@ -158,6 +160,23 @@ impl Driver {
             listener,
             ceiling: None,
             agents: None,
+            placement: None,
+        }
+    }
+
+    /// Queue the attempts of steps that may run anywhere for workers
+    /// (see [`super::placement`]) instead of running them here.
+    pub fn with_placement(mut self, placement: Option<super::placement::Placement>) -> Driver {
+        self.placement = placement;
+        self
+    }
+
+    /// The executor of `step`'s attempts: a worker's, when this driver
+    /// places steps and the step may run elsewhere; else this process's.
+    fn executor_for(&self, step: &crate::workflow::model::Step) -> Arc<dyn StepExecutor> {
+        match &self.placement {
+            Some(placement) if super::placement::placeable(step) => placement.executor_for(step),
+            _ => self.executor.clone(),
         }
     }
 
@@ -229,6 +248,12 @@ impl Driver {
                 "run {run_id} is being driven by process {} (use `wfhost pause` or `wfhost cancel`)",
                 run.driver_pid.unwrap_or_default()
             );
+        }
+        if let Some(queue) = self.store.step_queue() {
+            // Attempts an earlier driver placed and never saw end: restore
+            // decides about them as about any interrupted step, so none
+            // may still start (or go on) on a worker.
+            queue.cancel_tasks_of(run_id)?;
         }
         // The lease is renewed from its own task, so that long work of this
         // one (compiling plugins) does not let it lapse.

@@ -6,8 +6,9 @@ use serde_json::{Map, Value};
 
 use super::Driver;
 use crate::engine::step_types::{self, StepType};
-use crate::engine::{grants, retry};
+use crate::engine::{grants, placement, retry};
 use crate::step::executor::ResolvedGrants;
+use crate::workflow::model::Step;
 use crate::workflow::LoadedWorkflow;
 
 /// Per step (by index): its resolved grants, retry policy, step type and
@@ -32,13 +33,28 @@ impl Driver {
         workflow: &LoadedWorkflow,
     ) -> std::result::Result<Setup, String> {
         let host = grants::HostState::new(self.store.home(), self.executor.cache_dir().as_deref());
-        let all_grants = grants::resolve_all(workflow, self.ceiling.as_ref(), &host)
-            .map_err(|d| format!("grants: {d}"))?;
+        let placed = |step: &Step| self.placement.is_some() && placement::placeable(step);
+        let all_grants = if self.placement.is_some() {
+            // Steps placed on workers get their grants resolved (and
+            // checked against the ceiling) there; here only their limits
+            // are read.
+            self.resolve_placed(workflow, &host)?
+        } else {
+            grants::resolve_all(workflow, self.ceiling.as_ref(), &host)
+                .map_err(|d| format!("grants: {d}"))?
+        };
         self.pin_grant_paths(run_id, workflow, &all_grants)?;
         let policies = retry::resolve_all(workflow).map_err(|d| format!("retry: {d}"))?;
         let types: Vec<Box<dyn StepType>> = workflow.def.steps.iter().map(step_types::of).collect();
         let components: Vec<String> = types.iter().map(|kind| kind.component(workflow)).collect();
-        let mut unique = components.clone();
+        let mut unique: Vec<String> = workflow
+            .def
+            .steps
+            .iter()
+            .zip(&components)
+            .filter(|(step, _)| !placed(step))
+            .map(|(_, component)| component.clone())
+            .collect();
         unique.sort();
         unique.dedup();
         self.executor
@@ -50,6 +66,31 @@ impl Driver {
             types,
             components,
         })
+    }
+
+    /// Every step's grants when steps are placed on workers: a step that
+    /// runs here must resolve them all; a placed step's are resolved as
+    /// far as they go (its limits are what the driver reads).
+    fn resolve_placed(
+        &self,
+        workflow: &LoadedWorkflow,
+        host: &grants::HostState,
+    ) -> std::result::Result<Vec<ResolvedGrants>, String> {
+        let mut all = Vec::new();
+        let mut problems = Vec::new();
+        for step in &workflow.def.steps {
+            let (resolved, trouble) =
+                grants::resolve_with_problems(workflow, step, self.ceiling.as_ref(), host);
+            if !placement::placeable(step) {
+                problems.extend(trouble.iter().map(|p| format!("step '{}': {p}", step.id)));
+            }
+            all.push(resolved);
+        }
+        if problems.is_empty() {
+            Ok(all)
+        } else {
+            Err(format!("grants: {}", problems.join("; ")))
+        }
     }
 
     /// Check that every `files` grant resolves to the directory it resolved
@@ -73,6 +114,10 @@ impl Driver {
         };
         let mut added = false;
         for (step, resolved) in workflow.def.steps.iter().zip(all_grants) {
+            if self.placement.is_some() && placement::placeable(step) {
+                // Resolved on whichever worker runs it.
+                continue;
+            }
             let written = grants::merged(workflow, step).files;
             for (file, (path, _)) in written.iter().zip(&resolved.files) {
                 let key = format!("{}:{}", step.id, file.path);

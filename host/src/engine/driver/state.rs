@@ -130,6 +130,7 @@ fn mentions_progress(step: &Step) -> bool {
 pub(super) fn describe_failure(failure: &StepFailure) -> String {
     match failure.kind {
         FailureKind::Timeout => format!("timeout: {}", failure.message),
+        FailureKind::Interrupted => format!("interrupted: {}", failure.message),
         _ => failure.message.clone(),
     }
 }

@@ -30,6 +30,7 @@ mod rows;
 mod runs;
 mod schema;
 mod steps;
+mod tasks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,7 +59,9 @@ pub struct PgStore {
     url: String,
     pool: Pool,
     /// The connection that listens for queued work, once a worker waits.
-    listener: Mutex<Option<postgres::Client>>,
+    work_listener: Mutex<Option<postgres::Client>>,
+    /// The connection that listens for finished tasks, once a driver waits.
+    outcome_listener: Mutex<Option<postgres::Client>>,
     /// Leases this handle holds: run id → owner token.
     leases: Mutex<HashMap<String, String>>,
     observers: Vec<Arc<dyn StoreObserver>>,
@@ -82,7 +85,8 @@ impl PgStore {
         Ok(PgStore {
             home,
             url: url.to_string(),
-            listener: Mutex::new(None),
+            work_listener: Mutex::new(None),
+            outcome_listener: Mutex::new(None),
             pool,
             leases: Mutex::new(HashMap::new()),
             observers: Vec::new(),
@@ -151,33 +155,50 @@ impl PgStore {
         };
     }
 
-    /// Wait up to `timeout` for a notification on [`WORK_CHANNEL`].
-    fn listen(&self, timeout: std::time::Duration) -> Result<()> {
+    /// Wait up to `timeout` for notifications on `channels`, listening on
+    /// the connection kept in `slot`; the channels that were notified.
+    fn listen(
+        &self,
+        channels: &[&str],
+        slot: &Mutex<Option<postgres::Client>>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>> {
         pool::off_runtime(|| {
-            let mut listener = self
-                .listener
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut listener = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if listener.as_ref().is_none_or(|client| client.is_closed()) {
                 let mut client = self.pool.connect()?;
-                client.batch_execute(&format!("LISTEN {WORK_CHANNEL}"))?;
+                for channel in channels {
+                    client.batch_execute(&format!("LISTEN {channel}"))?;
+                }
                 *listener = Some(client);
             }
             let Some(client) = listener.as_mut() else {
-                return Ok(());
+                return Ok(Vec::new());
             };
             use postgres::fallible_iterator::FallibleIterator;
-            let woken = {
+            let heard = {
                 let mut notifications = client.notifications();
-                let woken = notifications.timeout_iter(timeout).next().map(|_| ());
-                // Several queued at once: one wake-up is enough.
-                while let Ok(Some(_)) = notifications.iter().next() {}
-                woken
+                let mut heard = Vec::new();
+                let first = notifications.timeout_iter(timeout).next();
+                match first {
+                    Ok(Some(notification)) => {
+                        heard.push(notification.channel().to_string());
+                        // Several queued at once: one wake-up is enough.
+                        while let Ok(Some(more)) = notifications.iter().next() {
+                            if !heard.iter().any(|c| c == more.channel()) {
+                                heard.push(more.channel().to_string());
+                            }
+                        }
+                        Ok(heard)
+                    }
+                    Ok(None) => Ok(heard),
+                    Err(error) => Err(error),
+                }
             };
-            if woken.is_err() {
+            if heard.is_err() {
                 *listener = None;
             }
-            Ok(woken?)
+            Ok(heard?)
         })
     }
 
@@ -244,6 +265,12 @@ fn insert_events(tx: &mut Tx<'_>, run_id: &str, at: &str, events: &[Event]) -> R
 
 /// The channel a new run is announced on, for waiting workers.
 const WORK_CHANNEL: &str = "wfhost_work";
+
+/// The channel a queued step attempt is announced on, for waiting workers.
+const TASK_CHANNEL: &str = "wfhost_tasks";
+
+/// The channel a finished task is announced on, for waiting drivers.
+const OUTCOME_CHANNEL: &str = "wfhost_outcomes";
 
 /// The advisory lock key of the journal ("wfhostev" in ASCII).
 const JOURNAL_LOCK: i64 = 0x7766_686f_7374_6576;

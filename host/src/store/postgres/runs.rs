@@ -6,7 +6,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::rows::FromRow;
-use super::{driver_may_live, host_name, insert_events, opt_text, Event, PgStore, WORK_CHANNEL};
+use super::{
+    driver_may_live, host_name, insert_events, opt_text, Event, PgStore, TASK_CHANNEL, WORK_CHANNEL,
+};
 use crate::store::{
     definition_hash, is_stale, now, Committed, LeaseStore, NewRun, Result, RunRecord, RunStatus,
     RunStore, StepStatus, StoreError,
@@ -21,11 +23,23 @@ impl RunStore for PgStore {
         Some(self.url.clone())
     }
 
-    fn wait_for_work(&self, timeout: std::time::Duration) {
-        if let Err(error) = self.listen(timeout) {
-            tracing::warn!("waiting for work: {error}");
-            std::thread::sleep(timeout);
+    fn wait_for_work(&self, timeout: std::time::Duration) -> crate::store::News {
+        let channels = [WORK_CHANNEL, TASK_CHANNEL];
+        match self.listen(&channels, &self.work_listener, timeout) {
+            Ok(heard) => crate::store::News {
+                runs: heard.iter().any(|c| c == WORK_CHANNEL),
+                tasks: heard.iter().any(|c| c == TASK_CHANNEL),
+            },
+            Err(error) => {
+                tracing::warn!("waiting for work: {error}");
+                std::thread::sleep(timeout);
+                crate::store::News::default()
+            }
         }
+    }
+
+    fn step_queue(&self) -> Option<&dyn crate::store::StepQueue> {
+        Some(self)
     }
 
     fn flush_observers(&self) {
@@ -248,6 +262,23 @@ impl RunStore for PgStore {
                 )?
                 .map(|row| RunRecord::from_row(&row))
                 .ok_or_else(|| StoreError::UnknownRun(run_id.to_string()))
+        })
+    }
+
+    fn open_runs(&self) -> Result<Vec<RunRecord>> {
+        self.with(|client| {
+            Ok(client
+                .query(
+                    &format!(
+                        "SELECT {} FROM runs WHERE status IN ('pending', 'running')
+                         ORDER BY created_at DESC, id",
+                        RunRecord::COLUMNS
+                    ),
+                    &[],
+                )?
+                .iter()
+                .map(RunRecord::from_row)
+                .collect())
         })
     }
 

@@ -148,6 +148,29 @@ CREATE TABLE artifact_contents (
     PRIMARY KEY (run_id, sha256)
 );
 "#,
+    // Step attempts queued for workers: `token` changes with every claim
+    // (fencing), `lease_until` is the database's clock (machines' clocks
+    // may disagree).
+    r#"
+CREATE TABLE step_tasks (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step_id     TEXT NOT NULL,
+    attempt     BIGINT NOT NULL,
+    labels      TEXT[] NOT NULL,
+    payload     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    token       BIGINT NOT NULL DEFAULT 0,
+    worker      TEXT,
+    lease_until TIMESTAMPTZ,
+    outcome     TEXT,
+    created_at  TEXT NOT NULL,
+    claimed_at  TEXT,
+    finished_at TEXT
+);
+CREATE INDEX step_tasks_queued ON step_tasks(id) WHERE state = 'queued';
+CREATE INDEX step_tasks_run ON step_tasks(run_id, step_id);
+"#,
 ];
 
 /// The advisory lock key that serialises migrations ("wfhostmg").

@@ -207,7 +207,7 @@ impl RunLoop<'_> {
             &step.id,
             invocation.grants.max_output,
         ));
-        let future = driver.executor.execute(invocation, observer);
+        let future = driver.executor_for(step).execute(invocation, observer);
         self.state.running.insert(index);
         let task = self.running.spawn(async move {
             let started = Instant::now();

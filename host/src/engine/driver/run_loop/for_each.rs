@@ -118,7 +118,7 @@ impl RunLoop<'_> {
         };
         Ok(Box::pin(fan_out::run_items(
             driver.store.clone(),
-            driver.executor.clone(),
+            driver.executor_for(step),
             observer,
             items,
         )))

@@ -1,0 +1,551 @@
+//! Placing step attempts on workers, through the store's queue
+//! ([`StepQueue`], PostgreSQL).
+//!
+//! A run is coordinated by one driver at a time (it holds the run's lease:
+//! it renders templates, records every transition and decides what comes
+//! next), but with placement its steps run wherever a worker with the
+//! step's labels is free: the driver queues each attempt and waits for its
+//! outcome ([`Placement::executor_for`]); a worker claims it under a lease
+//! of its own, resolves the step's grants on its machine, runs it
+//! ([`run_task`]) and records the outcome, fenced by its claim's token.
+//!
+//! A worker that dies mid-attempt stops renewing its claim; once the claim
+//! runs out, its driver queues the attempt again when the step is
+//! idempotent, and otherwise blocks the run (the same rule as for a driver
+//! that died: [`FailureKind::Interrupted`]). A driver that dies leaves its
+//! run to another worker, which resumes it by the usual rules.
+//!
+//! Agent steps (their session lives in the driver) and steps that keep
+//! `artifacts:` (collected from the driver's disk) run in the driver.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::ceiling::Ceiling;
+use super::grants::{self, HostState};
+use super::step_types;
+use crate::step::executor::{
+    BoxFuture, FailureKind, LeaseCheck, LogLevel, StepExecutor, StepFailure, StepInvocation,
+    StepObserver,
+};
+use crate::step::stop::StopTrigger;
+use crate::store::tasks::{ClaimedTask, NewTask, TaskState};
+use crate::store::EngineStore;
+use crate::workflow::model::Step;
+use crate::workflow::LoadedWorkflow;
+use crate::workflow::{step_kind, StepKind};
+
+/// How long a worker's claim on a task lasts without renewal.
+pub const TASK_LEASE: Duration = Duration::from_secs(15);
+/// How often a worker renews its claims.
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// How often a waiting driver looks at its tasks without being woken.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether `step` may run on another worker: not an agent step (its
+/// session is the driver's), keeping no `artifacts:` (collected from the
+/// driver's disk).
+pub fn placeable(step: &Step) -> bool {
+    step.artifacts.is_empty() && !matches!(step_kind(step), StepKind::Agent)
+}
+
+/// The driver's side: queues attempts and waits for their outcomes.
+#[derive(Clone)]
+pub struct Placement {
+    store: Arc<dyn EngineStore>,
+    woken: Arc<Outcomes>,
+}
+
+impl Placement {
+    /// Placement through `store`'s queue; `None` when it has none
+    /// (SQLite: steps run in the driver's process).
+    pub fn new(store: Arc<dyn EngineStore>) -> Option<Placement> {
+        store.step_queue()?;
+        Some(Placement {
+            store,
+            woken: Arc::new(Outcomes::default()),
+        })
+    }
+
+    /// The executor for `step`'s attempts: each is queued for a worker with
+    /// the step's labels.
+    pub fn executor_for(&self, step: &Step) -> Arc<dyn StepExecutor> {
+        Arc::new(Placed {
+            placement: self.clone(),
+            labels: step.runs_on.clone(),
+            idempotent: step.idempotent,
+        })
+    }
+}
+
+/// Wakes the drivers' waiting attempts when any task finishes: one thread
+/// per process listens ([`crate::store::StepQueue::wait_for_outcomes`]).
+#[derive(Default)]
+struct Outcomes {
+    sender: OnceLock<tokio::sync::watch::Sender<u64>>,
+    start: Mutex<()>,
+}
+
+impl Outcomes {
+    fn subscribe(&self, store: &Arc<dyn EngineStore>) -> tokio::sync::watch::Receiver<u64> {
+        let _once = self.start.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = self.sender.get() {
+            return sender.subscribe();
+        }
+        let sender = tokio::sync::watch::Sender::new(0u64);
+        let receiver = sender.subscribe();
+        let listening = sender.clone();
+        let store = store.clone();
+        // Lives as long as the driver's process: attempts come and go.
+        std::thread::spawn(move || loop {
+            if let Some(queue) = store.step_queue() {
+                queue.wait_for_outcomes(Duration::from_secs(1));
+            }
+            listening.send_modify(|n| *n = n.wrapping_add(1));
+        });
+        let _ = self.sender.set(sender);
+        receiver
+    }
+}
+
+/// A step's attempts, placed on workers.
+struct Placed {
+    placement: Placement,
+    labels: Vec<String>,
+    idempotent: bool,
+}
+
+impl StepExecutor for Placed {
+    fn execute(
+        &self,
+        invocation: StepInvocation,
+        observer: Arc<dyn StepObserver>,
+    ) -> BoxFuture<Result<Value, StepFailure>> {
+        let store = self.placement.store.clone();
+        let woken = self.placement.woken.subscribe(&store);
+        let labels = self.labels.clone();
+        let idempotent = self.idempotent;
+        Box::pin(async move {
+            let mut waiting = Waiting {
+                store,
+                invocation,
+                observer,
+                idempotent,
+                woken,
+            };
+            waiting.run(&labels).await
+        })
+    }
+}
+
+/// One placed attempt, from queueing to its outcome.
+struct Waiting {
+    store: Arc<dyn EngineStore>,
+    invocation: StepInvocation,
+    observer: Arc<dyn StepObserver>,
+    idempotent: bool,
+    woken: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Waiting {
+    fn queue(&self) -> &dyn crate::store::StepQueue {
+        self.store
+            .step_queue()
+            .expect("placement is made only for a store with a queue")
+    }
+
+    async fn run(&mut self, labels: &[String]) -> Result<Value, StepFailure> {
+        let invocation = &self.invocation;
+        let payload = json!({
+            "component": invocation.component,
+            "function": invocation.function,
+            "config": invocation.config,
+            "inputs": invocation.inputs,
+            "args": invocation.args,
+            "idempotency_key": invocation.idempotency_key,
+            "timeout_ms": invocation.timeout.as_millis() as u64,
+        });
+        let task = NewTask {
+            run_id: &invocation.run_id,
+            step_id: &invocation.step_id,
+            attempt: invocation.attempt,
+            labels,
+            payload: &payload,
+        };
+        let id = self.queue().enqueue_task(&task).map_err(store_failure)?;
+        if !labels.is_empty() {
+            self.observer.log(
+                LogLevel::Debug,
+                &format!("queued for a worker with labels {}", labels.join(", ")),
+            );
+        }
+        let mut cancel = self.invocation.cancel.clone();
+        let mut seen_worker: Option<String> = None;
+        loop {
+            if self.invocation.cancel.is_set() {
+                self.queue().cancel_task(id).map_err(store_failure)?;
+                return Err(StepFailure::permanent("cancelled"));
+            }
+            if !self.invocation.lease.holds() {
+                return Err(StepFailure::permanent(crate::step::executor::lease_lost(
+                    "its outcome is left to the new driver",
+                )));
+            }
+            match self.queue().task_state(id).map_err(store_failure)? {
+                TaskState::Queued => {}
+                TaskState::Running {
+                    worker,
+                    token,
+                    expired,
+                } => {
+                    if expired {
+                        if let Some(failure) = self.worker_lost(id, token, &worker)? {
+                            return Err(failure);
+                        }
+                    } else if seen_worker.as_deref() != Some(worker.as_str()) {
+                        self.placed_on(id, &worker);
+                        seen_worker = Some(worker);
+                    }
+                }
+                TaskState::Done(outcome) => {
+                    let worker = outcome.get("worker").and_then(Value::as_str).unwrap_or("");
+                    if seen_worker.as_deref() != Some(worker) {
+                        self.placed_on(id, worker);
+                    }
+                    return self.outcome(outcome);
+                }
+                TaskState::Cancelled => {
+                    return Err(StepFailure::permanent(
+                        "its queued attempt was cancelled by another driver of the run",
+                    ))
+                }
+                TaskState::Missing => {
+                    return Err(StepFailure::permanent("its queued attempt is gone"))
+                }
+            }
+            tokio::select! {
+                _ = self.woken.changed() => {}
+                _ = cancel.wait() => {}
+                _ = tokio::time::sleep(LOOK_EVERY) => {}
+            }
+        }
+    }
+
+    /// Record which worker took the attempt (the journal's
+    /// `step_placed`).
+    fn placed_on(&self, id: i64, worker: &str) {
+        let invocation = &self.invocation;
+        let data = json!({ "task": id, "attempt": invocation.attempt, "worker": worker });
+        if let Err(error) = self.store.append_event(
+            &invocation.run_id,
+            Some(&invocation.step_id),
+            "step_placed",
+            &data,
+        ) {
+            tracing::warn!(
+                "recording where step '{}' runs: {error}",
+                invocation.step_id
+            );
+        }
+    }
+
+    /// The worker holding task `id` stopped renewing its claim: queue the
+    /// attempt again when the step is idempotent (`None`), else the failure
+    /// that blocks the run.
+    fn worker_lost(
+        &self,
+        id: i64,
+        token: i64,
+        worker: &str,
+    ) -> Result<Option<StepFailure>, StepFailure> {
+        if self.idempotent {
+            if self
+                .queue()
+                .requeue_task(id, token)
+                .map_err(store_failure)?
+            {
+                self.observer.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "worker {worker} was lost while running this attempt; it is queued again \
+                         (the step is idempotent)"
+                    ),
+                );
+            }
+            return Ok(None);
+        }
+        self.queue().cancel_task(id).map_err(store_failure)?;
+        Ok(Some(StepFailure {
+            kind: FailureKind::Interrupted,
+            message: format!(
+                "worker {worker} was lost while running it, and it is not marked idempotent"
+            ),
+        }))
+    }
+
+    /// The outcome a worker recorded: its log lines go to the step's log,
+    /// then its output or failure.
+    fn outcome(&self, outcome: Value) -> Result<Value, StepFailure> {
+        if let Some(lines) = outcome.get("logs").and_then(Value::as_array) {
+            for line in lines {
+                let level = match line.get("level").and_then(Value::as_str) {
+                    Some("error") => LogLevel::Error,
+                    Some("warn") => LogLevel::Warn,
+                    Some("debug") => LogLevel::Debug,
+                    Some("trace") => LogLevel::Trace,
+                    _ => LogLevel::Info,
+                };
+                let message = line.get("message").and_then(Value::as_str).unwrap_or("");
+                self.observer.log(level, message);
+            }
+        }
+        if let Some(output) = outcome.get("output") {
+            return Ok(output.clone());
+        }
+        let error = outcome.get("error");
+        let message = error
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("the worker recorded no outcome")
+            .to_string();
+        let kind = match error.and_then(|e| e.get("kind")).and_then(Value::as_str) {
+            Some("transient") => FailureKind::Transient,
+            Some("timeout") => FailureKind::Timeout,
+            _ => FailureKind::Permanent,
+        };
+        Err(StepFailure { kind, message })
+    }
+}
+
+fn store_failure(error: crate::store::StoreError) -> StepFailure {
+    StepFailure::transient(format!("store: {error}"))
+}
+
+/// What a worker needs to run claimed tasks on its machine.
+pub struct WorkerSide<'a> {
+    /// The store (its queue holds the claims).
+    pub store: &'a Arc<dyn EngineStore>,
+    /// This machine's executor.
+    pub executor: &'a Arc<dyn StepExecutor>,
+    /// This machine's operator ceiling.
+    pub ceiling: Option<&'a Ceiling>,
+    /// This machine's wfhost home.
+    pub home: &'a Path,
+    /// This worker's name (`host:pid`).
+    pub worker: &'a str,
+}
+
+/// Run a claimed task of `workflow` (the run's pinned definition) here:
+/// resolve the step's grants on this machine, run the attempt while
+/// renewing the claim, and record the outcome (only while the claim is
+/// still this worker's). Returns whether the outcome was recorded.
+pub async fn run_task(side: &WorkerSide<'_>, workflow: &LoadedWorkflow, task: ClaimedTask) -> bool {
+    let queue = side
+        .store
+        .step_queue()
+        .expect("tasks are claimed only from a store with a queue");
+    let held = Arc::new(AtomicBool::new(true));
+    let stop = StopTrigger::new();
+    let logs = Arc::new(Collected::default());
+    let outcome = match invocation(side, workflow, &task, &held, &stop) {
+        Err(failure) => failure_outcome(&failure),
+        Ok(invocation) => {
+            logs.budget
+                .store(invocation.grants.max_output, Ordering::Relaxed);
+            let observer: Arc<dyn StepObserver> = logs.clone();
+            let attempt = side.executor.execute(invocation, observer);
+            let renewing = renew(side.store.clone(), &task, held.clone(), &stop);
+            tokio::pin!(attempt);
+            tokio::pin!(renewing);
+            let result = loop {
+                tokio::select! {
+                    result = &mut attempt => break result,
+                    _ = &mut renewing => {}
+                }
+            };
+            match result {
+                Ok(output) => json!({ "output": output }),
+                Err(failure) => failure_outcome(&failure),
+            }
+        }
+    };
+    let mut outcome = outcome;
+    outcome["worker"] = json!(side.worker);
+    outcome["logs"] = logs.take();
+    if !held.load(Ordering::Relaxed) {
+        return false;
+    }
+    match queue.finish_task(task.id, task.token, &outcome) {
+        Ok(recorded) => recorded,
+        Err(error) => {
+            tracing::warn!("recording the outcome of task {}: {error}", task.id);
+            false
+        }
+    }
+}
+
+/// Record that a claimed task cannot run on this worker, and why (its
+/// run's definition no longer loads here).
+pub fn refuse_task(side: &WorkerSide<'_>, task: &ClaimedTask, why: &str) {
+    let mut outcome = failure_outcome(&StepFailure::permanent(format!(
+        "worker {}: {why}",
+        side.worker
+    )));
+    outcome["worker"] = json!(side.worker);
+    if let Some(queue) = side.store.step_queue() {
+        if let Err(error) = queue.finish_task(task.id, task.token, &outcome) {
+            tracing::warn!("recording the outcome of task {}: {error}", task.id);
+        }
+    }
+}
+
+/// Renew the claim on `task` until the attempt ends; when the claim is
+/// lost (cancelled, or given to another worker after this one missed its
+/// renewals), stop the attempt.
+async fn renew(
+    store: Arc<dyn EngineStore>,
+    task: &ClaimedTask,
+    held: Arc<AtomicBool>,
+    stop: &StopTrigger,
+) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let Some(queue) = store.step_queue() else {
+            return;
+        };
+        match queue.renew_task(task.id, task.token, TASK_LEASE) {
+            Ok(true) => {}
+            Ok(false) => {
+                held.store(false, Ordering::Relaxed);
+                stop.fire();
+                std::future::pending::<()>().await;
+            }
+            // The database is out of reach: go on; if it stays away past
+            // the lease, the driver gives the attempt up and the outcome
+            // will not be recorded.
+            Err(error) => tracing::warn!("renewing task {}: {error}", task.id),
+        }
+    }
+}
+
+/// The invocation of a claimed task on this machine, or why it cannot run
+/// here.
+fn invocation(
+    side: &WorkerSide<'_>,
+    workflow: &LoadedWorkflow,
+    task: &ClaimedTask,
+    held: &Arc<AtomicBool>,
+    stop: &StopTrigger,
+) -> Result<StepInvocation, StepFailure> {
+    let on = side.worker;
+    let Some(step) = workflow.def.steps.iter().find(|s| s.id == task.step_id) else {
+        return Err(StepFailure::permanent(format!(
+            "worker {on}: the run's definition has no step '{}'",
+            task.step_id
+        )));
+    };
+    if !placeable(step) {
+        return Err(StepFailure::permanent(format!(
+            "worker {on}: step '{}' runs only in its driver",
+            step.id
+        )));
+    }
+    let host = HostState::new(side.home, side.executor.cache_dir().as_deref());
+    let resolved = grants::resolve(workflow, step, side.ceiling, &host).map_err(|problems| {
+        StepFailure::permanent(format!(
+            "on worker {on}, the step's grants cannot be given: {}",
+            problems.join("; ")
+        ))
+    })?;
+    let component = step_types::component_of(workflow, step);
+    side.executor
+        .prepare(std::slice::from_ref(&component))
+        .map_err(|error| {
+            StepFailure::permanent(format!("worker {on}: cannot load plugin: {error}"))
+        })?;
+    let payload = &task.payload;
+    let field = |name: &str| payload.get(name).cloned().unwrap_or(Value::Null);
+    let asked = payload
+        .get("timeout_ms")
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis);
+    let own = grants::step_timeout(workflow, step, &resolved);
+    let held = held.clone();
+    Ok(StepInvocation {
+        run_id: task.run_id.clone(),
+        step_id: step.id.clone(),
+        component,
+        function: step.function.clone(),
+        attempt: task.attempt,
+        idempotency_key: payload
+            .get("idempotency_key")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                crate::step::executor::idempotency_key(&task.run_id, &step.id, 0, task.attempt)
+            }),
+        config: field("config"),
+        inputs: field("inputs"),
+        args: field("args"),
+        workdir: workflow.dir.clone(),
+        cwd: super::driver::working_directory(workflow, step),
+        timeout: asked.map_or(own, |asked| asked.min(own)),
+        scratch_dir: side.store.run_files(&task.run_id).scratch_dir(&step.id),
+        grants: resolved,
+        agent: None,
+        cancel: stop.signal(),
+        lease: LeaseCheck::new(move || held.load(Ordering::Relaxed)),
+    })
+}
+
+fn failure_outcome(failure: &StepFailure) -> Value {
+    let kind = match failure.kind {
+        FailureKind::Transient => "transient",
+        FailureKind::Timeout => "timeout",
+        FailureKind::Permanent | FailureKind::Interrupted => "permanent",
+    };
+    json!({ "error": { "kind": kind, "message": failure.message } })
+}
+
+/// A placed attempt's log lines, kept (within the step's `max_output`) to
+/// go with its outcome.
+#[derive(Default)]
+struct Collected {
+    lines: Mutex<(Vec<Value>, u64, bool)>,
+    budget: std::sync::atomic::AtomicU64,
+}
+
+impl Collected {
+    fn take(&self) -> Value {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        Value::Array(std::mem::take(&mut lines.0))
+    }
+}
+
+impl StepObserver for Collected {
+    fn log(&self, level: LogLevel, message: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let budget = self.budget.load(Ordering::Relaxed);
+        let (kept, used, cut) = &mut *lines;
+        if *cut {
+            return;
+        }
+        if *used + message.len() as u64 > budget {
+            *cut = true;
+            kept.push(
+                json!({ "level": "warn", "message": "log cut: the step's max_output was reached" }),
+            );
+            return;
+        }
+        *used += message.len() as u64;
+        kept.push(json!({ "level": level.as_str(), "message": message }));
+    }
+
+    fn progress(&self, message: &str, _fraction: Option<f32>) {
+        self.log(LogLevel::Info, message);
+    }
+}
