@@ -66,6 +66,9 @@ fn sleep_unless_stopped(wait: Duration, stop: &dyn StopSignal) {
     }
 }
 
+/// How often a `--until-idle` worker with nothing in hand looks for runs.
+const UNTIL_IDLE_LOOK: Duration = Duration::from_millis(100);
+
 /// How often a worker with drivers running checks whether one ended.
 const REAP_EVERY: Duration = Duration::from_millis(20);
 
@@ -146,8 +149,7 @@ pub fn work(
         if let Some(tasks) = &tasks {
             // Attempts are looked for when one was queued, one ended here,
             // the last look found some, or every `poll`.
-            let due = options.until_idle
-                || woken.tasks
+            let due = woken.tasks
                 || claimed > 0
                 || tasks.ended() > 0
                 || last_claim.is_none_or(|at: std::time::Instant| at.elapsed() >= options.poll);
@@ -167,10 +169,15 @@ pub fn work(
             }
         }
         let free = options.concurrency.saturating_sub(driving.len());
-        let scan = options.until_idle
-            || woken.runs
-            || ended > 0
-            || last_scan.is_none_or(|at| at.elapsed() >= options.poll);
+        // With `--until-idle`, a worker with nothing in hand looks more
+        // often: it stops once a look finds nothing open.
+        let idle_here = driving.is_empty() && running(&tasks) == 0;
+        let scan_every = if options.until_idle && idle_here {
+            UNTIL_IDLE_LOOK
+        } else {
+            options.poll
+        };
+        let scan = woken.runs || ended > 0 || last_scan.is_none_or(|at| at.elapsed() >= scan_every);
         if free > 0 && scan {
             last_scan = Some(std::time::Instant::now());
             let (mut candidates, driven) = match waiting_runs(&**store) {
@@ -224,6 +231,7 @@ pub fn work(
         }
         let attempts = running(&tasks);
         if options.until_idle
+            && scan
             && driving.is_empty()
             && waiting == 0
             && attempts == 0
@@ -231,18 +239,21 @@ pub fn work(
         {
             return Ok(taken);
         }
-        let full = driving.len() >= options.concurrency || attempts >= options.concurrency;
         woken = crate::store::News::default();
-        if full {
-            // Look again soon, a driver or an attempt may end any moment
-            // (news that comes meanwhile waits on the listening
-            // connection).
+        if let Some(tasks) = tasks.as_ref().filter(|_| attempts >= options.concurrency) {
+            // Full: wait for an attempt to end (news that comes meanwhile
+            // waits on the listening connection).
+            tasks.wait_for_an_end(options.concurrency, REAP_EVERY);
+        } else if driving.len() >= options.concurrency && tasks.is_none() {
+            // Look again soon, a driver may end any moment.
             std::thread::sleep(REAP_EVERY);
         } else {
-            let wait = if driving.is_empty() {
-                options.poll
-            } else {
+            let wait = if !driving.is_empty() {
                 REAP_EVERY
+            } else if options.until_idle {
+                UNTIL_IDLE_LOOK
+            } else {
+                options.poll
             };
             woken = store.wait_for_work(wait);
         }
@@ -262,6 +273,8 @@ struct Tasks {
     running: Arc<AtomicUsize>,
     /// Attempts ended since [`Tasks::ended`] was last asked.
     ended: Arc<AtomicUsize>,
+    /// Signalled when an attempt ends.
+    end_signal: Arc<(Mutex<()>, std::sync::Condvar)>,
     /// Runs' pinned definitions, by run id with their hash.
     workflows: Arc<Definitions>,
 }
@@ -281,12 +294,20 @@ impl Tasks {
             name: format!("{}:{}", crate::store::host_name(), std::process::id()),
             running: Arc::new(AtomicUsize::new(0)),
             ended: Arc::new(AtomicUsize::new(0)),
+            end_signal: Arc::default(),
             workflows: Arc::new(Definitions::default()),
         })
     }
 
     fn running(&self) -> usize {
         self.running.load(Ordering::SeqCst)
+    }
+
+    /// Wait up to `timeout` while `concurrency` attempts run.
+    fn wait_for_an_end(&self, concurrency: usize, timeout: Duration) {
+        let (lock, ended) = &*self.end_signal;
+        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = ended.wait_timeout_while(guard, timeout, |_| self.running() >= concurrency);
     }
 
     /// How many attempts ended since the last call.
@@ -322,6 +343,7 @@ impl Tasks {
         let name = self.name.clone();
         let running = self.running.clone();
         let ended = self.ended.clone();
+        let end_signal = self.end_signal.clone();
         let workflows = self.workflows.clone();
         self.runtime.spawn(async move {
             let side = WorkerSide {
@@ -345,8 +367,11 @@ impl Tasks {
                     placement::refuse_task(&side, &task, &format!("{error:#}"));
                 }
             }
-            running.fetch_sub(1, Ordering::SeqCst);
             ended.fetch_add(1, Ordering::SeqCst);
+            let (lock, signal) = &*end_signal;
+            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+            running.fetch_sub(1, Ordering::SeqCst);
+            signal.notify_all();
         });
     }
 }

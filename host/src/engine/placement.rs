@@ -18,6 +18,7 @@
 //! Agent steps (their session lives in the driver) and steps that keep
 //! `artifacts:` (collected from the driver's disk) run in the driver.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -82,33 +83,47 @@ impl Placement {
     }
 }
 
-/// Wakes the drivers' waiting attempts when any task finishes: one thread
-/// per process listens ([`crate::store::StepQueue::wait_for_outcomes`]).
+/// Wakes a driver's waiting attempts when their tasks finish: one thread
+/// per process listens ([`crate::store::StepQueue::wait_for_outcomes`])
+/// and wakes the attempt waiting for each finished task.
 #[derive(Default)]
 struct Outcomes {
-    sender: OnceLock<tokio::sync::watch::Sender<u64>>,
-    start: Mutex<()>,
+    waiting: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Notify>>>>,
+    listening: OnceLock<()>,
 }
 
 impl Outcomes {
-    fn subscribe(&self, store: &Arc<dyn EngineStore>) -> tokio::sync::watch::Receiver<u64> {
-        let _once = self.start.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = self.sender.get() {
-            return sender.subscribe();
-        }
-        let sender = tokio::sync::watch::Sender::new(0u64);
-        let receiver = sender.subscribe();
-        let listening = sender.clone();
-        let store = store.clone();
-        // Lives as long as the driver's process: attempts come and go.
-        std::thread::spawn(move || loop {
-            if let Some(queue) = store.step_queue() {
-                queue.wait_for_outcomes(Duration::from_secs(1));
-            }
-            listening.send_modify(|n| *n = n.wrapping_add(1));
+    /// Be woken when task `id` finishes (until [`Outcomes::forget`]).
+    fn wake_for(&self, store: &Arc<dyn EngineStore>, id: i64) -> Arc<tokio::sync::Notify> {
+        self.listening.get_or_init(|| {
+            let waiting = self.waiting.clone();
+            let store = store.clone();
+            // Lives as long as the driver's process: attempts come and go.
+            std::thread::spawn(move || loop {
+                let Some(queue) = store.step_queue() else {
+                    return;
+                };
+                for id in queue.wait_for_outcomes(Duration::from_secs(1)) {
+                    let waiting = waiting.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(notify) = waiting.get(&id) {
+                        notify.notify_one();
+                    }
+                }
+            });
         });
-        let _ = self.sender.set(sender);
-        receiver
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, notify.clone());
+        notify
+    }
+
+    fn forget(&self, id: i64) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 }
 
@@ -126,7 +141,7 @@ impl StepExecutor for Placed {
         observer: Arc<dyn StepObserver>,
     ) -> BoxFuture<Result<Value, StepFailure>> {
         let store = self.placement.store.clone();
-        let woken = self.placement.woken.subscribe(&store);
+        let outcomes = self.placement.woken.clone();
         let labels = self.labels.clone();
         let idempotent = self.idempotent;
         Box::pin(async move {
@@ -135,7 +150,7 @@ impl StepExecutor for Placed {
                 invocation,
                 observer,
                 idempotent,
-                woken,
+                outcomes,
             };
             waiting.run(&labels).await
         })
@@ -148,7 +163,7 @@ struct Waiting {
     invocation: StepInvocation,
     observer: Arc<dyn StepObserver>,
     idempotent: bool,
-    woken: tokio::sync::watch::Receiver<u64>,
+    outcomes: Arc<Outcomes>,
 }
 
 impl Waiting {
@@ -177,6 +192,20 @@ impl Waiting {
             payload: &payload,
         };
         let id = self.queue().enqueue_task(&task).map_err(store_failure)?;
+        let woken = self.outcomes.wake_for(&self.store, id);
+        let result = self.wait(id, labels, &woken).await;
+        self.outcomes.forget(id);
+        result
+    }
+
+    /// Wait for task `id`'s outcome (woken by `woken`, and looking now and
+    /// then anyway), handling a lost worker and a cancelled run.
+    async fn wait(
+        &mut self,
+        id: i64,
+        labels: &[String],
+        woken: &tokio::sync::Notify,
+    ) -> Result<Value, StepFailure> {
         if !labels.is_empty() {
             self.observer.log(
                 LogLevel::Debug,
@@ -228,7 +257,7 @@ impl Waiting {
                 }
             }
             tokio::select! {
-                _ = self.woken.changed() => {}
+                _ = woken.notified() => {}
                 _ = cancel.wait() => {}
                 _ = tokio::time::sleep(LOOK_EVERY) => {}
             }

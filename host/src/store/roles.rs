@@ -67,8 +67,11 @@ pub trait StepQueue: Send + Sync {
     /// the driver's restore), so none of them may still start.
     fn cancel_tasks_of(&self, run_id: &str) -> Result<u64>;
 
-    /// Wait up to `timeout` for a task to finish anywhere.
-    fn wait_for_outcomes(&self, timeout: std::time::Duration);
+    /// Wait up to `timeout` for tasks to finish anywhere; returns the ids
+    /// of those that did (possibly none: look at yours anyway now and then,
+    /// a notification can be missed while the listening connection is
+    /// re-opened).
+    fn wait_for_outcomes(&self, timeout: std::time::Duration) -> Vec<i64>;
 }
 
 /// What woke a worker waiting for work ([`RunStore::wait_for_work`]).

@@ -156,13 +156,13 @@ impl PgStore {
     }
 
     /// Wait up to `timeout` for notifications on `channels`, listening on
-    /// the connection kept in `slot`; the channels that were notified.
+    /// the connection kept in `slot`; each as (channel, payload).
     fn listen(
         &self,
         channels: &[&str],
         slot: &Mutex<Option<postgres::Client>>,
         timeout: std::time::Duration,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<(String, String)>> {
         pool::off_runtime(|| {
             let mut listener = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if listener.as_ref().is_none_or(|client| client.is_closed()) {
@@ -181,13 +181,11 @@ impl PgStore {
                 let mut heard = Vec::new();
                 let first = notifications.timeout_iter(timeout).next();
                 match first {
-                    Ok(Some(notification)) => {
-                        heard.push(notification.channel().to_string());
-                        // Several queued at once: one wake-up is enough.
+                    Ok(Some(first)) => {
+                        heard.push((first.channel().to_string(), first.payload().to_string()));
+                        // What else came meanwhile, without waiting.
                         while let Ok(Some(more)) = notifications.iter().next() {
-                            if !heard.iter().any(|c| c == more.channel()) {
-                                heard.push(more.channel().to_string());
-                            }
+                            heard.push((more.channel().to_string(), more.payload().to_string()));
                         }
                         Ok(heard)
                     }

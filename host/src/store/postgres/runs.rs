@@ -27,8 +27,8 @@ impl RunStore for PgStore {
         let channels = [WORK_CHANNEL, TASK_CHANNEL];
         match self.listen(&channels, &self.work_listener, timeout) {
             Ok(heard) => crate::store::News {
-                runs: heard.iter().any(|c| c == WORK_CHANNEL),
-                tasks: heard.iter().any(|c| c == TASK_CHANNEL),
+                runs: heard.iter().any(|(c, _)| c == WORK_CHANNEL),
+                tasks: heard.iter().any(|(c, _)| c == TASK_CHANNEL),
             },
             Err(error) => {
                 tracing::warn!("waiting for work: {error}");

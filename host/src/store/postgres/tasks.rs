@@ -88,7 +88,11 @@ impl StepQueue for PgStore {
                 &[&id, &token, &outcome, &now()],
             )?;
             if finished == 1 {
-                tx.batch_execute(&format!("NOTIFY {OUTCOME_CHANNEL}"))?;
+                // The payload wakes only the driver waiting for this task.
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&OUTCOME_CHANNEL, &id.to_string()],
+                )?;
             }
             tx.commit()?;
             Ok(finished == 1)
@@ -163,10 +167,17 @@ impl StepQueue for PgStore {
         })
     }
 
-    fn wait_for_outcomes(&self, timeout: Duration) {
-        if let Err(error) = self.listen(&[OUTCOME_CHANNEL], &self.outcome_listener, timeout) {
-            tracing::warn!("waiting for step outcomes: {error}");
-            std::thread::sleep(timeout);
+    fn wait_for_outcomes(&self, timeout: Duration) -> Vec<i64> {
+        match self.listen(&[OUTCOME_CHANNEL], &self.outcome_listener, timeout) {
+            Ok(heard) => heard
+                .iter()
+                .filter_map(|(_, payload)| payload.parse().ok())
+                .collect(),
+            Err(error) => {
+                tracing::warn!("waiting for step outcomes: {error}");
+                std::thread::sleep(timeout);
+                Vec::new()
+            }
         }
     }
 }
