@@ -802,3 +802,99 @@ fn bad_worker_and_store_settings_are_one_line_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_step_that_completed_on_a_worker_after_its_driver_died_is_recorded_not_run_again() {
+    let shared = Shared::new();
+    // Only a worker labelled `driver` can drive the run (its last step asks
+    // for the label); the slow steps run on any worker.
+    let workflow = shared.first.write(
+        "adopt.yaml",
+        "name: adopt\nsteps:\n  - id: root\n    type: function\n    component: echo\n\
+         \x20 - id: x1\n    needs: [root]\n    type: function\n    component: sleep\n    with: { ms: 2000 }\n    idempotent: true\n\
+         \x20 - id: x2\n    needs: [root]\n    type: function\n    component: sleep\n    with: { ms: 2000 }\n\
+         \x20 - id: y\n    needs: [x1, x2]\n    runs_on: [driver]\n    type: function\n    component: echo\n",
+    );
+    let out = shared.on(
+        &shared.first,
+        &["run", workflow.to_str().unwrap(), "--detach", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = text(&out.stdout).trim().to_string();
+    let (a, b, c) = (Sandbox::new(), Sandbox::new(), Sandbox::new());
+    let labelled = [
+        "worker",
+        "--concurrency",
+        "1",
+        "--labels",
+        "driver",
+        "--quiet",
+    ];
+    let mut driver = shared.spawn(&a, &labelled);
+    let mut sql = shared.sql();
+    let count = |sql: &mut postgres::Client, query: &str| -> i64 {
+        sql.query_one(query, &[]).unwrap().get(0)
+    };
+    let running =
+        "SELECT COUNT(*) FROM step_tasks WHERE state = 'running' AND step_id IN ('x1', 'x2')";
+    wait_for("the driving worker to run x1", || {
+        count(&mut sql, running) == 1
+    });
+    let mut helper = shared.spawn(&c, &["worker", "--concurrency", "1", "--quiet"]);
+    wait_for("the other worker to run x2", || {
+        count(&mut sql, running) == 2
+    });
+    // The driver's machine dies; x2 completes on the other worker meanwhile.
+    driver.kill().unwrap();
+    let _ = driver.wait();
+    wait_for("x2 to complete on its worker", || {
+        count(
+            &mut sql,
+            "SELECT COUNT(*) FROM step_tasks WHERE step_id = 'x2' AND state = 'done'",
+        ) == 1
+    });
+    let mut next = shared.spawn(&b, &labelled);
+    wait_for("the run to end", || {
+        let status: String = sql
+            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
+            .unwrap()
+            .get(0);
+        status != "running" && status != "pending"
+    });
+    for worker in [&mut helper, &mut next] {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+    let status = shared.status(&shared.second, &run);
+    assert_eq!(status["status"], "completed", "{status:#}");
+    // x2 (not idempotent) ran once, and its outcome was recorded from its
+    // task; x1 (idempotent, lost with the driver's worker) ran again.
+    assert_eq!(
+        count(
+            &mut sql,
+            "SELECT COUNT(*) FROM step_tasks WHERE step_id = 'x2'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut sql,
+            "SELECT COUNT(*) FROM events WHERE kind = 'step_adopted' AND step_id = 'x2'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut sql,
+            "SELECT COUNT(*) FROM events WHERE kind = 'step_completed' AND step_id = 'x2'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut sql,
+            "SELECT COUNT(*) FROM step_tasks WHERE step_id = 'x1'"
+        ),
+        2
+    );
+}

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::tasks::{ClaimedTask, NewTask, TaskState};
+use super::tasks::{ClaimedTask, FinishedTask, NewTask, TaskState};
 use super::{
     AgentRecord, ApprovalRecord, ArtifactRecord, Change, CommentRecord, EventRecord,
     NewAgentRecord, NewApproval, NewRun, Result, RunFiles, RunRecord, RunStatus, StepRecord,
@@ -61,6 +61,11 @@ pub trait StepQueue: Send + Sync {
     /// driver stopped waiting): a worker running it stops at its next
     /// renewal.
     fn cancel_task(&self, id: i64) -> Result<()>;
+
+    /// The outcomes of a run's finished tasks whose step is still recorded
+    /// as running that very attempt: what a driver that died before
+    /// recording them left behind.
+    fn unrecorded_outcomes(&self, run_id: &str) -> Result<Vec<FinishedTask>>;
 
     /// Cancel every unfinished task of a run: a driver taking the run
     /// over decides afresh about the attempts its predecessor placed (see

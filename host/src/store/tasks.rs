@@ -57,3 +57,16 @@ pub enum TaskState {
     /// No such task (its run was pruned).
     Missing,
 }
+
+/// A finished task's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedTask {
+    /// The task's id.
+    pub id: i64,
+    /// Its step.
+    pub step_id: String,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// What the worker recorded.
+    pub outcome: Value,
+}

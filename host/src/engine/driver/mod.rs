@@ -250,9 +250,11 @@ impl Driver {
             );
         }
         if let Some(queue) = self.store.step_queue() {
-            // Attempts an earlier driver placed and never saw end: restore
-            // decides about them as about any interrupted step, so none
-            // may still start (or go on) on a worker.
+            // Attempts an earlier driver placed: those that completed are
+            // recorded as such; restore decides about the others as about
+            // any interrupted step, so none may still start (or go on) on
+            // a worker.
+            self.adopt_outcomes(run_id, workflow, queue)?;
             queue.cancel_tasks_of(run_id)?;
         }
         // The lease is renewed from its own task, so that long work of this

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::state::RunState;
 use super::{Driver, ResumeOptions};
 use crate::engine::retry::RetryPolicy;
-use crate::store::StepStatus;
+use crate::store::{Change, StepStatus};
 use crate::workflow::model::{Escalation, Workflow};
 use crate::workflow::LoadedWorkflow;
 
@@ -155,6 +155,57 @@ impl Driver {
             return Ok(true);
         }
         Ok(false)
+    }
+}
+
+impl Driver {
+    /// Record the completions a driver that died left unrecorded: attempts
+    /// it placed that completed on a worker (each exactly once: the step is
+    /// still recorded as running that attempt). A step with `for_each` or
+    /// closing a stage loop is left to restore (its completion is more
+    /// than its attempt's).
+    pub(super) fn adopt_outcomes(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        queue: &dyn crate::store::StepQueue,
+    ) -> Result<()> {
+        for finished in queue.unrecorded_outcomes(run_id)? {
+            let Some(step) = workflow.def.steps.iter().find(|s| s.id == finished.step_id) else {
+                continue;
+            };
+            if step.for_each.is_some() || step.stage_loop.is_some() {
+                continue;
+            }
+            let Some(output) = finished.outcome.get("output") else {
+                continue;
+            };
+            let worker = finished
+                .outcome
+                .get("worker")
+                .and_then(Value::as_str)
+                .unwrap_or("a worker");
+            self.store.append_event(
+                run_id,
+                Some(&step.id),
+                "step_adopted",
+                &serde_json::json!({
+                    "task": finished.id,
+                    "attempt": finished.attempt,
+                    "worker": worker,
+                }),
+            )?;
+            self.store.apply(
+                run_id,
+                &[Change::FinishAttempt {
+                    step: &step.id,
+                    attempt: finished.attempt,
+                    status: StepStatus::Completed,
+                    outcome: Ok(output),
+                }],
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{text, PgStore, OUTCOME_CHANNEL, TASK_CHANNEL};
-use crate::store::tasks::{ClaimedTask, NewTask, TaskState};
+use crate::store::tasks::{ClaimedTask, FinishedTask, NewTask, TaskState};
 use crate::store::{now, Result, StepQueue};
 
 /// A lease as PostgreSQL's `interval` arithmetic wants it: milliseconds.
@@ -154,6 +154,33 @@ impl StepQueue for PgStore {
                 &[&id, &now()],
             )?;
             Ok(())
+        })
+    }
+
+    fn unrecorded_outcomes(&self, run_id: &str) -> Result<Vec<FinishedTask>> {
+        self.with(|client| {
+            Ok(client
+                .query(
+                    "SELECT t.id, t.step_id, t.attempt, t.outcome FROM step_tasks t
+                     JOIN steps s ON s.run_id = t.run_id AND s.step_id = t.step_id
+                     WHERE t.run_id = $1 AND t.state = 'done' AND s.status = 'running'
+                       AND s.attempts = t.attempt
+                     ORDER BY t.id",
+                    &[&run_id],
+                )?
+                .iter()
+                .map(|row| {
+                    let outcome: Option<String> = row.get(3);
+                    FinishedTask {
+                        id: row.get(0),
+                        step_id: row.get(1),
+                        attempt: u32::try_from(row.get::<_, i64>(2)).unwrap_or(u32::MAX),
+                        outcome: outcome
+                            .and_then(|text| serde_json::from_str(&text).ok())
+                            .unwrap_or(Value::Null),
+                    }
+                })
+                .collect())
         })
     }
 
