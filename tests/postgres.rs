@@ -444,6 +444,12 @@ fn a_run_whose_steps_ask_for_labels_goes_only_to_a_worker_that_has_them() {
     );
     assert!(gpu.status.success(), "{}", text(&gpu.stderr));
     assert_eq!(shared.status(&shared.second, &run)["status"], "completed");
+    // The worker says where each drive left its run, as the store tells.
+    assert!(
+        text(&gpu.stderr).contains(&format!("run {run}: completed")),
+        "{}",
+        text(&gpu.stderr)
+    );
 
     let bad = shared.on(&shared.second, &["worker", "--labels", "g p u"]);
     assert_eq!(bad.status.code(), Some(2));

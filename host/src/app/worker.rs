@@ -76,8 +76,9 @@ const REAP_EVERY: Duration = Duration::from_millis(20);
 pub trait WorkerListener {
     /// A run was handed to a driver.
     fn took(&self, run: &RunRecord, pid: u32);
-    /// A driver ended.
-    fn ended(&self, run_id: &str, status: Option<i32>);
+    /// A driver ended; `how` says where it left the run ("completed",
+    /// "blocked: …", "taken by another worker" …).
+    fn ended(&self, run_id: &str, how: &str);
     /// The store could not be read; the worker tries again after `retry_in`.
     fn store_unreachable(&self, error: &str, retry_in: Duration);
     /// A waiting run asks for labels this worker does not have (told once
@@ -126,7 +127,7 @@ pub fn work(
     let mut last_claim: Option<std::time::Instant> = None;
     let mut claimed = 0;
     loop {
-        let ended = reap(&mut driving, listener);
+        let ended = reap(&mut driving, &**store, listener);
         match stop.requests() {
             0 => {}
             1 => {
@@ -430,20 +431,54 @@ fn waiting_runs(store: &dyn EngineStore) -> Result<(Vec<RunRecord>, Vec<RunRecor
 }
 
 /// Forget the drivers that ended; returns how many did.
-fn reap(driving: &mut HashMap<String, Child>, listener: &dyn WorkerListener) -> usize {
+fn reap(
+    driving: &mut HashMap<String, Child>,
+    store: &dyn EngineStore,
+    listener: &dyn WorkerListener,
+) -> usize {
     let before = driving.len();
     driving.retain(|run_id, child| match child.try_wait() {
         Ok(None) => true,
         Ok(Some(status)) => {
-            listener.ended(run_id, status.code());
+            listener.ended(
+                run_id,
+                &where_left(store, run_id, child.id(), status.code()),
+            );
             false
         }
         Err(_) => {
-            listener.ended(run_id, None);
+            listener.ended(run_id, "lost (its driver could not be waited for)");
             false
         }
     });
     before - driving.len()
+}
+
+/// Where a driver that ended (process `pid`, exit `code`) left its run, as
+/// the store tells.
+fn where_left(store: &dyn EngineStore, run_id: &str, pid: u32, code: Option<i32>) -> String {
+    let Ok(run) = store.run(run_id) else {
+        return match code {
+            Some(code) => format!("its driver ended with exit code {code}"),
+            None => "its driver ended by a signal".to_string(),
+        };
+    };
+    let why = run
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    match run.status {
+        RunStatus::Running | RunStatus::Pending
+            if run.driver_pid.is_some_and(|p| p != i64::from(pid)) =>
+        {
+            "taken by another worker first".to_string()
+        }
+        RunStatus::Running | RunStatus::Pending => {
+            "its driver stopped; the run waits for another worker".to_string()
+        }
+        status => format!("{}{why}", status.as_str()),
+    }
 }
 
 /// `wfhost resume RUN` for `run_id`, dying with this process, in its own

@@ -152,17 +152,11 @@ impl WorkerListener for Say {
         }
     }
 
-    fn ended(&self, run_id: &str, status: Option<i32>) {
+    fn ended(&self, run_id: &str, how: &str) {
         if !self.quiet {
-            let how = match status {
-                Some(0) => "completed".to_string(),
-                Some(1) => "failed or was cancelled".to_string(),
-                Some(3) => "paused or blocked".to_string(),
-                Some(2) => "was taken by another driver first, or could not start".to_string(),
-                Some(code) => format!("ended with exit code {code}"),
-                None => "ended by a signal".to_string(),
-            };
-            err_line(&format!("run {run_id}: {how} (see its driver.log)"));
+            err_line(&format!(
+                "run {run_id}: {how} (its driver's log: driver.log in the run folder)"
+            ));
         }
     }
 }
