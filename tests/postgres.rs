@@ -904,3 +904,33 @@ fn a_step_that_completed_on_a_worker_after_its_driver_died_is_recorded_not_run_a
         2
     );
 }
+
+#[test]
+fn a_placed_steps_log_lines_reach_the_journal_once() {
+    let shared = Shared::new();
+    let path = shared.first.write(
+        "say.yaml",
+        "name: say\nsteps:\n  - id: say\n    run: echo hello-from-a-worker\n",
+    );
+    let out = shared.on(
+        &shared.first,
+        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = text(&out.stdout).trim().to_string();
+    let worker = shared.on(&shared.second, &["worker", "--until-idle", "--quiet"]);
+    assert!(worker.status.success(), "{}", text(&worker.stderr));
+    assert_eq!(shared.status(&shared.first, &run)["status"], "completed");
+    let logs = shared.on(&shared.first, &["logs", &run]);
+    let logs = text(&logs.stdout);
+    assert_eq!(logs.matches("hello-from-a-worker").count(), 1, "{logs}");
+    let mut sql = shared.sql();
+    let placed: String = sql
+        .query_one(
+            "SELECT data FROM events WHERE run_id = $1 AND kind = 'step_placed'",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert!(placed.contains("\"worker\""), "{placed}");
+}

@@ -316,22 +316,9 @@ impl Waiting {
         }))
     }
 
-    /// The outcome a worker recorded: its log lines go to the step's log,
-    /// then its output or failure.
+    /// The outcome a worker recorded: its output or failure (its log lines
+    /// are in the journal already).
     fn outcome(&self, outcome: Value) -> Result<Value, StepFailure> {
-        if let Some(lines) = outcome.get("logs").and_then(Value::as_array) {
-            for line in lines {
-                let level = match line.get("level").and_then(Value::as_str) {
-                    Some("error") => LogLevel::Error,
-                    Some("warn") => LogLevel::Warn,
-                    Some("debug") => LogLevel::Debug,
-                    Some("trace") => LogLevel::Trace,
-                    _ => LogLevel::Info,
-                };
-                let message = line.get("message").and_then(Value::as_str).unwrap_or("");
-                self.observer.log(level, message);
-            }
-        }
         if let Some(output) = outcome.get("output") {
             return Ok(output.clone());
         }
@@ -379,13 +366,21 @@ pub async fn run_task(side: &WorkerSide<'_>, workflow: &LoadedWorkflow, task: Cl
         .expect("tasks are claimed only from a store with a queue");
     let held = Arc::new(AtomicBool::new(true));
     let stop = StopTrigger::new();
-    let logs = Arc::new(Collected::default());
     let outcome = match invocation(side, workflow, &task, &held, &stop) {
         Err(failure) => failure_outcome(&failure),
         Ok(invocation) => {
-            logs.budget
-                .store(invocation.grants.max_output, Ordering::Relaxed);
-            let observer: Arc<dyn StepObserver> = logs.clone();
+            // Log lines go to the run's journal as they come, as the
+            // driver's own steps' do, while the claim is this worker's.
+            let observer: Arc<dyn StepObserver> = Arc::new(WhileHeld {
+                log: super::driver::StepLog::new(
+                    side.store.clone(),
+                    Arc::new(super::driver::Silent),
+                    &task.run_id,
+                    &task.step_id,
+                    invocation.grants.max_output,
+                ),
+                held: held.clone(),
+            });
             let attempt = side.executor.execute(invocation, observer);
             let renewing = renew(side.store.clone(), &task, held.clone(), &stop);
             tokio::pin!(attempt);
@@ -404,7 +399,6 @@ pub async fn run_task(side: &WorkerSide<'_>, workflow: &LoadedWorkflow, task: Cl
     };
     let mut outcome = outcome;
     outcome["worker"] = json!(side.worker);
-    outcome["logs"] = logs.take();
     if !held.load(Ordering::Relaxed) {
         return false;
     }
@@ -540,41 +534,22 @@ fn failure_outcome(failure: &StepFailure) -> Value {
     json!({ "error": { "kind": kind, "message": failure.message } })
 }
 
-/// A placed attempt's log lines, kept (within the step's `max_output`) to
-/// go with its outcome.
-#[derive(Default)]
-struct Collected {
-    lines: Mutex<(Vec<Value>, u64, bool)>,
-    budget: std::sync::atomic::AtomicU64,
+/// A placed attempt's log, written only while the worker's claim holds.
+struct WhileHeld {
+    log: super::driver::StepLog,
+    held: Arc<AtomicBool>,
 }
 
-impl Collected {
-    fn take(&self) -> Value {
-        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        Value::Array(std::mem::take(&mut lines.0))
-    }
-}
-
-impl StepObserver for Collected {
+impl StepObserver for WhileHeld {
     fn log(&self, level: LogLevel, message: &str) {
-        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let budget = self.budget.load(Ordering::Relaxed);
-        let (kept, used, cut) = &mut *lines;
-        if *cut {
-            return;
+        if self.held.load(Ordering::Relaxed) {
+            self.log.log(level, message);
         }
-        if *used + message.len() as u64 > budget {
-            *cut = true;
-            kept.push(
-                json!({ "level": "warn", "message": "log cut: the step's max_output was reached" }),
-            );
-            return;
-        }
-        *used += message.len() as u64;
-        kept.push(json!({ "level": level.as_str(), "message": message }));
     }
 
-    fn progress(&self, message: &str, _fraction: Option<f32>) {
-        self.log(LogLevel::Info, message);
+    fn progress(&self, message: &str, fraction: Option<f32>) {
+        if self.held.load(Ordering::Relaxed) {
+            self.log.progress(message, fraction);
+        }
     }
 }

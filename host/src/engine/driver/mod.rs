@@ -22,6 +22,7 @@ mod setup;
 mod stages;
 mod state;
 mod step_log;
+pub(crate) use step_log::StepLog;
 #[cfg(test)]
 mod tests;
 

@@ -12,7 +12,7 @@ use crate::step::executor::{LogLevel, StepObserver};
 use crate::store::EngineStore;
 
 /// Forwards a step's logs to the store's journal and the listener.
-pub(super) struct StepLog {
+pub(crate) struct StepLog {
     pub(super) store: Arc<dyn EngineStore>,
     pub(super) listener: Arc<dyn RunListener>,
     pub(super) run_id: String,
@@ -34,7 +34,7 @@ pub(super) const MIN_LINES: u64 = 1024;
 
 impl StepLog {
     /// A step's log with the budget of its `max_output`.
-    pub(super) fn new(
+    pub(crate) fn new(
         store: Arc<dyn EngineStore>,
         listener: Arc<dyn RunListener>,
         run_id: &str,
