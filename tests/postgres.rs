@@ -810,7 +810,7 @@ fn bad_worker_and_store_settings_are_one_line_errors() {
 }
 
 #[test]
-fn a_step_that_completed_on_a_worker_after_its_driver_died_is_recorded_not_run_again() {
+fn a_step_running_on_a_worker_when_its_driver_died_is_waited_for_and_recorded_not_run_again() {
     let shared = Shared::new();
     // Only a worker labelled `driver` can drive the run (its last step asks
     // for the label); the slow steps run on any worker.
@@ -850,15 +850,11 @@ fn a_step_that_completed_on_a_worker_after_its_driver_died_is_recorded_not_run_a
     wait_for("the other worker to run x2", || {
         count(&mut sql, running) == 2
     });
-    // The driver's machine dies; x2 completes on the other worker meanwhile.
+    // The driver's machine dies, and another takes the run over at once
+    // (the dead driver's pid is gone): it waits for x2, still running on a
+    // live worker, and records its outcome.
     driver.kill().unwrap();
     let _ = driver.wait();
-    wait_for("x2 to complete on its worker", || {
-        count(
-            &mut sql,
-            "SELECT COUNT(*) FROM step_tasks WHERE step_id = 'x2' AND state = 'done'",
-        ) == 1
-    });
     let mut next = shared.spawn(&b, &labelled);
     wait_for("the run to end", || {
         let status: String = sql
@@ -902,6 +898,19 @@ fn a_step_that_completed_on_a_worker_after_its_driver_died_is_recorded_not_run_a
             "SELECT COUNT(*) FROM step_tasks WHERE step_id = 'x1'"
         ),
         2
+    );
+    // The takeover came before x2 ended: the new driver waited for it.
+    let row = sql
+        .query_one(
+            "SELECT (SELECT MAX(at) FROM events WHERE kind = 'run_claimed'),
+                    (SELECT finished_at FROM step_tasks WHERE step_id = 'x2')",
+            &[],
+        )
+        .unwrap();
+    let (claimed, finished): (String, String) = (row.get(0), row.get(1));
+    assert!(
+        claimed < finished,
+        "taken over at {claimed}, x2 ended at {finished}"
     );
 }
 

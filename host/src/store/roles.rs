@@ -67,6 +67,10 @@ pub trait StepQueue: Send + Sync {
     /// recording them left behind.
     fn unrecorded_outcomes(&self, run_id: &str) -> Result<Vec<FinishedTask>>;
 
+    /// How many of a run's tasks are claimed by a worker whose claim has
+    /// not run out (attempts going on somewhere).
+    fn live_tasks_of(&self, run_id: &str) -> Result<u64>;
+
     /// Cancel every unfinished task of a run: a driver taking the run
     /// over decides afresh about the attempts its predecessor placed (see
     /// the driver's restore), so none of them may still start.

@@ -250,17 +250,12 @@ impl Driver {
                 run.driver_pid.unwrap_or_default()
             );
         }
-        if let Some(queue) = self.store.step_queue() {
-            // Attempts an earlier driver placed: those that completed are
-            // recorded as such; restore decides about the others as about
-            // any interrupted step, so none may still start (or go on) on
-            // a worker.
-            self.adopt_outcomes(run_id, workflow, queue)?;
-            queue.cancel_tasks_of(run_id)?;
-        }
         // The lease is renewed from its own task, so that long work of this
         // one (compiling plugins) does not let it lapse.
         let lease = lease::Heartbeat::start(self.store.clone(), run_id);
+        if let Some(queue) = self.store.step_queue() {
+            self.take_over_attempts(run_id, workflow, queue)?;
+        }
         let def = &workflow.def;
         let setup = match self.prepare(run_id, workflow) {
             Ok(setup) => setup,

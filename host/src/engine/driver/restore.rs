@@ -158,13 +158,52 @@ impl Driver {
     }
 }
 
+/// How long a driver taking a run over waits at most for one look at the
+/// attempts its predecessor left running on workers.
+const LOOK_AT_LEFT_ATTEMPTS: Duration = Duration::from_millis(500);
+
 impl Driver {
+    /// The attempts an earlier driver of the run placed on workers: wait
+    /// for those still running on live workers (their claims renewed) and
+    /// record every one that completed (see [`Driver::adopt_outcomes`]);
+    /// then cancel what is left (queued, or claimed by a worker that is
+    /// gone), which restore decides about as about any interrupted step.
+    /// A cancel or pause asked meanwhile stops the wait.
+    pub(super) fn take_over_attempts(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        queue: &dyn crate::store::StepQueue,
+    ) -> Result<()> {
+        let mut told = false;
+        loop {
+            self.adopt_outcomes(run_id, workflow, queue)?;
+            let live = queue.live_tasks_of(run_id)?;
+            if live == 0 || self.store.request(run_id)?.is_some() {
+                break;
+            }
+            if !told {
+                self.listener.on_event(&super::RunEvent::Log {
+                    step: "wfhost".to_string(),
+                    level: crate::step::executor::LogLevel::Info,
+                    message: format!(
+                        "waiting for {live} step attempt(s) an earlier driver placed, still running on workers"
+                    ),
+                });
+                told = true;
+            }
+            queue.wait_for_outcomes(LOOK_AT_LEFT_ATTEMPTS);
+        }
+        queue.cancel_tasks_of(run_id)?;
+        Ok(())
+    }
+
     /// Record the completions a driver that died left unrecorded: attempts
     /// it placed that completed on a worker (each exactly once: the step is
     /// still recorded as running that attempt). A step with `for_each` or
     /// closing a stage loop is left to restore (its completion is more
     /// than its attempt's).
-    pub(super) fn adopt_outcomes(
+    fn adopt_outcomes(
         &self,
         run_id: &str,
         workflow: &LoadedWorkflow,

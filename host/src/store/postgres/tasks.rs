@@ -184,6 +184,19 @@ impl StepQueue for PgStore {
         })
     }
 
+    fn live_tasks_of(&self, run_id: &str) -> Result<u64> {
+        self.with(|client| {
+            let live: i64 = client
+                .query_one(
+                    "SELECT COUNT(*) FROM step_tasks
+                     WHERE run_id = $1 AND state = 'running' AND lease_until >= now()",
+                    &[&run_id],
+                )?
+                .get(0);
+            Ok(u64::try_from(live).unwrap_or(0))
+        })
+    }
+
     fn cancel_tasks_of(&self, run_id: &str) -> Result<u64> {
         self.with(|client| {
             Ok(client.execute(
