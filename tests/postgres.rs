@@ -470,6 +470,24 @@ fn a_grant_missing_on_the_worker_fails_the_run_with_the_grant_named() {
         "name: needs-data\nsteps:\n  - id: read\n    run: ls data\n    \
          grants: { exec: [ls], files: [{ path: data }] }\n",
     );
+    // Queued from a machine without the directory: the grants are the
+    // workers' to resolve, so the run is queued, and a worker that has it
+    // runs the step.
+    std::fs::remove_dir(&data).unwrap();
+    let out = shared.on(
+        &shared.first,
+        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let queued = text(&out.stdout).trim().to_string();
+    std::fs::create_dir_all(&data).unwrap();
+    let worker = shared.on(&shared.second, &["worker", "--until-idle", "--quiet"]);
+    assert!(worker.status.success(), "{}", text(&worker.stderr));
+    assert_eq!(
+        shared.status(&shared.second, &queued)["status"],
+        "completed"
+    );
+
     let out = shared.on(
         &shared.first,
         &["run", path.to_str().unwrap(), "--detach", "--quiet"],

@@ -224,7 +224,18 @@ impl Waiting {
                     "its outcome is left to the new driver",
                 )));
             }
-            match self.queue().task_state(id).map_err(store_failure)? {
+            let state = match self.queue().task_state(id) {
+                Ok(state) => state,
+                // The database is out of reach for a moment: the attempt
+                // goes on (or not) on its worker; look again. Whether this
+                // driver may go on is its lease's to say.
+                Err(error) => {
+                    tracing::warn!("looking at task {id}: {error}");
+                    tokio::time::sleep(LOOK_EVERY).await;
+                    continue;
+                }
+            };
+            match state {
                 TaskState::Queued => {}
                 TaskState::Running {
                     worker,
