@@ -361,18 +361,35 @@ fn an_agent_run_driven_by_a_worker_is_approved_from_another_machine_and_served()
             Err(_) => false,
         }
     });
-    let _ = server.kill();
-    let _ = server.wait();
     let served: serde_json::Value = serde_json::from_str(&served).unwrap();
     assert_eq!(served["id"], run.as_str(), "{served:#}");
+
+    // A run started through the API is queued for the workers.
+    let request = serde_json::json!({
+        "definition": "name: posted\nsteps:\n  - id: a\n    type: function\n    component: echo\n"
+    });
+    let started = ureq::post(&format!("http://{bind}/api/runs"))
+        .header("Content-Type", "application/json")
+        .send(request.to_string())
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let started: serde_json::Value = serde_json::from_str(&started).unwrap();
+    assert_eq!(started["queued"], true, "{started:#}");
+    assert!(started["driver_pid"].is_null(), "{started:#}");
+    let posted = started["id"].as_str().unwrap().to_string();
+    let _ = server.kill();
+    let _ = server.wait();
 
     let id = approval["id"].to_string();
     let approved = shared.on(&shared.second, &["approve", &run, &id, "--note", "fine"]);
     assert!(approved.status.success(), "{}", text(&approved.stderr));
-    wait_for("the worker to finish the run", || {
+    wait_for("the worker to finish the runs", || {
         worker.try_wait().unwrap().is_some()
     });
     assert_eq!(shared.status(&shared.first, &run)["status"], "completed");
+    assert_eq!(shared.status(&shared.first, &posted)["status"], "completed");
 }
 
 #[test]

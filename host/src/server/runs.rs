@@ -118,9 +118,10 @@ pub async fn list_runs(
 }
 
 /// Start a run: it is recorded, then driven by a background driver (as
-/// `wfhost run --detach`), so it outlives the server.
+/// `wfhost run --detach`), so it outlives the server; with a PostgreSQL
+/// store it is queued for the workers (`queued: true`, no driver).
 #[utoipa::path(post, path = "/api/runs", request_body = StartRun, tag = "runs",
-    responses((status = 201, description = "`{id, status, driver_pid}`", body = Value),
+    responses((status = 201, description = "`{id, status, driver_pid}` (`queued: true` and no driver with a PostgreSQL store)", body = Value),
               (status = 422, description = "the workflow or its arguments do not validate")))]
 pub async fn start_run(
     State(state): State<ApiState>,
@@ -146,6 +147,14 @@ pub async fn start_run(
             priority: start.priority.unwrap_or(0),
         },
     )?;
+    if state.store.url().is_some() {
+        // PostgreSQL: the run is queued for the workers, as `wfhost run
+        // --detach` queues it.
+        return Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": run_id, "status": "pending", "driver_pid": null, "queued": true })),
+        ));
+    }
     // The server owns it: a restarted server resumes it if its driver died.
     state
         .store
