@@ -48,6 +48,16 @@ impl Shared {
             .unwrap()
     }
 
+    /// Queue `workflow` from the first machine (`run --detach`); its run id.
+    fn queue(&self, workflow: &std::path::Path) -> String {
+        let out = self.on(
+            &self.first,
+            &["run", workflow.to_str().unwrap(), "--detach", "--quiet"],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
     fn status(&self, machine: &Sandbox, run: &str) -> serde_json::Value {
         let out = self.on(machine, &["status", run, "--json"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -162,12 +172,7 @@ fn workers_share_queued_runs_and_a_killed_worker_loses_nothing() {
     let workflow = fan_out(&shared.first, "fan", 40, 50);
     let mut queued = Vec::new();
     for _ in 0..6 {
-        let out = shared.on(
-            &shared.first,
-            &["run", workflow.to_str().unwrap(), "--detach", "--quiet"],
-        );
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        queued.push(text(&out.stdout).trim().to_string());
+        queued.push(shared.queue(&workflow));
     }
     // Queued, not driven: nobody took them yet.
     assert_eq!(
@@ -321,12 +326,7 @@ fn agent_example(machine: &Sandbox) -> std::path::PathBuf {
 fn an_agent_run_driven_by_a_worker_is_approved_from_another_machine_and_served() {
     let shared = Shared::new();
     let path = agent_example(&shared.first);
-    let out = shared.on(
-        &shared.first,
-        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = text(&out.stdout).trim().to_string();
+    let run = shared.queue(&path);
     let worker_machine = Sandbox::new();
     let mut worker = shared.spawn(&worker_machine, &["worker", "--until-idle", "--quiet"]);
 
@@ -439,12 +439,7 @@ fn a_run_whose_steps_ask_for_labels_goes_only_to_a_worker_that_has_them() {
         "gpu.yaml",
         "name: gpu\nsteps:\n  - id: train\n    runs-on: [gpu]\n    type: function\n    component: echo\n",
     );
-    let out = shared.on(
-        &shared.first,
-        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = text(&out.stdout).trim().to_string();
+    let run = shared.queue(&path);
 
     let plain = shared.on(&shared.second, &["worker", "--until-idle"]);
     assert!(plain.status.success(), "{}", text(&plain.stderr));
@@ -491,12 +486,7 @@ fn a_grant_missing_on_the_worker_fails_the_run_with_the_grant_named() {
     // workers' to resolve, so the run is queued, and a worker that has it
     // runs the step.
     std::fs::remove_dir(&data).unwrap();
-    let out = shared.on(
-        &shared.first,
-        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let queued = text(&out.stdout).trim().to_string();
+    let queued = shared.queue(&path);
     std::fs::create_dir_all(&data).unwrap();
     let worker = shared.on(&shared.second, &["worker", "--until-idle", "--quiet"]);
     assert!(worker.status.success(), "{}", text(&worker.stderr));
@@ -505,12 +495,7 @@ fn a_grant_missing_on_the_worker_fails_the_run_with_the_grant_named() {
         "completed"
     );
 
-    let out = shared.on(
-        &shared.first,
-        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = text(&out.stdout).trim().to_string();
+    let run = shared.queue(&path);
     // The worker's machine has no such directory.
     std::fs::remove_dir(&data).unwrap();
     let worker = shared.on(&shared.second, &["worker", "--until-idle", "--quiet"]);
@@ -600,12 +585,7 @@ fn three_workers_run_a_1000_step_fan_out_each_step_once_and_a_killed_worker_lose
         all.join(", ")
     ));
     let path = shared.first.write("wide.yaml", &text_of);
-    let out = shared.on(
-        &shared.first,
-        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = text(&out.stdout).trim().to_string();
+    let run = shared.queue(&path);
 
     let machines = [Sandbox::new(), Sandbox::new(), Sandbox::new()];
     let mut workers: Vec<Child> = machines
@@ -702,12 +682,7 @@ fn two_slow_steps(machine: &Sandbox, idempotent: bool) -> std::path::PathBuf {
 /// one slow step, a second worker the other slow step; the second is
 /// killed (`kill -9`) mid-step. Returns the run and the survivor.
 fn kill_the_worker_of_a_step(shared: &Shared, workflow: &std::path::Path) -> (String, Child) {
-    let out = shared.on(
-        &shared.first,
-        &["run", workflow.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = text(&out.stdout).trim().to_string();
+    let run = shared.queue(workflow);
     let first = Sandbox::new();
     let second = Sandbox::new();
     let driver = shared.spawn(&first, &["worker", "--concurrency", "1", "--quiet"]);
@@ -856,12 +831,7 @@ fn a_step_running_on_a_worker_when_its_driver_died_is_waited_for_and_recorded_no
          \x20 - id: x2\n    needs: [root]\n    type: function\n    component: sleep\n    with: { ms: 2000 }\n\
          \x20 - id: y\n    needs: [x1, x2]\n    runs_on: [driver]\n    type: function\n    component: echo\n",
     );
-    let out = shared.on(
-        &shared.first,
-        &["run", workflow.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = text(&out.stdout).trim().to_string();
+    let run = shared.queue(&workflow);
     let (a, b, c) = (Sandbox::new(), Sandbox::new(), Sandbox::new());
     let labelled = [
         "worker",
@@ -956,12 +926,7 @@ fn a_placed_steps_log_lines_reach_the_journal_once() {
         "say.yaml",
         "name: say\nsteps:\n  - id: say\n    run: echo hello-from-a-worker\n",
     );
-    let out = shared.on(
-        &shared.first,
-        &["run", path.to_str().unwrap(), "--detach", "--quiet"],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = text(&out.stdout).trim().to_string();
+    let run = shared.queue(&path);
     let worker = shared.on(&shared.second, &["worker", "--until-idle", "--quiet"]);
     assert!(worker.status.success(), "{}", text(&worker.stderr));
     assert_eq!(shared.status(&shared.first, &run)["status"], "completed");

@@ -58,6 +58,21 @@ pub struct WorkerOptions {
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// The store is unreachable: take nothing, say so and wait (1 s, doubling
+/// up to 30 s); the runs and attempts wait in the store, and the drivers
+/// and attempts already started go on or stop by their own leases.
+fn back_off(
+    backoff: &mut Option<Duration>,
+    error: &anyhow::Error,
+    listener: &dyn WorkerListener,
+    stop: &dyn StopSignal,
+) {
+    let wait = backoff.map_or(BACKOFF_FIRST, |d| (d * 2).min(BACKOFF_MAX));
+    *backoff = Some(wait);
+    listener.store_unreachable(&error.to_string(), wait);
+    sleep_unless_stopped(wait, stop);
+}
+
 /// Sleep `wait`, waking early when a stop is asked.
 fn sleep_unless_stopped(wait: Duration, stop: &dyn StopSignal) {
     let until = std::time::Instant::now() + wait;
@@ -157,13 +172,12 @@ pub fn work(
             if due {
                 last_claim = Some(std::time::Instant::now());
                 match tasks.claim(options) {
-                    Ok(count) => claimed = count,
+                    Ok(count) => {
+                        backoff = None;
+                        claimed = count;
+                    }
                     Err(error) => {
-                        let wait =
-                            backoff.map_or(BACKOFF_FIRST, |d: Duration| (d * 2).min(BACKOFF_MAX));
-                        backoff = Some(wait);
-                        listener.store_unreachable(&error.to_string(), wait);
-                        sleep_unless_stopped(wait, stop);
+                        back_off(&mut backoff, &error, listener, stop);
                         continue;
                     }
                 }
@@ -187,14 +201,7 @@ pub fn work(
                     runs
                 }
                 Err(error) => {
-                    // The store is unreachable: take nothing, try again
-                    // later; the runs wait in the store, and the drivers
-                    // already started go on or stop by their own leases.
-                    let wait =
-                        backoff.map_or(BACKOFF_FIRST, |d: Duration| (d * 2).min(BACKOFF_MAX));
-                    backoff = Some(wait);
-                    listener.store_unreachable(&error.to_string(), wait);
-                    sleep_unless_stopped(wait, stop);
+                    back_off(&mut backoff, &error, listener, stop);
                     continue;
                 }
             };

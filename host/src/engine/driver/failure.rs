@@ -21,6 +21,25 @@ struct LoopBack<'a> {
 }
 
 impl Driver {
+    /// Record a step's failed attempt and block the run, saying `why`.
+    fn block(
+        &self,
+        run_id: &str,
+        state: &mut RunState,
+        (step, attempt): (&str, u32),
+        message: &str,
+        why: String,
+    ) -> Result<()> {
+        self.store
+            .finish_attempt(run_id, step, attempt, StepStatus::Failed, Err(message))?;
+        self.listener.on_event(&RunEvent::StepFailed {
+            step: step.to_string(),
+            error: message.to_string(),
+        });
+        state.blocked = Some(why);
+        Ok(())
+    }
+
     /// Record a step's failed `attempt` and what follows from its
     /// `on_failure`: go back (`retry_step`), block the run, skip it, or fail
     /// it (tolerated when it is optional); its dependents are skipped.
@@ -39,22 +58,11 @@ impl Driver {
         if failure.kind == FailureKind::Interrupted {
             // What the lost attempt did is unknown: an operator decides,
             // as after a crash of the driver (see `restore`).
-            self.store.finish_attempt(
-                run_id,
-                &step.id,
-                attempt,
-                StepStatus::Failed,
-                Err(&message),
-            )?;
-            self.listener.on_event(&RunEvent::StepFailed {
-                step: step.id.clone(),
-                error: message.clone(),
-            });
-            state.blocked = Some(format!(
+            let why = format!(
                 "step '{}' was {message}; check what it did, then `wfhost resume {run_id}` runs it again (or `wfhost cancel {run_id}`)",
                 step.id
-            ));
-            return Ok(());
+            );
+            return self.block(run_id, state, (&step.id, attempt), &message, why);
         }
         let on_failure = step.on_failure.clone().unwrap_or_default();
         if let Some(target) = &on_failure.retry_step {
@@ -67,22 +75,11 @@ impl Driver {
         }
         match on_failure.escalate.unwrap_or_default() {
             Escalation::Block => {
-                self.store.finish_attempt(
-                    run_id,
-                    &step.id,
-                    attempt,
-                    StepStatus::Failed,
-                    Err(&message),
-                )?;
-                self.listener.on_event(&RunEvent::StepFailed {
-                    step: step.id.clone(),
-                    error: message.clone(),
-                });
-                state.blocked = Some(format!(
+                let why = format!(
                     "step '{}' failed and blocks the run (on_failure: block): {message}; fix the cause, then `wfhost resume {run_id}` runs it again",
                     step.id
-                ));
-                return Ok(());
+                );
+                return self.block(run_id, state, (&step.id, attempt), &message, why);
             }
             Escalation::Skip => {
                 self.listener.on_event(&RunEvent::StepFailed {
