@@ -205,6 +205,13 @@ pub fn work(
                     continue;
                 }
             };
+            // Forget the labels of runs that are no longer open.
+            let open: std::collections::HashSet<&str> = candidates
+                .iter()
+                .chain(&driven)
+                .map(|run| run.id.as_str())
+                .collect();
+            needs.retain(|id, _| open.contains(id.as_str()) || driving.contains_key(id));
             candidates.retain(|run| {
                 let known = needs.contains_key(&run.id);
                 let asked = needs
