@@ -77,6 +77,18 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Wait until `run` is neither pending nor running (ended, blocked or
+/// paused).
+fn wait_until_stopped(sql: &mut postgres::Client, run: &str, what: &str) {
+    wait_for(what, || {
+        let status: String = sql
+            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
+            .unwrap()
+            .get(0);
+        status != "running" && status != "pending"
+    });
+}
+
 /// `n` sleeping function steps between a root and a sink; each is safe to
 /// run again after a crash (`idempotent`), so a run taken over from a dead
 /// worker goes on instead of blocking on its interrupted steps.
@@ -619,13 +631,7 @@ fn three_workers_run_a_1000_step_fan_out_each_step_once_and_a_killed_worker_lose
         true
     });
     let killed = killed.unwrap();
-    wait_for("the run to end", || {
-        let status: String = sql
-            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
-            .unwrap()
-            .get(0);
-        status != "running" && status != "pending"
-    });
+    wait_until_stopped(&mut sql, &run, "the run to end");
     for worker in &mut workers {
         let _ = worker.kill();
         let _ = worker.wait();
@@ -713,13 +719,7 @@ fn an_idempotent_step_of_a_killed_worker_runs_again_on_another() {
     let workflow = two_slow_steps(&shared.first, true);
     let (run, mut survivor) = kill_the_worker_of_a_step(&shared, &workflow);
     let mut sql = shared.sql();
-    wait_for("the run to end", || {
-        let status: String = sql
-            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
-            .unwrap()
-            .get(0);
-        status == "completed" || status == "failed" || status == "blocked"
-    });
+    wait_until_stopped(&mut sql, &run, "the run to end");
     let _ = survivor.kill();
     let _ = survivor.wait();
     assert_eq!(shared.status(&shared.second, &run)["status"], "completed");
@@ -746,13 +746,7 @@ fn a_step_not_marked_idempotent_of_a_killed_worker_blocks_the_run() {
     let workflow = two_slow_steps(&shared.first, false);
     let (run, mut survivor) = kill_the_worker_of_a_step(&shared, &workflow);
     let mut sql = shared.sql();
-    wait_for("the run to block", || {
-        let status: String = sql
-            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
-            .unwrap()
-            .get(0);
-        status != "running" && status != "pending"
-    });
+    wait_until_stopped(&mut sql, &run, "the run to block");
     let status = shared.status(&shared.second, &run);
     assert_eq!(status["status"], "blocked", "{status:#}");
     let why: String = sql
@@ -861,13 +855,7 @@ fn a_step_running_on_a_worker_when_its_driver_died_is_waited_for_and_recorded_no
     driver.kill().unwrap();
     let _ = driver.wait();
     let mut next = shared.spawn(&b, &labelled);
-    wait_for("the run to end", || {
-        let status: String = sql
-            .query_one("SELECT status FROM runs WHERE id = $1", &[&run])
-            .unwrap()
-            .get(0);
-        status != "running" && status != "pending"
-    });
+    wait_until_stopped(&mut sql, &run, "the run to end");
     for worker in [&mut helper, &mut next] {
         let _ = worker.kill();
         let _ = worker.wait();
