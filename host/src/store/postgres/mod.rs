@@ -46,7 +46,9 @@ use pool::Pool;
 
 impl From<postgres::Error> for StoreError {
     fn from(error: postgres::Error) -> StoreError {
-        StoreError::Database(Box::new(error))
+        // The client's own text is only "db error": the server's message
+        // (a missing column, a broken constraint …) is in its source.
+        StoreError::Database(pool::with_causes(&error).into())
     }
 }
 

@@ -225,7 +225,7 @@ impl Pool {
 
 /// An error with what caused it ("error connecting to server: Connection
 /// refused").
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(super) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -284,6 +284,17 @@ pub(super) fn off_runtime<T: Send>(blocking: impl FnOnce() -> T + Send) -> T {
 mod tests {
     use super::{redact, Pool};
     use crate::store::Durability;
+
+    #[test]
+    fn a_failed_statement_says_what_the_server_said() {
+        let url = crate::store::conformance::scratch_postgres::fresh_database();
+        let pool = Pool::new(&url, Durability::Normal).unwrap();
+        let error = pool
+            .with(|client| Ok(client.query("SELECT nope", &[])?.len()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("column \"nope\" does not exist"), "{error}");
+    }
 
     #[test]
     fn durability_sets_the_sessions_synchronous_commit() {
