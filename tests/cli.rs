@@ -1009,6 +1009,70 @@ fn a_big_components_first_compile_is_announced_once() {
     assert!(!second.contains("compiling big.wasm"), "{second}");
 }
 
+/// A component of 4 MB or more runs its first use on a quick (Winch) build;
+/// a background process (this binary, at the lowest priority) makes the
+/// optimized build and caches it, and later runs use that one, quietly.
+#[test]
+fn a_big_component_runs_on_a_quick_build_until_its_optimized_one_is_cached() {
+    let sandbox = Sandbox::new();
+    let data = "\\00".repeat(5_000_000);
+    let wasm = wat::parse_str(format!(
+        r#"(component
+             (core module $m (memory 80) (data (i32.const 0) "{data}")
+               (func (export "answer") (result i32) i32.const 42))
+             (core instance $i (instantiate $m))
+             (func (export "answer") (result s32) (canon lift (core func $i "answer"))))"#
+    ))
+    .unwrap();
+    std::fs::write(sandbox.path().join("big.wasm"), wasm).unwrap();
+    let path = sandbox.write(
+        "big.yaml",
+        "name: big\nsteps:\n  - id: a\n    type: function\n    component: ./big.wasm\n    function: answer\n",
+    );
+    let cache = sandbox.path().join("cache");
+    let run = || {
+        let out = sandbox
+            .command(&["run", path.to_str().unwrap()])
+            .env("WFHOST_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}{}", text(&out.stdout));
+        stderr
+    };
+    let builds = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "cwasm")
+            })
+            .count()
+    };
+    let first = run();
+    assert!(
+        first.contains(
+            "compiling big.wasm (5.0 MB) for this machine (quick build for first use; an optimized build follows in the background)"
+        ),
+        "{first}"
+    );
+    // The optimizer reports by its result: the second build in the cache,
+    // its pending file gone.
+    let waited = std::time::Instant::now();
+    while (builds() < 2 || cache.join("pending").read_dir().unwrap().count() > 0)
+        && waited.elapsed() < std::time::Duration::from_secs(120)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(builds(), 2, "the optimized build was cached");
+    let later = run();
+    assert!(!later.contains("compiling big.wasm"), "{later}");
+    assert_eq!(builds(), 2);
+}
+
 /// The home is `--home`/`WFHOST_HOME`, else the nearest `.wfhost` upward,
 /// else the per-user one; reading where nothing ran creates nothing, and a
 /// command that creates a home says where.

@@ -200,7 +200,9 @@ fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     crate::runtime::serve_launcher_if_asked();
+    crate::runtime::cache::serve_optimizer_if_asked();
     crate::runtime::use_launcher();
+    crate::runtime::cache::enable_optimizer();
     let cli = Cli::parse();
     init_tracing();
     let place = cli.command.place().cloned().unwrap_or_default();

@@ -10,33 +10,51 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, Strategy};
 
 /// How often the epoch advances; steps yield to the scheduler at each tick,
 /// which is also the granularity of timeouts.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The shared engine, made (and its epoch ticker started) on first use.
+/// The shared engine, made (and its epoch ticker started) on first use:
+/// Cranelift, optimized code.
 pub fn shared() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE
-        .get_or_init(|| {
-            let mut config = Config::new();
-            config.epoch_interruption(true);
-            config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
-            let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
-            let ticking = engine.clone();
-            std::thread::Builder::new()
-                .name("wfhost-epoch".into())
-                .spawn(move || loop {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                })
-                .map_err(|e| format!("wasm engine: cannot start the epoch ticker: {e}"))?;
-            Ok(engine)
-        })
+        .get_or_init(|| make(Strategy::Cranelift))
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// The baseline engine, made on first use: Winch, wasmtime's single-pass
+/// compiler, which compiles a big component several times faster than
+/// Cranelift into slower code. A big component's first use runs on it
+/// while its optimized build is made in the background (see
+/// [`super::cache`]); its components need a linker and stores of their
+/// own (`Component::engine` says which engine a component belongs to).
+pub fn baseline() -> Result<&'static Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| make(Strategy::Winch))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn make(strategy: Strategy) -> Result<Engine, String> {
+    let mut config = Config::new();
+    config.strategy(strategy);
+    config.epoch_interruption(true);
+    config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+    let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
+    let ticking = engine.clone();
+    std::thread::Builder::new()
+        .name("wfhost-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            ticking.increment_epoch();
+        })
+        .map_err(|e| format!("wasm engine: cannot start the epoch ticker: {e}"))?;
+    Ok(engine)
 }
 
 /// Epoch ticks in `duration` (at least one).
@@ -53,6 +71,7 @@ mod tests {
         let first = shared().unwrap();
         let second = shared().unwrap();
         assert!(Engine::same(first, second));
+        assert!(!Engine::same(first, baseline().unwrap()));
     }
 
     #[test]

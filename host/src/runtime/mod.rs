@@ -40,6 +40,16 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::WasiCtxBuilder;
 
+/// A linker giving what steps get (WASI, `network`, the `wfhost:plugin`
+/// host API) to components of `engine`.
+fn step_linker(engine: &Engine) -> Result<Linker<StepState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    network::add_to_linker(&mut linker)?;
+    Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
 /// Programs steps start are forked by a small launcher process run from
 /// this binary (`/proc/self/exe`), not by the host itself: the binary's
 /// `main` calls this, after [`serve_launcher_if_asked`].
@@ -68,7 +78,7 @@ use crate::step::grants::WasiSetup;
 use crate::step::stop::{StopSignal, StopTrigger, STOP_MARGIN};
 use bindings::types::{FileGrant, StepError, StepRequest};
 use bindings::Step;
-use cache::{ComponentCache, Prepared};
+use cache::{ComponentCache, Prepared, Source};
 use state::{StepContext, StepState};
 
 /// Bytes of a guest's own stdout/stderr kept for its log.
@@ -87,6 +97,9 @@ pub const MAX_STEP_HANDLES: usize = 1024;
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StepState>,
+    /// The same imports for the quick builds of big components
+    /// ([`engine::baseline`]), made on first use.
+    quick_linker: std::sync::OnceLock<Result<Linker<StepState>, String>>,
     cache: ComponentCache,
     /// Components whose functions are called directly (`function:`),
     /// linked but not bound to the `step` world.
@@ -97,17 +110,28 @@ impl Runtime {
     /// A runtime whose compiled components are also cached in `cache_dir`.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Runtime>> {
         let engine = engine::shared().map_err(anyhow::Error::msg)?.clone();
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        network::add_to_linker(&mut linker)?;
-        Step::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
-
         Ok(Arc::new(Runtime {
-            functions: ComponentCache::new(&engine, cache_dir.clone()),
-            cache: ComponentCache::new(&engine, cache_dir),
+            functions: ComponentCache::new(&engine, cache_dir.clone()).with_quick_first(),
+            cache: ComponentCache::new(&engine, cache_dir).with_quick_first(),
+            linker: step_linker(&engine)?,
+            quick_linker: std::sync::OnceLock::new(),
             engine,
-            linker,
         }))
+    }
+
+    /// The linker for components compiled by `engine` (the shared one, or
+    /// the baseline one of a quick build).
+    fn linker_for(&self, engine: &Engine) -> Result<&Linker<StepState>> {
+        if Engine::same(engine, &self.engine) {
+            return Ok(&self.linker);
+        }
+        self.quick_linker
+            .get_or_init(|| {
+                let baseline = engine::baseline()?;
+                step_linker(baseline).map_err(|error| format!("{error:#}"))
+            })
+            .as_ref()
+            .map_err(|error| anyhow::anyhow!("{error}"))
     }
 
     /// Load a component by built-in name or `.wasm` path (cached: a
@@ -116,10 +140,14 @@ impl Runtime {
         if let Some(found) = self.cache.named(component) {
             return Ok(found);
         }
-        let bytes = Self::component_bytes(component)?;
         let prepared = self
             .cache
-            .get_or_load(&self.engine, &self.linker, &bytes, component)
+            .get_or_load(
+                &self.engine,
+                |engine| self.linker_for(engine),
+                Self::source(component),
+                component,
+            )
             .with_context(|| format!("cannot load component '{component}'"))?;
         self.cache.remember(component, &prepared);
         Ok(prepared)
@@ -128,7 +156,7 @@ impl Runtime {
     /// Ask a component to describe itself.
     pub async fn describe(&self, component: &str) -> Result<bindings::types::PluginInfo> {
         let prepared = self.load(component)?;
-        let mut store = Store::new(&self.engine, self.bare_state());
+        let mut store = Store::new(prepared.engine(), self.bare_state());
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);
         let call = async {
@@ -152,15 +180,19 @@ impl Runtime {
         if let Some(found) = self.functions.named(component) {
             return Ok(found);
         }
-        let bytes = Self::component_bytes(component)?;
         let prepared = self
             .functions
-            .get_or_prepare(&self.engine, &bytes, component, |component| {
-                self.linker
-                    .instantiate_pre(component)
-                    .map_err(anyhow::Error::from)
-                    .context("the component's imports do not match what wfhost provides")
-            })
+            .get_or_prepare(
+                &self.engine,
+                Self::source(component),
+                component,
+                |component| {
+                    self.linker_for(component.engine())?
+                        .instantiate_pre(component)
+                        .map_err(anyhow::Error::from)
+                        .context("the component's imports do not match what wfhost provides")
+                },
+            )
             .with_context(|| format!("cannot load component '{component}'"))?;
         self.functions.remember(component, &prepared);
         Ok(prepared)
@@ -179,7 +211,15 @@ impl Runtime {
         let pre = self
             .load_functions(component)
             .map_err(|error| format!("{error:#}"))?;
-        function_call::check(&self.engine, pre.component(), function, with)
+        function_call::check(pre.engine(), pre.component(), function, with)
+    }
+
+    /// Where the component named by built-in name or path is.
+    fn source(component: &str) -> Source<'_> {
+        match builtin::builtin(component) {
+            Some(found) => Source::Bytes(found.wasm),
+            None => Source::File(std::path::Path::new(component)),
+        }
     }
 
     /// The bytes of a component named by built-in name or path.
@@ -211,7 +251,7 @@ impl Runtime {
                     .join(" ");
                 anyhow::anyhow!("'{component}' is not a usable WebAssembly component: {text}")
             })?;
-        Ok(inspect::inspect(&self.engine, &compiled))
+        Ok(inspect::inspect(compiled.engine(), &compiled))
     }
 
     fn bare_state(&self) -> StepState {
@@ -291,8 +331,12 @@ impl Runtime {
             programs: tokio::sync::watch::Sender::new(0),
         });
         let step = context.clone();
+        let engine = match &callee {
+            Callee::Step(prepared) => prepared.engine(),
+            Callee::Functions(pre) => pre.engine(),
+        };
         let mut store = Store::new(
-            &self.engine,
+            engine,
             StepState {
                 wasi,
                 table: step_table(),

@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{Policy, PolicyRequest, Verdict};
 use crate::agent::policy_bindings::{Decision, ToolCallRequest, ToolPolicyPre};
-use crate::runtime::cache::{shared_disk_dir, ComponentCache};
+use crate::runtime::cache::{self, shared_disk_dir, ComponentCache};
 use crate::runtime::engine;
 
 /// Time a policy may compute per decision (checked at each epoch tick of
@@ -198,7 +198,7 @@ impl PolicyRuntime {
 
     fn load(&self, bytes: &[u8]) -> Result<PolicyPre, String> {
         self.cache
-            .get_or_prepare(&self.engine, bytes, "a policy component", |component| {
+            .get_or_prepare(&self.engine, cache::Source::Bytes(bytes), "a policy component", |component| {
                 let pre = self.linker.instantiate_pre(component).map_err(|e| {
                     anyhow::anyhow!("the policy component imports what policies do not get: {e:#}")
                 })?;
