@@ -64,8 +64,9 @@ enum FromFile<P> {
     Loaded(P),
     /// The file's key and its compiled component, from the disk cache.
     Cached(String, Component),
-    /// The file's bytes (its key not known from its stamp).
-    Read(Vec<u8>),
+    /// The file's bytes, and their key when known (from the file's stamp,
+    /// or hashed on the way to recording it).
+    Read(Vec<u8>, Option<String>),
 }
 
 /// The tag of an engine's compiled code in cache entries' names: entries of
@@ -151,7 +152,14 @@ impl<P: Clone> ComponentCache<P> {
             Source::File(path) => match self.read_file(engine, path, label)? {
                 FromFile::Loaded(found) => return Ok(found),
                 FromFile::Cached(key, component) => return self.prepared(key, &component, prepare),
-                FromFile::Read(bytes) => std::borrow::Cow::Owned(bytes),
+                FromFile::Read(bytes, Some(key)) => {
+                    if let Some(found) = lock(&self.loaded).get(&key) {
+                        return Ok(found.clone());
+                    }
+                    let component = self.compile(engine, &bytes, label, &key)?;
+                    return self.prepared(key, &component, prepare);
+                }
+                FromFile::Read(bytes, None) => std::borrow::Cow::Owned(bytes),
             },
         };
         let key = hex::encode(sha2::Sha256::digest(&wasm));
@@ -189,24 +197,30 @@ impl<P: Clone> ComponentCache<P> {
             anyhow::bail!("cannot read component '{label}': not a regular file");
         }
         let stamp = FileStamp::of(&metadata);
-        if let Some(key) = self.known_key(&stamp) {
-            if let Some(found) = lock(&self.loaded).get(&key) {
+        let known = self.known_key(&stamp);
+        if let Some(key) = &known {
+            if let Some(found) = lock(&self.loaded).get(key) {
                 return Ok(FromFile::Loaded(found.clone()));
             }
             if let Some(dir) = &self.disk_dir {
-                if let Some(component) = entry::load(engine, &self.entry_path(dir, &key)) {
-                    return Ok(FromFile::Cached(key, component));
+                if let Some(component) = entry::load(engine, &self.entry_path(dir, key)) {
+                    return Ok(FromFile::Cached(key.clone(), component));
                 }
             }
         }
         let mut wasm = Vec::with_capacity(metadata.len() as usize);
         file.read_to_end(&mut wasm)
             .with_context(|| format!("cannot read component '{label}'"))?;
-        let unchanged = file.metadata().ok().map(|m| FileStamp::of(&m)) == Some(stamp);
-        if unchanged && stamp.settled() {
-            self.record_key(&stamp, &hex::encode(sha2::Sha256::digest(&wasm)));
+        // Changed while read: the bytes stand for no stamp.
+        if file.metadata().ok().map(|m| FileStamp::of(&m)) != Some(stamp) {
+            return Ok(FromFile::Read(wasm, None));
         }
-        Ok(FromFile::Read(wasm))
+        if known.is_none() && stamp.settled() {
+            let key = hex::encode(sha2::Sha256::digest(&wasm));
+            self.record_key(&stamp, &key);
+            return Ok(FromFile::Read(wasm, Some(key)));
+        }
+        Ok(FromFile::Read(wasm, known))
     }
 
     /// The key recorded for a file with this stamp, if any.
