@@ -53,7 +53,7 @@ pub(super) fn load(engine: &Engine, path: &Path) -> Option<Component> {
         );
         return None;
     };
-    let loaded = if recorded == Some(stamp) {
+    if recorded == Some(stamp) {
         // The path of the open handle: wasmtime maps the very file whose
         // stamp was checked, whatever the name points at now.
         let handle = format!("/proc/self/fd/{}", file.as_raw_fd());
@@ -61,28 +61,32 @@ pub(super) fn load(engine: &Engine, path: &Path) -> Option<Component> {
         // `Component::serialize` for an engine with the same compatibility
         // hash (its stamp is unchanged since), and entries are replaced by
         // rename, never written in place, so the mapping stays as it is.
-        unsafe { Component::deserialize_file(engine, handle) }
-    } else {
-        let mut bytes = Vec::with_capacity(stamp_size(&file));
-        file.read_to_end(&mut bytes).ok()?;
-        if digest != hex::encode(sha2::Sha256::digest(&bytes)) {
-            tracing::warn!(
-                "cache entry {} does not match the digest recorded when it was compiled; compiling again",
-                path.display()
-            );
-            return None;
+        match unsafe { Component::deserialize_file(engine, handle) } {
+            Ok(component) => return Some(component),
+            // E.g. no /proc: checked by its digest below instead.
+            Err(error) => tracing::debug!("cannot map {}: {error:#}", path.display()),
         }
-        // The bytes are the ones written: record the stamp they have now,
-        // so the next load maps the file instead of hashing it.
+    }
+    let mut bytes = Vec::with_capacity(stamp_size(&file));
+    file.read_to_end(&mut bytes).ok()?;
+    if digest != hex::encode(sha2::Sha256::digest(&bytes)) {
+        tracing::warn!(
+            "cache entry {} does not match the digest recorded when it was compiled; compiling again",
+            path.display()
+        );
+        return None;
+    }
+    // The bytes are the ones written: record the stamp they have now, so
+    // the next load maps the file instead of hashing it.
+    if recorded != Some(stamp) {
         if let Err(error) = write_record(path, &digest) {
             tracing::debug!("cannot update {}: {error:#}", path.display());
         }
-        // SAFETY: these are the exact bytes `Component::serialize` wrote
-        // for an engine with the same compatibility hash: their SHA-256
-        // matches the one recorded when they were written.
-        unsafe { Component::deserialize(engine, &bytes) }
-    };
-    match loaded {
+    }
+    // SAFETY: these are the exact bytes `Component::serialize` wrote for an
+    // engine with the same compatibility hash: their SHA-256 matches the
+    // one recorded when they were written.
+    match unsafe { Component::deserialize(engine, &bytes) } {
         Ok(component) => Some(component),
         Err(error) => {
             tracing::warn!(
