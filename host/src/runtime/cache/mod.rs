@@ -147,22 +147,15 @@ impl<P: Clone> ComponentCache<P> {
         label: &str,
         prepare: impl FnOnce(&Component) -> Result<P>,
     ) -> Result<P> {
-        let wasm = match source {
-            Source::Bytes(wasm) => std::borrow::Cow::Borrowed(wasm),
+        let (wasm, key) = match source {
+            Source::Bytes(wasm) => (std::borrow::Cow::Borrowed(wasm), None),
             Source::File(path) => match self.read_file(engine, path, label)? {
                 FromFile::Loaded(found) => return Ok(found),
                 FromFile::Cached(key, component) => return self.prepared(key, &component, prepare),
-                FromFile::Read(bytes, Some(key)) => {
-                    if let Some(found) = lock(&self.loaded).get(&key) {
-                        return Ok(found.clone());
-                    }
-                    let component = self.compile(engine, &bytes, label, &key)?;
-                    return self.prepared(key, &component, prepare);
-                }
-                FromFile::Read(bytes, None) => std::borrow::Cow::Owned(bytes),
+                FromFile::Read(bytes, key) => (std::borrow::Cow::Owned(bytes), key),
             },
         };
-        let key = hex::encode(sha2::Sha256::digest(&wasm));
+        let key = key.unwrap_or_else(|| hex::encode(sha2::Sha256::digest(&wasm)));
         if let Some(found) = lock(&self.loaded).get(&key) {
             return Ok(found.clone());
         }
