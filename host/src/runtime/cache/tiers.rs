@@ -140,3 +140,40 @@ fn optimize(dir: &Path, file: &Path) -> i32 {
         Err(_) => 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn component() -> Vec<u8> {
+        wat::parse_str(r#"(component (core module (func (export "f"))))"#).unwrap()
+    }
+
+    #[test]
+    fn the_optimizer_builds_what_it_was_handed_and_refuses_a_misnamed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pending = dir.path().join(PENDING);
+        std::fs::create_dir_all(&pending).unwrap();
+        let wasm = component();
+        let key = hex::encode(sha2::Sha256::digest(&wasm));
+
+        // Bytes that do not hash to the name: nothing is built, the file goes.
+        let misnamed = pending.join(format!("{}.wasm", "0".repeat(64)));
+        std::fs::write(&misnamed, &wasm).unwrap();
+        assert_eq!(optimize(dir.path(), &misnamed), 1);
+        assert!(!misnamed.exists());
+
+        let file = pending.join(format!("{key}.wasm"));
+        std::fs::write(&file, &wasm).unwrap();
+        assert_eq!(optimize(dir.path(), &file), 0);
+        assert!(!file.exists(), "the pending file is removed");
+        let engine = engine::shared().unwrap();
+        let built = dir
+            .path()
+            .join(format!("{key}-{}.cwasm", engine_tag(engine)));
+        assert!(
+            entry::load(engine, &built).is_some(),
+            "the optimized build is cached"
+        );
+    }
+}
