@@ -1009,6 +1009,37 @@ fn a_big_components_first_compile_is_announced_once() {
     assert!(!second.contains("compiling big.wasm"), "{second}");
 }
 
+/// A component file past the size a component may be is refused from its
+/// size (a sparse file here), with one line naming it, not read into memory.
+#[test]
+fn an_oversized_component_file_is_refused_without_being_read() {
+    let sandbox = Sandbox::new();
+    // A component's header, then a hole.
+    let huge = sandbox.path().join("huge.wasm");
+    std::fs::write(&huge, b"\0asm\x0d\0\x01\0").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(600 << 20)
+        .unwrap();
+    let path = sandbox.write(
+        "huge.yaml",
+        "name: huge\nsteps:\n  - id: a\n    type: function\n    component: ./huge.wasm\n",
+    );
+    let out = sandbox
+        .command(&["run", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("629145600 bytes, more than the 512 MiB a component file may be"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// A component of 4 MB or more runs its first use on a quick (Winch) build;
 /// a background process (this binary, at the lowest priority) makes the
 /// optimized build and caches it, and later runs use that one, quietly.

@@ -226,9 +226,7 @@ impl Runtime {
     fn component_bytes(component: &str) -> Result<std::borrow::Cow<'static, [u8]>> {
         Ok(match builtin::builtin(component) {
             Some(found) => found.wasm.into(),
-            None => std::fs::read(component)
-                .with_context(|| format!("cannot read component '{component}'"))?
-                .into(),
+            None => cache::read_component_file(std::path::Path::new(component), component)?.into(),
         })
     }
 

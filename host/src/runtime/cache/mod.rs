@@ -69,6 +69,52 @@ enum FromFile<P> {
     Read(Vec<u8>, Option<String>),
 }
 
+/// The biggest component file the host reads (a componentize-py component
+/// with CPython is ~18 MB): a bigger one is refused, not read into memory.
+pub const MAX_COMPONENT_FILE: u64 = 512 << 20;
+
+/// The component file at `path`, opened: a regular file of at most
+/// [`MAX_COMPONENT_FILE`] bytes (judged on the open handle).
+fn open_component(path: &Path, label: &str) -> Result<(File, std::fs::Metadata)> {
+    let file = File::open(path).with_context(|| format!("cannot read component '{label}'"))?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("cannot read component '{label}'"))?;
+    if !metadata.is_file() {
+        anyhow::bail!("cannot read component '{label}': not a regular file");
+    }
+    if metadata.len() > MAX_COMPONENT_FILE {
+        anyhow::bail!(
+            "cannot read component '{label}': {} bytes, more than the {} MiB a component file may be",
+            metadata.len(),
+            MAX_COMPONENT_FILE >> 20
+        );
+    }
+    Ok((file, metadata))
+}
+
+/// The bytes of an opened component file, at most [`MAX_COMPONENT_FILE`]
+/// of them even if it grows while read.
+fn read_component(file: &mut File, metadata: &std::fs::Metadata, label: &str) -> Result<Vec<u8>> {
+    let mut wasm = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_COMPONENT_FILE + 1)
+        .read_to_end(&mut wasm)
+        .with_context(|| format!("cannot read component '{label}'"))?;
+    if wasm.len() as u64 > MAX_COMPONENT_FILE {
+        anyhow::bail!(
+            "cannot read component '{label}': it grew past the {} MiB a component file may be while read",
+            MAX_COMPONENT_FILE >> 20
+        );
+    }
+    Ok(wasm)
+}
+
+/// The bytes of the component file at `path` (see [`MAX_COMPONENT_FILE`]).
+pub fn read_component_file(path: &Path, label: &str) -> Result<Vec<u8>> {
+    let (mut file, metadata) = open_component(path, label)?;
+    read_component(&mut file, &metadata, label)
+}
+
 /// The tag of an engine's compiled code in cache entries' names: entries of
 /// engines with other settings are never confused.
 fn engine_tag(engine: &Engine) -> String {
@@ -181,14 +227,7 @@ impl<P: Clone> ComponentCache<P> {
     /// once the file has [settled](FileStamp::settled), so a file being
     /// rewritten is never taken for its older bytes).
     fn read_file(&self, engine: &Engine, path: &Path, label: &str) -> Result<FromFile<P>> {
-        let mut file =
-            File::open(path).with_context(|| format!("cannot read component '{label}'"))?;
-        let metadata = file
-            .metadata()
-            .with_context(|| format!("cannot read component '{label}'"))?;
-        if !metadata.is_file() {
-            anyhow::bail!("cannot read component '{label}': not a regular file");
-        }
+        let (mut file, metadata) = open_component(path, label)?;
         let stamp = FileStamp::of(&metadata);
         let known = self.known_key(&stamp);
         if let Some(key) = &known {
@@ -201,9 +240,7 @@ impl<P: Clone> ComponentCache<P> {
                 }
             }
         }
-        let mut wasm = Vec::with_capacity(metadata.len() as usize);
-        file.read_to_end(&mut wasm)
-            .with_context(|| format!("cannot read component '{label}'"))?;
+        let wasm = read_component(&mut file, &metadata, label)?;
         // Changed while read: the bytes stand for no stamp.
         if file.metadata().ok().map(|m| FileStamp::of(&m)) != Some(stamp) {
             return Ok(FromFile::Read(wasm, None));
@@ -484,6 +521,21 @@ mod tests {
         assert_eq!(
             format!("{error:#}"),
             "cannot read component 'a-directory': not a regular file"
+        );
+
+        // Too big: refused from its size, never read (a sparse file here).
+        let huge = dir.path().join("huge.wasm");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(MAX_COMPONENT_FILE + 1)
+            .unwrap();
+        let error = cache
+            .get_or_prepare(&engine, Source::File(&huge), "huge.wasm", |c| Ok(c.clone()))
+            .err()
+            .unwrap();
+        assert_eq!(
+            format!("{error:#}"),
+            "cannot read component 'huge.wasm': 536870913 bytes, more than the 512 MiB a component file may be"
         );
     }
 }
