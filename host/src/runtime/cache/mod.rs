@@ -409,15 +409,47 @@ mod tests {
             .collect()
     }
 
+    /// A cache over a fresh directory, the "genuine" component, its key
+    /// and the path of its entry there.
+    struct Genuine {
+        dir: tempfile::TempDir,
+        engine: Engine,
+        wasm: Vec<u8>,
+        key: String,
+        cache: ComponentCache,
+        entry: PathBuf,
+    }
+
+    impl Genuine {
+        fn new() -> Genuine {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Engine::default();
+            let wasm = exporting("genuine");
+            let key = hex::encode(sha2::Sha256::digest(&wasm));
+            let cache: ComponentCache = ComponentCache::new(&engine, Some(dir.path().into()));
+            let entry = cache.entry_path(dir.path(), &key);
+            Genuine {
+                dir,
+                engine,
+                wasm,
+                key,
+                cache,
+                entry,
+            }
+        }
+    }
+
     #[test]
     fn a_tampered_cache_entry_is_compiled_again_not_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::default();
-        let genuine = exporting("genuine");
-        let key = hex::encode(sha2::Sha256::digest(&genuine));
-        let cache: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        let Genuine {
+            dir,
+            engine,
+            wasm: genuine,
+            key,
+            cache,
+            entry,
+        } = Genuine::new();
         cache.compile(&engine, &genuine, "test", &key).unwrap();
-        let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
         assert!(entry.is_file() && entry::record_path(&entry).is_file());
 
         // Swap in valid compiled code of another component: wasmtime
@@ -438,12 +470,14 @@ mod tests {
 
     #[test]
     fn an_entry_without_a_recorded_digest_is_not_loaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::default();
-        let genuine = exporting("genuine");
-        let key = hex::encode(sha2::Sha256::digest(&genuine));
-        let cache: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
-        let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
+        let Genuine {
+            dir: _dir,
+            engine,
+            wasm: genuine,
+            key,
+            cache,
+            entry,
+        } = Genuine::new();
         let planted = Component::new(&engine, exporting("planted-elsewhere")).unwrap();
         std::fs::write(&entry, planted.serialize().unwrap()).unwrap();
         let loaded = cache.compile(&engine, &genuine, "test", &key).unwrap();
@@ -452,13 +486,15 @@ mod tests {
 
     #[test]
     fn an_entry_written_by_an_older_wfhost_is_verified_once_then_mapped() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::default();
-        let genuine = exporting("genuine");
-        let key = hex::encode(sha2::Sha256::digest(&genuine));
-        let cache: ComponentCache = ComponentCache::new(&engine, Some(dir.path().to_path_buf()));
+        let Genuine {
+            dir: _dir,
+            engine,
+            wasm: genuine,
+            key,
+            cache,
+            entry,
+        } = Genuine::new();
         cache.compile(&engine, &genuine, "test", &key).unwrap();
-        let entry = dir.path().join(format!("{key}-{}.cwasm", cache.engine_tag));
         let record = std::fs::read_to_string(entry::record_path(&entry)).unwrap();
         let (digest, stamp) = record.split_once('\n').unwrap();
         assert!(FileStamp::parse(stamp).is_some(), "{record}");
