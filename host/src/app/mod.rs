@@ -17,10 +17,13 @@ pub mod worker;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use crate::engine::ceiling::{self, Ceiling};
 use crate::engine::grants::{self, HostState, ResolvedGrants};
 use crate::engine::{Driver, RunListener};
 use crate::runtime::{Runtime, WasmExecutor};
+use crate::step::executor::StepExecutor;
 use crate::store::{Durability, EngineStore};
 use crate::workflow::LoadedWorkflow;
 
@@ -168,6 +171,45 @@ pub fn component_cache_dir(home: &Path) -> PathBuf {
 /// [`component_cache_dir`]).
 pub fn runtime(home: &Path) -> anyhow::Result<Arc<Runtime>> {
     Runtime::new(Some(component_cache_dir(home)))
+}
+
+/// The wasm runtime of [`runtime`], made on another thread together with
+/// the components `workflow`'s steps run (read from the cache, or
+/// compiled), so that this work overlaps what the caller does meanwhile
+/// (opening the store: a fresh home's database and schema take longer than
+/// both). [`Warming::ready`] waits for it. A component that fails to load
+/// is left for the driver, whose preparation reports it.
+pub fn warm_runtime(home: &Path, workflow: &LoadedWorkflow) -> Warming {
+    let cache_dir = component_cache_dir(home);
+    let mut components: Vec<String> = workflow
+        .def
+        .steps
+        .iter()
+        .map(|step| crate::engine::step_types::component_of(workflow, step))
+        .collect();
+    components.sort();
+    components.dedup();
+    let thread = std::thread::Builder::new()
+        .name("wfhost-warm-up".into())
+        .spawn(move || {
+            let runtime = Runtime::new(Some(cache_dir))?;
+            let _ = WasmExecutor(runtime.clone()).prepare(&components);
+            Ok(runtime)
+        });
+    Warming(thread)
+}
+
+/// A runtime being made by [`warm_runtime`].
+pub struct Warming(std::io::Result<std::thread::JoinHandle<anyhow::Result<Arc<Runtime>>>>);
+
+impl Warming {
+    /// Wait for the runtime (its components loaded, or failed to).
+    pub fn ready(self) -> anyhow::Result<Arc<Runtime>> {
+        let thread = self.0.context("cannot start a thread")?;
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("making the wasm runtime failed (its thread panicked)"))?
+    }
 }
 
 /// A driver recording into `store`, executing steps with `runtime`,

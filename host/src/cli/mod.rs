@@ -443,8 +443,18 @@ fn driver(
     quiet: bool,
     show_logs: bool,
 ) -> anyhow::Result<crate::engine::Driver> {
+    driver_on(crate::app::runtime(home)?, store, ceiling, quiet, show_logs)
+}
+
+/// [`driver`] with the wasm runtime `runtime`.
+fn driver_on(
+    runtime: std::sync::Arc<crate::runtime::Runtime>,
+    store: &std::sync::Arc<dyn crate::store::EngineStore>,
+    ceiling: Option<crate::engine::ceiling::Ceiling>,
+    quiet: bool,
+    show_logs: bool,
+) -> anyhow::Result<crate::engine::Driver> {
     use std::sync::Arc;
-    let runtime = crate::app::runtime(home)?;
     let listener: Arc<dyn crate::engine::RunListener> = if quiet {
         Arc::new(crate::engine::Silent)
     } else {

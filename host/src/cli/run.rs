@@ -65,8 +65,9 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     let ceiling = super::load_ceiling(home, config)?;
     // A run queued for workers has its grants resolved (and checked
     // against their ceilings) on the machines that run its steps.
-    let queued = args.detach
-        && crate::app::store_url(home, super::config_file(), super::store_url())?.is_some();
+    let on_postgres =
+        crate::app::store_url(home, super::config_file(), super::store_url())?.is_some();
+    let queued = args.detach && on_postgres;
     if !queued {
         super::check_grants(home, &workflow, ceiling.as_ref())?;
     }
@@ -82,8 +83,16 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     )?;
 
     crate::app::runs::check_triggered_by(args.triggered_by.as_deref())?;
+    // Driven here, every step runs here: its components load while the
+    // store opens. (A detached run is driven by another process; on
+    // PostgreSQL steps may run on workers.)
+    let warming = (!args.detach && !on_postgres).then(|| crate::app::warm_runtime(home, &workflow));
     let store = super::create_store(home)?;
-    let driver = super::driver(home, &store, ceiling, args.quiet, !args.no_logs)?;
+    let runtime = match warming {
+        Some(warming) => warming.ready()?,
+        None => crate::app::runtime(home)?,
+    };
+    let driver = super::driver_on(runtime, &store, ceiling, args.quiet, !args.no_logs)?;
     let run_id = driver.create_run_with(
         &workflow,
         &run_args,

@@ -11,6 +11,7 @@
 //! optimized build of KEY is under way": one process per component at a
 //! time, taken over when older than [`PENDING_STALE`] (a process that died).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -87,6 +88,9 @@ fn optimize_in_background(dir: &Path, wasm: &[u8], key: &str) -> Result<()> {
     // Written whole under another name, then renamed: the optimizer never
     // reads a torn file (and checks the bytes hash to their key anyway).
     entry::replace(&file, wasm)?;
+    // In a process group of its own: a Ctrl-C at the terminal stops the
+    // run, not the build the next runs wait for (it would otherwise hold
+    // the pending file, and the optimized build, off for PENDING_STALE).
     let mut optimizer = Command::new(program)
         .arg(OPTIMIZER_ARG)
         .arg(dir)
@@ -95,6 +99,7 @@ fn optimize_in_background(dir: &Path, wasm: &[u8], key: &str) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .env_clear()
+        .process_group(0)
         .spawn()?;
     // Reaped when it ends, so a long-lived host (a server, a worker)
     // leaves no zombie behind; a short run simply exits before it.
