@@ -432,7 +432,9 @@ impl StepExecutor for WasmExecutor {
                 },
             };
             if starts_programs(&prepared, &self.0.engine) {
-                // Started now, it is ready by the time the first program is.
+                // Started now, they are ready by the time the first
+                // program is: the launcher, and what the kernel offers.
+                sandbox::detect_support_in_background();
                 sandbox::prestart_launcher();
             }
         }

@@ -52,7 +52,7 @@ pub(crate) use launcher::{
 pub(crate) use start::{start, Launch, Started};
 #[cfg(test)]
 pub(crate) use support::Namespaces;
-pub(crate) use support::{support, Support};
+pub(crate) use support::{detect_support_in_background, support, Support};
 
 use child::{lifeline, ChildSetup, IdMaps, Stage};
 use rules::build_ruleset;

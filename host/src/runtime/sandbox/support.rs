@@ -43,6 +43,22 @@ pub(crate) fn support() -> &'static Support {
     })
 }
 
+/// Detect [`support`] on a thread of its own, unless done or under way:
+/// the probes fork this process and create namespaces and a cgroup (a few
+/// ms), which a run that will start programs does while it sets up rather
+/// than on its first program's path. A program that starts meanwhile
+/// waits for the detection to finish.
+pub(crate) fn detect_support_in_background() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("wfhost-sandbox-probe".into())
+            .spawn(|| {
+                support();
+            });
+    });
+}
+
 fn landlock_abi() -> i32 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: with a null attribute and the VERSION flag the call only
