@@ -134,7 +134,8 @@ pub fn exit_code(signal: i32) -> u8 {
     u8::try_from(128 + signal).unwrap_or(u8::MAX)
 }
 
-fn name(signal: i32) -> &'static str {
+/// How a signal that cancels a run is named in messages.
+pub(super) fn name(signal: i32) -> &'static str {
     match signal {
         libc::SIGINT => "interrupted (SIGINT)",
         _ => "terminated (SIGTERM)",

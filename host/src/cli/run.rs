@@ -194,8 +194,18 @@ pub fn finish(
             "details: wfhost status {run_id} · wfhost logs {run_id}"
         )));
     }
-    if let (Some(signal), RunStatus::Cancelled) = (interrupted, outcome.status) {
-        return Ok(ExitCode::from(interrupt::exit_code(signal)));
+    match (interrupted, outcome.status) {
+        (Some(signal), RunStatus::Cancelled) => {
+            return Ok(ExitCode::from(interrupt::exit_code(signal)));
+        }
+        // The signal came as the run ended: "cancelling" was said, so say
+        // why the run was not cancelled.
+        (Some(signal), status) => err_line(&format!(
+            "{}: run {run_id} had already ended ({}) when the cancel reached it",
+            interrupt::name(signal),
+            status.as_str()
+        )),
+        (None, _) => {}
     }
     Ok(match outcome.status {
         RunStatus::Completed | RunStatus::CompletedWithErrors => ExitCode::SUCCESS,

@@ -281,6 +281,7 @@ impl LeaseStore for SqliteStore {
         offload(|| {
             let now = now();
             let mut conn = self.conn();
+            self.fence(&conn)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (status, heartbeat, owner): (String, Option<String>, Option<i64>) = tx.query_row(
                 "SELECT status, heartbeat_at, driver_pid FROM runs WHERE id = ?1",
@@ -328,6 +329,10 @@ impl LeaseStore for SqliteStore {
 
     fn holds_lease(&self, run_id: &str) -> Result<bool> {
         offload(|| {
+            if !self.is_fenced() {
+                // Never claimed a run: no lease of this handle to lose.
+                return Ok(true);
+            }
             let conn = self.conn();
             let lost: i64 = conn
                 .prepare_cached(
