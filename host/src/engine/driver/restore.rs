@@ -177,8 +177,11 @@ impl Driver {
     ) -> Result<()> {
         let mut told = false;
         loop {
-            self.adopt_outcomes(run_id, workflow, queue)?;
+            // Counted before adopting: an attempt that ends between the two
+            // is then adopted now, not taken for interrupted once the count
+            // says nothing is left running.
             let live = queue.live_tasks_of(run_id)?;
+            self.adopt_outcomes(run_id, workflow, queue)?;
             if live == 0 || self.store.request(run_id)?.is_some() {
                 break;
             }
