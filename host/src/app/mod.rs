@@ -17,8 +17,6 @@ pub mod worker;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use crate::engine::ceiling::{self, Ceiling};
 use crate::engine::grants::{self, HostState, ResolvedGrants};
 use crate::engine::{Driver, RunListener};
@@ -173,12 +171,14 @@ pub fn runtime(home: &Path) -> anyhow::Result<Arc<Runtime>> {
     Runtime::new(Some(component_cache_dir(home)))
 }
 
-/// The wasm runtime of [`runtime`], made on another thread together with
-/// the components `workflow`'s steps run (read from the cache, or
-/// compiled), so that this work overlaps what the caller does meanwhile
-/// (opening the store: a fresh home's database and schema take longer than
-/// both). [`Warming::ready`] waits for it. A component that fails to load
-/// is left for the driver, whose preparation reports it.
+/// An executor whose wasm runtime (that of [`runtime`]) is made on
+/// another thread together with the components `workflow`'s steps run
+/// (read from the cache, or compiled), so that this work overlaps what the
+/// caller does meanwhile: opening the store, recording and claiming the
+/// run. The driver's first use of the executor (its preparation of the
+/// components, before any step starts) waits for it. A component that
+/// fails to load there is loaded again by that preparation, which reports
+/// it; a runtime that could not be made fails the run with the reason.
 pub fn warm_runtime(home: &Path, workflow: &LoadedWorkflow) -> Warming {
     let cache_dir = component_cache_dir(home);
     let mut components: Vec<String> = workflow
@@ -189,26 +189,85 @@ pub fn warm_runtime(home: &Path, workflow: &LoadedWorkflow) -> Warming {
         .collect();
     components.sort();
     components.dedup();
+    let made_in = cache_dir.clone();
     let thread = std::thread::Builder::new()
         .name("wfhost-warm-up".into())
         .spawn(move || {
-            let runtime = Runtime::new(Some(cache_dir))?;
+            let runtime = Runtime::new(Some(made_in))?;
             let _ = WasmExecutor(runtime.clone()).prepare(&components);
             Ok(runtime)
         });
-    Warming(thread)
+    Warming {
+        thread: std::sync::Mutex::new(Some(thread)),
+        ready: std::sync::OnceLock::new(),
+        cache_dir,
+    }
 }
 
-/// A runtime being made by [`warm_runtime`].
-pub struct Warming(std::io::Result<std::thread::JoinHandle<anyhow::Result<Arc<Runtime>>>>);
+/// The executor [`warm_runtime`] returns.
+pub struct Warming {
+    thread: std::sync::Mutex<Option<WarmUpThread>>,
+    ready: std::sync::OnceLock<Result<WasmExecutor, String>>,
+    /// Where the runtime keeps compiled code (known before it is made).
+    cache_dir: PathBuf,
+}
+
+type WarmUpThread = std::io::Result<std::thread::JoinHandle<anyhow::Result<Arc<Runtime>>>>;
 
 impl Warming {
-    /// Wait for the runtime (its components loaded, or failed to).
-    pub fn ready(self) -> anyhow::Result<Arc<Runtime>> {
-        let thread = self.0.context("cannot start a thread")?;
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("making the wasm runtime failed (its thread panicked)"))?
+    /// The executor, once the warm-up thread has made it (waits for it).
+    fn executor(&self) -> Result<&WasmExecutor, String> {
+        self.ready
+            .get_or_init(|| {
+                let thread = self
+                    .thread
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take();
+                let thread = match thread {
+                    Some(Ok(thread)) => thread,
+                    Some(Err(error)) => {
+                        return Err(format!(
+                            "cannot start a thread for the wasm runtime: {error}"
+                        ))
+                    }
+                    None => return Err("the wasm runtime was not made".to_string()),
+                };
+                match thread.join() {
+                    Ok(Ok(runtime)) => Ok(WasmExecutor(runtime)),
+                    Ok(Err(error)) => Err(format!("{error:#}")),
+                    Err(_) => Err("making the wasm runtime failed (its thread panicked)".into()),
+                }
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl StepExecutor for Warming {
+    fn prepare(&self, components: &[String]) -> Result<(), String> {
+        self.executor()?.prepare(components)
+    }
+
+    fn cache_dir(&self) -> Option<PathBuf> {
+        // Known without waiting, and so also when the runtime failed: no
+        // step is ever granted the cache.
+        Some(self.cache_dir.clone())
+    }
+
+    fn execute(
+        &self,
+        invocation: crate::step::executor::StepInvocation,
+        observer: Arc<dyn crate::step::executor::StepObserver>,
+    ) -> crate::step::executor::BoxFuture<
+        Result<serde_json::Value, crate::step::executor::StepFailure>,
+    > {
+        match self.executor() {
+            Ok(executor) => executor.execute(invocation, observer),
+            Err(message) => {
+                Box::pin(async move { Err(crate::step::executor::StepFailure::permanent(message)) })
+            }
+        }
     }
 }
 
@@ -221,7 +280,17 @@ pub fn driver(
     ceiling: Option<Ceiling>,
     listener: Arc<dyn RunListener>,
 ) -> Driver {
-    Driver::new(store.clone(), Arc::new(WasmExecutor(runtime)), listener)
+    driver_with(store, Arc::new(WasmExecutor(runtime)), ceiling, listener)
+}
+
+/// [`driver`] executing steps with `executor` (such as [`warm_runtime`]'s).
+pub fn driver_with(
+    store: &Arc<dyn EngineStore>,
+    executor: Arc<dyn StepExecutor>,
+    ceiling: Option<Ceiling>,
+    listener: Arc<dyn RunListener>,
+) -> Driver {
+    Driver::new(store.clone(), executor, listener)
         .with_ceiling(ceiling)
         .with_agents(Arc::new(crate::agent::Sessions))
 }

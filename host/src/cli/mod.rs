@@ -443,12 +443,14 @@ fn driver(
     quiet: bool,
     show_logs: bool,
 ) -> anyhow::Result<crate::engine::Driver> {
-    driver_on(crate::app::runtime(home)?, store, ceiling, quiet, show_logs)
+    let runtime = crate::app::runtime(home)?;
+    let executor = std::sync::Arc::new(crate::runtime::WasmExecutor(runtime));
+    driver_on(executor, store, ceiling, quiet, show_logs)
 }
 
-/// [`driver`] with the wasm runtime `runtime`.
+/// [`driver`] executing steps with `executor`.
 fn driver_on(
-    runtime: std::sync::Arc<crate::runtime::Runtime>,
+    executor: std::sync::Arc<dyn crate::step::executor::StepExecutor>,
     store: &std::sync::Arc<dyn crate::store::EngineStore>,
     ceiling: Option<crate::engine::ceiling::Ceiling>,
     quiet: bool,
@@ -460,5 +462,5 @@ fn driver_on(
     } else {
         Arc::new(output::ProgressPrinter::new(show_logs))
     };
-    Ok(crate::app::driver(store, runtime, ceiling, listener))
+    Ok(crate::app::driver_with(store, executor, ceiling, listener))
 }

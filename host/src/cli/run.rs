@@ -84,15 +84,16 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
 
     crate::app::runs::check_triggered_by(args.triggered_by.as_deref())?;
     // Driven here, every step runs here: its components load while the
-    // store opens. (A detached run is driven by another process; on
-    // PostgreSQL steps may run on workers.)
+    // store opens and the run is recorded and claimed; the driver waits
+    // for them when it prepares the run. (A detached run is driven by
+    // another process; on PostgreSQL steps may run on workers.)
     let warming = (!args.detach && !on_postgres).then(|| crate::app::warm_runtime(home, &workflow));
     let store = super::create_store(home)?;
-    let runtime = match warming {
-        Some(warming) => warming.ready()?,
-        None => crate::app::runtime(home)?,
+    let executor: std::sync::Arc<dyn crate::step::executor::StepExecutor> = match warming {
+        Some(warming) => std::sync::Arc::new(warming),
+        None => std::sync::Arc::new(crate::runtime::WasmExecutor(crate::app::runtime(home)?)),
     };
-    let driver = super::driver_on(runtime, &store, ceiling, args.quiet, !args.no_logs)?;
+    let driver = super::driver_on(executor, &store, ceiling, args.quiet, !args.no_logs)?;
     let run_id = driver.create_run_with(
         &workflow,
         &run_args,

@@ -17,10 +17,10 @@ mod rows;
 mod runs;
 mod schema;
 mod steps;
+mod template;
 mod tokens;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -58,11 +58,9 @@ fn synchronous(durability: Durability) -> &'static str {
 pub struct SqliteStore {
     home: PathBuf,
     conn: Mutex<Connection>,
-    /// Whether the connection has its lease table and fencing triggers
-    /// (see [`lease`]): made at the first claim, since commands that claim
-    /// no run (`status`, `logs`, ...) have nothing to fence and their eleven
-    /// `CREATE TEMP` statements cost ~0.4 ms.
-    fenced: AtomicBool,
+    /// The leases this handle holds, which the schema's fencing triggers
+    /// check every write against (see [`lease`]).
+    held: lease::Held,
     observers: Vec<Arc<dyn StoreObserver>>,
 }
 
@@ -87,7 +85,14 @@ impl SqliteStore {
             path: home.to_path_buf(),
             source,
         })?;
-        let mut conn = Connection::open(home.join("wfhost.db"))?;
+        let db = home.join("wfhost.db");
+        // A failed copy leaves nothing: SQLite then creates the database
+        // (and reports what stops it).
+        let _ = template::create_if_absent(&db, durability);
+        let mut conn = Connection::open(&db)?;
+        // Before anything is written: the fencing triggers call it.
+        let held = lease::Held::default();
+        lease::register(&conn, held.clone())?;
         conn.busy_timeout(Duration::from_secs(30))?;
         // Every statement of a step's transitions stays prepared.
         conn.set_prepared_statement_cache_capacity(64);
@@ -111,7 +116,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             home,
             conn: Mutex::new(conn),
-            fenced: AtomicBool::new(false),
+            held,
             observers: Vec::new(),
         })
     }
@@ -130,20 +135,25 @@ impl SqliteStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Give `conn` (this store's connection, locked) its lease table and
-    /// fencing triggers, once.
-    fn fence(&self, conn: &Connection) -> Result<()> {
-        if !self.fenced.load(Ordering::Acquire) {
-            lease::install(conn)?;
-            self.fenced.store(true, Ordering::Release);
-        }
-        Ok(())
+    /// The token of this handle's lease on `run_id`, if it holds one.
+    fn held_token(&self, run_id: &str) -> Option<String> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.get(run_id).cloned()
     }
 
-    /// Whether this store's connection has claimed a run (and so has the
-    /// lease table).
-    fn is_fenced(&self) -> bool {
-        self.fenced.load(Ordering::Acquire)
+    /// Record (or, with `None`, forget) this handle's lease on `run_id`.
+    fn set_held(&self, run_id: &str, token: Option<String>) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match token {
+            Some(token) => held.insert(run_id.to_string(), token),
+            None => held.remove(run_id),
+        };
     }
 
     /// Tell the observers about a committed change.
@@ -213,6 +223,7 @@ fn initialise(conn: &mut Connection, durability: Durability) -> rusqlite::Result
 #[cfg(test)]
 pub(crate) fn age_heartbeat(db: &Path, run_id: &str) {
     let conn = Connection::open(db).unwrap();
+    lease::register(&conn, lease::Held::default()).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     conn.execute(
         "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = ?1",
@@ -252,33 +263,47 @@ mod tests {
             .unwrap();
     }
 
-    /// The lease table and fencing triggers come with the first claim:
-    /// a handle that claims nothing (`status`, `logs`) has none, and one
-    /// that claimed is fenced.
+    /// A handle that claimed nothing writes any run; one that claimed a
+    /// run holds its lease until another handle claims it, and then no
+    /// write of it for that run commits.
     #[test]
     fn a_handle_is_fenced_from_its_first_claim() {
-        let (_dir, store) = store();
+        let (dir, store) = store();
         create(&store, "r1");
-        let temp_objects = |store: &SqliteStore| -> i64 {
-            store
-                .conn()
-                .query_row("SELECT count(*) FROM temp.sqlite_schema", [], |row| {
-                    row.get(0)
-                })
-                .unwrap()
-        };
-        assert_eq!(temp_objects(&store), 0);
         assert!(
             store.holds_lease("r1").unwrap(),
             "nothing claimed, nothing lost"
         );
         assert!(store.claim_run("r1", 1).unwrap());
-        assert!(
-            temp_objects(&store) > 10,
-            "the lease table and its triggers"
-        );
         assert!(store.holds_lease("r1").unwrap());
         assert!(store.claim_run("r1", 1).unwrap(), "claiming again is fine");
+        store.append_event("r1", None, "log", &json!({})).unwrap();
+
+        age_heartbeat(&dir.path().join("home/wfhost.db"), "r1");
+        let other = SqliteStore::open(&dir.path().join("home")).unwrap();
+        assert!(
+            other.claim_run("r1", 2).unwrap(),
+            "a stale lease is taken over"
+        );
+        assert!(!store.holds_lease("r1").unwrap());
+        let lost = store
+            .append_event("r1", None, "log", &json!({}))
+            .unwrap_err();
+        assert!(matches!(lost, StoreError::LeaseLost), "{lost}");
+        other.append_event("r1", None, "log", &json!({})).unwrap();
+    }
+
+    /// A connection without the lease function cannot write a fenced
+    /// table: it fails closed rather than unfenced.
+    #[test]
+    fn a_connection_without_the_lease_function_cannot_write_runs() {
+        let (dir, store) = store();
+        create(&store, "r1");
+        let raw = Connection::open(dir.path().join("home/wfhost.db")).unwrap();
+        let error = raw
+            .execute("UPDATE runs SET request = 'x' WHERE id = 'r1'", [])
+            .unwrap_err();
+        assert!(error.to_string().contains("wfhost_lease_lost"), "{error}");
     }
 
     #[test]

@@ -279,69 +279,30 @@ impl RunStore for SqliteStore {
 impl LeaseStore for SqliteStore {
     fn claim_run(&self, run_id: &str, pid: u32) -> Result<bool> {
         offload(|| {
-            let now = now();
-            let mut conn = self.conn();
-            self.fence(&conn)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (status, heartbeat, owner): (String, Option<String>, Option<i64>) = tx.query_row(
-                "SELECT status, heartbeat_at, driver_pid FROM runs WHERE id = ?1",
-                [run_id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )?;
-            // A run `blocked` on an agent's approval is still driven: its
-            // driver waits for the answer and keeps beating.
-            let waiting_for_approval = status == RunStatus::Blocked.as_str()
-                && tx.query_row(
-                    "SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND status = 'pending'",
-                    [run_id],
-                    |row| row.get::<_, i64>(0),
-                )? > 0;
-            let driven_elsewhere = (status == RunStatus::Running.as_str() || waiting_for_approval)
-                && !is_stale(heartbeat.as_deref())
-                && driver_alive(owner)
-                && owner != Some(i64::from(pid));
-            if driven_elsewhere {
-                return Ok(false);
-            }
             // A new lease: this handle's earlier one (if any) is given up
-            // first, so its own fence does not stop the claim.
-            let token = lease::new_token();
-            tx.execute("DELETE FROM held_leases WHERE run_id = ?1", [run_id])?;
-            tx.execute(
-            "UPDATE runs SET status = ?2, driver_pid = ?3, heartbeat_at = ?4, request = NULL,
-                             started_at = COALESCE(started_at, ?4), finished_at = NULL, error = NULL,
-                             lease_owner = ?5
-             WHERE id = ?1",
-            params![run_id, RunStatus::Running.as_str(), i64::from(pid), now, token],
-        )?;
-            tx.execute(
-                "INSERT INTO held_leases (run_id, token) VALUES (?1, ?2)",
-                params![run_id, token],
-            )?;
-            let data = serde_json::json!({ "status": "running", "previous": status, "pid": pid });
-            insert_event(&tx, run_id, None, &now, "run_claimed", &data)?;
-            tx.commit()?;
-            drop(conn);
-            self.committed_event(run_id, None, &now, "run_claimed", &data)
-                .map(|_| true)
+            // first, so its own fence does not stop the claim; it is kept
+            // if the claim fails.
+            let earlier = self.held_token(run_id);
+            self.set_held(run_id, None);
+            let claimed = self.claim(run_id, pid);
+            if self.held_token(run_id).is_none() {
+                self.set_held(run_id, earlier);
+            }
+            claimed
         })
     }
 
     fn holds_lease(&self, run_id: &str) -> Result<bool> {
         offload(|| {
-            if !self.is_fenced() {
-                // Never claimed a run: no lease of this handle to lose.
+            let Some(token) = self.held_token(run_id) else {
+                // No lease of this handle on the run to lose.
                 return Ok(true);
-            }
-            let conn = self.conn();
-            let lost: i64 = conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM held_leases h
-                     WHERE h.run_id = ?1
-                       AND h.token IS NOT (SELECT lease_owner FROM runs WHERE id = ?1)",
-                )?
+            };
+            let owner: Option<String> = self
+                .conn()
+                .prepare_cached("SELECT lease_owner FROM runs WHERE id = ?1")?
                 .query_row([run_id], |row| row.get(0))?;
-            Ok(lost == 0)
+            Ok(owner.as_deref() == Some(token.as_str()))
         })
     }
 
@@ -352,5 +313,51 @@ impl LeaseStore for SqliteStore {
                 .execute(params![run_id, now()])?;
             Ok(())
         })
+    }
+}
+
+impl SqliteStore {
+    /// Claim `run_id` for process `pid` with a fresh lease token, which
+    /// this handle holds from the commit on; false when another live driver
+    /// holds the run.
+    fn claim(&self, run_id: &str, pid: u32) -> Result<bool> {
+        let now = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (status, heartbeat, owner): (String, Option<String>, Option<i64>) = tx.query_row(
+            "SELECT status, heartbeat_at, driver_pid FROM runs WHERE id = ?1",
+            [run_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        // A run `blocked` on an agent's approval is still driven: its
+        // driver waits for the answer and keeps beating.
+        let waiting_for_approval = status == RunStatus::Blocked.as_str()
+            && tx.query_row(
+                "SELECT COUNT(*) FROM approvals WHERE run_id = ?1 AND status = 'pending'",
+                [run_id],
+                |row| row.get::<_, i64>(0),
+            )? > 0;
+        let driven_elsewhere = (status == RunStatus::Running.as_str() || waiting_for_approval)
+            && !is_stale(heartbeat.as_deref())
+            && driver_alive(owner)
+            && owner != Some(i64::from(pid));
+        if driven_elsewhere {
+            return Ok(false);
+        }
+        let token = lease::new_token();
+        tx.execute(
+            "UPDATE runs SET status = ?2, driver_pid = ?3, heartbeat_at = ?4, request = NULL,
+                             started_at = COALESCE(started_at, ?4), finished_at = NULL, error = NULL,
+                             lease_owner = ?5
+             WHERE id = ?1",
+            params![run_id, RunStatus::Running.as_str(), i64::from(pid), now, token],
+        )?;
+        let data = serde_json::json!({ "status": "running", "previous": status, "pid": pid });
+        insert_event(&tx, run_id, None, &now, "run_claimed", &data)?;
+        tx.commit()?;
+        drop(conn);
+        self.set_held(run_id, Some(token));
+        self.committed_event(run_id, None, &now, "run_claimed", &data)?;
+        Ok(true)
     }
 }

@@ -162,6 +162,40 @@ CREATE TABLE comments (
 );
 CREATE INDEX comments_run ON comments(run_id);
 "#,
+    // Fencing (see `lease`): a write for a run this connection's store
+    // holds a lease on, after another driver took the run over, aborts.
+    r#"
+CREATE TRIGGER fence_runs BEFORE UPDATE ON runs
+WHEN wfhost_lease_lost(OLD.id, OLD.lease_owner)
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_steps_insert BEFORE INSERT ON steps
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_steps_update BEFORE UPDATE ON steps
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_steps_delete BEFORE DELETE ON steps
+WHEN wfhost_lease_lost(OLD.run_id, (SELECT lease_owner FROM runs WHERE id = OLD.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_step_attempts_insert BEFORE INSERT ON step_attempts
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_step_attempts_update BEFORE UPDATE ON step_attempts
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_step_attempts_delete BEFORE DELETE ON step_attempts
+WHEN wfhost_lease_lost(OLD.run_id, (SELECT lease_owner FROM runs WHERE id = OLD.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_events_insert BEFORE INSERT ON events
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_agent_records_insert BEFORE INSERT ON agent_records
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_approvals_insert BEFORE INSERT ON approvals
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+"#,
 ];
 
 /// The newest schema in one piece: what [`MIGRATIONS`] make of an empty
@@ -297,6 +331,36 @@ CREATE TABLE comments (
     created_at TEXT NOT NULL
 );
 CREATE INDEX comments_run ON comments(run_id);
+CREATE TRIGGER fence_runs BEFORE UPDATE ON runs
+WHEN wfhost_lease_lost(OLD.id, OLD.lease_owner)
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_steps_insert BEFORE INSERT ON steps
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_steps_update BEFORE UPDATE ON steps
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_steps_delete BEFORE DELETE ON steps
+WHEN wfhost_lease_lost(OLD.run_id, (SELECT lease_owner FROM runs WHERE id = OLD.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_step_attempts_insert BEFORE INSERT ON step_attempts
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_step_attempts_update BEFORE UPDATE ON step_attempts
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_step_attempts_delete BEFORE DELETE ON step_attempts
+WHEN wfhost_lease_lost(OLD.run_id, (SELECT lease_owner FROM runs WHERE id = OLD.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_events_insert BEFORE INSERT ON events
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_agent_records_insert BEFORE INSERT ON agent_records
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
+CREATE TRIGGER fence_approvals_insert BEFORE INSERT ON approvals
+WHEN wfhost_lease_lost(NEW.run_id, (SELECT lease_owner FROM runs WHERE id = NEW.run_id))
+BEGIN SELECT RAISE(ABORT, 'wfhost: lease lost'); END;
 "#;
 
 /// Bring the database up to the newest schema version. Safe when several
@@ -334,7 +398,10 @@ mod tests {
     #[test]
     fn runs_of_an_older_schema_keep_their_definition_and_args() {
         let mut conn = Connection::open_in_memory().unwrap();
-        let before = MIGRATIONS.len() - 4;
+        let before = MIGRATIONS
+            .iter()
+            .position(|sql| sql.contains("CREATE TABLE run_texts"))
+            .unwrap();
         for (index, sql) in MIGRATIONS[..before].iter().enumerate() {
             conn.execute_batch(sql).unwrap();
             conn.pragma_update(None, "user_version", index as i64 + 1)
