@@ -20,6 +20,7 @@ mod changes;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod files;
+mod held;
 mod observer;
 pub mod postgres;
 mod records;

@@ -32,13 +32,13 @@ mod schema;
 mod steps;
 mod tasks;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use pool::Tx;
 use serde_json::Value;
 
+use super::held::HeldLeases;
 use super::observer::{notify, Committed, StoreObserver};
 use super::records::{driver_may_live, host_name};
 use super::{Durability, Result, StoreError};
@@ -64,8 +64,8 @@ pub struct PgStore {
     work_listener: Mutex<Option<postgres::Client>>,
     /// The connection that listens for finished tasks, once a driver waits.
     outcome_listener: Mutex<Option<postgres::Client>>,
-    /// Leases this handle holds: run id → owner token.
-    leases: Mutex<HashMap<String, String>>,
+    /// Leases this handle holds.
+    leases: HeldLeases,
     observers: Vec<Arc<dyn StoreObserver>>,
 }
 
@@ -90,7 +90,7 @@ impl PgStore {
             work_listener: Mutex::new(None),
             outcome_listener: Mutex::new(None),
             pool,
-            leases: Mutex::new(HashMap::new()),
+            leases: HeldLeases::default(),
             observers: Vec::new(),
         })
     }
@@ -139,22 +139,11 @@ impl PgStore {
     }
 
     fn lease_token(&self, run_id: &str) -> Option<String> {
-        self.leases
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(run_id)
-            .cloned()
+        self.leases.token(run_id)
     }
 
     fn set_lease_token(&self, run_id: &str, token: Option<String>) {
-        let mut leases = self
-            .leases
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match token {
-            Some(token) => leases.insert(run_id.to_string(), token),
-            None => leases.remove(run_id),
-        };
+        self.leases.set(run_id, token);
     }
 
     /// Wait up to `timeout` for notifications on `channels`, listening on

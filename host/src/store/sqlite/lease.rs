@@ -3,7 +3,7 @@
 //! A driver claims a run ([`crate::store::LeaseStore::claim_run`]) by writing a fresh
 //! owner token into `runs.lease_owner`; the lease lasts while its heartbeat
 //! is fresh (see [`crate::store::is_stale`]). The claiming handle keeps the
-//! token ([`Held`]), and triggers of the schema on every table a driver
+//! token ([`HeldLeases`]), and triggers of the schema on every table a driver
 //! writes ask, inside the writing transaction, the connection's
 //! `wfhost_lease_lost(run_id, owner)` whether the run's owner is still the
 //! token this handle holds. So once another process has taken the run over
@@ -18,22 +18,18 @@
 //! run ~0.8 ms); a connection without the function cannot write those
 //! tables at all, which fails closed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use rusqlite::functions::FunctionFlags;
 use rusqlite::Connection;
+
+use crate::store::held::HeldLeases;
 
 /// The message the fencing triggers abort with.
 pub(super) const LEASE_LOST: &str = "wfhost: lease lost";
 
-/// The owner tokens of the leases a store handle holds, by run id.
-pub(super) type Held = Arc<Mutex<HashMap<String, String>>>;
-
 /// Give `conn` the function the fencing triggers call:
 /// `wfhost_lease_lost(run_id, owner)` is true when `held` has a token for
 /// `run_id` and `owner` (the run's `lease_owner`) is not it.
-pub(super) fn register(conn: &Connection, held: Held) -> rusqlite::Result<()> {
+pub(super) fn register(conn: &Connection, held: HeldLeases) -> rusqlite::Result<()> {
     conn.create_scalar_function(
         "wfhost_lease_lost",
         2,
@@ -43,11 +39,7 @@ pub(super) fn register(conn: &Connection, held: Held) -> rusqlite::Result<()> {
         move |context| {
             let run_id = context.get_raw(0).as_str_or_null().ok().flatten();
             let owner = context.get_raw(1).as_str_or_null().ok().flatten();
-            let held = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            Ok(match run_id.and_then(|run_id| held.get(run_id)) {
-                Some(token) => owner != Some(token.as_str()),
-                None => false,
-            })
+            Ok(run_id.is_some_and(|run_id| held.lost(run_id, owner)))
         },
     )
 }

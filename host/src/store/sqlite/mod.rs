@@ -27,6 +27,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::blocking::offload;
+use super::held::HeldLeases;
 use super::observer::{notify, Committed, StoreObserver};
 use super::{Durability, Result, StoreError};
 use lease::LEASE_LOST;
@@ -60,7 +61,7 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// The leases this handle holds, which the schema's fencing triggers
     /// check every write against (see [`lease`]).
-    held: lease::Held,
+    held: HeldLeases,
     observers: Vec<Arc<dyn StoreObserver>>,
 }
 
@@ -91,7 +92,7 @@ impl SqliteStore {
         let _ = template::create_if_absent(&db, durability);
         let mut conn = Connection::open(&db)?;
         // Before anything is written: the fencing triggers call it.
-        let held = lease::Held::default();
+        let held = HeldLeases::default();
         lease::register(&conn, held.clone())?;
         conn.busy_timeout(Duration::from_secs(30))?;
         // Every statement of a step's transitions stays prepared.
@@ -133,27 +134,6 @@ impl SqliteStore {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The token of this handle's lease on `run_id`, if it holds one.
-    fn held_token(&self, run_id: &str) -> Option<String> {
-        let held = self
-            .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        held.get(run_id).cloned()
-    }
-
-    /// Record (or, with `None`, forget) this handle's lease on `run_id`.
-    fn set_held(&self, run_id: &str, token: Option<String>) {
-        let mut held = self
-            .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match token {
-            Some(token) => held.insert(run_id.to_string(), token),
-            None => held.remove(run_id),
-        };
     }
 
     /// Tell the observers about a committed change.
@@ -223,7 +203,7 @@ fn initialise(conn: &mut Connection, durability: Durability) -> rusqlite::Result
 #[cfg(test)]
 pub(crate) fn age_heartbeat(db: &Path, run_id: &str) {
     let conn = Connection::open(db).unwrap();
-    lease::register(&conn, lease::Held::default()).unwrap();
+    lease::register(&conn, HeldLeases::default()).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     conn.execute(
         "UPDATE runs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = ?1",

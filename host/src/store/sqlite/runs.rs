@@ -282,11 +282,11 @@ impl LeaseStore for SqliteStore {
             // A new lease: this handle's earlier one (if any) is given up
             // first, so its own fence does not stop the claim; it is kept
             // if the claim fails.
-            let earlier = self.held_token(run_id);
-            self.set_held(run_id, None);
+            let earlier = self.held.token(run_id);
+            self.held.set(run_id, None);
             let claimed = self.claim(run_id, pid);
-            if self.held_token(run_id).is_none() {
-                self.set_held(run_id, earlier);
+            if self.held.token(run_id).is_none() {
+                self.held.set(run_id, earlier);
             }
             claimed
         })
@@ -294,7 +294,7 @@ impl LeaseStore for SqliteStore {
 
     fn holds_lease(&self, run_id: &str) -> Result<bool> {
         offload(|| {
-            let Some(token) = self.held_token(run_id) else {
+            let Some(token) = self.held.token(run_id) else {
                 // No lease of this handle on the run to lose.
                 return Ok(true);
             };
@@ -356,7 +356,7 @@ impl SqliteStore {
         insert_event(&tx, run_id, None, &now, "run_claimed", &data)?;
         tx.commit()?;
         drop(conn);
-        self.set_held(run_id, Some(token));
+        self.held.set(run_id, Some(token));
         self.committed_event(run_id, None, &now, "run_claimed", &data)?;
         Ok(true)
     }
