@@ -672,14 +672,16 @@ fn three_workers_run_a_1000_step_fan_out_each_step_once_and_a_killed_worker_lose
     assert!(killed_ran > 0);
 }
 
-/// A workflow of a quick root and two slow steps side by side.
+/// A workflow of a quick root and two slow steps side by side, slow enough
+/// for a second worker to start on a busy machine while the first worker
+/// runs one of them.
 fn two_slow_steps(machine: &Sandbox, idempotent: bool) -> std::path::PathBuf {
     machine.write(
         "slow.yaml",
         &format!(
             "name: slow\nsteps:\n  - id: root\n    type: function\n    component: echo\n\
-             \x20 - id: x\n    needs: [root]\n    type: function\n    component: sleep\n    with: {{ ms: 3000 }}\n    idempotent: {idempotent}\n\
-             \x20 - id: y\n    needs: [root]\n    type: function\n    component: sleep\n    with: {{ ms: 3000 }}\n    idempotent: {idempotent}\n"
+             \x20 - id: x\n    needs: [root]\n    type: function\n    component: sleep\n    with: {{ ms: 6000 }}\n    idempotent: {idempotent}\n\
+             \x20 - id: y\n    needs: [root]\n    type: function\n    component: sleep\n    with: {{ ms: 6000 }}\n    idempotent: {idempotent}\n"
         ),
     )
 }
@@ -817,12 +819,17 @@ fn bad_worker_and_store_settings_are_one_line_errors() {
 fn a_step_running_on_a_worker_when_its_driver_died_is_waited_for_and_recorded_not_run_again() {
     let shared = Shared::new();
     // Only a worker labelled `driver` can drive the run (its last step asks
-    // for the label); the slow steps run on any worker.
+    // for the label); the slow steps run on any worker. x2 waits for `gate`,
+    // queued with x1, so x1 is queued first whichever of the two the driver
+    // queues first: the driving worker (one attempt at a time) runs x1, and
+    // x2 is left for the other worker. x1 sleeps long enough for the other
+    // worker to start on a busy machine.
     let workflow = shared.first.write(
         "adopt.yaml",
         "name: adopt\nsteps:\n  - id: root\n    type: function\n    component: echo\n\
-         \x20 - id: x1\n    needs: [root]\n    type: function\n    component: sleep\n    with: { ms: 2000 }\n    idempotent: true\n\
-         \x20 - id: x2\n    needs: [root]\n    type: function\n    component: sleep\n    with: { ms: 2000 }\n\
+         \x20 - id: x1\n    needs: [root]\n    type: function\n    component: sleep\n    with: { ms: 8000 }\n    idempotent: true\n\
+         \x20 - id: gate\n    needs: [root]\n    type: function\n    component: echo\n    idempotent: true\n\
+         \x20 - id: x2\n    needs: [gate]\n    type: function\n    component: sleep\n    with: { ms: 3000 }\n\
          \x20 - id: y\n    needs: [x1, x2]\n    runs_on: [driver]\n    type: function\n    component: echo\n",
     );
     let run = shared.queue(&workflow);
@@ -840,15 +847,21 @@ fn a_step_running_on_a_worker_when_its_driver_died_is_waited_for_and_recorded_no
     let count = |sql: &mut postgres::Client, query: &str| -> i64 {
         sql.query_one(query, &[]).unwrap().get(0)
     };
-    let running =
-        "SELECT COUNT(*) FROM step_tasks WHERE state = 'running' AND step_id IN ('x1', 'x2')";
+    let running = |step: &str| {
+        format!("SELECT COUNT(*) FROM step_tasks WHERE state = 'running' AND step_id = '{step}'")
+    };
     wait_for("the driving worker to run x1", || {
-        count(&mut sql, running) == 1
+        count(&mut sql, &running("x1")) == 1
     });
     let mut helper = shared.spawn(&c, &["worker", "--concurrency", "1", "--quiet"]);
     wait_for("the other worker to run x2", || {
-        count(&mut sql, running) == 2
+        count(&mut sql, &running("x2")) == 1
     });
+    assert_eq!(
+        count(&mut sql, &running("x1")),
+        1,
+        "x1 ended before the other worker started x2"
+    );
     // The driver's machine dies, and another takes the run over at once
     // (the dead driver's pid is gone): it waits for x2, still running on a
     // live worker, and records its outcome.
