@@ -195,7 +195,32 @@ fn initialise(conn: &mut Connection, durability: Durability) -> rusqlite::Result
     conn.pragma_update(None, "trusted_schema", "OFF")?;
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     schema::migrate(conn)?;
+    if durability == Durability::Normal {
+        begin_new_wal(conn)?;
+    }
     conn.pragma_update(None, "synchronous", synchronous(durability))
+}
+
+/// Write the header of a new, empty WAL now, while syncing is off. SQLite
+/// syncs a WAL's header (and, for a WAL it just created, the directory)
+/// when it writes the first frame of a log: in a fresh home that was the
+/// first run's first transaction, ~1 ms. The sync keeps an unsynced header
+/// from being taken with older frames left in the file (sqlite.org ticket
+/// ff5be73dee); an empty file has none, so a write that changes nothing
+/// (the schema version set to itself) begins it here without one. A log
+/// SQLite restarts over older frames later is synced as before.
+fn begin_new_wal(conn: &mut Connection) -> rusqlite::Result<()> {
+    let Some(wal) = conn.path().map(|db| format!("{db}-wal")) else {
+        return Ok(());
+    };
+    let empty = std::fs::symlink_metadata(&wal).is_ok_and(|meta| meta.is_file() && meta.len() == 0);
+    if !empty {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    tx.pragma_update(None, "user_version", version)?;
+    tx.commit()
 }
 
 /// For the store's tests: make a run's heartbeat old, as if its driver had
@@ -401,6 +426,42 @@ mod tests {
                 .unwrap();
             assert_eq!(level, expected, "{durability:?}");
         }
+    }
+
+    #[test]
+    fn under_normal_a_new_wal_is_begun_at_open_and_an_older_one_left_alone() {
+        let wal_size = |dir: &Path| {
+            std::fs::metadata(dir.join("wfhost.db-wal"))
+                .map(|meta| meta.len())
+                .unwrap_or(0)
+        };
+        let normal = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(normal.path(), Durability::Normal).unwrap();
+        let begun = wal_size(normal.path());
+        // The header (32 bytes) and one frame (a 24-byte header and a page).
+        assert!(begun > 32, "{begun}");
+        let version = |store: &SqliteStore| -> i64 {
+            store
+                .conn()
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
+                .unwrap()
+        };
+        let begun_at = version(&store);
+        create(&store, "r1");
+        drop(store);
+        let grown = wal_size(normal.path());
+        assert!(grown > begun);
+        let store = SqliteStore::open_with(normal.path(), Durability::Normal).unwrap();
+        assert_eq!(wal_size(normal.path()), grown, "nothing written at open");
+        assert_eq!(store.run("r1").unwrap().workflow, "wf");
+
+        // Under `full` the first write begins it, synced.
+        let full = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(full.path(), Durability::Full).unwrap();
+        assert_eq!(wal_size(full.path()), 0);
+        create(&store, "r1");
+        assert!(wal_size(full.path()) > 32);
+        assert_eq!(begun_at, version(&store), "the schema version is unchanged");
     }
 
     #[test]
