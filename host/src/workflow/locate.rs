@@ -5,15 +5,26 @@
 //! `key:`) line, searched for in file order after the `steps` key, and
 //! things inside a step are searched for between that step and the next one.
 
+use std::cell::OnceCell;
 use std::ops::Range;
 
 use super::diag::Location;
 use super::model::Workflow;
 
-/// Locates steps, keys and values in one workflow source.
+/// Locates steps, keys and values in one workflow source. The source is
+/// indexed at the first question: a workflow without problems is never
+/// searched (indexing a large one costs more than checking it).
 #[derive(Debug)]
 pub(crate) struct Locator<'a> {
     file: &'a str,
+    source: &'a str,
+    wf: &'a Workflow,
+    index: OnceCell<Index<'a>>,
+}
+
+/// Where the steps of one source are.
+#[derive(Debug)]
+struct Index<'a> {
     lines: Vec<&'a str>,
     /// Per step: `(line index, 1-based column)` of its id key.
     ids: Vec<Option<(usize, usize)>>,
@@ -112,8 +123,25 @@ fn match_token(line: &str, token: &str) -> Option<usize> {
 }
 
 impl<'a> Locator<'a> {
+    /// A locator in `source` (the text `wf` was parsed from, `file`).
+    pub(crate) fn new(source: &'a str, file: &'a str, wf: &'a Workflow) -> Self {
+        Locator {
+            file,
+            source,
+            wf,
+            index: OnceCell::new(),
+        }
+    }
+
+    fn index(&self) -> &Index<'a> {
+        self.index
+            .get_or_init(|| Index::build(self.source, self.wf))
+    }
+}
+
+impl<'a> Index<'a> {
     /// Indexes `source` (the text `wf` was parsed from).
-    pub(crate) fn new(source: &'a str, file: &'a str, wf: &Workflow) -> Self {
+    fn build(source: &'a str, wf: &Workflow) -> Self {
         let lines: Vec<&str> = source.lines().collect();
         let steps_line = Self::steps_key_line(&lines);
         let mut ids = Vec::with_capacity(wf.steps.len());
@@ -160,8 +188,7 @@ impl<'a> Locator<'a> {
                 }
             })
             .collect();
-        Locator {
-            file,
+        Index {
             lines,
             ids,
             regions,
@@ -211,9 +238,11 @@ impl<'a> Locator<'a> {
         }
         None
     }
+}
 
+impl Locator<'_> {
     fn loc(&self, line: usize, byte: usize) -> Location {
-        let text = self.lines.get(line).copied().unwrap_or("");
+        let text = self.index().lines.get(line).copied().unwrap_or("");
         Location::new(self.file, line + 1, col_of(text, byte))
     }
 
@@ -222,8 +251,9 @@ impl<'a> Locator<'a> {
         range: Range<usize>,
         matcher: impl Fn(&str) -> Option<usize>,
     ) -> Option<Location> {
-        let end = range.end.min(self.lines.len());
-        (range.start..end).find_map(|l| matcher(self.lines[l]).map(|b| self.loc(l, b)))
+        let lines = &self.index().lines;
+        let end = range.end.min(lines.len());
+        (range.start..end).find_map(|l| matcher(lines[l]).map(|b| self.loc(l, b)))
     }
 
     /// The file alone.
@@ -233,15 +263,20 @@ impl<'a> Locator<'a> {
 
     /// Where step `i`'s id is, or the file when it cannot be found.
     pub(crate) fn step(&self, i: usize) -> Location {
-        match self.ids.get(i).copied().flatten() {
+        match self.index().ids.get(i).copied().flatten() {
             Some((l, col)) => Location::new(self.file, l + 1, col),
             None => self.file(),
         }
     }
 
+    /// The range of lines step `i` spans (empty when it was not found).
+    fn region(&self, i: usize) -> Range<usize> {
+        self.index().regions.get(i).cloned().unwrap_or(0..0)
+    }
+
     /// Where `key:` is written inside step `i`, else the step.
     pub(crate) fn step_key(&self, i: usize, keys: &[&str]) -> Location {
-        let region = self.regions.get(i).cloned().unwrap_or(0..0);
+        let region = self.region(i);
         keys.iter()
             .find_map(|k| self.search(region.clone(), |line| match_key(line, k, None)))
             .unwrap_or_else(|| self.step(i))
@@ -250,17 +285,16 @@ impl<'a> Locator<'a> {
     /// Where `token` appears inside step `i`, searching from the first of
     /// `after_keys` that is found (or the whole step); else the step.
     pub(crate) fn step_token(&self, i: usize, after_keys: &[&str], token: &str) -> Location {
-        let region = self.regions.get(i).cloned().unwrap_or(0..0);
+        let lines = &self.index().lines;
+        let region = self.region(i);
+        let end = region.end.min(lines.len());
         let from = after_keys
             .iter()
-            .find_map(|k| {
-                let end = region.end.min(self.lines.len());
-                (region.start..end).find(|&l| match_key(self.lines[l], k, None).is_some())
-            })
+            .find_map(|k| (region.start..end).find(|&l| match_key(lines[l], k, None).is_some()))
             .unwrap_or(region.start);
         // On the key line itself, look after the key.
-        let hit = (from..region.end.min(self.lines.len())).find_map(|l| {
-            let text = self.lines[l];
+        let hit = (from..end).find_map(|l| {
+            let text = lines[l];
             let skip = after_keys
                 .iter()
                 .find_map(|k| match_key(text, k, None).map(|b| b + k.len()))
@@ -276,14 +310,12 @@ impl<'a> Locator<'a> {
 
     /// First `key: value` anywhere in the file.
     pub(crate) fn key_value(&self, key: &str, value: &str) -> Option<Location> {
-        self.search(0..self.lines.len(), |line| {
-            match_key(line, key, Some(value))
-        })
+        self.search(0..usize::MAX, |line| match_key(line, key, Some(value)))
     }
 
     /// First `key:` anywhere in the file.
     pub(crate) fn key(&self, key: &str) -> Option<Location> {
-        self.search(0..self.lines.len(), |line| match_key(line, key, None))
+        self.search(0..usize::MAX, |line| match_key(line, key, None))
     }
 }
 
@@ -292,9 +324,8 @@ mod tests {
     use super::*;
     use crate::workflow::parse::{parse_str, Format};
 
-    fn locator<'a>(src: &'a str, format: Format) -> (Locator<'a>, Workflow) {
-        let wf = parse_str(src, "f", format).unwrap();
-        (Locator::new(src, "f", &wf), wf)
+    fn parsed(src: &str, format: Format) -> Workflow {
+        parse_str(src, "f", format).unwrap()
     }
 
     fn lc(l: Location) -> (usize, usize) {
@@ -331,7 +362,8 @@ mod tests {
     #[test]
     fn finds_steps_in_yaml() {
         let src = "name: x\nphases:\n  - id: a\nsteps:\n  - id: b\n    run: x\n  - name: Named\n    id: a\n    needs:\n      - b\n      - zz\n";
-        let (loc, _) = locator(src, Format::Yaml);
+        let wf = parsed(src, Format::Yaml);
+        let loc = Locator::new(src, "f", &wf);
         assert_eq!(lc(loc.step(0)), (5, 5));
         assert_eq!(
             lc(loc.step(1)),
@@ -352,7 +384,8 @@ mod tests {
     #[test]
     fn finds_repeated_ids_in_order() {
         let src = "name: x\nsteps:\n  - id: a\n    run: x\n  - id: a\n    run: y\n";
-        let (loc, _) = locator(src, Format::Yaml);
+        let wf = parsed(src, Format::Yaml);
+        let loc = Locator::new(src, "f", &wf);
         assert_eq!(lc(loc.step(0)), (3, 5));
         assert_eq!(lc(loc.step(1)), (5, 5));
     }
@@ -360,7 +393,8 @@ mod tests {
     #[test]
     fn finds_steps_in_json_on_one_line() {
         let src = r#"{"name": "x", "steps": [{"id": "a", "run": "x"}, {"id": "b", "needs": ["a", "zz"], "run": "y"}]}"#;
-        let (loc, _) = locator(src, Format::Json);
+        let wf = parsed(src, Format::Json);
+        let loc = Locator::new(src, "f", &wf);
         assert_eq!(lc(loc.step(0)), (1, 26));
         assert_eq!(lc(loc.step(1)), (1, 51));
         assert_eq!(lc(loc.step_token(1, &["needs"], "zz")), (1, 78));
@@ -369,25 +403,39 @@ mod tests {
     #[test]
     fn finds_steps_with_key_alias() {
         let src = "name: x\nsteps:\n- key: \"a\"\n  run: x\n";
-        let (loc, _) = locator(src, Format::Yaml);
+        let wf = parsed(src, Format::Yaml);
+        let loc = Locator::new(src, "f", &wf);
         assert_eq!(lc(loc.step(0)), (3, 3));
     }
 
     #[test]
     fn unknown_step_falls_back_to_file() {
         let src = "name: x\nsteps: [{\"id\": \"a b\", run: x}]\n";
-        let (loc, _) = locator(src, Format::Yaml);
+        let wf = parsed(src, Format::Yaml);
+        let loc = Locator::new(src, "f", &wf);
         assert_eq!(lc(loc.step(0)), (2, 10));
         let src = "name: x\nsteps:\n  - id: >-\n      a\n    run: x\n";
-        let (loc, _) = locator(src, Format::Yaml);
+        let wf = parsed(src, Format::Yaml);
+        let loc = Locator::new(src, "f", &wf);
         assert_eq!(loc.step(0), Location::file("f"));
         assert_eq!(loc.step_key(0, &["run"]), Location::file("f"));
     }
 
     #[test]
+    fn the_source_is_indexed_at_the_first_question_only() {
+        let src = "name: x\nsteps:\n  - id: a\n    run: x\n";
+        let wf = parsed(src, Format::Yaml);
+        let loc = Locator::new(src, "f", &wf);
+        assert!(loc.index.get().is_none());
+        assert_eq!(lc(loc.step(0)), (3, 5));
+        assert!(loc.index.get().is_some());
+    }
+
+    #[test]
     fn key_and_key_value_search_the_whole_file() {
         let src = "name: x\nconfig:\n  timeout: 5 parsecs\nsteps: []\n";
-        let (loc, _) = locator(src, Format::Yaml);
+        let wf = parsed(src, Format::Yaml);
+        let loc = Locator::new(src, "f", &wf);
         assert_eq!(lc(loc.key_value("timeout", "5 parsecs").unwrap()), (3, 3));
         assert_eq!(lc(loc.key("config").unwrap()), (2, 1));
         assert!(loc.key("nothing").is_none());

@@ -214,14 +214,19 @@ impl Checker<'_> {
     fn check_needs(&mut self, i: usize, step: &Step, ids: &HashMap<&str, usize>) {
         let mut seen = BTreeSet::new();
         for need in &step.needs {
-            let at = self.loc.step_token(i, &["needs", "dependencies"], need);
-            if need == &step.id {
-                self.report(at, Some(&step.id), "needs itself");
+            let problem = if need == &step.id {
+                "needs itself".to_string()
             } else if !ids.contains_key(need.as_str()) {
-                self.report(at, Some(&step.id), format!("needs unknown step '{need}'"));
+                format!("needs unknown step '{need}'")
             } else if !seen.insert(need.as_str()) {
-                self.report(at, Some(&step.id), format!("needs '{need}' more than once"));
-            }
+                format!("needs '{need}' more than once")
+            } else {
+                continue;
+            };
+            // Located only when reported: searching a long `needs` list
+            // for each of its entries is quadratic.
+            let at = self.loc.step_token(i, &["needs", "dependencies"], need);
+            self.report(at, Some(&step.id), problem);
         }
     }
 
