@@ -950,8 +950,7 @@ fn a_driver_stopped_past_its_lease_runs_nothing_after_the_takeover() {
 
     // SIGSTOP: the driver is alive but stops beating; its lease runs out.
     let pid = first.id() as i32;
-    // SAFETY: signals to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    stop_outside_a_write(pid, &sandbox.home().join("wfhost.db"));
     std::thread::sleep(Duration::from_secs(7));
     let resumed = sandbox.wfhost(&["resume", &id, "--json", "--quiet"]);
     assert_exit(&resumed, 0);
@@ -979,6 +978,40 @@ fn a_driver_stopped_past_its_lease_runs_nothing_after_the_takeover() {
         }
     }
     assert_eq!(sandbox.status(&id)["status"], "completed");
+}
+
+/// Stop process `pid` (SIGSTOP) at a moment it holds no write lock on the
+/// SQLite database `db`. Nothing can take SQLite's lock from a stopped
+/// process: stopped inside a transaction, it would hold every other
+/// process's writes off until continued (they fail with "database is
+/// locked" after their busy timeout), which is not what the test is about.
+fn stop_outside_a_write(pid: i32, db: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the driver never left its transactions"
+        );
+        // SAFETY: signals to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        // The signal is asynchronous: wait until the process is stopped.
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let probe = rusqlite::Connection::open(db).unwrap();
+        probe.busy_timeout(Duration::ZERO).unwrap();
+        if probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK").is_ok() {
+            return;
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Run `path` with the process killed right after it commits the first
