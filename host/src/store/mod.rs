@@ -56,6 +56,14 @@ pub enum StoreError {
     /// The database said no.
     #[error("database error: {0}")]
     Database(Box<dyn std::error::Error + Send + Sync>),
+    /// Another process kept the database's write lock for the whole wait.
+    #[error(
+        "database error: the store stayed locked for {} s: another process holds its write lock \
+         (a wfhost process stopped or hung in the middle of a write keeps it until it continues \
+         or ends)",
+        .0.as_secs()
+    )]
+    Busy(std::time::Duration),
     /// This handle drove the run, but another process has since claimed
     /// it (this one was stopped or hung past its lease): nothing more is
     /// written, and the driver must stop.

@@ -32,11 +32,22 @@ use super::observer::{notify, Committed, StoreObserver};
 use super::{Durability, Result, StoreError};
 use lease::LEASE_LOST;
 
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> StoreError {
         match &error {
             rusqlite::Error::SqliteFailure(_, Some(message)) if message == LEASE_LOST => {
                 StoreError::LeaseLost
+            }
+            rusqlite::Error::SqliteFailure(failure, _)
+                if matches!(
+                    failure.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                StoreError::Busy(BUSY_TIMEOUT)
             }
             _ => StoreError::Database(Box::new(error)),
         }
@@ -94,7 +105,7 @@ impl SqliteStore {
         // Before anything is written: the fencing triggers call it.
         let held = HeldLeases::default();
         lease::register(&conn, held.clone())?;
-        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // Every statement of a step's transitions stays prepared.
         conn.set_prepared_statement_cache_capacity(64);
         // Switching a fresh database to WAL takes an exclusive lock that
@@ -253,19 +264,21 @@ mod tests {
     }
 
     fn create(store: &SqliteStore, id: &str) {
-        store
-            .create_run(&NewRun {
-                id,
-                workflow_name: "wf",
-                workflow_path: "wf.yaml",
-                workflow_dir: "/tmp",
-                definition: "name: wf\n",
-                args: &json!({"x": 1}),
-                steps: &["a", "b"],
-                triggered_by: None,
-                priority: 0,
-            })
-            .unwrap();
+        try_create(store, id).unwrap();
+    }
+
+    fn try_create(store: &SqliteStore, id: &str) -> Result<()> {
+        store.create_run(&NewRun {
+            id,
+            workflow_name: "wf",
+            workflow_path: "wf.yaml",
+            workflow_dir: "/tmp",
+            definition: "name: wf\n",
+            args: &json!({"x": 1}),
+            steps: &["a", "b"],
+            triggered_by: None,
+            priority: 0,
+        })
     }
 
     /// A handle that claimed nothing writes any run; one that claimed a
@@ -413,6 +426,28 @@ mod tests {
         let error = store.prune("9999-01-01T00:00:00Z").unwrap_err();
         assert!(error.to_string().contains("observer failure"), "{error}");
         assert!(store.runs().unwrap().is_empty(), "the rows are gone");
+    }
+
+    #[test]
+    fn a_write_lock_held_elsewhere_past_the_wait_is_a_busy_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store
+            .conn()
+            .busy_timeout(Duration::from_millis(50))
+            .unwrap();
+        let holder = Connection::open(dir.path().join("wfhost.db")).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let error = try_create(&store, "r1").unwrap_err();
+        assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .contains("another process holds its write lock"),
+            "{error}"
+        );
+        holder.execute_batch("ROLLBACK").unwrap();
+        create(&store, "r1");
     }
 
     #[test]
