@@ -3,13 +3,22 @@
 
 use serde_json::{json, Value};
 
-#[cfg(doc)]
-use super::CheckpointStore;
 use super::StepStatus;
+#[cfg(doc)]
+use super::{CheckpointStore, StepStore};
 
 /// One change to a step of a run, for [`CheckpointStore::apply`].
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {
+    /// Start an attempt (see [`StepStore::start_attempt`]).
+    StartAttempt {
+        /// Step id.
+        step: &'a str,
+        /// Attempt number.
+        attempt: u32,
+        /// The attempt's rendered input.
+        input: &'a Value,
+    },
     /// Finish an attempt (see [`CheckpointStore::finish_attempt`]).
     FinishAttempt {
         /// Step id.
@@ -67,6 +76,11 @@ impl Change<'_> {
     /// backend: its step, event kind and data.
     pub fn journal_entry(&self) -> (&str, String, Value) {
         match *self {
+            Change::StartAttempt { step, attempt, .. } => (
+                step,
+                "step_started".to_string(),
+                json!({ "attempt": attempt }),
+            ),
             Change::FinishAttempt {
                 step,
                 attempt,

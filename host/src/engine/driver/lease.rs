@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::CONTROL_TICK;
 use crate::step::executor::LeaseCheck;
@@ -11,13 +12,22 @@ use crate::store::EngineStore;
 /// remembers when it was lost to another process.
 pub(super) struct Heartbeat {
     lost: Arc<std::sync::atomic::AtomicBool>,
+    /// When the lease was last claimed or renewed.
+    renewed: Arc<std::sync::Mutex<Instant>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// How recent the lease's last renewal must be for a fenced write to stand
+/// in for asking the store whether the lease is held (see
+/// [`Heartbeat::confirm`]): far less than the 5 s after which another
+/// process may take a silent run over.
+const RENEWED_WITHIN: Duration = Duration::from_secs(1);
 
 impl Heartbeat {
     pub(super) fn start(store: Arc<dyn EngineStore>, run_id: &str) -> Heartbeat {
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (flag, run_id) = (lost.clone(), run_id.to_string());
+        let renewed = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let (flag, run_id, renewal) = (lost.clone(), run_id.to_string(), renewed.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(CONTROL_TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -29,7 +39,9 @@ impl Heartbeat {
                 let (beat_store, beat_run) = (store.clone(), run_id.clone());
                 let beat = tokio::task::spawn_blocking(move || beat_store.heartbeat(&beat_run));
                 match beat.await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => {
+                        *renewal.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                    }
                     Ok(Err(crate::store::StoreError::LeaseLost)) => {
                         flag.store(true, Ordering::SeqCst);
                         return;
@@ -39,7 +51,21 @@ impl Heartbeat {
                 }
             }
         });
-        Heartbeat { lost, task }
+        Heartbeat {
+            lost,
+            renewed,
+            task,
+        }
+    }
+
+    /// A write fenced by the lease has just committed: if the lease was
+    /// renewed lately (so no other process can take the run for seconds),
+    /// `check` counts it as held for a moment without asking the store.
+    pub(super) fn confirm(&self, check: &LeaseCheck) {
+        let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if renewed.elapsed() < RENEWED_WITHIN && !self.lost.load(Ordering::SeqCst) {
+            check.confirm();
+        }
     }
 
     /// An error once another process has taken the run over.

@@ -13,6 +13,38 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct FakeExecutor {
     seen: Mutex<Vec<StepInvocation>>,
+    /// What was committed as each step began running.
+    committed: Arc<CommittedAtStart>,
+}
+
+/// Per step run, the steps' statuses another connection to the store's
+/// database saw as the step began running.
+#[derive(Default)]
+struct CommittedAtStart {
+    database: std::sync::OnceLock<std::path::PathBuf>,
+    seen: Mutex<Vec<(String, Statuses)>>,
+}
+
+/// Steps' ids and statuses.
+type Statuses = Vec<(String, String)>;
+
+impl CommittedAtStart {
+    /// Read the steps' statuses, as committed, for `step`.
+    fn record(&self, step: &str) {
+        let Some(database) = self.database.get() else {
+            return;
+        };
+        let db = rusqlite::Connection::open(database).unwrap();
+        let mut statement = db
+            .prepare("SELECT step_id, status FROM steps ORDER BY step_id")
+            .unwrap();
+        let statuses = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        self.seen.lock().unwrap().push((step.to_string(), statuses));
+    }
 }
 
 impl StepExecutor for FakeExecutor {
@@ -28,7 +60,9 @@ impl StepExecutor for FakeExecutor {
                 .filter(|i| i.step_id == invocation.step_id && i.config == invocation.config)
                 .count()
         };
+        let committed = self.committed.clone();
         Box::pin(async move {
+            committed.record(&invocation.step_id);
             if invocation.config.get("panic") == Some(&Value::Bool(true)) {
                 panic!("boom in {}", invocation.step_id);
             }
@@ -68,6 +102,8 @@ fn run(
         load_from_source(yaml, "test.yaml", dir.path(), Format::Yaml, &["echo"]).unwrap();
     let store = crate::store::open(&dir.path().join("home"), Default::default()).unwrap();
     let executor = Arc::new(FakeExecutor::default());
+    let database = store.home().join("wfhost.db");
+    executor.committed.database.set(database).unwrap();
     let driver = Driver::new(store.clone(), executor.clone(), Arc::new(Silent));
     let args = json!({});
     let run_id = driver.create_run(&workflow, &args).unwrap();
@@ -126,6 +162,40 @@ fn a_panicking_step_or_item_fails_with_the_reason_and_the_run_goes_on() {
         )
         .unwrap();
     assert_eq!(open, 0);
+}
+
+#[test]
+fn a_step_runs_only_once_its_start_and_the_steps_it_needs_are_committed() {
+    // Completions and starts that happen together are committed together;
+    // none may be left for later when a step runs.
+    let (_dir, _store, executor, outcome) = run(
+        "name: c\nconfig: {parallelism: 2}\nsteps:\n  - id: root\n    type: function\n    component: echo\n    with: {x: 1}\n  - id: a\n    type: function\n    component: echo\n    needs: [root]\n  - id: b\n    type: function\n    component: echo\n    needs: [root]\n  - id: c\n    type: function\n    component: echo\n    needs: [root]\n  - id: sink\n    type: function\n    component: echo\n    needs: [a, b, c]\n    with: {x: '{{ steps.root.output.x }}'}\n  - id: when\n    type: function\n    component: echo\n    needs: [sink]\n    if: '{{ steps.sink.output.x == 1 }}'\n  - id: each\n    type: function\n    component: echo\n    needs: [when]\n    for_each: '[1, 2]'\n    with: {n: '{{ item }}'}\n",
+    );
+    assert_eq!(outcome.status, RunStatus::Completed);
+    let needs: &[(&str, &[&str])] = &[
+        ("root", &[]),
+        ("a", &["root"]),
+        ("b", &["root"]),
+        ("c", &["root"]),
+        ("sink", &["a", "b", "c"]),
+        ("when", &["sink"]),
+        ("each", &["when"]),
+    ];
+    let seen = executor.committed.seen.lock().unwrap();
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    for (step, statuses) in seen.iter() {
+        let status = |id: &str| {
+            statuses
+                .iter()
+                .find(|(s, _)| s == id)
+                .map(|(_, status)| status.as_str())
+        };
+        assert_eq!(status(step), Some("running"), "{step} ran: {statuses:?}");
+        let (_, before) = needs.iter().find(|(id, _)| id == step).unwrap();
+        for need in before.iter() {
+            assert_eq!(status(need), Some("completed"), "{step} ran: {statuses:?}");
+        }
+    }
 }
 
 #[test]

@@ -17,39 +17,12 @@ impl StepStore for PgStore {
         attempt: u32,
         input: &Value,
     ) -> Result<()> {
-        let now = now();
-        let data = serde_json::json!({ "attempt": attempt });
-        let events = [Event::new(Some(step_id), "step_started", data)];
-        let attempt = i64::from(attempt);
-        self.write(run_id, false, |tx| {
-            tx.execute(
-                "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[
-                    &run_id,
-                    &step_id,
-                    &attempt,
-                    &StepStatus::Running.as_str(),
-                    &now,
-                    &input.to_string(),
-                ],
-            )?;
-            tx.execute(
-                "UPDATE steps SET status = $3, attempts = GREATEST(attempts, $4),
-                                  started_at = COALESCE(started_at, $5),
-                                  finished_at = NULL, error = NULL, next_attempt_at = NULL
-                 WHERE run_id = $1 AND step_id = $2",
-                &[
-                    &run_id,
-                    &step_id,
-                    &StepStatus::Running.as_str(),
-                    &attempt,
-                    &now,
-                ],
-            )?;
-            insert_events(tx, run_id, &now, &events)
-        })?;
-        self.committed(run_id, &now, &events)
+        let start = Change::StartAttempt {
+            step: step_id,
+            attempt,
+            input,
+        };
+        self.apply(run_id, &[start])
     }
 
     fn finish_item(
@@ -252,6 +225,38 @@ fn finish_attempt_row(
 /// Write `change` inside `tx`; returns its event.
 fn write(change: &Change<'_>, tx: &mut Tx<'_>, run_id: &str, now: &str) -> Result<Event> {
     match *change {
+        Change::StartAttempt {
+            step,
+            attempt,
+            input,
+        } => {
+            let attempt = i64::from(attempt);
+            tx.execute(
+                "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &run_id,
+                    &step,
+                    &attempt,
+                    &StepStatus::Running.as_str(),
+                    &now,
+                    &input.to_string(),
+                ],
+            )?;
+            tx.execute(
+                "UPDATE steps SET status = $3, attempts = GREATEST(attempts, $4),
+                                  started_at = COALESCE(started_at, $5),
+                                  finished_at = NULL, error = NULL, next_attempt_at = NULL
+                 WHERE run_id = $1 AND step_id = $2",
+                &[
+                    &run_id,
+                    &step,
+                    &StepStatus::Running.as_str(),
+                    &attempt,
+                    &now,
+                ],
+            )?;
+        }
         Change::FinishAttempt {
             step,
             attempt,

@@ -73,6 +73,37 @@ fn write(
     now: &str,
 ) -> rusqlite::Result<(String, String, Value)> {
     match *change {
+        Change::StartAttempt {
+            step,
+            attempt,
+            input,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                run_id,
+                step,
+                attempt,
+                StepStatus::Running.as_str(),
+                now,
+                input.to_string()
+            ])?;
+            tx.prepare_cached(
+                "UPDATE steps SET status = ?3, attempts = MAX(attempts, ?4),
+                                  started_at = COALESCE(started_at, ?5),
+                                  finished_at = NULL, error = NULL, next_attempt_at = NULL
+                     WHERE run_id = ?1 AND step_id = ?2",
+            )?
+            .execute(params![
+                run_id,
+                step,
+                StepStatus::Running.as_str(),
+                attempt,
+                now
+            ])?;
+        }
         Change::FinishAttempt {
             step,
             attempt,

@@ -41,11 +41,11 @@ impl From<rusqlite::Error> for StoreError {
             rusqlite::Error::SqliteFailure(_, Some(message)) if message == LEASE_LOST => {
                 StoreError::LeaseLost
             }
+            // Only SQLITE_BUSY: another connection holds the lock.
+            // SQLITE_LOCKED is a conflict inside one connection, which the
+            // message below would wrongly blame on another process.
             rusqlite::Error::SqliteFailure(failure, _)
-                if matches!(
-                    failure.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) =>
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy =>
             {
                 StoreError::Busy(BUSY_TIMEOUT)
             }

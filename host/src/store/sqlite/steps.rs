@@ -12,7 +12,7 @@ use super::changes::finish_attempt_row;
 use super::events::insert_event;
 use super::rows::FromRow;
 use super::{offload, SqliteStore};
-use crate::store::{now, Result, StepRecord, StepStatus, StepStore};
+use crate::store::{now, Change, CheckpointStore, Result, StepRecord, StepStatus, StepStore};
 
 impl StepStore for SqliteStore {
     fn start_attempt(
@@ -22,32 +22,12 @@ impl StepStore for SqliteStore {
         attempt: u32,
         input: &Value,
     ) -> Result<()> {
-        offload(|| {
-            let now = now();
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached(
-                "INSERT INTO step_attempts (run_id, step_id, attempt, status, started_at, input)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                run_id,
-                step_id,
-                attempt,
-                StepStatus::Running.as_str(),
-                now,
-                input.to_string()
-            ])?;
-            tx.prepare_cached("UPDATE steps SET status = ?3, attempts = MAX(attempts, ?4), started_at = COALESCE(started_at, ?5),
-                              finished_at = NULL, error = NULL, next_attempt_at = NULL
-             WHERE run_id = ?1 AND step_id = ?2")?.execute(params![run_id, step_id, StepStatus::Running.as_str(), attempt, now],
-        )?;
-            let data = serde_json::json!({ "attempt": attempt });
-            insert_event(&tx, run_id, Some(step_id), &now, "step_started", &data)?;
-            tx.commit()?;
-            drop(conn);
-            self.committed_event(run_id, Some(step_id), &now, "step_started", &data)
-        })
+        let start = Change::StartAttempt {
+            step: step_id,
+            attempt,
+            input,
+        };
+        self.apply(run_id, &[start])
     }
 
     fn finish_item(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::json;
 
+use super::joined::completion;
 use super::RunLoop;
 use crate::engine::driver::invocation::{prepare_invocation, AttemptPlan, RunView};
 use crate::engine::driver::lease;
@@ -14,6 +15,7 @@ use crate::engine::driver::step_log::StepLog;
 use crate::engine::driver::RunEvent;
 use crate::step::executor::{FailureKind, StepFailure};
 use crate::step::units::humanize;
+use crate::store::Change;
 use crate::workflow::parse_duration;
 use crate::workflow::template::evaluate_condition;
 
@@ -23,14 +25,13 @@ impl RunLoop<'_> {
     /// starts while it runs.
     pub(super) fn dispatch_ready(&mut self) -> Result<()> {
         let steps = &self.workflow.def.steps;
-        while !self.paused && self.state.blocked.is_none() && self.running.len() < self.parallelism
-        {
+        while !self.paused && self.state.blocked.is_none() && self.occupied() < self.parallelism {
             let Some(next) = self.state.scheduler.peek_ready() else {
                 break;
             };
             if self.any_exclusive {
                 let alone_running = self.state.running.iter().any(|&i| steps[i].exclusive);
-                if alone_running || (steps[next].exclusive && !self.running.is_empty()) {
+                if alone_running || (steps[next].exclusive && self.occupied() > 0) {
                     break;
                 }
             }
@@ -42,6 +43,66 @@ impl RunLoop<'_> {
                 break;
             }
         }
+        self.commit_prepared()
+    }
+
+    /// Steps running or about to start.
+    fn occupied(&self) -> usize {
+        self.running.len() + self.starting.len()
+    }
+
+    /// Record the completions taken in and the prepared attempts' starts
+    /// in one transaction, then start those attempts: every transition is
+    /// committed before what follows it runs, and steps that finish or
+    /// start together cost one commit.
+    pub(super) fn commit_prepared(&mut self) -> Result<()> {
+        if self.starting.is_empty() && self.completing.is_empty() {
+            return Ok(());
+        }
+        let starting = std::mem::take(&mut self.starting);
+        let completing = std::mem::take(&mut self.completing);
+        let steps = &self.workflow.def.steps;
+        let mut changes: Vec<Change<'_>> = Vec::with_capacity(completing.len() + starting.len());
+        for &(index, attempt, _) in &completing {
+            let output = self
+                .state
+                .outputs
+                .get(&steps[index].id)
+                .unwrap_or(&serde_json::Value::Null);
+            changes.push(completion(&steps[index], attempt, output));
+        }
+        changes.extend(starting.iter().map(|start| Change::StartAttempt {
+            step: &steps[start.index].id,
+            attempt: start.attempt,
+            input: &start.input,
+        }));
+        self.driver.store.apply(self.run_id, &changes)?;
+        drop(changes);
+        for (index, _, elapsed) in completing {
+            self.after_completion(index, elapsed)?;
+        }
+        for start in starting {
+            let PreparedStart {
+                index,
+                attempt,
+                lease,
+                future,
+                ..
+            } = start;
+            self.lease.confirm(&lease);
+            self.state.board.started(index);
+            self.driver.listener.on_event(&RunEvent::StepStarted {
+                step: steps[index].id.clone(),
+                attempt,
+            });
+            let task = self.running.spawn(async move {
+                let started = Instant::now();
+                let result = future.await;
+                (index, attempt, started.elapsed(), result)
+            });
+            self.state.tasks.insert(task.id(), (index, attempt));
+        }
+        self.state.board.flush(false);
         Ok(())
     }
 
@@ -59,6 +120,7 @@ impl RunLoop<'_> {
         let first = *self.state.first_started[index].get_or_insert_with(Instant::now);
         let remaining = total.map(|t| t.saturating_sub(first.elapsed()));
         if let (Some(total), Some(Duration::ZERO)) = (total, remaining) {
+            self.commit_prepared()?;
             let failure = StepFailure {
                 kind: FailureKind::Timeout,
                 message: format!(
@@ -87,6 +149,8 @@ impl RunLoop<'_> {
         match evaluate_condition(&self.templates, condition, &self.state.context) {
             Ok(true) => Ok(true),
             Ok(false) => {
+                // What the condition read is committed before it is acted on.
+                self.commit_prepared()?;
                 let reason = format!("condition is false: {}", condition.trim());
                 self.driver.skip_with_dependents(
                     run_id,
@@ -98,6 +162,7 @@ impl RunLoop<'_> {
                 Ok(false)
             }
             Err(error) => {
+                self.commit_prepared()?;
                 let failure =
                     StepFailure::permanent(format!("condition `{}`: {error}", condition.trim()));
                 let attempt = self.state.attempts[index] + 1;
@@ -121,6 +186,8 @@ impl RunLoop<'_> {
         expression: &str,
         remaining: Option<Duration>,
     ) -> Result<()> {
+        // The items start as soon as they are spawned.
+        self.commit_prepared()?;
         let started = self.start_for_each(index, expression, remaining);
         match started {
             Ok(future) => {
@@ -183,17 +250,20 @@ impl RunLoop<'_> {
             }),
             Err(_) => json!({ "config": step.with, "run": step.run }),
         };
-        driver
-            .store
-            .start_attempt(run_id, &step.id, attempt, &input)?;
-        self.state.board.started(index);
-        driver.listener.on_event(&RunEvent::StepStarted {
-            step: step.id.clone(),
-            attempt,
-        });
         let mut invocation = match prepared {
             Ok(invocation) => invocation,
-            Err(failure) => return self.record_failure(index, attempt, &failure),
+            Err(failure) => {
+                self.commit_prepared()?;
+                driver
+                    .store
+                    .start_attempt(run_id, &step.id, attempt, &input)?;
+                self.state.board.started(index);
+                driver.listener.on_event(&RunEvent::StepStarted {
+                    step: step.id.clone(),
+                    attempt,
+                });
+                return self.record_failure(index, attempt, &failure);
+            }
         };
         invocation.cancel = self.state.stop.signal();
         invocation.lease = lease::check(&driver.store, &invocation.run_id);
@@ -207,14 +277,28 @@ impl RunLoop<'_> {
             &step.id,
             invocation.grants.max_output,
         ));
+        let lease = invocation.lease.clone();
         let future = driver.executor_for(step).execute(invocation, observer);
         self.state.running.insert(index);
-        let task = self.running.spawn(async move {
-            let started = Instant::now();
-            let result = future.await;
-            (index, attempt, started.elapsed(), result)
+        self.starting.push(PreparedStart {
+            index,
+            attempt,
+            input,
+            lease,
+            future,
         });
-        self.state.tasks.insert(task.id(), (index, attempt));
         Ok(())
     }
+}
+
+/// An attempt prepared to start: its start is recorded (with the others
+/// dispatched at the same time) before its future runs.
+pub(super) struct PreparedStart {
+    index: usize,
+    attempt: u32,
+    /// The rendered input recorded with the start.
+    input: serde_json::Value,
+    /// Confirmed by the start's commit, which is fenced by the lease.
+    lease: crate::step::executor::LeaseCheck,
+    future: crate::step::executor::BoxFuture<Result<serde_json::Value, StepFailure>>,
 }

@@ -12,6 +12,7 @@ use crate::engine::driver::state::{describe_failure, within_total};
 use crate::engine::driver::RunEvent;
 use crate::step::executor::StepFailure;
 use crate::store::{Change, StepStatus};
+use crate::workflow::Step;
 
 impl RunLoop<'_> {
     /// What a joined task ended with; a task that panicked or was stopped
@@ -45,40 +46,72 @@ impl RunLoop<'_> {
         }
     }
 
-    /// Handle one joined step: record its completion, schedule its retry or
-    /// record its failure.
-    pub(super) fn on_finished(
-        &mut self,
-        (index, attempt, elapsed, result): StepResult,
-    ) -> Result<()> {
-        self.state.running.remove(&index);
-        if let Some(counter) = self.state.item_attempts.remove(&index) {
-            let used = counter.load(std::sync::atomic::Ordering::SeqCst);
-            self.state.attempts[index] = self.state.attempts[index].max(used);
-        }
-        let step = &self.workflow.def.steps[index];
-        let policy = &self.setup.policies[index];
-        match result {
-            Ok(output) => self.on_completed(index, attempt, elapsed, output)?,
-            Err(failure)
-                if step.for_each.is_none()
-                    && policy.should_retry(&failure.kind, &failure.message, attempt)
-                    && within_total(step, &self.state, index, policy.delay(attempt, 0.0)) =>
-            {
-                self.schedule_retry(index, attempt, &failure)?;
+    /// Handle steps joined together: record their completions (those of
+    /// plain steps in one transaction), schedule their retries or record
+    /// their failures.
+    pub(super) fn on_finished(&mut self, finished: Vec<StepResult>) -> Result<()> {
+        let mut plain = Vec::new();
+        let mut others = Vec::new();
+        for (index, attempt, elapsed, result) in finished {
+            self.state.running.remove(&index);
+            if let Some(counter) = self.state.item_attempts.remove(&index) {
+                let used = counter.load(std::sync::atomic::Ordering::SeqCst);
+                self.state.attempts[index] = self.state.attempts[index].max(used);
             }
-            Err(failure) => {
-                self.state.board.finished(index, "failed", elapsed);
-                self.record_failure(index, attempt, &failure)?;
+            match result {
+                Ok(output) if self.workflow.def.steps[index].stage_loop.is_none() => {
+                    plain.push((index, attempt, elapsed, output));
+                }
+                result => others.push((index, attempt, elapsed, result)),
+            }
+        }
+        self.on_completed_together(plain)?;
+        if !others.is_empty() {
+            self.commit_prepared()?;
+        }
+        for (index, attempt, elapsed, result) in others {
+            let step = &self.workflow.def.steps[index];
+            let policy = &self.setup.policies[index];
+            match result {
+                Ok(output) => self.on_stage_completed(index, attempt, elapsed, output)?,
+                Err(failure)
+                    if step.for_each.is_none()
+                        && policy.should_retry(&failure.kind, &failure.message, attempt)
+                        && within_total(step, &self.state, index, policy.delay(attempt, 0.0)) =>
+                {
+                    self.schedule_retry(index, attempt, &failure)?;
+                }
+                Err(failure) => {
+                    self.state.board.finished(index, "failed", elapsed);
+                    self.record_failure(index, attempt, &failure)?;
+                }
             }
         }
         self.state.board.flush(false);
         Ok(())
     }
 
-    /// Record a step's completion (for a stage's last step, with what
-    /// follows it).
-    pub(super) fn on_completed(
+    /// Take in the completions of steps outside stage loops. Their records
+    /// are committed with the starts they lead to (see `commit_prepared`),
+    /// unless a step keeps artifacts: those are copied before any later
+    /// step can change their files.
+    fn on_completed_together(&mut self, done: Vec<(usize, u32, Duration, Value)>) -> Result<()> {
+        let mut keeps_artifacts = false;
+        for (index, attempt, elapsed, output) in done {
+            self.state.note_completion(index, &output);
+            self.state.complete(index, output);
+            self.completing.push((index, attempt, elapsed));
+            keeps_artifacts |= !self.workflow.def.steps[index].artifacts.is_empty();
+        }
+        if keeps_artifacts {
+            self.commit_prepared()?;
+        }
+        Ok(())
+    }
+
+    /// Record the completion of a stage loop's step, with what follows it
+    /// when it is the stage's last.
+    fn on_stage_completed(
         &mut self,
         index: usize,
         attempt: u32,
@@ -86,50 +119,36 @@ impl RunLoop<'_> {
         output: Value,
     ) -> Result<()> {
         let (driver, run_id, workflow) = (self.driver, self.run_id, self.workflow);
+        self.state.note_completion(index, &output);
+        self.state.complete(index, output.clone());
         let step = &workflow.def.steps[index];
-        let completion = if step.for_each.is_some() {
-            Change::CompleteStep {
-                step: &step.id,
-                output: &output,
-            }
-        } else {
-            Change::FinishAttempt {
-                step: &step.id,
-                attempt,
-                status: StepStatus::Completed,
-                outcome: Ok(&output),
-            }
-        };
-        let completed = match &step.stage_loop {
-            Some(_) => {
-                self.state.note_completion(index, &output);
-                self.state.complete(index, output.clone());
-                driver.close_stage(
-                    run_id,
-                    workflow,
-                    &self.templates,
-                    &mut self.state,
-                    (index, attempt),
-                    completion,
-                )?
-            }
-            None => {
-                driver.store.apply(run_id, &[completion])?;
-                self.state.note_completion(index, &output);
-                self.state.complete(index, output);
-                true
-            }
-        };
-        if completed && !step.artifacts.is_empty() {
+        let completion = completion(step, attempt, &output);
+        let completed = driver.close_stage(
+            run_id,
+            workflow,
+            &self.templates,
+            &mut self.state,
+            (index, attempt),
+            completion,
+        )?;
+        if completed {
+            self.after_completion(index, elapsed)?;
+        }
+        Ok(())
+    }
+
+    /// What follows a recorded completion: the step's artifacts, the board
+    /// and the listener.
+    pub(super) fn after_completion(&mut self, index: usize, elapsed: Duration) -> Result<()> {
+        let step = &self.workflow.def.steps[index];
+        if !step.artifacts.is_empty() {
             self.keep_artifacts(index)?;
         }
-        if completed {
-            self.state.board.finished(index, "completed", elapsed);
-            driver.listener.on_event(&RunEvent::StepCompleted {
-                step: step.id.clone(),
-                elapsed,
-            });
-        }
+        self.state.board.finished(index, "completed", elapsed);
+        self.driver.listener.on_event(&RunEvent::StepCompleted {
+            step: step.id.clone(),
+            elapsed,
+        });
         Ok(())
     }
 
@@ -212,5 +231,23 @@ impl RunLoop<'_> {
             index
         });
         Ok(())
+    }
+}
+
+/// A step's completion as a change: its attempt's (or, for a `for_each`
+/// step, the step's).
+pub(super) fn completion<'o>(step: &'o Step, attempt: u32, output: &'o Value) -> Change<'o> {
+    if step.for_each.is_some() {
+        Change::CompleteStep {
+            step: &step.id,
+            output,
+        }
+    } else {
+        Change::FinishAttempt {
+            step: &step.id,
+            attempt,
+            status: StepStatus::Completed,
+            outcome: Ok(output),
+        }
     }
 }

@@ -39,6 +39,12 @@ pub(super) struct RunLoop<'a> {
     lease: Heartbeat,
     templates: Templates,
     running: JoinSet<StepResult>,
+    /// Attempts dispatched whose starts are not yet recorded (see
+    /// `dispatch`).
+    starting: Vec<dispatch::PreparedStart>,
+    /// Steps completed whose completions are not yet recorded: index,
+    /// attempt, how long it took (see `dispatch`).
+    completing: Vec<(usize, u32, Duration)>,
     /// Retry timers: each ends with the index of the step that is due.
     timers: JoinSet<usize>,
     paused: bool,
@@ -94,6 +100,8 @@ impl<'a> RunLoop<'a> {
             lease,
             templates: Templates::new(),
             running: JoinSet::new(),
+            starting: Vec::new(),
+            completing: Vec::new(),
             timers,
             paused: false,
             parallelism: def.config.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1),
@@ -119,8 +127,12 @@ impl<'a> RunLoop<'a> {
             }
             tokio::select! {
                 Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
-                    let done = self.task_result(joined)?;
-                    self.on_finished(done)?;
+                    // Steps that finished together are recorded together.
+                    let mut finished = vec![self.task_result(joined)?];
+                    while let Some(joined) = self.running.try_join_next_with_id() {
+                        finished.push(self.task_result(joined)?);
+                    }
+                    self.on_finished(finished)?;
                 }
                 Some(due) = self.timers.join_next(), if !self.timers.is_empty() && !self.paused => {
                     if let Ok(index) = due {
