@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 const MAPS_PER_INSTANCE: usize = 8;
 
 /// Mappings left for everything else (the binary, libraries, heap, thread
-/// stacks, SQLite, compiled code).
+/// stacks, SQLite, compiled code, the idle fiber stacks `stacks` keeps).
 const RESERVED_MAPS: usize = 2048;
 
 /// The fewest instances admitted whatever the kernel says.

@@ -45,6 +45,7 @@ fn make(strategy: Strategy) -> Result<Engine, String> {
     config.strategy(strategy);
     config.epoch_interruption(true);
     config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+    config.with_host_stack(super::stacks::shared());
     let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
     let ticking = engine.clone();
     std::thread::Builder::new()

@@ -25,6 +25,7 @@ pub mod inspect;
 mod network;
 pub mod process;
 mod sandbox;
+pub mod stacks;
 mod state;
 
 pub use crate::step::bindings;
