@@ -19,6 +19,11 @@ use crate::store::Change;
 use crate::workflow::parse_duration;
 use crate::workflow::template::evaluate_condition;
 
+/// The most starts recorded in one transaction: a wide fan-out starts its
+/// first steps without waiting for thousands to be prepared, and holds
+/// fewer prepared at once.
+const START_BATCH: usize = 128;
+
 impl RunLoop<'_> {
     /// Start ready steps while the run may and there is room. An
     /// `exclusive` step waits for the running steps to finish, and nothing
@@ -41,6 +46,9 @@ impl RunLoop<'_> {
             self.dispatch(index)?;
             if self.any_exclusive && steps[index].exclusive {
                 break;
+            }
+            if self.starting.len() >= START_BATCH {
+                self.commit_prepared()?;
             }
         }
         self.commit_prepared()
