@@ -1,5 +1,7 @@
 //! The run's `progress.md`: a table of steps, rewritten as the run moves
-//! (at most every [`FLUSH_EVERY`], and always at the end), followed by the
+//! (at most every [`FLUSH_EVERY`], the first time [`FLUSH_EVERY`] after the
+//! board is made, and always at the end: a short run writes it once),
+//! followed by the
 //! progress log: each completed step's short output under a timestamped
 //! heading, as the run service writes it. Templates read the log as
 //! `{{ progress }}`.
@@ -35,7 +37,8 @@ pub struct ProgressBoard {
     status: &'static str,
     rows: Vec<Row>,
     files: RunFiles,
-    last_flush: Option<Instant>,
+    /// When `progress.md` was last written (or the board made).
+    last_flush: Instant,
     dirty: bool,
     /// The progress log, and the length of each entry in it (oldest first).
     log: String,
@@ -61,7 +64,7 @@ impl ProgressBoard {
                 })
                 .collect(),
             files,
-            last_flush: None,
+            last_flush: Instant::now(),
             dirty: true,
             log: String::new(),
             entries: VecDeque::new(),
@@ -133,14 +136,14 @@ impl ProgressBoard {
     /// Rewrite `progress.md` if something changed and enough time passed
     /// (or `force`).
     pub fn flush(&mut self, force: bool) {
-        let due = self.last_flush.is_none_or(|at| at.elapsed() >= FLUSH_EVERY);
+        let due = self.last_flush.elapsed() >= FLUSH_EVERY;
         if !self.dirty || !(force || due) {
             return;
         }
         if let Err(error) = self.files.write_progress(&self.render()) {
             tracing::warn!("cannot write progress.md: {error}");
         }
-        self.last_flush = Some(Instant::now());
+        self.last_flush = Instant::now();
         self.dirty = false;
     }
 
@@ -204,4 +207,37 @@ fn short_output(output: &Value) -> String {
     let mut cut: String = text.chars().take(ENTRY_CHARS).collect();
     cut.push_str(" …");
     cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(dir: &std::path::Path) -> ProgressBoard {
+        let workflow: Workflow = serde_yaml::from_str(
+            "name: p\nsteps:\n  - id: a\n    type: function\n    component: echo\n",
+        )
+        .unwrap();
+        ProgressBoard::new("r1", &workflow, RunFiles::new(dir.to_path_buf()))
+    }
+
+    #[test]
+    fn progress_is_written_at_most_every_interval_and_always_when_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("progress.md");
+        let mut board = board(dir.path());
+        board.started(0);
+        board.flush(false);
+        assert!(!file.exists(), "not within the first interval");
+        board.flush(true);
+        let first = std::fs::read_to_string(&file).unwrap();
+        assert!(first.contains("| a |"), "{first}");
+        board.finished(0, "completed", Duration::from_millis(5));
+        board.flush(false);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), first, "too soon");
+        std::thread::sleep(FLUSH_EVERY + Duration::from_millis(10));
+        board.flush(false);
+        let later = std::fs::read_to_string(&file).unwrap();
+        assert!(later.contains("completed"), "{later}");
+    }
 }
