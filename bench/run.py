@@ -3,7 +3,8 @@
 
 Each workload is run as a user runs it: one process per run
 (`wfhost run -q FILE` with a fresh home; `make -j -f FILE`), wall time of the
-whole process, one warm-up then the median of --runs runs. The working
+whole process, one warm-up then the median of --runs runs (W0, which costs
+milliseconds, at least 21). The working
 directory is on the default disk (under target/, not /tmp, which may be
 tmpfs); pass --dir to choose another. The compile cache is warm (the
 warm-up fills it), as a user's second run would be.
@@ -148,6 +149,10 @@ def mk_w3():
     return text
 
 
+# The fewest runs of W0 (start-up) whatever --runs says.
+W0_RUNS = 21
+
+
 def timed(cmd, cwd, env=None):
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -289,7 +294,10 @@ def main():
         mk_path.write_text(makefile)
         # W3 holds make to the workflow's parallelism of 4; the rest run unbounded (`-j`).
         jobs = ["-j", "4"] if label == "W3" else ["-j"]
-        results[(label, "make")] = median_wall(lambda d: [make, "-s", *jobs, "-f", str(mk_path)], args.runs, work)
+        # W0 costs milliseconds and its ratio swings with the machine's
+        # moment: it gets at least W0_RUNS runs.
+        runs = max(args.runs, W0_RUNS) if label == "W0" else args.runs
+        results[(label, "make")] = median_wall(lambda d: [make, "-s", *jobs, "-f", str(mk_path)], runs, work)
         for kind, text in workflows.items():
             if kind not in kinds and kind != "mixed":
                 continue
@@ -302,13 +310,14 @@ def main():
                 (home / "config.toml").write_text(config)
                 return [str(wfhost), "run", "-q", "--home", str(home), str(wf_path)]
 
-            results[(label, kind)] = median_wall(command, args.runs, work, env)
+            results[(label, kind)] = median_wall(command, runs, work, env)
             print(f"{label:12} {kind:8} {results[(label, kind)] * 1000:9.1f} ms   make {results[(label, 'make')] * 1000:8.1f} ms",
                   file=sys.stderr)
 
     lines = []
     lines.append(f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
-                 f"working directory on {fs}; durability={args.durability}; median of {args.runs} runs after a warm-up; "
+                 f"working directory on {fs}; durability={args.durability}; median of {args.runs} runs after a warm-up "
+                 f"(W0: {max(args.runs, W0_RUNS)}); "
                  f"whole process (`wfhost run -q`, `make -s -j`; W3 `make -j 4`).")
     lines.append("")
     lines.append("| workload | steps | make | wfhost function | ratio | wfhost script | ratio |")
