@@ -70,40 +70,18 @@ pub fn lease_lost(outcome: &str) -> String {
 #[derive(Clone, Default)]
 pub struct LeaseCheck {
     holds: Option<std::sync::Arc<dyn Fn() -> bool + Send + Sync>>,
-    /// When a write fenced by the lease last committed (see
-    /// [`LeaseCheck::confirm`]).
-    confirmed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
-
-/// How long a fenced write's proof that the lease is held stands in for
-/// asking the store.
-pub const LEASE_CONFIRMED_FOR: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl LeaseCheck {
     /// A check that calls `holds`.
     pub fn new(holds: impl Fn() -> bool + Send + Sync + 'static) -> LeaseCheck {
         LeaseCheck {
             holds: Some(std::sync::Arc::new(holds)),
-            confirmed: Default::default(),
         }
-    }
-
-    /// Say that a write fenced by the lease (one the store refuses once
-    /// another process owns the run) has just committed while the lease
-    /// was fresh: for the next [`LEASE_CONFIRMED_FOR`] the lease counts as
-    /// held without asking the store again. Another process can only take
-    /// a run whose lease has lapsed (seconds without renewal) or whose
-    /// driver has died.
-    pub fn confirm(&self) {
-        *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
     }
 
     /// Whether the lease is still held.
     pub fn holds(&self) -> bool {
-        let confirmed = *self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
-        if confirmed.is_some_and(|at| at.elapsed() < LEASE_CONFIRMED_FOR) {
-            return true;
-        }
         self.holds.as_ref().is_none_or(|holds| holds())
     }
 }
@@ -235,28 +213,6 @@ pub trait StepExecutor: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    #[test]
-    fn a_confirmed_lease_is_not_asked_again_until_the_confirmation_is_old() {
-        let asked = Arc::new(AtomicUsize::new(0));
-        let counter = asked.clone();
-        let check = LeaseCheck::new(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            false
-        });
-        assert!(!check.holds(), "unconfirmed: the store's answer");
-        assert_eq!(asked.load(Ordering::SeqCst), 1);
-        // A clone shares the confirmation (the driver keeps one, the
-        // executor the other).
-        check.clone().confirm();
-        assert!(check.holds(), "just confirmed by a fenced write");
-        assert_eq!(asked.load(Ordering::SeqCst), 1);
-        std::thread::sleep(LEASE_CONFIRMED_FOR + std::time::Duration::from_millis(10));
-        assert!(!check.holds(), "an old confirmation asks the store again");
-        assert_eq!(asked.load(Ordering::SeqCst), 2);
-    }
 
     #[test]
     fn without_a_lease_the_check_always_holds() {

@@ -10,7 +10,6 @@ use serde_json::json;
 use super::joined::completion;
 use super::RunLoop;
 use crate::engine::driver::invocation::{prepare_invocation, AttemptPlan, RunView};
-use crate::engine::driver::lease;
 use crate::engine::driver::step_log::StepLog;
 use crate::engine::driver::RunEvent;
 use crate::step::executor::{FailureKind, StepFailure};
@@ -93,11 +92,9 @@ impl RunLoop<'_> {
             let PreparedStart {
                 index,
                 attempt,
-                lease,
                 future,
                 ..
             } = start;
-            self.lease.confirm(&lease);
             self.state.board.started(index);
             self.driver.listener.on_event(&RunEvent::StepStarted {
                 step: steps[index].id.clone(),
@@ -274,7 +271,7 @@ impl RunLoop<'_> {
             }
         };
         invocation.cancel = self.state.stop.signal();
-        invocation.lease = lease::check(&driver.store, &invocation.run_id);
+        invocation.lease = self.lease.step_check(&driver.store, &invocation.run_id);
         if let Some(remaining) = remaining {
             invocation.timeout = invocation.timeout.min(remaining);
         }
@@ -285,14 +282,12 @@ impl RunLoop<'_> {
             &step.id,
             invocation.grants.max_output,
         ));
-        let lease = invocation.lease.clone();
         let future = driver.executor_for(step).execute(invocation, observer);
         self.state.running.insert(index);
         self.starting.push(PreparedStart {
             index,
             attempt,
             input,
-            lease,
             future,
         });
         Ok(())
@@ -306,7 +301,5 @@ pub(super) struct PreparedStart {
     attempt: u32,
     /// The rendered input recorded with the start.
     input: serde_json::Value,
-    /// Confirmed by the start's commit, which is fenced by the lease.
-    lease: crate::step::executor::LeaseCheck,
     future: crate::step::executor::BoxFuture<Result<serde_json::Value, StepFailure>>,
 }

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use super::RunLoop;
 use crate::engine::driver::invocation::{prepare_invocation, AttemptPlan, RunView};
-use crate::engine::driver::lease;
 use crate::engine::driver::step_log::StepLog;
 use crate::engine::driver::{RunEvent, DEFAULT_PARALLELISM};
 use crate::engine::fan_out;
@@ -33,7 +32,7 @@ impl RunLoop<'_> {
         let component = &setup.components[index];
         let grants = &setup.grants[index];
         let retry = &setup.policies[index];
-        let (templates, state) = (&self.templates, &mut self.state);
+        let (templates, state, heartbeat) = (&self.templates, &mut self.state, &self.lease);
         let step = &workflow.def.steps[index];
         let inner = expression.trim();
         let inner = inner
@@ -78,7 +77,7 @@ impl RunLoop<'_> {
             invocation.idempotency_key =
                 crate::step::executor::idempotency_key(run_id, &step.id, position, attempt);
             invocation.cancel = state.stop.signal();
-            invocation.lease = lease::check(&driver.store, run_id);
+            invocation.lease = heartbeat.step_check(&driver.store, run_id);
             if let Some(remaining) = remaining {
                 invocation.timeout = invocation.timeout.min(remaining);
             }
