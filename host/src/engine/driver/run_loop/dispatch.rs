@@ -95,20 +95,38 @@ impl RunLoop<'_> {
                 future,
                 ..
             } = start;
-            self.state.board.started(index);
-            self.driver.listener.on_event(&RunEvent::StepStarted {
-                step: steps[index].id.clone(),
-                attempt,
-            });
-            let task = self.running.spawn(async move {
-                let started = Instant::now();
-                let result = future.await;
-                (index, attempt, started.elapsed(), result)
-            });
-            self.state.tasks.insert(task.id(), (index, attempt));
+            self.announce_start(index, attempt);
+            self.spawn_attempt(index, attempt, async move { (attempt, future.await) });
         }
-        self.state.board.flush(false);
         Ok(())
+    }
+
+    /// Tell the board and the listener that an attempt has started.
+    fn announce_start(&mut self, index: usize, attempt: u32) {
+        self.state.board.started(index);
+        self.driver.listener.on_event(&RunEvent::StepStarted {
+            step: self.workflow.def.steps[index].id.clone(),
+            attempt,
+        });
+    }
+
+    /// Run an attempt (or a `for_each` step's items, which answer with the
+    /// attempt they ended on) as a task of the run, timed from its first
+    /// poll.
+    fn spawn_attempt(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        future: impl std::future::Future<Output = (u32, Result<serde_json::Value, StepFailure>)>
+            + Send
+            + 'static,
+    ) {
+        let task = self.running.spawn(async move {
+            let started = Instant::now();
+            let (attempt, result) = future.await;
+            (index, attempt, started.elapsed(), result)
+        });
+        self.state.tasks.insert(task.id(), (index, attempt));
     }
 
     /// Start one ready step: check its condition and `total_timeout`, then
@@ -197,13 +215,8 @@ impl RunLoop<'_> {
         match started {
             Ok(future) => {
                 self.state.running.insert(index);
-                let task = self.running.spawn(async move {
-                    let started = Instant::now();
-                    let (attempt, result) = future.await;
-                    (index, attempt, started.elapsed(), result)
-                });
                 let attempt = self.state.attempts[index];
-                self.state.tasks.insert(task.id(), (index, attempt));
+                self.spawn_attempt(index, attempt, future);
                 Ok(())
             }
             Err(failure) => {
@@ -262,11 +275,7 @@ impl RunLoop<'_> {
                 driver
                     .store
                     .start_attempt(run_id, &step.id, attempt, &input)?;
-                self.state.board.started(index);
-                driver.listener.on_event(&RunEvent::StepStarted {
-                    step: step.id.clone(),
-                    attempt,
-                });
+                self.announce_start(index, attempt);
                 return self.record_failure(index, attempt, &failure);
             }
         };

@@ -46,9 +46,9 @@ impl RunLoop<'_> {
         }
     }
 
-    /// Handle steps joined together: record their completions (those of
-    /// plain steps in one transaction), schedule their retries or record
-    /// their failures.
+    /// Handle steps joined together: take in their completions (those of
+    /// plain steps are committed with the starts they release, by
+    /// `commit_prepared`), schedule their retries or record their failures.
     pub(super) fn on_finished(&mut self, finished: Vec<StepResult>) -> Result<()> {
         let mut plain = Vec::new();
         let mut others = Vec::new();
@@ -87,7 +87,6 @@ impl RunLoop<'_> {
                 }
             }
         }
-        self.state.board.flush(false);
         Ok(())
     }
 

@@ -117,6 +117,9 @@ impl<'a> RunLoop<'a> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.dispatch_ready()?;
+            // What changed since the last turn reaches `progress.md` (at
+            // most every so often: see the board).
+            self.state.board.flush(false);
             let stopping = self.paused || self.state.blocked.is_some();
             if self.running.is_empty() && (stopping || self.timers.is_empty()) {
                 // Everything else is over: the cleanup steps' turn.
