@@ -9,15 +9,19 @@
 //! (`WFHOST_WRITE_DB_TEMPLATE=1 cargo test -p wfhost template` makes it
 //! again after a migration is added).
 //!
-//! The copy is written under a name of its own and hard-linked into place,
-//! which fails when a database appeared meanwhile: processes opening a new
-//! home at once never see a half-written file, and an existing database is
-//! never replaced. Where that cannot be done (a database or WAL already
+//! The copy is written to a file without a name (`O_TMPFILE`) and linked
+//! into place, which fails when a database appeared meanwhile: processes
+//! opening a new home at once never see a half-written file, an existing
+//! database is never replaced, and a process killed mid-copy leaves nothing
+//! behind. Where the file system has no unnamed files (or `/proc` is not
+//! mounted), the copy is written under a name of its own and hard-linked
+//! into place instead. Where neither can be done (a database or WAL already
 //! there, a file system without hard links), the caller lets SQLite create
 //! the database as before.
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -33,13 +37,10 @@ pub(super) fn create_if_absent(db: &Path, durability: Durability) -> std::io::Re
     if db.symlink_metadata().is_ok() || wal.symlink_metadata().is_ok() {
         return Ok(false);
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or_default();
-    let draft = sibling(db, &format!(".{}-{nanos}.new", std::process::id()));
-    let linked = write_then_link(&draft, db, durability);
-    let _ = std::fs::remove_file(&draft);
+    let linked = match write_unnamed_then_link(db, durability) {
+        Err(error) if unnamed_files_unsupported(&error) => write_named_then_link(db, durability),
+        other => other,
+    };
     match linked {
         Ok(()) => Ok(true),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
@@ -47,25 +48,100 @@ pub(super) fn create_if_absent(db: &Path, durability: Durability) -> std::io::Re
     }
 }
 
-fn write_then_link(draft: &Path, db: &Path, durability: Durability) -> std::io::Result<()> {
+/// Write the copy to an unnamed file in `db`'s directory, then give it
+/// `db` as its name.
+fn write_unnamed_then_link(db: &Path, durability: Durability) -> std::io::Result<()> {
+    let dir = directory_of(db);
     // The permissions SQLite gives the databases it creates.
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
+        .write(true)
+        .mode(0o644)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)?;
+    let file = fill(file, durability)?;
+    // An unnamed file gets its name through its /proc link (linkat with
+    // AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+    let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+    link_following(Path::new(&link), db)?;
+    drop(file);
+    sync_directory(dir, durability)
+}
+
+/// Write the copy under a name of its own beside `db`, then hard-link it
+/// as `db` and remove that name.
+fn write_named_then_link(db: &Path, durability: Durability) -> std::io::Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or_default();
+    let draft = sibling(db, &format!(".{}-{nanos}.new", std::process::id()));
+    let linked = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
-        .open(draft)?;
+        .open(&draft)
+        .and_then(|file| fill(file, durability))
+        .and_then(|_| std::fs::hard_link(&draft, db));
+    let _ = std::fs::remove_file(&draft);
+    linked?;
+    sync_directory(directory_of(db), durability)
+}
+
+/// `file` holding the empty database (synced under `full`).
+fn fill(mut file: std::fs::File, durability: Durability) -> std::io::Result<std::fs::File> {
     file.write_all(EMPTY)?;
     if durability == Durability::Full {
         file.sync_all()?;
     }
-    drop(file);
-    std::fs::hard_link(draft, db)?;
+    Ok(file)
+}
+
+/// Whether `error` says that unnamed files cannot be made here (the file
+/// system, or the kernel, has no `O_TMPFILE`; `/proc` is not mounted).
+fn unnamed_files_unsupported(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS)
+    ) || (error.kind() == std::io::ErrorKind::NotFound && !Path::new("/proc/self/fd").exists())
+}
+
+/// `linkat(AT_FDCWD, from, AT_FDCWD, to, AT_SYMLINK_FOLLOW)`: a hard link
+/// to what `from` (a /proc fd link) points at.
+fn link_following(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths for the call.
+    let status = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Under `full`, make the new name durable.
+fn sync_directory(dir: &Path, durability: Durability) -> std::io::Result<()> {
     if durability == Durability::Full {
-        if let Some(dir) = db.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
+        std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The directory `db` is in (`.` for a bare name).
+fn directory_of(db: &Path) -> &Path {
+    match db.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// `db` with `suffix` appended to its file name.
@@ -166,6 +242,36 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["fresh.db", "other.db-wal", "wfhost.db"]);
+    }
+
+    /// The copy made by way of a named draft (for file systems without
+    /// unnamed files) is the same, and its draft is gone.
+    #[test]
+    fn the_named_draft_fallback_makes_the_same_copy_and_leaves_no_draft() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wfhost.db");
+        write_named_then_link(&db, Durability::Full).unwrap();
+        assert_eq!(std::fs::read(&db).unwrap(), EMPTY);
+        let error = write_named_then_link(&db, Durability::Normal).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["wfhost.db"]);
+    }
+
+    /// The unnamed copy is what is used where the file system has them
+    /// (the temporary directories of the tests do: ext4, tmpfs).
+    #[test]
+    fn the_copy_is_written_unnamed_where_the_file_system_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("wfhost.db");
+        write_unnamed_then_link(&db, Durability::Normal).unwrap();
+        assert_eq!(std::fs::read(&db).unwrap(), EMPTY);
+        let error = write_unnamed_then_link(&db, Durability::Full).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&db).unwrap(), EMPTY);
     }
 
     /// Where the directory cannot be written, the error is returned and
