@@ -418,6 +418,39 @@ fn script_output_file_becomes_output_fields() {
 }
 
 #[test]
+fn a_plain_command_starts_without_the_shell() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.write(
+        "plain.yaml",
+        "name: p\nsteps:\n  - id: direct\n    run: env\n    grants: {exec: [env]}\n  - id: shell\n    run: 'env; true'\n    grants: {exec: [env]}\n  - id: builtin\n    run: echo plain\n  - id: ungranted\n    optional: true\n    run: env\n",
+    );
+    let (output, status) = sandbox.run(&path, &[]);
+    assert_exit(&output, 0);
+    let status = status.unwrap();
+    // Started directly, `env` sees the step's environment and nothing a
+    // shell adds (its PWD); through the shell it does.
+    let direct = step(&status, "direct")["output"]["stdout"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(direct.contains("WFHOST_STEP_ID=direct"), "{direct}");
+    assert!(direct.contains("WFHOST_OUTPUT="), "{direct}");
+    assert!(!direct.contains("PWD="), "{direct}");
+    let shell = step(&status, "shell")["output"]["stdout"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(shell.contains("PWD="), "{shell}");
+    // A builtin first is the shell's; it needs no grant.
+    assert_eq!(step(&status, "builtin")["output"]["stdout"], "plain");
+    // Not granted: the shell tries, and the error names the grant.
+    let ungranted = step(&status, "ungranted");
+    assert_eq!(ungranted["status"], "failed");
+    let error = ungranted["error"].as_str().unwrap();
+    assert!(error.contains("exec: [env]"), "{error}");
+}
+
+#[test]
 fn an_undefined_value_at_run_time_fails_the_step_not_silently() {
     let sandbox = Sandbox::new();
     let path = sandbox.write(

@@ -12,6 +12,16 @@
 //! cwd: sub/dir      # optional working directory, relative to the workflow's
 //! ```
 //!
+//! A script that is one plain command (`sleep 5`, `cargo test --release`,
+//! `npm ci`: one line of words made of letters, digits and `_ . / : , + @
+//! % = -`, the first a program name that is not a shell builtin or keyword,
+//! nor an assignment) is started directly, without the shell, when the
+//! step's `exec` grant names its program, as `make` does: one program
+//! started instead of two, and the same result (the shell would only look
+//! the name up on `PATH` and start it). The program must then be a binary
+//! or a script with a `#!` line. Anything else, and every script when a
+//! `shell` is set, goes through the shell.
+//!
 //! The script sees `WFHOST_RUN_ID`, `WFHOST_STEP_ID`, `WFHOST_ATTEMPT`,
 //! `WFHOST_IDEMPOTENCY_KEY` and (set by the host) `WFHOST_OUTPUT`. Every
 //! stdout line goes to the step log at info level, every stderr line at warn,
@@ -93,44 +103,18 @@ impl Plugin for Script {
 
     fn run(req: Request) -> Result<Value, StepError> {
         let config: Config = req.parse_config()?;
-        let mut cmd = Command::new(&config.shell)
-            .args(["-e", "-c", config.run.as_str()])
-            .capture_output_file(true);
-        for (key, value) in &config.env {
-            let value = match value {
-                Value::String(s) => s.clone(),
-                Value::Number(_) | Value::Bool(_) => value.to_string(),
-                _ => {
-                    return Err(StepError::permanent(format!(
-                        "invalid config: env.{key} must be a string, number or boolean"
-                    )))
-                }
-            };
-            cmd = cmd.env(key, value);
-        }
-        // Set last so a config `env` cannot spoof them.
-        cmd = cmd
-            .env("WFHOST_RUN_ID", &req.run_id)
-            .env("WFHOST_STEP_ID", &req.step_id)
-            .env("WFHOST_ATTEMPT", req.attempt.to_string())
-            .env("WFHOST_IDEMPOTENCY_KEY", &req.idempotency_key);
-        if let Some(cwd) = &config.cwd {
-            cmd = cmd.cwd(fs::resolve(&req, cwd));
-        }
-
-        // Streamed: each line reaches the step log as it is written.
-        let out = process::run_streamed(cmd).map_err(|e| match e {
-            ProcessError::Denied {
-                what,
-                missing_grant,
-            } => StepError::permanent(format!(
-                "cannot run the script: {what} is denied (add {missing_grant})"
-            )),
-            ProcessError::Failed(m) => StepError::permanent(format!(
-                "cannot run the script with '{}': {m}",
-                config.shell
-            )),
-        })?;
+        let plain = config
+            .shell_is_default()
+            .then(|| plain_command(&config.run))
+            .flatten();
+        let out = match plain {
+            // Not granted: the shell runs it, and says what is missing.
+            Some(words) => match process::run_streamed(command(&req, &config, &words)?) {
+                Err(ProcessError::Denied { .. }) => run_in_shell(&req, &config)?,
+                other => other.map_err(|e| start_error(e, &format!("program '{}'", words[0])))?,
+            },
+            None => run_in_shell(&req, &config)?,
+        };
 
         let stdout = out.stdout_text();
         let stderr = out.stderr_text();
@@ -152,6 +136,173 @@ impl Plugin for Script {
 }
 
 wfhost_sdk::export_plugin!(Script);
+
+impl Config {
+    /// Whether the script runs with the default `sh` (no `shell` chosen).
+    fn shell_is_default(&self) -> bool {
+        self.shell == default_shell()
+    }
+}
+
+/// Run the script with `<shell> -e -c`.
+fn run_in_shell(req: &Request, config: &Config) -> Result<Output, StepError> {
+    let words = [config.shell.as_str(), "-e", "-c", config.run.as_str()];
+    process::run_streamed(command(req, config, &words)?)
+        .map_err(|e| start_error(e, &format!("shell '{}'", config.shell)))
+}
+
+/// `words` (program, then arguments) with the script's environment and
+/// working directory, and a `$WFHOST_OUTPUT` file.
+fn command(req: &Request, config: &Config, words: &[&str]) -> Result<Command, StepError> {
+    let mut cmd = Command::new(words[0])
+        .args(words[1..].iter().copied())
+        .capture_output_file(true);
+    for (key, value) in &config.env {
+        let value = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(_) | Value::Bool(_) => value.to_string(),
+            _ => {
+                return Err(StepError::permanent(format!(
+                    "invalid config: env.{key} must be a string, number or boolean"
+                )))
+            }
+        };
+        cmd = cmd.env(key, value);
+    }
+    // Set last so a config `env` cannot spoof them.
+    cmd = cmd
+        .env("WFHOST_RUN_ID", &req.run_id)
+        .env("WFHOST_STEP_ID", &req.step_id)
+        .env("WFHOST_ATTEMPT", req.attempt.to_string())
+        .env("WFHOST_IDEMPOTENCY_KEY", &req.idempotency_key);
+    if let Some(cwd) = &config.cwd {
+        cmd = cmd.cwd(fs::resolve(req, cwd));
+    }
+    Ok(cmd)
+}
+
+/// The step's error for a program that could not be started; `what` names
+/// it (`shell 'sh'`, `program 'cargo'`).
+fn start_error(error: ProcessError, what: &str) -> StepError {
+    match error {
+        ProcessError::Denied {
+            what,
+            missing_grant,
+        } => StepError::permanent(format!(
+            "cannot run the script: {what} is denied (add {missing_grant})"
+        )),
+        ProcessError::Failed(m) => {
+            StepError::permanent(format!("cannot run the script with {what}: {m}"))
+        }
+    }
+}
+
+/// Names a shell gives a meaning of its own when they come first (POSIX,
+/// dash and bash builtins and reserved words): a script starting with one
+/// goes through the shell.
+const SHELL_WORDS: &[&str] = &[
+    ".",
+    ":",
+    "[",
+    "[[",
+    "]]",
+    "!",
+    "{",
+    "}",
+    "alias",
+    "bg",
+    "bind",
+    "break",
+    "builtin",
+    "caller",
+    "case",
+    "cd",
+    "chdir",
+    "command",
+    "compgen",
+    "complete",
+    "compopt",
+    "continue",
+    "coproc",
+    "declare",
+    "dirs",
+    "disown",
+    "do",
+    "done",
+    "echo",
+    "elif",
+    "else",
+    "enable",
+    "esac",
+    "eval",
+    "exec",
+    "exit",
+    "export",
+    "false",
+    "fc",
+    "fg",
+    "fi",
+    "for",
+    "function",
+    "getopts",
+    "hash",
+    "help",
+    "history",
+    "if",
+    "in",
+    "jobs",
+    "kill",
+    "let",
+    "local",
+    "logout",
+    "mapfile",
+    "popd",
+    "printf",
+    "pushd",
+    "pwd",
+    "read",
+    "readarray",
+    "readonly",
+    "return",
+    "select",
+    "set",
+    "shift",
+    "shopt",
+    "source",
+    "suspend",
+    "test",
+    "then",
+    "time",
+    "times",
+    "trap",
+    "true",
+    "type",
+    "typeset",
+    "ulimit",
+    "umask",
+    "unalias",
+    "unset",
+    "until",
+    "wait",
+    "while",
+];
+
+/// The words of `script` when it is one plain command the shell would only
+/// split on blanks, look up on `PATH` and start (see the module doc);
+/// `None` for anything else.
+fn plain_command(script: &str) -> Option<Vec<&str>> {
+    // Blanks and line breaks only: the shell reads any other character
+    // (`\r` of a CRLF file too) as part of a word.
+    let line = script.trim_matches([' ', '\t', '\n']);
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:,+@%=- \t".contains(c);
+    if line.is_empty() || !line.chars().all(plain) {
+        return None;
+    }
+    let words: Vec<&str> = line.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+    let program = words[0];
+    let simple_name = !program.contains(['/', '=']) && !program.starts_with('-');
+    (simple_name && !SHELL_WORDS.contains(&program)).then_some(words)
+}
 
 /// Turn a failed run into the step's error.
 fn check_status(out: &Output, stderr: &str) -> Result<(), StepError> {
@@ -291,6 +442,73 @@ fn check_key(key: &str, number: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_commands_are_split_into_their_words() {
+        assert_eq!(plain_command("sleep 0.2"), Some(vec!["sleep", "0.2"]));
+        assert_eq!(
+            plain_command("  cargo test\t--release -p my-crate --features=a,b  \n"),
+            Some(vec![
+                "cargo",
+                "test",
+                "--release",
+                "-p",
+                "my-crate",
+                "--features=a,b"
+            ])
+        );
+        assert_eq!(
+            plain_command("node ./build/x.js host:8080 user@example.org 50% +1"),
+            Some(vec![
+                "node",
+                "./build/x.js",
+                "host:8080",
+                "user@example.org",
+                "50%",
+                "+1"
+            ])
+        );
+    }
+
+    #[test]
+    fn anything_the_shell_reads_differently_goes_through_it() {
+        for script in [
+            "",
+            "   ",
+            "echo hi",
+            "true",
+            "cd sub",
+            "exit 3",
+            "test -f x",
+            "if",
+            "[ -f x ]",
+            "./build.sh",
+            "/usr/bin/env",
+            "A=1 make",
+            "-x",
+            "echo $HOME",
+            "cat 'a b'",
+            "cat \"a\"",
+            "ls *.txt",
+            "ls file?",
+            "ls ~",
+            "make # comment",
+            "make; make install",
+            "make && make install",
+            "make | tee log",
+            "make > log",
+            "make < in",
+            "sleep 1 &",
+            "make {a,b}",
+            "echo `id`",
+            "cat a\\ b",
+            "make\nmake install",
+            "ls\r",
+            "grép x",
+        ] {
+            assert_eq!(plain_command(script), None, "{script:?}");
+        }
+    }
 
     #[test]
     fn parses_key_value_and_heredoc() {

@@ -218,7 +218,7 @@ pub struct ToolEnv {
     pub workdir: PathBuf,
     /// The granted directories, opened (or why they could not be).
     pub files: Result<GrantedFiles, String>,
-    /// The step's private directory (programs get `<scratch>/work`).
+    /// The step's scratch folder: its programs' private directory (`TMPDIR`).
     pub scratch_dir: PathBuf,
     /// Ids for the `WFHOST_*` variables of started programs.
     pub run_id: String,

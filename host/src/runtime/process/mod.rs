@@ -18,7 +18,8 @@
 //!   needs `files` and `exec` grants); a refused `execve` shows in the
 //!   program's stderr as "Permission denied", and the host adds a line
 //!   naming the grant to add;
-//!   the private directory and the `WFHOST_OUTPUT` file (read-write). With a
+//!   the private directory, where the `WFHOST_OUTPUT` file goes too
+//!   (read-write). With a
 //!   `network` grant also the resolver and TLS configuration
 //!   (`/etc/resolv.conf`, `/etc/hosts`, `/etc/nsswitch.conf`, `/etc/ssl`,
 //!   `/etc/ca-certificates`, ...), read-only. `/proc`, `/sys`, `/tmp` and
@@ -28,8 +29,9 @@
 //!   grant covers it: where a program starts is not what it may access, so
 //!   `echo x >> out/log` works with a grant on `./out` alone and `ls` of an
 //!   ungranted workflow folder fails with "Permission denied". `TMPDIR`
-//!   names a private directory of the step, `<scratch>/work` (read-write),
-//!   so temporary files work without a grant.
+//!   names a private directory of the step, its scratch folder
+//!   (`runs/<run>/scratch/<step>/`, read-write), so temporary files work
+//!   without a grant.
 //! - **Network**: none without a `network` grant (the program runs in a
 //!   fresh network namespace: every connection fails with "Network is
 //!   unreachable"). With one, the program shares the host's network and
@@ -91,7 +93,7 @@ use super::state::{StepContext, StepState};
 use crate::step::executor::{lease_lost, LeaseCheck, LogLevel};
 use crate::step::grants::{exec, resolve_program, ResolvedGrants};
 use crate::step::stop::StopSignal;
-use output::{new_output_file, read_capped, read_output_file, RemoveOnDrop};
+use output::{output_file_path, read_capped, read_output_file, RemoveOnDrop};
 use tree::ChildTree;
 
 /// How long the output readers may take to reach the end of their pipes
@@ -255,15 +257,13 @@ async fn run_with_support(
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Output, ProcessError> {
     let failed = |what: String| ProcessError::Failed(what);
-    let private_dir = spec.scratch_dir.join("work");
-    create_private_dir(&private_dir)
+    let private_dir = &spec.scratch_dir;
+    create_private_dir(private_dir)
         .map_err(|e| failed(format!("cannot create '{}': {e}", private_dir.display())))?;
-    let cwd = working_dir(spec, &private_dir, log)?;
-    let output_file = if spec.capture_output_file {
-        Some(new_output_file(&spec.scratch_dir)?)
-    } else {
-        None
-    };
+    let cwd = working_dir(spec, private_dir, log)?;
+    let output_file = spec
+        .capture_output_file
+        .then(|| output_file_path(private_dir));
     // Removed however this function ends.
     let _output_guard = output_file.clone().map(RemoveOnDrop);
 
@@ -271,8 +271,7 @@ async fn run_with_support(
         &sandbox::Request {
             grants: spec.grants,
             program: &spec.program,
-            private_dir: &private_dir,
-            output_file: output_file.as_deref(),
+            private_dir,
         },
         support,
     )
@@ -281,7 +280,7 @@ async fn run_with_support(
         log(warning);
     }
 
-    let env = program_env_map(spec, &private_dir, output_file.as_deref());
+    let env = program_env_map(spec, private_dir, output_file.as_deref());
     let launch = sandbox::Launch {
         program: &spec.program,
         args: &spec.args,
@@ -688,7 +687,7 @@ mod tests {
             "pwd; echo \"$TMPDIR\"; echo kept > out/file && cat out/file; ls . || echo refused",
         ))
         .await;
-        let private = world.scratch().join("work");
+        let private = world.scratch();
         let expected = format!(
             "{}\n{}\nkept\nrefused\n",
             world.workdir().display(),
@@ -1042,9 +1041,38 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(world.scratch())
             .unwrap()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("output-"))
+            .filter(|e| e.file_name().to_string_lossy().contains("output-"))
             .collect();
         assert!(left.is_empty(), "the output file is removed");
+
+        // A program that writes none returns an empty one: the file is
+        // not made in advance.
+        let mut spec = world.sh("test ! -e \"$WFHOST_OUTPUT\" && echo absent");
+        spec.capture_output_file = true;
+        let out = output(&spec).await;
+        assert_eq!(text(&out.stdout), "absent\n", "{}", text(&out.stderr));
+        assert_eq!(out.output_file.as_deref(), Some(&b""[..]));
+    }
+
+    #[tokio::test]
+    async fn an_output_file_that_is_no_regular_file_is_refused() {
+        let mut world = World::new();
+        world.allow(&["mkdir", "mkfifo", "ln"]);
+        for (make, message) in [
+            ("mkdir \"$WFHOST_OUTPUT\"", "is not a regular file"),
+            ("mkfifo \"$WFHOST_OUTPUT\"", "is not a regular file"),
+            ("ln -s /etc/hostname \"$WFHOST_OUTPUT\"", "cannot open"),
+        ] {
+            let mut spec = world.sh(make);
+            spec.capture_output_file = true;
+            match run(&spec).await.0 {
+                Err(ProcessError::Failed(got)) => {
+                    assert!(got.starts_with("$WFHOST_OUTPUT: "), "{make}: {got}");
+                    assert!(got.contains(message), "{make}: {got}");
+                }
+                other => panic!("{make}: {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]

@@ -9,35 +9,39 @@ use tokio::sync::watch;
 use super::lines::LineSplitter;
 use crate::runtime::bindings::process::ProcessError;
 
-pub(super) fn new_output_file(dir: &Path) -> Result<PathBuf, ProcessError> {
-    std::fs::create_dir_all(dir).map_err(|error| {
-        ProcessError::Failed(format!("cannot create '{}': {error}", dir.display()))
-    })?;
-    let path = dir.join(format!("output-{}.env", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, b"").map_err(|error| {
-        ProcessError::Failed(format!("cannot create '{}': {error}", path.display()))
-    })?;
-    Ok(path)
+/// Where the program may write its `WFHOST_OUTPUT` file: a fresh name in
+/// its private directory `dir`, not created (a program that writes no
+/// output costs no file; `>>` creates it).
+pub(super) fn output_file_path(dir: &Path) -> PathBuf {
+    dir.join(format!(
+        ".wfhost-output-{}.env",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
-/// Read the `WFHOST_OUTPUT` file the program wrote, refusing anything but
-/// a regular file of at most `budget` bytes (the step's `max_output`). The
-/// size is checked on the opened handle before anything is read, and the
-/// read itself stops past the budget, so a sparse file of many gigabytes
-/// costs nothing.
+/// Read the `WFHOST_OUTPUT` file the program wrote (none: no output),
+/// refusing anything but a regular file of at most `budget` bytes (the
+/// step's `max_output`). It lies in the program's own directory, so it is
+/// opened without following a link and checked on the opened handle: the
+/// size before anything is read, and the read itself stops past the
+/// budget, so a sparse file of many gigabytes costs nothing.
 pub(super) async fn read_output_file(path: &Path, budget: u64) -> Result<Vec<u8>, ProcessError> {
     use std::os::unix::fs::OpenOptionsExt;
     let failed = |what: String| ProcessError::Failed(format!("$WFHOST_OUTPUT: {what}"));
-    let file = std::fs::OpenOptions::new()
+    let file = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|error| failed(format!("cannot open '{}': {error}", path.display())))?;
+    {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(failed(format!("cannot open '{}': {error}", path.display()))),
+    };
     let meta = file
         .metadata()
         .map_err(|error| failed(format!("cannot inspect '{}': {error}", path.display())))?;
     if !meta.is_file() {
-        return Err(failed("is no longer a regular file".to_string()));
+        return Err(failed("is not a regular file".to_string()));
     }
     let too_big = |size: u64| {
         failed(format!(

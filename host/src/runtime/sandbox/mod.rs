@@ -74,10 +74,9 @@ pub(crate) struct Request<'a> {
     pub grants: &'a ResolvedGrants,
     /// The program (granted read and execute when outside system dirs).
     pub program: &'a Path,
-    /// The program's private directory (read-write; `TMPDIR`).
+    /// The program's private directory (read-write; `TMPDIR`, where the
+    /// `WFHOST_OUTPUT` file is written too).
     pub private_dir: &'a Path,
-    /// The `WFHOST_OUTPUT` file, if any (read-write).
-    pub output_file: Option<&'a Path>,
 }
 
 /// A sandbox ready to be installed on a command.

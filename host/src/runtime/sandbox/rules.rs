@@ -102,9 +102,6 @@ fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<(PathBuf, Bi
         }
     }
     add(request.private_dir, all, write_file);
-    if let Some(file) = request.output_file {
-        add(file, write_file, write_file);
-    }
     rules
 }
 
@@ -263,7 +260,6 @@ mod tests {
             grants,
             program: Path::new("/bin/sh"),
             private_dir: private,
-            output_file: None,
         };
         fs_rules(
             &request,

@@ -83,6 +83,11 @@ pub fn exec_line_programs(line: &str) -> Result<Vec<&str>, String> {
 }
 
 /// Resolve a program name through `PATH`, or canonicalise a path.
+///
+/// The answer for a name is remembered briefly (see [`recent`]): a run
+/// resolves each step's grants several times (validation, the ceiling,
+/// every program start), and a lookup is a dozen system calls (`@coreutils`
+/// is 42 lookups).
 pub fn resolve_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return std::fs::canonicalize(program)
@@ -90,10 +95,176 @@ pub fn resolve_program(program: &str) -> Option<PathBuf> {
             .filter(|p| is_executable(p));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .and_then(|found| std::fs::canonicalize(found).ok())
+    recent::lookup(&path, program, || {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| is_executable(candidate))
+            .and_then(|found| std::fs::canonicalize(found).ok())
+    })
+}
+
+/// Recent answers of [`resolve_program`] for names looked up on `PATH`.
+///
+/// Kept for at most [`recent::KEPT_FOR`] and for one value of `PATH`, so a
+/// long-running process (`wfhost serve`) sees a program installed or moved
+/// a second later, as it would have at its next validation; at most
+/// [`recent::MAX_NAMES`] names, so a plugin asking for endless made-up
+/// names costs no memory.
+mod recent {
+    use std::collections::HashMap;
+    use std::ffi::{OsStr, OsString};
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// How long an answer is used.
+    pub(super) const KEPT_FOR: Duration = Duration::from_secs(1);
+    /// Most names remembered at once.
+    pub(super) const MAX_NAMES: usize = 1024;
+
+    /// The process's answers.
+    static ANSWERS: Recent = Recent::new();
+
+    /// The remembered answer for `name` on `path`, or `search`'s (then
+    /// remembered).
+    pub(super) fn lookup(
+        path: &OsStr,
+        name: &str,
+        search: impl FnOnce() -> Option<PathBuf>,
+    ) -> Option<PathBuf> {
+        ANSWERS.lookup(path, name, search, Instant::now())
+    }
+
+    /// Answers for one `PATH`, all dropped [`KEPT_FOR`] after the first.
+    pub(super) struct Recent(Mutex<Option<Answers>>);
+
+    struct Answers {
+        path: OsString,
+        since: Instant,
+        names: HashMap<String, Option<PathBuf>>,
+    }
+
+    impl Answers {
+        fn fresh(&self, path: &OsStr, now: Instant) -> bool {
+            self.path == path && now.saturating_duration_since(self.since) < KEPT_FOR
+        }
+    }
+
+    impl Recent {
+        pub(super) const fn new() -> Recent {
+            Recent(Mutex::new(None))
+        }
+
+        pub(super) fn lookup(
+            &self,
+            path: &OsStr,
+            name: &str,
+            search: impl FnOnce() -> Option<PathBuf>,
+            now: Instant,
+        ) -> Option<PathBuf> {
+            {
+                let answers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(found) = answers
+                    .as_ref()
+                    .filter(|a| a.fresh(path, now))
+                    .and_then(|a| a.names.get(name))
+                {
+                    return found.clone();
+                }
+            }
+            // Searched without the lock: parallel lookups do not queue.
+            let found = search();
+            let mut answers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if !answers.as_ref().is_some_and(|a| a.fresh(path, now)) {
+                *answers = Some(Answers {
+                    path: path.to_os_string(),
+                    since: now,
+                    names: HashMap::new(),
+                });
+            }
+            if let Some(answers) = answers.as_mut() {
+                if answers.names.len() < MAX_NAMES {
+                    answers.names.insert(name.to_string(), found.clone());
+                }
+            }
+            found
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::cell::Cell;
+        use std::path::Path;
+
+        use super::*;
+
+        /// `lookup` on `recent`, counting the searches in `searches`.
+        fn ask(
+            recent: &Recent,
+            path: &str,
+            name: &str,
+            now: Instant,
+            searches: &Cell<u32>,
+        ) -> Option<PathBuf> {
+            recent.lookup(
+                OsStr::new(path),
+                name,
+                || {
+                    searches.set(searches.get() + 1);
+                    Some(Path::new(path).join(name))
+                },
+                now,
+            )
+        }
+
+        #[test]
+        fn an_answer_is_reused_for_the_same_path_within_its_time() {
+            let recent = Recent::new();
+            let searches = Cell::new(0);
+            let start = Instant::now();
+            assert_eq!(
+                ask(&recent, "/a", "git", start, &searches),
+                Some("/a/git".into())
+            );
+            let later = start + KEPT_FOR / 2;
+            assert_eq!(
+                ask(&recent, "/a", "git", later, &searches),
+                Some("/a/git".into())
+            );
+            assert_eq!(searches.get(), 1);
+        }
+
+        #[test]
+        fn another_path_or_an_old_answer_searches_again() {
+            let recent = Recent::new();
+            let searches = Cell::new(0);
+            let start = Instant::now();
+            ask(&recent, "/a", "git", start, &searches);
+            assert_eq!(
+                ask(&recent, "/b", "git", start, &searches),
+                Some("/b/git".into())
+            );
+            assert_eq!(searches.get(), 2);
+            ask(&recent, "/b", "git", start + KEPT_FOR, &searches);
+            assert_eq!(searches.get(), 3);
+        }
+
+        #[test]
+        fn at_most_max_names_are_kept() {
+            let recent = Recent::new();
+            let searches = Cell::new(0);
+            let now = Instant::now();
+            for i in 0..MAX_NAMES + 10 {
+                ask(&recent, "/a", &format!("p{i}"), now, &searches);
+            }
+            let kept = recent.0.lock().unwrap().as_ref().unwrap().names.len();
+            assert_eq!(kept, MAX_NAMES);
+            // A name past the budget is searched every time, still answered.
+            let name = format!("p{}", MAX_NAMES + 5);
+            assert!(ask(&recent, "/a", &name, now, &searches).is_some());
+            assert_eq!(searches.get() as usize, MAX_NAMES + 11);
+        }
+    }
 }
 
 fn is_executable(path: &Path) -> bool {
