@@ -1382,9 +1382,10 @@ fn programs_are_forked_by_the_launcher_and_die_with_the_host() {
         assert!(Instant::now() < deadline, "the program never started");
         std::thread::sleep(Duration::from_millis(20));
     };
-    // Its ancestors: the shell, the sandbox's init and waiter (forks of the
-    // launcher, so with its command line), then the launcher (a child of
-    // the host, running the host's binary), then the host.
+    // Its ancestors (the plain command runs without a shell): the
+    // sandbox's init and waiter (forks of the launcher, so with its command
+    // line), then the launcher (a child of the host, running the host's
+    // binary), then the host.
     let mut ancestors = Vec::new();
     let mut pid = program;
     while let Some(parent) = parent_of(pid) {

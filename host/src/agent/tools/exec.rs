@@ -30,6 +30,7 @@ pub(super) async fn exec(
     );
     let spec = crate::runtime::process::ProgramSpec {
         program: shell,
+        name: "sh".to_string(),
         args: vec!["-c".to_string(), command.to_string()],
         cwd: None,
         workdir: env.workdir.clone(),

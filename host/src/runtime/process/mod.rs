@@ -150,6 +150,7 @@ async fn run_program(
     }
     let spec = ProgramSpec {
         program,
+        name: request.program,
         args: request.args,
         // A step's `working_directory` that is gone is an error, like a
         // `cwd` the call names; only the workflow's own folder falls back.
@@ -208,6 +209,9 @@ pub(crate) fn program_env(grants: &ResolvedGrants, ids: &StepIds) -> Vec<(OsStri
 pub(crate) struct ProgramSpec<'a> {
     /// Absolute path of the program (already checked against `exec`).
     pub program: PathBuf,
+    /// The name it sees as its own (argv[0]): the one it was asked by
+    /// (`sleep`, as a shell passes it), not the resolved path.
+    pub name: String,
     /// Arguments, without the program.
     pub args: Vec<String>,
     /// The working directory asked for, absolute; `None`: `workdir`.
@@ -283,6 +287,7 @@ async fn run_with_support(
     let env = program_env_map(spec, private_dir, output_file.as_deref());
     let launch = sandbox::Launch {
         program: &spec.program,
+        name: std::ffi::OsStr::new(&spec.name),
         args: &spec.args,
         env: &env,
         cwd: &cwd,
@@ -569,6 +574,7 @@ mod tests {
         fn spec(&self, program: &str, args: &[&str]) -> ProgramSpec<'_> {
             ProgramSpec {
                 program: resolve_program(program).unwrap(),
+                name: program.to_string(),
                 args: args.iter().map(|a| a.to_string()).collect(),
                 cwd: None,
                 workdir: self.workdir(),
@@ -1052,6 +1058,15 @@ mod tests {
         let out = output(&spec).await;
         assert_eq!(text(&out.stdout), "absent\n", "{}", text(&out.stderr));
         assert_eq!(out.output_file.as_deref(), Some(&b""[..]));
+    }
+
+    #[tokio::test]
+    async fn a_program_sees_the_name_it_was_asked_by() {
+        // argv[0] is `sh` (as a shell would pass it), not the resolved
+        // `/usr/bin/dash`; what a multi-call binary decides by.
+        let world = World::new();
+        let out = output(&world.sh("echo \"$0\"")).await;
+        assert_eq!(text(&out.stdout), "sh\n", "{}", text(&out.stderr));
     }
 
     #[tokio::test]

@@ -20,7 +20,9 @@ use super::Prepared;
 pub(crate) struct Launch<'a> {
     /// The program (an absolute path).
     pub program: &'a Path,
-    /// Its arguments (after argv[0], which is `program`).
+    /// Its name for itself (argv[0]).
+    pub name: &'a std::ffi::OsStr,
+    /// Its arguments (after argv[0]).
     pub args: &'a [String],
     /// Its whole environment.
     pub env: &'a BTreeMap<OsString, OsString>,
@@ -90,6 +92,7 @@ pub(crate) async fn start(prepared: &Prepared, launch: &Launch<'_>) -> Result<St
 fn forked(prepared: &Prepared, launch: &Launch<'_>) -> Result<Started, String> {
     let mut command = tokio::process::Command::new(launch.program);
     command
+        .arg0(launch.name)
         .args(launch.args)
         .current_dir(launch.cwd)
         .env_clear()
@@ -133,7 +136,7 @@ async fn launched(
     let command = CommandLine::new(
         launch.program.as_os_str(),
         launch.cwd.as_os_str(),
-        std::iter::once(launch.program.as_os_str()).chain(
+        std::iter::once(launch.name).chain(
             launch
                 .args
                 .iter()
