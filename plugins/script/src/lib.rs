@@ -18,9 +18,11 @@
 //! nor an assignment) is started directly, without the shell, when the
 //! step's `exec` grant names its program, as `make` does: one program
 //! started instead of two, and the same result (the shell would only look
-//! the name up on `PATH` and start it). The program must then be a binary
-//! or a script with a `#!` line. Anything else, and every script when a
-//! `shell` is set, goes through the shell.
+//! the name up on `PATH` and start it), except that the program sees no
+//! `PWD` (a shell adds it) and a signal that ends it is reported as that
+//! signal (a shell reports exit code 128+N). The program must then be a
+//! binary or a script with a `#!` line. Anything else, and every script
+//! when a `shell` is set, goes through the shell.
 //!
 //! The script sees `WFHOST_RUN_ID`, `WFHOST_STEP_ID`, `WFHOST_ATTEMPT`,
 //! `WFHOST_IDEMPOTENCY_KEY` and (set by the host) `WFHOST_OUTPUT`. Every
