@@ -16,13 +16,13 @@
 //! `npm ci`: one line of words made of letters, digits and `_ . / : , + @
 //! % = -`, the first a program name that is not a shell builtin or keyword,
 //! nor an assignment) is started directly, without the shell, when the
-//! step's `exec` grant names its program, as `make` does: one program
-//! started instead of two, and the same result (the shell would only look
-//! the name up on `PATH` and start it), except that the program sees no
-//! `PWD` (a shell adds it) and a signal that ends it is reported as that
-//! signal (a shell reports exit code 128+N). The program must then be a
-//! binary or a script with a `#!` line. Anything else, and every script
-//! when a `shell` is set, goes through the shell.
+//! step's `exec` grant names its program and `env` sets no `PATH`, as
+//! `make` does: one program started instead of two, and the same result
+//! (the shell would only look the name up on `PATH` and start it), except
+//! that the program sees no `PWD` (a shell adds it) and a signal that ends
+//! it is reported as that signal (a shell reports exit code 128+N). The
+//! program must then be a binary or a script with a `#!` line. Anything
+//! else, and every script when a `shell` is set, goes through the shell.
 //!
 //! The script sees `WFHOST_RUN_ID`, `WFHOST_STEP_ID`, `WFHOST_ATTEMPT`,
 //! `WFHOST_IDEMPOTENCY_KEY` and (set by the host) `WFHOST_OUTPUT`. Every
@@ -106,7 +106,7 @@ impl Plugin for Script {
     fn run(req: Request) -> Result<Value, StepError> {
         let config: Config = req.parse_config()?;
         let plain = config
-            .shell_is_default()
+            .may_skip_shell()
             .then(|| plain_command(&config.run))
             .flatten();
         let out = match plain {
@@ -140,9 +140,11 @@ impl Plugin for Script {
 wfhost_sdk::export_plugin!(Script);
 
 impl Config {
-    /// Whether the script runs with the default `sh` (no `shell` chosen).
-    fn shell_is_default(&self) -> bool {
-        self.shell == default_shell()
+    /// Whether a plain command may start without the shell: the default
+    /// `sh` (no `shell` chosen), and no `PATH` of the script's own, which
+    /// the shell would search instead of the host's.
+    fn may_skip_shell(&self) -> bool {
+        self.shell == default_shell() && !self.env.contains_key("PATH")
     }
 }
 
@@ -470,6 +472,17 @@ mod tests {
                 "+1"
             ])
         );
+    }
+
+    #[test]
+    fn a_chosen_shell_or_path_keeps_the_shell() {
+        let config = |with: Value| serde_json::from_value::<Config>(with).unwrap();
+        assert!(config(json!({ "run": "make" })).may_skip_shell());
+        assert!(
+            config(json!({ "run": "make", "shell": "sh", "env": { "A": "1" } })).may_skip_shell()
+        );
+        assert!(!config(json!({ "run": "make", "shell": "bash" })).may_skip_shell());
+        assert!(!config(json!({ "run": "make", "env": { "PATH": "/opt/bin" } })).may_skip_shell());
     }
 
     #[test]

@@ -1061,6 +1061,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_the_program_may_not_read_cannot_become_its_output_file() {
+        if !sandbox_available() {
+            return;
+        }
+        // The output file lies in the program's own directory, which the
+        // host reads from; a file outside the program's reach cannot be
+        // linked or moved there (Landlock's `REFER`), so the host never
+        // reads it on the program's behalf.
+        let mut world = World::new();
+        world.allow(&["ln", "mv"]);
+        let hidden = world.workdir().join("hidden");
+        std::fs::create_dir(&hidden).unwrap();
+        std::fs::write(hidden.join("secret"), "hidden").unwrap();
+        for (how, what) in [
+            ("ln", hidden.join("secret")),
+            ("mv", hidden.join("secret")),
+            ("ln", PathBuf::from("/etc/passwd")),
+        ] {
+            let script = format!("{how} '{}' \"$WFHOST_OUTPUT\"", what.display());
+            let mut spec = world.sh(&script);
+            spec.capture_output_file = true;
+            let out = output(&spec).await;
+            assert_ne!(out.exit_code, Some(0), "{script}: {}", text(&out.stderr));
+            assert_eq!(out.output_file.as_deref(), Some(&b""[..]), "{script}");
+        }
+        assert!(hidden.join("secret").exists(), "nothing was moved");
+    }
+
+    #[tokio::test]
     async fn a_program_sees_the_name_it_was_asked_by() {
         // argv[0] is `sh` (as a shell would pass it), not the resolved
         // `/usr/bin/dash`; what a multi-call binary decides by.
