@@ -113,7 +113,7 @@ impl Plugin for Script {
             // Not granted: the shell runs it, and says what is missing.
             Some(words) => match process::run_streamed(command(&req, &config, &words)?) {
                 Err(ProcessError::Denied { .. }) => run_in_shell(&req, &config)?,
-                other => other.map_err(|e| start_error(e, &format!("program '{}'", words[0])))?,
+                other => other.map_err(|e| start_error(e, words[0]))?,
             },
             None => run_in_shell(&req, &config)?,
         };
@@ -151,8 +151,7 @@ impl Config {
 /// Run the script with `<shell> -e -c`.
 fn run_in_shell(req: &Request, config: &Config) -> Result<Output, StepError> {
     let words = [config.shell.as_str(), "-e", "-c", config.run.as_str()];
-    process::run_streamed(command(req, config, &words)?)
-        .map_err(|e| start_error(e, &format!("shell '{}'", config.shell)))
+    process::run_streamed(command(req, config, &words)?).map_err(|e| start_error(e, &config.shell))
 }
 
 /// `words` (program, then arguments) with the script's environment and
@@ -185,9 +184,9 @@ fn command(req: &Request, config: &Config, words: &[&str]) -> Result<Command, St
     Ok(cmd)
 }
 
-/// The step's error for a program that could not be started; `what` names
-/// it (`shell 'sh'`, `program 'cargo'`).
-fn start_error(error: ProcessError, what: &str) -> StepError {
+/// The step's error for `program` (the shell, or a plain command's
+/// program) that could not be started.
+fn start_error(error: ProcessError, program: &str) -> StepError {
     match error {
         ProcessError::Denied {
             what,
@@ -196,7 +195,7 @@ fn start_error(error: ProcessError, what: &str) -> StepError {
             "cannot run the script: {what} is denied (add {missing_grant})"
         )),
         ProcessError::Failed(m) => {
-            StepError::permanent(format!("cannot run the script with {what}: {m}"))
+            StepError::permanent(format!("cannot run the script with '{program}': {m}"))
         }
     }
 }
