@@ -1351,6 +1351,49 @@ fn shell_completions_are_printed() {
     assert!(text(&unknown.stderr).contains("possible values: bash"));
 }
 
+/// A command's arguments are built only when it is used (`cli/lazy.rs`):
+/// its help still starts with the command's own description, by each way of
+/// asking, its arguments are checked and completed, and nested commands
+/// (`plugin new`, `token create`) are known to `help` and completions.
+#[test]
+fn a_command_s_help_and_arguments_are_whole_when_used() {
+    let sandbox = Sandbox::new();
+    for (asked, first) in [
+        (&["run", "--help"][..], "Run a workflow"),
+        (&["run", "-h"], "Run a workflow"),
+        (&["help", "run"], "Run a workflow"),
+        (&["status", "--help"], "Show a run and its steps"),
+        (&["plugin", "new", "--help"], "Write a new plugin project"),
+        (&["help", "plugin", "new"], "Write a new plugin project"),
+        (&["help", "token", "create"], "Make a bearer token"),
+    ] {
+        let output = sandbox.wfhost(asked);
+        assert_exit(&output, 0);
+        let help = text(&output.stdout);
+        assert!(help.starts_with(first), "{asked:?}: {help}");
+        assert!(help.contains("Usage: wfhost "), "{asked:?}: {help}");
+    }
+    assert!(text(&sandbox.wfhost(&["run", "--help"]).stdout).contains("--args-file"));
+    assert!(text(&sandbox.wfhost(&["token", "create", "--help"]).stdout).contains("--name"));
+    let missing = sandbox.wfhost(&["run"]);
+    assert_exit(&missing, 2);
+    assert!(
+        text(&missing.stderr).contains("the following required arguments were not provided")
+            && text(&missing.stderr).contains("<FILE>"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let unknown = sandbox.wfhost(&["plugin", "check", "--bogus"]);
+    assert_exit(&unknown, 2);
+    assert!(text(&unknown.stderr).contains("unexpected argument '--bogus'"));
+    let bash = text(&sandbox.wfhost(&["completions", "bash"]).stdout);
+    assert!(
+        bash.contains("--args-file") && bash.contains("--rerun"),
+        "{bash}"
+    );
+    assert!(bash.contains("wfhost__subcmd__help__subcmd__plugin__subcmd__new"));
+}
+
 /// The id of the only run in the sandbox, once it is recorded.
 fn wait_for_run(sandbox: &Sandbox) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -52,7 +52,18 @@ pub fn drive(
     announce: bool,
     drive: impl Future<Output = Result<RunOutcome>>,
 ) -> Result<Driven> {
-    let runtime = super::tokio_runtime()?;
+    drive_on(super::tokio_runtime()?, store, run_id, announce, drive)
+}
+
+/// [`drive`] on `runtime` (made beforehand, as `wfhost run` does while it
+/// opens the store).
+pub fn drive_on(
+    runtime: tokio::runtime::Runtime,
+    store: &dyn EngineStore,
+    run_id: &str,
+    announce: bool,
+    drive: impl Future<Output = Result<RunOutcome>>,
+) -> Result<Driven> {
     let driven = runtime.block_on(async {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;

@@ -10,6 +10,7 @@ mod history;
 mod init;
 mod inspect;
 mod interrupt;
+mod lazy;
 mod notes;
 mod output;
 mod plugin;
@@ -121,63 +122,63 @@ impl Command {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Make a directory a wfhost project: its own home (`.wfhost/`), a commented config, a starter workflow.
-    Init(init::InitArgs),
+    Init(lazy::Lazy<init::InitArgs>),
     /// Run a workflow; exits 0 when the run completed, 1 when it failed, 2 on invalid input, 3 when paused or blocked, 130/143 when Ctrl-C/SIGTERM cancelled it.
-    Run(run::RunArgs),
+    Run(lazy::Lazy<run::RunArgs>),
     /// Check a workflow without running it; exits 0 when valid, 2 with the problems.
-    Validate(validate::ValidateArgs),
+    Validate(lazy::Lazy<validate::ValidateArgs>),
     /// Print a workflow's step graph as Mermaid or Graphviz dot.
-    Graph(validate::GraphArgs),
+    Graph(lazy::Lazy<validate::GraphArgs>),
     /// List recorded runs, newest first.
-    Runs(inspect::RunsArgs),
+    Runs(lazy::Lazy<inspect::RunsArgs>),
     /// List the workflows that have runs (or the files of `--dir`) with executions, success rate and average duration.
-    Workflows(workflows::WorkflowsArgs),
+    Workflows(lazy::Lazy<workflows::WorkflowsArgs>),
     /// Show a run and its steps (run ids accept unique prefixes).
-    Status(inspect::StatusArgs),
+    Status(lazy::Lazy<inspect::StatusArgs>),
     /// Ask the process driving a run to pause: running steps finish, no new step starts.
-    Pause(control::RunRef),
+    Pause(lazy::Lazy<control::RunRef>),
     /// Continue a paused, blocked or stale (crashed) run in this process.
-    Resume(control::ResumeArgs),
+    Resume(lazy::Lazy<control::ResumeArgs>),
     /// Re-run a step of a finished run (`--from`: and everything downstream), keeping history.
-    Retry(control::RetryArgs),
+    Retry(lazy::Lazy<control::RetryArgs>),
     /// Cancel a run: running steps are stopped and their programs killed.
-    Cancel(control::RunRef),
+    Cancel(lazy::Lazy<control::RunRef>),
     /// Follow a run's events live until it stops.
-    Watch(history::WatchArgs),
+    Watch(lazy::Lazy<history::WatchArgs>),
     /// Mark a run's present state with a label, to restore it later.
-    Checkpoint(history::CheckpointArgs),
+    Checkpoint(lazy::Lazy<history::CheckpointArgs>),
     /// List the checkpoints of a run: step transitions and labelled ones.
-    Checkpoints(history::CheckpointsArgs),
+    Checkpoints(lazy::Lazy<history::CheckpointsArgs>),
     /// Resume a run from a checkpoint: steps finished after it run again.
-    Restore(history::RestoreArgs),
+    Restore(lazy::Lazy<history::RestoreArgs>),
     /// Delete finished runs older than an age, with their folders.
-    Prune(history::PruneArgs),
+    Prune(lazy::Lazy<history::PruneArgs>),
     /// Print the log of a run, or of one of its steps.
-    Logs(inspect::LogsArgs),
+    Logs(lazy::Lazy<inspect::LogsArgs>),
     /// Write a run's whole folder (each step's input, output, events, summary) from the store.
-    Export(export::ExportArgs),
+    Export(lazy::Lazy<export::ExportArgs>),
     /// List the built-in step components and tool policies.
-    Plugins(inspect::PluginsArgs),
+    Plugins(lazy::Lazy<inspect::PluginsArgs>),
     /// The plugin author's toolbox: `wit`, `new`, `check`, `call`.
     Plugin(plugin::PluginArgs),
     /// Measure scheduling and persistence overhead on synthetic workflows.
-    Bench(bench::BenchArgs),
+    Bench(lazy::Lazy<bench::BenchArgs>),
     /// Print a shell completion script: `wfhost completions bash > /etc/bash_completion.d/wfhost`.
-    Completions(CompletionsArgs),
+    Completions(lazy::Lazy<CompletionsArgs>),
     /// List agents' tool calls waiting for a person (`--all`: answered ones too).
-    Approvals(approvals::ApprovalsArgs),
+    Approvals(lazy::Lazy<approvals::ApprovalsArgs>),
     /// Approve a waiting tool call: the agent's call goes ahead.
-    Approve(approvals::ApproveArgs),
+    Approve(lazy::Lazy<approvals::ApproveArgs>),
     /// Deny a waiting tool call: the reason goes back to the agent's model.
-    Deny(approvals::DenyArgs),
+    Deny(lazy::Lazy<approvals::DenyArgs>),
     /// List a run's artifacts (files kept from steps), or extract one with `--get`.
-    Artifacts(notes::ArtifactsArgs),
+    Artifacts(lazy::Lazy<notes::ArtifactsArgs>),
     /// Comment on a run or one of its steps.
-    Comment(notes::CommentArgs),
+    Comment(lazy::Lazy<notes::CommentArgs>),
     /// Serve the REST API and live events (SSE) of this home over HTTP.
-    Serve(serve::ServeArgs),
+    Serve(lazy::Lazy<serve::ServeArgs>),
     /// Drive the runs waiting in the store (queued with `run --detach`, or left by a driver that died); with `--store postgres://…`, one worker per machine shares the runs.
-    Worker(worker::WorkerArgs),
+    Worker(lazy::Lazy<worker::WorkerArgs>),
     /// Bearer tokens for `wfhost serve` on a non-loopback address.
     Token(serve::TokenArgs),
 }
@@ -218,35 +219,35 @@ pub fn main() -> ExitCode {
     }
     let wants_json = json_requested();
     let result = match cli.command {
-        Command::Init(args) => init::init(args),
-        Command::Run(args) => run::run(&home, config.as_deref(), args),
-        Command::Validate(args) => validate::validate(&home, config.as_deref(), args),
-        Command::Graph(args) => validate::graph(&home, args),
-        Command::Runs(args) => inspect::runs(&home, args),
-        Command::Workflows(args) => workflows::workflows(&home, args),
-        Command::Status(args) => inspect::status(&home, args),
-        Command::Logs(args) => inspect::logs(&home, args),
-        Command::Export(args) => export::export(&home, args),
-        Command::Pause(args) => control::pause(&home, args),
-        Command::Resume(args) => control::resume(&home, config.as_deref(), args),
-        Command::Cancel(args) => control::cancel(&home, args),
-        Command::Watch(args) => history::watch(&home, args),
-        Command::Checkpoints(args) => history::checkpoints(&home, args),
-        Command::Checkpoint(args) => history::checkpoint(&home, args),
-        Command::Restore(args) => history::restore(&home, config.as_deref(), args),
-        Command::Prune(args) => history::prune(&home, args),
-        Command::Retry(args) => control::retry(&home, config.as_deref(), args),
-        Command::Plugins(args) => inspect::plugins(args),
+        Command::Init(args) => init::init(args.0),
+        Command::Run(args) => run::run(&home, config.as_deref(), args.0),
+        Command::Validate(args) => validate::validate(&home, config.as_deref(), args.0),
+        Command::Graph(args) => validate::graph(&home, args.0),
+        Command::Runs(args) => inspect::runs(&home, args.0),
+        Command::Workflows(args) => workflows::workflows(&home, args.0),
+        Command::Status(args) => inspect::status(&home, args.0),
+        Command::Logs(args) => inspect::logs(&home, args.0),
+        Command::Export(args) => export::export(&home, args.0),
+        Command::Pause(args) => control::pause(&home, args.0),
+        Command::Resume(args) => control::resume(&home, config.as_deref(), args.0),
+        Command::Cancel(args) => control::cancel(&home, args.0),
+        Command::Watch(args) => history::watch(&home, args.0),
+        Command::Checkpoints(args) => history::checkpoints(&home, args.0),
+        Command::Checkpoint(args) => history::checkpoint(&home, args.0),
+        Command::Restore(args) => history::restore(&home, config.as_deref(), args.0),
+        Command::Prune(args) => history::prune(&home, args.0),
+        Command::Retry(args) => control::retry(&home, config.as_deref(), args.0),
+        Command::Plugins(args) => inspect::plugins(args.0),
         Command::Plugin(args) => plugin::plugin(&home, args),
-        Command::Bench(args) => bench::bench(args),
-        Command::Completions(args) => completions(args),
-        Command::Approvals(args) => approvals::approvals(&home, args),
-        Command::Approve(args) => approvals::approve(&home, args),
-        Command::Deny(args) => approvals::deny(&home, args),
-        Command::Artifacts(args) => notes::artifacts(&home, args),
-        Command::Comment(args) => notes::comment(&home, args),
-        Command::Serve(args) => serve::serve(&home, config.as_deref(), args),
-        Command::Worker(args) => worker::worker(&home, config.as_deref(), args),
+        Command::Bench(args) => bench::bench(args.0),
+        Command::Completions(args) => completions(args.0),
+        Command::Approvals(args) => approvals::approvals(&home, args.0),
+        Command::Approve(args) => approvals::approve(&home, args.0),
+        Command::Deny(args) => approvals::deny(&home, args.0),
+        Command::Artifacts(args) => notes::artifacts(&home, args.0),
+        Command::Comment(args) => notes::comment(&home, args.0),
+        Command::Serve(args) => serve::serve(&home, config.as_deref(), args.0),
+        Command::Worker(args) => worker::worker(&home, config.as_deref(), args.0),
         Command::Token(args) => serve::token(&home, args),
     };
     match result {

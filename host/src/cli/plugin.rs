@@ -23,13 +23,13 @@ pub struct PluginArgs {
 #[derive(Debug, clap::Subcommand)]
 enum PluginCommand {
     /// Print the WIT package this wfhost provides (`wfhost:plugin`), or write it as DIR/plugin.wit.
-    Wit(WitArgs),
+    Wit(super::lazy::Lazy<WitArgs>),
     /// Write a new plugin project that builds and runs as generated.
-    New(super::plugin_new::NewArgs),
+    New(super::lazy::Lazy<super::plugin_new::NewArgs>),
     /// Check a built component: its world, its imports against what wfhost provides, its config schema; compiles it into the cache.
-    Check(CheckArgs),
+    Check(super::lazy::Lazy<CheckArgs>),
     /// Run one step plugin (or, with --function, any exported function) alone with a config and grants, and print its output.
-    Call(CallArgs),
+    Call(super::lazy::Lazy<CallArgs>),
 }
 
 /// Arguments of `wfhost plugin wit`.
@@ -95,10 +95,10 @@ pub struct CallArgs {
 /// Run `wfhost plugin …`.
 pub fn plugin(home: &Path, args: PluginArgs) -> Result<ExitCode> {
     match args.command {
-        PluginCommand::Wit(args) => wit(args),
-        PluginCommand::New(args) => super::plugin_new::new(args),
-        PluginCommand::Check(args) => check_command(home, args),
-        PluginCommand::Call(args) => call(home, args),
+        PluginCommand::Wit(args) => wit(args.0),
+        PluginCommand::New(args) => super::plugin_new::new(args.0),
+        PluginCommand::Check(args) => check_command(home, args.0),
+        PluginCommand::Call(args) => call(home, args.0),
     }
 }
 

@@ -88,6 +88,7 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     // for them when it prepares the run. (A detached run is driven by
     // another process; on PostgreSQL steps may run on workers.)
     let warming = (!args.detach && !on_postgres).then(|| crate::app::warm_runtime(home, &workflow));
+    let tokio = (!args.detach).then(crate::app::start_tokio_runtime);
     let store = super::create_store(home)?;
     let executor: std::sync::Arc<dyn crate::step::executor::StepExecutor> = match warming {
         Some(warming) => std::sync::Arc::new(warming),
@@ -103,7 +104,12 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
     if args.detach {
         return detach(home, config, &*store, &run_id, args.quiet);
     }
-    let driven = interrupt::drive(
+    let runtime = match tokio {
+        Some(starting) => starting.wait()?,
+        None => super::tokio_runtime()?,
+    };
+    let driven = interrupt::drive_on(
+        runtime,
         &*store,
         &run_id,
         !args.quiet,

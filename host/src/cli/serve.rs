@@ -34,7 +34,7 @@ pub struct TokenArgs {
 #[derive(Debug, clap::Subcommand)]
 enum TokenCommand {
     /// Make a bearer token for `wfhost serve`: printed once, only its hash is kept.
-    Create(TokenCreateArgs),
+    Create(super::lazy::Lazy<TokenCreateArgs>),
 }
 
 /// Arguments of `wfhost token create`.
@@ -75,7 +75,7 @@ pub fn serve(home: &Path, config: Option<&Path>, args: ServeArgs) -> Result<Exit
 
 /// `wfhost token create`.
 pub fn token(home: &Path, args: TokenArgs) -> Result<ExitCode> {
-    let TokenCommand::Create(create) = args.command;
+    let TokenCommand::Create(super::lazy::Lazy(create)) = args.command;
     let name = create.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(
