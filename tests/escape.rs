@@ -1342,6 +1342,42 @@ else:
     assert_eq!(run.status["status"], "completed");
 }
 
+#[test]
+fn a_program_cannot_take_over_the_init_that_watches_it() {
+    // The namespace's init (pid 1 to the program) watches the host's
+    // lifeline and reports how the program ended; the program is root of
+    // the same user namespace, yet may neither trace it nor signal it.
+    let sandbox = layout();
+    let probe = r#"/usr/bin/python3 -c '
+import ctypes, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+attached = libc.ptrace(16, 1, 0, 0)
+print("attach", attached, ctypes.get_errno())
+os.kill(1, signal.SIGKILL)
+os.kill(1, signal.SIGTERM)
+print("alive", os.getpid())
+'"#;
+    let run = run_flow(
+        &sandbox,
+        &workflow(vec![script(
+            "probe",
+            probe,
+            json!({ "exec": ["/usr/bin/python3"] }),
+        )]),
+    );
+    let out = run.completed("probe")["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        out.starts_with(&format!("attach -1 {}\n", libc::EPERM)),
+        "the program traced its init: {out}"
+    );
+    // Its init survived both signals: the program ran on to the end.
+    assert!(out.contains("\nalive "), "{out}");
+    run.assert_host_survived_with(0);
+}
+
 /// The parent pid of `pid`, from `/proc/PID/stat` (after the command
 /// name, which may hold spaces and parentheses).
 fn parent_of(pid: i32) -> Option<i32> {
@@ -1383,9 +1419,9 @@ fn programs_are_forked_by_the_launcher_and_die_with_the_host() {
         std::thread::sleep(Duration::from_millis(20));
     };
     // Its ancestors (the plain command runs without a shell): the
-    // sandbox's init and waiter (forks of the launcher, so with its command
-    // line), then the launcher (a child of the host, running the host's
-    // binary), then the host.
+    // sandbox's init (a clone of the launcher, so with its command line),
+    // then the launcher (a child of the host, running the host's binary),
+    // then the host.
     let mut ancestors = Vec::new();
     let mut pid = program;
     while let Some(parent) = parent_of(pid) {

@@ -312,6 +312,16 @@ impl RunFiles {
     }
 }
 
+/// Make a program's private directory (a step's scratch folder) and its
+/// parents: readable by the host's user alone. An existing one is kept.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
         path: path.to_path_buf(),

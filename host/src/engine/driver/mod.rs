@@ -18,6 +18,7 @@ pub(crate) use invocation::working_directory;
 pub(super) mod lease;
 mod restore;
 mod run_loop;
+mod scratch;
 mod setup;
 mod stages;
 mod state;

@@ -262,7 +262,7 @@ async fn run_with_support(
 ) -> Result<Output, ProcessError> {
     let failed = |what: String| ProcessError::Failed(what);
     let private_dir = &spec.scratch_dir;
-    create_private_dir(private_dir)
+    crate::store::files::create_private_dir(private_dir)
         .map_err(|e| failed(format!("cannot create '{}': {e}", private_dir.display())))?;
     let cwd = working_dir(spec, private_dir, log)?;
     let output_file = spec
@@ -491,14 +491,6 @@ fn working_dir(
             Ok(private_dir.to_path_buf())
         }
     }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 #[cfg(test)]
@@ -1008,6 +1000,26 @@ mod tests {
         let mut spec = world.spec("sh", &[]);
         spec.stdin = Some(b"echo from stdin\n".to_vec());
         assert_eq!(text(&output(&spec).await.stdout), "from stdin\n");
+    }
+
+    #[tokio::test]
+    async fn a_program_cannot_trace_or_kill_its_sandbox_s_init() {
+        // Forked from the host (unit tests have no launcher): the init of
+        // the program's pid namespace is pid 1 to it, not dumpable.
+        let mut world = World::new();
+        world.allow(&["/usr/bin/python3"]);
+        let probe = "/usr/bin/python3 -c 'import ctypes, os, signal\n\
+            libc = ctypes.CDLL(None, use_errno=True)\n\
+            print(libc.ptrace(16, 1, 0, 0), ctypes.get_errno())\n\
+            os.kill(1, signal.SIGKILL)\n\
+            print(\"alive\")'";
+        let out = output(&world.sh(probe)).await;
+        assert_eq!(
+            text(&out.stdout),
+            format!("-1 {}\nalive\n", libc::EPERM),
+            "{}",
+            text(&out.stderr)
+        );
     }
 
     #[tokio::test]

@@ -134,29 +134,179 @@ impl ChildSetup {
                     return Err(self.fail(stage));
                 }
             }
-            if let Some(limit) = self.nproc {
-                let limit = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
-                };
-                if libc::setrlimit(libc::RLIMIT_NPROC, &limit) < 0 {
-                    return Err(self.fail(Stage::Limits));
-                }
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
-                return Err(self.fail(Stage::NoNewPrivs));
-            }
-            if let Some(fd) = self.ruleset {
-                if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) < 0 {
-                    return Err(self.fail(Stage::Landlock));
-                }
-            }
+            self.restrict()?;
             if self.pid_init {
                 self.split_init()
             } else {
                 Ok(())
             }
         }
+    }
+
+    /// The launcher's way into the sandbox, in a process it cloned straight
+    /// into the new user and pid namespaces (so this process is their init
+    /// and no process stays outside to mirror the program; see
+    /// [`super::launcher`]): the same set-up as [`ChildSetup::enter`], then
+    /// the program is started with `posix_spawn` (a `vfork`: no copy of
+    /// this process's page tables) and this process reaps orphans until it
+    /// ends. Reports on the stage pipe: a failure (stage, errno) or
+    /// [`STARTED_RECORD`], later the program's wait status (4 bytes).
+    /// Exiting kills whatever the program left in the namespace. Never
+    /// returns.
+    ///
+    /// # Safety
+    /// Runs in a freshly cloned child of a single-threaded process; the
+    /// pointers are a NULL-terminated `argv` and `envp` and `program` a C
+    /// string, all prepared before the clone.
+    pub(super) unsafe fn run_as_init(
+        &self,
+        stdio: [RawFd; 3],
+        program: *const libc::c_char,
+        argv: *const *mut libc::c_char,
+        envp: *const *mut libc::c_char,
+    ) -> ! {
+        for (target, fd) in stdio.into_iter().enumerate() {
+            // dup2 clears close-on-exec on the copy; the sources are >= 3.
+            if libc::dup2(fd, target as RawFd) < 0 {
+                self.fail(Stage::Exec);
+                libc::_exit(127);
+            }
+        }
+        if self.enter_namespaced().is_err() {
+            libc::_exit(127);
+        }
+        // The program gets an empty signal mask and SIGPIPE's default action
+        // (this process blocks SIGCHLD and, as any Rust program, ignores
+        // SIGPIPE).
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut pipe_only: libc::sigset_t = std::mem::zeroed();
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigemptyset(&mut pipe_only);
+        libc::sigaddset(&mut pipe_only, libc::SIGPIPE);
+        if libc::posix_spawnattr_init(&mut attr) != 0
+            || libc::posix_spawnattr_setsigmask(&mut attr, &empty) != 0
+            || libc::posix_spawnattr_setsigdefault(&mut attr, &pipe_only) != 0
+            || libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ) != 0
+        {
+            report_failure(self.stage, Stage::Init, libc::ENOMEM);
+            libc::_exit(127);
+        }
+        // Children's ends arrive on a signalfd (SIGCHLD is blocked here, as
+        // in the launcher), polled with the lifeline.
+        let exits = child_exits();
+        if exits < 0 {
+            self.fail(Stage::Init);
+            libc::_exit(127);
+        }
+        let mut child: libc::pid_t = 0;
+        let spawned = libc::posix_spawn(&mut child, program, std::ptr::null(), &attr, argv, envp);
+        if spawned != 0 {
+            report_failure(self.stage, Stage::Exec, spawned);
+            libc::_exit(127);
+        }
+        libc::write(
+            self.stage,
+            STARTED_RECORD.as_ptr().cast(),
+            STARTED_RECORD.len(),
+        );
+        no_core_dumps();
+        let mut keep = [self.stage, self.lifeline, exits];
+        keep.sort_unstable();
+        close_all_except(&keep);
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: exits,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.lifeline,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if libc::poll(fds.as_mut_ptr(), 2, -1) < 0 {
+                if errno() == libc::EINTR {
+                    continue;
+                }
+                libc::_exit(0);
+            }
+            // The host is gone: so is everything it started.
+            if fds[1].revents != 0 {
+                libc::_exit(0);
+            }
+            drain(exits);
+            loop {
+                let mut status = 0;
+                let pid = libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL);
+                if pid == child {
+                    let bytes = status.to_ne_bytes();
+                    libc::write(self.stage, bytes.as_ptr().cast(), 4);
+                    libc::_exit(0);
+                }
+                if pid < 0 && errno() == libc::ECHILD {
+                    libc::_exit(0);
+                }
+                if pid <= 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// [`ChildSetup::enter`] for a process already in its new namespaces:
+    /// session, cgroup, id maps, limits, `no_new_privs`, Landlock.
+    unsafe fn enter_namespaced(&self) -> io::Result<()> {
+        if libc::setsid() < 0 {
+            return Err(self.fail(Stage::Session));
+        }
+        if let Some(fd) = self.cgroup_join {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) < 0 {
+                return Err(self.fail(Stage::Cgroup));
+            }
+        }
+        if let Some(maps) = &self.id_maps {
+            if let Err(stage) = maps.write() {
+                return Err(self.fail(stage));
+            }
+        }
+        // This process watches the host's lifeline and reports how the
+        // program ended: the program (root of the same user namespace) must
+        // not be able to ptrace it or open its descriptors. Not dumpable,
+        // it can't: this process's memory belongs to the host's namespace,
+        // where the program holds no capability. (After the id maps: they
+        // are written through this process's own /proc files.)
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 {
+            return Err(self.fail(Stage::Init));
+        }
+        self.restrict()
+    }
+
+    /// The process limit, `no_new_privs` and the Landlock ruleset.
+    unsafe fn restrict(&self) -> io::Result<()> {
+        if let Some(limit) = self.nproc {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) < 0 {
+                return Err(self.fail(Stage::Limits));
+            }
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            return Err(self.fail(Stage::NoNewPrivs));
+        }
+        if let Some(fd) = self.ruleset {
+            if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) < 0 {
+                return Err(self.fail(Stage::Landlock));
+            }
+        }
+        Ok(())
     }
 
     /// Record the failing stage for the host and return the error.
@@ -192,8 +342,13 @@ impl ChildSetup {
             while libc::waitpid(init, &mut status, 0) < 0 && errno() == libc::EINTR {}
             mirror(reported.unwrap_or(status));
         }
-        // The init of the new pid namespace.
+        // The init of the new pid namespace: not dumpable, so that the
+        // program (root of the same user namespace) cannot ptrace it (see
+        // `enter_namespaced`).
         libc::close(report[0]);
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 {
+            return Err(self.fail(Stage::Init));
+        }
         let program = libc::fork();
         if program < 0 {
             return Err(self.fail(Stage::Init));
@@ -219,6 +374,31 @@ impl ChildSetup {
         }
     }
 }
+
+/// Block SIGCHLD and return a non-blocking signalfd that is readable when a
+/// child ended (-1 when none can be made).
+///
+/// # Safety
+/// Changes the calling thread's signal mask.
+pub(super) unsafe fn child_exits() -> RawFd {
+    let mut children = std::mem::zeroed::<libc::sigset_t>();
+    libc::sigemptyset(&mut children);
+    libc::sigaddset(&mut children, libc::SIGCHLD);
+    libc::sigprocmask(libc::SIG_BLOCK, &children, std::ptr::null_mut());
+    libc::signalfd(-1, &children, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+}
+
+/// Empty the signalfd of [`child_exits`] (the children are then reaped with
+/// `waitpid`).
+pub(super) fn drain(exits: RawFd) {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    // SAFETY: non-blocking reads into a local.
+    while unsafe { libc::read(exits, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+}
+
+/// What [`ChildSetup::run_as_init`] writes on the stage pipe once the
+/// program started: a stage byte of 0 (no failure) and four zero bytes.
+pub(super) const STARTED_RECORD: [u8; 5] = [0; 5];
 
 /// Write the failing stage and its errno (five bytes, one `write`, so the
 /// reader sees all or nothing) to `fd`.

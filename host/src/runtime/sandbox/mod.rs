@@ -27,12 +27,24 @@
 //!    program. Every process of the tree dies with that init, even one that
 //!    left the process group.
 //!
+//! The launcher does the same with one process less: it clones the
+//! namespace's init straight into the new namespaces (`clone` with the
+//! namespace flags, after entering the working directory and the shared
+//! empty network namespace itself); the init makes steps 1, 2 and 4 to 5
+//! and starts the program with `posix_spawn` (a `vfork`), then tells the
+//! launcher how it ended through the set-up pipe
+//! ([`ChildSetup::run_as_init`]). It watches the host's lifeline itself.
+//!
+//! The rules' handles of system files and programs are kept for the host's
+//! life while their names name the same files ([`handles`]).
+//!
 //! What the kernel offers is detected once ([`support`]); what a step needs
 //! and the kernel lacks either fails the call (`sandbox: strict`, the
 //! default) or is reported as a warning (`sandbox: best-effort`).
 
 mod cgroup;
 mod child;
+mod handles;
 mod launcher;
 mod rules;
 mod start;

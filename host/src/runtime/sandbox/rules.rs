@@ -10,6 +10,7 @@ use landlock::{
     Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
+use super::handles::{self, FileId};
 use super::Request;
 use crate::step::grants::{NetworkAccess, PathAccess, SandboxPlan};
 
@@ -38,8 +39,16 @@ const DEVICES: &[&str] = &[
     "/dev/urandom",
 ];
 
-/// The Landlock rules of one program, as `(path, access)`.
-fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
+/// One Landlock rule on files: a path, what it allows, and which file the
+/// path named when the rules were drawn up.
+struct FsRule {
+    path: PathBuf,
+    access: BitFlags<AccessFs>,
+    file: FileId,
+}
+
+/// The Landlock rules of one program.
+fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<FsRule> {
     // Execute is granted on the programs alone: no directory rule carries
     // it, so nothing copied into a writable directory can be run either.
     let no_exec = !BitFlags::from(AccessFs::Execute);
@@ -49,11 +58,14 @@ fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<(PathBuf, Bi
     let read_only = AccessFs::ReadFile | AccessFs::ReadDir;
     let write_file = AccessFs::from_file(abi) & no_exec;
     let all = AccessFs::from_all(abi) & no_exec;
-    let mut rules: Vec<(PathBuf, BitFlags<AccessFs>)> = Vec::new();
+    let mut rules: Vec<FsRule> = Vec::new();
     let mut add = |path: &Path, dir: BitFlags<AccessFs>, file: BitFlags<AccessFs>| {
         if let Ok(meta) = std::fs::metadata(path) {
-            let access = if meta.is_dir() { dir } else { file };
-            rules.push((path.to_path_buf(), access));
+            rules.push(FsRule {
+                path: path.to_path_buf(),
+                access: if meta.is_dir() { dir } else { file },
+                file: FileId::of(&meta),
+            });
         }
     };
     for dir in SYSTEM_DIRS {
@@ -91,18 +103,64 @@ fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<(PathBuf, Bi
             PathAccess::Read => add(path, read_dir, read_file),
             PathAccess::ReadWrite => add(path, all, write_file),
             PathAccess::Execute => {
-                let interpreter = script_interpreter(path);
-                for file in std::iter::once(path).chain(interpreter.as_deref()) {
-                    add(file, read_dir, executable);
-                    if let Some(loader) = elf_interpreter(file) {
-                        add(&loader, read_dir, executable);
-                    }
+                add(path, read_dir, executable);
+                for file in companions(path) {
+                    add(&file, read_dir, executable);
                 }
             }
         }
     }
     add(request.private_dir, all, write_file);
     rules
+}
+
+/// What the kernel executes along with `program`: the dynamic loader it
+/// names, its `#!` interpreter and that one's loader (canonical paths).
+/// Remembered per file, as long as the path names the same unchanged file
+/// (a step's program is looked at again for every program it starts).
+fn companions(program: &Path) -> Vec<PathBuf> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    /// Device, inode, size, modification and change times.
+    type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+    type Known = HashMap<PathBuf, (Stamp, Vec<PathBuf>)>;
+    static KNOWN: Mutex<Option<Known>> = Mutex::new(None);
+    const MAX_KNOWN: usize = 256;
+
+    let Ok(meta) = std::fs::metadata(program) else {
+        return Vec::new();
+    };
+    let stamp = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    );
+    let lock = || KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((known, files)) = lock().as_ref().and_then(|known| known.get(program)) {
+        if *known == stamp {
+            return files.clone();
+        }
+    }
+    let interpreter = script_interpreter(program);
+    let mut files = Vec::new();
+    for file in std::iter::once(program).chain(interpreter.as_deref()) {
+        if file != program {
+            files.push(file.to_path_buf());
+        }
+        files.extend(elf_interpreter(file));
+    }
+    let mut known = lock();
+    let known = known.get_or_insert_with(HashMap::new);
+    if known.len() >= MAX_KNOWN {
+        known.clear();
+    }
+    known.insert(program.to_path_buf(), (stamp, files.clone()));
+    files
 }
 
 /// The interpreter a script names on its `#!` line, canonical; `None` for
@@ -223,15 +281,22 @@ pub(super) fn build_ruleset(
             .map_err(|e| e.to_string())?;
     }
     let mut created = ruleset.create().map_err(|e| e.to_string())?;
-    for (path, access) in fs_rules(request, plan, abi) {
+    for FsRule { path, access, file } in fs_rules(request, plan, abi) {
         // A granted directory's rule is made on the handle opened when the
-        // run started, not on its name, which may have been swapped since.
+        // run started, not on its name, which may have been swapped since;
+        // the private directory's on a handle opened now (it is new); the
+        // rest on handles kept while their names name the same files.
         let rule = match request.grants.handle(&path) {
             Some(handle) => created.add_rule(PathBeneath::new(handle.as_fd(), access)),
-            None => {
+            None if path == request.private_dir => {
                 let fd = PathFd::new(&path)
                     .map_err(|e| format!("cannot open '{}': {e}", path.display()))?;
                 created.add_rule(PathBeneath::new(fd, access))
+            }
+            None => {
+                let handle = handles::handle(&path, file)
+                    .map_err(|e| format!("cannot open '{}': {e}", path.display()))?;
+                created.add_rule(PathBeneath::new(handle.as_fd(), access))
             }
         };
         created = rule.map_err(|e| format!("rule for '{}': {e}", path.display()))?;
@@ -266,6 +331,9 @@ mod tests {
             &crate::step::grants::sandbox_plan(grants),
             ABI::V7,
         )
+        .into_iter()
+        .map(|rule| (rule.path, rule.access))
+        .collect()
     }
 
     #[test]

@@ -70,6 +70,9 @@ impl<'a> RunLoop<'a> {
         lease: Heartbeat,
     ) -> RunLoop<'a> {
         let def = &workflow.def;
+        if driver.placement.is_none() {
+            super::scratch::make_ahead(&driver.store.run_files(run_id), &def.steps, &setup.grants);
+        }
         let mut timers = JoinSet::new();
         for (index, delay) in std::mem::take(&mut state.due_later) {
             timers.spawn(async move {

@@ -5,24 +5,31 @@
 //!
 //! It serves one host over the socket it got as stdin: each SPAWN frame
 //! brings the program's command line and the descriptors prepared by the
-//! host (stdio, the cgroup to join, the Landlock ruleset); the child does
-//! exactly what the host's own child would ([`ChildSetup::enter`]), then
-//! `execve`. The launcher answers STARTED (exec'd) or FAILED (stage and
-//! errno), later EXITED with the wait status, and exits when the host
-//! closes the socket.
+//! host (stdio, the cgroup to join, the Landlock ruleset). With a pid
+//! namespace, the launcher clones the namespace's init into its new
+//! namespaces, which sets itself up and starts the program
+//! ([`ChildSetup::run_as_init`]); without one, the child does what the
+//! host's own child would ([`ChildSetup::enter`]), then `execve`. The
+//! launcher answers STARTED (exec'd) or FAILED (stage and errno), later
+//! EXITED with the program's wait status, and exits when the host closes
+//! the socket.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use super::wire::{self, CommandLine, Reply, SpawnFrame};
-use crate::runtime::sandbox::child::{errno, report_failure, ChildSetup, IdMaps, Stage};
+use crate::runtime::sandbox::child::{
+    child_exits, drain, errno, report_failure, ChildSetup, IdMaps, Stage, STARTED_RECORD,
+};
 
 /// A program whose start has not been reported yet.
 struct Starting {
     id: u64,
     pid: libc::pid_t,
-    /// Read end of the pipe the child reports a failed set-up on; EOF
-    /// means the program was exec'd.
+    /// Read end of the pipe the child reports on: a failed set-up, or (a
+    /// namespace's init, see [`ChildSetup::run_as_init`]) that the program
+    /// started and later its wait status; EOF before a record means the
+    /// program was exec'd.
     errors: OwnedFd,
 }
 
@@ -30,8 +37,9 @@ struct Starting {
 enum Child {
     /// Start not reported yet; its exit, if it came first, is kept.
     Starting { id: u64, exited: Option<i32> },
-    /// Reported started: its exit is reported too.
-    Running { id: u64 },
+    /// Reported started: its exit is reported too (with the program's own
+    /// status, when its init wrote it on `reports`).
+    Running { id: u64, reports: OwnedFd },
     /// Its set-up failed: reaped without a word.
     Failed,
 }
@@ -51,18 +59,19 @@ pub(crate) fn serve() -> ! {
             libc::dup2(null, 0);
             libc::close(null);
         }
-        let mut children = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut children);
-        libc::sigaddset(&mut children, libc::SIGCHLD);
-        libc::sigprocmask(libc::SIG_BLOCK, &children, std::ptr::null_mut());
-        let exits = libc::signalfd(-1, &children, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        let exits = child_exits();
         if exits < 0 {
             libc::_exit(71);
         }
+        let (empty_network, host_network) = match empty_network() {
+            Some((empty, host)) => (Some(empty), Some(host)),
+            None => (None, None),
+        };
         let code = Launcher {
             socket,
             exits,
-            empty_network: empty_network(),
+            empty_network,
+            host_network,
             lifeline: -1,
             starting: Vec::new(),
             children: HashMap::new(),
@@ -78,6 +87,9 @@ struct Launcher {
     /// One empty network namespace for the programs without network (see
     /// [`empty_network`]).
     empty_network: Option<OwnedFd>,
+    /// The launcher's own network namespace, to return to after cloning a
+    /// program into the empty one.
+    host_network: Option<OwnedFd>,
     lifeline: RawFd,
     starting: Vec<Starting>,
     children: HashMap<libc::pid_t, Child>,
@@ -197,7 +209,7 @@ impl Launcher {
         let ruleset = take(request.ruleset);
         let mut errors = [-1; 2];
         // SAFETY: pipe2 fills the array with two new descriptors we own.
-        if unsafe { libc::pipe2(errors.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        if unsafe { libc::pipe2(errors.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
             return Err((Stage::Init, errno()));
         }
         // SAFETY: just created.
@@ -231,6 +243,14 @@ impl Launcher {
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = command.env.iter().map(|e| e.as_ptr()).collect();
         envp.push(std::ptr::null());
+        if setup.pid_init {
+            let pid = self.clone_init(&setup, [stdin, stdout, stderr], &command, &argv, &envp)?;
+            return Ok(Starting {
+                id: request.id,
+                pid,
+                errors: errors_read,
+            });
+        }
         // SAFETY: the launcher is single-threaded, so the child may run
         // ordinary code; it only makes system calls on prepared data anyway.
         let pid = unsafe { libc::fork() };
@@ -250,7 +270,67 @@ impl Launcher {
         })
     }
 
-    /// The child's set-up pipe is readable: EOF (exec'd) or a failure.
+    /// Clone the program's init straight into its new namespaces (one
+    /// process less than forking a child that unshares and forks again; see
+    /// [`ChildSetup::run_as_init`]). The launcher enters the program's
+    /// working directory and, when the program shares it, the empty
+    /// network namespace for the clone, and returns to its own after.
+    fn clone_init(
+        &self,
+        setup: &ChildSetup,
+        stdio: [RawFd; 3],
+        command: &CommandLine,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> Result<libc::pid_t, (Stage, i32)> {
+        // SAFETY: namespace and directory calls on descriptors and strings
+        // we own; the clone's child runs `run_as_init` on data prepared
+        // above and never returns.
+        unsafe {
+            if libc::chdir(command.cwd.as_ptr()) < 0 {
+                return Err((Stage::Directory, errno()));
+            }
+            let joined = match setup.join_net {
+                Some(fd) => {
+                    if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
+                        let error = errno();
+                        libc::chdir(c"/".as_ptr());
+                        return Err((Stage::Namespaces, error));
+                    }
+                    true
+                }
+                None => false,
+            };
+            let flags = (setup.unshare as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong;
+            let pid = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize)
+                as libc::pid_t;
+            if pid == 0 {
+                setup.run_as_init(
+                    stdio,
+                    command.program.as_ptr(),
+                    argv.as_ptr().cast(),
+                    envp.as_ptr().cast(),
+                );
+            }
+            let error = errno();
+            if joined {
+                let back = self.host_network.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+                if libc::setns(back, libc::CLONE_NEWNET) < 0 {
+                    // See `empty_network`: never start a networked program
+                    // from the empty namespace.
+                    libc::_exit(74);
+                }
+            }
+            libc::chdir(c"/".as_ptr());
+            if pid < 0 {
+                return Err((Stage::Namespaces, error));
+            }
+            Ok(pid)
+        }
+    }
+
+    /// The child's set-up pipe is readable: a failure, a start record or
+    /// EOF (exec'd).
     fn report_start(&mut self, starting: Starting) -> std::io::Result<()> {
         let mut bytes = [0u8; 5];
         // SAFETY: reads into a local; the writer sends its 5 bytes at once.
@@ -265,7 +345,7 @@ impl Launcher {
             Some(Child::Starting { exited, .. }) => *exited,
             _ => None,
         };
-        if n == 5 {
+        if n == 5 && bytes != STARTED_RECORD {
             let error = i32::from_le_bytes(bytes[1..5].try_into().unwrap_or_default());
             if exited.is_some() {
                 self.children.remove(&starting.pid);
@@ -278,11 +358,17 @@ impl Launcher {
         match exited {
             Some(status) => {
                 self.children.remove(&starting.pid);
+                let status = program_status(&starting.errors, status);
                 self.reply(starting.id, wire::EXITED, starting.pid, status, 0)
             }
             None => {
-                self.children
-                    .insert(starting.pid, Child::Running { id: starting.id });
+                self.children.insert(
+                    starting.pid,
+                    Child::Running {
+                        id: starting.id,
+                        reports: starting.errors,
+                    },
+                );
                 Ok(())
             }
         }
@@ -290,9 +376,7 @@ impl Launcher {
 
     /// SIGCHLD: reap every child that ended and report the started ones.
     fn reap(&mut self) -> std::io::Result<()> {
-        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-        // SAFETY: drains the non-blocking signalfd into a local.
-        while unsafe { libc::read(self.exits, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        drain(self.exits);
         loop {
             let mut status = 0;
             // SAFETY: reaps any ended child of ours.
@@ -301,7 +385,10 @@ impl Launcher {
                 return Ok(());
             }
             match self.children.remove(&pid) {
-                Some(Child::Running { id }) => self.reply(id, wire::EXITED, pid, status, 0)?,
+                Some(Child::Running { id, reports }) => {
+                    let status = program_status(&reports, status);
+                    self.reply(id, wire::EXITED, pid, status, 0)?
+                }
                 Some(Child::Starting { id, .. }) => {
                     self.children.insert(
                         pid,
@@ -329,6 +416,22 @@ impl Launcher {
     }
 }
 
+/// How the program ended: the wait status its namespace's init wrote on
+/// `reports` before it exited (see [`ChildSetup::run_as_init`]), else the
+/// ended child's own `status` (a program forked without a pid namespace,
+/// or an init that was killed).
+fn program_status(reports: &OwnedFd, status: i32) -> i32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: reads into a local. The writer has exited (it was reaped), so
+    // the read does not block: the record or EOF.
+    let n = unsafe { libc::read(reports.as_raw_fd(), bytes.as_mut_ptr().cast(), 4) };
+    if n == 4 {
+        i32::from_ne_bytes(bytes)
+    } else {
+        status
+    }
+}
+
 /// A new, empty network namespace (its loopback down, no other device)
 /// for the programs that have no network: creating one per program was
 /// a good part of a script step's cost, and tearing it down more (the
@@ -338,7 +441,8 @@ impl Launcher {
 /// hold no privilege over it: they cannot bring its loopback up, nor
 /// reach one another through it (no address works; abstract unix sockets
 /// are scoped by Landlock, or the host does not share the namespace).
-fn empty_network() -> Option<OwnedFd> {
+/// Returns it with the launcher's own network namespace.
+fn empty_network() -> Option<(OwnedFd, OwnedFd)> {
     let open_current = || {
         // SAFETY: opens a new descriptor we own.
         let fd = unsafe {
@@ -366,7 +470,7 @@ fn empty_network() -> Option<OwnedFd> {
             // networked programs without it: better no launcher at all.
             libc::_exit(74);
         }
-        empty
+        Some((empty?, host))
     }
 }
 
