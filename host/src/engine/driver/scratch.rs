@@ -25,19 +25,31 @@ pub(super) fn make_ahead(files: &RunFiles, steps: &[Step], grants: &[ResolvedGra
         .map(|(step, _)| files.scratch_dir(&step.id))
         .take(MOST_AHEAD)
         .collect();
-    if dirs.is_empty() {
+    let Some(parent) = dirs.first().and_then(|dir| dir.parent()).map(PathBuf::from) else {
         return;
-    }
+    };
     let spawned = std::thread::Builder::new()
         .name("wfhost-scratch".into())
         .spawn(move || {
-            for dir in dirs {
-                // A failure is the step's to report, when it makes it.
-                let _ = create_private_dir(&dir);
+            // A failure is the step's to report, when it makes its folder.
+            if create_private_dir(&parent).is_ok() {
+                make_each(&dirs);
             }
         });
     if let Err(error) = spawned {
         tracing::debug!(%error, "cannot start the thread that makes scratch folders ahead");
+    }
+}
+
+/// Make each folder (not its parents), until one's parent is gone: a run
+/// removed meanwhile (it ended and was pruned) is not made again.
+fn make_each(dirs: &[PathBuf]) {
+    use std::os::unix::fs::DirBuilderExt;
+    for dir in dirs {
+        let made = std::fs::DirBuilder::new().mode(0o700).create(dir);
+        if made.is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound) {
+            return;
+        }
     }
 }
 
@@ -82,6 +94,23 @@ mod tests {
         assert!(
             !files.scratch_dir("function").exists(),
             "a step that cannot start programs got a folder"
+        );
+    }
+
+    #[test]
+    fn a_removed_run_s_folders_are_not_made_again() {
+        let home = tempfile::tempdir().unwrap();
+        let scratch = home.path().join("runs/r1/scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let dirs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|id| scratch.join(id)).collect();
+        make_each(&dirs[..1]);
+        assert!(dirs[0].is_dir());
+        // The run was pruned: nothing of it comes back.
+        std::fs::remove_dir_all(home.path().join("runs/r1")).unwrap();
+        make_each(&dirs[1..]);
+        assert!(
+            !home.path().join("runs/r1").exists(),
+            "a pruned run's folder was made again"
         );
     }
 }
