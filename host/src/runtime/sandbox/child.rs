@@ -165,13 +165,7 @@ impl ChildSetup {
         argv: *const *mut libc::c_char,
         envp: *const *mut libc::c_char,
     ) -> ! {
-        for (target, fd) in stdio.into_iter().enumerate() {
-            // dup2 clears close-on-exec on the copy; the sources are >= 3.
-            if libc::dup2(fd, target as RawFd) < 0 {
-                self.fail(Stage::Exec);
-                libc::_exit(127);
-            }
-        }
+        self.take_stdio(stdio);
         if self.enter_namespaced().is_err() {
             libc::_exit(127);
         }
@@ -255,6 +249,21 @@ impl ChildSetup {
                 if pid <= 0 {
                     break;
                 }
+            }
+        }
+    }
+
+    /// Make `stdio` the calling process's descriptors 0 to 2, or report
+    /// the failure and exit.
+    ///
+    /// # Safety
+    /// In a forked or cloned child: system calls only.
+    pub(super) unsafe fn take_stdio(&self, stdio: [RawFd; 3]) {
+        for (target, fd) in stdio.into_iter().enumerate() {
+            // dup2 clears close-on-exec on the copy; the sources are >= 3.
+            if libc::dup2(fd, target as RawFd) < 0 {
+                self.fail(Stage::Exec);
+                libc::_exit(127);
             }
         }
     }

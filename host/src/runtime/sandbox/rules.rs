@@ -59,14 +59,15 @@ fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<FsRule> {
     let write_file = AccessFs::from_file(abi) & no_exec;
     let all = AccessFs::from_all(abi) & no_exec;
     let mut rules: Vec<FsRule> = Vec::new();
+    // A rule for `path` if it names something; returns what it named.
     let mut add = |path: &Path, dir: BitFlags<AccessFs>, file: BitFlags<AccessFs>| {
-        if let Ok(meta) = std::fs::metadata(path) {
-            rules.push(FsRule {
-                path: path.to_path_buf(),
-                access: if meta.is_dir() { dir } else { file },
-                file: FileId::of(&meta),
-            });
-        }
+        let meta = std::fs::metadata(path).ok()?;
+        rules.push(FsRule {
+            path: path.to_path_buf(),
+            access: if meta.is_dir() { dir } else { file },
+            file: FileId::of(&meta),
+        });
+        Some(meta)
     };
     for dir in SYSTEM_DIRS {
         add(Path::new(dir), read_dir, read_file);
@@ -100,12 +101,17 @@ fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<FsRule> {
         .map(|(path, access)| (path.as_path(), *access));
     for (path, access) in std::iter::once((request.program, PathAccess::Execute)).chain(granted) {
         match access {
-            PathAccess::Read => add(path, read_dir, read_file),
-            PathAccess::ReadWrite => add(path, all, write_file),
+            PathAccess::Read => {
+                add(path, read_dir, read_file);
+            }
+            PathAccess::ReadWrite => {
+                add(path, all, write_file);
+            }
             PathAccess::Execute => {
-                add(path, read_dir, executable);
-                for file in companions(path) {
-                    add(&file, read_dir, executable);
+                if let Some(meta) = add(path, read_dir, executable) {
+                    for file in companions(path, &meta) {
+                        add(&file, read_dir, executable);
+                    }
                 }
             }
         }
@@ -118,7 +124,7 @@ fn fs_rules(request: &Request, plan: &SandboxPlan, abi: ABI) -> Vec<FsRule> {
 /// names, its `#!` interpreter and that one's loader (canonical paths).
 /// Remembered per file, as long as the path names the same unchanged file
 /// (a step's program is looked at again for every program it starts).
-fn companions(program: &Path) -> Vec<PathBuf> {
+fn companions(program: &Path, meta: &std::fs::Metadata) -> Vec<PathBuf> {
     use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
     use std::sync::Mutex;
@@ -128,9 +134,6 @@ fn companions(program: &Path) -> Vec<PathBuf> {
     static KNOWN: Mutex<Option<Known>> = Mutex::new(None);
     const MAX_KNOWN: usize = 256;
 
-    let Ok(meta) = std::fs::metadata(program) else {
-        return Vec::new();
-    };
     let stamp = (
         meta.dev(),
         meta.ino(),

@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use super::wire::{self, CommandLine, Reply, SpawnFrame};
 use crate::runtime::sandbox::child::{
-    child_exits, drain, errno, report_failure, ChildSetup, IdMaps, Stage, STARTED_RECORD,
+    child_exits, drain, errno, ChildSetup, IdMaps, Stage, STARTED_RECORD,
 };
 
 /// A program whose start has not been reported yet.
@@ -63,10 +63,7 @@ pub(crate) fn serve() -> ! {
         if exits < 0 {
             libc::_exit(71);
         }
-        let (empty_network, host_network) = match empty_network() {
-            Some((empty, host)) => (Some(empty), Some(host)),
-            None => (None, None),
-        };
+        let (empty_network, host_network) = empty_network().unzip();
         let code = Launcher {
             socket,
             exits,
@@ -484,13 +481,7 @@ unsafe fn enter_and_exec(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
-    for (target, fd) in stdio.into_iter().enumerate() {
-        // dup2 clears close-on-exec on the copy; the sources are >= 3.
-        if libc::dup2(fd, target as RawFd) < 0 {
-            report_failure(setup.stage, Stage::Exec, errno());
-            libc::_exit(127);
-        }
-    }
+    setup.take_stdio(stdio);
     // The launcher blocks SIGCHLD and, as any Rust program, ignores SIGPIPE:
     // the program gets neither.
     let mut empty = std::mem::zeroed::<libc::sigset_t>();
