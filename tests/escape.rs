@@ -1731,3 +1731,64 @@ fn user_tasks() -> u64 {
     }
     count
 }
+
+#[test]
+fn what_the_kernel_offers_is_remembered_and_a_forged_record_is_not_believed() {
+    let sandbox = layout();
+    let cache = sandbox.path().join("cache");
+    let record = cache.join("sandbox-support.json");
+    let flow = workflow(vec![script(
+        "look",
+        &format!("cat {}", p(&sandbox, "granted/ok.txt")),
+        json!({ "exec": ["cat"], "files": [{ "path": p(&sandbox, "granted"), "access": "read" }] }),
+    )]);
+    let with_cache = |command: &mut Command| {
+        command.env("WFHOST_CACHE_DIR", &cache);
+    };
+    let first = run_flow_with(&sandbox, &flow, with_cache);
+    assert_contains(&first.completed("look").to_string(), "fine to read");
+    if !record.exists() {
+        // Only a complete sandbox (Landlock, namespaces, a pids cgroup) is
+        // remembered.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but nothing was remembered: this kernel lacks part of the sandbox"
+        );
+        eprintln!("skipped: this kernel lacks part of the sandbox");
+        return;
+    }
+    let remembered: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert!(remembered["landlock_abi"].as_i64().unwrap() >= 1);
+    let cgroup = remembered["cgroup"].as_str().unwrap().to_string();
+
+    // A record naming a plain directory as the cgroup (where `pids.max`
+    // would limit nothing) is not believed: the kernel is asked again and
+    // the record written anew; no program's cgroup is made there.
+    let mut forged = remembered.clone();
+    forged["cgroup"] = json!(p(&sandbox, "rw"));
+    std::fs::write(&record, forged.to_string()).unwrap();
+    let second = run_flow_with(&sandbox, &flow, with_cache);
+    assert_contains(&second.completed("look").to_string(), "fine to read");
+    let again: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(again["cgroup"], json!(cgroup));
+    let made_there: Vec<_> = std::fs::read_dir(sandbox.path().join("rw"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|name| name != ".keep")
+        .collect();
+    assert!(
+        made_there.is_empty(),
+        "cgroups made in the forged place: {made_there:?}"
+    );
+
+    // With the record believed, the sandbox is the same: what is not
+    // granted stays closed.
+    let denied = workflow(vec![script(
+        "peek",
+        &format!("cat {}", p(&sandbox, "outside/secret.txt")),
+        json!({ "exec": ["cat"] }),
+    )]);
+    let third = run_flow_with(&sandbox, &denied, with_cache);
+    assert_contains(&third.error("peek"), "Permission denied");
+}

@@ -435,7 +435,7 @@ impl StepExecutor for WasmExecutor {
             if starts_programs(&prepared, &self.0.engine) {
                 // Started now, they are ready by the time the first
                 // program is: the launcher, and what the kernel offers.
-                sandbox::detect_support_in_background();
+                sandbox::detect_support_in_background(self.0.cache.disk_dir());
                 sandbox::prestart_launcher();
             }
         }

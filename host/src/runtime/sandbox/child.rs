@@ -72,6 +72,12 @@ impl Stage {
         .find(|stage| *stage as u8 == byte)
     }
 
+    /// Whether the stage uses what [`super::support`] detected (a failure
+    /// there may mean the kernel no longer offers it).
+    pub(super) fn needs_support(self) -> bool {
+        matches!(self, Stage::Cgroup | Stage::Namespaces | Stage::IdMaps)
+    }
+
     pub(super) fn describe(self) -> &'static str {
         match self {
             Stage::Session => "starting a new session",

@@ -345,7 +345,12 @@ impl Prepared {
             )
         };
         match (read, Stage::from_byte(bytes[0])) {
-            (5, Some(stage)) => format!("{error} (while {})", stage.describe()),
+            (5, Some(stage)) => {
+                if stage.needs_support() {
+                    support::forget_remembered();
+                }
+                format!("{error} (while {})", stage.describe())
+            }
             _ => error.to_string(),
         }
     }

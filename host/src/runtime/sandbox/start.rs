@@ -187,7 +187,11 @@ async fn launched(
         Some(Ok(pid)) => pid,
         Some(Err((stage, errno))) => {
             let error = io::Error::from_raw_os_error(errno);
-            return Err(match Stage::from_byte(stage) {
+            let stage = Stage::from_byte(stage);
+            if stage.is_some_and(Stage::needs_support) {
+                super::support::forget_remembered();
+            }
+            return Err(match stage {
                 Some(Stage::Exec) | None => error.to_string(),
                 Some(stage) => format!("{error} (while {})", stage.describe()),
             });
