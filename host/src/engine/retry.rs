@@ -182,12 +182,11 @@ pub fn resolve_all(workflow: &LoadedWorkflow) -> Result<Vec<RetryPolicy>, Diagno
 /// `loop.steps` must name steps that run before it.
 fn flow_problems(workflow: &LoadedWorkflow, index: usize) -> Vec<String> {
     let step = &workflow.def.steps[index];
-    let ancestors = workflow.graph.ancestors(index);
     let mut problems = Vec::new();
     let mut earlier = |what: &str, id: &str| {
         match workflow.graph.index_of(id) {
         None => problems.push(format!("{what} names unknown step '{id}'")),
-        Some(j) if !ancestors.contains(&j) => problems.push(format!(
+        Some(j) if !workflow.graph.needs(index, j) => problems.push(format!(
             "{what} '{id}' must be a step this one needs (directly or not), so that it runs before it"
         )),
         Some(_) => {}

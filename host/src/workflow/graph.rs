@@ -93,10 +93,35 @@ impl Graph {
             .collect()
     }
 
+    #[cfg(test)]
     /// All steps `i` needs, directly or transitively (never `i` itself unless
     /// it is on a cycle).
     pub fn ancestors(&self, i: usize) -> BTreeSet<usize> {
         self.reach(i, &self.deps)
+    }
+
+    /// Whether step `i` needs step `j`, directly or transitively. Stops at
+    /// the first path found (a direct need at once), so asking it for every
+    /// step of a long chain stays linear where [`Graph::ancestors`] of each
+    /// would be quadratic.
+    pub fn needs(&self, i: usize, j: usize) -> bool {
+        let Some(direct) = self.deps.get(i) else {
+            return false;
+        };
+        if direct.contains(&j) {
+            return true;
+        }
+        let mut seen = vec![false; self.len()];
+        let mut stack = direct.clone();
+        while let Some(n) = stack.pop() {
+            if n == j {
+                return true;
+            }
+            if !std::mem::replace(&mut seen[n], true) {
+                stack.extend(self.deps[n].iter().copied());
+            }
+        }
+        false
     }
 
     /// All steps that need `i`, directly or transitively.
@@ -510,6 +535,16 @@ mod tests {
         assert!(g.ancestors(0).is_empty());
         assert_eq!(g.descendants(0), BTreeSet::from([1, 2, 3]));
         assert!(g.ancestors(42).is_empty());
+        for i in 0..5 {
+            for j in 0..5 {
+                assert_eq!(
+                    g.needs(i, j),
+                    g.ancestors(i).contains(&j),
+                    "needs({i}, {j})"
+                );
+            }
+        }
+        assert!(!g.needs(42, 0));
     }
 
     #[test]

@@ -68,7 +68,6 @@ impl Checker<'_> {
         if let Some(with) = &step.with {
             collect_strings(with, "with".to_string(), &mut strings);
         }
-        let ancestors = graph.ancestors(i);
         let declared = declared_args(self.wf);
         let mut reported = BTreeSet::new();
         for (path, text) in strings {
@@ -83,7 +82,7 @@ impl Checker<'_> {
             };
             for reference in refs {
                 let Some(message) =
-                    self.check_reference(&reference, step, &ancestors, ids, declared.as_deref())
+                    self.check_reference(&reference, (i, step), graph, ids, declared.as_deref())
                 else {
                     continue;
                 };
@@ -99,8 +98,8 @@ impl Checker<'_> {
     pub(super) fn check_reference(
         &self,
         reference: &str,
-        step: &Step,
-        ancestors: &BTreeSet<usize>,
+        (i, step): (usize, &Step),
+        graph: &Graph,
         ids: &HashMap<&str, usize>,
         declared_args: Option<&[&str]>,
     ) -> Option<String> {
@@ -138,7 +137,7 @@ impl Checker<'_> {
                         None => format!("template references unknown step '{name}'"),
                     });
                 };
-                if name == step.id || !ancestors.contains(&j) {
+                if name == step.id || !graph.needs(i, j) {
                     return Some(format!(
                         "template references step '{name}' which is not among its needs (add it to `needs`)"
                     ));
