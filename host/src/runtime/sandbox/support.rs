@@ -37,6 +37,15 @@ pub(crate) struct Namespaces {
     pub pid: bool,
 }
 
+impl Namespaces {
+    /// All three: what a complete sandbox enters.
+    pub const ALL: Namespaces = Namespaces {
+        user: true,
+        net: true,
+        pid: true,
+    };
+}
+
 /// Where a complete result is remembered, once set (see
 /// [`detect_support_in_background`]).
 static REMEMBERED_IN: OnceLock<PathBuf> = OnceLock::new();
@@ -50,11 +59,13 @@ pub(crate) fn support() -> &'static Support {
     static SUPPORT: OnceLock<Support> = OnceLock::new();
     SUPPORT.get_or_init(|| {
         let landlock_abi = landlock_abi();
+        // SAFETY: a plain getter.
+        let root = unsafe { libc::geteuid() } == 0;
         let file = REMEMBERED_IN.get();
         let key = file.and_then(|_| environment_key());
         let remembered = file
             .zip(key.as_deref())
-            .and_then(|(file, key)| remembered(file, key, landlock_abi));
+            .and_then(|(file, key)| remembered(file, key, landlock_abi, root));
         let support = match remembered {
             Some(support) => {
                 if let Some(root) = &support.cgroup {
@@ -66,8 +77,8 @@ pub(crate) fn support() -> &'static Support {
                 let support = Support {
                     landlock_abi,
                     namespaces: probe_namespaces(),
-                    cgroup: find_cgroup_root().inspect(|root| remove_stale_cgroups(root)),
-                    root: unsafe { libc::geteuid() } == 0,
+                    cgroup: find_cgroup_root().inspect(|dir| remove_stale_cgroups(dir)),
+                    root,
                 };
                 if let Some((file, key)) = file.zip(key.as_deref()) {
                     remember(file, key, &support);
@@ -129,8 +140,8 @@ fn environment_key() -> Option<String> {
 
 /// The result remembered in `file` for `key`, if there is one, it was made
 /// with this Landlock ABI, and its cgroup directory is still a directory
-/// of a cgroup file system.
-fn remembered(file: &Path, key: &str, landlock_abi: i32) -> Option<Support> {
+/// of a cgroup file system (`root`: whether this process runs as root).
+fn remembered(file: &Path, key: &str, landlock_abi: i32, root: bool) -> Option<Support> {
     use std::io::Read;
     let mut text = String::new();
     std::fs::File::open(file)
@@ -147,13 +158,9 @@ fn remembered(file: &Path, key: &str, landlock_abi: i32) -> Option<Support> {
     }
     Some(Support {
         landlock_abi,
-        namespaces: Namespaces {
-            user: true,
-            net: true,
-            pid: true,
-        },
+        namespaces: Namespaces::ALL,
         cgroup: Some(remembered.cgroup),
-        root: unsafe { libc::geteuid() } == 0,
+        root,
     })
 }
 
@@ -161,13 +168,7 @@ fn remembered(file: &Path, key: &str, landlock_abi: i32) -> Option<Support> {
 /// namespaces and a `pids` cgroup); a partial result is detected again by
 /// every process. Best effort: a file that cannot be written is skipped.
 fn remember(file: &Path, key: &str, support: &Support) {
-    let complete = support.landlock_abi > 0
-        && support.namespaces
-            == (Namespaces {
-                user: true,
-                net: true,
-                pid: true,
-            });
+    let complete = support.landlock_abi > 0 && support.namespaces == Namespaces::ALL;
     let Some(cgroup) = support.cgroup.clone().filter(|_| complete) else {
         return;
     };
@@ -283,11 +284,7 @@ fn probe_namespaces() -> Namespaces {
     let all = libc::CLONE_NEWUSER | libc::CLONE_NEWNET | libc::CLONE_NEWPID;
     // SAFETY (all three closures): system calls only.
     if probe_in_child(|| unsafe { libc::unshare(all) == 0 && maps.write().is_ok() }) {
-        return Namespaces {
-            user: true,
-            net: true,
-            pid: true,
-        };
+        return Namespaces::ALL;
     }
     let user = probe_in_child(|| unsafe {
         libc::unshare(libc::CLONE_NEWUSER) == 0 && maps.write().is_ok()
@@ -314,11 +311,7 @@ mod tests {
     fn complete(cgroup: PathBuf) -> Support {
         Support {
             landlock_abi: 5,
-            namespaces: Namespaces {
-                user: true,
-                net: true,
-                pid: true,
-            },
+            namespaces: Namespaces::ALL,
             cgroup: Some(cgroup),
             root: false,
         }
@@ -348,13 +341,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cache").join(REMEMBERED_FILE);
         remember(&file, "boot a", &complete(cgroup.clone()));
-        let again = remembered(&file, "boot a", 5).expect("not remembered");
+        let again = remembered(&file, "boot a", 5, false).expect("not remembered");
         assert_eq!(again.cgroup, Some(cgroup));
         assert_eq!(again.namespaces, complete(PathBuf::new()).namespaces);
-        assert!(remembered(&file, "boot b", 5).is_none(), "another boot");
-        assert!(remembered(&file, "boot a", 6).is_none(), "another ABI");
+        assert!(
+            remembered(&file, "boot b", 5, false).is_none(),
+            "another boot"
+        );
+        assert!(
+            remembered(&file, "boot a", 6, false).is_none(),
+            "another ABI"
+        );
         forget(&file);
-        assert!(remembered(&file, "boot a", 5).is_none(), "forgotten");
+        assert!(remembered(&file, "boot a", 5, false).is_none(), "forgotten");
     }
 
     #[test]
@@ -383,11 +382,11 @@ mod tests {
             "key": "boot a", "landlock_abi": 5, "cgroup": dir.path(),
         });
         std::fs::write(&file, forged.to_string()).unwrap();
-        assert!(remembered(&file, "boot a", 5).is_none());
+        assert!(remembered(&file, "boot a", 5, false).is_none());
         std::fs::write(&file, "{ not json").unwrap();
-        assert!(remembered(&file, "boot a", 5).is_none());
+        assert!(remembered(&file, "boot a", 5, false).is_none());
         std::fs::write(&file, "").unwrap();
-        assert!(remembered(&file, "boot a", 5).is_none());
+        assert!(remembered(&file, "boot a", 5, false).is_none());
     }
 
     #[test]
