@@ -48,6 +48,11 @@ fn hello_runs_and_every_step_completes() {
         .contains("completed"));
     let journal = std::fs::read_to_string(folder.join("events.jsonl")).unwrap();
     assert!(journal.contains("\"step_completed\""), "{journal}");
+    // Complete once `wfhost run` has exited (it ends the process as soon as
+    // the drive is over): the last line is the run's end.
+    let last: Value = serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "run_status", "{journal}");
+    assert_eq!(last["data"]["status"], "completed", "{journal}");
     assert!(
         !folder.join("steps").exists(),
         "no per-step files while running"

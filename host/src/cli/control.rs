@@ -117,7 +117,7 @@ pub fn resume(home: &Path, config: Option<&Path>, args: ResumeArgs) -> Result<Ex
     };
     let drive = driver.drive_with(&run_id, &workflow, &run.args, &options);
     let driven = super::interrupt::drive(&*store, &run_id, !args.quiet, drive)?;
-    super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
+    super::run::finish_and_exit(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// Arguments of `wfhost retry`.
@@ -179,7 +179,7 @@ pub fn retry(home: &Path, config: Option<&Path>, args: RetryArgs) -> Result<Exit
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let drive = driver.drive(&run_id, &workflow, &run.args);
     let driven = super::interrupt::drive(&*store, &run_id, !args.quiet, drive)?;
-    super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
+    super::run::finish_and_exit(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// Load the workflow file as it is now, print how it differs from the

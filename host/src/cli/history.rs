@@ -266,7 +266,7 @@ pub fn restore(home: &Path, config: Option<&Path>, args: RestoreArgs) -> Result<
     let driver = super::driver(home, &store, ceiling, args.quiet, true)?;
     let drive = driver.drive(&run_id, &workflow, &run.args);
     let driven = super::interrupt::drive(&*store, &run_id, !args.quiet, drive)?;
-    super::run::finish(&*store, &run_id, args.json, args.quiet, driven)
+    super::run::finish_and_exit(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// `wfhost prune --checkpoints --keep N`: from each run's (or `--run`'s)

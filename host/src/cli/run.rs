@@ -115,7 +115,7 @@ pub fn run(home: &Path, config: Option<&Path>, args: RunArgs) -> Result<ExitCode
         !args.quiet,
         driver.drive(&run_id, &workflow, &run_args),
     )?;
-    finish(&*store, &run_id, args.json, args.quiet, driven)
+    finish_and_exit(&*store, &run_id, args.json, args.quiet, driven)
 }
 
 /// `--detach`: drive the recorded run in a background process (see
@@ -155,23 +155,47 @@ fn detach(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Report how a drive ended and choose the exit code: 0 completed, 1
-/// failed or cancelled, 3 paused or blocked (resume it), 128 + the signal
-/// when a signal cancelled (130, 143) or stopped the run.
-pub fn finish(
+/// Report how a drive ended ([`finish_status`]), then end the process at once when the store is a local
+/// SQLite file: by then everything the drive did is committed and its run
+/// folder written (the drive's end waits for the run-folder writer), so
+/// what returning would still do is teardown: dropping the store, the
+/// component cache and the driver, and joining the run-folder writer, all
+/// of which the kernel does faster in one go at exit (~0.5 ms of every
+/// run). A PostgreSQL store's connections are closed properly instead.
+pub fn finish_and_exit(
     store: &dyn crate::store::EngineStore,
     run_id: &str,
     json: bool,
     quiet: bool,
     driven: Driven,
 ) -> Result<ExitCode> {
+    let status = finish_status(store, run_id, json, quiet, driven)?;
+    if store.url().is_none() {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        std::process::exit(status.into());
+    }
+    Ok(ExitCode::from(status))
+}
+
+/// Report how a drive ended and choose the exit code: 0 completed, 1
+/// failed or cancelled, 3 paused or blocked (resume it), 128 + the signal
+/// when a signal cancelled (130, 143) or stopped the run.
+fn finish_status(
+    store: &dyn crate::store::EngineStore,
+    run_id: &str,
+    json: bool,
+    quiet: bool,
+    driven: Driven,
+) -> Result<u8> {
     let (outcome, interrupted) = match driven {
         Driven::Finished {
             outcome,
             interrupted,
         } => (outcome, interrupted),
         Driven::Stopped { signal } => {
-            return Ok(ExitCode::from(interrupt::exit_code(signal)));
+            return Ok(interrupt::exit_code(signal));
         }
     };
     // A drive that failed is reported as an error (as JSON too with
@@ -203,7 +227,7 @@ pub fn finish(
     }
     match (interrupted, outcome.status) {
         (Some(signal), RunStatus::Cancelled) => {
-            return Ok(ExitCode::from(interrupt::exit_code(signal)));
+            return Ok(interrupt::exit_code(signal));
         }
         // The signal came as the run ended: "cancelling" was said, so say
         // why the run was not cancelled.
@@ -215,9 +239,9 @@ pub fn finish(
         (None, _) => {}
     }
     Ok(match outcome.status {
-        RunStatus::Completed | RunStatus::CompletedWithErrors => ExitCode::SUCCESS,
-        RunStatus::Paused | RunStatus::Blocked => ExitCode::from(super::EXIT_STOPPED),
-        _ => ExitCode::from(EXIT_FAILED),
+        RunStatus::Completed | RunStatus::CompletedWithErrors => 0,
+        RunStatus::Paused | RunStatus::Blocked => super::EXIT_STOPPED,
+        _ => EXIT_FAILED,
     })
 }
 
