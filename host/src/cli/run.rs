@@ -155,8 +155,8 @@ fn detach(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Report how a drive ended ([`finish_status`]), then end the process at once when the store is a local
-/// SQLite file: by then everything the drive did is committed and its run
+/// Report how a drive ended ([`finish_status`]), then end the process at
+/// once when the store is a local SQLite file: by then everything the drive did is committed and its run
 /// folder written (the drive's end waits for the run-folder writer), so
 /// what returning would still do is teardown: dropping the store, the
 /// component cache and the driver, and joining the run-folder writer, all
