@@ -105,7 +105,8 @@ impl StepStore for PgStore {
         self.write(run_id, false, |tx| {
             for (step, max) in limits {
                 tx.execute(
-                    "UPDATE steps SET max_attempts = $3 WHERE run_id = $1 AND step_id = $2",
+                    "UPDATE steps SET max_attempts = $3
+                     WHERE run_id = $1 AND step_id = $2 AND max_attempts <> $3",
                     &[&run_id, step, &i64::from(*max)],
                 )?;
             }

@@ -311,6 +311,28 @@ mod tests {
         other.append_event("r1", None, "log", &json!({})).unwrap();
     }
 
+    /// Attempt limits a run already has are not written again (every
+    /// run sets them as it starts, mostly to the default of 1): no page
+    /// of the log grows for them; a new limit is recorded.
+    #[test]
+    fn unchanged_attempt_limits_write_nothing() {
+        let (dir, store) = store();
+        create(&store, "r1");
+        let log = dir.path().join("home/wfhost.db-wal");
+        let before = std::fs::metadata(&log).unwrap().len();
+        store.set_max_attempts("r1", &[("a", 1), ("b", 1)]).unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), before);
+        store.set_max_attempts("r1", &[("a", 1), ("b", 4)]).unwrap();
+        assert!(std::fs::metadata(&log).unwrap().len() > before);
+        let limits: Vec<u32> = store
+            .steps("r1")
+            .unwrap()
+            .iter()
+            .map(|s| s.max_attempts)
+            .collect();
+        assert_eq!(limits, [1, 4]);
+    }
+
     /// A connection without the lease function cannot write a fenced
     /// table: it fails closed rather than unfenced.
     #[test]

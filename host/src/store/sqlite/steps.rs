@@ -114,7 +114,8 @@ impl StepStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for (step, max) in limits {
                 tx.prepare_cached(
-                    "UPDATE steps SET max_attempts = ?3 WHERE run_id = ?1 AND step_id = ?2",
+                    "UPDATE steps SET max_attempts = ?3
+                     WHERE run_id = ?1 AND step_id = ?2 AND max_attempts <> ?3",
                 )?
                 .execute(params![run_id, step, max])?;
             }
