@@ -190,10 +190,11 @@ pub fn warm_runtime(home: &Path, workflow: &LoadedWorkflow) -> Warming {
     components.sort();
     components.dedup();
     let made_in = cache_dir.clone();
+    let slots = pool_slots(&workflow.def);
     let thread = std::thread::Builder::new()
         .name("wfhost-warm-up".into())
         .spawn(move || {
-            let runtime = Runtime::new(Some(made_in))?;
+            let runtime = Runtime::with_pool(Some(made_in), slots)?;
             let _ = WasmExecutor(runtime.clone()).prepare(&components);
             Ok(runtime)
         });
@@ -202,6 +203,19 @@ pub fn warm_runtime(home: &Path, workflow: &LoadedWorkflow) -> Warming {
         ready: std::sync::OnceLock::new(),
         cache_dir,
     }
+}
+
+/// The instance pool a run of `def` gets ([`crate::runtime::pool`]): as
+/// many slots as its steps may run at once, counting each `for_each`'s own
+/// parallelism; `None` for a run of few steps.
+fn pool_slots(def: &crate::workflow::model::Workflow) -> Option<u32> {
+    use crate::engine::driver::DEFAULT_PARALLELISM;
+    let fan_outs = def.steps.iter().filter(|step| step.for_each.is_some());
+    let parallelism = fan_outs.clone().fold(
+        def.config.parallelism.unwrap_or(DEFAULT_PARALLELISM),
+        |sum, step| sum.saturating_add(step.parallelism.unwrap_or(DEFAULT_PARALLELISM)),
+    );
+    crate::runtime::pool::slots_for(def.steps.len(), fan_outs.count(), parallelism)
 }
 
 /// The executor [`warm_runtime`] returns.

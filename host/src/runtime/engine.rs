@@ -40,13 +40,45 @@ pub fn baseline() -> Result<&'static Engine, String> {
         .map_err(Clone::clone)
 }
 
+/// The pooled engine, made by the first call (later calls get the same
+/// one whatever `slots` they ask for): Cranelift like [`shared`], with
+/// compiled code interchangeable with it, but whose instances take their
+/// memories, tables and fiber stacks from a pool of `slots` step instances
+/// made once, instead of mapping and unmapping them for each instance (see
+/// [`super::pool`]). `None` when the pool cannot be made (its address
+/// space refused, say): steps then run on the shared engine.
+pub fn pooled(slots: u32) -> Option<&'static Engine> {
+    static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = config(Strategy::Cranelift);
+            config.allocation_strategy(super::pool::allocation(slots));
+            start(&config)
+                .inspect_err(|error| tracing::debug!("no pooled engine: {error}"))
+                .ok()
+        })
+        .as_ref()
+}
+
 fn make(strategy: Strategy) -> Result<Engine, String> {
+    let mut config = config(strategy);
+    config.with_host_stack(super::stacks::shared());
+    start(&config)
+}
+
+/// The settings every engine of the process shares (the compiled code of
+/// one is loadable by the others of the same strategy).
+fn config(strategy: Strategy) -> Config {
     let mut config = Config::new();
     config.strategy(strategy);
     config.epoch_interruption(true);
     config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
-    config.with_host_stack(super::stacks::shared());
-    let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
+    config
+}
+
+/// An engine made from `config`, with its epoch ticker started.
+fn start(config: &Config) -> Result<Engine, String> {
+    let engine = Engine::new(config).map_err(|e| format!("wasm engine: {e:#}"))?;
     let ticking = engine.clone();
     std::thread::Builder::new()
         .name("wfhost-epoch".into())

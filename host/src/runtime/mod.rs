@@ -23,6 +23,7 @@ mod host_api;
 pub mod host_files;
 pub mod inspect;
 mod network;
+pub mod pool;
 pub mod process;
 mod sandbox;
 pub mod stacks;
@@ -105,13 +106,27 @@ pub struct Runtime {
     /// Components whose functions are called directly (`function:`),
     /// linked but not bound to the `step` world.
     functions: ComponentCache<InstancePre<StepState>>,
+    /// Slots for step instances, for a run of many steps ([`pool`]).
+    pool: Option<pool::StepPool>,
 }
 
 impl Runtime {
     /// A runtime whose compiled components are also cached in `cache_dir`.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Runtime>> {
+        Self::with_pool(cache_dir, None)
+    }
+
+    /// A runtime like [`Runtime::new`]'s whose steps take their instances
+    /// from a pool of `slots` when given ([`pool::slots_for`] says how
+    /// many a run wants) and one can be made.
+    pub fn with_pool(cache_dir: Option<PathBuf>, slots: Option<u32>) -> Result<Arc<Runtime>> {
         let engine = engine::shared().map_err(anyhow::Error::msg)?.clone();
+        let pool = match slots {
+            Some(slots) => pool::StepPool::new(slots)?,
+            None => None,
+        };
         Ok(Arc::new(Runtime {
+            pool,
             functions: ComponentCache::new(&engine, cache_dir.clone()).with_quick_first(),
             cache: ComponentCache::new(&engine, cache_dir).with_quick_first(),
             linker: step_linker(&engine)?,
@@ -330,6 +345,15 @@ impl Runtime {
             programs: tokio::sync::watch::Sender::new(0),
         });
         let step = context.clone();
+        // Bound before the store so that the slot is given back only once
+        // the store (and the instance in the slot) is gone.
+        let (callee, _slot) = match callee {
+            Callee::Step(prepared) => match self.pool.as_ref().and_then(|p| p.slot(&prepared)) {
+                Some((twin, permit)) => (Callee::Step(twin), Some(permit)),
+                None => (Callee::Step(prepared), None),
+            },
+            functions => (functions, None),
+        };
         let engine = match &callee {
             Callee::Step(prepared) => prepared.engine(),
             Callee::Functions(pre) => pre.engine(),
@@ -432,6 +456,9 @@ impl StepExecutor for WasmExecutor {
                     Err(_) => return Err(format!("{error:#}")),
                 },
             };
+            if let Some(pool) = &self.0.pool {
+                pool.twin(&prepared);
+            }
             if starts_programs(&prepared, &self.0.engine) {
                 // Started now, they are ready by the time the first
                 // program is: the launcher, and what the kernel offers.
