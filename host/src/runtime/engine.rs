@@ -46,9 +46,10 @@ pub fn baseline() -> Result<&'static Engine, String> {
 /// memories, tables and fiber stacks from a pool of `slots` step instances
 /// made once, instead of mapping and unmapping them for each instance (see
 /// [`super::pool`]). `None` when the pool cannot be made (its address
-/// space refused, say): steps then run on the shared engine.
-pub fn pooled(slots: u32) -> Option<&'static Engine> {
-    static ENGINE: OnceLock<Option<Engine>> = OnceLock::new();
+/// space refused, say): steps then run on the shared engine. With the
+/// engine comes the number of slots it really has.
+pub fn pooled(slots: u32) -> Option<&'static (Engine, u32)> {
+    static ENGINE: OnceLock<Option<(Engine, u32)>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
             let mut config = config(Strategy::Cranelift);
@@ -56,6 +57,7 @@ pub fn pooled(slots: u32) -> Option<&'static Engine> {
             start(&config)
                 .inspect_err(|error| tracing::debug!("no pooled engine: {error}"))
                 .ok()
+                .map(|engine| (engine, slots))
         })
         .as_ref()
 }

@@ -99,13 +99,17 @@ impl StepPool {
     /// A pool of `slots` step instances, `None` if its engine cannot be
     /// made.
     pub fn new(slots: u32) -> Result<Option<StepPool>> {
-        let Some(engine) = super::engine::pooled(slots) else {
+        let Some((engine, slots)) = super::engine::pooled(slots) else {
             return Ok(None);
         };
+        // One count of free slots for the process, like the engine: every
+        // runtime's steps share the engine's slots.
+        static PERMITS: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+        let permits = PERMITS.get_or_init(|| Arc::new(Semaphore::new(*slots as usize)));
         Ok(Some(StepPool {
             engine,
             linker: super::step_linker(engine)?,
-            permits: Arc::new(Semaphore::new(slots as usize)),
+            permits: permits.clone(),
             twins: Mutex::new(HashMap::new()),
         }))
     }
@@ -184,7 +188,8 @@ mod tests {
 
     /// Steps run in the pool's slots while there are free ones, and on the
     /// shared engine beyond them: more steps at once than slots all finish,
-    /// and every slot is free again afterwards.
+    /// and every slot is free again afterwards. (One test: the pool is the
+    /// process's.)
     #[test]
     fn steps_beyond_the_slots_still_run() {
         let runtime = Runtime::with_pool(None, Some(2)).unwrap();
@@ -220,17 +225,20 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(output["n"], 7);
-    }
 
-    #[test]
-    fn a_full_pool_gives_no_slot() {
-        let runtime = Runtime::with_pool(None, Some(1)).unwrap();
-        let pool = runtime.pool.as_ref().unwrap();
-        let echo = runtime.load("echo").unwrap();
-        let held = pool.slot(&echo).expect("a free slot");
+        // A full pool gives no slot until one is given back.
+        let held = [pool.slot(&echo).unwrap(), pool.slot(&echo).unwrap()];
         assert!(pool.slot(&echo).is_none());
         drop(held);
         assert!(pool.slot(&echo).is_some());
+
+        // Another runtime of the process shares the engine's slots, whatever
+        // size it asks for.
+        let other = Runtime::with_pool(None, Some(5)).unwrap();
+        assert!(Arc::ptr_eq(
+            &other.pool.as_ref().unwrap().permits,
+            &pool.permits
+        ));
     }
 
     #[test]
