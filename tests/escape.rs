@@ -1792,3 +1792,47 @@ fn what_the_kernel_offers_is_remembered_and_a_forged_record_is_not_believed() {
     let third = run_flow_with(&sandbox, &denied, with_cache);
     assert_contains(&third.error("peek"), "Permission denied");
 }
+
+/// A step's memory does not reach the next step that runs in its place.
+/// A run of many steps reuses wasmtime's pooled instance slots, whose
+/// memories are reset by hand rather than unmapped: every `scan` step,
+/// each run right after a `plant` step left 8 MiB of marker in its heap and
+/// stack, grows its memory over the pages the planter wrote and must find
+/// no marker. The first step proves the scanner finds a marker it can see.
+#[test]
+fn a_step_cannot_read_what_the_step_before_it_left_in_memory() {
+    let sandbox = layout();
+    let mut steps = vec![attack(
+        "probe",
+        json!({ "attack": "plant-and-scan" }),
+        json!({}),
+    )];
+    let mut previous = "probe".to_string();
+    for round in 0..10 {
+        for kind in ["plant", "scan"] {
+            let id = format!("{kind}{round}");
+            let mut step = attack(&id, json!({ "attack": kind }), json!({}));
+            step["needs"] = json!([previous]);
+            steps.push(step);
+            previous = id;
+        }
+    }
+    let mut flow = workflow(steps);
+    // One step at a time: each scan takes the slot its planter just left.
+    flow["config"]["parallelism"] = json!(1);
+    let run = run_flow(&sandbox, &flow);
+    let probe = run.completed("probe");
+    assert!(
+        probe["found"].as_u64().unwrap() > 0,
+        "the scanner must find a marker in its own memory: {probe}"
+    );
+    for round in 0..10 {
+        let scan = run.completed(&format!("scan{round}"));
+        assert_eq!(
+            scan["found"], 0,
+            "scan{round} read memory plant{round} left: {scan}"
+        );
+        assert!(scan["scanned_mib"].as_u64().unwrap() >= 16, "{scan}");
+    }
+    run.assert_host_survived_with(0);
+}

@@ -476,7 +476,8 @@ fn invocation(
     stop: &StopTrigger,
 ) -> Result<StepInvocation, StepFailure> {
     let on = side.worker;
-    let Some(step) = workflow.def.steps.iter().find(|s| s.id == task.step_id) else {
+    let found = workflow.graph.index_of(&task.step_id);
+    let Some(step) = found.map(|index| &workflow.def.steps[index]) else {
         return Err(StepFailure::permanent(format!(
             "worker {on}: the run's definition has no step '{}'",
             task.step_id

@@ -7,7 +7,7 @@
 //! of a thousand short steps that is a quarter of its time. wasmtime's
 //! pooling allocator instead reserves slots for a fixed number of instances
 //! once and hands them out again, resetting only what an instance touched
-//! (and keeping [`KEEP_RESIDENT`] of each memory mapped).
+//! (and keeping up to [`KEEP_RESIDENT_SCANNED`] of each memory mapped).
 //!
 //! Making the pool costs a few milliseconds when the engine is made, which
 //! a run of one step would pay for nothing, so only a run of at least
@@ -47,9 +47,43 @@ const MEMORIES_PER_SLOT: u32 = 4;
 const TABLES_PER_SLOT: u32 = 8;
 
 /// Bytes of each memory and table kept mapped (and zeroed by hand) when an
-/// instance ends, rather than returned to the kernel: the pages a short
-/// step touches.
-const KEEP_RESIDENT: usize = 64 << 10;
+/// instance ends, rather than returned to the kernel, where the kernel can
+/// say which pages an instance wrote (Linux's `PAGEMAP_SCAN`, 6.7 and
+/// later): only those are zeroed, up to this much, so a short step's reset
+/// costs the pages it touched and no `madvise`.
+const KEEP_RESIDENT_SCANNED: usize = 1 << 20;
+
+/// Without `PAGEMAP_SCAN` the lowest this-many bytes are zeroed whether
+/// touched or not, so less is kept.
+const KEEP_RESIDENT_UNSCANNED: usize = 64 << 10;
+
+/// [`KEEP_RESIDENT_SCANNED`] on a kernel with `PAGEMAP_SCAN` (wasmtime
+/// uses it there: `pagemap_scan(Auto)`), else [`KEEP_RESIDENT_UNSCANNED`].
+fn keep_resident() -> usize {
+    if kernel_at_least((6, 7)) {
+        KEEP_RESIDENT_SCANNED
+    } else {
+        KEEP_RESIDENT_UNSCANNED
+    }
+}
+
+/// Whether the running Linux kernel's version is at least `wanted`
+/// (major, minor); false when it cannot be read.
+fn kernel_at_least(wanted: (u32, u32)) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    parse_release(&release).is_some_and(|version| version >= wanted)
+}
+
+/// The major and minor numbers of a kernel release such as
+/// `6.18.44-fc-v1045-x86_64`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
 
 /// How many slots a run of `steps` steps (of which `for_each` fan out)
 /// with `parallelism` steps at once gets: `None` for a run too small to pay
@@ -78,8 +112,9 @@ pub(super) fn allocation(slots: u32) -> PoolingAllocationConfig {
         .max_tables_per_component(TABLES_PER_SLOT)
         .max_tables_per_module(TABLES_PER_SLOT)
         .total_stacks(slots)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .linear_memory_keep_resident(keep_resident())
+        .table_keep_resident(keep_resident())
+        .pagemap_scan(wasmtime::Enabled::Auto);
     config
 }
 
@@ -239,6 +274,15 @@ mod tests {
             &other.pool.as_ref().unwrap().permits,
             &pool.permits
         ));
+    }
+
+    #[test]
+    fn kernel_releases_are_read_as_major_and_minor() {
+        assert_eq!(parse_release("6.18.44-fc-v1045-x86_64\n"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_release("6.7"), Some((6, 7)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!((6, 18) >= (6, 7) && (5, 15) < (6, 7) && (6, 6) < (6, 7));
     }
 
     #[test]

@@ -31,10 +31,13 @@ impl Driver {
                 anyhow::bail!("run {run_id} has no step '{name}'");
             }
         }
+        // By id: a search of the list per step is quadratic in a wide run.
+        let records: std::collections::HashMap<&str, _> =
+            records.iter().map(|r| (r.id.as_str(), r)).collect();
         let mut needs_decision = Vec::new();
         for index in workflow.graph.topo_order() {
             let step = &def.steps[index];
-            let Some(record) = records.iter().find(|r| r.id == step.id) else {
+            let Some(record) = records.get(step.id.as_str()) else {
                 continue;
             };
             state.attempts[index] = record.attempts;
@@ -213,7 +216,8 @@ impl Driver {
         queue: &dyn crate::store::StepQueue,
     ) -> Result<()> {
         for finished in queue.unrecorded_outcomes(run_id)? {
-            let Some(step) = workflow.def.steps.iter().find(|s| s.id == finished.step_id) else {
+            let found = workflow.graph.index_of(&finished.step_id);
+            let Some(step) = found.map(|index| &workflow.def.steps[index]) else {
                 continue;
             };
             if step.for_each.is_some() || step.stage_loop.is_some() {

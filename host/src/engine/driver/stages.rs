@@ -192,9 +192,11 @@ impl Driver {
                 state.scheduler.hold(index);
             }
         }
+        let records: std::collections::HashMap<&str, _> =
+            records.iter().map(|r| (r.id.as_str(), r)).collect();
         for index in workflow.graph.topo_order() {
             let step = &def.steps[index];
-            let Some(record) = records.iter().find(|r| r.id == step.id) else {
+            let Some(record) = records.get(step.id.as_str()) else {
                 continue;
             };
             let tolerated = step.optional || step.continue_on_error;

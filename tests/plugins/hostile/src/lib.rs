@@ -28,6 +28,9 @@
 //! | `socket-flood` | `count`                   | creates `count` TCP sockets (raw WASI) and holds them all   |
 //! | `open-files` | `path`, `count`             | opens the file `path` `count` times and holds every handle  |
 //! | `resolve` | `host`                         | looks the name up (`ToSocketAddrs`, WASI ip-name-lookup)    |
+//! | `plant`   | `mib`? (default 8)             | fills heap and stack with a marker and leaves it there      |
+//! | `scan`    | `grow_mib`? (default 16)       | grows its memory, then counts markers in all of it          |
+//! | `plant-and-scan` |                         | both in one instance: proves `scan` finds a marker          |
 
 use std::hint::black_box;
 use std::io::Write;
@@ -72,6 +75,12 @@ impl Plugin for Hostile {
             "socket-flood" => socket_flood(&req),
             "open-files" => open_files(&req),
             "resolve" => resolve(&req),
+            "plant" => plant(&req),
+            "scan" => scan(&req),
+            "plant-and-scan" => {
+                plant(&req)?;
+                scan(&req)
+            }
             other => Err(StepError::permanent(format!("unknown attack '{other}'"))),
         }
     }
@@ -375,4 +384,67 @@ fn resolve(req: &Request) -> Result<Value, StepError> {
         }
         Err(e) => contained(format!("cannot resolve '{host}': {e}")),
     }
+}
+
+/// The marker's length in bytes.
+const MARKER_LEN: usize = 64;
+
+/// Byte `i` of the marker. Computed from a seed the optimiser cannot see,
+/// so the marker is never a constant in this component's data (where
+/// `scan` would find it in any instance).
+fn marker_byte(seed: u8, i: usize) -> u8 {
+    (i as u8).wrapping_mul(37).wrapping_add(11) ^ seed
+}
+
+fn seed() -> u8 {
+    black_box(0xA5)
+}
+
+/// Write the marker over `mib` MiB of heap and a stack frame, and leave
+/// both in this instance's memory: a later instance in the same slot must
+/// not see them.
+fn plant(req: &Request) -> Result<Value, StepError> {
+    let mib = req.config["mib"].as_u64().unwrap_or(8) as usize;
+    let seed = seed();
+    let mut heap = vec![0u8; mib << 20];
+    for (i, byte) in heap.iter_mut().enumerate() {
+        *byte = marker_byte(seed, i % MARKER_LEN);
+    }
+    let mut frame = [0u8; 16 * 1024];
+    for (i, byte) in frame.iter_mut().enumerate() {
+        *byte = marker_byte(seed, i % MARKER_LEN);
+    }
+    black_box(&frame);
+    // Never freed: the pages stay dirty when the instance ends.
+    std::mem::forget(black_box(heap));
+    Ok(json!({ "planted_mib": mib }))
+}
+
+/// Grow the linear memory by `grow_mib` MiB (pages a previous instance of
+/// the slot may have written) and count the places in all of it where the
+/// marker starts.
+fn scan(req: &Request) -> Result<Value, StepError> {
+    let grow = req.config["grow_mib"].as_u64().unwrap_or(16) as usize;
+    let pages = grow * 16;
+    if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
+        return Err(StepError::permanent(format!("cannot grow memory by {grow} MiB")));
+    }
+    let size = core::arch::wasm32::memory_size(0) * 65536;
+    let seed = seed();
+    let first = marker_byte(seed, 0);
+    let mut found = 0u64;
+    // Raw reads of the whole linear memory: address 0 is a valid address in
+    // wasm, and every byte below `size` is readable.
+    let base = core::ptr::null::<u8>();
+    let read = |at: usize| unsafe { core::ptr::read_volatile(base.wrapping_add(at)) };
+    let mut at = 0;
+    while at + MARKER_LEN <= size {
+        if read(at) == first && (1..MARKER_LEN).all(|i| read(at + i) == marker_byte(seed, i)) {
+            found += 1;
+            at += MARKER_LEN;
+        } else {
+            at += 1;
+        }
+    }
+    Ok(json!({ "found": found, "scanned_mib": size >> 20 }))
 }
