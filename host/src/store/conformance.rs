@@ -222,13 +222,15 @@ pub(crate) fn retries_items_resets_and_upgrades(backend: Backend) {
     store
         .upgrade_definition("r1", "name: wf2\n", &["b", "c"], &json!({"added": ["c"]}))
         .unwrap();
-    let ids: Vec<String> = store
-        .steps("r1")
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let steps = store.steps("r1").unwrap();
+    let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["b", "c"]);
+    // A kept step keeps its record (moved to its new place); a new one
+    // starts pending.
+    assert_eq!(
+        (steps[0].status, steps[1].status),
+        (StepStatus::Interrupted, StepStatus::Pending)
+    );
     assert_eq!(store.run("r1").unwrap().definition, "name: wf2\n");
     let checkpoints = store.checkpoints("r1").unwrap();
     assert!(checkpoints.iter().any(|c| c.kind == "step_completed"));

@@ -80,17 +80,15 @@ impl RunStore for PgStore {
                 "INSERT INTO run_texts (run_id, definition, args) VALUES ($1, $2, $3)",
                 &[&run.id, &super::text(run.definition), &run.args.to_string()],
             )?;
-            for (position, step) in run.steps.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO steps (run_id, step_id, position, status) VALUES ($1, $2, $3, $4)",
-                    &[
-                        &run.id,
-                        step,
-                        &(position as i64),
-                        &StepStatus::Pending.as_str(),
-                    ],
-                )?;
-            }
+            // Every step in one statement (one round trip, not one per step):
+            // a step's position is its place in the list, from 0.
+            let steps: Vec<&str> = run.steps.to_vec();
+            tx.execute(
+                "INSERT INTO steps (run_id, step_id, position, status)
+                 SELECT $1, step.id, step.place - 1, $3
+                 FROM unnest($2::text[]) WITH ORDINALITY AS step(id, place)",
+                &[&run.id, &steps, &StepStatus::Pending.as_str()],
+            )?;
             insert_events(&mut tx, run.id, &now, &events)?;
             // Wakes the workers waiting in `wait_for_work` (on commit).
             tx.batch_execute(&format!("NOTIFY {WORK_CHANNEL}"))?;
@@ -179,28 +177,42 @@ impl RunStore for PgStore {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            for id in &existing {
-                if !steps.contains(&id.as_str()) {
-                    tx.execute(
-                        "DELETE FROM steps WHERE run_id = $1 AND step_id = $2",
-                        &[&run_id, id],
-                    )?;
-                }
-            }
-            for (position, id) in steps.iter().enumerate() {
-                let position = position as i64;
-                if existing.iter().any(|e| e == id) {
-                    tx.execute(
-                        "UPDATE steps SET position = $3 WHERE run_id = $1 AND step_id = $2",
-                        &[&run_id, id, &position],
-                    )?;
-                } else {
-                    tx.execute(
-                        "INSERT INTO steps (run_id, step_id, position, status)
-                         VALUES ($1, $2, $3, 'pending')",
-                        &[&run_id, id, &position],
-                    )?;
-                }
+            let wanted: std::collections::HashSet<&str> = steps.iter().copied().collect();
+            let existing: std::collections::HashSet<&str> =
+                existing.iter().map(String::as_str).collect();
+            let removed: Vec<&str> = existing
+                .iter()
+                .copied()
+                .filter(|id| !wanted.contains(id))
+                .collect();
+            // One statement each for the removed, kept and new steps (one
+            // round trip each, not one per step).
+            tx.execute(
+                "DELETE FROM steps WHERE run_id = $1 AND step_id = ANY($2::text[])",
+                &[&run_id, &removed],
+            )?;
+            let (kept, new): (Placed<'_>, Placed<'_>) = steps
+                .iter()
+                .copied()
+                .enumerate()
+                .partition(|(_, id)| existing.contains(id));
+            for (sql, list) in [
+                (
+                    "UPDATE steps SET position = step.position
+                     FROM unnest($2::text[], $3::bigint[]) AS step(id, position)
+                     WHERE steps.run_id = $1 AND steps.step_id = step.id",
+                    kept,
+                ),
+                (
+                    "INSERT INTO steps (run_id, step_id, position, status)
+                     SELECT $1, step.id, step.position, 'pending'
+                     FROM unnest($2::text[], $3::bigint[]) AS step(id, position)",
+                    new,
+                ),
+            ] {
+                let ids: Vec<&str> = list.iter().map(|(_, id)| *id).collect();
+                let positions: Vec<i64> = list.iter().map(|(at, _)| *at as i64).collect();
+                tx.execute(sql, &[&run_id, &ids, &positions])?;
             }
             insert_events(tx, run_id, &now, &events)
         })?;
@@ -393,3 +405,6 @@ impl LeaseStore for PgStore {
         })
     }
 }
+
+/// Steps with their places in a definition's list.
+type Placed<'a> = Vec<(usize, &'a str)>;

@@ -51,12 +51,20 @@ impl RunStore for SqliteStore {
                 "INSERT INTO run_texts (run_id, definition, args) VALUES (?1, ?2, ?3)",
                 params![run.id, run.definition, run.args.to_string()],
             )?;
+            // One statement prepared for every step (a wide run has
+            // thousands).
+            let mut insert_step = tx.prepare(
+                "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             for (position, step) in run.steps.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, ?4)",
-                    params![run.id, step, position as i64, StepStatus::Pending.as_str()],
-                )?;
+                insert_step.execute(params![
+                    run.id,
+                    step,
+                    position as i64,
+                    StepStatus::Pending.as_str()
+                ])?;
             }
+            drop(insert_step);
             let data = serde_json::json!({
                 "workflow": run.workflow_name,
                 "definition_hash": hash,
@@ -149,26 +157,26 @@ impl RunStore for SqliteStore {
                     .collect::<rusqlite::Result<_>>()?;
                 ids
             };
+            // Sets, and statements prepared once: a wide run has thousands
+            // of steps.
+            let wanted: std::collections::HashSet<&str> = steps.iter().copied().collect();
+            let existing: std::collections::HashSet<&str> =
+                existing.iter().map(String::as_str).collect();
             for id in &existing {
-                if !steps.contains(&id.as_str()) {
-                    tx.execute(
-                        "DELETE FROM steps WHERE run_id = ?1 AND step_id = ?2",
-                        params![run_id, id],
-                    )?;
+                if !wanted.contains(id) {
+                    tx.prepare_cached("DELETE FROM steps WHERE run_id = ?1 AND step_id = ?2")?
+                        .execute(params![run_id, id])?;
                 }
             }
             for (position, id) in steps.iter().enumerate() {
-                if existing.iter().any(|e| e == id) {
-                    tx.execute(
-                        "UPDATE steps SET position = ?3 WHERE run_id = ?1 AND step_id = ?2",
-                        params![run_id, id, position as i64],
-                    )?;
+                let sql = if existing.contains(id) {
+                    "UPDATE steps SET position = ?3 WHERE run_id = ?1 AND step_id = ?2"
                 } else {
-                    tx.execute(
-                    "INSERT INTO steps (run_id, step_id, position, status) VALUES (?1, ?2, ?3, 'pending')",
-                    params![run_id, id, position as i64],
-                )?;
-                }
+                    "INSERT INTO steps (run_id, step_id, position, status)
+                     VALUES (?1, ?2, ?3, 'pending')"
+                };
+                tx.prepare_cached(sql)?
+                    .execute(params![run_id, id, position as i64])?;
             }
             let data = serde_json::json!({ "definition_hash": hash, "changes": summary });
             insert_event(&tx, run_id, None, &now, "run_upgraded", &data)?;
