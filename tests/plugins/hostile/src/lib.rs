@@ -31,6 +31,8 @@
 //! | `plant`   | `mib`? (default 8)             | fills heap and stack with a marker and leaves it there      |
 //! | `scan`    | `grow_mib`? (default 16)       | grows its memory, then counts markers in all of it          |
 //! | `plant-and-scan` |                         | both in one instance: proves `scan` finds a marker          |
+//! | `plant-and-recurse` |                      | plants, then overflows its stack (the instance traps)       |
+//! | `plant-and-loop` |                         | plants, then spins until the timeout stops it               |
 
 use std::hint::black_box;
 use std::io::Write;
@@ -80,6 +82,14 @@ impl Plugin for Hostile {
             "plant-and-scan" => {
                 plant(&req)?;
                 scan(&req)
+            }
+            "plant-and-recurse" => {
+                plant(&req)?;
+                recurse_attack()
+            }
+            "plant-and-loop" => {
+                plant(&req)?;
+                spin()
             }
             other => Err(StepError::permanent(format!("unknown attack '{other}'"))),
         }
