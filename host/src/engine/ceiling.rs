@@ -18,8 +18,10 @@
 //! step's model counts as the step asking for its endpoint (`network`) and
 //! its key's variable (`env`), see [`Ceiling::check_model`].
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -59,6 +61,7 @@ pub struct Ceiling {
 pub fn load_durability(path: &Path) -> Result<Durability, String> {
     Ok(read_config(path)?
         .store
+        .as_ref()
         .and_then(|store| store.durability)
         .unwrap_or_default())
 }
@@ -66,10 +69,34 @@ pub fn load_durability(path: &Path) -> Result<Durability, String> {
 /// Read the store's PostgreSQL URL (`[store] url`) from a host config
 /// file; `None` (SQLite under the home) when the file does not set it.
 pub fn load_store_url(path: &Path) -> Result<Option<String>, String> {
-    Ok(read_config(path)?.store.and_then(|store| store.url))
+    Ok(read_config(path)?
+        .store
+        .as_ref()
+        .and_then(|store| store.url.clone()))
 }
 
-fn read_config(path: &Path) -> Result<ConfigFile, String> {
+/// The config file at `path`, parsed. A command asks for it several times
+/// (the store's durability and URL, the ceiling); it is read and parsed
+/// once while its size, modification time and inode stay the same (a
+/// long-running `serve` sees an edited file).
+fn read_config(path: &Path) -> Result<Arc<ConfigFile>, String> {
+    type Cached = (PathBuf, (u64, Option<SystemTime>, u64), Arc<ConfigFile>);
+    static LAST: Mutex<Option<Cached>> = Mutex::new(None);
+    let stamp = std::fs::metadata(path)
+        .map(|meta| (meta.len(), meta.modified().ok(), meta.ino()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((cached_path, cached_stamp, file)) = last.as_ref() {
+        if cached_path == path && *cached_stamp == stamp {
+            return Ok(file.clone());
+        }
+    }
+    let file = Arc::new(parse_config(path)?);
+    *last = Some((path.to_path_buf(), stamp, file.clone()));
+    Ok(file)
+}
+
+fn parse_config(path: &Path) -> Result<ConfigFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
         let at = e
@@ -89,11 +116,11 @@ impl Ceiling {
     /// has no `[ceiling]` table.
     pub fn load(path: &Path) -> Result<Option<Ceiling>, String> {
         let file = read_config(path)?;
-        let Some(spec) = file.ceiling else {
+        let Some(spec) = file.ceiling.as_ref() else {
             return Ok(None);
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        let caps = grants::load_caps(&spec, base)
+        let caps = grants::load_caps(spec, base)
             .map_err(|e| format!("{}: ceiling {e}", path.display()))?;
         Ok(Some(Ceiling {
             source: path.to_path_buf(),
@@ -150,6 +177,29 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let loaded = Ceiling::load(&path);
         (dir, loaded)
+    }
+
+    /// The file is read once while unchanged, and again once edited (a
+    /// running `serve` sees the operator's edit), including into an error.
+    #[test]
+    fn an_edited_config_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[store]\ndurability = \"full\"\n").unwrap();
+        assert_eq!(load_durability(&path).unwrap(), Durability::Full);
+        assert_eq!(load_durability(&path).unwrap(), Durability::Full);
+        assert_eq!(load_store_url(&path).unwrap(), None);
+        std::fs::write(&path, "[store]\nurl = \"postgres://h/db\"\n").unwrap();
+        assert_eq!(load_durability(&path).unwrap(), Durability::Normal);
+        assert_eq!(
+            load_store_url(&path).unwrap().as_deref(),
+            Some("postgres://h/db")
+        );
+        std::fs::write(&path, "[store]\ndurabilty = 1\n").unwrap();
+        let error = load_durability(&path).unwrap_err();
+        assert!(error.contains("config.toml:2:1"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        assert!(load_durability(&path).is_err());
     }
 
     #[test]
