@@ -84,10 +84,7 @@ pub fn export_run(
             &journal(own.unwrap_or_default().iter().copied()),
         )?;
         let kind = workflow
-            .and_then(|workflow| {
-                let index = workflow.graph.index_of(&record.id)?;
-                workflow.def.steps.get(index)
-            })
+            .and_then(|workflow| workflow.step(&record.id))
             .map(step_types::of);
         let text = summary(store, run_id, record, kind.as_deref());
         write(&step_dir.join("summary.md"), &text)?;

@@ -476,8 +476,7 @@ fn invocation(
     stop: &StopTrigger,
 ) -> Result<StepInvocation, StepFailure> {
     let on = side.worker;
-    let found = workflow.graph.index_of(&task.step_id);
-    let Some(step) = found.map(|index| &workflow.def.steps[index]) else {
+    let Some(step) = workflow.step(&task.step_id) else {
         return Err(StepFailure::permanent(format!(
             "worker {on}: the run's definition has no step '{}'",
             task.step_id

@@ -101,6 +101,7 @@ pub fn slots_for(steps: usize, for_each: usize, parallelism: usize) -> Option<u3
 /// total is a slot's allowance times `slots`, so that `slots` steps holding
 /// a permit of [`StepPool::slot`] can never run the pool out.
 pub(super) fn allocation(slots: u32) -> PoolingAllocationConfig {
+    let keep_resident = keep_resident();
     let mut config = PoolingAllocationConfig::new();
     config
         .total_component_instances(slots)
@@ -112,8 +113,8 @@ pub(super) fn allocation(slots: u32) -> PoolingAllocationConfig {
         .max_tables_per_component(TABLES_PER_SLOT)
         .max_tables_per_module(TABLES_PER_SLOT)
         .total_stacks(slots)
-        .linear_memory_keep_resident(keep_resident())
-        .table_keep_resident(keep_resident())
+        .linear_memory_keep_resident(keep_resident)
+        .table_keep_resident(keep_resident)
         .pagemap_scan(wasmtime::Enabled::Auto);
     config
 }

@@ -30,6 +30,14 @@ pub struct LoadedWorkflow {
     pub readings: Vec<Reading>,
 }
 
+impl LoadedWorkflow {
+    /// The step with this id (found through the graph's index, not a
+    /// search of the list).
+    pub fn step(&self, id: &str) -> Option<&crate::workflow::model::Step> {
+        self.def.steps.get(self.graph.index_of(id)?)
+    }
+}
+
 /// Reads, parses and validates the workflow at `path` (without home
 /// agents: see [`load_with`]).
 #[cfg(test)]

@@ -31,9 +31,7 @@ impl Driver {
                 anyhow::bail!("run {run_id} has no step '{name}'");
             }
         }
-        // By id: a search of the list per step is quadratic in a wide run.
-        let records: std::collections::HashMap<&str, _> =
-            records.iter().map(|r| (r.id.as_str(), r)).collect();
+        let records = super::state::records_by_id(&records);
         let mut needs_decision = Vec::new();
         for index in workflow.graph.topo_order() {
             let step = &def.steps[index];
@@ -216,8 +214,7 @@ impl Driver {
         queue: &dyn crate::store::StepQueue,
     ) -> Result<()> {
         for finished in queue.unrecorded_outcomes(run_id)? {
-            let found = workflow.graph.index_of(&finished.step_id);
-            let Some(step) = found.map(|index| &workflow.def.steps[index]) else {
+            let Some(step) = workflow.step(&finished.step_id) else {
                 continue;
             };
             if step.for_each.is_some() || step.stage_loop.is_some() {

@@ -192,8 +192,7 @@ impl Driver {
                 state.scheduler.hold(index);
             }
         }
-        let records: std::collections::HashMap<&str, _> =
-            records.iter().map(|r| (r.id.as_str(), r)).collect();
+        let records = super::state::records_by_id(&records);
         for index in workflow.graph.topo_order() {
             let step = &def.steps[index];
             let Some(record) = records.get(step.id.as_str()) else {

@@ -1,6 +1,6 @@
 //! The in-memory side of a run being driven.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use crate::engine::progress::ProgressBoard;
 use crate::engine::scheduler::Scheduler;
 use crate::step::executor::{FailureKind, StepFailure};
 use crate::step::stop::StopTrigger;
-use crate::store::EngineStore;
+use crate::store::{EngineStore, StepRecord};
 use crate::workflow::model::{Step, Workflow};
 use crate::workflow::parse_duration;
 
@@ -125,6 +125,12 @@ fn mentions_progress(step: &Step) -> bool {
             .with
             .as_ref()
             .is_some_and(|with| with.to_string().contains("progress"))
+}
+
+/// A run's step records by step id (a search of the list per step is
+/// quadratic in a wide run).
+pub(super) fn records_by_id(records: &[StepRecord]) -> HashMap<&str, &StepRecord> {
+    records.iter().map(|r| (r.id.as_str(), r)).collect()
 }
 
 pub(super) fn describe_failure(failure: &StepFailure) -> String {

@@ -174,7 +174,7 @@ steps:
     }
 
     fn step<'a>(workflow: &'a LoadedWorkflow, id: &str) -> &'a Step {
-        workflow.def.steps.iter().find(|s| s.id == id).unwrap()
+        workflow.step(id).unwrap()
     }
 
     fn config_of(workflow: &LoadedWorkflow, id: &str, with: Value) -> Result<Value, StepFailure> {
