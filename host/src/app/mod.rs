@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use crate::engine::ceiling::{self, Ceiling};
 use crate::engine::grants::{self, HostState, ResolvedGrants};
+use crate::engine::step_types::SCRIPT_COMPONENT;
 use crate::engine::{Driver, RunListener};
 use crate::runtime::{Runtime, WasmExecutor};
 use crate::step::executor::StepExecutor;
@@ -189,6 +190,14 @@ pub fn warm_runtime(home: &Path, workflow: &LoadedWorkflow) -> Warming {
         .collect();
     components.sort();
     components.dedup();
+    if components
+        .iter()
+        .any(|component| component == SCRIPT_COMPONENT)
+    {
+        // Known before the runtime is made: the launcher's start (an
+        // `exec` of this binary) overlaps making it.
+        crate::runtime::prepare_for_programs(Some(&cache_dir));
+    }
     let made_in = cache_dir.clone();
     let slots = pool_slots(&workflow.def);
     let thread = std::thread::Builder::new()

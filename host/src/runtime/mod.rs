@@ -31,7 +31,7 @@ mod state;
 
 pub use crate::step::bindings;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -439,6 +439,18 @@ fn starts_programs(prepared: &Prepared, engine: &Engine) -> bool {
         .any(|(name, _)| name.starts_with("wfhost:plugin/process@"))
 }
 
+/// Get ready for the programs a run's steps will start: start the sandbox
+/// launcher and find out what the kernel offers (remembered in
+/// `cache_dir`), each on a thread of its own, so both are ready by the time
+/// the first program is and the caller does not wait. Done by
+/// [`WasmExecutor::prepare`] for every component that can start programs;
+/// a caller that knows earlier (a workflow with script steps) may call it
+/// before any component is loaded.
+pub fn prepare_for_programs(cache_dir: Option<&Path>) {
+    sandbox::detect_support_in_background(cache_dir);
+    sandbox::prestart_launcher();
+}
+
 /// The engine's view of the runtime: a [`StepExecutor`] running steps as
 /// wasm components.
 #[derive(Clone)]
@@ -460,10 +472,7 @@ impl StepExecutor for WasmExecutor {
                 pool.twin(&prepared);
             }
             if starts_programs(&prepared, &self.0.engine) {
-                // Started now, they are ready by the time the first
-                // program is: the launcher, and what the kernel offers.
-                sandbox::detect_support_in_background(self.0.cache.disk_dir());
-                sandbox::prestart_launcher();
+                prepare_for_programs(self.0.cache.disk_dir());
             }
         }
         Ok(())

@@ -9,6 +9,8 @@ mod function;
 mod plugin;
 mod script;
 
+pub use script::SCRIPT_COMPONENT;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

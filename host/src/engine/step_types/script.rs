@@ -8,12 +8,15 @@ use crate::step::executor::StepFailure;
 use crate::workflow::model::{Grants, Step};
 use crate::workflow::{LoadedWorkflow, Templates};
 
+/// The component a script step runs (built in).
+pub const SCRIPT_COMPONENT: &str = "script";
+
 /// A script step.
 pub(super) struct Script;
 
 impl StepType for Script {
     fn component(&self, _workflow: &LoadedWorkflow) -> String {
-        "script".to_string()
+        SCRIPT_COMPONENT.to_string()
     }
 
     fn config(

@@ -63,10 +63,25 @@ pub(super) fn client() -> Option<Arc<Client>> {
     }
 }
 
-/// Start the launcher now (if enabled and not running), so it is ready
-/// when the first program is.
+/// Start the launcher (if enabled and not running) on a thread of its own,
+/// so it is ready when the first program is and the caller does not wait
+/// for it: starting it is an `exec` of this binary, milliseconds. A
+/// program asked for meanwhile waits for that start ([`client`]).
 pub(crate) fn prestart() {
-    let _ = client();
+    static STARTING: AtomicBool = AtomicBool::new(false);
+    if EXECUTABLE.get().is_none() || STARTING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let started = std::thread::Builder::new()
+        .name("wfhost-launcher-start".into())
+        .spawn(|| {
+            let _ = client();
+            STARTING.store(false, Ordering::Release);
+        });
+    if started.is_err() {
+        STARTING.store(false, Ordering::Release);
+        let _ = client();
+    }
 }
 
 /// How a spawn request went: the program's pid, or the failing set-up
