@@ -1724,3 +1724,93 @@ fn the_sleep_component_waits_and_checks_its_config() {
         "{status:#}"
     );
 }
+
+#[test]
+fn prune_cache_removes_what_this_build_cannot_load_and_keeps_what_it_uses() {
+    let sandbox = Sandbox::new();
+    let cache = sandbox.path().join("cache");
+    let wfhost = |args: &[&str]| {
+        sandbox
+            .command(args)
+            .env("WFHOST_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let workflow = sandbox.write(
+        "w.yaml",
+        "name: w\nsteps:\n  - id: a\n    type: function\n    component: echo\n",
+    );
+    let workflow = workflow.to_str().unwrap();
+    assert_exit(&wfhost(&["run", "-q", workflow]), 0);
+    let compiled = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".cwasm"))
+            .collect();
+        names.sort();
+        names
+    };
+    let current = compiled(&cache);
+    assert!(!current.is_empty(), "the run cached its component");
+
+    // Another build's entry with its record, a temporary file a killed
+    // writer left two hours ago, and a file the cache did not write.
+    let other = cache.join(format!("{}-{}.cwasm", "a".repeat(64), "0".repeat(16)));
+    std::fs::write(&other, vec![0u8; 4096]).unwrap();
+    std::fs::write(
+        cache.join(format!(
+            "{}-{}.cwasm.sha256",
+            "a".repeat(64),
+            "0".repeat(16)
+        )),
+        "x\n",
+    )
+    .unwrap();
+    let leftover = cache.join(".0f0f.tmp");
+    std::fs::write(&leftover, "half").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let notes = cache.join("notes.txt");
+    std::fs::write(&notes, "mine").unwrap();
+
+    let prune = wfhost(&["prune", "--cache", "--json"]);
+    assert_exit(&prune, 0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&prune.stdout).unwrap(),
+        serde_json::json!({ "cache": cache, "components": 1, "files": 3, "bytes": 4096 + 2 + 4 })
+    );
+    assert_eq!(compiled(&cache), current, "this build's entries stay");
+    assert!(!other.exists() && !leftover.exists() && notes.exists());
+
+    // Entries used within the age stay; the run after it still works.
+    let prune = wfhost(&["prune", "--cache", "--older-than", "30d"]);
+    assert_exit(&prune, 0);
+    assert!(
+        text(&prune.stdout).starts_with("removed 0 compiled component(s)"),
+        "{}",
+        text(&prune.stdout)
+    );
+    assert_eq!(compiled(&cache), current);
+    assert_exit(&wfhost(&["run", "-q", workflow]), 0);
+
+    let bad = wfhost(&["prune", "--cache", "--older-than", "soon"]);
+    assert_exit(&bad, 2);
+    assert!(
+        text(&bad.stderr).contains("--older-than: invalid duration 'soon'"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let both = wfhost(&["prune", "--cache", "--checkpoints", "--keep", "1"]);
+    assert_exit(&both, 2);
+    assert!(
+        text(&both.stderr).contains("'--cache' cannot be used with '--checkpoints'"),
+        "{}",
+        text(&both.stderr)
+    );
+}

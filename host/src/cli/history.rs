@@ -75,22 +75,37 @@ pub struct RestoreArgs {
 
 /// Arguments of `wfhost prune`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["older_than", "checkpoints"])))]
+#[command(group(
+    clap::ArgGroup::new("what")
+        .required(true)
+        .multiple(true)
+        .args(["older_than", "checkpoints", "cache"])
+))]
 pub struct PruneArgs {
     /// Remove finished runs created longer ago than this (e.g. `7d`, `12h`).
+    /// With `--cache`: compiled components not used for this long.
     #[arg(long, value_name = "AGE")]
     older_than: Option<String>,
     /// Instead: stop offering all but the newest `--keep` checkpoints of
     /// each run (or of `--run`) to `restore`. The journal keeps its events.
-    #[arg(long, requires = "keep")]
+    #[arg(long, requires = "keep", conflicts_with_all = ["older_than", "cache"])]
     checkpoints: bool,
+    /// Instead of runs: prune the compile cache (`$WFHOST_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/wfhost` or `~/.cache/wfhost`). Removes compiled
+    /// code this build cannot load (from another wfhost version) and what
+    /// an interrupted write left; with `--older-than`, also components not
+    /// used for that long. Whatever is removed is compiled again when next
+    /// needed. No run is touched.
+    #[arg(long)]
+    cache: bool,
     /// With `--checkpoints`: how many of each run's newest to keep.
     #[arg(long, value_name = "N", requires = "checkpoints")]
     keep: Option<usize>,
     /// With `--checkpoints`: only this run.
     #[arg(long, value_name = "RUN", requires = "checkpoints")]
     run: Option<String>,
-    /// Print the removed run ids as JSON: `{"removed": [...]}`.
+    /// Print the removed run ids as JSON: `{"removed": [...]}` (with
+    /// `--cache`: `{"cache", "components", "files", "bytes"}`).
     #[arg(long)]
     json: bool,
     /// Where runs live, and the host config.
@@ -271,6 +286,36 @@ pub fn restore(home: &Path, config: Option<&Path>, args: RestoreArgs) -> Result<
 
 /// `wfhost prune --checkpoints --keep N`: from each run's (or `--run`'s)
 /// checkpoints, offer only the newest N to `restore`.
+/// `wfhost prune --cache [--older-than AGE]`.
+fn prune_cache(
+    home: &Path,
+    unused_for: Option<std::time::Duration>,
+    json: bool,
+) -> Result<ExitCode> {
+    let dir = crate::app::component_cache_dir(home);
+    let pruned = crate::runtime::cache::prune_disk(&dir, unused_for)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "cache": dir,
+                "components": pruned.entries,
+                "files": pruned.files,
+                "bytes": pruned.bytes,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "removed {} compiled component(s), {} file(s) in all, {:.1} MiB, from {}",
+        pruned.entries,
+        pruned.files,
+        pruned.bytes as f64 / (1024.0 * 1024.0),
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn prune_checkpoints(home: &Path, args: &PruneArgs) -> Result<ExitCode> {
     let keep = args.keep.unwrap_or_default();
     let store = super::open_store(home)?;
@@ -314,9 +359,18 @@ pub fn prune(home: &Path, args: PruneArgs) -> Result<ExitCode> {
     if args.checkpoints {
         return prune_checkpoints(home, &args);
     }
-    let older_than = args.older_than.as_deref().unwrap_or_default();
-    let age = crate::workflow::parse_duration(older_than)
-        .map_err(|e| Invalid(format!("--older-than: {e}")))?;
+    let age = args
+        .older_than
+        .as_deref()
+        .map(|older_than| {
+            crate::workflow::parse_duration(older_than)
+                .map_err(|e| Invalid(format!("--older-than: {e}")))
+        })
+        .transpose()?;
+    if args.cache {
+        return prune_cache(home, age, args.json);
+    }
+    let age = age.unwrap_or_default();
     let cutoff = chrono::Utc::now()
         - chrono::Duration::from_std(age).unwrap_or_else(|_| chrono::Duration::zero());
     let store = super::open_store(home)?;

@@ -151,7 +151,8 @@ enum Command {
     Checkpoints(lazy::Lazy<history::CheckpointsArgs>),
     /// Resume a run from a checkpoint: steps finished after it run again.
     Restore(lazy::Lazy<history::RestoreArgs>),
-    /// Delete finished runs older than an age, with their folders.
+    /// Delete finished runs older than an age, with their folders; or prune
+    /// the compile cache (`--cache`).
     Prune(lazy::Lazy<history::PruneArgs>),
     /// Print the log of a run, or of one of its steps.
     Logs(lazy::Lazy<inspect::LogsArgs>),

@@ -14,9 +14,11 @@
 
 mod entry;
 mod progress;
+mod prune;
 mod stamp;
 mod tiers;
 
+pub use prune::Pruned;
 pub use tiers::{enable_optimizer, serve_optimizer_if_asked};
 
 use std::collections::HashMap;
@@ -121,6 +123,22 @@ fn engine_tag(engine: &Engine) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     format!("{:016x}", hasher.finish())
+}
+
+/// Prune the disk cache in `dir` for this build's engines (the optimized
+/// and the quick one): what none of them can load, what a killed writer
+/// left, and with `unused_for` entries not used for that long (see
+/// [`prune::prune`]).
+pub fn prune_disk(dir: &Path, unused_for: Option<std::time::Duration>) -> Result<Pruned> {
+    let mut tags = vec![engine_tag(
+        super::engine::shared().map_err(anyhow::Error::msg)?,
+    )];
+    // An engine this machine cannot make has no entries to keep.
+    if let Ok(baseline) = super::engine::baseline() {
+        tags.push(engine_tag(baseline));
+    }
+    prune::prune(dir, &tags, unused_for, tiers::PENDING_STALE)
+        .with_context(|| format!("cannot prune the compile cache {}", dir.display()))
 }
 
 /// The cache directory's folder of file stamp → key records.

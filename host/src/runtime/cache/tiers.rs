@@ -34,10 +34,10 @@ pub const OPTIMIZER_ARG: &str = "__wfhost-optimize-component";
 
 /// The cache directory's folder of components waiting for their optimized
 /// build.
-const PENDING: &str = "pending";
+pub(super) const PENDING: &str = "pending";
 
 /// A pending build older than this is taken to have died with its process.
-const PENDING_STALE: Duration = Duration::from_secs(600);
+pub(super) const PENDING_STALE: Duration = Duration::from_secs(600);
 
 /// The program started as the optimizer, once enabled by the binary.
 static OPTIMIZER: OnceLock<PathBuf> = OnceLock::new();
