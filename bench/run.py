@@ -266,7 +266,11 @@ def main():
                 samples.append((rss, wall))
         rss = statistics.median(r for r, _ in samples)
         wall = statistics.median(w for _, w in samples)
-        print(f"Memory: {args.sleepers} function steps sleeping 3 s at once (`sleep` component, "
+        # A wall of two sleeps or more means not all slept at once: the
+        # executor admits only as many live instances as the kernel's map
+        # limit allows (`vm.max_map_count`; ~7,900 by default), the rest wait.
+        at_once = "at once" if wall < 6.0 else "(not all at once: the wall is two sleeps or more)"
+        print(f"Memory: {args.sleepers} function steps sleeping 3 s {at_once} (`sleep` component, "
               f"parallelism {args.sleepers}): peak RSS {rss / 1024:.0f} MiB "
               f"({rss / args.sleepers:.1f} KiB per step), wall {wall:.2f} s; median of {args.runs} after a warm-up.")
         if args.only_sleepers:
