@@ -151,10 +151,16 @@ fn remove(entry: &DirEntry, metadata: &Metadata, pruned: &mut Pruned) -> io::Res
     if metadata.is_dir() {
         return Ok(false);
     }
-    match fs::remove_file(entry.path()) {
+    let path = entry.path();
+    match fs::remove_file(&path) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => return Err(error),
+        Err(error) => {
+            return Err(io::Error::new(
+                error.kind(),
+                format!("cannot remove {}: {error}", path.display()),
+            ))
+        }
     }
     pruned.files += 1;
     pruned.bytes += metadata.len();
