@@ -51,10 +51,8 @@ pub fn prune(
 ) -> io::Result<Pruned> {
     let mut pruned = Pruned::default();
     let now = SystemTime::now();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(pruned),
-        Err(error) => return Err(error),
+    let Some(entries) = read_dir_if_present(dir)? else {
+        return Ok(pruned);
     };
     let mut kept_keys = HashSet::new();
     let mut records = Vec::new();
@@ -69,7 +67,7 @@ pub fn prune(
             records.push((entry, entry_name.to_string(), metadata));
             continue;
         }
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if is_temporary(name) {
             if older_than(&metadata, now, STALE_TEMP) {
                 remove(&entry, &metadata, &mut pruned)?;
             }
@@ -100,17 +98,48 @@ pub fn prune(
     )?;
     let sources = dir.join(SOURCES);
     prune_folder(&sources, &mut pruned, |name, metadata| {
-        if name.starts_with('.') && name.ends_with(".tmp") {
+        if is_temporary(name) {
             return older_than(metadata, now, STALE_TEMP);
         }
-        // The cache writes a key (64 bytes) into a regular file: anything
-        // else there is not its record.
-        !metadata.is_file()
-            || metadata.len() > 128
-            || fs::read_to_string(sources.join(name))
-                .map_or(true, |key| !kept_keys.contains(key.trim()))
+        recorded_key(&sources.join(name)).is_none_or(|key| !kept_keys.contains(&key))
     })?;
     Ok(pruned)
+}
+
+/// The key a `sources/` record holds, read from the opened file: `None`
+/// unless it is a regular file (a link is not followed) of at most
+/// [`MAX_RECORD`] bytes.
+fn recorded_key(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut key = String::new();
+    file.take(MAX_RECORD + 1).read_to_string(&mut key).ok()?;
+    (key.len() as u64 <= MAX_RECORD).then(|| key.trim().to_string())
+}
+
+/// The most a `sources/` record is read: the cache writes a 64-digit key.
+const MAX_RECORD: u64 = 128;
+
+/// Whether `name` is one of the cache's temporary files (`.NAME.tmp`).
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
+/// The entries of `dir`; `None` when it does not exist.
+fn read_dir_if_present(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// `KEY-TAG.cwasm` split into its key (64 hex digits) and tag (16).
@@ -127,10 +156,8 @@ fn prune_folder(
     pruned: &mut Pruned,
     doomed: impl Fn(&str, &Metadata) -> bool,
 ) -> io::Result<()> {
-    let entries = match fs::read_dir(folder) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(error),
+    let Some(entries) = read_dir_if_present(folder)? else {
+        return Ok(());
     };
     for entry in entries {
         let entry = entry?;
@@ -212,6 +239,16 @@ mod tests {
             .unwrap();
     }
 
+    fn prune_current(dir: &Path, unused_for: Option<Duration>) -> Pruned {
+        prune(
+            dir,
+            &[TAG.to_string()],
+            unused_for,
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    }
+
     fn entry(dir: &Path, key: &str, tag: &str) -> std::path::PathBuf {
         let path = dir.join(format!("{key}-{tag}.cwasm"));
         write(&path, &[0; 1000]);
@@ -236,13 +273,7 @@ mod tests {
         let unrelated = dir.path().join("sandbox-support.json");
         write(&unrelated, b"{}");
 
-        let pruned = prune(
-            dir.path(),
-            &[TAG.to_string()],
-            None,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+        let pruned = prune_current(dir.path(), None);
 
         assert_eq!(pruned.entries, 1);
         // The old engine's entry and record, the orphan record, the stale
@@ -270,16 +301,33 @@ mod tests {
         age(&unused, Duration::from_secs(10 * 86_400));
         let week = Some(Duration::from_secs(7 * 86_400));
 
-        let pruned = prune(
-            dir.path(),
-            &[TAG.to_string()],
-            week,
-            Duration::from_secs(600),
-        )
-        .unwrap();
+        let pruned = prune_current(dir.path(), week);
 
         assert_eq!((pruned.entries, pruned.files), (1, 2));
         assert!(used.exists() && !unused.exists());
+    }
+
+    #[test]
+    fn a_record_is_read_only_from_a_small_regular_file_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        entry(dir.path(), KEY_A, TAG);
+        let sources = dir.path().join(SOURCES);
+        write(&sources.join("kept"), KEY_A.as_bytes());
+        // A link to a file holding a kept key, and a record too big to be one.
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("key");
+        write(&target, KEY_A.as_bytes());
+        std::os::unix::fs::symlink(&target, sources.join("linked")).unwrap();
+        write(
+            &sources.join("big"),
+            format!("{KEY_A}{}", " ".repeat(200)).as_bytes(),
+        );
+
+        prune_current(dir.path(), None);
+
+        assert!(sources.join("kept").exists());
+        assert!(!sources.join("linked").exists() && target.exists());
+        assert!(!sources.join("big").exists());
     }
 
     #[test]
