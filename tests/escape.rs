@@ -1855,3 +1855,32 @@ fn a_step_cannot_read_what_the_step_before_it_left_in_memory() {
     assert_eq!(run.completed("canary")["alive"], "yes");
     assert_eq!(run.status["status"], "completed_with_errors");
 }
+
+/// `host.suspend` is no way around a budget or the sandbox: a step that
+/// suspends forever still ends at its timeout, a state over 64 KiB fails
+/// the step with the budget named, and the call after a wait runs in a
+/// fresh instance (nothing of the call before survives but the state).
+#[test]
+fn a_suspending_step_keeps_its_deadline_its_state_budget_and_no_memory() {
+    let sandbox = layout();
+    let mut forever = attack("forever", json!({ "attack": "suspend-loop" }), json!({}));
+    forever["timeout"] = json!("2s");
+    let huge = attack(
+        "huge",
+        json!({ "attack": "suspend-huge", "kib": 65 }),
+        json!({}),
+    );
+    let recall = attack(
+        "recall",
+        json!({ "attack": "suspend-recall", "ms": 100 }),
+        json!({}),
+    );
+    let run = run_flow(&sandbox, &workflow(vec![forever, huge, recall]));
+    assert_contains(&run.error("forever"), "timed out after 2s");
+    assert_contains(&run.error("huge"), "state of 66560 bytes");
+    assert_contains(&run.error("huge"), "over its budget of 64 KiB");
+    let recalled = run.completed("recall");
+    assert_eq!(recalled["state"], "handed over");
+    assert_eq!(recalled["static_survived"], false, "{recalled}");
+    run.assert_host_survived();
+}

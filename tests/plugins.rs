@@ -33,11 +33,11 @@ fn plugin_wit_prints_and_writes_the_contract_the_binary_provides() {
     assert_exit(&printed, 0);
     let wit = std::fs::read_to_string(repo().join("plugins/sdk/wit/plugin.wit")).unwrap();
     assert_eq!(stdout(&printed), wit);
-    assert!(wit.contains("package wfhost:plugin@0.1.1;"));
+    assert!(wit.contains("package wfhost:plugin@0.1.2;"));
     let written = sandbox.wfhost(&["plugin", "wit", "--out", "contract"]);
     assert_exit(&written, 0);
     assert!(
-        stderr(&written).contains("wfhost:plugin@0.1.1"),
+        stderr(&written).contains("wfhost:plugin@0.1.2"),
         "{}",
         stderr(&written)
     );
@@ -55,7 +55,7 @@ fn plugin_check_tells_the_world_the_imports_and_the_config_schema() {
     let out = stdout(&sleep);
     assert!(out.contains("a step plugin (world `step`)"), "{out}");
     assert!(out.contains("plugin: sleep"), "{out}");
-    assert!(out.contains("ok       wfhost:plugin/host@0.1.1"), "{out}");
+    assert!(out.contains("ok       wfhost:plugin/host@0.1.2"), "{out}");
     assert!(
         out.contains("\"ms\""),
         "the config schema is printed: {out}"

@@ -67,6 +67,10 @@ const SDK_FILES: &[(&str, &str)] = &[
         include_str!("../../../plugins/sdk/src/process.rs"),
     ),
     (
+        "src/suspend.rs",
+        include_str!("../../../plugins/sdk/src/suspend.rs"),
+    ),
+    (
         "src/tools.rs",
         include_str!("../../../plugins/sdk/src/tools.rs"),
     ),
@@ -743,6 +747,21 @@ mod tests {
         for bad in ["", "Greet", "1x", "a_b", "a-", "wfhost-sdk", "../x", "a b"] {
             let error = check_name(bad).unwrap_err().to_string();
             assert!(error.contains("is not a plugin name"), "{bad}: {error}");
+        }
+    }
+
+    /// A project gets every source file of the SDK (a new module left out
+    /// would break every generated project's build).
+    #[test]
+    fn every_sdk_source_file_is_copied() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/src");
+        for entry in std::fs::read_dir(&sdk).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let path = format!("src/{name}");
+            assert!(
+                SDK_FILES.iter().any(|(copied, _)| *copied == path),
+                "{path} is not in SDK_FILES"
+            );
         }
     }
 }

@@ -66,15 +66,15 @@ mod tests {
             );
             let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
             assert!(
-                imports.iter().any(|i| i == "wfhost:plugin/host@0.1.1"),
+                imports.iter().any(|i| i == "wfhost:plugin/host@0.1.2"),
                 "{}: imports {imports:?}",
                 b.name
             );
             if b.name == "script" {
-                assert!(imports.iter().any(|i| i == "wfhost:plugin/process@0.1.1"));
+                assert!(imports.iter().any(|i| i == "wfhost:plugin/process@0.1.2"));
             }
             if b.name == "agent" {
-                for needed in ["wfhost:plugin/model@0.1.1", "wfhost:plugin/tools@0.1.1"] {
+                for needed in ["wfhost:plugin/model@0.1.2", "wfhost:plugin/tools@0.1.2"] {
                     assert!(
                         imports.iter().any(|i| i == needed),
                         "agent: imports {imports:?}"
@@ -108,7 +108,7 @@ mod tests {
             assert!(
                 imports
                     .iter()
-                    .all(|i| i.starts_with("wasi:") || i == "wfhost:plugin/policy-types@0.1.1"),
+                    .all(|i| i.starts_with("wasi:") || i == "wfhost:plugin/policy-types@0.1.2"),
                 "{}: imports {imports:?}",
                 p.name
             );

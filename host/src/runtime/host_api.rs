@@ -64,6 +64,14 @@ impl host::Host for StepState {
             .observer
             .progress(&truncate(message, MAX_PROGRESS_MESSAGE), fraction);
     }
+
+    fn suspend(&mut self, ms: u64, state: String) -> wasmtime::Result<()> {
+        super::suspend::suspend(self, ms, state)
+    }
+
+    fn resumed(&mut self) -> Option<String> {
+        self.resumed.clone()
+    }
 }
 
 /// `message` cut at `max` bytes (on a character boundary) with a marker.

@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 /// The version of the `wfhost:plugin` package this binary provides.
-pub const PLUGIN_PACKAGE_VERSION: &str = "0.1.1";
+pub const PLUGIN_PACKAGE_VERSION: &str = "0.1.2";
 
 /// The WIT package this binary provides, as one file (`wfhost plugin wit`).
 pub const PLUGIN_WIT: &str = include_str!("../../../plugins/sdk/wit/plugin.wit");
@@ -295,7 +295,7 @@ mod tests {
         assert!(http.contains("no wasi:http"), "{http}");
         assert!(why_missing("wasi:io/streams@0.3.0", World::Step).is_some());
         assert!(why_missing("wasi:io/streams@0.2.99", World::Step).is_some());
-        let policy = why_missing("wfhost:plugin/process@0.1.1", World::ToolPolicy).unwrap();
+        let policy = why_missing("wfhost:plugin/process@0.1.2", World::ToolPolicy).unwrap();
         assert!(policy.contains("a tool-policy component gets"), "{policy}");
         assert!(why_missing("acme:thing/x@1.0.0", World::Functions).is_some());
     }

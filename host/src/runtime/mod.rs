@@ -28,6 +28,7 @@ pub mod process;
 mod sandbox;
 pub mod stacks;
 mod state;
+mod suspend;
 
 pub use crate::step::bindings;
 
@@ -275,6 +276,8 @@ impl Runtime {
             limits: StepLimits::new(crate::step::grants::DEFAULT_MEMORY as usize),
             network: NetworkPolicy::new(&[], Arc::new(NullObserver)),
             progress: Default::default(),
+            resumed: None,
+            suspension: None,
             step: Arc::new(StepContext {
                 invocation: StepInvocation {
                     run_id: String::new(),
@@ -304,12 +307,19 @@ impl Runtime {
         }
     }
 
-    /// Run one step attempt in a fresh store built from its grants.
+    /// Run one step attempt: one call of the component in a fresh store
+    /// built from its grants, and, each time a call ends in `host.suspend`,
+    /// a wait with no instance held and another call.
+    ///
+    /// Each call takes a slot for its instance (see `capacity`): too many
+    /// at once would exhaust the process's memory mappings. The attempt's
+    /// timeout starts when its first call gets one and counts the waits.
     pub async fn run_step(
         &self,
         invocation: StepInvocation,
         observer: Arc<dyn StepObserver>,
     ) -> Result<Value, StepFailure> {
+        let mut slot = Some(instance_slot().await?);
         let callee = match &invocation.function {
             None => self.load(&invocation.component).map(Callee::Step),
             Some(_) => self
@@ -317,42 +327,80 @@ impl Runtime {
                 .map(Callee::Functions),
         }
         .map_err(|error| StepFailure::permanent(format!("{error:#}")))?;
-        let function = invocation.function.clone();
-        let parameters = invocation.config.clone();
+        let call = CallPlan {
+            request: step_request(&invocation),
+            function: invocation.function.clone(),
+            parameters: invocation.config.clone(),
+            timeout: invocation.timeout,
+            deadline: tokio::time::Instant::now() + invocation.timeout,
+        };
+        let mut cancel = invocation.cancel.clone();
+        let lease = invocation.lease.clone();
+        let context = Arc::new(StepContext {
+            deadline: call.deadline,
+            agent: invocation.agent.as_ref().map(|handle| handle.0.clone()),
+            invocation,
+            observer,
+            stop: StopTrigger::new(),
+            programs: tokio::sync::watch::Sender::new(0),
+        });
+        let mut resumed = None;
+        loop {
+            let slot = match slot.take() {
+                Some(slot) => slot,
+                None => instance_slot().await?,
+            };
+            if !lease.holds() {
+                let outcome = match resumed {
+                    None => "the step was not started",
+                    Some(_) => "the step was not resumed",
+                };
+                return Err(StepFailure::permanent(crate::step::executor::lease_lost(
+                    outcome,
+                )));
+            }
+            let called = self
+                .call_once(&callee, &context, &call, resumed.take(), &mut cancel)
+                .await;
+            drop(slot);
+            match called? {
+                Called::Done(output) => return Ok(output),
+                Called::Suspended(suspension) => {
+                    suspend::wait_out(suspension.wait, call.deadline, &mut cancel)
+                        .await
+                        .map_err(|stopped| stopped.failure(call.timeout))?;
+                    resumed = Some(suspension.state);
+                }
+            }
+        }
+    }
+
+    /// One call of a step attempt's component, in a fresh store.
+    async fn call_once(
+        &self,
+        callee: &Callee,
+        context: &Arc<StepContext>,
+        call: &CallPlan,
+        resumed: Option<String>,
+        cancel: &mut StopSignal,
+    ) -> Result<Called, StepFailure> {
+        let invocation = &context.invocation;
+        let observer = context.observer.clone();
         let stdout = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(GUEST_STDIO_CAPACITY);
-        let wasi = build_wasi(
-            &invocation,
-            observer.clone(),
-            stdout.clone(),
-            stderr.clone(),
-        )
-        .await?;
+        let wasi = build_wasi(invocation, observer.clone(), stdout.clone(), stderr.clone()).await?;
         let limits = StepLimits::of(&invocation.grants);
         let memory_limit = limits.memory_bytes;
         let max_output = output_budget(invocation.grants.max_output);
         let network = NetworkPolicy::new(&invocation.grants.network, observer.clone());
-        let request = step_request(&invocation);
-        let timeout = invocation.timeout;
-        let mut cancel = invocation.cancel.clone();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let context = Arc::new(StepContext {
-            deadline,
-            agent: invocation.agent.as_ref().map(|handle| handle.0.clone()),
-            invocation,
-            observer: observer.clone(),
-            stop: StopTrigger::new(),
-            programs: tokio::sync::watch::Sender::new(0),
-        });
-        let step = context.clone();
         // Bound before the store so that the slot is given back only once
         // the store (and the instance in the slot) is gone.
         let (callee, _slot) = match callee {
-            Callee::Step(prepared) => match self.pool.as_ref().and_then(|p| p.slot(&prepared)) {
+            Callee::Step(prepared) => match self.pool.as_ref().and_then(|p| p.slot(prepared)) {
                 Some((twin, permit)) => (Callee::Step(twin), Some(permit)),
-                None => (Callee::Step(prepared), None),
+                None => (Callee::Step(prepared.clone()), None),
             },
-            functions => (functions, None),
+            Callee::Functions(pre) => (Callee::Functions(pre.clone()), None),
         };
         let engine = match &callee {
             Callee::Step(prepared) => prepared.engine(),
@@ -366,35 +414,34 @@ impl Runtime {
                 limits,
                 network,
                 progress: Default::default(),
-                step: context,
+                step: context.clone(),
+                resumed,
+                suspension: None,
             },
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_async_yield_and_update(1);
 
-        let call = async {
+        let run = async {
             match &callee {
                 Callee::Step(prepared) => {
                     let step = prepared.instantiate_async(&mut store).await?;
-                    step.call_run(&mut store, &request).await
+                    step.call_run(&mut store, &call.request).await
                 }
                 Callee::Functions(pre) => {
-                    let function = function.as_deref().unwrap_or_default();
-                    function_call::call(pre, &mut store, function, &parameters).await
+                    let function = call.function.as_deref().unwrap_or_default();
+                    function_call::call(pre, &mut store, function, &call.parameters).await
                 }
             }
         };
-        let outcome = until_stopped(call, deadline, &mut cancel, &step).await;
+        let outcome = until_stopped(run, call.deadline, cancel, context).await;
         forward_guest_output(&*observer, &stdout, LogLevel::Info);
         forward_guest_output(&*observer, &stderr, LogLevel::Warn);
 
         match outcome {
-            Err(Stopped::TimedOut) => Err(StepFailure {
-                kind: FailureKind::Timeout,
-                message: format!("timed out after {} and was stopped", humanize(timeout)),
-            }),
-            Err(Stopped::Cancelled) => Err(StepFailure::permanent(
-                "cancelled while running; its programs were stopped",
+            Err(stopped) => Err(stopped.failure(call.timeout)),
+            Ok(Err(_)) if store.data().suspension.is_some() => Ok(Called::Suspended(
+                store.data_mut().suspension.take().expect("checked"),
             )),
             Ok(Err(trap)) if store.data().limits.memory_exceeded => {
                 Err(StepFailure::permanent(bounded_error(format!(
@@ -416,9 +463,37 @@ impl Runtime {
             Ok(Ok(Err(StepError::Permanent(message)))) => {
                 Err(StepFailure::permanent(bounded_error(message)))
             }
-            Ok(Ok(Ok(json))) => parse_output(json, max_output),
+            Ok(Ok(Ok(json))) => parse_output(json, max_output).map(Called::Done),
         }
     }
+}
+
+/// What every call of one step attempt shares.
+struct CallPlan {
+    /// The `step` world's request.
+    request: StepRequest,
+    /// The function called instead of `run`, and its parameters.
+    function: Option<String>,
+    parameters: Value,
+    /// The attempt's timeout, and when it passes.
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+}
+
+/// How one call of a step ended, when it did not fail.
+enum Called {
+    /// With the step's output.
+    Done(Value),
+    /// In `host.suspend`: call again after the wait.
+    Suspended(suspend::Suspension),
+}
+
+/// A slot for one live instance (see `capacity`).
+async fn instance_slot() -> Result<tokio::sync::SemaphorePermit<'static>, StepFailure> {
+    capacity::instance_slots()
+        .acquire()
+        .await
+        .map_err(|_| StepFailure::permanent("the step executor is shutting down"))
 }
 
 /// What a step attempt calls: the `step` world's `run`, or one exported
@@ -488,21 +563,7 @@ impl StepExecutor for WasmExecutor {
         observer: Arc<dyn StepObserver>,
     ) -> BoxFuture<Result<Value, StepFailure>> {
         let runtime = self.0.clone();
-        Box::pin(async move {
-            // A slot for the instance (see `capacity`): too many at once
-            // would exhaust the process's memory mappings. The lease is
-            // asked after the wait, right before the step starts.
-            let _slot = capacity::instance_slots()
-                .acquire()
-                .await
-                .map_err(|_| StepFailure::permanent("the step executor is shutting down"))?;
-            if !invocation.lease.holds() {
-                return Err(StepFailure::permanent(crate::step::executor::lease_lost(
-                    "the step was not started",
-                )));
-            }
-            runtime.run_step(invocation, observer).await
-        })
+        Box::pin(async move { runtime.run_step(invocation, observer).await })
     }
 }
 
@@ -639,6 +700,21 @@ enum Stopped {
     Cancelled,
 }
 
+impl Stopped {
+    /// The failure of an attempt stopped this way (`timeout`: its limit).
+    fn failure(self, timeout: Duration) -> StepFailure {
+        match self {
+            Stopped::TimedOut => StepFailure {
+                kind: FailureKind::Timeout,
+                message: format!("timed out after {} and was stopped", humanize(timeout)),
+            },
+            Stopped::Cancelled => {
+                StepFailure::permanent("cancelled while running; its programs were stopped")
+            }
+        }
+    }
+}
+
 /// Drive a step's call until it finishes, its deadline passes or the run is
 /// cancelled. When stopped, the step's running programs are asked to end
 /// (SIGTERM, `kill_grace`, SIGKILL, in `process/`): the call keeps being
@@ -706,7 +782,7 @@ mod contract_version_tests {
     #[test]
     fn plugins_of_an_older_patch_version_link_and_another_minor_does_not() {
         let runtime = Runtime::new(None).unwrap();
-        for version in ["0.1.0", "0.1.1"] {
+        for version in ["0.1.0", "0.1.1", "0.1.2"] {
             let component = Component::new(&runtime.engine, importing(version)).unwrap();
             assert!(
                 runtime.linker.instantiate_pre(&component).is_ok(),

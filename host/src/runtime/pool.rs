@@ -193,14 +193,19 @@ impl StepPool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::runtime::Runtime;
     use crate::step::executor::StepInvocation;
     use serde_json::json;
     use std::time::Duration;
 
-    fn invocation(step_id: &str, component: &str, config: serde_json::Value) -> StepInvocation {
+    /// An attempt of `component` with `config` and no grants.
+    pub(crate) fn invocation(
+        step_id: &str,
+        component: &str,
+        config: serde_json::Value,
+    ) -> StepInvocation {
         StepInvocation {
             run_id: "r1".into(),
             step_id: step_id.into(),

@@ -57,6 +57,11 @@ pub struct StepState {
     pub(crate) network: crate::step::grants::network::NetworkPolicy,
     /// Progress reports the step may still make.
     pub(crate) progress: super::host_api::ProgressBudget,
+    /// What `host.resumed` returns: the state the attempt's previous call
+    /// handed to `host.suspend`.
+    pub(crate) resumed: Option<String>,
+    /// Set when this call asked to be suspended.
+    pub(crate) suspension: Option<super::suspend::Suspension>,
 }
 
 impl WasiView for StepState {

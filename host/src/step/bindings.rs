@@ -7,6 +7,9 @@ wasmtime::component::bindgen!({
         "wfhost:plugin/process": async,
         "wfhost:plugin/model": async,
         "wfhost:plugin/tools": async,
+        // Ends the guest's call: the host returns a trap the runtime
+        // recognises (see `runtime::suspend`).
+        "wfhost:plugin/host.suspend": trappable,
     },
     exports: {
         default: async,

@@ -3,7 +3,7 @@
 //
 // Built by `npm run build` (componentize-js) with `--disable http fetch-event`:
 // wfhost provides no wasi:http, which componentize-js imports by default.
-import { log } from "wfhost:plugin/host@0.1.1";
+import { log } from "wfhost:plugin/host@0.1.2";
 import { greeting } from "./greeting.js";
 
 const SCHEMA = {

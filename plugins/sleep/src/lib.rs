@@ -7,9 +7,10 @@
 //!   with: { ms: 1500 }
 //! ```
 //!
-//! The wait is a `wasi:clocks` timer the host serves asynchronously: a
-//! sleeping step holds no thread, so thousands can wait at once (the
-//! benchmark's memory workload). The step's `timeout` still applies.
+//! The wait is a `host.suspend`: the host drops the step's instance and
+//! waits on a timer of its own, so a sleeping step holds no memory of its
+//! own and no thread, and thousands can wait at once (the benchmark's
+//! memory workload). The step's `timeout` still applies.
 
 use serde_json::{json, Value};
 use wfhost_sdk::{Info, Plugin, Request, StepError};
@@ -51,7 +52,10 @@ impl Plugin for Sleep {
                     "invalid config: `ms` must be an integer from 0 to {MAX_MS}"
                 ))
             })?;
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        // The first call waits, suspended; the call after the wait ends.
+        if ms > 0 && wfhost_sdk::resumed().is_none() {
+            wfhost_sdk::suspend(std::time::Duration::from_millis(ms), "waited");
+        }
         Ok(req.config)
     }
 }

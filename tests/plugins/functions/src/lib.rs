@@ -58,7 +58,8 @@ impl Kinds for Functions {
     }
 
     fn divide(a: u32, b: u32) -> Result<u32, String> {
-        a.checked_div(b).ok_or_else(|| "division by zero".to_string())
+        a.checked_div(b)
+            .ok_or_else(|| "division by zero".to_string())
     }
 
     fn swap(t: (String, bool)) -> (bool, String) {

@@ -33,6 +33,9 @@
 //! | `plant-and-scan` |                         | both in one instance: proves `scan` finds a marker          |
 //! | `plant-and-recurse` |                      | plants, then overflows its stack (the instance traps)       |
 //! | `plant-and-loop` |                         | plants, then spins until the timeout stops it               |
+//! | `suspend-loop` |                           | suspends for 0 ms again and again, never finishing          |
+//! | `suspend-huge` | `kib`                     | suspends with a state of `kib` KiB                          |
+//! | `suspend-recall` | `ms`                    | sets a static, suspends `ms`; resumed, reports the static   |
 
 use std::hint::black_box;
 use std::io::Write;
@@ -91,6 +94,12 @@ impl Plugin for Hostile {
                 plant(&req)?;
                 spin()
             }
+            "suspend-loop" => wfhost_sdk::suspend(std::time::Duration::ZERO, "again"),
+            "suspend-huge" => {
+                let kib = req.config["kib"].as_u64().unwrap_or(65) as usize;
+                wfhost_sdk::suspend(std::time::Duration::ZERO, "s".repeat(kib * 1024))
+            }
+            "suspend-recall" => suspend_recall(&req),
             other => Err(StepError::permanent(format!("unknown attack '{other}'"))),
         }
     }
@@ -437,7 +446,9 @@ fn scan(req: &Request) -> Result<Value, StepError> {
     let grow = req.config["grow_mib"].as_u64().unwrap_or(16) as usize;
     let pages = grow * 16;
     if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
-        return Err(StepError::permanent(format!("cannot grow memory by {grow} MiB")));
+        return Err(StepError::permanent(format!(
+            "cannot grow memory by {grow} MiB"
+        )));
     }
     let size = core::arch::wasm32::memory_size(0) * 65536;
     let seed = seed();
@@ -457,4 +468,25 @@ fn scan(req: &Request) -> Result<Value, StepError> {
         }
     }
     Ok(json!({ "found": found, "scanned_mib": size >> 20 }))
+}
+
+/// Set by `suspend-recall` before it suspends: a call after the suspension
+/// that still sees it would share the instance of the call before.
+static RECALLED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// First call: set [`RECALLED`] and suspend; the call after the wait
+/// reports what it sees of the first one.
+fn suspend_recall(req: &Request) -> Result<Value, StepError> {
+    use std::sync::atomic::Ordering;
+    match wfhost_sdk::resumed() {
+        None => {
+            RECALLED.store(0x5eed, Ordering::SeqCst);
+            let ms = req.config["ms"].as_u64().unwrap_or(50);
+            wfhost_sdk::suspend(std::time::Duration::from_millis(ms), "handed over")
+        }
+        Some(state) => Ok(json!({
+            "state": state,
+            "static_survived": RECALLED.load(Ordering::SeqCst) == 0x5eed,
+        })),
+    }
 }
