@@ -1222,3 +1222,45 @@ fn a_run_whose_output_goes_away_still_finishes() {
     assert_eq!(status["status"], "completed");
     assert_eq!(step(&status, "after")["output"]["stdout"], "done");
 }
+
+/// A step killed while it waits in `host.suspend` is not an interrupted
+/// step awaiting a decision: `resume` goes on with the wait (what is left of
+/// it) as the step's next attempt, and hands the step the state it left.
+#[test]
+fn a_step_killed_while_suspended_goes_on_waiting_on_resume() {
+    let sandbox = Sandbox::new();
+    let hostile = test_plugin("hostile");
+    let path = sandbox.write(
+        "wait.yaml",
+        &format!(
+            "name: w\nplugins:\n  hostile: {}\nsteps:\n  - id: nap\n    type: hostile\n    \
+             with: {{ attack: suspend-recall, ms: 3000 }}\n  - id: after\n    needs: [nap]\n    \
+             type: function\n    component: echo\n    with: {{ state: '{{{{ steps.nap.output.state }}}}' }}\n",
+            hostile.display()
+        ),
+    );
+    let mut child = sandbox.spawn_run(&path);
+    let id = wait_for_child_run(&sandbox, &mut child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(&sandbox.wfhost(&["logs", &id]).stdout).contains("waiting (host.suspend) until") {
+        assert!(Instant::now() < deadline, "the step never suspended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let resumed = sandbox.wfhost(&["resume", &id, "--json", "--quiet"]);
+    assert_exit(&resumed, 0);
+    let status: Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let nap = step(&status, "nap");
+    assert_eq!(nap["output"]["state"], "handed over", "{nap:#}");
+    assert_eq!(nap["output"]["static_survived"], false);
+    assert_eq!(nap["attempts"], 2, "{nap:#}");
+    assert_eq!(step(&status, "after")["output"]["state"], "handed over");
+    let logs = text(&sandbox.wfhost(&["logs", &id, "nap"]).stdout);
+    assert!(
+        logs.contains("the wait goes on") && logs.contains("woken: called again"),
+        "{logs}"
+    );
+}

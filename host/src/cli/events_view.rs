@@ -61,6 +61,11 @@ pub fn line(style: &Style, event: &EventRecord, show: Show) -> Option<String> {
         "step_skipped" => style.dim(&format!("── skipped: {}", text("reason"))),
         "step_tolerated" => style.warn(&format!("── failed, tolerated: {}", text("reason"))),
         "step_reset" => style.dim(&format!("── reset: {}", text("reason"))),
+        "step_suspended" => style.dim(&format!(
+            "── waiting (host.suspend) until {}",
+            clock_time(&text("wake_at"))
+        )),
+        "step_woken" => style.dim("── woken: called again"),
         kind => agent_event_line(style, kind, &event.data)?,
     };
     Some(format!("{prefix}{body}"))

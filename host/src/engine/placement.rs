@@ -533,6 +533,7 @@ fn invocation(
         agent: None,
         cancel: stop.signal(),
         lease: LeaseCheck::new(move || held.load(Ordering::Relaxed)),
+        resume: None,
     })
 }
 

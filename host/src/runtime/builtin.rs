@@ -241,6 +241,7 @@ mod tests {
             agent: Some(AgentHandle(session.clone())),
             cancel: Default::default(),
             lease: Default::default(),
+            resume: None,
         };
         let tokio = tokio::runtime::Runtime::new().expect("tokio");
         let runtime = crate::runtime::Runtime::new(None).expect("runtime");

@@ -297,6 +297,7 @@ impl Runtime {
                     agent: None,
                     cancel: Default::default(),
                     lease: Default::default(),
+                    resume: None,
                 },
                 observer: Arc::new(NullObserver),
                 deadline: tokio::time::Instant::now() + Duration::from_secs(5),
@@ -316,10 +317,16 @@ impl Runtime {
     /// timeout starts when its first call gets one and counts the waits.
     pub async fn run_step(
         &self,
-        invocation: StepInvocation,
+        mut invocation: StepInvocation,
         observer: Arc<dyn StepObserver>,
     ) -> Result<Value, StepFailure> {
-        let mut slot = Some(instance_slot().await?);
+        // An attempt going on with a wait an earlier process left takes its
+        // first slot after the wait.
+        let left = invocation.resume.take();
+        let mut slot = match left {
+            None => Some(instance_slot().await?),
+            Some(_) => None,
+        };
         let callee = match &invocation.function {
             None => self.load(&invocation.component).map(Callee::Step),
             Some(_) => self
@@ -336,6 +343,7 @@ impl Runtime {
         };
         let mut cancel = invocation.cancel.clone();
         let lease = invocation.lease.clone();
+        let attempt = invocation.attempt;
         let context = Arc::new(StepContext {
             deadline: call.deadline,
             agent: invocation.agent.as_ref().map(|handle| handle.0.clone()),
@@ -345,6 +353,18 @@ impl Runtime {
             programs: tokio::sync::watch::Sender::new(0),
         });
         let mut resumed = None;
+        if let Some(left) = left {
+            suspend::wait_as_recorded(
+                &*context.observer,
+                attempt,
+                &left,
+                call.deadline,
+                &mut cancel,
+            )
+            .await
+            .map_err(|stopped| stopped.failure(call.timeout))?;
+            resumed = Some(left.state);
+        }
         loop {
             let slot = match slot.take() {
                 Some(slot) => slot,
@@ -366,10 +386,17 @@ impl Runtime {
             match called? {
                 Called::Done(output) => return Ok(output),
                 Called::Suspended(suspension) => {
-                    suspend::wait_out(suspension.wait, call.deadline, &mut cancel)
-                        .await
-                        .map_err(|stopped| stopped.failure(call.timeout))?;
-                    resumed = Some(suspension.state);
+                    let resume = suspension.into_resume();
+                    suspend::wait_as_recorded(
+                        &*context.observer,
+                        attempt,
+                        &resume,
+                        call.deadline,
+                        &mut cancel,
+                    )
+                    .await
+                    .map_err(|stopped| stopped.failure(call.timeout))?;
+                    resumed = Some(resume.state);
                 }
             }
         }

@@ -224,6 +224,7 @@ pub(super) mod tests {
             agent: None,
             cancel: Default::default(),
             lease: Default::default(),
+            resume: None,
         }
     }
 

@@ -11,9 +11,10 @@
 //! Budgets: `state` is at most [`MAX_STATE`] bytes, and the step's deadline
 //! counts the waits, so a guest that suspends again and again still ends.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::state::StepState;
+use crate::step::executor::{Resume, StepObserver};
 
 /// Most bytes of `state` a step may hand to `suspend`.
 pub const MAX_STATE: usize = 64 * 1024;
@@ -48,6 +49,38 @@ pub(super) fn suspend(step: &mut StepState, ms: u64, state: String) -> wasmtime:
         state,
     });
     Err(wasmtime::Error::new(Suspended))
+}
+
+/// Wait as `resume` says, holding no instance: the observer hears of the
+/// wait first (so that it can record it) and of its end before the step's
+/// next call starts. `Err` when the deadline or a cancel comes first.
+pub(super) async fn wait_as_recorded(
+    observer: &dyn StepObserver,
+    attempt: u32,
+    resume: &Resume,
+    deadline: tokio::time::Instant,
+    cancel: &mut crate::step::stop::StopSignal,
+) -> Result<(), super::Stopped> {
+    observer.suspended(attempt, resume);
+    let wait = resume
+        .wake_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    wait_out(wait, deadline, cancel).await?;
+    observer.woken(attempt);
+    Ok(())
+}
+
+impl Suspension {
+    /// The wait as it is recorded: ending at a wall-clock time (at most a
+    /// century ahead: no step's timeout is that long).
+    pub(super) fn into_resume(self) -> Resume {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        Resume {
+            wake_at: SystemTime::now() + self.wait.min(CENTURY),
+            state: self.state,
+        }
+    }
 }
 
 /// Wait out a suspension: `Ok` once `wait` has passed, `TimedOut` when the

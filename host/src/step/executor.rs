@@ -54,6 +54,20 @@ pub struct StepInvocation {
     /// Whether this process still holds the run's lease; asked right
     /// before a program is started.
     pub lease: LeaseCheck,
+    /// For an attempt that goes on with a wait an earlier process left
+    /// (see [`StepObserver::suspended`]): when to call the step, and with
+    /// what state.
+    pub resume: Option<Resume>,
+}
+
+/// A step's wait in `host.suspend`, as recorded: the wall-clock time to
+/// call the step again and the state its next call gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// When the wait ends.
+    pub wake_at: std::time::SystemTime,
+    /// What the next call's `host.resumed` returns.
+    pub state: String,
 }
 
 /// The message for work refused because the lease was lost: `outcome`
@@ -181,6 +195,20 @@ pub trait StepObserver: Send + Sync {
     fn log(&self, level: LogLevel, message: &str);
     /// A progress report.
     fn progress(&self, message: &str, fraction: Option<f32>);
+
+    /// Attempt `attempt` ended a call in `host.suspend` and waits, holding
+    /// no instance, until `resume.wake_at`. An observer that records it
+    /// (and then [`StepObserver::woken`]) lets a later process go on with
+    /// the wait after this one is gone.
+    fn suspended(&self, attempt: u32, resume: &Resume) {
+        let _ = (attempt, resume);
+    }
+
+    /// The wait of the last [`StepObserver::suspended`] is over: the step's
+    /// next call starts now.
+    fn woken(&self, attempt: u32) {
+        let _ = attempt;
+    }
 }
 
 /// A boxed, sendable future.

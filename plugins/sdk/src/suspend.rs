@@ -6,6 +6,8 @@
 //! fresh instance; [`resumed`] then returns the state the previous call
 //! handed over. A suspended step holds no memory of its own and no thread,
 //! so thousands can wait at once. The step's `timeout` counts the waits.
+//! The wait is recorded: if the host process dies during it, `wfhost resume`
+//! goes on with it, and the step's next attempt starts with the state.
 //!
 //! ```ignore
 //! use std::time::Duration;

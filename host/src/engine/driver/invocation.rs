@@ -135,6 +135,7 @@ pub(super) fn prepare_invocation(
         agent: None,
         cancel: Default::default(),
         lease: Default::default(),
+        resume: None,
     })
 }
 

@@ -72,6 +72,16 @@ impl Driver {
                         .board
                         .finished(index, record.status.as_str(), Duration::ZERO);
                 }
+                StepStatus::Running | StepStatus::Interrupted
+                    if !options.skip.contains(&step.id)
+                        && !options.rerun.contains(&step.id)
+                        && self.go_on_waiting(
+                            run_id,
+                            workflow,
+                            state,
+                            index,
+                            record.attempts,
+                        )? => {}
                 StepStatus::Running | StepStatus::Interrupted => {
                     let retry = policies[index].max_attempts > record.attempts;
                     if self.restore_interrupted(run_id, def, options, state, index, retry)? {
@@ -109,6 +119,39 @@ impl Driver {
             "step(s) {list} were interrupted while running and are not marked idempotent; \
              decide with `wfhost resume {run_id} --rerun {first}` or `--skip {first}`"
         )))
+    }
+
+    /// A step a crash interrupted while it waited in `host.suspend`, no
+    /// code of it running: its next attempt goes on with the wait (and
+    /// the state it handed over) without asking anyone (an operator's
+    /// `--skip` or `--rerun` of it is obeyed instead). Returns whether the
+    /// step was one (a `for_each` step's items are not followed one by one,
+    /// and a step placed on workers waits there: neither ever is).
+    fn go_on_waiting(
+        &self,
+        run_id: &str,
+        workflow: &LoadedWorkflow,
+        state: &mut RunState,
+        index: usize,
+        attempt: u32,
+    ) -> Result<bool> {
+        let step = &workflow.def.steps[index];
+        let placed = self.placement.is_some() && crate::engine::placement::placeable(step);
+        if step.for_each.is_some() || placed {
+            return Ok(false);
+        }
+        let events = self.store.events(run_id, Some(&step.id))?;
+        let Some(wait) = super::step_log::left_wait(&events, attempt) else {
+            return Ok(false);
+        };
+        self.store.set_step_status(
+            run_id,
+            &step.id,
+            StepStatus::Interrupted,
+            Some("interrupted while waiting in host.suspend; the wait goes on"),
+        )?;
+        state.left_waits[index] = Some(wait);
+        Ok(true)
     }
 
     /// A step a crash interrupted: skip it (and its dependents) or run it

@@ -23,6 +23,9 @@ pub(super) struct RunState {
     /// outputs of the whole run.
     pub(super) context: Value,
     pub(super) attempts: Vec<u32>,
+    /// Waits in `host.suspend` a crashed process left, by step: the step's
+    /// next attempt goes on with it.
+    pub(super) left_waits: Vec<Option<crate::step::executor::Resume>>,
     pub(super) running: std::collections::HashSet<usize>,
     pub(super) due_later: Vec<(usize, Duration)>,
     pub(super) board: ProgressBoard,
@@ -67,6 +70,7 @@ impl RunState {
             outputs: BTreeMap::new(),
             context: template_context(run_id, &def.name, workflow_dir, args, &BTreeMap::new()),
             attempts: vec![0; def.steps.len()],
+            left_waits: vec![None; def.steps.len()],
             item_attempts: std::collections::HashMap::new(),
             tasks: std::collections::HashMap::new(),
             running: Default::default(),

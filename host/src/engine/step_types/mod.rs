@@ -204,6 +204,7 @@ steps:
             agent: None,
             cancel: Default::default(),
             lease: Default::default(),
+            resume: None,
         }
     }
 

@@ -956,6 +956,7 @@ mod tests {
                 agent: None,
                 cancel: Default::default(),
                 lease: Default::default(),
+                resume: None,
             },
             observer: std::sync::Arc::new(Quiet),
             deadline: tokio::time::Instant::now() + Duration::from_secs(5),

@@ -280,6 +280,7 @@ impl RunLoop<'_> {
             }
         };
         invocation.cancel = self.state.stop.signal();
+        invocation.resume = self.state.left_waits[index].take();
         invocation.lease = self.lease.step_check(&driver.store, &invocation.run_id);
         if let Some(remaining) = remaining {
             invocation.timeout = invocation.timeout.min(remaining);
