@@ -61,15 +61,24 @@ pub(super) async fn wait_as_recorded(
     deadline: tokio::time::Instant,
     cancel: &mut crate::step::stop::StopSignal,
 ) -> Result<(), super::Stopped> {
-    observer.suspended(attempt, resume);
+    {
+        let _turn = RECORDING.acquire().await;
+        observer.suspended(attempt, resume);
+    }
     let wait = resume
         .wake_at
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     wait_out(wait, deadline, cancel).await?;
+    let _turn = RECORDING.acquire().await;
     observer.woken(attempt);
     Ok(())
 }
+
+/// One step at a time tells its observer of a wait: recording it blocks on
+/// the store (whose writes are one at a time anyway), and thousands of steps
+/// suspending at once would otherwise each hold a thread meanwhile.
+static RECORDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 impl Suspension {
     /// The wait as it is recorded: ending at a wall-clock time (at most a
