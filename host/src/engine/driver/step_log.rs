@@ -24,6 +24,9 @@ pub(crate) struct StepLog {
     /// Whether the step's latest wait in `host.suspend` was recorded (its
     /// end is then recorded too).
     pub(super) wait_recorded: AtomicBool,
+    /// Whether waits are recorded at all (not for a `for_each` step, whose
+    /// items share this log and are not resumed one by one).
+    pub(super) records_waits: bool,
 }
 
 /// Each log line is a journal row (and a transaction): besides its bytes,
@@ -52,7 +55,14 @@ impl StepLog {
             budget: AtomicU64::new(max_output),
             lines: AtomicU64::new((max_output / BYTES_PER_LINE).max(MIN_LINES)),
             wait_recorded: AtomicBool::new(false),
+            records_waits: true,
         }
+    }
+
+    /// The log of a step whose waits in `host.suspend` are not recorded.
+    pub(crate) fn without_waits(mut self) -> StepLog {
+        self.records_waits = false;
+        self
     }
 }
 
@@ -110,7 +120,7 @@ impl StepObserver for StepLog {
     /// interrupted step as any other.
     fn suspended(&self, attempt: u32, resume: &Resume) {
         let size = resume.state.len() as u64;
-        let charged = take(&self.budget, size.max(1)) && take(&self.lines, 2);
+        let charged = self.records_waits && take(&self.budget, size.max(1)) && take(&self.lines, 2);
         self.wait_recorded.store(charged, Ordering::Relaxed);
         if !charged {
             return;

@@ -98,13 +98,16 @@ impl RunLoop<'_> {
         if invocations.is_empty() {
             return Ok(Box::pin(async { (0, Ok(Value::Array(Vec::new()))) }));
         }
-        let observer = Arc::new(StepLog::new(
-            driver.store.clone(),
-            driver.listener.clone(),
-            run_id,
-            &step.id,
-            grants.max_output,
-        ));
+        let observer = Arc::new(
+            StepLog::new(
+                driver.store.clone(),
+                driver.listener.clone(),
+                run_id,
+                &step.id,
+                grants.max_output,
+            )
+            .without_waits(),
+        );
         let attempts = Arc::new(std::sync::atomic::AtomicU32::new(state.attempts[index]));
         state.item_attempts.insert(index, attempts.clone());
         let items = fan_out::Items {
