@@ -355,7 +355,7 @@ impl Runtime {
         let mut resumed = None;
         if let Some(left) = left {
             suspend::wait_as_recorded(
-                &*context.observer,
+                &context.observer,
                 attempt,
                 &left,
                 call.deadline,
@@ -388,7 +388,7 @@ impl Runtime {
                 Called::Suspended(suspension) => {
                     let resume = suspension.into_resume();
                     suspend::wait_as_recorded(
-                        &*context.observer,
+                        &context.observer,
                         attempt,
                         &resume,
                         call.deadline,

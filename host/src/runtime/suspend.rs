@@ -11,6 +11,7 @@
 //! Budgets: `state` is at most [`MAX_STATE`] bytes, and the step's deadline
 //! counts the waits, so a guest that suspends again and again still ends.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use super::state::StepState;
@@ -55,30 +56,67 @@ pub(super) fn suspend(step: &mut StepState, ms: u64, state: String) -> wasmtime:
 /// wait first (so that it can record it) and of its end before the step's
 /// next call starts. `Err` when the deadline or a cancel comes first.
 pub(super) async fn wait_as_recorded(
-    observer: &dyn StepObserver,
+    observer: &Arc<dyn StepObserver>,
     attempt: u32,
     resume: &Resume,
     deadline: tokio::time::Instant,
     cancel: &mut crate::step::stop::StopSignal,
 ) -> Result<(), super::Stopped> {
-    {
-        let _turn = RECORDING.acquire().await;
-        observer.suspended(attempt, resume);
-    }
+    let (told, left) = (observer.clone(), resume.clone());
+    on_recorder(move || told.suspended(attempt, &left)).await;
     let wait = resume
         .wake_at
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     wait_out(wait, deadline, cancel).await?;
-    let _turn = RECORDING.acquire().await;
-    observer.woken(attempt);
+    let told = observer.clone();
+    on_recorder(move || told.woken(attempt)).await;
     Ok(())
 }
 
-/// One step at a time tells its observer of a wait: recording it blocks on
-/// the store (whose writes are one at a time anyway), and thousands of steps
-/// suspending at once would otherwise each hold a thread meanwhile.
-static RECORDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+/// A call of an observer, run on the recorder thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Run `job` on the recorder: one thread that tells observers of waits, in
+/// order. Recording blocks on the store (whose writes are one at a time
+/// anyway); thousands of steps suspending at once would otherwise each
+/// block a worker thread (and have tokio start another in its place).
+async fn on_recorder(job: impl FnOnce() + Send + 'static) {
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        job();
+        let _ = done.send(());
+    });
+    match recorder() {
+        Some(recorder) => match recorder.send(job) {
+            Ok(()) => {
+                let _ = finished.await;
+            }
+            // The thread is gone: tell the observer here.
+            Err(std::sync::mpsc::SendError(job)) => crate::store::blocking::offload(job),
+        },
+        None => crate::store::blocking::offload(job),
+    }
+}
+
+/// The recorder thread's queue (none when the thread cannot be started).
+fn recorder() -> Option<&'static std::sync::mpsc::Sender<Job>> {
+    static RECORDER: OnceLock<Option<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    RECORDER
+        .get_or_init(|| {
+            let (sender, jobs) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("wfhost-waits".into())
+                .spawn(move || {
+                    for job in jobs {
+                        job();
+                    }
+                })
+                .ok()
+                .map(|_| sender)
+        })
+        .as_ref()
+}
 
 impl Suspension {
     /// The wait as it is recorded: ending at a wall-clock time (at most a
@@ -168,5 +206,50 @@ mod tests {
             step.await.unwrap().unwrap_err()
         });
         assert!(failure.message.contains("cancelled"), "{failure:?}");
+    }
+
+    /// The observer hears of a wait before it and of its end after it, in
+    /// that order; a wait the deadline ends has no end to tell.
+    #[test]
+    fn a_wait_is_told_to_the_observer_before_and_after() {
+        use crate::step::executor::LogLevel;
+        use std::sync::Mutex;
+
+        #[derive(Default)]
+        struct Calls(Mutex<Vec<String>>);
+        impl StepObserver for Calls {
+            fn log(&self, _: LogLevel, _: &str) {}
+            fn progress(&self, _: &str, _: Option<f32>) {}
+            fn suspended(&self, attempt: u32, resume: &Resume) {
+                let told = format!("suspended {attempt} {}", resume.state);
+                self.0.lock().unwrap().push(told);
+            }
+            fn woken(&self, attempt: u32) {
+                self.0.lock().unwrap().push(format!("woken {attempt}"));
+            }
+        }
+
+        let calls = Arc::new(Calls::default());
+        let observer: Arc<dyn StepObserver> = calls.clone();
+        let tokio = tokio::runtime::Runtime::new().unwrap();
+        tokio.block_on(async {
+            let mut cancel = crate::step::stop::StopSignal::default();
+            let resume = |ms: u64, state: &str| Resume {
+                wake_at: SystemTime::now() + Duration::from_millis(ms),
+                state: state.into(),
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let first = resume(10, "a");
+            let woke = wait_as_recorded(&observer, 3, &first, deadline, &mut cancel);
+            assert!(woke.await.is_ok());
+            let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+            let second = resume(3_600_000, "b");
+            let ended = wait_as_recorded(&observer, 4, &second, soon, &mut cancel);
+            assert!(matches!(ended.await, Err(Stopped::TimedOut)));
+        });
+        assert_eq!(
+            *calls.0.lock().unwrap(),
+            ["suspended 3 a", "woken 3", "suspended 4 b"]
+        );
     }
 }
