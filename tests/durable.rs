@@ -1264,3 +1264,26 @@ fn a_step_killed_while_suspended_goes_on_waiting_on_resume() {
         "{logs}"
     );
 }
+
+/// Killed right after its wait was recorded, a step goes on waiting on
+/// `resume`; killed right after the wait's end was recorded (its next call
+/// may have started, and what that did is unknown), it is an interrupted
+/// step as any other and the run waits for the operator.
+#[test]
+fn a_crash_on_either_side_of_a_wait_goes_on_only_when_no_code_ran() {
+    let workflow = "name: n\nsteps:\n  - id: nap\n    type: function\n    component: sleep\n    \
+                    with: { ms: 200 }\n";
+    let sandbox = Sandbox::new();
+    let path = sandbox.write("nap.yaml", workflow);
+    let status = crash_then_resume(&sandbox, &path, "step_suspended");
+    assert_eq!(status["status"], "completed", "{status:#}");
+    let nap = step(&status, "nap");
+    assert_eq!(nap["attempts"], 2, "{nap:#}");
+    assert_eq!(nap["output"]["ms"], 200);
+
+    let sandbox = Sandbox::new();
+    let path = sandbox.write("nap.yaml", workflow);
+    let status = crash_then_resume(&sandbox, &path, "step_woken");
+    assert_eq!(status["status"], "blocked", "{status:#}");
+    assert_eq!(step(&status, "nap")["status"], "interrupted");
+}
