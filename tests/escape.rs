@@ -1858,8 +1858,9 @@ fn a_step_cannot_read_what_the_step_before_it_left_in_memory() {
 
 /// `host.suspend` is no way around a budget or the sandbox: a step that
 /// suspends forever still ends at its timeout, a state over 64 KiB fails
-/// the step with the budget named, and the call after a wait runs in a
-/// fresh instance (nothing of the call before survives but the state).
+/// the step with the budget named, the call after a wait runs in a fresh
+/// instance (nothing of the call before survives but the state), and the
+/// attempt's budgets (progress reports) are not renewed by suspending.
 #[test]
 fn a_suspending_step_keeps_its_deadline_its_state_budget_and_no_memory() {
     let sandbox = layout();
@@ -1875,12 +1876,23 @@ fn a_suspending_step_keeps_its_deadline_its_state_budget_and_no_memory() {
         json!({ "attack": "suspend-recall", "ms": 100 }),
         json!({}),
     );
-    let run = run_flow(&sandbox, &workflow(vec![forever, huge, recall]));
+    let progress = attack(
+        "progress",
+        json!({ "attack": "suspend-progress", "count": 600 }),
+        json!({}),
+    );
+    let run = run_flow(&sandbox, &workflow(vec![forever, huge, recall, progress]));
     assert_contains(&run.error("forever"), "timed out after 2s");
     assert_contains(&run.error("huge"), "state of 66560 bytes");
     assert_contains(&run.error("huge"), "over its budget of 64 KiB");
     let recalled = run.completed("recall");
     assert_eq!(recalled["state"], "handed over");
     assert_eq!(recalled["static_survived"], false, "{recalled}");
+    // One budget of progress reports per attempt, not per call.
+    assert_eq!(run.completed("progress")["reported"], 1200);
+    assert_contains(
+        &run.logs(&sandbox, Some("progress")),
+        "progress budget of 1000 reports per attempt used up",
+    );
     run.assert_host_survived();
 }

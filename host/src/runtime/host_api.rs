@@ -17,7 +17,8 @@ pub const MAX_PROGRESS_MESSAGE: usize = 1024;
 /// Most progress reports kept per step attempt.
 pub const MAX_PROGRESS_EVENTS: u32 = 1000;
 
-/// Progress reports one attempt may still make.
+/// Progress reports one attempt may still make (carried from each call of
+/// an attempt that suspends to the next).
 #[derive(Debug)]
 pub struct ProgressBudget {
     left: u32,

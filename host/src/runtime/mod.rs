@@ -353,6 +353,9 @@ impl Runtime {
             programs: tokio::sync::watch::Sender::new(0),
         });
         let mut resumed = None;
+        // One budget of progress reports for the whole attempt, however
+        // many calls it takes.
+        let mut progress = host_api::ProgressBudget::default();
         if let Some(left) = left {
             suspend::wait_as_recorded(
                 &context.observer,
@@ -380,7 +383,14 @@ impl Runtime {
                 )));
             }
             let called = self
-                .call_once(&callee, &context, &call, resumed.take(), &mut cancel)
+                .call_once(
+                    &callee,
+                    &context,
+                    &call,
+                    resumed.take(),
+                    &mut progress,
+                    &mut cancel,
+                )
                 .await;
             drop(slot);
             match called? {
@@ -409,6 +419,7 @@ impl Runtime {
         context: &Arc<StepContext>,
         call: &CallPlan,
         resumed: Option<String>,
+        progress: &mut host_api::ProgressBudget,
         cancel: &mut StopSignal,
     ) -> Result<Called, StepFailure> {
         let invocation = &context.invocation;
@@ -440,7 +451,7 @@ impl Runtime {
                 table: step_table(),
                 limits,
                 network,
-                progress: Default::default(),
+                progress: std::mem::take(progress),
                 step: context.clone(),
                 resumed,
                 suspension: None,
@@ -462,6 +473,7 @@ impl Runtime {
             }
         };
         let outcome = until_stopped(run, call.deadline, cancel, context).await;
+        *progress = std::mem::take(&mut store.data_mut().progress);
         forward_guest_output(&*observer, &stdout, LogLevel::Info);
         forward_guest_output(&*observer, &stderr, LogLevel::Warn);
 

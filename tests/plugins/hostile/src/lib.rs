@@ -36,6 +36,7 @@
 //! | `suspend-loop` |                           | suspends for 0 ms again and again, never finishing          |
 //! | `suspend-huge` | `kib`                     | suspends with a state of `kib` KiB                          |
 //! | `suspend-recall` | `ms`                    | sets a static, suspends `ms`; resumed, reports the static   |
+//! | `suspend-progress` | `count`               | reports progress `count` times, suspends, then `count` more |
 
 use std::hint::black_box;
 use std::io::Write;
@@ -100,6 +101,16 @@ impl Plugin for Hostile {
                 wfhost_sdk::suspend(std::time::Duration::ZERO, "s".repeat(kib * 1024))
             }
             "suspend-recall" => suspend_recall(&req),
+            "suspend-progress" => {
+                let count = number(&req, "count")?;
+                for _ in 0..count {
+                    progress("p", None);
+                }
+                if wfhost_sdk::resumed().is_none() {
+                    wfhost_sdk::suspend(std::time::Duration::ZERO, "again");
+                }
+                Ok(json!({ "reported": 2 * count }))
+            }
             other => Err(StepError::permanent(format!("unknown attack '{other}'"))),
         }
     }
