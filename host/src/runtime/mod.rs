@@ -322,8 +322,8 @@ impl Runtime {
     ) -> Result<Value, StepFailure> {
         // An attempt going on with a wait an earlier process left takes its
         // first slot after the wait.
-        let left = invocation.resume.take();
-        let mut slot = match left {
+        let mut pending = invocation.resume.take();
+        let mut slot = match pending {
             None => Some(instance_slot().await?),
             Some(_) => None,
         };
@@ -356,19 +356,21 @@ impl Runtime {
         // One budget of progress reports for the whole attempt, however
         // many calls it takes.
         let mut progress = host_api::ProgressBudget::default();
-        if let Some(left) = left {
-            suspend::wait_as_recorded(
-                &context.observer,
-                attempt,
-                &left,
-                call.deadline,
-                &mut cancel,
-            )
-            .await
-            .map_err(|stopped| stopped.failure(call.timeout))?;
-            resumed = Some(left.state);
-        }
         loop {
+            // The wait before this call: one an earlier process left, or
+            // the last call's suspension.
+            if let Some(wait) = pending.take() {
+                suspend::wait_as_recorded(
+                    &context.observer,
+                    attempt,
+                    &wait,
+                    call.deadline,
+                    &mut cancel,
+                )
+                .await
+                .map_err(|stopped| stopped.failure(call.timeout))?;
+                resumed = Some(wait.state);
+            }
             let slot = match slot.take() {
                 Some(slot) => slot,
                 None => instance_slot().await?,
@@ -395,19 +397,7 @@ impl Runtime {
             drop(slot);
             match called? {
                 Called::Done(output) => return Ok(output),
-                Called::Suspended(suspension) => {
-                    let resume = suspension.into_resume();
-                    suspend::wait_as_recorded(
-                        &context.observer,
-                        attempt,
-                        &resume,
-                        call.deadline,
-                        &mut cancel,
-                    )
-                    .await
-                    .map_err(|stopped| stopped.failure(call.timeout))?;
-                    resumed = Some(resume.state);
-                }
+                Called::Suspended(suspension) => pending = Some(suspension.into_resume()),
             }
         }
     }

@@ -19,7 +19,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use super::observer::{Committed, StoreObserver};
@@ -125,37 +125,81 @@ enum Job {
 /// writer (memory stays bounded when the disk is slower than the steps).
 const QUEUE_DEPTH: usize = 1024;
 
+/// How long the writer lets commits gather after a batch before it writes
+/// the next. A commit does not wake it meanwhile: waking a thread at every
+/// commit (a futex wake and a context switch) cost more than a no-op step.
+/// A flush, a removal or a full queue wake it at once.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The jobs queued for the writer, and whether it waits to be woken.
+#[derive(Default)]
+struct Queue {
+    jobs: std::collections::VecDeque<Job>,
+    /// The writer sleeps until a commit wakes it (nothing was queued
+    /// during its last gathering).
+    idle: bool,
+    /// No more jobs come: the writer writes what is queued and ends.
+    closed: bool,
+}
+
+/// The queue and the writer's wake-ups.
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer.
+    work: Condvar,
+    /// Wakes commits waiting for room in the queue.
+    room: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The background thread writing run folders, and the queue to it.
 struct Writer {
-    queue: Mutex<Option<mpsc::SyncSender<Job>>>,
+    /// None when the thread could not start: commits write in place.
+    shared: Option<Arc<Shared>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Writer {
     fn start() -> Writer {
-        let (queue, jobs) = mpsc::sync_channel(QUEUE_DEPTH);
+        let shared = Arc::new(Shared::default());
+        let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
             .name("wfhost-run-folders".into())
-            .spawn(move || write_all(jobs))
+            .spawn(move || write_all(&for_thread))
             .map_err(|error| tracing::warn!("cannot start the run-folder writer: {error}"))
             .ok();
         Writer {
-            queue: Mutex::new(thread.as_ref().map(|_| queue)),
+            shared: thread.as_ref().map(|_| shared),
             thread: Mutex::new(thread),
         }
     }
 
     fn send(&self, job: Job) {
-        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let unsent = match queue.as_ref() {
-            Some(queue) => queue.send(job).err().map(|mpsc::SendError(job)| job),
-            None => Some(job),
-        };
-        // No thread (it could not start, or died): write in place.
-        if let Some(job) = unsent {
+        let Some(shared) = &self.shared else {
+            // No thread: write in place.
             let mut batch = Batch::default();
             batch.run(job);
             batch.write_appends();
+            return;
+        };
+        // A new run's folder is made at once: people (and `progress.md`)
+        // look for it as the run starts.
+        let urgent = matches!(job, Job::CreateDir(_) | Job::Remove { .. } | Job::Flush(_));
+        let mut queue = shared.lock();
+        while queue.jobs.len() >= QUEUE_DEPTH {
+            shared.work.notify_one();
+            queue = shared.room.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+        queue.jobs.push_back(job);
+        if urgent || queue.idle {
+            queue.idle = false;
+            shared.work.notify_one();
         }
     }
 
@@ -169,19 +213,38 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         // Closing the queue ends the thread once it has written the rest.
-        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(shared) = &self.shared {
+            shared.lock().closed = true;
+            shared.work.notify_one();
+        }
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
         }
     }
 }
 
-/// The writer thread: takes what is queued at once and writes it.
-fn write_all(jobs: mpsc::Receiver<Job>) {
+/// The writer thread: takes what is queued at once and writes it, then
+/// lets the next commits gather (see [`GATHER`]).
+fn write_all(shared: &Shared) {
     let mut batch = Batch::default();
-    while let Ok(first) = jobs.recv() {
-        batch.run(first);
-        while let Ok(job) = jobs.try_recv() {
+    let mut queue = shared.lock();
+    loop {
+        if queue.jobs.is_empty() {
+            if queue.closed {
+                return;
+            }
+            // Nothing came while gathering: sleep until a commit wakes us.
+            queue.idle = true;
+            while queue.jobs.is_empty() && !queue.closed {
+                queue = shared.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+            queue.idle = false;
+            continue;
+        }
+        let jobs = std::mem::take(&mut queue.jobs);
+        shared.room.notify_all();
+        drop(queue);
+        for job in jobs {
             batch.run(job);
         }
         batch.write_appends();
@@ -191,6 +254,14 @@ fn write_all(jobs: mpsc::Receiver<Job>) {
         }
         if batch.open.len() > MAX_OPEN_JOURNALS {
             batch.open.clear();
+        }
+        queue = shared.lock();
+        if queue.jobs.is_empty() && !queue.closed {
+            queue = shared
+                .work
+                .wait_timeout(queue, GATHER)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -305,10 +376,17 @@ impl RunFiles {
         self.dir.join("scratch").join(step_id)
     }
 
-    /// Rewrite the run's `progress.md`.
+    /// Rewrite the run's `progress.md` (making the run's folder if the
+    /// mirror's writer has not made it yet).
     pub fn write_progress(&self, markdown: &str) -> Result<()> {
         let path = self.dir.join("progress.md");
-        fs::write(&path, markdown).map_err(|source| io_error(&path, source))
+        let written = match fs::write(&path, markdown) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(&self.dir).and_then(|()| fs::write(&path, markdown))
+            }
+            other => other,
+        };
+        written.map_err(|source| io_error(&path, source))
     }
 }
 
@@ -353,5 +431,45 @@ mod tests {
             "{\"a\":1}\n{\"b\":2}\n"
         );
         assert!(!run.join("steps").exists(), "no per-step files");
+    }
+
+    /// Commits gather between the writer's batches without waking it; a
+    /// flush still finds every line written, in order, past a full queue
+    /// (the commits that found it full waited for room), and what is
+    /// queued when the mirror is dropped is written before the thread ends.
+    #[test]
+    fn gathered_commits_are_all_written_in_order_by_a_flush_and_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("runs/r1");
+        let journal = run.join("events.jsonl");
+        let writer = Writer::start();
+        writer.send(Job::CreateDir(run.clone()));
+        let lines = |range: std::ops::Range<usize>| {
+            range
+                .map(|i| format!("{{\"n\":{i}}}\n"))
+                .collect::<String>()
+        };
+        for i in 0..3 * QUEUE_DEPTH {
+            writer.send(Job::Append {
+                run_dir: run.clone(),
+                line: format!("{{\"n\":{i}}}\n"),
+            });
+        }
+        writer.flush();
+        assert_eq!(
+            fs::read_to_string(&journal).unwrap(),
+            lines(0..3 * QUEUE_DEPTH)
+        );
+        for i in 3 * QUEUE_DEPTH..3 * QUEUE_DEPTH + 10 {
+            writer.send(Job::Append {
+                run_dir: run.clone(),
+                line: format!("{{\"n\":{i}}}\n"),
+            });
+        }
+        drop(writer);
+        assert_eq!(
+            fs::read_to_string(&journal).unwrap(),
+            lines(0..3 * QUEUE_DEPTH + 10)
+        );
     }
 }

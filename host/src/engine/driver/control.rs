@@ -3,33 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::task::JoinSet;
 
 use super::state::RunState;
 use super::{Driver, RunEvent};
-use crate::step::stop::StopTrigger;
 use crate::store::StepStatus;
 use crate::workflow::model::Workflow;
-
-/// Stop every running step: ask them (their programs get SIGTERM, then
-/// SIGKILL after their `kill_grace`), wait up to `budget` for them to end,
-/// then abort what is left. Their results are dropped: the run is being
-/// cancelled. `stop` is renewed, so the cleanup steps that run next are not
-/// stopped at once.
-pub(super) async fn stop_running<T: 'static>(
-    running: &mut JoinSet<T>,
-    stop: &mut StopTrigger,
-    budget: Duration,
-) {
-    stop.fire();
-    let _ = tokio::time::timeout(budget, async {
-        while running.join_next().await.is_some() {}
-    })
-    .await;
-    running.abort_all();
-    while running.join_next().await.is_some() {}
-    *stop = StopTrigger::new();
-}
 
 impl Driver {
     /// Cancel what has not finished (running steps were aborted by the

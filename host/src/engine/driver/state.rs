@@ -43,8 +43,6 @@ pub(super) struct RunState {
     /// The attempt counters of running `for_each` steps (item retries
     /// take attempt numbers as they go).
     pub(super) item_attempts: std::collections::HashMap<usize, Arc<std::sync::atomic::AtomicU32>>,
-    /// Which step (and attempt) each running task executes.
-    pub(super) tasks: std::collections::HashMap<tokio::task::Id, (usize, u32)>,
     pub(super) ids: Vec<String>,
     /// Fired on cancel: running steps stop their programs gracefully.
     pub(super) stop: StopTrigger,
@@ -72,7 +70,6 @@ impl RunState {
             attempts: vec![0; def.steps.len()],
             left_waits: vec![None; def.steps.len()],
             item_attempts: std::collections::HashMap::new(),
-            tasks: std::collections::HashMap::new(),
             running: Default::default(),
             due_later: Vec::new(),
             board: ProgressBoard::new(run_id, def, store.run_files(run_id)),

@@ -126,6 +126,30 @@ fn statuses(store: &dyn EngineStore, run_id: &str) -> Vec<(String, StepStatus)> 
         .collect()
 }
 
+/// A step that starts while nothing else runs is polled by the run loop
+/// itself (see `run_loop::tasks`): its panic is caught there and fails it
+/// with the same reason, and the steps after it in a chain still run.
+#[test]
+fn a_lone_step_that_panics_fails_with_the_reason_and_the_chain_goes_on() {
+    let (_dir, store, _, outcome) = run(
+        "name: p\nsteps:\n  - id: first\n    type: function\n    component: echo\n    with: {x: 1}\n  - id: solo\n    type: function\n    component: echo\n    needs: [first]\n    with: {panic: true}\n    continue_on_error: true\n  - id: last\n    type: function\n    component: echo\n    needs: [solo]\n    with: {x: 2}\n",
+    );
+    let steps = store.steps(&outcome.run_id).unwrap();
+    let solo = steps.iter().find(|s| s.id == "solo").unwrap();
+    assert_eq!(solo.status, StepStatus::Failed);
+    assert!(
+        solo.error
+            .as_deref()
+            .unwrap()
+            .contains("the step's task panicked: boom in solo"),
+        "{solo:?}"
+    );
+    assert_eq!(
+        steps.iter().find(|s| s.id == "last").unwrap().status,
+        StepStatus::Completed
+    );
+}
+
 #[test]
 fn a_panicking_step_or_item_fails_with_the_reason_and_the_run_goes_on() {
     let (_dir, store, _, outcome) = run(

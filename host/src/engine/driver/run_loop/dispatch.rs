@@ -96,7 +96,8 @@ impl RunLoop<'_> {
                 ..
             } = start;
             self.announce_start(index, attempt);
-            self.spawn_attempt(index, attempt, async move { (attempt, future.await) });
+            self.running
+                .start(index, attempt, true, async move { (attempt, future.await) });
         }
         Ok(())
     }
@@ -108,25 +109,6 @@ impl RunLoop<'_> {
             step: self.workflow.def.steps[index].id.clone(),
             attempt,
         });
-    }
-
-    /// Run an attempt (or a `for_each` step's items, which answer with the
-    /// attempt they ended on) as a task of the run, timed from its first
-    /// poll.
-    fn spawn_attempt(
-        &mut self,
-        index: usize,
-        attempt: u32,
-        future: impl std::future::Future<Output = (u32, Result<serde_json::Value, StepFailure>)>
-            + Send
-            + 'static,
-    ) {
-        let task = self.running.spawn(async move {
-            let started = Instant::now();
-            let (attempt, result) = future.await;
-            (index, attempt, started.elapsed(), result)
-        });
-        self.state.tasks.insert(task.id(), (index, attempt));
     }
 
     /// Start one ready step: check its condition and `total_timeout`, then
@@ -216,7 +198,8 @@ impl RunLoop<'_> {
             Ok(future) => {
                 self.state.running.insert(index);
                 let attempt = self.state.attempts[index];
-                self.spawn_attempt(index, attempt, future);
+                // Items run in parallel: their task is not polled by the loop.
+                self.running.start(index, attempt, false, future);
                 Ok(())
             }
             Err(failure) => {

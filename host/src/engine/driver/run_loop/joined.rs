@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
-use tokio::task::JoinError;
 
 use super::{RunLoop, StepResult};
 use crate::engine::driver::state::{describe_failure, within_total};
@@ -15,37 +14,6 @@ use crate::store::{Change, StepStatus};
 use crate::workflow::Step;
 
 impl RunLoop<'_> {
-    /// What a joined task ended with; a task that panicked or was stopped
-    /// fails its step with the reason, and the run goes on.
-    pub(super) fn task_result(
-        &mut self,
-        joined: Result<(tokio::task::Id, StepResult), JoinError>,
-    ) -> Result<StepResult> {
-        match joined {
-            Ok((task, done)) => {
-                self.state.tasks.remove(&task);
-                Ok(done)
-            }
-            Err(error) => {
-                let (index, attempt) = self
-                    .state
-                    .tasks
-                    .remove(&error.id())
-                    .context("a step task failed and its step is unknown")?;
-                let reason = if error.is_panic() {
-                    format!(
-                        "the step's task panicked: {}",
-                        crate::engine::fan_out::panic_text(error)
-                    )
-                } else {
-                    "the step's task was stopped".to_string()
-                };
-                let failure = Err(StepFailure::permanent(reason));
-                Ok((index, attempt, Duration::ZERO, failure))
-            }
-        }
-    }
-
     /// Handle steps joined together: take in their completions (those of
     /// plain steps are committed with the starts they release, by
     /// `commit_prepared`), schedule their retries or record their failures.

@@ -7,6 +7,7 @@
 mod dispatch;
 mod for_each;
 mod joined;
+mod tasks;
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,6 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-use super::control::stop_running;
 use super::lease::Heartbeat;
 use super::setup::Setup;
 use super::state::RunState;
@@ -38,7 +38,8 @@ pub(super) struct RunLoop<'a> {
     state: RunState,
     lease: Heartbeat,
     templates: Templates,
-    running: JoinSet<StepResult>,
+    /// The attempts running.
+    running: tasks::StepTasks,
     /// Attempts dispatched whose starts are not yet recorded (see
     /// `dispatch`).
     starting: Vec<dispatch::PreparedStart>,
@@ -102,7 +103,7 @@ impl<'a> RunLoop<'a> {
             state,
             lease,
             templates: Templates::new(),
-            running: JoinSet::new(),
+            running: tasks::StepTasks::new(),
             starting: Vec::new(),
             completing: Vec::new(),
             timers,
@@ -132,13 +133,9 @@ impl<'a> RunLoop<'a> {
                 break;
             }
             tokio::select! {
-                Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                finished = self.running.next_finished(), if !self.running.is_empty() => {
                     // Steps that finished together are recorded together.
-                    let mut finished = vec![self.task_result(joined)?];
-                    while let Some(joined) = self.running.try_join_next_with_id() {
-                        finished.push(self.task_result(joined)?);
-                    }
-                    self.on_finished(finished)?;
+                    self.on_finished(finished?)?;
                 }
                 Some(due) = self.timers.join_next(), if !self.timers.is_empty() && !self.paused => {
                     if let Ok(index) = due {
@@ -183,7 +180,9 @@ impl<'a> RunLoop<'a> {
     /// Stop running steps and retry timers, and cancel what has not
     /// finished; `finally` steps run next.
     async fn cancel(&mut self) -> Result<()> {
-        stop_running(&mut self.running, &mut self.state.stop, self.stop_budget).await;
+        self.running
+            .stop(&mut self.state.stop, self.stop_budget)
+            .await;
         self.timers.abort_all();
         let def = &self.workflow.def;
         self.driver.cancel(self.run_id, def, &mut self.state)?;
