@@ -84,7 +84,10 @@ pub async fn run_items(
                 };
                 let panicked = error.is_panic();
                 let reason = if panicked {
-                    format!("item {index}: its task panicked: {}", panic_text(error))
+                    format!(
+                        "item {index}: its task panicked: {}",
+                        panic_text(&*error.into_panic())
+                    )
                 } else {
                     format!("item {index}: stopped because another item failed (fail_fast)")
                 };
@@ -230,8 +233,7 @@ impl Item {
 }
 
 /// The message of a panicked task.
-pub(crate) fn panic_text(error: tokio::task::JoinError) -> String {
-    let payload = error.into_panic();
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

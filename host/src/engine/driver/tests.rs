@@ -126,6 +126,18 @@ fn statuses(store: &dyn EngineStore, run_id: &str) -> Vec<(String, StepStatus)> 
         .collect()
 }
 
+/// The step `solo` failed with its task's panic.
+fn assert_panicked_solo(steps: &[crate::store::StepRecord]) {
+    let solo = steps.iter().find(|s| s.id == "solo").unwrap();
+    assert!(
+        solo.error
+            .as_deref()
+            .unwrap()
+            .contains("the step's task panicked: boom in solo"),
+        "{solo:?}"
+    );
+}
+
 /// A step that starts while nothing else runs is polled by the run loop
 /// itself (see `run_loop::tasks`): its panic is caught there and fails it
 /// with the same reason, and the steps after it in a chain still run.
@@ -137,13 +149,7 @@ fn a_lone_step_that_panics_fails_with_the_reason_and_the_chain_goes_on() {
     let steps = store.steps(&outcome.run_id).unwrap();
     let solo = steps.iter().find(|s| s.id == "solo").unwrap();
     assert_eq!(solo.status, StepStatus::Failed);
-    assert!(
-        solo.error
-            .as_deref()
-            .unwrap()
-            .contains("the step's task panicked: boom in solo"),
-        "{solo:?}"
-    );
+    assert_panicked_solo(&steps);
     assert_eq!(
         steps.iter().find(|s| s.id == "last").unwrap().status,
         StepStatus::Completed
@@ -164,14 +170,7 @@ fn a_panicking_step_or_item_fails_with_the_reason_and_the_run_goes_on() {
         error.contains("item 1: its task panicked: boom in each"),
         "{error}"
     );
-    let solo = steps.iter().find(|s| s.id == "solo").unwrap();
-    assert!(
-        solo.error
-            .as_deref()
-            .unwrap()
-            .contains("the step's task panicked: boom in solo"),
-        "{solo:?}"
-    );
+    assert_panicked_solo(&steps);
     assert_eq!(
         steps.iter().find(|s| s.id == "other").unwrap().status,
         StepStatus::Completed

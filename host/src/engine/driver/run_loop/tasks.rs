@@ -178,10 +178,6 @@ impl StepTasks {
 
 /// A step's failure for its task's panic.
 fn panicked(payload: &(dyn std::any::Any + Send)) -> StepFailure {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_string());
+    let text = crate::engine::fan_out::panic_text(payload);
     StepFailure::permanent(format!("the step's task panicked: {text}"))
 }
